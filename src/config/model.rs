@@ -1,0 +1,234 @@
+//! The gateway.yaml file format: serde + JSON Schema types with their defaults.
+//! Only shapes and defaults live here; cross-field rules live in `validate.rs`.
+
+use crate::ids::{PhoneNumberId, WabaId};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use super::duration::Duration;
+use super::secret::Secret;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// File format version; only `1` exists.
+    pub version: u32,
+    /// Listen addresses and HTTP limits.
+    #[serde(default)]
+    pub listen: Listen,
+    /// The URL Meta calls for webhooks (the reconciler declares it); must end in `/webhook`.
+    pub public_url: String,
+    /// Where the inbox, outbox and conversations are stored.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Meta app settings and the Graph API endpoint.
+    pub meta: Meta,
+    /// Agents by name; numbers refer to them.
+    pub agents: BTreeMap<String, Agent>,
+    /// The WhatsApp numbers this gateway serves.
+    pub numbers: Vec<Number>,
+    /// Conversation and delivery policies.
+    #[serde(default)]
+    pub policies: Policies,
+}
+
+/// Listen addresses and HTTP limits.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Address of the webhook listener (Meta's POSTs and the GET handshake).
+    pub webhook: SocketAddr,
+    /// Address of the admin listener: /metrics, /healthz, /readyz.
+    pub admin: SocketAddr,
+    /// Largest webhook body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request's headers.
+    pub header_timeout: Duration,
+    /// Time allowed to receive a request's body.
+    pub body_timeout: Duration,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            webhook: "127.0.0.1:8080".parse().expect("static address"),
+            admin: "127.0.0.1:9090".parse().expect("static address"),
+            max_body_bytes: 1024 * 1024,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Storage settings.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// `sqlite://path/to/file.db` (created if missing, WAL mode) or `postgres://user@host/db`.
+    pub url: String,
+    /// Connection pool size.
+    pub max_connections: u32,
+    /// How long a write waits on a lock before the webhook is answered 503 (Meta then retries).
+    pub busy_timeout: Duration,
+    /// Most inbound messages committed in one group-commit transaction.
+    pub batch_max: usize,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/gateway.db".into(),
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(5),
+            batch_max: 1024,
+        }
+    }
+}
+
+/// Meta app settings.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// `https://graph.facebook.com`, another Graph-compatible base URL, or `emulator` to run the
+    /// built-in Cloud API emulator inside `serve`.
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// Graph API version, e.g. `v23.0`.
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// The Meta app id.
+    pub app_id: String,
+    /// The app secret: the key of every webhook's X-Hub-Signature-256.
+    pub app_secret: Secret,
+    /// The token Meta echoes in the GET verification handshake.
+    pub verify_token: Secret,
+    /// Settings of the built-in emulator, used when `graph_url` is `emulator`.
+    #[serde(default)]
+    pub emulator: EmulatorSettings,
+}
+
+fn default_graph_url() -> String {
+    "https://graph.facebook.com".into()
+}
+
+fn default_api_version() -> String {
+    "v23.0".into()
+}
+
+/// Settings of the in-process emulator.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmulatorSettings {
+    /// Where the emulator's Graph and control API listen (`wa-gateway chat` talks to it).
+    pub listen: SocketAddr,
+}
+
+impl Default for EmulatorSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8089".parse().expect("static address"),
+        }
+    }
+}
+
+/// An agent: what answers a number's customers.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Agent {
+    /// Replies with the text it got (for demos and tests).
+    Echo {
+        /// Text put before the echoed text.
+        #[serde(default)]
+        prefix: String,
+        /// Time the echo "thinks" before replying.
+        #[serde(default)]
+        delay: Duration,
+    },
+    /// POSTs each turn as JSON to a URL and sends back `{"reply": "…"}`.
+    Http {
+        /// The agent's endpoint.
+        url: String,
+        /// Time allowed for one call.
+        #[serde(default = "default_agent_timeout")]
+        timeout: Duration,
+        /// Extra request headers; values are secret references.
+        #[serde(default)]
+        headers: BTreeMap<String, Secret>,
+    },
+}
+
+fn default_agent_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+/// A WhatsApp Business number served by the gateway.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Number {
+    /// Meta's phone number id (digits).
+    pub phone_number_id: PhoneNumberId,
+    /// The WhatsApp Business Account the number belongs to (digits).
+    pub waba_id: WabaId,
+    /// A name for people: the status page and logs.
+    #[serde(default)]
+    pub display_name: String,
+    /// The name of the agent (a key of `agents`) that answers this number.
+    pub agent: String,
+    /// The system-user or business token used for this number's Graph calls.
+    pub access_token: Secret,
+    /// `false` stops answering this number while keeping it declared.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Conversation and delivery policies.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policies {
+    /// Mark each customer message as read when its reply is sent.
+    pub mark_read: bool,
+    /// How replies are retried when Meta or the network fails.
+    pub delivery: Delivery,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Self {
+            mark_read: true,
+            delivery: Delivery::default(),
+        }
+    }
+}
+
+/// Retry policy of the sender.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Attempts before a retryable failure fails the reply for good.
+    pub max_attempts: u32,
+    /// First backoff delay; it doubles with jitter up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest delay between two attempts (Retry-After may ask for longer).
+    pub max_backoff: Duration,
+    /// After a crash, how long a reply left in `sending` waits for a status webhook that proves
+    /// Meta took it before it is sent again.
+    pub settle_grace: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(60),
+            settle_grace: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Secret references (`{ env: NAME }`, `{ file: PATH }`, `{ value: "…" }`) and the resolved value.
+//! A secret's value never appears in Debug, Display, Serialize or an error message.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where a secret's value comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecretSource {
+    /// An environment variable of the gateway process.
+    Env(String),
+    /// A file (e.g. a Kubernetes Secret mount); one trailing newline is ignored.
+    File(PathBuf),
+    /// The value inline; accepted only when `meta.graph_url` is `emulator`.
+    Value(String),
+}
+
+impl SecretSource {
+    /// Where the value comes from, for people (never the value itself).
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Env(name) => format!("environment variable {name}"),
+            SecretSource::File(path) => format!("file {}", path.display()),
+            SecretSource::Value(_) => "inline value".into(),
+        }
+    }
+}
+
+/// A secret reference and, once the config is loaded, its value.
+#[derive(Clone)]
+pub struct Secret {
+    source: SecretSource,
+    value: Arc<str>,
+}
+
+/// Why a secret could not be read; never holds the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {0} is not set: export it, or point the reference elsewhere")]
+    EnvMissing(String),
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is empty")]
+    Empty(String),
+}
+
+impl Secret {
+    /// A secret whose value is given directly (tests, the emulator).
+    pub fn inline(value: impl Into<String>) -> Self {
+        let value: String = value.into();
+        Self {
+            value: Arc::from(value.as_str()),
+            source: SecretSource::Value(value),
+        }
+    }
+
+    /// The reference as written in the file.
+    pub fn source(&self) -> &SecretSource {
+        &self.source
+    }
+
+    /// Reads the value from its source (re-reading files each time).
+    pub fn resolve(&mut self) -> Result<(), SecretError> {
+        let value = match &self.source {
+            SecretSource::Env(name) => {
+                std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))?
+            }
+            SecretSource::File(path) => {
+                let mut text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                if text.ends_with('\n') {
+                    text.pop();
+                    if text.ends_with('\r') {
+                        text.pop();
+                    }
+                }
+                text
+            }
+            SecretSource::Value(v) => v.clone(),
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty(self.source.describe()));
+        }
+        self.value = Arc::from(value.as_str());
+        Ok(())
+    }
+
+    /// The secret's value. Empty until resolved; `config::load` resolves every secret.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            SecretSource::Value(_) => f.write_str("Secret(inline, redacted)"),
+            other => write!(f, "Secret({}, redacted)", other.describe()),
+        }
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let source = SecretSource::deserialize(d)?;
+        Ok(Self {
+            source,
+            value: Arc::from(""),
+        })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.source {
+            SecretSource::Value(_) => SecretSource::Value("[redacted]".into()).serialize(s),
+            other => other.serialize(s),
+        }
+    }
+}
+
+impl JsonSchema for Secret {
+    fn schema_name() -> Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        SecretSource::json_schema(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_the_value() {
+        let s = Secret::inline("hunter2-secret");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{s}").contains("hunter2"));
+        assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
+        assert_eq!(s.expose(), "hunter2-secret");
+    }
+
+    #[test]
+    fn file_secret_drops_one_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tok");
+        std::fs::write(&path, "abc\n").unwrap();
+        let mut s = Secret {
+            source: SecretSource::File(path),
+            value: Arc::from(""),
+        };
+        s.resolve().unwrap();
+        assert_eq!(s.expose(), "abc");
+    }
+
+    #[test]
+    fn missing_env_names_the_variable() {
+        let mut s = Secret {
+            source: SecretSource::Env("WA_GATEWAY_TEST_UNSET_VAR".into()),
+            value: Arc::from(""),
+        };
+        let err = s.resolve().unwrap_err().to_string();
+        assert!(err.contains("WA_GATEWAY_TEST_UNSET_VAR"), "{err}");
+    }
+}

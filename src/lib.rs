@@ -1,0 +1,4 @@
+//! wa-gateway: connects AI agents to WhatsApp Business numbers through Meta's Cloud API.
+
+pub mod config;
+pub mod ids;
