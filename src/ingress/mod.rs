@@ -1,0 +1,4 @@
+//! Webhook ingress: the HTTP listener Meta calls, the verification handshake, the signature
+//! check and the Cloud API envelope types.
+
+pub mod signature;
