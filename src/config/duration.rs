@@ -28,11 +28,13 @@ impl Duration {
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map(Duration).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?}: {e} (write e.g. 500ms, 20s, 5m, 24h)"
-            ))
-        })
+        humantime::parse_duration(s.trim())
+            .map(Duration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?}: {e} (write e.g. 500ms, 20s, 5m, 24h)"
+                ))
+            })
     }
 }
 

@@ -75,10 +75,11 @@ impl Secret {
                 std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))?
             }
             SecretSource::File(path) => {
-                let mut text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
-                    path: path.clone(),
-                    source,
-                })?;
+                let mut text =
+                    std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                        path: path.clone(),
+                        source,
+                    })?;
                 if text.ends_with('\n') {
                     text.pop();
                     if text.ends_with('\r') {

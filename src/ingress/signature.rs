@@ -13,7 +13,9 @@ pub enum SignatureError {
     Missing,
     #[error("X-Hub-Signature-256 is not of the form sha256=<64 hex digits>")]
     Malformed,
-    #[error("X-Hub-Signature-256 does not match the body (wrong app secret, or the body was altered)")]
+    #[error(
+        "X-Hub-Signature-256 does not match the body (wrong app secret, or the body was altered)"
+    )]
     Mismatch,
 }
 
@@ -64,7 +66,10 @@ mod tests {
         let cases: [(Option<&[u8]>, SignatureError); 5] = [
             (None, SignatureError::Missing),
             (Some(b"sha1=abc"), SignatureError::Malformed),
-            (Some(&good.as_bytes()[..good.len() - 2]), SignatureError::Malformed),
+            (
+                Some(&good.as_bytes()[..good.len() - 2]),
+                SignatureError::Malformed,
+            ),
             (Some(b"sha256=zz"), SignatureError::Malformed),
             (
                 Some(sign(b"other", body).as_bytes().to_vec().leak()),
@@ -76,7 +81,11 @@ mod tests {
         }
         // Re-serialised JSON is different bytes and must not pass.
         assert_eq!(
-            verify(b"s3cret", Some(good.as_bytes()), br#"{"object": "whatsapp_business_account"}"#),
+            verify(
+                b"s3cret",
+                Some(good.as_bytes()),
+                br#"{"object": "whatsapp_business_account"}"#
+            ),
             Err(SignatureError::Mismatch)
         );
     }

@@ -1,0 +1,39 @@
+//! Embedded migrations for each dialect, applied at start (PostgreSQL's are serialised by
+//! sqlx's advisory lock, so several replicas may start at once).
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use std::borrow::Cow;
+
+const SQLITE: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("migrations/sqlite/0001_init.sql"))];
+const POSTGRES: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("migrations/postgres/0001_init.sql"))];
+
+fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {
+    let migrations = list
+        .iter()
+        .map(|(version, desc, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*desc),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+pub(super) fn sqlite() -> Migrator {
+    migrator(SQLITE)
+}
+
+pub(super) fn postgres() -> Migrator {
+    migrator(POSTGRES)
+}

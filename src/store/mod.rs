@@ -1,0 +1,140 @@
+//! Storage: one interface over SQLite (embedded, WAL) and PostgreSQL, with migrations.
+//! Owns the inbox, outbox, conversations, dead letters and status events; knows no HTTP.
+
+mod migrate;
+mod rows;
+
+pub use rows::*;
+
+use crate::config::Storage as StorageConfig;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A storage failure; the webhook that hit it is answered 503 so Meta delivers it again.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("storage migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("storage url {0:?} is neither sqlite://… nor postgres://…")]
+    UnsupportedUrl(String),
+    #[error("cannot create the directory of the SQLite file {path}: {source}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage writer has stopped")]
+    WriterGone,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// Runs the same sqlx code against whichever pool this store holds.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Connects (creating a SQLite file and its directory if needed) and runs migrations.
+    pub async fn connect(cfg: &StorageConfig) -> Result<Self, StoreError> {
+        let url = cfg.url.as_str();
+        let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            if let Some(dir) = std::path::Path::new(path).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            }
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit is on disk before the webhook is answered 200. Group commit
+                // amortises the fsync over every message in the batch.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(cfg.busy_timeout.get())
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(cfg.max_connections.max(2))
+                .connect_with(opts)
+                .await?;
+            Pool::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let lock_ms = cfg.busy_timeout.get().as_millis();
+            let opts = PgConnectOptions::from_str(url)?
+                .options([("lock_timeout", format!("{lock_ms}ms"))]);
+            let pool = PgPoolOptions::new()
+                .max_connections(cfg.max_connections.max(2))
+                .acquire_timeout(
+                    cfg.busy_timeout
+                        .get()
+                        .max(std::time::Duration::from_secs(1)),
+                )
+                .connect_with(opts)
+                .await?;
+            Pool::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(p) => migrate::sqlite().run(p).await?,
+            Pool::Postgres(p) => migrate::postgres().run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        on_pool!(self, |p| p.close().await)
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        on_pool!(self, |p| sqlx::query("SELECT 1").execute(p).await.is_ok())
+    }
+}

@@ -1,0 +1,612 @@
+//! Row types and the queries over them, written once for both dialects through `on_pool!`.
+
+use super::{Pool, Store, StoreError, now_ms, on_pool};
+use sqlx::Row;
+
+/// Lifecycle of an inbound message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboxState {
+    /// Committed, waiting for its conversation worker.
+    Received,
+    /// The turn ran; its replies (if any) are in the outbox.
+    Done,
+    /// For a phone_number_id this gateway does not declare: kept, never handed to an agent.
+    Unrouted,
+    /// Not for an agent (number disabled, not a customer turn, no customer id).
+    Skipped,
+    /// The agent failed; `detail` says why.
+    Failed,
+}
+
+impl InboxState {
+    /// The stable string stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Done => "done",
+            Self::Unrouted => "unrouted",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// An inbound message about to be committed.
+#[derive(Clone, Debug)]
+pub struct NewInbound {
+    pub wamid: String,
+    pub phone_number_id: String,
+    pub customer: String,
+    pub wa_id: Option<String>,
+    pub user_id: Option<String>,
+    pub customer_name: Option<String>,
+    pub msg_type: String,
+    pub text: Option<String>,
+    /// The message object exactly as Meta sent it (JSON).
+    pub payload: String,
+    /// Meta's timestamp, Unix seconds.
+    pub meta_ts: i64,
+    pub state: InboxState,
+    pub detail: Option<String>,
+}
+
+/// A committed inbound message.
+#[derive(Clone, Debug)]
+pub struct InboxRow {
+    pub id: i64,
+    pub received_at: i64,
+    pub msg: NewInbound,
+}
+
+/// A delivery status from Meta.
+#[derive(Clone, Debug)]
+pub struct StatusUpdate {
+    pub wamid: String,
+    pub status: String,
+    pub meta_ts: i64,
+    pub callback: Option<String>,
+    pub error_code: Option<i64>,
+    pub error_title: Option<String>,
+}
+
+/// A correctly signed body that is not a Cloud API envelope.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    pub reason: String,
+    pub body: String,
+}
+
+/// Everything one webhook asks to store; committed whole or not at all.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookWrite {
+    pub messages: Vec<NewInbound>,
+    pub statuses: Vec<StatusUpdate>,
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// Lifecycle of a reply. The rank orders states so late or repeated status webhooks never move
+/// a row backwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Sending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    Expired,
+}
+
+impl OutboxState {
+    /// The stable string stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Parses a stored state or a Meta status (`sent`, `delivered`, `read`, `failed`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "sending" => Self::Sending,
+            "sent" => Self::Sent,
+            "delivered" => Self::Delivered,
+            "read" => Self::Read,
+            "failed" => Self::Failed,
+            "expired" => Self::Expired,
+            _ => return None,
+        })
+    }
+
+    /// Position in the lifecycle; a row only moves to a higher rank.
+    pub fn rank(self) -> i64 {
+        match self {
+            Self::Pending => 0,
+            Self::Sending => 1,
+            Self::Sent => 2,
+            Self::Delivered => 3,
+            Self::Read => 4,
+            Self::Failed | Self::Expired => 5,
+        }
+    }
+
+    /// Whether Meta has (or had) the message: nothing more to send.
+    pub fn is_settled(self) -> bool {
+        self.rank() >= 2
+    }
+}
+
+/// A reply about to be queued.
+#[derive(Clone, Debug)]
+pub struct NewOutbox {
+    /// `wa_id` or BSUID the reply goes to.
+    pub recipient: String,
+    /// `to` (a wa_id) or `recipient` (a BSUID).
+    pub recipient_kind: String,
+    pub part: i64,
+    /// The message object to send, without `to`/`recipient` and `biz_opaque_callback_data`.
+    pub payload: String,
+}
+
+/// A queued reply.
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub inbox_id: Option<i64>,
+    pub phone_number_id: String,
+    pub customer: String,
+    pub recipient: String,
+    pub recipient_kind: String,
+    pub part: i64,
+    pub payload: String,
+    pub state: OutboxState,
+    pub attempts: i64,
+    pub wamid: Option<String>,
+    pub sending_since: Option<i64>,
+}
+
+impl OutboxRow {
+    /// The value sent as `biz_opaque_callback_data`, echoed by Meta in status webhooks.
+    pub fn callback_data(&self) -> String {
+        callback_data(self.id)
+    }
+}
+
+/// `biz_opaque_callback_data` for outbox row `id`.
+pub fn callback_data(id: i64) -> String {
+    format!("wagw:{id}")
+}
+
+/// The outbox id inside a `biz_opaque_callback_data` this gateway sent.
+pub fn parse_callback_data(s: &str) -> Option<i64> {
+    s.strip_prefix("wagw:")?.parse().ok()
+}
+
+/// Counters for health and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub inbox_total: i64,
+    pub inbox_open: i64,
+    pub outbox_open: i64,
+    pub dead_letters: i64,
+}
+
+const INSERT_INBOX: &str = "INSERT INTO inbox (wamid, phone_number_id, customer, wa_id, user_id, \
+     customer_name, msg_type, text, payload, meta_ts, received_at, state, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (wamid) DO NOTHING RETURNING id";
+
+const UPSERT_CONVERSATION_SQLITE: &str = "INSERT INTO conversations (phone_number_id, customer, \
+     wa_id, user_id, customer_name, last_inbound_ts, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (phone_number_id, customer) DO UPDATE SET \
+     wa_id = COALESCE(excluded.wa_id, conversations.wa_id), \
+     user_id = COALESCE(excluded.user_id, conversations.user_id), \
+     customer_name = COALESCE(excluded.customer_name, conversations.customer_name), \
+     last_inbound_ts = MAX(conversations.last_inbound_ts, excluded.last_inbound_ts), \
+     updated_at = excluded.updated_at";
+
+const UPSERT_CONVERSATION_PG: &str = "INSERT INTO conversations (phone_number_id, customer, \
+     wa_id, user_id, customer_name, last_inbound_ts, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (phone_number_id, customer) DO UPDATE SET \
+     wa_id = COALESCE(excluded.wa_id, conversations.wa_id), \
+     user_id = COALESCE(excluded.user_id, conversations.user_id), \
+     customer_name = COALESCE(excluded.customer_name, conversations.customer_name), \
+     last_inbound_ts = GREATEST(conversations.last_inbound_ts, excluded.last_inbound_ts), \
+     updated_at = excluded.updated_at";
+
+const INSERT_STATUS: &str = "INSERT INTO status_events (wamid, status, meta_ts, \
+     biz_opaque_callback_data, error_code, error_title, received_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+// A status moves its row forward only: statuses arrive out of order and more than once. The
+// callback id matches a row whose send was never recorded (a crash between send and record).
+const APPLY_STATUS: &str = "UPDATE outbox SET state = $1, state_rank = $2, \
+     wamid = COALESCE(wamid, $3), error_code = COALESCE($4, error_code), \
+     error_message = COALESCE($5, error_message), updated_at = $6 \
+     WHERE (id = $7 OR wamid = $3) AND state_rank < $2";
+
+const OUTBOX_COLUMNS: &str = "id, inbox_id, phone_number_id, customer, recipient, recipient_kind, \
+     part, payload, state, attempts, wamid, sending_since";
+
+const INBOX_COLUMNS: &str = "id, wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
+     msg_type, text, payload, meta_ts, received_at, state, detail";
+
+type OutboxTuple = (
+    i64,
+    Option<i64>,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+);
+
+fn outbox_from(t: OutboxTuple) -> OutboxRow {
+    OutboxRow {
+        id: t.0,
+        inbox_id: t.1,
+        phone_number_id: t.2,
+        customer: t.3,
+        recipient: t.4,
+        recipient_kind: t.5,
+        part: t.6,
+        payload: t.7,
+        state: OutboxState::parse(&t.8).unwrap_or(OutboxState::Pending),
+        attempts: t.9,
+        wamid: t.10,
+        sending_since: t.11,
+    }
+}
+
+type InboxTuple = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+);
+
+fn inbox_from(t: InboxTuple) -> InboxRow {
+    let state = match t.12.as_str() {
+        "done" => InboxState::Done,
+        "unrouted" => InboxState::Unrouted,
+        "skipped" => InboxState::Skipped,
+        "failed" => InboxState::Failed,
+        _ => InboxState::Received,
+    };
+    InboxRow {
+        id: t.0,
+        received_at: t.11,
+        msg: NewInbound {
+            wamid: t.1,
+            phone_number_id: t.2,
+            customer: t.3,
+            wa_id: t.4,
+            user_id: t.5,
+            customer_name: t.6,
+            msg_type: t.7,
+            text: t.8,
+            payload: t.9,
+            meta_ts: t.10,
+            state,
+            detail: t.13,
+        },
+    }
+}
+
+impl Store {
+    fn upsert_conversation_sql(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => UPSERT_CONVERSATION_SQLITE,
+            Pool::Postgres(_) => UPSERT_CONVERSATION_PG,
+        }
+    }
+
+    /// Commits a batch of webhooks in one transaction (group commit). Returns, per webhook, the
+    /// inbound rows that were new and are waiting for an agent; redeliveries return nothing.
+    pub async fn commit_batch(
+        &self,
+        writes: &[WebhookWrite],
+    ) -> Result<Vec<Vec<InboxRow>>, StoreError> {
+        let now = now_ms();
+        let upsert = self.upsert_conversation_sql();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut out = Vec::with_capacity(writes.len());
+            for write in writes {
+                let mut fresh = Vec::new();
+                for m in &write.messages {
+                    let id: Option<i64> = sqlx::query_scalar(INSERT_INBOX)
+                        .bind(&m.wamid)
+                        .bind(&m.phone_number_id)
+                        .bind(&m.customer)
+                        .bind(&m.wa_id)
+                        .bind(&m.user_id)
+                        .bind(&m.customer_name)
+                        .bind(&m.msg_type)
+                        .bind(&m.text)
+                        .bind(&m.payload)
+                        .bind(m.meta_ts)
+                        .bind(now)
+                        .bind(m.state.as_str())
+                        .bind(&m.detail)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(id) = id else { continue };
+                    if m.state != InboxState::Unrouted {
+                        sqlx::query(upsert)
+                            .bind(&m.phone_number_id)
+                            .bind(&m.customer)
+                            .bind(&m.wa_id)
+                            .bind(&m.user_id)
+                            .bind(&m.customer_name)
+                            .bind(m.meta_ts)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    if m.state == InboxState::Received {
+                        fresh.push(InboxRow {
+                            id,
+                            received_at: now,
+                            msg: m.clone(),
+                        });
+                    }
+                }
+                for s in &write.statuses {
+                    sqlx::query(INSERT_STATUS)
+                        .bind(&s.wamid)
+                        .bind(&s.status)
+                        .bind(s.meta_ts)
+                        .bind(&s.callback)
+                        .bind(s.error_code)
+                        .bind(&s.error_title)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    if let Some(state) = OutboxState::parse(&s.status).filter(|st| st.is_settled())
+                    {
+                        let own_id = s
+                            .callback
+                            .as_deref()
+                            .and_then(parse_callback_data)
+                            .unwrap_or(-1);
+                        sqlx::query(APPLY_STATUS)
+                            .bind(state.as_str())
+                            .bind(state.rank())
+                            .bind(&s.wamid)
+                            .bind(s.error_code)
+                            .bind(&s.error_title)
+                            .bind(now)
+                            .bind(own_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                if let Some(d) = &write.dead_letter {
+                    sqlx::query(
+                        "INSERT INTO dead_letters (received_at, reason, body) VALUES ($1, $2, $3)",
+                    )
+                    .bind(now)
+                    .bind(&d.reason)
+                    .bind(&d.body)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                out.push(fresh);
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    /// Inbound messages still waiting for their turn, oldest first (resumed at start).
+    pub async fn open_inbox(&self) -> Result<Vec<InboxRow>, StoreError> {
+        let sql = format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE state = 'received' ORDER BY id");
+        on_pool!(self, |pool| {
+            let rows: Vec<InboxTuple> = sqlx::query_as(&sql).fetch_all(pool).await?;
+            Ok(rows.into_iter().map(inbox_from).collect())
+        })
+    }
+
+    /// Replies not yet settled (`pending` or `sending`), oldest first (resumed at start).
+    pub async fn open_outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state IN ('pending', 'sending') ORDER BY id"
+        );
+        on_pool!(self, |pool| {
+            let rows: Vec<OutboxTuple> = sqlx::query_as(&sql).fetch_all(pool).await?;
+            Ok(rows.into_iter().map(outbox_from).collect())
+        })
+    }
+
+    /// One outbox row.
+    pub async fn outbox_row(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1");
+        on_pool!(self, |pool| {
+            let row: Option<OutboxTuple> =
+                sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?;
+            Ok(row.map(outbox_from))
+        })
+    }
+
+    /// Ends a turn: queues its replies and closes the inbound message, atomically, so a crash
+    /// either repeats the whole turn or none of it.
+    pub async fn complete_turn(
+        &self,
+        inbox: &InboxRow,
+        state: InboxState,
+        detail: Option<&str>,
+        replies: &[NewOutbox],
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let now = now_ms();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut rows = Vec::with_capacity(replies.len());
+            for r in replies {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, \
+                     recipient_kind, part, payload, state, state_rank, attempts, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, 0, $8, $8) RETURNING id",
+                )
+                .bind(inbox.id)
+                .bind(&inbox.msg.phone_number_id)
+                .bind(&inbox.msg.customer)
+                .bind(&r.recipient)
+                .bind(&r.recipient_kind)
+                .bind(r.part)
+                .bind(&r.payload)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                rows.push(OutboxRow {
+                    id,
+                    inbox_id: Some(inbox.id),
+                    phone_number_id: inbox.msg.phone_number_id.clone(),
+                    customer: inbox.msg.customer.clone(),
+                    recipient: r.recipient.clone(),
+                    recipient_kind: r.recipient_kind.clone(),
+                    part: r.part,
+                    payload: r.payload.clone(),
+                    state: OutboxState::Pending,
+                    attempts: 0,
+                    wamid: None,
+                    sending_since: None,
+                });
+            }
+            sqlx::query("UPDATE inbox SET state = $1, detail = $2, handled_at = $3 WHERE id = $4")
+                .bind(state.as_str())
+                .bind(detail)
+                .bind(now)
+                .bind(inbox.id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
+    }
+
+    /// Records that an attempt to send row `id` starts now.
+    pub async fn outbox_attempt(&self, id: i64) -> Result<(), StoreError> {
+        let now = now_ms();
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE outbox SET state = 'sending', state_rank = 1, attempts = attempts + 1, \
+                 sending_since = $1, updated_at = $1 WHERE id = $2 AND state_rank <= 1",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Meta accepted row `id` as `wamid`. A status webhook may have got there first.
+    pub async fn outbox_sent(&self, id: i64, wamid: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE outbox SET wamid = $1, updated_at = $2, \
+                 state = CASE WHEN state_rank < 2 THEN 'sent' ELSE state END, \
+                 state_rank = CASE WHEN state_rank < 2 THEN 2 ELSE state_rank END WHERE id = $3",
+            )
+            .bind(wamid)
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// An attempt failed in a way that is retried; the row goes back to `pending` with the error.
+    pub async fn outbox_retry(
+        &self,
+        id: i64,
+        code: Option<i64>,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE outbox SET state = 'pending', state_rank = 0, error_code = $1, \
+                 error_message = $2, updated_at = $3 WHERE id = $4 AND state_rank <= 1",
+            )
+            .bind(code)
+            .bind(message)
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Row `id` ends without delivery (`failed` or `expired`), keeping Meta's code and message.
+    pub async fn outbox_give_up(
+        &self,
+        id: i64,
+        state: OutboxState,
+        code: Option<i64>,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE outbox SET state = $1, state_rank = $2, error_code = $3, error_message = $4, \
+                 updated_at = $5 WHERE id = $6 AND state_rank < 2",
+            )
+            .bind(state.as_str())
+            .bind(state.rank())
+            .bind(code)
+            .bind(message)
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Counts for health and metrics.
+    pub async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        on_pool!(self, |pool| {
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM inbox), \
+                 (SELECT COUNT(*) FROM inbox WHERE state = 'received'), \
+                 (SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')), \
+                 (SELECT COUNT(*) FROM dead_letters)",
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok(StoreCounts {
+                inbox_total: row.try_get(0)?,
+                inbox_open: row.try_get(1)?,
+                outbox_open: row.try_get(2)?,
+                dead_letters: row.try_get(3)?,
+            })
+        })
+    }
+}
