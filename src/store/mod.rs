@@ -3,6 +3,7 @@
 
 mod migrate;
 mod rows;
+pub mod writer;
 
 pub use rows::*;
 

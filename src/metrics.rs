@@ -1,0 +1,182 @@
+//! Every Prometheus metric the gateway exports, defined in one place and registered on one
+//! registry held by the app state. Labels are bounded: never a customer identifier.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// The gateway's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook POSTs by result: ok, bad_signature, dead_letter, storage_error, too_large.
+    pub webhooks: IntCounterVec,
+    /// Time from the end of the request body to the 200 (includes the group commit).
+    pub webhook_ack_seconds: Histogram,
+    /// Inbound messages by number and message type (unrouted numbers count as `unrouted`).
+    pub messages_in: IntCounterVec,
+    /// Replies by number and result: sent, failed, expired.
+    pub messages_out: IntCounterVec,
+    /// Agent call latency by agent and result: ok, empty, error.
+    pub agent_seconds: HistogramVec,
+    /// Errors Meta returned, by code.
+    pub meta_errors: IntCounterVec,
+    /// Messages committed per group-commit transaction.
+    pub commit_batch_messages: Histogram,
+    /// Time one group-commit transaction took.
+    pub commit_seconds: Histogram,
+    /// Conversation workers alive.
+    pub conversation_workers: IntGauge,
+    /// Time from a message's arrival to Meta accepting its reply.
+    pub reply_seconds: Histogram,
+    /// Send attempts retried, by number and reason (retry, throttle, network).
+    pub send_retries: IntCounterVec,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let webhooks = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_webhooks_total",
+                "Webhook POSTs received, by result.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let webhook_ack_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "wa_gateway_webhook_ack_seconds",
+                "Time to acknowledge a webhook once its body is read (includes the durable commit).",
+            )
+            .buckets(latency_buckets()),
+        )
+        .expect("valid metric");
+        let messages_in = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_messages_in_total",
+                "Inbound customer messages stored, by number and type.",
+            ),
+            &["phone_number_id", "type"],
+        )
+        .expect("valid metric");
+        let messages_out = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_messages_out_total",
+                "Replies that ended, by number and result.",
+            ),
+            &["phone_number_id", "result"],
+        )
+        .expect("valid metric");
+        let agent_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "wa_gateway_agent_seconds",
+                "Agent call latency, by agent and result.",
+            )
+            .buckets(latency_buckets()),
+            &["agent", "result"],
+        )
+        .expect("valid metric");
+        let meta_errors = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_meta_errors_total",
+                "Errors returned by the Graph API, by Meta error code.",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        let commit_batch_messages = Histogram::with_opts(
+            HistogramOpts::new(
+                "wa_gateway_store_commit_batch_messages",
+                "Inbound messages committed per group-commit transaction.",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
+        )
+        .expect("valid metric");
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "wa_gateway_store_commit_seconds",
+                "Duration of one group-commit transaction.",
+            )
+            .buckets(latency_buckets()),
+        )
+        .expect("valid metric");
+        let conversation_workers = IntGauge::new(
+            "wa_gateway_conversation_workers",
+            "Conversation workers currently alive.",
+        )
+        .expect("valid metric");
+        let reply_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "wa_gateway_reply_seconds",
+                "Time from a customer message's arrival to Meta accepting the reply.",
+            )
+            .buckets(latency_buckets()),
+        )
+        .expect("valid metric");
+        let send_retries = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_send_retries_total",
+                "Send attempts that will be retried, by number and reason.",
+            ),
+            &["phone_number_id", "reason"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(webhooks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(webhook_ack_seconds.clone()),
+            Box::new(messages_in.clone()),
+            Box::new(messages_out.clone()),
+            Box::new(agent_seconds.clone()),
+            Box::new(meta_errors.clone()),
+            Box::new(commit_batch_messages.clone()),
+            Box::new(commit_seconds.clone()),
+            Box::new(conversation_workers.clone()),
+            Box::new(reply_seconds.clone()),
+            Box::new(send_retries.clone()),
+        ] {
+            registry
+                .register(c)
+                .expect("each metric is registered once");
+        }
+        Self {
+            registry,
+            webhooks,
+            webhook_ack_seconds,
+            messages_in,
+            messages_out,
+            agent_seconds,
+            meta_errors,
+            commit_batch_messages,
+            commit_seconds,
+            conversation_workers,
+            reply_seconds,
+            send_retries,
+        }
+    }
+
+    /// The text exposition format served at /metrics.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,241 @@
+//! The sender: posts one outbox row to the Graph API with retries (exponential backoff with
+//! jitter, Retry-After honoured) and records the outcome. It is called by the conversation
+//! worker, so replies of one conversation leave in order.
+
+use crate::graph::{GraphError, RetryClass};
+use crate::state::{AppState, NumberRuntime};
+use crate::store::{OutboxRow, OutboxState, StoreError, now_ms};
+use backon::BackoffBuilder;
+use std::time::Duration;
+
+/// How a delivery ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Meta accepted it (or a status webhook proved it did).
+    Sent,
+    /// Given up: Meta refused it, or retries ran out.
+    Failed,
+    /// Outside the 24-hour window (131047).
+    Expired,
+    /// Shutdown interrupted it; it stays open in the outbox and is resumed at the next start.
+    Interrupted,
+}
+
+/// Builds the Graph request body for a row.
+pub fn request_body(row: &OutboxRow) -> serde_json::Value {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&row.payload).unwrap_or_else(|_| serde_json::json!({}));
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("messaging_product".into(), "whatsapp".into());
+        obj.entry("recipient_type")
+            .or_insert_with(|| "individual".into());
+        if row.recipient_kind == "user_id" {
+            obj.insert("recipient".into(), row.recipient.clone().into());
+        } else {
+            obj.insert("to".into(), row.recipient.clone().into());
+        }
+        obj.insert(
+            "biz_opaque_callback_data".into(),
+            row.callback_data().into(),
+        );
+    }
+    body
+}
+
+/// Retries a store call until it succeeds or the gateway shuts down (the row must not be lost).
+async fn persist<T, F, Fut>(state: &AppState, what: &str, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match f().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, what, "storage write failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = state.shutdown.cancelled() => return None,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Sends `row` for `number` until it is settled, failed or the gateway stops.
+pub async fn deliver(state: &AppState, number: &NumberRuntime, row: &OutboxRow) -> Outcome {
+    let snap = state.snapshot.load_full();
+    let policy = &snap.config.policies.delivery;
+    let pnid = row.phone_number_id.as_str();
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(policy.initial_backoff.get())
+        .with_max_delay(policy.max_backoff.get())
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let body = request_body(row);
+    let mut attempts = row.attempts;
+    loop {
+        if state.shutdown.is_cancelled() {
+            return Outcome::Interrupted;
+        }
+        if persist(state, "outbox attempt", || {
+            state.store.outbox_attempt(row.id)
+        })
+        .await
+        .is_none()
+        {
+            return Outcome::Interrupted;
+        }
+        attempts += 1;
+        let result = snap
+            .graph
+            .send_message(pnid, number.cfg.access_token.expose(), &body)
+            .await;
+        let err = match result {
+            Ok(wamid) => {
+                persist(state, "outbox sent", || {
+                    state.store.outbox_sent(row.id, &wamid)
+                })
+                .await;
+                state
+                    .metrics
+                    .messages_out
+                    .with_label_values(&[pnid, "sent"])
+                    .inc();
+                tracing::debug!(outbox_id = row.id, %wamid, "reply accepted by Meta");
+                return Outcome::Sent;
+            }
+            Err(e) => e,
+        };
+        let code = err.code();
+        if let Some(c) = code {
+            state
+                .metrics
+                .meta_errors
+                .with_label_values(&[&c.to_string()])
+                .inc();
+        }
+        let message = err.to_string();
+        match err.class() {
+            RetryClass::OutsideWindow => {
+                tracing::warn!(
+                    outbox_id = row.id,
+                    phone_number_id = pnid,
+                    "reply not sent: more than 24 h since the customer's last message (131047)"
+                );
+                give_up(state, row, OutboxState::Expired, code, &message).await;
+                return Outcome::Expired;
+            }
+            RetryClass::Fatal => {
+                tracing::error!(outbox_id = row.id, phone_number_id = pnid, error = %message, "reply failed; Meta refused it and it is not retried");
+                give_up(state, row, OutboxState::Failed, code, &message).await;
+                return Outcome::Failed;
+            }
+            class @ (RetryClass::Retry | RetryClass::Throttle) => {
+                if attempts >= i64::from(policy.max_attempts) {
+                    tracing::error!(outbox_id = row.id, attempts, error = %message, "reply failed after the last retry");
+                    give_up(state, row, OutboxState::Failed, code, &message).await;
+                    return Outcome::Failed;
+                }
+                let reason = match (class, &err) {
+                    (_, GraphError::Network { .. }) => "network",
+                    (RetryClass::Throttle, _) => "throttle",
+                    _ => "retry",
+                };
+                state
+                    .metrics
+                    .send_retries
+                    .with_label_values(&[pnid, reason])
+                    .inc();
+                let backoff = delays.next().unwrap_or(policy.max_backoff.get());
+                let wait = err.retry_after().map_or(backoff, |ra| ra.max(backoff));
+                if err.is_ambiguous() {
+                    // Meta may have taken it: wait for a status webhook echoing our id before
+                    // sending again, or a retry could deliver it twice.
+                    match settle(state, row, policy.settle_grace.get().max(wait)).await {
+                        Some(true) => return Outcome::Sent,
+                        Some(false) => {}
+                        None => return Outcome::Interrupted,
+                    }
+                } else {
+                    persist(state, "outbox retry", || {
+                        state.store.outbox_retry(row.id, code, &message)
+                    })
+                    .await;
+                    tracing::info!(outbox_id = row.id, ?wait, error = %message, "send failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = state.shutdown.cancelled() => return Outcome::Interrupted,
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn give_up(
+    state: &AppState,
+    row: &OutboxRow,
+    to: OutboxState,
+    code: Option<i64>,
+    message: &str,
+) {
+    persist(state, "outbox give up", || {
+        state.store.outbox_give_up(row.id, to, code, message)
+    })
+    .await;
+    state
+        .metrics
+        .messages_out
+        .with_label_values(&[&row.phone_number_id, to.as_str()])
+        .inc();
+}
+
+/// Waits `grace` for a status webhook to settle `row`. `Some(true)`: settled; `Some(false)`:
+/// not settled, send again; `None`: shutting down.
+async fn settle(state: &AppState, row: &OutboxRow, grace: Duration) -> Option<bool> {
+    tokio::select! {
+        _ = tokio::time::sleep(grace) => {}
+        _ = state.shutdown.cancelled() => return None,
+    }
+    let current = persist(state, "outbox read", || state.store.outbox_row(row.id)).await?;
+    Some(current.is_some_and(|r| r.state.is_settled()))
+}
+
+/// Resumes a row found open at start: a row left in `sending` may have reached Meta before the
+/// crash, so it waits out the grace period for a status webhook before it is sent again.
+pub async fn resume(state: &AppState, number: &NumberRuntime, row: &OutboxRow) -> Outcome {
+    if row.state == OutboxState::Sending {
+        let grace = state
+            .snapshot
+            .load()
+            .config
+            .policies
+            .delivery
+            .settle_grace
+            .get();
+        let since = row.sending_since.unwrap_or(0);
+        let left =
+            Duration::from_millis((since + grace.as_millis() as i64 - now_ms()).max(0) as u64);
+        match settle(state, row, left).await {
+            Some(true) => {
+                tracing::info!(
+                    outbox_id = row.id,
+                    "reply left in `sending` was settled by a status webhook; not sent again"
+                );
+                return Outcome::Sent;
+            }
+            Some(false) => {
+                tracing::info!(
+                    outbox_id = row.id,
+                    "no status for a reply left in `sending`; sending it again"
+                );
+            }
+            None => return Outcome::Interrupted,
+        }
+    }
+    deliver(state, number, row).await
+}

@@ -1,0 +1,110 @@
+//! Dispatch of committed inbound rows to conversation workers: one worker per (number, customer)
+//! handles that conversation's work strictly in order; different conversations run concurrently.
+//! Rows are pushed here by the group-commit writer; nothing polls.
+
+mod turn;
+
+use crate::state::AppState;
+use crate::store::writer::Sink;
+use crate::store::{InboxRow, OutboxRow};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A unit of conversation work.
+#[derive(Debug)]
+pub enum Work {
+    /// A customer message waiting for its agent turn.
+    Inbound(InboxRow),
+    /// A reply found open at start, to be settled or sent before newer work.
+    Resume(OutboxRow),
+}
+
+impl Work {
+    fn key(&self) -> (String, String) {
+        match self {
+            Work::Inbound(r) => (r.msg.phone_number_id.clone(), r.msg.customer.clone()),
+            Work::Resume(r) => (r.phone_number_id.clone(), r.customer.clone()),
+        }
+    }
+}
+
+/// Sends work to the dispatcher; cheap to clone.
+#[derive(Clone)]
+pub struct Dispatch {
+    tx: mpsc::UnboundedSender<Work>,
+}
+
+impl Dispatch {
+    /// Queues one unit of work.
+    pub fn send(&self, work: Work) {
+        // The dispatcher only stops at shutdown; work refused then stays open in storage.
+        let _ = self.tx.send(work);
+    }
+}
+
+impl Sink for Dispatch {
+    fn push(&mut self, rows: Vec<InboxRow>) {
+        for row in rows {
+            self.send(Work::Inbound(row));
+        }
+    }
+}
+
+/// How long an idle conversation worker lives before it exits.
+const WORKER_IDLE: Duration = Duration::from_secs(30);
+
+/// Starts the dispatcher. It stops at shutdown; workers finish their current item first.
+pub fn spawn(state: Arc<AppState>) -> Dispatch {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
+    let tracker = state.tracker.clone();
+    tracker.spawn(async move {
+        let mut workers: HashMap<(String, String), mpsc::UnboundedSender<Work>> = HashMap::new();
+        loop {
+            let work = tokio::select! {
+                w = rx.recv() => match w { Some(w) => w, None => break },
+                _ = state.shutdown.cancelled() => break,
+            };
+            let key = work.key();
+            let work = match workers.get(&key) {
+                Some(w) => match w.send(work) {
+                    Ok(()) => continue,
+                    // The worker went idle and closed: start a new one for this work.
+                    Err(mpsc::error::SendError(work)) => work,
+                },
+                None => work,
+            };
+            if workers.len() > 4096 {
+                workers.retain(|_, w| !w.is_closed());
+            }
+            let (wtx, wrx) = mpsc::unbounded_channel();
+            let _ = wtx.send(work);
+            workers.insert(key, wtx);
+            state.tracker.spawn(worker(state.clone(), wrx));
+        }
+    });
+    Dispatch { tx }
+}
+
+async fn worker(state: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Work>) {
+    state.metrics.conversation_workers.inc();
+    loop {
+        let work = tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => break,
+            w = rx.recv() => match w { Some(w) => w, None => break },
+            _ = tokio::time::sleep(WORKER_IDLE) => {
+                // Close first, then drain: anything sent before the close is still handled here,
+                // anything after makes the dispatcher start a new worker.
+                rx.close();
+                while let Ok(w) = rx.try_recv() {
+                    turn::run(&state, w).await;
+                }
+                break;
+            }
+        };
+        turn::run(&state, work).await;
+    }
+    state.metrics.conversation_workers.dec();
+}

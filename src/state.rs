@@ -1,0 +1,126 @@
+//! Shared application state: the current config snapshot (swapped whole on reload), the store,
+//! the metrics and the shutdown signal. Passed as `Arc<AppState>`; nothing here is global.
+
+use crate::agent::Agent;
+use crate::config::{self, Config};
+use crate::graph::GraphClient;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A declared number, ready to serve.
+#[derive(Debug)]
+pub struct NumberRuntime {
+    pub cfg: config::Number,
+    pub agent_name: String,
+    pub agent: Arc<Agent>,
+}
+
+/// Everything derived from one config file; immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub numbers: HashMap<String, Arc<NumberRuntime>>,
+    pub graph: GraphClient,
+}
+
+/// Why a snapshot could not be built from a (validated) config.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("agent {name}: {source}")]
+    Agent {
+        name: String,
+        #[source]
+        source: crate::agent::AgentBuildError,
+    },
+    #[error("number {number} refers to agent {agent}, which is not declared")]
+    MissingAgent { number: String, agent: String },
+}
+
+impl Snapshot {
+    /// Builds the runtime view of `config`; `graph_base` is the Graph URL to call (the emulator's
+    /// address when `meta.graph_url` is `emulator`).
+    pub fn build(config: Config, graph_base: &str) -> Result<Self, SnapshotError> {
+        let mut agents = HashMap::new();
+        for (name, cfg) in &config.agents {
+            let agent = Agent::from_config(cfg).map_err(|source| SnapshotError::Agent {
+                name: name.clone(),
+                source,
+            })?;
+            agents.insert(name.clone(), Arc::new(agent));
+        }
+        let mut numbers = HashMap::new();
+        for n in &config.numbers {
+            let agent =
+                agents
+                    .get(&n.agent)
+                    .cloned()
+                    .ok_or_else(|| SnapshotError::MissingAgent {
+                        number: n.phone_number_id.to_string(),
+                        agent: n.agent.clone(),
+                    })?;
+            numbers.insert(
+                n.phone_number_id.to_string(),
+                Arc::new(NumberRuntime {
+                    cfg: n.clone(),
+                    agent_name: n.agent.clone(),
+                    agent,
+                }),
+            );
+        }
+        let graph = GraphClient::new(
+            graph_base,
+            &config.meta.api_version,
+            std::time::Duration::from_secs(30),
+        );
+        Ok(Self {
+            config: Arc::new(config),
+            numbers,
+            graph,
+        })
+    }
+}
+
+/// The state every task shares.
+pub struct AppState {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    /// New state serving `snapshot`.
+    pub fn new(
+        snapshot: Snapshot,
+        store: Store,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            store,
+            metrics,
+            shutdown,
+            tracker: TaskTracker::new(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether /readyz says yes.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
+    }
+
+    /// Sets readiness.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}
