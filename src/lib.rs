@@ -10,3 +10,6 @@ pub mod outbox;
 pub mod pipeline;
 pub mod state;
 pub mod store;
+pub mod admin;
+pub mod http;
+pub mod app;

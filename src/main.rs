@@ -1,1 +1,122 @@
-fn main() {}
+//! The `wa-gateway` command line: serve, validate, schema, emulator, chat, bench.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use wa_gateway::config;
+
+#[derive(Parser)]
+#[command(name = "wa-gateway", version, about = "Connects AI agents to WhatsApp Business numbers through Meta's Cloud API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The configuration file.
+        #[arg(short, long, default_value = "gateway.yaml", env = "WA_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration file: exit 0 with a summary, or 1 with every error (file:line:column).
+    Validate {
+        /// The configuration file.
+        #[arg(default_value = "gateway.yaml")]
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the configuration file.
+    Schema,
+    /// Run the Cloud API emulator on its own.
+    Emulator(wa_gateway::emulator::cli::EmulatorArgs),
+    /// Be a customer in the terminal: write to a number through the emulator and see the replies.
+    Chat(wa_gateway::emulator::cli::ChatArgs),
+    /// Drive signed webhooks at a gateway and measure acknowledgements and replies.
+    Bench(wa_gateway::bench::BenchArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WA_GATEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).with_current_span(true).init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { file } => match config::load(&file) {
+            Ok(cfg) => {
+                println!("{}", config::summary(&file, &cfg));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Schema => {
+            let schema = config::json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema).expect("a schema serialises"));
+            ExitCode::SUCCESS
+        }
+        command => {
+            init_tracing();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime starts");
+            match rt.block_on(run(command)) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Serve { config: path } => {
+            let cfg = config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let gateway = wa_gateway::app::Gateway::start(cfg)
+                .await
+                .context("starting the gateway")?;
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining in-flight work");
+            gateway.shutdown(Duration::from_secs(25)).await;
+            Ok(0)
+        }
+        Command::Emulator(args) => wa_gateway::emulator::cli::run_emulator(args).await,
+        Command::Chat(args) => wa_gateway::emulator::cli::run_chat(args).await,
+        Command::Bench(args) => wa_gateway::bench::run(args).await,
+        Command::Validate { .. } | Command::Schema => unreachable!("handled without a runtime"),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

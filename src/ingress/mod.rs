@@ -2,3 +2,4 @@
 //! check and the Cloud API envelope types.
 
 pub mod signature;
+pub mod server;

@@ -1,0 +1,161 @@
+//! Starting and stopping the whole gateway: bind listeners, connect storage, resume unfinished
+//! work, start the writer, the pipeline and the servers; on shutdown drain them in order.
+
+use crate::config::Config;
+use crate::emulator::{self, EmulatorConfig, EmulatorHandle};
+use crate::ingress::server::{self as webhook, WebhookState};
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Work};
+use crate::state::{AppState, Snapshot, SnapshotError};
+use crate::store::{Store, StoreError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}; is another process using it?")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("cannot start the built-in emulator: {0}")]
+    Emulator(std::io::Error),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// Where the webhook listener is bound.
+    pub webhook_addr: SocketAddr,
+    /// Where the admin listener is bound.
+    pub admin_addr: SocketAddr,
+    /// The in-process emulator, when `meta.graph_url` is `emulator`.
+    pub emulator: Option<EmulatorHandle>,
+    /// The shared state (store, metrics, snapshot).
+    pub state: Arc<AppState>,
+    shutdown: CancellationToken,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+impl Gateway {
+    /// Starts every part of the gateway for `config` (validated, secrets resolved).
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let shutdown = CancellationToken::new();
+        let webhook_listener = bind("webhook", config.listen.webhook).await?;
+        let admin_listener = bind("admin", config.listen.admin).await?;
+        let webhook_addr = webhook_listener.local_addr().map_err(|source| StartError::Bind {
+            what: "webhook",
+            addr: config.listen.webhook,
+            source,
+        })?;
+        let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind {
+            what: "admin",
+            addr: config.listen.admin,
+            source,
+        })?;
+
+        let (graph_base, emulator) = if config.meta.graph_url == "emulator" {
+            let listener = bind("emulator", config.meta.emulator.listen).await?;
+            let mut emu_cfg = EmulatorConfig::from_gateway(&config);
+            // In-process, the emulator calls the listener directly, whatever public_url says.
+            emu_cfg.webhook_url = Some(format!("http://{webhook_addr}/webhook"));
+            let handle = emulator::start(emu_cfg, listener, shutdown.child_token())
+                .await
+                .map_err(StartError::Emulator)?;
+            tracing::info!(url = %handle.url(), "built-in Cloud API emulator running");
+            (handle.url(), Some(handle))
+        } else {
+            (config.meta.graph_url.clone(), None)
+        };
+
+        let store = Store::connect(&config.storage).await?;
+        let metrics = Metrics::new();
+        let listen = config.listen.clone();
+        let batch_max = config.storage.batch_max;
+        let snapshot = Snapshot::build(config, &graph_base)?;
+        let state = Arc::new(AppState::new(snapshot, store.clone(), metrics.clone(), shutdown.clone()));
+
+        // Resume before accepting anything new, so within a conversation old work runs first.
+        let dispatch = pipeline::spawn(state.clone());
+        let open_out = store.open_outbox().await?;
+        let open_in = store.open_inbox().await?;
+        if !open_out.is_empty() || !open_in.is_empty() {
+            tracing::info!(replies = open_out.len(), messages = open_in.len(), "resuming unfinished work");
+        }
+        for row in open_out {
+            dispatch.send(Work::Resume(row));
+        }
+        for row in open_in {
+            dispatch.send(Work::Inbound(row));
+        }
+
+        let writer = crate::store::writer::spawn(store, batch_max, dispatch, metrics, &state.tracker);
+        let router = webhook::router(
+            WebhookState {
+                app: state.clone(),
+                writer,
+            },
+            listen.max_body_bytes,
+            listen.body_timeout.get(),
+        );
+        let drain = Duration::from_secs(10);
+        state.tracker.spawn(crate::http::serve(
+            webhook_listener,
+            router,
+            listen.header_timeout.get(),
+            shutdown.clone(),
+            drain,
+        ));
+        state.tracker.spawn(crate::http::serve(
+            admin_listener,
+            crate::admin::router(state.clone()),
+            listen.header_timeout.get(),
+            shutdown.clone(),
+            drain,
+        ));
+        state.set_ready(true);
+        tracing::info!(webhook = %webhook_addr, admin = %admin_addr, storage = state.store.kind(), "wa-gateway serving");
+        Ok(Self {
+            webhook_addr,
+            admin_addr,
+            emulator,
+            state,
+            shutdown,
+        })
+    }
+
+    /// The URL of the webhook endpoint as bound.
+    pub fn webhook_url(&self) -> String {
+        format!("http://{}/webhook", self.webhook_addr)
+    }
+
+    /// A token cancelled when the gateway shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests and turns finish (up to `deadline`), closes storage.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.state.set_ready(false);
+        self.shutdown.cancel();
+        self.state.tracker.close();
+        if tokio::time::timeout(deadline, self.state.tracker.wait()).await.is_err() {
+            tracing::warn!(?deadline, "some tasks did not stop before the deadline");
+        }
+        self.state.store.close().await;
+    }
+}

@@ -1,0 +1,174 @@
+//! The webhook listener: GET verification handshake and signed POSTs. A POST is answered 200
+//! only once everything in it is durable; a storage failure answers 503 so Meta redelivers.
+
+use super::envelope::{self, ChangeValue, Envelope};
+use super::signature;
+use crate::state::{AppState, Snapshot};
+use crate::store::writer::WriterHandle;
+use crate::store::{DeadLetter, InboxState, NewInbound, StatusUpdate, WebhookWrite};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use subtle::ConstantTimeEq;
+
+/// What the webhook handlers need.
+#[derive(Clone)]
+pub struct WebhookState {
+    pub app: Arc<AppState>,
+    pub writer: WriterHandle,
+}
+
+/// The webhook router: `GET /webhook` (handshake) and `POST /webhook`.
+pub fn router(state: WebhookState, max_body: usize, body_timeout: std::time::Duration) -> Router {
+    Router::new()
+        .route("/webhook", get(verify).post(receive))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
+        .with_state(state)
+}
+
+async fn verify(State(st): State<WebhookState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let snap = st.app.snapshot.load();
+    let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
+    let token_ok = q.get("hub.verify_token").is_some_and(|t| {
+        bool::from(t.as_bytes().ct_eq(snap.config.meta.verify_token.expose().as_bytes()))
+    });
+    match (mode_ok && token_ok, q.get("hub.challenge")) {
+        (true, Some(challenge)) => {
+            tracing::info!("webhook verification handshake answered");
+            (StatusCode::OK, challenge.clone()).into_response()
+        }
+        _ => {
+            tracing::warn!(mode_ok, token_ok, "webhook verification refused: wrong hub.mode or hub.verify_token");
+            StatusCode::FORBIDDEN.into_response()
+        }
+    }
+}
+
+async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let metrics = &st.app.metrics;
+    let snap = st.app.snapshot.load_full();
+    let header = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
+    if let Err(e) = signature::verify(snap.config.meta.app_secret.expose().as_bytes(), header, &body) {
+        metrics.webhooks.with_label_values(&["bad_signature"]).inc();
+        tracing::warn!(error = %e, bytes = body.len(), "webhook refused: bad signature; nothing stored");
+        return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+    }
+    let (write, result) = match envelope::parse(&body) {
+        Ok(env) => (to_write(&snap, &st.app, env), "ok"),
+        Err(e) => {
+            tracing::warn!(error = %e, bytes = body.len(), "signed webhook is not a Cloud API envelope; kept as a dead letter and acknowledged");
+            (
+                WebhookWrite {
+                    dead_letter: Some(DeadLetter {
+                        reason: e.to_string(),
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    }),
+                    ..Default::default()
+                },
+                "dead_letter",
+            )
+        }
+    };
+    match st.writer.submit(write).await {
+        Ok(_) => {
+            metrics.webhooks.with_label_values(&[result]).inc();
+            metrics.webhook_ack_seconds.observe(started.elapsed().as_secs_f64());
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            metrics.webhooks.with_label_values(&["storage_error"]).inc();
+            tracing::error!(error = %e, "webhook not stored; answering 503 so Meta delivers it again");
+            (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable; retry later").into_response()
+        }
+    }
+}
+
+/// Turns a parsed envelope into the rows to commit.
+fn to_write(snap: &Snapshot, app: &AppState, env: Envelope) -> WebhookWrite {
+    let mut write = WebhookWrite::default();
+    for entry in env.entry {
+        for change in entry.changes {
+            let value = match change.value {
+                ChangeValue::Messages(v) => v,
+                ChangeValue::Echoes(v) => {
+                    tracing::debug!(phone_number_id = %v.metadata.phone_number_id, echoes = v.message_echoes.len(), "message echoes from the WhatsApp Business app (not customer turns)");
+                    continue;
+                }
+                ChangeValue::Other(_) => {
+                    tracing::debug!(field = %change.field, waba_id = %entry.id, "webhook field acknowledged, not handled");
+                    continue;
+                }
+            };
+            let pnid = value.metadata.phone_number_id.to_string();
+            let number = snap.numbers.get(&pnid);
+            if number.is_none() && !value.messages.is_empty() {
+                tracing::warn!(phone_number_id = %pnid, "message for a phone_number_id this gateway does not declare; recorded, not answered");
+            }
+            for e in &value.errors {
+                tracing::warn!(phone_number_id = %pnid, code = e.code, title = ?e.title, "Meta reported an error in a webhook");
+            }
+            for msg in &value.messages {
+                let customer = msg.customer_key(&value.contacts);
+                let contact = value.contacts.iter().find(|c| {
+                    (c.wa_id.is_some() && c.wa_id == msg.from)
+                        || (c.user_id.is_some() && c.user_id == msg.from_user_id)
+                });
+                let contact = contact.or(value.contacts.first());
+                let (state, detail) = match (number, &customer) {
+                    (None, _) => (InboxState::Unrouted, Some("phone_number_id not declared".to_owned())),
+                    (Some(_), None) => (InboxState::Skipped, Some("message carries no customer id".to_owned())),
+                    (Some(_), Some(_)) if msg.group_id.is_some() => {
+                        (InboxState::Skipped, Some("group messages are not served".to_owned()))
+                    }
+                    (Some(n), Some(_)) if !n.cfg.enabled => {
+                        (InboxState::Skipped, Some("number disabled".to_owned()))
+                    }
+                    (Some(_), Some(_)) => (InboxState::Received, None),
+                };
+                let type_label = if number.is_some() { msg.type_name() } else { "unrouted" };
+                app.metrics
+                    .messages_in
+                    .with_label_values(&[if number.is_some() { &pnid } else { "unknown" }, type_label])
+                    .inc();
+                write.messages.push(NewInbound {
+                    wamid: msg.id.to_string(),
+                    phone_number_id: pnid.clone(),
+                    customer: customer.map(|c| c.0).unwrap_or_default(),
+                    wa_id: msg.from.as_ref().map(|w| w.to_string()),
+                    user_id: msg
+                        .from_user_id
+                        .as_ref()
+                        .map(|u| u.to_string())
+                        .or_else(|| contact.and_then(|c| c.user_id.as_ref().map(|u| u.to_string()))),
+                    customer_name: contact.and_then(|c| c.name.clone()),
+                    msg_type: msg.type_name().to_owned(),
+                    text: msg.text(),
+                    payload: msg.raw.to_string(),
+                    meta_ts: msg.timestamp,
+                    state,
+                    detail,
+                });
+            }
+            for s in &value.statuses {
+                let first_error = s.errors.first();
+                write.statuses.push(StatusUpdate {
+                    wamid: s.id.to_string(),
+                    status: s.status.as_str().to_owned(),
+                    meta_ts: s.timestamp,
+                    callback: s.biz_opaque_callback_data.clone(),
+                    error_code: first_error.map(|e| e.code),
+                    error_title: first_error.and_then(|e| e.title.clone().or_else(|| e.message.clone())),
+                });
+            }
+        }
+    }
+    write
+}
