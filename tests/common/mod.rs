@@ -1,0 +1,359 @@
+//! Test harness: start the whole gateway on port 0 against a fresh database (a SQLite file or a
+//! new PostgreSQL database) with the built-in emulator, and wait on conditions with deadlines.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wa_gateway::app::Gateway;
+use wa_gateway::emulator::EmulatorHandle;
+
+pub const APP_SECRET: &str = "test-app-secret";
+pub const VERIFY_TOKEN: &str = "test-verify-token";
+pub const PNID: &str = "106540352242922";
+pub const PNID2: &str = "106540352242933";
+pub const WABA: &str = "102290129340398";
+pub const WABA2: &str = "102290129340399";
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database for one test; dropped with the test (PostgreSQL databases are left
+/// for inspection only when the test fails, since drop runs on success and panic alike).
+pub struct Storage {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("WA_GATEWAY_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
+}
+
+static PG_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh database, or `None` (with a loud message) when PostgreSQL is not reachable outside CI.
+pub async fn storage(db: Db) -> Option<Storage> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    match db {
+        Db::Sqlite => Some(Storage {
+            url: format!("sqlite://{}", dir.path().join("gateway.db").display()),
+            dir,
+            pg_name: None,
+        }),
+        Db::Postgres => {
+            use sqlx::Connection;
+            let admin = pg_admin_url();
+            let mut conn = match sqlx::PgConnection::connect(&admin).await {
+                Ok(c) => c,
+                Err(e) => {
+                    if std::env::var("CI").is_ok_and(|v| v == "true") {
+                        panic!("PostgreSQL is required in CI but {admin} is not reachable: {e}");
+                    }
+                    eprintln!(
+                        "\n*** SKIPPED (PostgreSQL not reachable at {admin}: {e}). Start it with `pg_ctlcluster 15 main start` or set WA_GATEWAY_TEST_PG. ***\n"
+                    );
+                    return None;
+                }
+            };
+            let name = format!(
+                "wagw_test_{}_{}_{}",
+                std::process::id(),
+                PG_COUNTER.fetch_add(1, Ordering::SeqCst),
+                rand::random::<u32>()
+            );
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+            Some(Storage {
+                url: format!("{base}/{name}"),
+                dir,
+                pg_name: Some(name),
+            })
+        }
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            let admin = pg_admin_url();
+            // Drop from a plain thread: Drop may run inside or outside a runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut c)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// What a test may change in the generated config.
+#[derive(Clone)]
+pub struct Options {
+    /// YAML for the `agents:` mapping (indented by 2).
+    pub agents: String,
+    /// Extra YAML appended at top level (e.g. `policies:`).
+    pub extra: String,
+    /// Whether to declare a second number (PNID2, agent `echo`).
+    pub second_number: bool,
+    pub busy_timeout: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            agents: "  echo: { kind: echo, prefix: \"echo: \" }\n".into(),
+            extra: "policies:\n  delivery: { initial_backoff: 20ms, max_backoff: 200ms, settle_grace: 2s }\n".into(),
+            second_number: false,
+            busy_timeout: "5s",
+        }
+    }
+}
+
+/// The YAML of a test config.
+pub fn config_yaml(storage_url: &str, opts: &Options, agent_of_first: &str) -> String {
+    let mut y = format!(
+        r#"version: 1
+listen:
+  webhook: 127.0.0.1:0
+  admin: 127.0.0.1:0
+public_url: http://127.0.0.1:8080/webhook
+storage:
+  url: "{storage_url}"
+  busy_timeout: {busy}
+meta:
+  graph_url: emulator
+  app_id: "1000000000000001"
+  app_secret: {{ value: {APP_SECRET} }}
+  verify_token: {{ value: {VERIFY_TOKEN} }}
+  emulator: {{ listen: "127.0.0.1:0" }}
+agents:
+{agents}numbers:
+  - phone_number_id: "{PNID}"
+    waba_id: "{WABA}"
+    display_name: Test One
+    agent: {agent_of_first}
+    access_token: {{ value: token-one }}
+"#,
+        busy = opts.busy_timeout,
+        agents = opts.agents,
+    );
+    if opts.second_number {
+        y.push_str(&format!(
+            "  - phone_number_id: \"{PNID2}\"\n    waba_id: \"{WABA2}\"\n    display_name: Test Two\n    agent: echo\n    access_token: {{ value: token-two }}\n"
+        ));
+    }
+    y.push_str(&opts.extra);
+    y
+}
+
+/// A gateway under test with its emulator and database.
+pub struct TestGateway {
+    pub gw: Option<Gateway>,
+    pub emu: EmulatorHandle,
+    pub storage: Storage,
+    pub http: reqwest::Client,
+}
+
+impl TestGateway {
+    pub fn gw(&self) -> &Gateway {
+        self.gw.as_ref().expect("gateway running")
+    }
+
+    pub fn webhook_url(&self) -> String {
+        self.gw().webhook_url()
+    }
+
+    /// Signs and POSTs `body` to the webhook, returning the HTTP status.
+    pub async fn post_signed(&self, body: &[u8]) -> u16 {
+        let sig = wa_gateway::ingress::signature::sign(APP_SECRET.as_bytes(), body);
+        self.http
+            .post(self.webhook_url())
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("webhook POST")
+            .status()
+            .as_u16()
+    }
+
+    /// Counts rows in a table through the gateway's own store connection.
+    pub async fn count(&self, sql: &str) -> i64 {
+        count(&self.storage.url, sql).await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(gw) = self.gw.take() {
+            gw.shutdown(Duration::from_secs(10)).await;
+        }
+    }
+}
+
+/// Runs a scalar COUNT query on a database by URL.
+pub async fn count(url: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.expect("sqlite connect");
+        sqlx::query_scalar(sql).fetch_one(&mut c).await.expect(sql)
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.expect("pg connect");
+        sqlx::query_scalar(sql).fetch_one(&mut c).await.expect(sql)
+    }
+}
+
+/// Starts a gateway on `db` with `opts`; `None` when the database is skipped.
+pub async fn spawn_gateway(db: Db, opts: Options) -> Option<TestGateway> {
+    spawn_gateway_with_agent(db, opts, "echo").await
+}
+
+/// As `spawn_gateway`, with the first number answered by `agent`.
+pub async fn spawn_gateway_with_agent(db: Db, opts: Options, agent: &str) -> Option<TestGateway> {
+    let storage = storage(db).await?;
+    let yaml = config_yaml(&storage.url, &opts, agent);
+    let path = storage.dir.path().join("gateway.yaml");
+    std::fs::write(&path, &yaml).expect("write config");
+    let cfg = wa_gateway::config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
+    let gw = Gateway::start(cfg).await.expect("gateway starts");
+    let emu = gw.emulator.clone().expect("in-process emulator");
+    Some(TestGateway {
+        gw: Some(gw),
+        emu,
+        storage,
+        http: reqwest::Client::new(),
+    })
+}
+
+/// Waits until `cond` holds, checking every 20 ms, for at most `timeout`. Returns whether it held.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A recording `http` agent: answers `re: <text>` and remembers every call in order.
+#[derive(Clone, Default)]
+pub struct RecordingAgent {
+    pub calls: Arc<Mutex<Vec<serde_json::Value>>>,
+    pub url: String,
+}
+
+impl RecordingAgent {
+    pub async fn start() -> Self {
+        use axum::{Json, Router, extract::State, routing::post};
+        let calls: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        async fn handle(
+            State(calls): State<Arc<Mutex<Vec<serde_json::Value>>>>,
+            Json(turn): Json<serde_json::Value>,
+        ) -> Json<serde_json::Value> {
+            let text = turn["message"]["text"].as_str().unwrap_or_default().to_owned();
+            calls.lock().unwrap().push(turn);
+            Json(serde_json::json!({ "reply": format!("re: {text}") }))
+        }
+        let app = Router::new().route("/reply", post(handle)).with_state(calls.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            calls,
+            url: format!("http://{addr}/reply"),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+
+    /// The `agents:` YAML declaring this agent as `rec` (and `echo` for other numbers).
+    pub fn agents_yaml(&self) -> String {
+        format!(
+            "  rec: {{ kind: http, url: \"{}\", timeout: 5s }}\n  echo: {{ kind: echo, prefix: \"echo: \" }}\n",
+            self.url
+        )
+    }
+}
+
+/// Declares one test per database for an async test body `fn(Db)`.
+#[macro_export]
+macro_rules! on_both_dbs {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name(common::Db::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name(common::Db::Postgres).await }
+            )*
+        }
+    };
+}
+
+/// A Cloud API `messages` envelope: one entry per `(waba_id, phone_number_id, messages)` with
+/// messages as `(from, wamid, text)`.
+pub fn text_envelope(entries: &[(&str, &str, Vec<(&str, &str, &str)>)]) -> serde_json::Value {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let entry: Vec<_> = entries
+        .iter()
+        .map(|(waba, pnid, msgs)| {
+            let contacts: Vec<_> = msgs
+                .iter()
+                .map(|(from, _, _)| serde_json::json!({ "profile": { "name": format!("Customer {from}") }, "wa_id": from }))
+                .collect();
+            let messages: Vec<_> = msgs
+                .iter()
+                .map(|(from, id, text)| serde_json::json!({
+                    "from": from, "id": id, "timestamp": ts, "type": "text", "text": { "body": text }
+                }))
+                .collect();
+            serde_json::json!({
+                "id": waba,
+                "changes": [{
+                    "field": "messages",
+                    "value": {
+                        "messaging_product": "whatsapp",
+                        "metadata": { "display_phone_number": "15550001111", "phone_number_id": pnid },
+                        "contacts": contacts,
+                        "messages": messages
+                    }
+                }]
+            })
+        })
+        .collect();
+    serde_json::json!({ "object": "whatsapp_business_account", "entry": entry })
+}

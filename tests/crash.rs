@@ -1,0 +1,157 @@
+//! Crash safety: the gateway process is SIGKILLed with hundreds of messages acknowledged but not
+//! answered; after a restart every one is answered exactly once (SQLite and PostgreSQL).
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use wa_gateway::emulator::{self, EmulatorConfig, EmulatorNumber};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_binary(config: &std::path::Path, log: &std::path::Path) -> Proc {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("WA_GATEWAY_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start wa-gateway");
+    Proc { child }
+}
+
+async fn wait_ready(admin: &str) -> bool {
+    let http = reqwest::Client::new();
+    wait_until(Duration::from_secs(30), || {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://{admin}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await
+}
+
+async fn killed_gateway_answers_everything_once(db: Db) {
+    let Some(storage) = storage(db).await else { return };
+    let dir = storage.dir.path();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emu = emulator::start(
+        EmulatorConfig {
+            app_id: "1000000000000001".into(),
+            app_secret: APP_SECRET.into(),
+            verify_token: VERIFY_TOKEN.into(),
+            webhook_url: None,
+            numbers: vec![EmulatorNumber {
+                phone_number_id: PNID.into(),
+                waba_id: WABA.into(),
+                display_phone_number: "15550001111".into(),
+                access_token: "token-one".into(),
+            }],
+            statuses: true,
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_millis(500),
+        },
+        listener,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    for (name, value) in [("app_secret", APP_SECRET), ("verify_token", VERIFY_TOKEN), ("token", "token-one")] {
+        std::fs::write(dir.join(name), value).unwrap();
+    }
+    let (webhook_port, admin_port) = (free_port(), free_port());
+    let admin = format!("127.0.0.1:{admin_port}");
+    let config = format!(
+        r#"version: 1
+listen: {{ webhook: "127.0.0.1:{webhook_port}", admin: "{admin}" }}
+public_url: http://127.0.0.1:{webhook_port}/webhook
+storage: {{ url: "{url}" }}
+meta:
+  graph_url: {graph}
+  app_id: "1000000000000001"
+  app_secret: {{ file: {d}/app_secret }}
+  verify_token: {{ file: {d}/verify_token }}
+agents:
+  echo: {{ kind: echo, prefix: "echo: " }}
+numbers:
+  - {{ phone_number_id: "{PNID}", waba_id: "{WABA}", agent: echo, access_token: {{ file: {d}/token }} }}
+policies:
+  delivery: {{ initial_backoff: 20ms, max_backoff: 200ms, settle_grace: 2s }}
+"#,
+        url = storage.url,
+        graph = emu.url(),
+        d = dir.display(),
+    );
+    let cfg_path = dir.join("gateway.yaml");
+    std::fs::write(&cfg_path, config).unwrap();
+    let log = dir.join("gateway.log");
+    emu.set_webhook_url(format!("http://127.0.0.1:{webhook_port}/webhook"));
+    // Slow Graph calls keep replies in flight when the process dies.
+    emu.set_latency(Duration::from_millis(300));
+
+    let mut first = spawn_binary(&cfg_path, &log);
+    assert!(wait_ready(&admin).await, "gateway did not become ready; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    let customers: Vec<String> = (0..50).map(|c| format!("9198770{c:05}")).collect();
+    for i in 0..10 {
+        for wa_id in &customers {
+            emu.customer_says(PNID, wa_id, "K", &format!("{wa_id}-{i}")).await;
+        }
+    }
+    let acked = wait_until(Duration::from_secs(60), || async { emu.webhook_stats().delivered >= 500 }).await;
+    assert!(acked, "500 webhooks acknowledged: {:?}", emu.webhook_stats());
+    first.child.kill().unwrap(); // SIGKILL: no graceful shutdown.
+    first.child.wait().unwrap();
+    let answered_before = emu.sent().len();
+    assert!(answered_before < 500, "the kill must leave work unanswered (answered {answered_before})");
+
+    emu.set_latency(Duration::ZERO);
+    let _second = spawn_binary(&cfg_path, &log);
+    assert!(wait_ready(&admin).await, "gateway did not restart");
+    let all = emu.wait_sent(|s| s.len() >= 500, Duration::from_secs(90)).await;
+    assert!(all, "only {} of 500 answered after restart; log: {}", emu.sent().len(), log.display());
+    let url = storage.url.clone();
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            count(&url, "SELECT COUNT(*) FROM inbox WHERE state = 'received'").await == 0
+                && count(&url, "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')").await == 0
+        })
+        .await,
+        "work left open after restart"
+    );
+    let mut per_text: HashMap<String, usize> = HashMap::new();
+    for m in emu.sent() {
+        *per_text.entry(m.text.unwrap_or_default()).or_default() += 1;
+    }
+    assert_eq!(per_text.len(), 500, "every message answered");
+    let dupes: Vec<_> = per_text.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dupes.is_empty(), "answered more than once: {dupes:?}");
+    // Per customer, replies leave in the order the customer wrote.
+    let sent = emu.sent();
+    for wa_id in &customers {
+        let got: Vec<String> = sent.iter().filter(|m| &m.to == wa_id).filter_map(|m| m.text.clone()).collect();
+        let want: Vec<String> = (0..10).map(|i| format!("echo: {wa_id}-{i}")).collect();
+        assert_eq!(got, want, "order for {wa_id}");
+    }
+}
+
+on_both_dbs!(killed_gateway_answers_everything_once);
