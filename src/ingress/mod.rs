@@ -1,4 +1,5 @@
 //! Webhook ingress: the HTTP listener Meta calls, the verification handshake, the signature
 //! check and the Cloud API envelope types.
 
+pub mod envelope;
 pub mod signature;
