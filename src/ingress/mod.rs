@@ -1,5 +1,6 @@
 //! Webhook ingress: the HTTP listener Meta calls, the verification handshake, the signature
 //! check and the Cloud API envelope types.
 
+pub mod envelope;
 pub mod signature;
 pub mod server;
