@@ -557,3 +557,62 @@ async fn chat_prints_every_part_of_the_reply_or_fails_on_silence() {
     let text = String::from_utf8(out).unwrap();
     assert_eq!(text, "< echo: yo\n< part 2\n");
 }
+
+#[tokio::test]
+async fn shutdown_stops_the_listener_and_pending_deliveries() {
+    // Nothing listens at this URL: the delivery retries until shutdown.
+    let emu = emulator(Some("http://127.0.0.1:9/webhook".into()), false).await;
+    emu.handle.customer_says(PNID, CUSTOMER, "Asha", "hi").await;
+    eventually(|| emu.handle.webhook_stats().failed_attempts >= 2).await;
+    emu.stop.cancel();
+    tokio::time::timeout(WAIT, emu.handle.stopped())
+        .await
+        .expect("emulator did not stop");
+    assert_eq!(emu.handle.webhook_stats().pending, 1);
+}
+
+#[test]
+fn display_numbers_are_made_up_from_the_ids_last_digits() {
+    assert_eq!(display_number_for("106540352242922"), "15552242922");
+    assert_eq!(display_number_for("42"), "15550000042");
+}
+
+#[test]
+fn from_gateway_takes_numbers_tokens_and_secrets() {
+    let mut cfg: crate::config::Config = serde_json::from_value(json!({
+        "version": 1,
+        "public_url": "http://127.0.0.1:8080/webhook",
+        "meta": { "graph_url": "emulator", "app_id": "77",
+                  "app_secret": { "value": "s3cret" }, "verify_token": { "value": "vt" } },
+        "agents": { "echo": { "kind": "echo" } },
+        "numbers": [{ "phone_number_id": "106540352242922", "waba_id": "102290129340398",
+                      "agent": "echo", "access_token": { "value": "tok" } }],
+    }))
+    .unwrap();
+    cfg.meta.app_secret.resolve().unwrap();
+    cfg.meta.verify_token.resolve().unwrap();
+    cfg.numbers[0].access_token.resolve().unwrap();
+    let emu = EmulatorConfig::from_gateway(&cfg);
+    assert_eq!(
+        (
+            emu.app_id.as_str(),
+            emu.app_secret.as_str(),
+            emu.verify_token.as_str()
+        ),
+        ("77", "s3cret", "vt")
+    );
+    assert_eq!(
+        emu.webhook_url.as_deref(),
+        Some("http://127.0.0.1:8080/webhook")
+    );
+    assert_eq!(
+        emu.numbers,
+        vec![EmulatorNumber {
+            phone_number_id: "106540352242922".into(),
+            waba_id: "102290129340398".into(),
+            display_phone_number: "15552242922".into(),
+            access_token: "tok".into(),
+        }]
+    );
+    assert!(emu.statuses);
+}
