@@ -146,7 +146,8 @@ impl State {
             inner.sent.push(message.clone());
             message.seq
         };
-        self.last_seq.send_replace(seq);
+        // Two sends may reach this line out of order; the watch only moves forward.
+        self.last_seq.send_modify(|last| *last = (*last).max(seq));
         message
     }
 
