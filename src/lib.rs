@@ -1,8 +1,15 @@
 //! wa-gateway: connects AI agents to WhatsApp Business numbers through Meta's Cloud API.
+//! The layout follows the data flow: ingress → store → pipeline → agent → outbox → graph, with
+//! config, the emulator and the admin listener beside it.
 
+pub mod admin;
 pub mod agent;
+pub mod app;
+pub mod bench;
 pub mod config;
+pub mod emulator;
 pub mod graph;
+pub mod http;
 pub mod ids;
 pub mod ingress;
 pub mod metrics;
@@ -10,6 +17,3 @@ pub mod outbox;
 pub mod pipeline;
 pub mod state;
 pub mod store;
-pub mod admin;
-pub mod http;
-pub mod app;

@@ -1,0 +1,172 @@
+//! Graph API error responses with Meta's body shape, and the ones the emulator gives.
+//! `{"error":{"message","type","code",error_data:{messaging_product,details},"fbtrace_id"}}`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_json::{Value, json};
+
+/// One Graph error as Meta returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct GraphError {
+    pub status: StatusCode,
+    pub code: u32,
+    pub subcode: Option<u32>,
+    /// Meta's exception class: `OAuthException` for almost everything a client does wrong.
+    pub kind: &'static str,
+    pub message: String,
+    /// `error_data.details`; Meta omits `error_data` on token and object errors.
+    pub details: Option<String>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl GraphError {
+    fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            subcode: None,
+            kind: "OAuthException",
+            message: message.into(),
+            details: None,
+            retry_after_secs: None,
+        }
+    }
+
+    fn details(mut self, details: impl Into<String>) -> Self {
+        self.details = Some(details.into());
+        self
+    }
+
+    /// 190: the bearer token is missing, malformed or not this number's.
+    pub fn invalid_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            190,
+            "Invalid OAuth access token - Cannot parse access token",
+        )
+    }
+
+    /// 190 subcode 463: the token was valid once and has expired.
+    pub fn token_expired() -> Self {
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            190,
+            "Error validating access token: Session has expired on Friday, 02-Jan-26 10:00:00 PST. \
+             The current time is Saturday, 03-Jan-26 10:00:00 PST.",
+        );
+        e.subcode = Some(463);
+        e
+    }
+
+    /// 100 subcode 33: no such object (or the token may not see it). Meta classes it as a
+    /// `GraphMethodException`, not an `OAuthException`.
+    pub fn unknown_object(method: &str, id: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            100,
+            format!(
+                "Unsupported {method} request. Object with ID '{id}' does not exist, cannot be \
+                 loaded due to missing permissions, or does not support this operation. Please \
+                 read the Graph API documentation at https://developers.facebook.com/docs/graph-api"
+            ),
+        );
+        e.subcode = Some(33);
+        e.kind = "GraphMethodException";
+        e
+    }
+
+    /// 2500: a path Graph does not know (e.g. a malformed version segment).
+    pub fn unknown_path(component: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            2500,
+            format!("Unknown path components: /{component}"),
+        )
+    }
+
+    /// 100: a parameter is missing or invalid; `details` says which, as Meta's do.
+    pub fn invalid_parameter(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, 100, "(#100) Invalid parameter").details(details)
+    }
+
+    /// 131047: more than 24 hours since the customer last wrote (or never).
+    pub fn re_engagement() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            131047,
+            "(#131047) Re-engagement message",
+        )
+        .details(
+            "Message failed to send because more than 24 hours have passed since the customer \
+             last replied to this number.",
+        )
+    }
+
+    /// 1: a transient server-side failure (retry).
+    pub fn unknown_error() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            1,
+            "An unknown error has occurred.",
+        )
+        .details("An unknown error has occurred.")
+    }
+
+    /// 80007: the WABA's call rate limit, answered 429 with an optional Retry-After.
+    pub fn rate_limited(retry_after_secs: Option<u64>) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            80007,
+            "(#80007) Rate limit hit for WhatsApp Business Account",
+        )
+        .details("The WhatsApp Business Account has reached its rate limit.");
+        e.retry_after_secs = retry_after_secs;
+        e
+    }
+
+    /// 130429: the number's message throughput is exceeded; Meta answers it with HTTP 400.
+    pub fn throughput() -> Self {
+        Self::new(StatusCode::BAD_REQUEST, 130429, "(#130429) Rate limit hit")
+            .details("Cloud API message throughput has been reached.")
+    }
+
+    /// The JSON body Meta sends for this error.
+    pub fn body(&self) -> Value {
+        let mut error = json!({
+            "message": self.message,
+            "type": self.kind,
+            "code": self.code,
+        });
+        if let Some(subcode) = self.subcode {
+            error["error_subcode"] = json!(subcode);
+        }
+        if let Some(details) = &self.details {
+            error["error_data"] = json!({ "messaging_product": "whatsapp", "details": details });
+        }
+        error["fbtrace_id"] = json!(fbtrace_id());
+        json!({ "error": error })
+    }
+}
+
+/// Meta's trace ids are 20-odd base64-ish characters, different on every response.
+fn fbtrace_id() -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(23)
+        .map(char::from)
+        .collect()
+}
+
+impl IntoResponse for GraphError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

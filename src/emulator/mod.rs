@@ -1,0 +1,227 @@
+//! A local stand-in for Meta's Cloud API: the Graph endpoints the gateway calls, signed webhook
+//! delivery with Meta's retries, a control API under `/_emulator/`, and fault injection.
+//! It refuses what Meta refuses, with Meta's error bodies; it never talks to Meta.
+
+mod envelope;
+mod error;
+mod faults;
+mod graph;
+mod state;
+mod webhooks;
+
+pub mod chat;
+pub mod client;
+pub mod control;
+
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use client::ControlClient;
+pub use faults::{Fault, FaultKind};
+pub use state::SentMessage;
+pub use webhooks::WebhookStats;
+
+use state::State;
+
+/// What the emulator serves: the app, its numbers and how webhooks are delivered.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    /// The Meta app id.
+    pub app_id: String,
+    /// Key of every webhook's X-Hub-Signature-256.
+    pub app_secret: String,
+    /// The token echoed in the GET verification handshake.
+    pub verify_token: String,
+    /// Where signed webhooks go (the gateway's `/webhook`); deliveries wait until it is set.
+    pub webhook_url: Option<String>,
+    /// The numbers the emulated WhatsApp Business Accounts own.
+    pub numbers: Vec<EmulatorNumber>,
+    /// Send `sent` and `delivered` status webhooks after each accepted message.
+    pub statuses: bool,
+    /// First webhook redelivery delay; it doubles with jitter up to `retry_max`.
+    pub retry_initial: Duration,
+    /// Longest delay between two redeliveries (Meta keeps retrying for up to 7 days).
+    pub retry_max: Duration,
+}
+
+/// One emulated business phone number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmulatorNumber {
+    /// Meta's phone number id.
+    pub phone_number_id: String,
+    /// The WhatsApp Business Account that owns the number (`entry[].id` in webhooks).
+    pub waba_id: String,
+    /// The number as Meta shows it in `metadata.display_phone_number` (digits, no `+`).
+    pub display_phone_number: String,
+    /// The bearer token Graph calls for this number must carry.
+    pub access_token: String,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            app_id: "1234567890".into(),
+            app_secret: "emulator-app-secret".into(),
+            verify_token: "emulator-verify-token".into(),
+            webhook_url: None,
+            numbers: Vec::new(),
+            statuses: true,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl EmulatorConfig {
+    /// The emulator a loaded gateway config expects: its numbers, tokens and secrets; webhooks go
+    /// to `public_url`.
+    pub fn from_gateway(cfg: &crate::config::Config) -> Self {
+        let numbers = cfg
+            .numbers
+            .iter()
+            .map(|n| EmulatorNumber {
+                phone_number_id: n.phone_number_id.to_string(),
+                waba_id: n.waba_id.to_string(),
+                display_phone_number: display_number_for(n.phone_number_id.as_str()),
+                access_token: n.access_token.expose().to_owned(),
+            })
+            .collect();
+        Self {
+            app_id: cfg.meta.app_id.clone(),
+            app_secret: cfg.meta.app_secret.expose().to_owned(),
+            verify_token: cfg.meta.verify_token.expose().to_owned(),
+            webhook_url: Some(cfg.public_url.clone()),
+            numbers,
+            ..Self::default()
+        }
+    }
+}
+
+/// The config names no phone number, only its id: make up a stable US test number from the id's
+/// last digits, as Meta's test numbers look (`1555…`).
+fn display_number_for(phone_number_id: &str) -> String {
+    let digits: String = phone_number_id
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let tail = &digits[digits.len().saturating_sub(7)..];
+    format!("1555{tail:0>7}")
+}
+
+/// Starts the emulator on `listener`; it stops (and abandons pending webhooks) when `shutdown`
+/// is cancelled.
+pub async fn start(
+    cfg: EmulatorConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<EmulatorHandle> {
+    let addr = listener.local_addr()?;
+    let tasks = TaskTracker::new();
+    let (state, deliveries) = State::new(cfg);
+    let state = Arc::new(state);
+    tasks.spawn(webhooks::run_queue(
+        state.clone(),
+        deliveries,
+        shutdown.clone(),
+        tasks.clone(),
+    ));
+    let app = graph::router(state.clone()).merge(control::router(state.clone()));
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(err) = served {
+            tracing::error!(%err, "emulator listener failed");
+        }
+    });
+    tasks.close();
+    tracing::info!(%addr, "Cloud API emulator listening");
+    Ok(EmulatorHandle {
+        state,
+        url: format!("http://{addr}"),
+        tasks,
+    })
+}
+
+/// A running emulator: drive it (customers, faults, latency) and inspect what the gateway did.
+#[derive(Clone)]
+pub struct EmulatorHandle {
+    state: Arc<State>,
+    url: String,
+    tasks: TaskTracker,
+}
+
+impl EmulatorHandle {
+    /// The Graph base URL to give the gateway (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Points webhook delivery somewhere else; pending deliveries go there from now on.
+    pub fn set_webhook_url(&self, url: String) {
+        self.state.set_webhook_url(url);
+    }
+
+    /// A customer writes `text` to number `pnid`: a signed `messages` webhook is queued.
+    /// Returns the new message's wamid.
+    pub async fn customer_says(
+        &self,
+        pnid: &str,
+        from_wa_id: &str,
+        name: &str,
+        text: &str,
+    ) -> String {
+        self.state.customer_says(pnid, from_wa_id, name, text)
+    }
+
+    /// Queues any envelope for signed delivery; inbound messages in it open the 24h window.
+    pub fn deliver_envelope(&self, envelope: serde_json::Value) {
+        self.state.deliver_envelope(envelope);
+    }
+
+    /// Every message the gateway sent that was accepted, in order.
+    pub fn sent(&self) -> Vec<SentMessage> {
+        self.state.sent()
+    }
+
+    /// The wamids the gateway marked read, in order.
+    pub fn read_receipts(&self) -> Vec<String> {
+        self.state.read_receipts()
+    }
+
+    /// The next matching send calls fail as `f` says.
+    pub fn push_fault(&self, f: Fault) {
+        self.state.push_fault(f);
+    }
+
+    /// Adds `d` to the handling time of every Graph call.
+    pub fn set_latency(&self, d: Duration) {
+        self.state.set_latency(d);
+    }
+
+    /// Webhook delivery counters.
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.state.webhook_stats()
+    }
+
+    /// Waits until `pred` holds for the sent messages, or `timeout` passes; true if it held.
+    pub async fn wait_sent(
+        &self,
+        pred: impl Fn(&[SentMessage]) -> bool,
+        timeout: Duration,
+    ) -> bool {
+        self.state.wait_sent(pred, timeout).await
+    }
+
+    /// Resolves when the listener and every delivery task have stopped (after shutdown).
+    pub async fn stopped(&self) {
+        self.tasks.wait().await;
+    }
+}
