@@ -10,6 +10,7 @@ mod state;
 mod webhooks;
 
 pub mod chat;
+pub mod cli;
 pub mod client;
 pub mod control;
 
