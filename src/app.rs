@@ -57,16 +57,20 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let webhook_listener = bind("webhook", config.listen.webhook).await?;
         let admin_listener = bind("admin", config.listen.admin).await?;
-        let webhook_addr = webhook_listener.local_addr().map_err(|source| StartError::Bind {
-            what: "webhook",
-            addr: config.listen.webhook,
-            source,
-        })?;
-        let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind {
-            what: "admin",
-            addr: config.listen.admin,
-            source,
-        })?;
+        let webhook_addr = webhook_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "webhook",
+                addr: config.listen.webhook,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "admin",
+                addr: config.listen.admin,
+                source,
+            })?;
 
         let (graph_base, emulator) = if config.meta.graph_url == "emulator" {
             let listener = bind("emulator", config.meta.emulator.listen).await?;
@@ -87,14 +91,23 @@ impl Gateway {
         let listen = config.listen.clone();
         let batch_max = config.storage.batch_max;
         let snapshot = Snapshot::build(config, &graph_base)?;
-        let state = Arc::new(AppState::new(snapshot, store.clone(), metrics.clone(), shutdown.clone()));
+        let state = Arc::new(AppState::new(
+            snapshot,
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
 
         // Resume before accepting anything new, so within a conversation old work runs first.
         let dispatch = pipeline::spawn(state.clone());
         let open_out = store.open_outbox().await?;
         let open_in = store.open_inbox().await?;
         if !open_out.is_empty() || !open_in.is_empty() {
-            tracing::info!(replies = open_out.len(), messages = open_in.len(), "resuming unfinished work");
+            tracing::info!(
+                replies = open_out.len(),
+                messages = open_in.len(),
+                "resuming unfinished work"
+            );
         }
         for row in open_out {
             dispatch.send(Work::Resume(row));
@@ -103,7 +116,8 @@ impl Gateway {
             dispatch.send(Work::Inbound(row));
         }
 
-        let writer = crate::store::writer::spawn(store, batch_max, dispatch, metrics, &state.tracker);
+        let writer =
+            crate::store::writer::spawn(store, batch_max, dispatch, metrics, &state.tracker);
         let router = webhook::router(
             WebhookState {
                 app: state.clone(),
@@ -153,7 +167,10 @@ impl Gateway {
         self.state.set_ready(false);
         self.shutdown.cancel();
         self.state.tracker.close();
-        if tokio::time::timeout(deadline, self.state.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.state.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(?deadline, "some tasks did not stop before the deadline");
         }
         self.state.store.close().await;

@@ -9,7 +9,11 @@ use std::time::Duration;
 use wa_gateway::config;
 
 #[derive(Parser)]
-#[command(name = "wa-gateway", version, about = "Connects AI agents to WhatsApp Business numbers through Meta's Cloud API")]
+#[command(
+    name = "wa-gateway",
+    version,
+    about = "Connects AI agents to WhatsApp Business numbers through Meta's Cloud API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,11 +46,17 @@ enum Command {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WA_GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::io::stderr().is_terminal() {
         builder.init();
     } else {
-        builder.json().flatten_event(true).with_current_span(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
     }
 }
 
@@ -55,7 +65,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { file } => match config::load(&file) {
             Ok(cfg) => {
-                println!("{}", config::summary(&file, &cfg));
+                println!("{}: ok — {}", file.display(), config::summary(&cfg));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -65,7 +75,10 @@ fn main() -> ExitCode {
         },
         Command::Schema => {
             let schema = config::json_schema();
-            println!("{}", serde_json::to_string_pretty(&schema).expect("a schema serialises"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("a schema serialises")
+            );
             ExitCode::SUCCESS
         }
         command => {

@@ -10,7 +10,11 @@ use std::time::Duration;
 use wa_gateway::emulator::{self, EmulatorConfig, EmulatorNumber};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Proc {
@@ -25,7 +29,11 @@ impl Drop for Proc {
 }
 
 fn spawn_binary(config: &std::path::Path, log: &std::path::Path) -> Proc {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
         .args(["serve", "--config"])
         .arg(config)
@@ -52,7 +60,9 @@ async fn wait_ready(admin: &str) -> bool {
 }
 
 async fn killed_gateway_answers_everything_once(db: Db) {
-    let Some(storage) = storage(db).await else { return };
+    let Some(storage) = storage(db).await else {
+        return;
+    };
     let dir = storage.dir.path();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let emu = emulator::start(
@@ -76,7 +86,11 @@ async fn killed_gateway_answers_everything_once(db: Db) {
     )
     .await
     .unwrap();
-    for (name, value) in [("app_secret", APP_SECRET), ("verify_token", VERIFY_TOKEN), ("token", "token-one")] {
+    for (name, value) in [
+        ("app_secret", APP_SECRET),
+        ("verify_token", VERIFY_TOKEN),
+        ("token", "token-one"),
+    ] {
         std::fs::write(dir.join(name), value).unwrap();
     }
     let (webhook_port, admin_port) = (free_port(), free_port());
@@ -110,30 +124,57 @@ policies:
     emu.set_latency(Duration::from_millis(300));
 
     let mut first = spawn_binary(&cfg_path, &log);
-    assert!(wait_ready(&admin).await, "gateway did not become ready; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        wait_ready(&admin).await,
+        "gateway did not become ready; log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let customers: Vec<String> = (0..50).map(|c| format!("9198770{c:05}")).collect();
     for i in 0..10 {
         for wa_id in &customers {
-            emu.customer_says(PNID, wa_id, "K", &format!("{wa_id}-{i}")).await;
+            emu.customer_says(PNID, wa_id, "K", &format!("{wa_id}-{i}"))
+                .await;
         }
     }
-    let acked = wait_until(Duration::from_secs(60), || async { emu.webhook_stats().delivered >= 500 }).await;
-    assert!(acked, "500 webhooks acknowledged: {:?}", emu.webhook_stats());
+    let acked = wait_until(Duration::from_secs(60), || async {
+        emu.webhook_stats().delivered >= 500
+    })
+    .await;
+    assert!(
+        acked,
+        "500 webhooks acknowledged: {:?}",
+        emu.webhook_stats()
+    );
     first.child.kill().unwrap(); // SIGKILL: no graceful shutdown.
     first.child.wait().unwrap();
     let answered_before = emu.sent().len();
-    assert!(answered_before < 500, "the kill must leave work unanswered (answered {answered_before})");
+    assert!(
+        answered_before < 500,
+        "the kill must leave work unanswered (answered {answered_before})"
+    );
 
     emu.set_latency(Duration::ZERO);
     let _second = spawn_binary(&cfg_path, &log);
     assert!(wait_ready(&admin).await, "gateway did not restart");
-    let all = emu.wait_sent(|s| s.len() >= 500, Duration::from_secs(90)).await;
-    assert!(all, "only {} of 500 answered after restart; log: {}", emu.sent().len(), log.display());
+    let all = emu
+        .wait_sent(|s| s.len() >= 500, Duration::from_secs(90))
+        .await;
+    assert!(
+        all,
+        "only {} of 500 answered after restart; log: {}",
+        emu.sent().len(),
+        log.display()
+    );
     let url = storage.url.clone();
     assert!(
         wait_until(Duration::from_secs(30), || async {
             count(&url, "SELECT COUNT(*) FROM inbox WHERE state = 'received'").await == 0
-                && count(&url, "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')").await == 0
+                && count(
+                    &url,
+                    "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')",
+                )
+                .await
+                    == 0
         })
         .await,
         "work left open after restart"
@@ -148,7 +189,11 @@ policies:
     // Per customer, replies leave in the order the customer wrote.
     let sent = emu.sent();
     for wa_id in &customers {
-        let got: Vec<String> = sent.iter().filter(|m| &m.to == wa_id).filter_map(|m| m.text.clone()).collect();
+        let got: Vec<String> = sent
+            .iter()
+            .filter(|m| &m.to == wa_id)
+            .filter_map(|m| m.text.clone())
+            .collect();
         let want: Vec<String> = (0..10).map(|i| format!("echo: {wa_id}-{i}")).collect();
         assert_eq!(got, want, "order for {wa_id}");
     }

@@ -7,11 +7,15 @@ use common::*;
 use std::time::Duration;
 
 async fn handshake(db: Db) {
-    let Some(mut t) = spawn_gateway(db, Options::default()).await else { return };
+    let Some(mut t) = spawn_gateway(db, Options::default()).await else {
+        return;
+    };
     let url = t.webhook_url();
     let ok = t
         .http
-        .get(format!("{url}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1158201444"))
+        .get(format!(
+            "{url}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1158201444"
+        ))
         .send()
         .await
         .unwrap();
@@ -29,7 +33,9 @@ async fn handshake(db: Db) {
 }
 
 async fn oversized_body_is_413(db: Db) {
-    let Some(mut t) = spawn_gateway(db, Options::default()).await else { return };
+    let Some(mut t) = spawn_gateway(db, Options::default()).await else {
+        return;
+    };
     let body = vec![b' '; 2 * 1024 * 1024];
     assert_eq!(t.post_signed(&body).await, 413);
     assert_eq!(t.count("SELECT COUNT(*) FROM dead_letters").await, 0);
@@ -37,7 +43,9 @@ async fn oversized_body_is_413(db: Db) {
 }
 
 async fn signed_garbage_is_dead_lettered(db: Db) {
-    let Some(mut t) = spawn_gateway(db, Options::default()).await else { return };
+    let Some(mut t) = spawn_gateway(db, Options::default()).await else {
+        return;
+    };
     assert_eq!(t.post_signed(b"{\"not\": \"an envelope\"}").await, 200);
     assert_eq!(t.post_signed(b"not json at all").await, 200);
     assert_eq!(t.count("SELECT COUNT(*) FROM dead_letters").await, 2);
@@ -47,28 +55,72 @@ async fn signed_garbage_is_dead_lettered(db: Db) {
 
 async fn undeclared_number_recorded_not_answered(db: Db) {
     let rec = RecordingAgent::start().await;
-    let opts = Options { agents: rec.agents_yaml(), ..Options::default() };
-    let Some(mut t) = spawn_gateway_with_agent(db, opts, "rec").await else { return };
-    let env = text_envelope(&[(WABA, "555555555555555", vec![("919800000009", "wamid.UNROUTED", "hello?")])]);
+    let opts = Options {
+        agents: rec.agents_yaml(),
+        ..Options::default()
+    };
+    let Some(mut t) = spawn_gateway_with_agent(db, opts, "rec").await else {
+        return;
+    };
+    let env = text_envelope(&[(
+        WABA,
+        "555555555555555",
+        vec![("919800000009", "wamid.UNROUTED", "hello?")],
+    )]);
     assert_eq!(t.post_signed(&serde_json::to_vec(&env).unwrap()).await, 200);
-    assert_eq!(t.count("SELECT COUNT(*) FROM inbox WHERE state = 'unrouted'").await, 1);
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM inbox WHERE state = 'unrouted'")
+            .await,
+        1
+    );
     // A declared number's message right after it is answered, so the agent was reachable.
-    t.emu.customer_says(PNID, "919800000010", "D", "declared").await;
-    assert!(t.emu.wait_sent(|s| !s.is_empty(), Duration::from_secs(20)).await);
-    assert_eq!(rec.count(), 1, "only the declared number's message reached the agent");
+    t.emu
+        .customer_says(PNID, "919800000010", "D", "declared")
+        .await;
+    assert!(
+        t.emu
+            .wait_sent(|s| !s.is_empty(), Duration::from_secs(20))
+            .await
+    );
+    assert_eq!(
+        rec.count(),
+        1,
+        "only the declared number's message reached the agent"
+    );
     t.stop().await;
 }
 
 async fn health_and_metrics(db: Db) {
-    let Some(mut t) = spawn_gateway(db, Options::default()).await else { return };
+    let Some(mut t) = spawn_gateway(db, Options::default()).await else {
+        return;
+    };
     let admin = t.gw().admin_addr;
     for path in ["/healthz", "/readyz"] {
-        let r = t.http.get(format!("http://{admin}{path}")).send().await.unwrap();
+        let r = t
+            .http
+            .get(format!("http://{admin}{path}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    t.emu.customer_says(PNID, "919800000011", "M", "count me").await;
-    assert!(t.emu.wait_sent(|s| !s.is_empty(), Duration::from_secs(20)).await);
-    let text = t.http.get(format!("http://{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+    t.emu
+        .customer_says(PNID, "919800000011", "M", "count me")
+        .await;
+    assert!(
+        t.emu
+            .wait_sent(|s| !s.is_empty(), Duration::from_secs(20))
+            .await
+    );
+    let text = t
+        .http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "wa_gateway_webhooks_total{result=\"ok\"}",
         &format!("wa_gateway_messages_in_total{{phone_number_id=\"{PNID}\",type=\"text\"}} 1"),

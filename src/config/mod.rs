@@ -2,9 +2,22 @@
 //! references and the JSON Schema. A `Config` returned by `load` is validated and its secrets resolved.
 
 pub mod duration;
+pub mod error;
+pub mod load;
+pub mod locate;
 pub mod model;
+pub mod schema;
 pub mod secret;
+pub mod summary;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
 
 pub use duration::Duration;
+pub use error::{ConfigError, Diagnostic};
+pub use load::{Loaded, load, parse};
 pub use model::*;
+pub use schema::json_schema;
 pub use secret::{Secret, SecretSource};
+pub use summary::summary;

@@ -98,8 +98,10 @@ pub struct Meta {
     pub graph_url: String,
     /// Graph API version, e.g. `v23.0`.
     #[serde(default = "default_api_version")]
+    #[schemars(pattern(r"^v[0-9]+\.[0-9]+$"))]
     pub api_version: String,
-    /// The Meta app id.
+    /// The Meta app id (digits, quoted).
+    #[schemars(pattern(r"^[0-9]+$"))]
     pub app_id: String,
     /// The app secret: the key of every webhook's X-Hub-Signature-256.
     pub app_secret: Secret,
@@ -168,9 +170,11 @@ fn default_agent_timeout() -> Duration {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Number {
-    /// Meta's phone number id (digits).
+    /// Meta's phone number id (digits, quoted).
+    #[schemars(with = "String", pattern(r"^[0-9]+$"))]
     pub phone_number_id: PhoneNumberId,
-    /// The WhatsApp Business Account the number belongs to (digits).
+    /// The WhatsApp Business Account the number belongs to (digits, quoted).
+    #[schemars(with = "String", pattern(r"^[0-9]+$"))]
     pub waba_id: WabaId,
     /// A name for people: the status page and logs.
     #[serde(default)]
@@ -230,5 +234,34 @@ impl Default for Delivery {
             max_backoff: Duration::from_secs(60),
             settle_grace: Duration::from_secs(30),
         }
+    }
+}
+
+impl Config {
+    /// Every secret reference in the file with its field path (`numbers[0].access_token`).
+    pub fn secrets_mut(&mut self) -> Vec<(String, &mut Secret)> {
+        let mut out = vec![
+            ("meta.app_secret".to_owned(), &mut self.meta.app_secret),
+            ("meta.verify_token".to_owned(), &mut self.meta.verify_token),
+        ];
+        for (name, agent) in &mut self.agents {
+            if let Agent::Http { headers, .. } = agent {
+                for (header, secret) in headers {
+                    out.push((format!("agents.{name}.headers.{header}"), secret));
+                }
+            }
+        }
+        for (i, number) in self.numbers.iter_mut().enumerate() {
+            out.push((
+                format!("numbers[{i}].access_token"),
+                &mut number.access_token,
+            ));
+        }
+        out
+    }
+
+    /// Whether `meta.graph_url` selects the built-in emulator.
+    pub fn uses_emulator(&self) -> bool {
+        self.meta.graph_url == "emulator"
     }
 }

@@ -2,6 +2,7 @@
 //! A secret's value never appears in Debug, Display, Serialize or an error message.
 
 use schemars::JsonSchema;
+use serde::de::{self, EnumAccess, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
 use std::fmt;
@@ -120,11 +121,81 @@ impl fmt::Display for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let source = SecretSource::deserialize(d)?;
+        let source = d.deserialize_any(SourceVisitor)?;
         Ok(Self {
             source,
             value: Arc::from(""),
         })
+    }
+}
+
+/// Reads a reference by hand because serde's own "invalid type" errors quote the scalar, and a
+/// scalar where a reference belongs is most often a token pasted into the file.
+struct SourceVisitor;
+
+const NOT_A_REFERENCE: &str =
+    "a secret must be a reference, not the value itself: write { env: NAME } or { file: PATH }";
+
+impl<'de> Visitor<'de> for SourceVisitor {
+    type Value = SecretSource;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{ env: NAME }, { file: PATH } or { value: \"…\" }")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretSource, A::Error> {
+        let Some(kind) = map.next_key::<String>()? else {
+            return Err(A::Error::custom(
+                "empty secret reference: write { env: NAME } or { file: PATH }",
+            ));
+        };
+        let text = map.next_value::<String>().map_err(|_| {
+            A::Error::custom(format!("`{kind}` of a secret reference must be a string"))
+        })?;
+        let source = match kind.as_str() {
+            "env" => SecretSource::Env(text),
+            "file" => SecretSource::File(PathBuf::from(text)),
+            "value" => SecretSource::Value(text),
+            _ => return Err(A::Error::unknown_variant(&kind, &["env", "file", "value"])),
+        };
+        if map.next_key::<String>()?.is_some() {
+            return Err(A::Error::custom(
+                "a secret reference holds exactly one of env, file or value",
+            ));
+        }
+        Ok(source)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretSource, E> {
+        Err(E::custom(NOT_A_REFERENCE))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretSource, E> {
+        Err(E::custom(NOT_A_REFERENCE))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretSource, E> {
+        Err(E::custom(NOT_A_REFERENCE))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretSource, E> {
+        Err(E::custom(NOT_A_REFERENCE))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretSource, E> {
+        Err(E::custom(NOT_A_REFERENCE))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<SecretSource, E> {
+        Err(E::custom(NOT_A_REFERENCE))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<SecretSource, A::Error> {
+        Err(A::Error::custom(NOT_A_REFERENCE))
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, _: A) -> Result<SecretSource, A::Error> {
+        Err(A::Error::custom(NOT_A_REFERENCE))
     }
 }
 
@@ -181,5 +252,21 @@ mod tests {
         };
         let err = s.resolve().unwrap_err().to_string();
         assert!(err.contains("WA_GATEWAY_TEST_UNSET_VAR"), "{err}");
+    }
+
+    #[test]
+    fn a_pasted_value_is_refused_without_being_echoed() {
+        for yaml in [
+            "EAAGpasted",
+            "{ env: [EAAGpasted] }",
+            "{ env: A, file: EAAGpasted }",
+        ] {
+            let err = serde_norway::from_str::<Secret>(yaml)
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("EAAGpasted"), "{yaml}: {err}");
+        }
+        let s: Secret = serde_norway::from_str("{ file: /run/token }").unwrap();
+        assert_eq!(s.source(), &SecretSource::File("/run/token".into()));
     }
 }

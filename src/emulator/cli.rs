@@ -35,7 +35,11 @@ pub struct ChatArgs {
     #[arg(long)]
     pub message: Option<String>,
     /// The emulator's address (the built-in one listens on meta.emulator.listen).
-    #[arg(long, default_value = "http://127.0.0.1:8089", env = "WA_GATEWAY_EMULATOR")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8089",
+        env = "WA_GATEWAY_EMULATOR"
+    )]
     pub emulator: String,
     /// How long to wait for a reply.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

@@ -2,5 +2,5 @@
 //! check and the Cloud API envelope types.
 
 pub mod envelope;
-pub mod signature;
 pub mod server;
+pub mod signature;

@@ -29,15 +29,23 @@ pub fn router(state: WebhookState, max_body: usize, body_timeout: std::time::Dur
     Router::new()
         .route("/webhook", get(verify).post(receive))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .with_state(state)
 }
 
-async fn verify(State(st): State<WebhookState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn verify(
+    State(st): State<WebhookState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let snap = st.app.snapshot.load();
     let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
     let token_ok = q.get("hub.verify_token").is_some_and(|t| {
-        bool::from(t.as_bytes().ct_eq(snap.config.meta.verify_token.expose().as_bytes()))
+        bool::from(
+            t.as_bytes()
+                .ct_eq(snap.config.meta.verify_token.expose().as_bytes()),
+        )
     });
     match (mode_ok && token_ok, q.get("hub.challenge")) {
         (true, Some(challenge)) => {
@@ -45,7 +53,11 @@ async fn verify(State(st): State<WebhookState>, Query(q): Query<HashMap<String, 
             (StatusCode::OK, challenge.clone()).into_response()
         }
         _ => {
-            tracing::warn!(mode_ok, token_ok, "webhook verification refused: wrong hub.mode or hub.verify_token");
+            tracing::warn!(
+                mode_ok,
+                token_ok,
+                "webhook verification refused: wrong hub.mode or hub.verify_token"
+            );
             StatusCode::FORBIDDEN.into_response()
         }
     }
@@ -56,7 +68,11 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
     let metrics = &st.app.metrics;
     let snap = st.app.snapshot.load_full();
     let header = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
-    if let Err(e) = signature::verify(snap.config.meta.app_secret.expose().as_bytes(), header, &body) {
+    if let Err(e) = signature::verify(
+        snap.config.meta.app_secret.expose().as_bytes(),
+        header,
+        &body,
+    ) {
         metrics.webhooks.with_label_values(&["bad_signature"]).inc();
         tracing::warn!(error = %e, bytes = body.len(), "webhook refused: bad signature; nothing stored");
         return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
@@ -80,13 +96,19 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
     match st.writer.submit(write).await {
         Ok(_) => {
             metrics.webhooks.with_label_values(&[result]).inc();
-            metrics.webhook_ack_seconds.observe(started.elapsed().as_secs_f64());
+            metrics
+                .webhook_ack_seconds
+                .observe(started.elapsed().as_secs_f64());
             StatusCode::OK.into_response()
         }
         Err(e) => {
             metrics.webhooks.with_label_values(&["storage_error"]).inc();
             tracing::error!(error = %e, "webhook not stored; answering 503 so Meta delivers it again");
-            (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable; retry later").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; retry later",
+            )
+                .into_response()
         }
     }
 }
@@ -123,20 +145,34 @@ fn to_write(snap: &Snapshot, app: &AppState, env: Envelope) -> WebhookWrite {
                 });
                 let contact = contact.or(value.contacts.first());
                 let (state, detail) = match (number, &customer) {
-                    (None, _) => (InboxState::Unrouted, Some("phone_number_id not declared".to_owned())),
-                    (Some(_), None) => (InboxState::Skipped, Some("message carries no customer id".to_owned())),
-                    (Some(_), Some(_)) if msg.group_id.is_some() => {
-                        (InboxState::Skipped, Some("group messages are not served".to_owned()))
-                    }
+                    (None, _) => (
+                        InboxState::Unrouted,
+                        Some("phone_number_id not declared".to_owned()),
+                    ),
+                    (Some(_), None) => (
+                        InboxState::Skipped,
+                        Some("message carries no customer id".to_owned()),
+                    ),
+                    (Some(_), Some(_)) if msg.group_id.is_some() => (
+                        InboxState::Skipped,
+                        Some("group messages are not served".to_owned()),
+                    ),
                     (Some(n), Some(_)) if !n.cfg.enabled => {
                         (InboxState::Skipped, Some("number disabled".to_owned()))
                     }
                     (Some(_), Some(_)) => (InboxState::Received, None),
                 };
-                let type_label = if number.is_some() { msg.type_name() } else { "unrouted" };
+                let type_label = if number.is_some() {
+                    msg.type_name()
+                } else {
+                    "unrouted"
+                };
                 app.metrics
                     .messages_in
-                    .with_label_values(&[if number.is_some() { &pnid } else { "unknown" }, type_label])
+                    .with_label_values(&[
+                        if number.is_some() { &pnid } else { "unknown" },
+                        type_label,
+                    ])
                     .inc();
                 write.messages.push(NewInbound {
                     wamid: msg.id.to_string(),
@@ -147,7 +183,9 @@ fn to_write(snap: &Snapshot, app: &AppState, env: Envelope) -> WebhookWrite {
                         .from_user_id
                         .as_ref()
                         .map(|u| u.to_string())
-                        .or_else(|| contact.and_then(|c| c.user_id.as_ref().map(|u| u.to_string()))),
+                        .or_else(|| {
+                            contact.and_then(|c| c.user_id.as_ref().map(|u| u.to_string()))
+                        }),
                     customer_name: contact.and_then(|c| c.name.clone()),
                     msg_type: msg.type_name().to_owned(),
                     text: msg.text(),
@@ -165,7 +203,8 @@ fn to_write(snap: &Snapshot, app: &AppState, env: Envelope) -> WebhookWrite {
                     meta_ts: s.timestamp,
                     callback: s.biz_opaque_callback_data.clone(),
                     error_code: first_error.map(|e| e.code),
-                    error_title: first_error.and_then(|e| e.title.clone().or_else(|| e.message.clone())),
+                    error_title: first_error
+                        .and_then(|e| e.title.clone().or_else(|| e.message.clone())),
                 });
             }
         }

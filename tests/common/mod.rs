@@ -88,13 +88,17 @@ impl Drop for Storage {
             let admin = pg_admin_url();
             // Drop from a plain thread: Drop may run inside or outside a runtime.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     use sqlx::Connection;
                     if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&mut c)
-                            .await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut c)
+                                .await;
                     }
                 });
             })
@@ -211,7 +215,9 @@ impl TestGateway {
 pub async fn count(url: &str, sql: &str) -> i64 {
     use sqlx::Connection;
     if url.starts_with("sqlite:") {
-        let mut c = sqlx::SqliteConnection::connect(url).await.expect("sqlite connect");
+        let mut c = sqlx::SqliteConnection::connect(url)
+            .await
+            .expect("sqlite connect");
         sqlx::query_scalar(sql).fetch_one(&mut c).await.expect(sql)
     } else {
         let mut c = sqlx::PgConnection::connect(url).await.expect("pg connect");
@@ -230,7 +236,8 @@ pub async fn spawn_gateway_with_agent(db: Db, opts: Options, agent: &str) -> Opt
     let yaml = config_yaml(&storage.url, &opts, agent);
     let path = storage.dir.path().join("gateway.yaml");
     std::fs::write(&path, &yaml).expect("write config");
-    let cfg = wa_gateway::config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
+    let cfg = wa_gateway::config::load(&path)
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
     let gw = Gateway::start(cfg).await.expect("gateway starts");
     let emu = gw.emulator.clone().expect("in-process emulator");
     Some(TestGateway {
@@ -274,11 +281,16 @@ impl RecordingAgent {
             State(calls): State<Arc<Mutex<Vec<serde_json::Value>>>>,
             Json(turn): Json<serde_json::Value>,
         ) -> Json<serde_json::Value> {
-            let text = turn["message"]["text"].as_str().unwrap_or_default().to_owned();
+            let text = turn["message"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             calls.lock().unwrap().push(turn);
             Json(serde_json::json!({ "reply": format!("re: {text}") }))
         }
-        let app = Router::new().route("/reply", post(handle)).with_state(calls.clone());
+        let app = Router::new()
+            .route("/reply", post(handle))
+            .with_state(calls.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -308,13 +320,13 @@ macro_rules! on_both_dbs {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name(common::Db::Sqlite).await }
+                async fn $name() { super::$name(crate::common::Db::Sqlite).await }
             )*
         }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name(common::Db::Postgres).await }
+                async fn $name() { super::$name(crate::common::Db::Postgres).await }
             )*
         }
     };

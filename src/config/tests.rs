@@ -1,0 +1,463 @@
+//! Loading tests: every rule, with the exact line:column and field path it reports.
+
+use super::*;
+use std::path::Path;
+
+/// The repository's default gateway.yaml.
+const EXAMPLE: &str = r#"version: 1
+listen:
+  webhook: 127.0.0.1:8080
+  admin: 127.0.0.1:9090
+public_url: http://127.0.0.1:8080/webhook
+storage:
+  url: sqlite://data/gateway.db
+meta:
+  graph_url: emulator
+  api_version: v23.0
+  app_id: "1000000000000001"
+  app_secret: { value: demo-app-secret }
+  verify_token: { value: demo-verify-token }
+agents:
+  echo: { kind: echo, prefix: "echo: " }
+numbers:
+  - phone_number_id: "106540352242922"
+    waba_id: "102290129340398"
+    display_name: Acme Demo
+    agent: echo
+    access_token: { value: demo-access-token }
+"#;
+
+fn with(from: &str, to: &str) -> String {
+    assert!(EXAMPLE.contains(from), "{from:?} not in the example");
+    EXAMPLE.replacen(from, to, 1)
+}
+
+/// `line:column path` of every diagnostic, and the whole text.
+fn diagnostics(yaml: &str) -> (Vec<String>, String) {
+    let err = parse(yaml, Path::new("gateway.yaml")).expect_err("config should be refused");
+    let at = err
+        .diagnostics
+        .iter()
+        .map(|d| format!("{}:{} {}", d.line, d.column, d.path))
+        .collect();
+    (at, err.to_string())
+}
+
+#[test]
+fn the_repository_example_loads() {
+    let config = parse(EXAMPLE, Path::new("gateway.yaml")).unwrap();
+    assert_eq!(config.numbers[0].access_token.expose(), "demo-access-token");
+    assert_eq!(config.meta.app_secret.expose(), "demo-app-secret");
+    assert_eq!(
+        summary(&config),
+        "1 number (1 enabled), 1 agent, storage sqlite, graph emulator"
+    );
+}
+
+#[test]
+fn defaults_apply_and_secrets_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "file-token\n").unwrap();
+    let yaml = format!(
+        r#"version: 1
+public_url: https://wa.example.com/webhook
+meta:
+  app_id: "42"
+  app_secret: {{ env: PATH }}
+  verify_token: {{ file: {token} }}
+agents:
+  orders: {{ kind: http, url: "http://orders/reply", headers: {{ X-Key: {{ file: {token} }} }} }}
+numbers:
+  - {{ phone_number_id: "1", waba_id: "2", agent: orders, access_token: {{ file: {token} }} }}
+"#,
+        token = token.display()
+    );
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let loaded = Loaded::from_path(&path).unwrap();
+    let c = &loaded.config;
+    assert_eq!(loaded.sha256.len(), 64);
+    assert_eq!(c.listen.webhook.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.listen.max_body_bytes, 1024 * 1024);
+    assert_eq!(c.storage.url, "sqlite://data/gateway.db");
+    assert_eq!(c.meta.graph_url, "https://graph.facebook.com");
+    assert_eq!(c.meta.api_version, "v23.0");
+    assert_eq!(c.policies.delivery.max_attempts, 10);
+    assert!(c.policies.mark_read);
+    assert!(c.numbers[0].enabled);
+    assert_eq!(c.numbers[0].display_name, "");
+    assert_eq!(c.numbers[0].access_token.expose(), "file-token");
+    assert_eq!(c.meta.verify_token.expose(), "file-token");
+    assert_eq!(c.meta.app_secret.expose(), std::env::var("PATH").unwrap());
+    match &c.agents["orders"] {
+        Agent::Http {
+            timeout, headers, ..
+        } => {
+            assert_eq!(*timeout, Duration::from_secs(20));
+            assert_eq!(headers["X-Key"].expose(), "file-token");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        loaded.summary(),
+        format!(
+            "{}: ok — 1 number (1 enabled), 1 agent, storage sqlite, graph graph.facebook.com",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn each_rule_points_at_its_node() {
+    // (edit of the example, "line:column path", words the message must hold)
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // Syntax.
+        (
+            "  admin: 127.0.0.1:9090",
+            "  admin: \"127.0.0.1:9090",
+            "4:10 ",
+            "YAML syntax error: invalid indentation in quoted scalar",
+        ),
+        (
+            "agents:\n",
+            "agents:\n   bad: 1\n  echo2: 2\n",
+            "16:8 ",
+            "YAML syntax error",
+        ),
+        // Shape: unknown keys, types, required keys, durations.
+        (
+            "  webhook:",
+            "  webhok:",
+            "3:3 listen.webhok",
+            "unknown key `webhok`: did you mean `webhook`?",
+        ),
+        (
+            "prefix:",
+            "prefx:",
+            "15:23 agents.echo.prefx",
+            "did you mean `prefix`?",
+        ),
+        (
+            "version: 1\n",
+            "version: 1\nversoin: 1\n",
+            "2:1 versoin",
+            "did you mean `version`?",
+        ),
+        ("version: 1", "version: x", "1:10 version", "invalid type"),
+        (
+            "    agent: echo\n",
+            "",
+            "17:5 numbers[0].agent",
+            "required key `agent` is missing",
+        ),
+        (
+            "public_url: http://127.0.0.1:8080/webhook\n",
+            "",
+            "1:1 public_url",
+            "required key",
+        ),
+        (
+            "agents:\n",
+            "agents:\n  o: { kind: http }\n",
+            "15:6 agents.o.url",
+            "required key `url`",
+        ),
+        (
+            "kind: echo,",
+            "kind: ech,",
+            "15:17 agents.echo.kind",
+            "unknown variant `ech`",
+        ),
+        (
+            "  admin: 127.0.0.1:9090\n",
+            "  admin: 127.0.0.1:9090\n  header_timeout: 5q\n",
+            "5:19 listen.header_timeout",
+            "invalid duration \"5q\": write e.g.",
+        ),
+        (
+            "  admin: 127.0.0.1:9090",
+            "  admin: localhost",
+            "4:10 listen.admin",
+            "socket address",
+        ),
+        (
+            "{ value: demo-access-token }",
+            "{ vault: x }",
+            "21:19 numbers[0].access_token",
+            "unknown variant `vault`",
+        ),
+        // Semantics.
+        (
+            "version: 1",
+            "version: 2",
+            "1:10 version",
+            "version 2 is not supported",
+        ),
+        (
+            "agent: echo",
+            "agent: suport",
+            "20:12 numbers[0].agent",
+            "agent \"suport\" is not declared under `agents` (declared: echo)",
+        ),
+        (
+            "\"106540352242922\"",
+            "\"10654-0352\"",
+            "17:22 numbers[0].phone_number_id",
+            "digits only",
+        ),
+        (
+            "\"102290129340398\"",
+            "\"x1\"",
+            "18:14 numbers[0].waba_id",
+            "digits only",
+        ),
+        (
+            "\"1000000000000001\"",
+            "\"app\"",
+            "11:11 meta.app_id",
+            "digits only",
+        ),
+        (
+            "http://127.0.0.1:8080/webhook",
+            "ftp://127.0.0.1/webhook",
+            "5:13 public_url",
+            "not http or https",
+        ),
+        (
+            "http://127.0.0.1:8080/webhook",
+            "127.0.0.1:8080/webhook",
+            "5:13 public_url",
+            "absolute",
+        ),
+        (
+            "http://127.0.0.1:8080/webhook",
+            "http://127.0.0.1:8080/hook",
+            "5:13 public_url",
+            "/webhook",
+        ),
+        (
+            "graph_url: emulator",
+            "graph_url: graph.facebook.com",
+            "9:14 meta.graph_url",
+            "`emulator` or a base URL",
+        ),
+        (
+            "sqlite://data/gateway.db",
+            "mysql://db/gw",
+            "7:8 storage.url",
+            "sqlite://, postgres:// or postgresql://",
+        ),
+        (
+            "sqlite://data/gateway.db",
+            "sqlite://",
+            "7:8 storage.url",
+            "no location",
+        ),
+        ("v23.0", "23.0", "10:16 meta.api_version", "not like v23.0"),
+        (
+            "agents:\n",
+            "agents:\n  orders: { kind: http, url: \"ftp://x\" }\n",
+            "15:30 agents.orders.url",
+            "http:// or https://",
+        ),
+        (
+            "  admin: 127.0.0.1:9090\n",
+            "  admin: 127.0.0.1:9090\n  max_body_bytes: 0\n",
+            "5:19 listen.max_body_bytes",
+            "at least 1",
+        ),
+        (
+            "  url: sqlite://data/gateway.db\n",
+            "  url: sqlite://data/gateway.db\n  batch_max: 0\n",
+            "8:14 storage.batch_max",
+            "at least 1",
+        ),
+        (
+            "agents:\n",
+            "policies:\n  delivery: { max_attempts: 0 }\nagents:\n",
+            "15:29 policies.delivery.max_attempts",
+            "at least 1",
+        ),
+        (
+            "agents:\n",
+            "agents:\n  Orders: { kind: echo }\n",
+            "15:3 agents.Orders",
+            "lowercase letters, digits",
+        ),
+        // Inside an agent (serde loses the path below `agents`).
+        (
+            "prefix: \"echo: \" }",
+            "prefix: \"echo: \" }\n  zz:\n    kind: http\n    url: http://x\n    timeout: 5q",
+            "19:14 agents.zz.timeout",
+            "invalid duration \"5q\"",
+        ),
+        (
+            "prefix: \"echo: \" }",
+            "prefix: \"echo: \" }\n  zz:\n    kind: http\n    urll: http://x",
+            "18:5 agents.zz.urll",
+            "did you mean `url`?",
+        ),
+        (
+            "prefix: \"echo: \" }",
+            "prefix: \"echo: \" }\n  zz: { kind: http }",
+            "16:7 agents.zz.url",
+            "required key `url`",
+        ),
+        // Secrets.
+        (
+            "{ value: demo-access-token }",
+            "{ env: WA_GATEWAY_TEST_SURELY_UNSET }",
+            "21:19 numbers[0].access_token",
+            "environment variable WA_GATEWAY_TEST_SURELY_UNSET is not set",
+        ),
+        (
+            "{ value: demo-access-token }",
+            "{ file: /nonexistent/wa-gateway/token }",
+            "21:19 numbers[0].access_token",
+            "cannot read secret file /nonexistent/wa-gateway/token",
+        ),
+        (
+            "{ value: demo-access-token }",
+            "EAAG-pasted-token",
+            "21:19 numbers[0].access_token",
+            "not the value itself",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (from, to, want_at, want_text) in cases {
+        let (at, text) = diagnostics(&with(from, to));
+        let want_line = format!("gateway.yaml:{}: ", want_at.split(' ').next().unwrap());
+        if !at.iter().any(|a| a == want_at)
+            || !text.contains(want_text)
+            || !text.starts_with(&want_line)
+        {
+            failures.push(format!(
+                "{to:?}: want {want_at:?} {want_text:?}\n  got {at:?} {text}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn duplicate_number_names_both_lines() {
+    let yaml = format!(
+        "{EXAMPLE}  - {{ phone_number_id: \"106540352242922\", waba_id: \"1\", agent: echo, access_token: {{ value: t }} }}\n"
+    );
+    let (at, text) = diagnostics(&yaml);
+    assert_eq!(at, ["22:24 numbers[1].phone_number_id"], "{text}");
+    assert!(
+        text.contains("declared twice (also declared at line 17)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn inline_secrets_need_the_emulator() {
+    let (at, text) = diagnostics(&with(
+        "graph_url: emulator",
+        "graph_url: https://graph.facebook.com",
+    ));
+    assert_eq!(
+        at,
+        [
+            "12:15 meta.app_secret",
+            "13:17 meta.verify_token",
+            "21:19 numbers[0].access_token"
+        ],
+        "{text}"
+    );
+    assert!(text.contains(
+        "inline secrets are only accepted with the built-in emulator; use { env: NAME } or { file: PATH }"
+    ));
+}
+
+#[test]
+fn every_semantic_error_is_reported_in_file_order() {
+    let yaml = with("version: 1", "version: 3")
+        .replace("v23.0", "latest")
+        .replace("agent: echo", "agent: orders")
+        .replace(
+            "{ value: demo-access-token }",
+            "{ env: WA_GATEWAY_TEST_SURELY_UNSET }",
+        );
+    let (at, text) = diagnostics(&yaml);
+    assert_eq!(
+        at,
+        [
+            "1:10 version",
+            "10:16 meta.api_version",
+            "20:12 numbers[0].agent",
+            "21:19 numbers[0].access_token"
+        ],
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 4);
+}
+
+#[test]
+fn error_text_never_holds_a_secret_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "Zq8-very-distinctive-secret").unwrap();
+    let yaml = with(
+        "{ value: demo-access-token }",
+        &format!("{{ file: {} }}", token.display()),
+    )
+    .replace("{ value: demo-app-secret }", "{ file: /nonexistent/x }")
+    .replace("agent: echo", "agent: nobody");
+    let err = parse(&yaml, Path::new("gateway.yaml")).unwrap_err();
+    assert_eq!(err.diagnostics.len(), 2, "{err}");
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains("Zq8-very-distinctive"), "{text}");
+    }
+    // A token pasted where a reference belongs is not echoed either.
+    let (_, text) = diagnostics(&with(
+        "{ value: demo-access-token }",
+        "Zq8-very-distinctive",
+    ));
+    assert!(!text.contains("Zq8-very-distinctive"), "{text}");
+    let (_, text) = diagnostics(&with(
+        "{ value: demo-access-token }",
+        "{ env: [Zq8-very-distinctive] }",
+    ));
+    assert!(!text.contains("Zq8-very-distinctive"), "{text}");
+}
+
+#[test]
+fn an_unreadable_file_is_one_diagnostic_without_position() {
+    let err = load(Path::new("/nonexistent/gateway.yaml")).unwrap_err();
+    assert_eq!(err.diagnostics.len(), 1);
+    assert_eq!(err.diagnostics[0].line, 0);
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/gateway.yaml: cannot read the configuration file: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn schema_is_generated_from_the_model() {
+    let schema = json_schema();
+    let defs = &schema["$defs"];
+    let secret = &defs["Secret"]["oneOf"];
+    let kinds: Vec<&str> = secret
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["required"].as_array().unwrap())
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["env", "file", "value"], "{secret}");
+    assert_eq!(defs["Duration"]["type"], "string");
+    assert_eq!(
+        defs["Number"]["properties"]["phone_number_id"]["pattern"],
+        "^[0-9]+$"
+    );
+    let required = schema["required"].as_array().unwrap();
+    for key in ["version", "public_url", "meta", "agents", "numbers"] {
+        assert!(required.iter().any(|r| r == key), "{key} not required");
+    }
+    assert_eq!(schema["additionalProperties"], false);
+}

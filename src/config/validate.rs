@@ -1,0 +1,309 @@
+//! Rules a deserialized `Config` must satisfy as a whole (references, formats, limits). Every
+//! broken rule is reported, not just the first; secrets are checked by kind, never read here.
+
+use super::locate::{SourceMap, join_key};
+use super::model::{Agent, Config};
+use super::secret::SecretSource;
+use std::collections::HashMap;
+
+/// A broken rule: the field path, whether to point at its key rather than its value, and why.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// Field path such as `numbers[0].agent`.
+    pub path: String,
+    /// Point at the mapping key (e.g. a bad agent name) instead of the value.
+    pub at_key: bool,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+struct Issues(Vec<Issue>);
+
+impl Issues {
+    fn value(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Issue {
+            path: path.into(),
+            at_key: false,
+            message: message.into(),
+        });
+    }
+
+    fn key(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Issue {
+            path: path.into(),
+            at_key: true,
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks every cross-field and format rule; `map` only serves to name other lines in messages.
+pub fn validate(config: &Config, map: &SourceMap) -> Vec<Issue> {
+    let mut out = Issues(Vec::new());
+    if config.version != 1 {
+        out.value(
+            "version",
+            format!(
+                "version {} is not supported: this gateway reads version 1 files",
+                config.version
+            ),
+        );
+    }
+    check_listen_and_storage(config, &mut out);
+    check_meta(config, &mut out);
+    check_agents(config, &mut out);
+    check_numbers(config, map, &mut out);
+    check_inline_secrets(config, &mut out);
+    out.0
+}
+
+fn check_listen_and_storage(config: &Config, out: &mut Issues) {
+    if let Err(why) = http_url(&config.public_url) {
+        out.value(
+            "public_url",
+            format!("{why}; write the URL Meta calls, e.g. https://wa.example.com/webhook"),
+        );
+    } else if !config
+        .public_url
+        .trim_end_matches('/')
+        .ends_with("/webhook")
+    {
+        out.value(
+            "public_url",
+            "public_url must end in /webhook, the path the gateway serves Meta's webhooks on",
+        );
+    }
+    if config.listen.max_body_bytes == 0 {
+        out.value(
+            "listen.max_body_bytes",
+            "must be at least 1: it is the largest webhook body accepted (default 1048576)",
+        );
+    }
+    let url = &config.storage.url;
+    let rest = ["sqlite://", "postgres://", "postgresql://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme));
+    match rest {
+        // The URL itself is not repeated: a PostgreSQL URL may hold a password.
+        None => out.value(
+            "storage.url",
+            "storage URL must start with sqlite://, postgres:// or postgresql://, e.g. sqlite://data/gateway.db",
+        ),
+        Some("") => out.value(
+            "storage.url",
+            "storage URL has no location: write sqlite://path/to/file.db or postgres://user@host/db",
+        ),
+        Some(_) => {}
+    }
+    if config.storage.max_connections == 0 {
+        out.value("storage.max_connections", "must be at least 1 (default 8)");
+    }
+    if config.storage.batch_max == 0 {
+        out.value(
+            "storage.batch_max",
+            "must be at least 1: it is the most messages committed in one transaction (default 1024)",
+        );
+    }
+    let delivery = &config.policies.delivery;
+    if delivery.max_attempts == 0 {
+        out.value(
+            "policies.delivery.max_attempts",
+            "must be at least 1, or no reply would ever be sent (default 10)",
+        );
+    }
+    if delivery.initial_backoff > delivery.max_backoff {
+        out.value(
+            "policies.delivery.initial_backoff",
+            "is longer than policies.delivery.max_backoff: lower it or raise max_backoff",
+        );
+    }
+}
+
+fn check_meta(config: &Config, out: &mut Issues) {
+    let meta = &config.meta;
+    if !config.uses_emulator() {
+        if let Err(why) = http_url(&meta.graph_url) {
+            out.value(
+                "meta.graph_url",
+                format!("{why}; write `emulator` or a base URL such as https://graph.facebook.com"),
+            );
+        }
+    }
+    if !is_api_version(&meta.api_version) {
+        out.value(
+            "meta.api_version",
+            format!(
+                "Graph API version {:?} is not like v23.0: write v, major, dot, minor",
+                meta.api_version
+            ),
+        );
+    }
+    if !is_digits(&meta.app_id) {
+        out.value(
+            "meta.app_id",
+            format!(
+                "app id {:?} must be digits only, as Meta shows it in the app dashboard",
+                meta.app_id
+            ),
+        );
+    }
+}
+
+fn check_agents(config: &Config, out: &mut Issues) {
+    for (name, agent) in &config.agents {
+        let path = join_key("agents", name);
+        if !is_agent_name(name) {
+            out.key(
+                path.clone(),
+                format!("agent name {name:?} may only hold lowercase letters, digits, `_` and `-`"),
+            );
+        }
+        if let Agent::Http { url, .. } = agent {
+            if let Err(why) = http_url(url) {
+                out.value(
+                    format!("{path}.url"),
+                    format!("{why}; an http agent is called at an http:// or https:// URL"),
+                );
+            }
+        }
+    }
+}
+
+fn check_numbers(config: &Config, map: &SourceMap, out: &mut Issues) {
+    let declared = config.agents.keys().cloned().collect::<Vec<_>>().join(", ");
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, number) in config.numbers.iter().enumerate() {
+        let base = format!("numbers[{i}]");
+        let id = number.phone_number_id.as_str();
+        if !config.agents.contains_key(&number.agent) {
+            let hint = if declared.is_empty() {
+                "no agents are declared".to_owned()
+            } else {
+                format!("declared: {declared}")
+            };
+            out.value(
+                format!("{base}.agent"),
+                format!(
+                    "agent {:?} is not declared under `agents` ({hint})",
+                    number.agent
+                ),
+            );
+        }
+        if !is_digits(id) {
+            out.value(
+                format!("{base}.phone_number_id"),
+                format!("phone number id {id:?} must be digits only, as WhatsApp Manager shows it"),
+            );
+        }
+        if !is_digits(number.waba_id.as_str()) {
+            out.value(
+                format!("{base}.waba_id"),
+                format!(
+                    "WhatsApp Business Account id {:?} must be digits only",
+                    number.waba_id.as_str()
+                ),
+            );
+        }
+        match seen.get(id) {
+            Some(&first) => {
+                let line = map
+                    .nearest(&format!("numbers[{first}].phone_number_id"))
+                    .line;
+                out.value(
+                    format!("{base}.phone_number_id"),
+                    format!(
+                        "phone number id {id} is declared twice (also declared at line {line}): keep one entry"
+                    ),
+                );
+            }
+            None => {
+                seen.insert(id, i);
+            }
+        }
+    }
+}
+
+fn check_inline_secrets(config: &Config, out: &mut Issues) {
+    if config.uses_emulator() {
+        return;
+    }
+    let mut config = config.clone();
+    for (path, secret) in config.secrets_mut() {
+        if matches!(secret.source(), SecretSource::Value(_)) {
+            out.value(
+                path,
+                "inline secrets are only accepted with the built-in emulator; use { env: NAME } or { file: PATH }",
+            );
+        }
+    }
+}
+
+/// `Ok` when `s` is an absolute http(s) URL with a host; else why not, without repeating the URL
+/// (its userinfo or query may hold a credential).
+fn http_url(s: &str) -> Result<(), String> {
+    match reqwest::Url::parse(s) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Ok(()),
+        Ok(url) => Err(format!(
+            "URL scheme {:?} is not http or https",
+            url.scheme()
+        )),
+        Err(e) => Err(format!("not an absolute URL ({e})")),
+    }
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_agent_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn is_api_version(s: &str) -> bool {
+    let Some((major, minor)) = s.strip_prefix('v').and_then(|r| r.split_once('.')) else {
+        return false;
+    };
+    is_digits(major) && is_digits(minor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_helpers() {
+        for (s, want) in [
+            ("v23.0", true),
+            ("v3.10", true),
+            ("23.0", false),
+            ("v23", false),
+            ("v23.x", false),
+            ("v.0", false),
+        ] {
+            assert_eq!(is_api_version(s), want, "{s}");
+        }
+        for (s, want) in [
+            ("echo", true),
+            ("orders-2_b", true),
+            ("Echo", false),
+            ("", false),
+            ("a b", false),
+        ] {
+            assert_eq!(is_agent_name(s), want, "{s}");
+        }
+        for (s, want) in [("123", true), ("", false), ("12a", false), ("١٢", false)] {
+            assert_eq!(is_digits(s), want, "{s}");
+        }
+        for (s, want) in [
+            ("https://wa.example.com/webhook", true),
+            ("http://127.0.0.1:8080", true),
+            ("ftp://x", false),
+            ("wa.example.com", false),
+            ("http://", false),
+        ] {
+            assert_eq!(http_url(s).is_ok(), want, "{s}");
+        }
+    }
+}
