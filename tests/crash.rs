@@ -148,9 +148,26 @@ policies:
     first.child.kill().unwrap(); // SIGKILL: no graceful shutdown.
     first.child.wait().unwrap();
     let answered_before = emu.sent().len();
+    let open_in = count(
+        &storage.url,
+        "SELECT COUNT(*) FROM inbox WHERE state = 'received'",
+    )
+    .await;
+    let sending = count(
+        &storage.url,
+        "SELECT COUNT(*) FROM outbox WHERE state = 'sending'",
+    )
+    .await;
+    eprintln!(
+        "killed with {answered_before} answered, {open_in} messages waiting, {sending} replies in `sending`"
+    );
     assert!(
         answered_before < 500,
         "the kill must leave work unanswered (answered {answered_before})"
+    );
+    assert!(
+        sending > 0,
+        "the kill must catch replies mid-send, to exercise settling by status webhooks"
     );
 
     emu.set_latency(Duration::ZERO);

@@ -203,8 +203,14 @@ pub fn split_text(text: &str, max: usize) -> Vec<String> {
             .map(|(i, _)| i)
             .unwrap_or(rest.len());
         let window = &rest[..cut];
-        let at = window
-            .rfind("\n\n")
+        // A boundary right after the window keeps the whole window.
+        let at = if rest[cut..].starts_with(char::is_whitespace) {
+            Some(cut)
+        } else {
+            None
+        };
+        let at = at
+            .or_else(|| window.rfind("\n\n"))
             .or_else(|| window.rfind('\n'))
             .or_else(|| window.rfind(' '))
             .filter(|&i| i > 0)

@@ -320,13 +320,13 @@ macro_rules! on_both_dbs {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name(crate::common::Db::Sqlite).await }
+                async fn $name() { super::$name($crate::common::Db::Sqlite).await }
             )*
         }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name(crate::common::Db::Postgres).await }
+                async fn $name() { super::$name($crate::common::Db::Postgres).await }
             )*
         }
     };
@@ -334,7 +334,10 @@ macro_rules! on_both_dbs {
 
 /// A Cloud API `messages` envelope: one entry per `(waba_id, phone_number_id, messages)` with
 /// messages as `(from, wamid, text)`.
-pub fn text_envelope(entries: &[(&str, &str, Vec<(&str, &str, &str)>)]) -> serde_json::Value {
+pub type EntrySpec<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str, &'a str)>);
+
+/// See [`EntrySpec`]: `(waba_id, phone_number_id, [(from, wamid, text)])`.
+pub fn text_envelope(entries: &[EntrySpec<'_>]) -> serde_json::Value {
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
