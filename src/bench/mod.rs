@@ -1,11 +1,312 @@
-//! `wa-gateway bench`: drives signed webhooks at a gateway and measures it (placeholder until
-//! the load generator lands).
+//! `wa-gateway bench`: drives signed webhooks straight at a running gateway while its own Cloud
+//! API emulator takes the replies (and sends the status webhooks Meta would), then reports ack
+//! latency, throughput, end-to-end latency and lost or duplicated replies.
+
+mod client;
+mod cpu;
+mod load;
+mod payload;
+mod report;
+
+use anyhow::Context;
+use load::Load;
+use payload::{Number, Run};
+use report::{Acks, Percentiles, Replies, Report};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Arguments of `wa-gateway bench`.
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+#[command(group = clap::ArgGroup::new("load").required(true).args(["rate", "concurrency"]))]
+pub struct BenchArgs {
+    /// The gateway's config: the target is its `public_url`, the emulator listens at the
+    /// host:port of `meta.graph_url`; numbers, tokens and the app secret come from it.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Where to post webhooks instead of `public_url` (plain http://host:port/webhook).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The app secret to sign with instead of the config's.
+    #[arg(long)]
+    pub app_secret: Option<String>,
+    /// Where the bench's emulator listens instead of `meta.graph_url`'s host:port.
+    #[arg(long)]
+    pub emulator_listen: Option<SocketAddr>,
+    /// Open loop: messages per second, on a fixed timeline.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Closed loop: webhooks in flight, each sent as soon as the previous one is answered.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// How long the load lasts.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Simulated customers; each message comes from one at random.
+    #[arg(long, default_value_t = 1000)]
+    pub customers: u32,
+    /// Messages in one webhook POST (Meta batches some).
+    #[arg(long, default_value_t = 1)]
+    pub messages_per_webhook: u32,
+    /// After the load, how long to wait for outstanding replies.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
+    /// Most connections (and so webhooks in flight) in the open loop [default: rate/25, ≥ 64].
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// The gateway's pid, to report its CPU use beside the bench's.
+    #[arg(long)]
+    pub gateway_pid: Option<u32>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
 
-/// Runs the benchmark.
-pub async fn run(_args: BenchArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("bench is not built yet")
+/// What the bench needs from the config and the flags.
+struct Setup {
+    target: String,
+    app_secret: String,
+    emulator_listen: SocketAddr,
+    emulator: crate::emulator::EmulatorConfig,
+    numbers: Vec<Number>,
+}
+
+async fn setup(args: &BenchArgs) -> anyhow::Result<Setup> {
+    let cfg = crate::config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if cfg.meta.graph_url == "emulator" {
+        anyhow::bail!(
+            "{} runs the gateway's built-in emulator (meta.graph_url: emulator), so replies would \
+             never reach the bench: set meta.graph_url to the bench's emulator, e.g. \
+             http://127.0.0.1:18089 (see examples/bench.yaml)",
+            args.config.display()
+        );
+    }
+    let emulator_listen = match args.emulator_listen {
+        Some(addr) => addr,
+        None => {
+            let uri: hyper::Uri =
+                cfg.meta.graph_url.parse().with_context(|| {
+                    format!("meta.graph_url {:?} is not a URL", cfg.meta.graph_url)
+                })?;
+            let host = uri.host().context("meta.graph_url names no host")?;
+            let port = uri.port_u16().unwrap_or(80);
+            tokio::net::lookup_host((host, port))
+                .await
+                .with_context(|| format!("cannot resolve {host}"))?
+                .next()
+                .with_context(|| format!("{host} resolves to no address"))?
+        }
+    };
+    let target = args
+        .target
+        .clone()
+        .unwrap_or_else(|| cfg.public_url.clone());
+    let app_secret = args
+        .app_secret
+        .clone()
+        .unwrap_or_else(|| cfg.meta.app_secret.expose().to_owned());
+    let mut emulator = crate::emulator::EmulatorConfig::from_gateway(&cfg);
+    emulator.webhook_url = Some(target.clone());
+    emulator.app_secret = app_secret.clone();
+    emulator.statuses = true;
+    let numbers = emulator
+        .numbers
+        .iter()
+        .map(|n| Number {
+            phone_number_id: n.phone_number_id.clone(),
+            waba_id: n.waba_id.clone(),
+            display_phone_number: n.display_phone_number.clone(),
+        })
+        .collect::<Vec<_>>();
+    if numbers.is_empty() {
+        anyhow::bail!("{} declares no numbers to write to", args.config.display());
+    }
+    Ok(Setup {
+        target,
+        app_secret,
+        emulator_listen,
+        emulator,
+        numbers,
+    })
+}
+
+/// Waits until the target accepts TCP connections (the gateway may still be starting).
+async fn wait_for_target(addr: SocketAddr, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                anyhow::bail!(
+                    "the gateway at {addr} does not accept connections: {e}; is it running?"
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Runs the benchmark; exit code 0 when nothing was lost or duplicated and every webhook got 200.
+pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
+    if args.customers == 0 || args.messages_per_webhook == 0 {
+        anyhow::bail!("--customers and --messages-per-webhook must be at least 1");
+    }
+    if args.rate == Some(0) || args.concurrency == Some(0) {
+        anyhow::bail!("--rate and --concurrency must be at least 1");
+    }
+    let setup = setup(&args).await?;
+    let target = client::Target::resolve(&setup.target).await?;
+    wait_for_target(target.addr, Duration::from_secs(15)).await?;
+
+    // The emulator gets its own threads so that its CPU can be told apart from the load's.
+    let emu_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(cpu::EMULATOR_THREAD)
+        .enable_all()
+        .build()
+        .context("starting the emulator's runtime")?;
+    let stop_emulator = CancellationToken::new();
+    let (listen, emu_cfg, token) = (
+        setup.emulator_listen,
+        setup.emulator.clone(),
+        stop_emulator.clone(),
+    );
+    let emulator = emu_rt
+        .spawn(async move {
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+                format!("the bench's emulator cannot listen on {listen} (meta.graph_url); is another emulator running?")
+            })?;
+            crate::emulator::start(emu_cfg, listener, token)
+                .await
+                .context("starting the emulator")
+        })
+        .await??;
+
+    let run = Run { id: rand::random() };
+    let replies = Arc::new(Mutex::new(Replies::new(run)));
+    let mut distinct_rx = replies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .distinct_tx
+        .subscribe();
+    let stop_reader = CancellationToken::new();
+    let reader = tokio::spawn(load::read_replies(
+        emulator.clone(),
+        replies.clone(),
+        stop_reader.clone(),
+    ));
+
+    let max_connections = match (args.concurrency, args.rate) {
+        (Some(c), _) => c,
+        (None, rate) => args
+            .connections
+            .unwrap_or_else(|| (rate.unwrap_or(0) / 25).max(64) as usize),
+    };
+    let load = Arc::new(Load {
+        run,
+        numbers: setup.numbers.clone(),
+        customers: args.customers,
+        per_webhook: args.messages_per_webhook,
+        app_secret: setup.app_secret.clone().into_bytes(),
+        pool: client::Pool::new(target, max_connections),
+        emulator: emulator.clone(),
+        acks: Mutex::new(Acks::default()),
+        start: Instant::now(),
+        start_unix_us: load::unix_us(),
+    });
+    let cpu_before = cpu::sample(args.gateway_pid);
+    let webhooks_sent = match (args.rate, args.concurrency) {
+        (Some(rate), _) => load::open_loop(load.clone(), rate, args.duration).await,
+        (None, Some(c)) => load::closed_loop(load.clone(), c, args.duration).await,
+        (None, None) => unreachable!("clap requires --rate or --concurrency"),
+    };
+    let load_secs = load.start.elapsed().as_secs_f64();
+    let cpu_usage = cpu::Usage::between(cpu_before, cpu::sample(args.gateway_pid), load_secs);
+
+    // Drain: until every acked message has a reply and the status webhooks are delivered.
+    let drain_start = Instant::now();
+    let deadline = tokio::time::Instant::now() + args.drain;
+    let acked: Vec<u64> = load
+        .acks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .acked
+        .clone();
+    let want = acked.len() as u64;
+    let _ = tokio::time::timeout_at(deadline, distinct_rx.wait_for(|&n| n >= want)).await;
+    loop {
+        let (lost, _, _) = replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .settle(&acked);
+        if lost == 0
+            || tokio::time::timeout_at(deadline, distinct_rx.changed())
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+    while emulator.webhook_stats().pending > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drain_secs = drain_start.elapsed().as_secs_f64();
+    stop_reader.cancel();
+    let _ = reader.await;
+    let status_stats = emulator.webhook_stats();
+    stop_emulator.cancel();
+    emu_rt.shutdown_background();
+
+    let acks = load.acks.lock().unwrap_or_else(|e| e.into_inner());
+    let replies = replies.lock().unwrap_or_else(|e| e.into_inner());
+    let (lost, duplicated, replied_unacked) = replies.settle(&acks.acked);
+    let non_200 = report::non_200(&acks);
+    let per = u64::from(args.messages_per_webhook);
+    let report = Report {
+        mode: if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
+        target: setup.target,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        duration_secs: args.duration.as_secs_f64(),
+        messages_per_webhook: args.messages_per_webhook,
+        customers: args.customers,
+        numbers: setup.numbers.len(),
+        connections_opened: load.pool.connections_opened(),
+        offered_messages_per_sec: match args.rate {
+            Some(rate) => rate as f64,
+            None => (webhooks_sent * per) as f64 / load_secs,
+        },
+        acked_messages_per_sec: acks.acked.len() as f64 / load_secs,
+        acked_webhooks_per_sec: acks.ok_webhooks() as f64 / load_secs,
+        webhooks_sent,
+        webhooks_acked: acks.ok_webhooks(),
+        messages_sent: webhooks_sent * per,
+        messages_acked: acks.acked.len() as u64,
+        ack_latency_us: Percentiles::of(&acks.latency, 1.0),
+        passed: report::passed(lost, duplicated, &non_200),
+        non_200,
+        e2e_latency_ms: Percentiles::of(&replies.e2e, 1000.0),
+        replies: replies.total(),
+        lost,
+        duplicated,
+        replied_unacked,
+        foreign_replies: replies.foreign,
+        drain_secs,
+        status_webhooks_delivered: status_stats.delivered,
+        status_webhooks_failed_attempts: status_stats.failed_attempts,
+        status_webhooks_pending: status_stats.pending,
+        cpu: cpu_usage,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.text());
+    }
+    Ok(if report.passed { 0 } else { 1 })
 }

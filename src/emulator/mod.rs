@@ -187,6 +187,18 @@ impl EmulatorHandle {
         self.state.deliver_envelope(envelope);
     }
 
+    /// Records a customer message that reached the gateway without the emulator (the bench posts
+    /// webhooks itself): opens the 24h window and lets the gateway mark `wamid` read. No webhook.
+    pub fn record_inbound(&self, pnid: &str, customer: &str, wamid: &str, unix_secs: i64) {
+        self.state.record_inbound(pnid, customer, wamid, unix_secs);
+    }
+
+    /// Waits up to `wait` for messages accepted after seq `after`; returns them in order (empty
+    /// when none came). Cheaper than `sent()` for a reader that keeps up as they arrive.
+    pub async fn wait_sent_after(&self, after: u64, wait: Duration) -> Vec<SentMessage> {
+        self.state.wait_sent_after(None, None, after, wait).await
+    }
+
     /// Every message the gateway sent that was accepted, in order.
     pub fn sent(&self) -> Vec<SentMessage> {
         self.state.sent()

@@ -247,6 +247,20 @@ impl State {
         wamid
     }
 
+    /// Records a customer message delivered by someone else (a load generator posting straight
+    /// to the gateway): it opens the customer's window and makes the wamid markable as read.
+    pub fn record_inbound(&self, pnid: &str, customer: &str, wamid: &str, unix_secs: i64) {
+        let mut inner = self.lock();
+        let last = inner
+            .last_inbound
+            .entry((pnid.to_owned(), customer.to_owned()))
+            .or_insert(unix_secs);
+        *last = (*last).max(unix_secs);
+        inner
+            .inbound_ids
+            .insert((pnid.to_owned(), wamid.to_owned()));
+    }
+
     /// Records the customer messages in `env` (windows, known ids) and queues it for delivery.
     pub fn deliver_envelope(&self, env: serde_json::Value) {
         let inbound = envelope::inbound_messages(&env);

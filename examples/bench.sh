@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Load benchmark of wa-gateway: builds release, starts the gateway on a fresh SQLite file with
+# examples/bench.yaml, runs an open-loop (2,000 msg/s) and a closed-loop (64 in flight) scenario
+# with `wa-gateway bench`, stops the gateway and prints both reports.
+# Usage: examples/bench.sh [extra bench flags, e.g. --json]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export WA_BENCH_APP_SECRET="${WA_BENCH_APP_SECRET:-bench-app-secret}"
+export WA_BENCH_VERIFY_TOKEN="${WA_BENCH_VERIFY_TOKEN:-bench-verify-token}"
+export WA_BENCH_TOKEN="${WA_BENCH_TOKEN:-bench-access-token}"
+export WA_GATEWAY_LOG="${WA_GATEWAY_LOG:-warn}"
+DURATION="${DURATION:-20s}"
+RATE="${RATE:-2000}"
+CONCURRENCY="${CONCURRENCY:-64}"
+
+cargo build --release --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/wa-gateway"
+# A private copy: a concurrent build in a shared target dir must not swap the binary mid-run.
+work="$(mktemp -d)"
+cp "$bin" "$work/wa-gateway"
+bin="$work/wa-gateway"
+
+mkdir -p data
+rm -f data/bench.db data/bench.db-wal data/bench.db-shm
+"$bin" serve --config examples/bench.yaml >"$work/gateway.log" 2>&1 &
+gateway=$!
+stop_gateway() {
+    if kill -0 "$gateway" 2>/dev/null; then
+        kill -TERM "$gateway"
+        wait "$gateway" || true
+    fi
+}
+trap stop_gateway EXIT
+
+# Ready when the admin listener says so.
+for _ in $(seq 100); do
+    if curl -fsS http://127.0.0.1:19090/readyz >/dev/null 2>&1; then break; fi
+    if ! kill -0 "$gateway" 2>/dev/null; then cat "$work/gateway.log"; exit 1; fi
+    sleep 0.1
+done
+
+status=0
+echo "== open loop: $RATE msg/s for $DURATION"
+"$bin" bench --config examples/bench.yaml --rate "$RATE" --duration "$DURATION" \
+    --gateway-pid "$gateway" "$@" || status=1
+echo
+echo "== closed loop: $CONCURRENCY in flight for $DURATION"
+"$bin" bench --config examples/bench.yaml --concurrency "$CONCURRENCY" --duration "$DURATION" \
+    --gateway-pid "$gateway" "$@" || status=1
+
+stop_gateway
+trap - EXIT
+echo
+echo "gateway log: $work/gateway.log ($(grep -c '"level":"ERROR"' "$work/gateway.log" || true) errors)"
+exit "$status"
