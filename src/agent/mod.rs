@@ -91,10 +91,17 @@ impl Agent {
                 prefix: prefix.clone(),
                 delay: delay.get(),
             },
+            config::Agent::Openai { .. } => {
+                return Err(AgentBuildError {
+                    name: "kind".into(),
+                    reason: "openai agents are not available yet".into(),
+                });
+            }
             config::Agent::Http {
                 url,
                 timeout,
                 headers,
+                ..
             } => {
                 let mut map = reqwest::header::HeaderMap::new();
                 for (name, value) in headers {

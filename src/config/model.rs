@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use super::duration::Duration;
+use super::policy::{NumberPolicies, Policies};
 use super::secret::Secret;
 
 /// The whole configuration file.
@@ -159,7 +160,39 @@ pub enum Agent {
         /// Extra request headers; values are secret references.
         #[serde(default)]
         headers: BTreeMap<String, Secret>,
+        /// Previous turns of the conversation sent along as `history` (0 = none).
+        #[serde(default = "default_history_turns")]
+        history_turns: usize,
     },
+    /// Any OpenAI-compatible chat-completions server (OpenAI, vLLM, llama.cpp, Ollama …).
+    Openai {
+        /// Base URL up to `/v1`, e.g. `http://llm:8000/v1`; the gateway POSTs `{url}/chat/completions`.
+        url: String,
+        /// The model name the server expects.
+        model: String,
+        /// Sent as `Authorization: Bearer …`; optional for local servers.
+        #[serde(default)]
+        api_key: Option<Secret>,
+        /// The system message that starts every request.
+        #[serde(default)]
+        system_prompt: String,
+        /// Sampling temperature; the server's default when absent.
+        #[serde(default)]
+        temperature: Option<f32>,
+        /// Most tokens in one answer; the server's default when absent.
+        #[serde(default)]
+        max_tokens: Option<u32>,
+        /// Time allowed for one call.
+        #[serde(default = "default_agent_timeout")]
+        timeout: Duration,
+        /// Previous turns of the conversation (customer and agent messages) sent as history.
+        #[serde(default = "default_history_turns")]
+        history_turns: usize,
+    },
+}
+
+fn default_history_turns() -> usize {
+    10
 }
 
 fn default_agent_timeout() -> Duration {
@@ -186,55 +219,13 @@ pub struct Number {
     /// `false` stops answering this number while keeping it declared.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Overrides of the top-level `policies` for this number.
+    #[serde(default)]
+    pub policies: NumberPolicies,
 }
 
 fn default_true() -> bool {
     true
-}
-
-/// Conversation and delivery policies.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct Policies {
-    /// Mark each customer message as read when its reply is sent.
-    pub mark_read: bool,
-    /// How replies are retried when Meta or the network fails.
-    pub delivery: Delivery,
-}
-
-impl Default for Policies {
-    fn default() -> Self {
-        Self {
-            mark_read: true,
-            delivery: Delivery::default(),
-        }
-    }
-}
-
-/// Retry policy of the sender.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct Delivery {
-    /// Attempts before a retryable failure fails the reply for good.
-    pub max_attempts: u32,
-    /// First backoff delay; it doubles with jitter up to `max_backoff`.
-    pub initial_backoff: Duration,
-    /// Longest delay between two attempts (Retry-After may ask for longer).
-    pub max_backoff: Duration,
-    /// After a crash, how long a reply left in `sending` waits for a status webhook that proves
-    /// Meta took it before it is sent again.
-    pub settle_grace: Duration,
-}
-
-impl Default for Delivery {
-    fn default() -> Self {
-        Self {
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(60),
-            settle_grace: Duration::from_secs(30),
-        }
-    }
 }
 
 impl Config {
@@ -245,10 +236,16 @@ impl Config {
             ("meta.verify_token".to_owned(), &mut self.meta.verify_token),
         ];
         for (name, agent) in &mut self.agents {
-            if let Agent::Http { headers, .. } = agent {
-                for (header, secret) in headers {
-                    out.push((format!("agents.{name}.headers.{header}"), secret));
+            match agent {
+                Agent::Http { headers, .. } => {
+                    for (header, secret) in headers {
+                        out.push((format!("agents.{name}.headers.{header}"), secret));
+                    }
                 }
+                Agent::Openai {
+                    api_key: Some(key), ..
+                } => out.push((format!("agents.{name}.api_key"), key)),
+                Agent::Openai { .. } | Agent::Echo { .. } => {}
             }
         }
         for (i, number) in self.numbers.iter_mut().enumerate() {

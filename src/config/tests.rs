@@ -461,3 +461,62 @@ fn schema_is_generated_from_the_model() {
     }
     assert_eq!(schema["additionalProperties"], false);
 }
+
+#[test]
+fn policy_rules_point_at_their_node() {
+    let cases = [
+        (
+            format!("{EXAMPLE}policies:\n  window: 25h\n"),
+            "23:11 policies.window",
+            "may only be shortened",
+        ),
+        (
+            format!("{EXAMPLE}policies:\n  throughput_per_number: 0\n"),
+            "23:26 policies.throughput_per_number",
+            "at least 1",
+        ),
+        (
+            format!("{EXAMPLE}policies:\n  fallback_reply: {{ es: Lo siento }}\n"),
+            "23:19 policies.fallback_reply",
+            "`default`",
+        ),
+        (
+            with(
+                "    access_token: { value: demo-access-token }\n",
+                "    access_token: { value: demo-access-token }\n    policies: { window: 48h }\n",
+            ),
+            "22:25 numbers[0].policies.window",
+            "may only be shortened",
+        ),
+    ];
+    for (yaml, at, message) in cases {
+        let (found, text) = diagnostics(&yaml);
+        assert!(
+            found.iter().any(|f| f == at),
+            "{at} not in {found:?}\n{text}"
+        );
+        assert!(text.contains(message), "{message} not in {text}");
+    }
+}
+
+#[test]
+fn policy_defaults_cover_ten_languages_of_opt_out() {
+    let cfg = parse(EXAMPLE, Path::new("gateway.yaml")).unwrap();
+    let p = &cfg.policies;
+    assert_eq!(p.window.get(), std::time::Duration::from_secs(86_400));
+    assert_eq!(p.throughput_per_number, 80);
+    for keyword in [
+        "STOP",
+        "BAJA",
+        "SAIR",
+        "ARRET",
+        "STOPP",
+        "रोकें",
+        "توقف",
+        "退订",
+        "BERHENTI",
+        "СТОП",
+    ] {
+        assert!(p.opt_out.keywords.iter().any(|k| k == keyword), "{keyword}");
+    }
+}

@@ -3,6 +3,7 @@
 
 use super::locate::{SourceMap, join_key};
 use super::model::{Agent, Config};
+use super::policy::LocalizedText;
 use super::secret::SecretSource;
 use std::collections::HashMap;
 
@@ -54,7 +55,97 @@ pub fn validate(config: &Config, map: &SourceMap) -> Vec<Issue> {
     check_agents(config, &mut out);
     check_numbers(config, map, &mut out);
     check_inline_secrets(config, &mut out);
+    check_policies(config, &mut out);
     out.0
+}
+
+const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn check_window(path: String, window: std::time::Duration, out: &mut Issues) {
+    if window > MAX_WINDOW {
+        out.value(
+            path,
+            "the window may only be shortened: Meta's customer service window is 24h, and a reply after it is refused (131047)",
+        );
+    } else if window.is_zero() {
+        out.value(
+            path,
+            "a zero window would never let a reply out; write e.g. 24h",
+        );
+    }
+}
+
+fn check_text(path: String, text: &LocalizedText, out: &mut Issues) {
+    if let LocalizedText::ByLanguage(map) = text
+        && !map.contains_key("default")
+    {
+        out.value(
+            path,
+            "texts by language need a `default` entry for customers in other languages",
+        );
+    }
+}
+
+fn check_policies(config: &Config, out: &mut Issues) {
+    let p = &config.policies;
+    check_window("policies.window".into(), p.window.get(), out);
+    if p.throughput_per_number == 0 {
+        out.value(
+            "policies.throughput_per_number",
+            "must be at least 1 message per second (Meta's default is 80)",
+        );
+    }
+    if p.customer_pacing.burst == 0 || p.customer_pacing.interval.get().is_zero() {
+        out.value(
+            "policies.customer_pacing",
+            "burst must be at least 1 and interval above 0 (Meta's pair rate: about 1 message per 6s, bursts of 45)",
+        );
+    }
+    if p.agent.breaker_failures == 0 {
+        out.value(
+            "policies.agent.breaker_failures",
+            "must be at least 1: consecutive failures that open the breaker",
+        );
+    }
+    for (name, text) in [
+        ("opt_out.confirmation", Some(&p.opt_out.confirmation)),
+        (
+            "opt_out.resume_confirmation",
+            Some(&p.opt_out.resume_confirmation),
+        ),
+        ("fallback_reply", p.fallback_reply.as_ref()),
+        ("unsupported_reply", p.unsupported_reply.as_ref()),
+    ] {
+        if let Some(text) = text {
+            check_text(format!("policies.{name}"), text, out);
+        }
+    }
+    if p.opt_out.enabled && p.opt_out.keywords.iter().all(|k| k.trim().is_empty()) {
+        out.value(
+            "policies.opt_out.keywords",
+            "opt-out is enabled with no keywords; list some or set enabled: false",
+        );
+    }
+    for (i, n) in config.numbers.iter().enumerate() {
+        let o = &n.policies;
+        if let Some(w) = o.window {
+            check_window(format!("numbers[{i}].policies.window"), w.get(), out);
+        }
+        if o.throughput_per_number == Some(0) {
+            out.value(
+                format!("numbers[{i}].policies.throughput_per_number"),
+                "must be at least 1 message per second",
+            );
+        }
+        for (name, text) in [
+            ("fallback_reply", o.fallback_reply.as_ref()),
+            ("unsupported_reply", o.unsupported_reply.as_ref()),
+        ] {
+            if let Some(text) = text {
+                check_text(format!("numbers[{i}].policies.{name}"), text, out);
+            }
+        }
+    }
 }
 
 fn check_listen_and_storage(config: &Config, out: &mut Issues) {
@@ -158,13 +249,24 @@ fn check_agents(config: &Config, out: &mut Issues) {
                 format!("agent name {name:?} may only hold lowercase letters, digits, `_` and `-`"),
             );
         }
-        if let Agent::Http { url, .. } = agent {
-            if let Err(why) = http_url(url) {
-                out.value(
-                    format!("{path}.url"),
-                    format!("{why}; an http agent is called at an http:// or https:// URL"),
-                );
+        match agent {
+            Agent::Http { url, .. } | Agent::Openai { url, .. } => {
+                if let Err(why) = http_url(url) {
+                    out.value(
+                        format!("{path}.url"),
+                        format!("{why}; an agent is called at an http:// or https:// URL"),
+                    );
+                }
             }
+            Agent::Echo { .. } => {}
+        }
+        if let Agent::Openai { model, .. } = agent
+            && model.trim().is_empty()
+        {
+            out.value(
+                format!("{path}.model"),
+                "name the model the server should run",
+            );
         }
     }
 }

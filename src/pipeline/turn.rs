@@ -150,7 +150,10 @@ async fn finish(
 ) -> Option<Vec<crate::store::OutboxRow>> {
     let mut delay = Duration::from_millis(50);
     loop {
-        let r: Result<_, StoreError> = state.store.complete_turn(row, to, detail, replies).await;
+        let r: Result<_, StoreError> = state
+            .store
+            .complete_turn(row, to, detail, replies, &[])
+            .await;
         match r {
             Ok(rows) => return Some(rows),
             Err(e) => {
@@ -186,6 +189,7 @@ fn reply_rows(row: &InboxRow, text: &str) -> Vec<NewOutbox> {
                     "text": { "body": part, "preview_url": preview },
                 })
                 .to_string(),
+                kind: crate::store::OutboxKind::Reply,
             }
         })
         .collect()

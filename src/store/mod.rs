@@ -1,10 +1,12 @@
 //! Storage: one interface over SQLite (embedded, WAL) and PostgreSQL, with migrations.
 //! Owns the inbox, outbox, conversations, dead letters and status events; knows no HTTP.
 
+mod conversation;
 mod migrate;
 mod rows;
 pub mod writer;
 
+pub use conversation::HistoryEntry;
 pub use rows::*;
 
 use crate::config::Storage as StorageConfig;
@@ -49,8 +51,8 @@ pub struct Store {
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.pool {
-            Pool::Sqlite($pool) => $body,
-            Pool::Postgres($pool) => $body,
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
         }
     };
 }

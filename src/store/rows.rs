@@ -95,6 +95,8 @@ pub enum OutboxState {
     Read,
     Failed,
     Expired,
+    /// Not sent: the customer opted out before it left.
+    Cancelled,
 }
 
 impl OutboxState {
@@ -108,6 +110,7 @@ impl OutboxState {
             Self::Read => "read",
             Self::Failed => "failed",
             Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -121,6 +124,7 @@ impl OutboxState {
             "read" => Self::Read,
             "failed" => Self::Failed,
             "expired" => Self::Expired,
+            "cancelled" => Self::Cancelled,
             _ => return None,
         })
     }
@@ -133,13 +137,52 @@ impl OutboxState {
             Self::Sent => 2,
             Self::Delivered => 3,
             Self::Read => 4,
-            Self::Failed | Self::Expired => 5,
+            Self::Failed | Self::Expired | Self::Cancelled => 5,
         }
     }
 
     /// Whether Meta has (or had) the message: nothing more to send.
     pub fn is_settled(self) -> bool {
         self.rank() >= 2
+    }
+}
+
+/// What an outbox row is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboxKind {
+    /// The agent's answer.
+    Reply,
+    /// The confirmation of an opt-out: the only message an opted-out customer may receive.
+    OptOutConfirmation,
+    /// The confirmation of an opt-in.
+    ResumeConfirmation,
+    /// The fallback reply when the agent failed.
+    Fallback,
+    /// The reply to a message type the gateway cannot hand to an agent.
+    Unsupported,
+}
+
+impl OutboxKind {
+    /// The stable string stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reply => "reply",
+            Self::OptOutConfirmation => "opt_out_confirmation",
+            Self::ResumeConfirmation => "resume_confirmation",
+            Self::Fallback => "fallback",
+            Self::Unsupported => "unsupported",
+        }
+    }
+
+    /// Parses a stored kind.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "opt_out_confirmation" => Self::OptOutConfirmation,
+            "resume_confirmation" => Self::ResumeConfirmation,
+            "fallback" => Self::Fallback,
+            "unsupported" => Self::Unsupported,
+            _ => Self::Reply,
+        }
     }
 }
 
@@ -153,6 +196,7 @@ pub struct NewOutbox {
     pub part: i64,
     /// The message object to send, without `to`/`recipient` and `biz_opaque_callback_data`.
     pub payload: String,
+    pub kind: OutboxKind,
 }
 
 /// A queued reply.
@@ -170,6 +214,7 @@ pub struct OutboxRow {
     pub attempts: i64,
     pub wamid: Option<String>,
     pub sending_since: Option<i64>,
+    pub kind: OutboxKind,
 }
 
 impl OutboxRow {
@@ -233,7 +278,7 @@ const APPLY_STATUS: &str = "UPDATE outbox SET state = $1, state_rank = $2, \
      WHERE (id = $7 OR wamid = $3) AND state_rank < $2";
 
 const OUTBOX_COLUMNS: &str = "id, inbox_id, phone_number_id, customer, recipient, recipient_kind, \
-     part, payload, state, attempts, wamid, sending_since";
+     part, payload, state, attempts, wamid, sending_since, kind";
 
 const INBOX_COLUMNS: &str = "id, wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
      msg_type, text, payload, meta_ts, received_at, state, detail";
@@ -251,6 +296,7 @@ type OutboxTuple = (
     i64,
     Option<String>,
     Option<i64>,
+    String,
 );
 
 fn outbox_from(t: OutboxTuple) -> OutboxRow {
@@ -267,6 +313,7 @@ fn outbox_from(t: OutboxTuple) -> OutboxRow {
         attempts: t.9,
         wamid: t.10,
         sending_since: t.11,
+        kind: OutboxKind::parse(&t.12),
     }
 }
 
@@ -459,6 +506,7 @@ impl Store {
         state: InboxState,
         detail: Option<&str>,
         replies: &[NewOutbox],
+        coalesced: &[i64],
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let now = now_ms();
         on_pool!(self, |pool| {
@@ -467,8 +515,8 @@ impl Store {
             for r in replies {
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, \
-                     recipient_kind, part, payload, state, state_rank, attempts, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, 0, $8, $8) RETURNING id",
+                     recipient_kind, part, payload, state, state_rank, attempts, created_at, updated_at, kind) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, 0, $8, $8, $9) RETURNING id",
                 )
                 .bind(inbox.id)
                 .bind(&inbox.msg.phone_number_id)
@@ -478,6 +526,7 @@ impl Store {
                 .bind(r.part)
                 .bind(&r.payload)
                 .bind(now)
+                .bind(r.kind.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
                 rows.push(OutboxRow {
@@ -493,6 +542,7 @@ impl Store {
                     attempts: 0,
                     wamid: None,
                     sending_since: None,
+                    kind: r.kind,
                 });
             }
             sqlx::query("UPDATE inbox SET state = $1, detail = $2, handled_at = $3 WHERE id = $4")
@@ -502,6 +552,16 @@ impl Store {
                 .bind(inbox.id)
                 .execute(&mut *tx)
                 .await?;
+            for id in coalesced {
+                sqlx::query(
+                    "UPDATE inbox SET state = 'done', detail = $1, handled_at = $2 WHERE id = $3",
+                )
+                .bind(format!("coalesced into the turn of inbox row {}", inbox.id))
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
             Ok(rows)
         })

@@ -1,0 +1,348 @@
+//! The `policies` section: conversation rules (24-hour window, opt-out, coalescing, system texts),
+//! Meta's pacing limits, agent resilience and delivery retries, with per-number overrides.
+
+use super::duration::Duration;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Opt-out keywords matched by default (whole message; case-, accent- and width-insensitive).
+pub const DEFAULT_STOP_KEYWORDS: &[&str] = &[
+    // English
+    "STOP",
+    "STOP ALL",
+    "UNSUBSCRIBE",
+    "OPT OUT",
+    "OPTOUT",
+    "QUIT",
+    // Spanish
+    "BAJA",
+    "DETENER",
+    "PARAR",
+    "CANCELAR SUSCRIPCION",
+    // Portuguese
+    "SAIR",
+    "DESCADASTRAR",
+    "CANCELAR INSCRICAO",
+    // French
+    "ARRET",
+    "DESABONNER",
+    "DESINSCRIRE",
+    // German
+    "STOPP",
+    "ABMELDEN",
+    "ABBESTELLEN",
+    // Hindi
+    "रोकें",
+    "रोको",
+    "बंद करो",
+    // Arabic
+    "توقف",
+    "إيقاف",
+    "إلغاء الاشتراك",
+    // Chinese
+    "退订",
+    "停止",
+    "取消订阅",
+    // Indonesian
+    "BERHENTI",
+    "BERHENTI LANGGANAN",
+    // Russian
+    "СТОП",
+    "ОТПИСАТЬСЯ",
+    "ОТПИСКА",
+];
+
+/// Resume keywords matched by default.
+pub const DEFAULT_RESUME_KEYWORDS: &[&str] = &[
+    "START",
+    "UNSTOP",
+    "SUBSCRIBE", // English
+    "ALTA",
+    "REANUDAR", // Spanish
+    "VOLTAR",
+    "RETOMAR", // Portuguese
+    "REPRENDRE",
+    "COMMENCER", // French
+    "ANMELDEN",
+    "FORTSETZEN", // German
+    "शुरू करें",
+    "शुरू", // Hindi
+    "ابدأ",
+    "اشتراك", // Arabic
+    "开始",
+    "订阅", // Chinese
+    "MULAI",
+    "LANJUT", // Indonesian
+    "СТАРТ",
+    "ПОДПИСАТЬСЯ", // Russian
+];
+
+/// A system text: one string, or one per language (ISO 639-1 code, e.g. `es`, `hi`) with `default`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LocalizedText {
+    /// The same text in every language.
+    Plain(String),
+    /// Texts by language code; `default` is used when the customer's language has none.
+    ByLanguage(BTreeMap<String, String>),
+}
+
+impl LocalizedText {
+    /// The text for `language` (a 639-1 code), else the default.
+    pub fn pick(&self, language: Option<&str>) -> &str {
+        match self {
+            LocalizedText::Plain(s) => s,
+            LocalizedText::ByLanguage(map) => language
+                .and_then(|l| map.get(l))
+                .or_else(|| map.get("default"))
+                .or_else(|| map.values().next())
+                .map(String::as_str)
+                .unwrap_or(""),
+        }
+    }
+
+    fn plain(s: &str) -> Self {
+        LocalizedText::Plain(s.to_owned())
+    }
+}
+
+/// Conversation and delivery policies.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policies {
+    /// The customer service window opened by each customer message; at most 24h (Meta's rule),
+    /// shorter to be careful. A reply is never sent once the window closed.
+    pub window: Duration,
+    /// Mark the customer's message read when the agent starts working on it.
+    pub mark_read: bool,
+    /// Show the typing indicator while the agent works (needs `mark_read`).
+    pub typing_indicator: bool,
+    /// Send each reply as a reply to (quoting) the customer's message.
+    pub quote_customer: bool,
+    /// Messages one customer sends within this quiet period go to the agent as one turn (0 = off).
+    pub coalesce: Duration,
+    /// Whether a customer's reaction (emoji on a message) starts an agent turn.
+    pub reactions_start_turn: bool,
+    /// Compliance: keywords that stop and resume messages to a customer.
+    pub opt_out: OptOut,
+    /// Sent when the agent fails (after its retries) or its circuit is open; none when absent.
+    pub fallback_reply: Option<LocalizedText>,
+    /// Sent for message types the gateway cannot hand to an agent; none when absent.
+    pub unsupported_reply: Option<LocalizedText>,
+    /// Messages per second one number may send (Meta's default throughput is 80).
+    pub throughput_per_number: u32,
+    /// Pacing per customer, within Meta's pair rate limit (about 1 message per 6 s, bursts of 45).
+    pub customer_pacing: CustomerPacing,
+    /// Agent retries and circuit breaker.
+    pub agent: AgentPolicy,
+    /// How replies are retried when Meta or the network fails.
+    pub delivery: Delivery,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(24 * 3600),
+            mark_read: true,
+            typing_indicator: true,
+            quote_customer: false,
+            coalesce: Duration::from_secs(0),
+            reactions_start_turn: false,
+            opt_out: OptOut::default(),
+            fallback_reply: None,
+            unsupported_reply: None,
+            throughput_per_number: 80,
+            customer_pacing: CustomerPacing::default(),
+            agent: AgentPolicy::default(),
+            delivery: Delivery::default(),
+        }
+    }
+}
+
+/// Opt-out keywords and confirmations.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptOut {
+    /// Turn keyword handling off (not recommended: Meta requires honouring opt-outs).
+    pub enabled: bool,
+    /// A message equal to one of these (see the README for what "equal" means) opts out.
+    pub keywords: Vec<String>,
+    /// A message equal to one of these opts back in.
+    pub resume_keywords: Vec<String>,
+    /// Sent once when a customer opts out.
+    pub confirmation: LocalizedText,
+    /// Sent when a customer opts back in.
+    pub resume_confirmation: LocalizedText,
+}
+
+impl Default for OptOut {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keywords: DEFAULT_STOP_KEYWORDS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            resume_keywords: DEFAULT_RESUME_KEYWORDS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            confirmation: LocalizedText::plain(
+                "You will not receive more messages from us. Reply START to resume.",
+            ),
+            resume_confirmation: LocalizedText::plain(
+                "Welcome back: you will receive our replies again.",
+            ),
+        }
+    }
+}
+
+/// Pacing of messages to one customer.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustomerPacing {
+    /// Sustained spacing between two messages to the same customer.
+    pub interval: Duration,
+    /// Messages that may go out back to back before the spacing applies.
+    pub burst: u32,
+}
+
+impl Default for CustomerPacing {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(6),
+            burst: 45,
+        }
+    }
+}
+
+/// Agent resilience.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentPolicy {
+    /// Retries after a failed or timed-out agent call, before the fallback reply.
+    pub retries: u32,
+    /// Delay before the first retry (doubles).
+    pub retry_backoff: Duration,
+    /// Consecutive failures that open the agent's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker fails fast before letting one call probe the agent.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for AgentPolicy {
+    fn default() -> Self {
+        Self {
+            retries: 1,
+            retry_backoff: Duration::from_millis(500),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Retry policy of the sender.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Attempts before a retryable failure fails the reply for good.
+    pub max_attempts: u32,
+    /// First backoff delay; it doubles with jitter up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest delay between two attempts (Retry-After may ask for longer).
+    pub max_backoff: Duration,
+    /// After a crash, how long a reply left in `sending` waits for a status webhook that proves
+    /// Meta took it before it is sent again.
+    pub settle_grace: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(60),
+            settle_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Per-number overrides of `policies`; an absent field keeps the top-level value.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct NumberPolicies {
+    pub window: Option<Duration>,
+    pub mark_read: Option<bool>,
+    pub typing_indicator: Option<bool>,
+    pub quote_customer: Option<bool>,
+    pub coalesce: Option<Duration>,
+    pub reactions_start_turn: Option<bool>,
+    pub fallback_reply: Option<LocalizedText>,
+    pub unsupported_reply: Option<LocalizedText>,
+    pub throughput_per_number: Option<u32>,
+}
+
+impl Policies {
+    /// The policies in force for a number with `overrides`.
+    pub fn with_overrides(&self, o: &NumberPolicies) -> Policies {
+        let mut p = self.clone();
+        if let Some(v) = o.window {
+            p.window = v;
+        }
+        if let Some(v) = o.mark_read {
+            p.mark_read = v;
+        }
+        if let Some(v) = o.typing_indicator {
+            p.typing_indicator = v;
+        }
+        if let Some(v) = o.quote_customer {
+            p.quote_customer = v;
+        }
+        if let Some(v) = o.coalesce {
+            p.coalesce = v;
+        }
+        if let Some(v) = o.reactions_start_turn {
+            p.reactions_start_turn = v;
+        }
+        if let Some(v) = &o.fallback_reply {
+            p.fallback_reply = Some(v.clone());
+        }
+        if let Some(v) = &o.unsupported_reply {
+            p.unsupported_reply = Some(v.clone());
+        }
+        if let Some(v) = o.throughput_per_number {
+            p.throughput_per_number = v;
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn localized_text_picks_language_then_default() {
+        let t: LocalizedText =
+            serde_norway::from_str("{ default: Stopped., es: Detenido., hi: रोक दिया गया। }")
+                .unwrap();
+        assert_eq!(t.pick(Some("es")), "Detenido.");
+        assert_eq!(t.pick(Some("fr")), "Stopped.");
+        assert_eq!(t.pick(None), "Stopped.");
+        let plain: LocalizedText = serde_norway::from_str("Stopped.").unwrap();
+        assert_eq!(plain.pick(Some("es")), "Stopped.");
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_name() {
+        let base = Policies::default();
+        let o = NumberPolicies {
+            throughput_per_number: Some(5),
+            ..Default::default()
+        };
+        let p = base.with_overrides(&o);
+        assert_eq!(p.throughput_per_number, 5);
+        assert_eq!(p.window, base.window);
+    }
+}
