@@ -1,0 +1,275 @@
+//! Meta's send limits, enforced before each send: throughput per number, pacing per (number,
+//! customer), and pauses after Meta answers "too many messages". It only waits; it never sends.
+
+use crate::config::policy::CustomerPacing;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// governor's clock on tokio's time, so limits follow `tokio::time::pause` in tests and the
+/// waits below (tokio sleeps) agree with the limiter's notion of now. governor's own
+/// `until_ready` sleeps with futures-timer on wall time, which a paused tokio clock never
+/// reaches; that is why `acquire` waits with its own loop.
+#[derive(Clone, Debug)]
+struct TokioClock {
+    start: Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, TokioClock, NoOpMiddleware<Duration>>;
+
+/// Paces sends per number and per (number, customer); shared by all senders of the process.
+///
+/// Build a new one when the config changes: the new limiter starts with full buckets, which at
+/// worst lets one extra burst through after a reload, and Meta's own limits absorb that.
+#[derive(Debug)]
+pub struct SendLimiter {
+    clock: TokioClock,
+    /// Numbers at the default rate, created on first use.
+    default_numbers: Keyed<String>,
+    /// Numbers with their own rate (a per-number override in the config).
+    numbers: HashMap<String, Direct>,
+    /// `None` when pacing is off (a zero interval).
+    customers: Option<Keyed<(String, String)>>,
+    /// Numbers Meta told to slow down, and until when. Never locked across an await.
+    throttled: Mutex<HashMap<String, Instant>>,
+}
+
+impl SendLimiter {
+    /// A limiter allowing `default_rate` messages per second per number (bursts of as many),
+    /// `per_number_rates` for numbers with an override, and `pacing` per customer.
+    /// A rate of 0 is taken as 1: config validation is where zero is refused.
+    pub fn new(
+        default_rate: u32,
+        per_number_rates: HashMap<String, u32>,
+        pacing: &CustomerPacing,
+    ) -> Self {
+        let clock = TokioClock {
+            start: Instant::now(),
+        };
+        let per_second =
+            |rate: u32| Quota::per_second(NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN));
+        let default_numbers = RateLimiter::new(
+            per_second(default_rate),
+            DefaultKeyedStateStore::default(),
+            clock.clone(),
+        );
+        let numbers = per_number_rates
+            .into_iter()
+            .map(|(number, rate)| {
+                let limiter = RateLimiter::direct_with_clock(per_second(rate), clock.clone());
+                (number, limiter)
+            })
+            .collect();
+        let customers = Quota::with_period(pacing.interval.get()).map(|quota| {
+            let burst = NonZeroU32::new(pacing.burst).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::new(
+                quota.allow_burst(burst),
+                DefaultKeyedStateStore::default(),
+                clock.clone(),
+            )
+        });
+        Self {
+            clock,
+            default_numbers,
+            numbers,
+            customers,
+            throttled: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until one message from `phone_number_id` to `customer` may be sent, and takes it.
+    ///
+    /// The customer's pacing is waited for first, so a message waiting out a slow customer
+    /// holds none of the number's throughput. Dropping the future after the customer's turn
+    /// was taken spends that turn: pacing errs on the slow side.
+    pub async fn acquire(&self, phone_number_id: &str, customer: &str) {
+        if let Some(customers) = &self.customers {
+            let key = (phone_number_id.to_owned(), customer.to_owned());
+            while let Err(not_until) = customers.check_key(&key) {
+                tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+            }
+        }
+        loop {
+            if let Some(until) = self.throttled_until(phone_number_id) {
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
+            let checked = match self.numbers.get(phone_number_id) {
+                Some(limiter) => limiter.check(),
+                None => self.default_numbers.check_key(&phone_number_id.to_owned()),
+            };
+            match checked {
+                Ok(()) => return,
+                Err(not_until) => {
+                    tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+                }
+            }
+        }
+    }
+
+    /// Pauses `phone_number_id` until `until`, after Meta answered 130429, 80007 or HTTP 429;
+    /// other numbers keep sending. A pause already running longer is kept.
+    pub fn throttle(&self, phone_number_id: &str, until: Instant) {
+        let mut throttled = self.throttled.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = throttled.entry(phone_number_id.to_owned()).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// When `phone_number_id`'s pause ends, if it is paused now.
+    pub fn throttled_until(&self, phone_number_id: &str) -> Option<Instant> {
+        let throttled = self.throttled.lock().unwrap_or_else(|e| e.into_inner());
+        throttled
+            .get(phone_number_id)
+            .copied()
+            .filter(|&until| until > Instant::now())
+    }
+
+    /// Forgets state that no longer limits anything (customers and numbers idle long enough to
+    /// be back at a full bucket, pauses that ended). Call it periodically, e.g. every minute.
+    pub fn housekeeping(&self) {
+        self.default_numbers.retain_recent();
+        self.default_numbers.shrink_to_fit();
+        if let Some(customers) = &self.customers {
+            customers.retain_recent();
+            customers.shrink_to_fit();
+        }
+        let now = Instant::now();
+        let mut throttled = self.throttled.lock().unwrap_or_else(|e| e.into_inner());
+        throttled.retain(|_, until| *until > now);
+        throttled.shrink_to_fit();
+    }
+
+    /// How many (number, customer) pairs the pacing limiter remembers (for a gauge and tests).
+    pub fn tracked_customers(&self) -> usize {
+        self.customers.as_ref().map_or(0, |c| c.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::duration::Duration as ConfigDuration;
+    use std::sync::Arc;
+
+    fn pacing(interval_s: u64, burst: u32) -> CustomerPacing {
+        CustomerPacing {
+            interval: ConfigDuration::from_secs(interval_s),
+            burst,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_busy_number_does_not_slow_another() {
+        let limiter = Arc::new(SendLimiter::new(80, HashMap::new(), &pacing(6, 45)));
+        let start = Instant::now();
+        let busy = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                for i in 0..500 {
+                    limiter.acquire("busy", &format!("customer-{i}")).await;
+                }
+                start.elapsed()
+            }
+        });
+        let quiet = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                for i in 0..10 {
+                    limiter.acquire("quiet", &format!("customer-{i}")).await;
+                }
+                start.elapsed()
+            }
+        });
+        let (busy, quiet) = (busy.await.unwrap(), quiet.await.unwrap());
+        let floor = Duration::from_secs_f64((500.0 - 80.0) / 80.0);
+        assert!(busy >= floor, "500 sends at 80/s took only {busy:?}");
+        assert!(busy < floor + Duration::from_millis(100), "took {busy:?}");
+        assert_eq!(quiet, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_number_rates_override_the_default() {
+        let rates = HashMap::from([("big".to_owned(), 1000), ("small".to_owned(), 0)]);
+        let limiter = SendLimiter::new(80, rates, &pacing(0, 1));
+        let start = Instant::now();
+        for i in 0..1000 {
+            limiter.acquire("big", &i.to_string()).await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // A zero rate is taken as 1 per second.
+        limiter.acquire("small", "a").await;
+        limiter.acquire("small", "a").await;
+        assert!(start.elapsed() >= Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_number_waits_while_others_send() {
+        let limiter = Arc::new(SendLimiter::new(80, HashMap::new(), &pacing(6, 45)));
+        let start = Instant::now();
+        limiter.throttle("slow", start + Duration::from_secs(30));
+        // A shorter pause does not cut the running one short.
+        limiter.throttle("slow", start + Duration::from_secs(5));
+        assert_eq!(
+            limiter.throttled_until("slow"),
+            Some(start + Duration::from_secs(30))
+        );
+        let slow = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                limiter.acquire("slow", "c").await;
+                start.elapsed()
+            }
+        });
+        limiter.acquire("fast", "c").await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(slow.await.unwrap(), Duration::from_secs(30));
+        assert_eq!(limiter.throttled_until("slow"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_lets_a_burst_through_then_spaces_messages() {
+        let limiter = SendLimiter::new(80, HashMap::new(), &pacing(6, 3));
+        let start = Instant::now();
+        let mut sent_at = Vec::new();
+        for _ in 0..5 {
+            limiter.acquire("n", "alice").await;
+            sent_at.push(start.elapsed().as_secs());
+        }
+        assert_eq!(sent_at, [0, 0, 0, 6, 12]);
+        // Another customer of the same number is not held back by alice's pacing.
+        limiter.acquire("n", "bob").await;
+        assert_eq!(start.elapsed(), Duration::from_secs(12));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn housekeeping_forgets_idle_customers_and_ended_pauses() {
+        let limiter = SendLimiter::new(80, HashMap::new(), &pacing(6, 2));
+        for i in 0..50 {
+            limiter.acquire("n", &format!("c{i}")).await;
+        }
+        limiter.throttle("n", Instant::now() + Duration::from_secs(1));
+        limiter.housekeeping();
+        assert_eq!(limiter.tracked_customers(), 50);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        limiter.housekeeping();
+        assert_eq!(limiter.tracked_customers(), 0);
+        assert!(limiter.throttled.lock().unwrap().is_empty());
+        assert!(limiter.default_numbers.is_empty());
+    }
+}
