@@ -1,27 +1,50 @@
-//! Agents: what answers a customer. `echo` (demos, tests) and `http` (any service speaking the
-//! JSON contract below). An agent sees one turn and returns the reply text, or none.
+//! Agents: what answers a customer. `echo` (demos, tests), `http` (any service speaking the JSON
+//! contract of [`Turn`]) and `openai` (any chat-completions server). An agent sees one turn and
+//! returns the reply text, or none; retries and the circuit breaker live in [`ResilientAgent`].
+
+mod breaker;
+mod echo;
+mod http;
+mod openai;
+mod resilient;
+
+#[cfg(test)]
+mod tests;
+
+pub use breaker::{BreakerState, CircuitBreaker};
+pub use echo::EchoAgent;
+pub use http::HttpAgent;
+pub use openai::{ChatParams, OpenaiAgent};
+pub use resilient::{AgentFailure, ResilientAgent};
 
 use crate::config;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// What an agent is told about one customer turn (also the `http` agent's request body).
-#[derive(Clone, Debug, Serialize)]
+/// What an agent is told about one customer turn (also the `http` agent's request body: fields
+/// are only ever added to it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Turn {
     pub number: TurnNumber,
     pub customer: TurnCustomer,
     pub message: TurnMessage,
+    /// The language the customer writes in, as far as the gateway could tell.
+    #[serde(default)]
+    pub language: Option<LanguageHint>,
+    /// Earlier turns of this conversation, oldest first, without the current message.
+    #[serde(default)]
+    pub history: Vec<HistoryTurn>,
 }
 
 /// The business number the customer wrote to.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TurnNumber {
     pub phone_number_id: String,
     pub display_name: String,
 }
 
 /// The customer: `user_id` is the business-scoped id, `wa_id` the phone while it is shared.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TurnCustomer {
     pub wa_id: Option<String>,
     pub user_id: Option<String>,
@@ -29,16 +52,71 @@ pub struct TurnCustomer {
 }
 
 /// The customer's message.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TurnMessage {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,
+    /// The text, or a text rendering of a non-text message.
     pub text: Option<String>,
     /// Meta's timestamp, Unix seconds.
     pub timestamp: i64,
     /// The message object exactly as Meta delivered it.
     pub content: serde_json::Value,
+    /// The type-specific content in the gateway's own shape (`null` when there is none).
+    #[serde(default)]
+    pub structured: serde_json::Value,
+}
+
+/// A detected language: ISO 639-1 `code` ("hi"), English `name` ("Hindi").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LanguageHint {
+    pub code: String,
+    pub name: String,
+    /// The detector's confidence, 0 to 1.
+    pub confidence: f64,
+    /// Whether the detector considers the guess reliable; agents should ignore it otherwise.
+    pub reliable: bool,
+}
+
+/// One earlier message of the conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryTurn {
+    pub role: Role,
+    pub text: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+}
+
+/// Who wrote a history message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Customer,
+    Agent,
+}
+
+impl Turn {
+    /// The last `n` history messages (oldest first).
+    pub fn recent_history(&self, n: usize) -> &[HistoryTurn] {
+        &self.history[self.history.len().saturating_sub(n)..]
+    }
+}
+
+/// The current message as plain text, for agents that take nothing else: the pipeline's
+/// rendering when there is one, else `[<type>]` with the media caption if Meta sent one.
+pub fn render_for_text_agent(turn: &Turn) -> String {
+    let msg = &turn.message;
+    if let Some(text) = msg.text.as_deref().filter(|t| !t.trim().is_empty()) {
+        return text.to_owned();
+    }
+    let caption = msg.content[msg.kind.as_str()]["caption"]
+        .as_str()
+        .filter(|c| !c.trim().is_empty());
+    match caption {
+        Some(c) => format!("[{}] {c}", msg.kind),
+        None => format!("[{}]", msg.kind),
+    }
 }
 
 /// Why an agent gave no answer.
@@ -50,156 +128,123 @@ pub enum AgentError {
     Transport(String),
     #[error("agent answered HTTP {status}: {body}")]
     Status { status: u16, body: String },
-    #[error("agent answer is not {{\"reply\": \"…\"}}: {0}")]
+    #[error("agent answer is not what its kind promises: {0}")]
     BadAnswer(String),
+}
+
+impl AgentError {
+    /// Whether trying again may help: timeouts, transport errors, 5xx, and 408/429 (which
+    /// say "later" rather than "never").
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AgentError::Timeout(_) | AgentError::Transport(_) => true,
+            AgentError::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+            AgentError::BadAnswer(_) => false,
+        }
+    }
+
+    /// A bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AgentError::Timeout(_) => "timeout",
+            AgentError::Transport(_) => "transport",
+            AgentError::Status { .. } => "status",
+            AgentError::BadAnswer(_) => "bad_answer",
+        }
+    }
+
+    /// Maps a reqwest failure, keeping URLs (which may carry credentials) out of the text.
+    fn from_reqwest(e: reqwest::Error, timeout: Duration) -> Self {
+        if e.is_timeout() {
+            AgentError::Timeout(timeout)
+        } else {
+            AgentError::Transport(e.without_url().to_string())
+        }
+    }
+}
+
+/// Why an agent's config cannot be turned into an agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentBuildError {
+    #[error("agent header {name:?}: {reason}")]
+    Header { name: String, reason: String },
+    #[error("api_key is not a valid header value (it must be visible ASCII)")]
+    ApiKey,
 }
 
 /// A ready-to-call agent built from its config.
 #[derive(Clone, Debug)]
 pub enum Agent {
-    Echo {
-        prefix: String,
-        delay: Duration,
-    },
-    Http {
-        client: reqwest::Client,
-        url: String,
-        timeout: Duration,
-        headers: reqwest::header::HeaderMap,
-    },
-}
-
-#[derive(Deserialize)]
-struct HttpAnswer {
-    #[serde(default)]
-    reply: Option<String>,
-}
-
-/// Why an agent's config cannot be turned into an agent.
-#[derive(Debug, thiserror::Error)]
-#[error("agent header {name:?}: {reason}")]
-pub struct AgentBuildError {
-    name: String,
-    reason: String,
+    Echo(EchoAgent),
+    Http(HttpAgent),
+    Openai(OpenaiAgent),
 }
 
 impl Agent {
     /// Builds an agent from its (validated, secrets resolved) config.
     pub fn from_config(cfg: &config::Agent) -> Result<Self, AgentBuildError> {
         Ok(match cfg {
-            config::Agent::Echo { prefix, delay } => Agent::Echo {
-                prefix: prefix.clone(),
-                delay: delay.get(),
-            },
-            config::Agent::Openai { .. } => {
-                return Err(AgentBuildError {
-                    name: "kind".into(),
-                    reason: "openai agents are not available yet".into(),
-                });
+            config::Agent::Echo { prefix, delay } => {
+                Agent::Echo(EchoAgent::new(prefix.clone(), delay.get()))
             }
             config::Agent::Http {
                 url,
                 timeout,
                 headers,
-                ..
-            } => {
-                let mut map = reqwest::header::HeaderMap::new();
-                for (name, value) in headers {
-                    let hn =
-                        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
-                            AgentBuildError {
-                                name: name.clone(),
-                                reason: e.to_string(),
-                            }
-                        })?;
-                    let mut hv =
-                        reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
-                            AgentBuildError {
-                                name: name.clone(),
-                                reason: "value is not a valid header value".into(),
-                            }
-                        })?;
-                    hv.set_sensitive(true);
-                    map.insert(hn, hv);
-                }
-                Agent::Http {
-                    client: reqwest::Client::builder()
-                        .timeout(timeout.get())
-                        .build()
-                        .expect("the TLS backend is compiled in"),
-                    url: url.clone(),
-                    timeout: timeout.get(),
-                    headers: map,
-                }
-            }
+                history_turns,
+            } => Agent::Http(HttpAgent::new(
+                url.clone(),
+                timeout.get(),
+                headers,
+                *history_turns,
+            )?),
+            config::Agent::Openai {
+                url,
+                model,
+                api_key,
+                system_prompt,
+                temperature,
+                max_tokens,
+                timeout,
+                history_turns,
+            } => Agent::Openai(OpenaiAgent::new(
+                url,
+                api_key.as_ref(),
+                timeout.get(),
+                ChatParams {
+                    model: model.clone(),
+                    system_prompt: system_prompt.clone(),
+                    temperature: *temperature,
+                    max_tokens: *max_tokens,
+                    history_turns: *history_turns,
+                },
+            )?),
         })
     }
 
-    /// `echo` or `http`, for metrics and logs.
+    /// `echo`, `http` or `openai`, for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            Agent::Echo { .. } => "echo",
-            Agent::Http { .. } => "http",
+            Agent::Echo(_) => "echo",
+            Agent::Http(_) => "http",
+            Agent::Openai(_) => "openai",
         }
     }
 
-    /// Asks the agent for the reply to `turn`; `Ok(None)` means "no reply".
+    /// Asks the agent for the reply to `turn` once; `Ok(None)` means "no reply".
     pub async fn reply(&self, turn: &Turn) -> Result<Option<String>, AgentError> {
         match self {
-            Agent::Echo { prefix, delay } => {
-                if !delay.is_zero() {
-                    tokio::time::sleep(*delay).await;
-                }
-                Ok(turn
-                    .message
-                    .text
-                    .as_deref()
-                    .filter(|t| !t.is_empty())
-                    .map(|t| format!("{prefix}{t}")))
-            }
-            Agent::Http {
-                client,
-                url,
-                timeout,
-                headers,
-            } => {
-                let resp = client
-                    .post(url)
-                    .headers(headers.clone())
-                    .json(turn)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        if e.is_timeout() {
-                            AgentError::Timeout(*timeout)
-                        } else {
-                            AgentError::Transport(e.without_url().to_string())
-                        }
-                    })?;
-                let status = resp.status();
-                if status == reqwest::StatusCode::NO_CONTENT {
-                    return Ok(None);
-                }
-                let body = resp.bytes().await.map_err(|e| {
-                    if e.is_timeout() {
-                        AgentError::Timeout(*timeout)
-                    } else {
-                        AgentError::Transport(e.without_url().to_string())
-                    }
-                })?;
-                if !status.is_success() {
-                    return Err(AgentError::Status {
-                        status: status.as_u16(),
-                        body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
-                    });
-                }
-                if body.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(None);
-                }
-                let answer: HttpAnswer = serde_json::from_slice(&body)
-                    .map_err(|e| AgentError::BadAnswer(e.to_string()))?;
-                Ok(answer.reply.filter(|r| !r.trim().is_empty()))
-            }
+            Agent::Echo(a) => Ok(a.reply(turn).await),
+            Agent::Http(a) => a.reply(turn).await,
+            Agent::Openai(a) => a.reply(turn).await,
         }
     }
+}
+
+/// The client every HTTP-speaking agent uses: one per agent, with the agent's timeout.
+fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("the TLS backend is compiled in")
 }

@@ -6,6 +6,7 @@ mod envelope;
 mod error;
 mod faults;
 mod graph;
+mod llm;
 mod state;
 mod webhooks;
 
@@ -132,7 +133,10 @@ pub async fn start(
         shutdown.clone(),
         tasks.clone(),
     ));
-    let app = graph::router(state.clone()).merge(control::router(state.clone()));
+    let llm = Arc::new(llm::LlmState::default());
+    let app = graph::router(state.clone())
+        .merge(control::router(state.clone()))
+        .merge(llm::router(llm.clone()));
     let stop = shutdown.clone();
     tasks.spawn(async move {
         let served = axum::serve(listener, app)
@@ -148,6 +152,7 @@ pub async fn start(
         state,
         url: format!("http://{addr}"),
         tasks,
+        llm,
     })
 }
 
@@ -157,6 +162,7 @@ pub struct EmulatorHandle {
     state: Arc<State>,
     url: String,
     tasks: TaskTracker,
+    llm: Arc<llm::LlmState>,
 }
 
 impl EmulatorHandle {

@@ -98,7 +98,10 @@ async fn inbound(state: &AppState, row: InboxRow) {
             text: row.msg.text.clone(),
             timestamp: row.msg.meta_ts,
             content: serde_json::from_str(&row.msg.payload).unwrap_or(serde_json::Value::Null),
+            structured: serde_json::Value::Null,
         },
+        language: None,
+        history: Vec::new(),
     };
     let started = Instant::now();
     let answer = tokio::select! {

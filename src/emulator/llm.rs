@@ -1,0 +1,288 @@
+//! A deterministic OpenAI-compatible chat-completions server under `/v1` for tests and the demo:
+//! it answers what it was told ("[model] you said: … (history: n messages)"), records each
+//! request, checks the bearer key when one is set and fails on request, in OpenAI's error shape.
+
+use super::EmulatorHandle;
+use super::state::now_ms;
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// What the LLM endpoints share: the expected key, the requests seen, pending failures.
+#[derive(Debug, Default)]
+pub(crate) struct LlmState {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    api_key: Option<String>,
+    requests: Vec<Value>,
+    faults: VecDeque<u16>,
+    seq: u64,
+}
+
+impl LlmState {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub(crate) fn router(state: Arc<LlmState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .with_state(state)
+}
+
+impl EmulatorHandle {
+    /// Every chat-completions request body the LLM endpoint accepted, in order.
+    pub fn llm_requests(&self) -> Vec<Value> {
+        self.llm.lock().requests.clone()
+    }
+
+    /// From now on `/v1/chat/completions` requires `Authorization: Bearer <key>` (None: any).
+    pub fn set_llm_api_key(&self, key: Option<String>) {
+        self.llm.lock().api_key = key;
+    }
+
+    /// The next chat-completions request fails with HTTP `status` (queued; one per call).
+    pub fn push_llm_fault(&self, status: u16) {
+        self.llm.lock().faults.push_back(status);
+    }
+}
+
+/// OpenAI's error body.
+fn error(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response {
+    let body =
+        json!({ "error": { "message": message, "type": kind, "param": param, "code": code } });
+    (status, Json(body)).into_response()
+}
+
+async fn chat_completions(
+    State(state): State<Arc<LlmState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let expected = state.lock().api_key.clone();
+    if let Some(key) = expected {
+        let given = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            None => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_request_error",
+                    "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                    None,
+                    None,
+                );
+            }
+            // Unlike OpenAI, not even a masked prefix of the wrong key is quoted back.
+            Some(k) if k != key => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_request_error",
+                    "Incorrect API key provided.",
+                    None,
+                    Some("invalid_api_key"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)",
+            None,
+            None,
+        );
+    };
+    let (seq, fault) = {
+        let mut inner = state.lock();
+        inner.requests.push(request.clone());
+        inner.seq += 1;
+        (inner.seq, inner.faults.pop_front())
+    };
+    if let Some(status) = fault {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return match status {
+            StatusCode::TOO_MANY_REQUESTS => error(
+                status,
+                "requests",
+                "Rate limit reached for requests (emulated).",
+                None,
+                Some("rate_limit_exceeded"),
+            ),
+            _ => error(
+                status,
+                "server_error",
+                "The server had an error while processing your request (emulated).",
+                None,
+                None,
+            ),
+        };
+    }
+    let Some(model) = request["model"].as_str().filter(|m| !m.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "you must provide a model parameter",
+            None,
+            None,
+        );
+    };
+    let Some(messages) = request["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "'messages' must be a non-empty array",
+            Some("messages"),
+            None,
+        );
+    };
+    let content = answer(model, messages);
+    let prompt_tokens: usize = messages.iter().map(|m| words(&text_of(m))).sum();
+    let completion_tokens = words(&content);
+    Json(json!({
+        "id": format!("chatcmpl-emu-{seq}"),
+        "object": "chat.completion",
+        "created": now_ms() / 1000,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": content },
+            "finish_reason": "stop",
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }))
+    .into_response()
+}
+
+async fn models() -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{ "id": "emulator", "object": "model", "created": 0, "owned_by": "wa-gateway" }],
+    }))
+}
+
+/// The deterministic answer: the last user message and how many user/assistant messages came
+/// before it (system messages are not history).
+fn answer(model: &str, messages: &[Value]) -> String {
+    let last_user = messages.iter().rposition(|m| m["role"] == "user");
+    let said = last_user.map(|i| text_of(&messages[i])).unwrap_or_default();
+    let history = messages[..last_user.unwrap_or(messages.len())]
+        .iter()
+        .filter(|m| m["role"] == "user" || m["role"] == "assistant")
+        .count();
+    format!("[{model}] you said: {said} (history: {history} messages)")
+}
+
+/// A message's text: `content` as a string, or the text parts of a content array.
+fn text_of(message: &Value) -> String {
+    match &message["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn words(s: &str) -> usize {
+    s.split_whitespace().count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_reveals_the_last_user_message_and_the_history() {
+        let messages = vec![
+            json!({"role": "system", "content": "be nice"}),
+            json!({"role": "user", "content": "hi"}),
+            json!({"role": "assistant", "content": "hello"}),
+            json!({"role": "user", "content": [{"type": "text", "text": "where is"}, {"type": "text", "text": "my order"}]}),
+        ];
+        assert_eq!(
+            answer("m1", &messages),
+            "[m1] you said: where is my order (history: 2 messages)"
+        );
+    }
+
+    #[test]
+    fn answer_without_a_user_message_says_nothing() {
+        let messages = vec![json!({"role": "system", "content": "x"})];
+        assert_eq!(
+            answer("m", &messages),
+            "[m] you said:  (history: 0 messages)"
+        );
+    }
+
+    #[tokio::test]
+    async fn chat_completions_speaks_openai_shapes_and_checks_the_key() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let emu = super::super::start(Default::default(), listener, stop.clone())
+            .await
+            .unwrap();
+        emu.set_llm_api_key(Some("sk-emu".into()));
+        let url = format!("{}/v1/chat/completions", emu.url());
+        let body = json!({ "model": "m", "messages": [{ "role": "user", "content": "hi" }] });
+        let http = reqwest::Client::new();
+
+        let resp = http.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        let err: Value = resp.json().await.unwrap();
+        let fields: Vec<_> = err["error"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(fields, ["code", "message", "param", "type"]);
+        assert!(
+            emu.llm_requests().is_empty(),
+            "refused requests are not recorded"
+        );
+
+        let resp = http
+            .post(&url)
+            .bearer_auth("sk-emu")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let ok: Value = resp.json().await.unwrap();
+        assert_eq!(ok["object"], "chat.completion");
+        assert_eq!(ok["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(
+            ok["choices"][0]["message"]["content"],
+            "[m] you said: hi (history: 0 messages)"
+        );
+        assert_eq!(ok["choices"][0]["finish_reason"], "stop");
+        assert_eq!(ok["usage"]["total_tokens"], 1 + 7);
+        assert_eq!(emu.llm_requests(), [body]);
+        stop.cancel();
+    }
+}
