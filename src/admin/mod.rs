@@ -1,5 +1,7 @@
-//! The admin listener: /metrics (Prometheus text format), /healthz (the process is alive) and
-//! /readyz (storage answers and the gateway is not shutting down).
+//! The admin listener: /metrics (Prometheus text format), /healthz (the process is alive),
+//! /readyz (storage answers and the gateway is not shutting down) and /media (customer media).
+
+mod media;
 
 use crate::state::AppState;
 use axum::Router;
@@ -15,6 +17,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/media/{phone_number_id}/{media_id}", get(media::download))
         .with_state(state)
 }
 

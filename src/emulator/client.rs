@@ -88,6 +88,7 @@ impl ControlClient {
             from: from.to_owned(),
             name: name.map(str::to_owned),
             text: text.to_owned(),
+            message: None,
         };
         let sent = self
             .http

@@ -17,7 +17,7 @@ use std::time::Duration;
 /// Longest a `/sent` long-poll may wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// `POST /_emulator/customers/messages`: a customer writes a text.
+/// `POST /_emulator/customers/messages`: a customer writes a text, or sends any message object.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CustomerMessage {
     pub phone_number_id: String,
@@ -26,7 +26,13 @@ pub struct CustomerMessage {
     /// The profile name shown in `contacts[].profile.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The text written; ignored when `message` is given.
+    #[serde(default)]
     pub text: String,
+    /// A whole message object (`{"type":"image","image":{"id":…}}`) instead of a text; the
+    /// emulator fills `from`, `id` and `timestamp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<serde_json::Value>,
 }
 
 /// The answer to a customer message: the new message's id.
@@ -116,7 +122,20 @@ async fn customer_message(
         );
     }
     let name = m.name.as_deref().unwrap_or("Customer");
-    let wamid = state.customer_says(&m.phone_number_id, &m.from, name, &m.text);
+    let wamid = match m.message {
+        Some(message) if message["type"].as_str().is_some_and(|t| !t.is_empty()) => {
+            state.customer_sends(&m.phone_number_id, &m.from, name, message)
+        }
+        Some(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "message must be a message object with a `type`, e.g. \
+                 {\"type\":\"image\",\"image\":{\"id\":\"…\"}}"
+                    .into(),
+            );
+        }
+        None => state.customer_says(&m.phone_number_id, &m.from, name, &m.text),
+    };
     Json(CustomerMessageAccepted { wamid }).into_response()
 }
 

@@ -60,6 +60,24 @@ pub(crate) fn customer_text(
     )
 }
 
+/// A customer's message of any type to `number`; `message` is the whole message object.
+pub(crate) fn customer_message(
+    number: &EmulatorNumber,
+    from: &str,
+    name: &str,
+    message: Value,
+) -> Value {
+    wrap(
+        number,
+        json!({
+            "messaging_product": "whatsapp",
+            "metadata": metadata(number),
+            "contacts": [{ "profile": { "name": name }, "wa_id": from }],
+            "messages": [message],
+        }),
+    )
+}
+
 /// Who a status is about: a phone-based wa_id, or a BSUID when the send used `recipient`.
 #[derive(Clone, Copy)]
 pub(crate) enum Recipient<'a> {

@@ -51,7 +51,7 @@ async fn unknown(method: Method, uri: Uri) -> Response {
 }
 
 /// `v23.0` and the like.
-fn is_version(s: &str) -> bool {
+pub(super) fn is_version(s: &str) -> bool {
     let Some((major, minor)) = s.strip_prefix('v').and_then(|v| v.split_once('.')) else {
         return false;
     };
@@ -60,7 +60,7 @@ fn is_version(s: &str) -> bool {
         .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()

@@ -7,6 +7,7 @@ mod error;
 mod faults;
 mod graph;
 mod llm;
+mod media;
 mod state;
 mod webhooks;
 
@@ -135,6 +136,7 @@ pub async fn start(
     ));
     let llm = Arc::new(llm::LlmState::default());
     let app = graph::router(state.clone())
+        .merge(media::router(state.clone()))
         .merge(control::router(state.clone()))
         .merge(llm::router(llm.clone()));
     let stop = shutdown.clone();
@@ -186,6 +188,25 @@ impl EmulatorHandle {
         text: &str,
     ) -> String {
         self.state.customer_says(pnid, from_wa_id, name, text)
+    }
+
+    /// A customer sends `message`, any message object (`{"type":"image","image":{"id":…}}`):
+    /// the emulator fills `from`, `id` and `timestamp` (and a stored blob's `mime_type` and
+    /// `sha256` when the caller left them out), opens the 24h window and queues the webhook.
+    /// Returns the new message's wamid.
+    pub fn customer_sends(
+        &self,
+        pnid: &str,
+        from_wa_id: &str,
+        name: &str,
+        message: serde_json::Value,
+    ) -> String {
+        self.state.customer_sends(pnid, from_wa_id, name, message)
+    }
+
+    /// Stores a media blob served at `GET /{version}/{media-id}`; returns the new media id.
+    pub fn add_media(&self, mime: &str, bytes: Vec<u8>) -> String {
+        self.state.media.add(mime, bytes)
     }
 
     /// Queues any envelope for signed delivery; inbound messages in it open the 24h window.

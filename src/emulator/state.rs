@@ -3,9 +3,11 @@
 
 use super::envelope;
 use super::faults::{Fault, FaultKind, Faults};
+use super::media::MediaStore;
 use super::webhooks::{Delivery, WebhookCounters, WebhookStats};
 use super::{EmulatorConfig, EmulatorNumber};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +57,8 @@ pub(crate) struct State {
     webhook_url: watch::Sender<Option<String>>,
     latency_ms: AtomicU64,
     pub counters: WebhookCounters,
+    /// Media blobs served by `GET /{version}/{media-id}`.
+    pub media: MediaStore,
     deliveries: mpsc::UnboundedSender<Delivery>,
 }
 
@@ -80,6 +84,7 @@ impl State {
             webhook_url: watch::Sender::new(cfg.webhook_url.clone()),
             latency_ms: AtomicU64::new(0),
             counters: WebhookCounters::default(),
+            media: MediaStore::default(),
             deliveries: tx,
             cfg,
         };
@@ -231,16 +236,7 @@ impl State {
     /// A customer writes text: the envelope is recorded and queued; returns its wamid.
     pub fn customer_says(&self, pnid: &str, from: &str, name: &str, text: &str) -> String {
         let wamid = envelope::new_wamid();
-        let number = self
-            .number(pnid)
-            .cloned()
-            .unwrap_or_else(|| EmulatorNumber {
-                // An unknown number still gets its webhook: the gateway must cope with strays.
-                phone_number_id: pnid.to_owned(),
-                waba_id: String::new(),
-                display_phone_number: String::new(),
-                access_token: String::new(),
-            });
+        let number = self.number_or_stray(pnid);
         let secs = now_ms() / 1000;
         let env = envelope::customer_text(&number, from, name, &wamid, secs, text);
         self.deliver_envelope(env);
@@ -259,6 +255,38 @@ impl State {
         inner
             .inbound_ids
             .insert((pnid.to_owned(), wamid.to_owned()));
+    }
+
+    /// A customer sends any message object (`{type, <type>: {…}}`); `from`, `id` and
+    /// `timestamp` are filled in, and media fields from a stored blob with that id. Returns the
+    /// wamid.
+    pub fn customer_sends(&self, pnid: &str, from: &str, name: &str, message: Value) -> String {
+        let wamid = envelope::new_wamid();
+        let mut message = match message {
+            Value::Object(_) => message,
+            // Not a message object: deliver it typeless, as a stray Meta might send.
+            _ => Value::Object(Map::new()),
+        };
+        self.media.complete_message(&mut message);
+        message["from"] = Value::from(from);
+        message["id"] = Value::from(wamid.as_str());
+        message["timestamp"] = Value::from((now_ms() / 1000).to_string());
+        let env = envelope::customer_message(&self.number_or_stray(pnid), from, name, message);
+        self.deliver_envelope(env);
+        wamid
+    }
+
+    /// The number `pnid`, or a bare stand-in: an unknown number still gets its webhook, since
+    /// the gateway must cope with strays.
+    fn number_or_stray(&self, pnid: &str) -> EmulatorNumber {
+        self.number(pnid)
+            .cloned()
+            .unwrap_or_else(|| EmulatorNumber {
+                phone_number_id: pnid.to_owned(),
+                waba_id: String::new(),
+                display_phone_number: String::new(),
+                access_token: String::new(),
+            })
     }
 
     /// Records the customer messages in `env` (windows, known ids) and queues it for delivery.

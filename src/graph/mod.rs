@@ -2,8 +2,10 @@
 //! typed errors, and the retry class of each error code. It never retries by itself.
 
 mod error;
+mod media;
 
 pub use error::{GraphError, RetryClass, classify_code};
+pub use media::MediaInfo;
 
 use serde::Deserialize;
 use std::time::Duration;

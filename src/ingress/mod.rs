@@ -1,6 +1,7 @@
 //! Webhook ingress: the HTTP listener Meta calls, the verification handshake, the signature
 //! check and the Cloud API envelope types.
 
+pub mod content;
 pub mod envelope;
 pub mod server;
 pub mod signature;

@@ -1,0 +1,204 @@
+//! Media the emulator holds (added by tests or `POST /_emulator/media`), served as Meta serves it:
+//! `GET /{version}/{media-id}` gives a download URL, `GET /media-download/…` gives the bytes; both
+//! want the bearer token of one of the emulated numbers. Blobs live until the emulator stops.
+
+use super::error::GraphError;
+use super::graph::{bearer, is_version};
+use super::state::State;
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Largest blob the control API takes (Meta's largest media, a document, is 100 MB).
+pub const MAX_MEDIA_BYTES: usize = 100 * 1024 * 1024;
+
+struct Blob {
+    mime: String,
+    bytes: Bytes,
+    /// Hex SHA-256 of `bytes`, as Meta reports it.
+    sha256: String,
+    /// The opaque part of the download URL.
+    key: String,
+}
+
+#[derive(Default)]
+struct Blobs {
+    by_id: HashMap<String, Blob>,
+    /// Download key → media id.
+    by_key: HashMap<String, String>,
+}
+
+/// The emulator's media blobs by id.
+#[derive(Default)]
+pub(crate) struct MediaStore {
+    blobs: Mutex<Blobs>,
+}
+
+fn random_alnum(n: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+impl MediaStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Blobs> {
+        self.blobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores `bytes` and returns a new media id, 16 digits like Meta's.
+    pub fn add(&self, mime: &str, bytes: Vec<u8>) -> String {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let mut blobs = self.lock();
+        let id = loop {
+            let id = rand::rng().random_range(1_000_000_000_000_000u64..10_000_000_000_000_000);
+            let id = id.to_string();
+            if !blobs.by_id.contains_key(&id) {
+                break id;
+            }
+        };
+        let key = random_alnum(32);
+        blobs.by_key.insert(key.clone(), id.clone());
+        blobs.by_id.insert(
+            id.clone(),
+            Blob {
+                mime: mime.to_owned(),
+                bytes: Bytes::from(bytes),
+                sha256,
+                key,
+            },
+        );
+        id
+    }
+
+    /// Fills `mime_type` and `sha256` of a media message object (`{type, <type>: {id, …}}`)
+    /// whose id is a stored blob, unless the caller gave them.
+    pub fn complete_message(&self, message: &mut Value) {
+        let Some(kind) = message["type"].as_str().map(str::to_owned) else {
+            return;
+        };
+        let Some(obj) = message.get_mut(&kind).and_then(Value::as_object_mut) else {
+            return;
+        };
+        let Some(id) = obj.get("id").and_then(Value::as_str) else {
+            return;
+        };
+        let blobs = self.lock();
+        let Some(blob) = blobs.by_id.get(id) else {
+            return;
+        };
+        obj.entry("mime_type").or_insert_with(|| json!(blob.mime));
+        obj.entry("sha256").or_insert_with(|| json!(blob.sha256));
+    }
+}
+
+pub(crate) fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/{version}/{media_id}", get(info))
+        .route("/media-download/{key}", get(download))
+        .route(
+            "/_emulator/media",
+            post(upload).layer(DefaultBodyLimit::max(MAX_MEDIA_BYTES)),
+        )
+        .with_state(state)
+}
+
+/// Meta checks the token before the object: a stranger learns nothing about ids.
+fn check_token(state: &State, headers: &HeaderMap) -> Result<(), GraphError> {
+    match bearer(headers) {
+        Some(t) if state.token_is_known(t) => Ok(()),
+        _ => Err(GraphError::invalid_token()),
+    }
+}
+
+/// Where the client reached us, for the download URL (Meta's is on another host; ours is not).
+fn base_url(headers: &HeaderMap, uri: &Uri) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "127.0.0.1".into());
+    format!("http://{host}")
+}
+
+async fn info(
+    AxState(state): AxState<Arc<State>>,
+    Path((version, media_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let latency = state.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if !is_version(&version) {
+        return GraphError::unknown_path(&version).into_response();
+    }
+    if let Err(e) = check_token(&state, &headers) {
+        return e.into_response();
+    }
+    let blobs = state.media.lock();
+    let Some(blob) = blobs.by_id.get(&media_id) else {
+        return GraphError::unknown_object("get", &media_id).into_response();
+    };
+    let url = format!(
+        "{}/media-download/{}?mid={media_id}",
+        base_url(&headers, &uri),
+        blob.key
+    );
+    Json(json!({
+        "messaging_product": "whatsapp",
+        "url": url,
+        "mime_type": blob.mime,
+        "sha256": blob.sha256,
+        "file_size": blob.bytes.len(),
+        "id": media_id,
+    }))
+    .into_response()
+}
+
+async fn download(
+    AxState(state): AxState<Arc<State>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = check_token(&state, &headers) {
+        return e.into_response();
+    }
+    let blobs = state.media.lock();
+    let Some(blob) = blobs.by_key.get(&key).and_then(|id| blobs.by_id.get(id)) else {
+        let mut e = GraphError::unknown_object("get", &key);
+        e.status = StatusCode::NOT_FOUND;
+        return e.into_response();
+    };
+    let mime = HeaderValue::from_str(&blob.mime)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+    ([(header::CONTENT_TYPE, mime)], blob.bytes.clone()).into_response()
+}
+
+/// `POST /_emulator/media`: the raw body is the blob, its Content-Type the media's.
+async fn upload(AxState(state): AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
+    if body.is_empty() {
+        let error = "the request body is the media's bytes, and it is empty";
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response();
+    }
+    let mime = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or("application/octet-stream");
+    let id = state.media.add(mime, body.to_vec());
+    (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
+}

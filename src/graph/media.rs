@@ -1,0 +1,125 @@
+//! Media retrieval: `GET /{media-id}` for the short-lived download URL, then the bytes from that
+//! URL (another host, same bearer token) with a size limit. It stores nothing.
+
+use super::{GraphClient, GraphError, error};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// What Meta says about an uploaded or received media object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaInfo {
+    /// Where the bytes are, for about five minutes; fetch with the same bearer token.
+    pub url: String,
+    pub mime_type: String,
+    /// Hex SHA-256 of the bytes.
+    #[serde(default)]
+    pub sha256: String,
+    /// Bytes; Meta has sent it both as a number and as a string of digits.
+    #[serde(deserialize_with = "size")]
+    pub file_size: u64,
+    pub id: String,
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Number(n) => Ok(n),
+        Size::Text(s) => s.trim().parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// The type to assume when the media host names none.
+const OCTET_STREAM: &str = "application/octet-stream";
+
+impl GraphClient {
+    /// `GET /{media_id}`: the media's download URL, type, hash and size.
+    pub async fn media_info(&self, media_id: &str, token: &str) -> Result<MediaInfo, GraphError> {
+        let resp = self
+            .http
+            .get(self.url(media_id))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(GraphError::from_transport)?;
+        let status = resp.status();
+        let retry_after = error::retry_after(resp.headers());
+        let bytes = resp.bytes().await.map_err(GraphError::from_transport)?;
+        if !status.is_success() {
+            return Err(GraphError::from_body(status.as_u16(), &bytes, retry_after));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| GraphError::Decode {
+            message: format!("unexpected media info response for {media_id}: {e}"),
+        })
+    }
+
+    /// GETs `url` (as [`MediaInfo::url`] gave it) with `token`: the Content-Type and the bytes.
+    /// A body larger than `max_bytes` is refused, before reading it when its length is announced.
+    pub async fn download_media(
+        &self,
+        url: &str,
+        token: &str,
+        max_bytes: u64,
+    ) -> Result<(String, bytes::Bytes), GraphError> {
+        let too_large = |size: u64| GraphError::Decode {
+            message: format!("media is {size} bytes or more, over the {max_bytes}-byte limit"),
+        };
+        let mut resp = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(GraphError::from_transport)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let retry_after = error::retry_after(resp.headers());
+            let bytes = resp.bytes().await.map_err(GraphError::from_transport)?;
+            return Err(GraphError::from_body(status.as_u16(), &bytes, retry_after));
+        }
+        if let Some(len) = resp.content_length().filter(|&len| len > max_bytes) {
+            return Err(too_large(len));
+        }
+        let mime = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .unwrap_or(OCTET_STREAM)
+            .to_owned();
+        // The announced length may be absent (chunked) or wrong: count while reading.
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(GraphError::from_transport)? {
+            let total = body.len() as u64 + chunk.len() as u64;
+            if total > max_bytes {
+                return Err(too_large(total));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((mime, body.freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_info_reads_metas_shapes() {
+        let cases = [
+            r#"{"messaging_product":"whatsapp","url":"https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1&ext=2&hash=3","mime_type":"image/jpeg","sha256":"ab12","file_size":303833,"id":"1"}"#,
+            r#"{"url":"https://lookaside.fbsbx.com/x","mime_type":"image/jpeg","sha256":"ab12","file_size":"303833","id":"1"}"#,
+        ];
+        for body in cases {
+            let info: MediaInfo = serde_json::from_str(body).unwrap();
+            assert_eq!(info.file_size, 303_833, "{body}");
+            assert_eq!(info.mime_type, "image/jpeg");
+            assert_eq!(info.id, "1");
+        }
+        let bad = r#"{"url":"u","mime_type":"m","file_size":"big","id":"1"}"#;
+        assert!(serde_json::from_str::<MediaInfo>(bad).is_err());
+    }
+}
