@@ -15,5 +15,6 @@ pub mod ingress;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
+pub mod reply;
 pub mod state;
 pub mod store;
