@@ -201,6 +201,17 @@ fn keeps_spans_and_urls_whole() {
             22,
             &["go to", "https://e.com/x_y_z", "now"],
         ),
+        // `_` inside a URL opens no span, so the cut after the URL is free.
+        (
+            "see https://example.com/_a now_ more",
+            30,
+            &["see https://example.com/_a", "now_ more"],
+        ),
+        (
+            "https://example.com/aaaaaaaaaaaaaaaaaaaa",
+            30,
+            &["https://example.com/aaaaaaaaaa", "aaaaaaaaaa"],
+        ),
     ];
     for (text, max, want) in cases {
         assert_eq!(split(text, *max), *want, "{text:?} at {max}");
