@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod policy;
+pub mod reply;
 pub mod state;
 pub mod store;
