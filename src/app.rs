@@ -43,6 +43,8 @@ pub struct Gateway {
     /// The shared state (store, metrics, snapshot).
     pub state: Arc<AppState>,
     shutdown: CancellationToken,
+    writer_stop: CancellationToken,
+    writer_task: tokio::task::JoinHandle<()>,
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -91,9 +93,11 @@ impl Gateway {
         let listen = config.listen.clone();
         let batch_max = config.storage.batch_max;
         let snapshot = Snapshot::build(config, &graph_base)?;
+        let (writer, writer_inbox) = crate::store::writer::channel(batch_max);
         let state = Arc::new(AppState::new(
             snapshot,
             store.clone(),
+            writer.clone(),
             metrics.clone(),
             shutdown.clone(),
         ));
@@ -116,8 +120,15 @@ impl Gateway {
             dispatch.send(Work::Inbound(row));
         }
 
-        let writer =
-            crate::store::writer::spawn(store, batch_max, dispatch, metrics, &state.tracker);
+        let writer_stop = CancellationToken::new();
+        let writer_task = crate::store::writer::spawn(
+            store,
+            batch_max,
+            writer_inbox,
+            dispatch,
+            metrics,
+            writer_stop.clone(),
+        );
         let router = webhook::router(
             WebhookState {
                 app: state.clone(),
@@ -149,6 +160,8 @@ impl Gateway {
             emulator,
             state,
             shutdown,
+            writer_stop,
+            writer_task,
         })
     }
 
@@ -173,6 +186,9 @@ impl Gateway {
         {
             tracing::warn!(?deadline, "some tasks did not stop before the deadline");
         }
+        // The writer goes last: draining requests and turns still needed it.
+        self.writer_stop.cancel();
+        let _ = self.writer_task.await;
         self.state.store.close().await;
     }
 }

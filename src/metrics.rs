@@ -2,8 +2,8 @@
 //! registry held by the app state. Labels are bounded: never a customer identifier.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The gateway's metrics.
@@ -32,6 +32,16 @@ pub struct Metrics {
     pub reply_seconds: Histogram,
     /// Send attempts retried, by number and reason (retry, throttle, network).
     pub send_retries: IntCounterVec,
+    /// Opt-outs and opt-ins, by number and action (stop, resume).
+    pub opt_outs: IntCounterVec,
+    /// Customer messages not answered because the customer opted out, by number.
+    pub opt_out_suppressed: IntCounterVec,
+    /// Replies not sent because the 24-hour window closed (checked at send time, or Meta's 131047).
+    pub window_expired: IntCounterVec,
+    /// Times Meta throttled a number (130429, 80007, 131056, HTTP 429), by number.
+    pub throttled: IntCounterVec,
+    /// 1 while an agent's circuit breaker is open or half-open, by agent.
+    pub agent_breaker_open: IntGaugeVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -132,6 +142,46 @@ impl Metrics {
             &["phone_number_id", "reason"],
         )
         .expect("valid metric");
+        let opt_outs = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_opt_outs_total",
+                "Opt-outs and opt-ins, by number and action.",
+            ),
+            &["phone_number_id", "action"],
+        )
+        .expect("valid metric");
+        let opt_out_suppressed = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_opt_out_suppressed_total",
+                "Customer messages left unanswered because the customer opted out.",
+            ),
+            &["phone_number_id"],
+        )
+        .expect("valid metric");
+        let window_expired = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_window_expired_total",
+                "Replies not sent because the customer's 24-hour window had closed.",
+            ),
+            &["phone_number_id"],
+        )
+        .expect("valid metric");
+        let throttled = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_throttled_total",
+                "Times Meta throttled a number's sends.",
+            ),
+            &["phone_number_id"],
+        )
+        .expect("valid metric");
+        let agent_breaker_open = IntGaugeVec::new(
+            Opts::new(
+                "wa_gateway_agent_breaker_open",
+                "1 while the agent's circuit breaker is open or half-open.",
+            ),
+            &["agent"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(webhooks.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(webhook_ack_seconds.clone()),
@@ -144,6 +194,11 @@ impl Metrics {
             Box::new(conversation_workers.clone()),
             Box::new(reply_seconds.clone()),
             Box::new(send_retries.clone()),
+            Box::new(opt_outs.clone()),
+            Box::new(opt_out_suppressed.clone()),
+            Box::new(window_expired.clone()),
+            Box::new(throttled.clone()),
+            Box::new(agent_breaker_open.clone()),
         ] {
             registry
                 .register(c)
@@ -162,6 +217,11 @@ impl Metrics {
             conversation_workers,
             reply_seconds,
             send_retries,
+            opt_outs,
+            opt_out_suppressed,
+            window_expired,
+            throttled,
+            agent_breaker_open,
         }
     }
 

@@ -1,11 +1,13 @@
 //! Shared application state: the current config snapshot (swapped whole on reload), the store,
 //! the metrics and the shutdown signal. Passed as `Arc<AppState>`; nothing here is global.
 
-use crate::agent::Agent;
-use crate::config::{self, Config};
+use crate::agent::{Agent, ResilientAgent};
+use crate::config::{self, Config, Policies};
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
+use crate::policy::{KeywordMatcher, SendLimiter};
 use crate::store::Store;
+use crate::store::writer::WriterHandle;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +20,9 @@ use tokio_util::task::TaskTracker;
 pub struct NumberRuntime {
     pub cfg: config::Number,
     pub agent_name: String,
-    pub agent: Arc<Agent>,
+    pub agent: Arc<ResilientAgent>,
+    /// The top-level policies with this number's overrides applied.
+    pub policies: Policies,
 }
 
 /// Everything derived from one config file; immutable once built.
@@ -27,6 +31,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub numbers: HashMap<String, Arc<NumberRuntime>>,
     pub graph: GraphClient,
+    /// The opt-out and resume keywords, normalised once.
+    pub keywords: KeywordMatcher,
 }
 
 /// Why a snapshot could not be built from a (validated) config.
@@ -52,7 +58,8 @@ impl Snapshot {
                 name: name.clone(),
                 source,
             })?;
-            agents.insert(name.clone(), Arc::new(agent));
+            let resilient = ResilientAgent::new(name.clone(), agent, config.policies.agent.clone());
+            agents.insert(name.clone(), Arc::new(resilient));
         }
         let mut numbers = HashMap::new();
         for n in &config.numbers {
@@ -70,6 +77,7 @@ impl Snapshot {
                     cfg: n.clone(),
                     agent_name: n.agent.clone(),
                     agent,
+                    policies: config.policies.with_overrides(&n.policies),
                 }),
             );
         }
@@ -78,17 +86,37 @@ impl Snapshot {
             &config.meta.api_version,
             std::time::Duration::from_secs(30),
         );
+        let keywords = KeywordMatcher::new(&config.policies.opt_out);
         Ok(Self {
             config: Arc::new(config),
             numbers,
             graph,
+            keywords,
         })
+    }
+
+    /// A send limiter sized for this snapshot's numbers.
+    pub fn limiter(&self) -> SendLimiter {
+        let per_number = self
+            .numbers
+            .iter()
+            .map(|(id, n)| (id.clone(), n.policies.throughput_per_number))
+            .collect();
+        SendLimiter::new(
+            self.config.policies.throughput_per_number,
+            per_number,
+            &self.config.policies.customer_pacing,
+        )
     }
 }
 
 /// The state every task shares.
 pub struct AppState {
     pub snapshot: ArcSwap<Snapshot>,
+    /// Meta's pacing limits: per-number throughput and per-customer pacing.
+    pub limiter: SendLimiter,
+    /// Every write goes through the group-commit writer.
+    pub writer: WriterHandle,
     pub store: Store,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
@@ -101,10 +129,13 @@ impl AppState {
     pub fn new(
         snapshot: Snapshot,
         store: Store,
+        writer: WriterHandle,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            writer,
+            limiter: snapshot.limiter(),
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
             metrics,

@@ -57,6 +57,11 @@ impl HttpAgent {
         })
     }
 
+    /// Previous turns sent along.
+    pub fn history_turns(&self) -> usize {
+        self.history_turns
+    }
+
     pub(super) async fn reply(&self, turn: &Turn) -> Result<Option<String>, AgentError> {
         let body = if turn.history.len() > self.history_turns {
             let mut cut = turn.clone();

@@ -222,6 +222,15 @@ impl Agent {
         })
     }
 
+    /// How many previous turns this agent wants as history (0: none, so none is loaded).
+    pub fn history_turns(&self) -> usize {
+        match self {
+            Agent::Echo(_) => 0,
+            Agent::Http(a) => a.history_turns(),
+            Agent::Openai(a) => a.history_turns(),
+        }
+    }
+
     /// `echo`, `http` or `openai`, for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {

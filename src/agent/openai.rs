@@ -79,6 +79,11 @@ struct ErrorDetail {
 const QUOTED_BODY: usize = 300;
 
 impl OpenaiAgent {
+    /// Previous turns sent as history.
+    pub fn history_turns(&self) -> usize {
+        self.params.history_turns
+    }
+
     /// A client for the server at `base_url` (up to `/v1`).
     pub fn new(
         base_url: &str,

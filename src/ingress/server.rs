@@ -63,6 +63,7 @@ async fn verify(
     }
 }
 
+#[tracing::instrument(name = "webhook", skip_all, fields(bytes = body.len()))]
 async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     let metrics = &st.app.metrics;
@@ -77,8 +78,11 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
         tracing::warn!(error = %e, bytes = body.len(), "webhook refused: bad signature; nothing stored");
         return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
     }
-    let (write, result) = match envelope::parse(&body) {
-        Ok(env) => (to_write(&snap, &st.app, env), "ok"),
+    let (write, counted, result) = match envelope::parse(&body) {
+        Ok(env) => {
+            let (write, counted) = to_write(&snap, env);
+            (write, counted, "ok")
+        }
         Err(e) => {
             tracing::warn!(error = %e, bytes = body.len(), "signed webhook is not a Cloud API envelope; kept as a dead letter and acknowledged");
             (
@@ -89,6 +93,7 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
                     }),
                     ..Default::default()
                 },
+                Counted::new(),
                 "dead_letter",
             )
         }
@@ -96,6 +101,12 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
     match st.writer.submit(write).await {
         Ok(_) => {
             metrics.webhooks.with_label_values(&[result]).inc();
+            for (number, kind) in &counted {
+                metrics
+                    .messages_in
+                    .with_label_values(&[number.as_str(), kind])
+                    .inc();
+            }
             metrics
                 .webhook_ack_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -113,9 +124,13 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
     }
 }
 
+/// Inbound messages by (number label, type label), counted once their webhook is committed.
+type Counted = Vec<(String, &'static str)>;
+
 /// Turns a parsed envelope into the rows to commit.
-fn to_write(snap: &Snapshot, app: &AppState, env: Envelope) -> WebhookWrite {
+fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
     let mut write = WebhookWrite::default();
+    let mut counted = Counted::new();
     for entry in env.entry {
         for change in entry.changes {
             let value = match change.value {
@@ -162,18 +177,18 @@ fn to_write(snap: &Snapshot, app: &AppState, env: Envelope) -> WebhookWrite {
                     }
                     (Some(_), Some(_)) => (InboxState::Received, None),
                 };
-                let type_label = if number.is_some() {
-                    msg.type_name()
-                } else {
-                    "unrouted"
-                };
-                app.metrics
-                    .messages_in
-                    .with_label_values(&[
-                        if number.is_some() { &pnid } else { "unknown" },
-                        type_label,
-                    ])
-                    .inc();
+                counted.push((
+                    if number.is_some() {
+                        pnid.clone()
+                    } else {
+                        "unknown".to_owned()
+                    },
+                    if number.is_some() {
+                        msg.content.label()
+                    } else {
+                        "unrouted"
+                    },
+                ));
                 write.messages.push(NewInbound {
                     wamid: msg.id.to_string(),
                     phone_number_id: pnid.clone(),
@@ -187,8 +202,8 @@ fn to_write(snap: &Snapshot, app: &AppState, env: Envelope) -> WebhookWrite {
                             contact.and_then(|c| c.user_id.as_ref().map(|u| u.to_string()))
                         }),
                     customer_name: contact.and_then(|c| c.name.clone()),
-                    msg_type: msg.type_name().to_owned(),
-                    text: msg.text(),
+                    msg_type: msg.content.label().to_owned(),
+                    text: super::content::render_text(msg),
                     payload: msg.raw.to_string(),
                     meta_ts: msg.timestamp,
                     state,
@@ -209,5 +224,5 @@ fn to_write(snap: &Snapshot, app: &AppState, env: Envelope) -> WebhookWrite {
             }
         }
     }
-    write
+    (write, counted)
 }

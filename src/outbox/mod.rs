@@ -4,7 +4,7 @@
 
 use crate::graph::{GraphError, RetryClass};
 use crate::state::{AppState, NumberRuntime};
-use crate::store::{OutboxRow, OutboxState, StoreError, now_ms};
+use crate::store::{OutboxKind, OutboxRow, OutboxState, StoreError, now_ms};
 use backon::BackoffBuilder;
 use std::time::Duration;
 
@@ -81,13 +81,25 @@ pub async fn deliver(state: &AppState, number: &NumberRuntime, row: &OutboxRow) 
         if state.shutdown.is_cancelled() {
             return Outcome::Interrupted;
         }
+        // Checked at send time, not only when queued: the window may have closed while the
+        // agent thought or while this reply waited for a retry.
+        match gate(state, number, row).await {
+            Gate::Go => {}
+            Gate::Stop(outcome) => return outcome,
+        }
         if persist(state, "outbox attempt", || {
-            state.store.outbox_attempt(row.id)
+            state.writer.outbox_attempt(row.id)
         })
         .await
         .is_none()
         {
             return Outcome::Interrupted;
+        }
+        // The token is taken right before the call, so what Meta sees is paced, not what the
+        // database saw.
+        tokio::select! {
+            _ = state.limiter.acquire(pnid, &row.customer) => {}
+            _ = state.shutdown.cancelled() => return Outcome::Interrupted,
         }
         attempts += 1;
         let result = snap
@@ -97,7 +109,7 @@ pub async fn deliver(state: &AppState, number: &NumberRuntime, row: &OutboxRow) 
         let err = match result {
             Ok(wamid) => {
                 persist(state, "outbox sent", || {
-                    state.store.outbox_sent(row.id, &wamid)
+                    state.writer.outbox_sent(row.id, &wamid)
                 })
                 .await;
                 state
@@ -121,6 +133,11 @@ pub async fn deliver(state: &AppState, number: &NumberRuntime, row: &OutboxRow) 
         let message = err.to_string();
         match err.class() {
             RetryClass::OutsideWindow => {
+                state
+                    .metrics
+                    .window_expired
+                    .with_label_values(&[pnid])
+                    .inc();
                 tracing::warn!(
                     outbox_id = row.id,
                     phone_number_id = pnid,
@@ -152,6 +169,13 @@ pub async fn deliver(state: &AppState, number: &NumberRuntime, row: &OutboxRow) 
                     .inc();
                 let backoff = delays.next().unwrap_or(policy.max_backoff.get());
                 let wait = err.retry_after().map_or(backoff, |ra| ra.max(backoff));
+                if class == RetryClass::Throttle {
+                    // The whole number pauses, not just this conversation; others keep sending.
+                    state
+                        .limiter
+                        .throttle(pnid, tokio::time::Instant::now() + wait);
+                    state.metrics.throttled.with_label_values(&[pnid]).inc();
+                }
                 if err.is_ambiguous() {
                     // Meta may have taken it: wait for a status webhook echoing our id before
                     // sending again, or a retry could deliver it twice.
@@ -162,7 +186,7 @@ pub async fn deliver(state: &AppState, number: &NumberRuntime, row: &OutboxRow) 
                     }
                 } else {
                     persist(state, "outbox retry", || {
-                        state.store.outbox_retry(row.id, code, &message)
+                        state.writer.outbox_retry(row.id, code, &message)
                     })
                     .await;
                     tracing::info!(outbox_id = row.id, ?wait, error = %message, "send failed; retrying");
@@ -176,6 +200,72 @@ pub async fn deliver(state: &AppState, number: &NumberRuntime, row: &OutboxRow) 
     }
 }
 
+enum Gate {
+    Go,
+    Stop(Outcome),
+}
+
+/// The policy checks a reply must pass right before it leaves: the 24-hour window, and the
+/// customer's opt-out (only the opt-out confirmation may reach an opted-out customer).
+async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow) -> Gate {
+    let pnid = row.phone_number_id.as_str();
+    let Some(last) = persist(state, "window read", || {
+        state.store.last_inbound(pnid, &row.customer)
+    })
+    .await
+    else {
+        return Gate::Stop(Outcome::Interrupted);
+    };
+    let now_s = now_ms() / 1000;
+    let window = number.policies.window.get();
+    if !last.is_some_and(|ts| crate::policy::window_open(ts, now_s, window)) {
+        tracing::warn!(
+            outbox_id = row.id,
+            phone_number_id = pnid,
+            "reply not sent: the customer's 24-hour window closed before it could leave"
+        );
+        state
+            .metrics
+            .window_expired
+            .with_label_values(&[pnid])
+            .inc();
+        give_up(
+            state,
+            row,
+            OutboxState::Expired,
+            None,
+            "customer service window closed before sending",
+        )
+        .await;
+        return Gate::Stop(Outcome::Expired);
+    }
+    if row.kind != OutboxKind::OptOutConfirmation {
+        let Some(opted_out) = persist(state, "opt-out read", || {
+            state.store.opted_out(pnid, &row.customer)
+        })
+        .await
+        else {
+            return Gate::Stop(Outcome::Interrupted);
+        };
+        if opted_out {
+            tracing::info!(
+                outbox_id = row.id,
+                "reply cancelled: the customer opted out"
+            );
+            give_up(
+                state,
+                row,
+                OutboxState::Cancelled,
+                None,
+                "customer opted out",
+            )
+            .await;
+            return Gate::Stop(Outcome::Failed);
+        }
+    }
+    Gate::Go
+}
+
 async fn give_up(
     state: &AppState,
     row: &OutboxRow,
@@ -184,7 +274,7 @@ async fn give_up(
     message: &str,
 ) {
     persist(state, "outbox give up", || {
-        state.store.outbox_give_up(row.id, to, code, message)
+        state.writer.outbox_give_up(row.id, to, code, message)
     })
     .await;
     state

@@ -89,22 +89,64 @@ pub fn spawn(state: Arc<AppState>) -> Dispatch {
 
 async fn worker(state: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Work>) {
     state.metrics.conversation_workers.inc();
+    // Work taken from the channel while coalescing that did not belong to the turn.
+    let mut next: Option<Work> = None;
     loop {
-        let work = tokio::select! {
-            biased;
-            _ = state.shutdown.cancelled() => break,
-            w = rx.recv() => match w { Some(w) => w, None => break },
-            _ = tokio::time::sleep(WORKER_IDLE) => {
-                // Close first, then drain: anything sent before the close is still handled here,
-                // anything after makes the dispatcher start a new worker.
-                rx.close();
-                while let Ok(w) = rx.try_recv() {
-                    turn::run(&state, w).await;
+        let work = match next.take() {
+            Some(w) => w,
+            None => tokio::select! {
+                biased;
+                _ = state.shutdown.cancelled() => break,
+                w = rx.recv() => match w { Some(w) => w, None => break },
+                _ = tokio::time::sleep(WORKER_IDLE) => {
+                    // Close first, then drain: anything sent before the close is still handled
+                    // here, anything after makes the dispatcher start a new worker.
+                    rx.close();
+                    while let Ok(w) = rx.try_recv() {
+                        handle(&state, &mut rx, w, &mut next).await;
+                    }
+                    if let Some(w) = next.take() {
+                        handle(&state, &mut rx, w, &mut next).await;
+                    }
+                    break;
                 }
-                break;
-            }
+            },
         };
-        turn::run(&state, work).await;
+        handle(&state, &mut rx, work, &mut next).await;
     }
     state.metrics.conversation_workers.dec();
+}
+
+/// Handles one unit of work; an inbound message may first gather the customer's next messages
+/// within the quiet period (coalescing) so they make one agent turn.
+async fn handle(
+    state: &AppState,
+    rx: &mut mpsc::UnboundedReceiver<Work>,
+    work: Work,
+    next: &mut Option<Work>,
+) {
+    let first = match work {
+        Work::Resume(row) => return turn::resume(state, row).await,
+        Work::Inbound(row) => row,
+    };
+    let quiet = turn::coalesce_window(state, &first);
+    let mut rows = vec![first];
+    if let Some(quiet) = quiet {
+        loop {
+            let more = tokio::select! {
+                w = rx.recv() => w,
+                _ = tokio::time::sleep(quiet) => None,
+                _ = state.shutdown.cancelled() => None,
+            };
+            match more {
+                Some(Work::Inbound(row)) if turn::coalescable(state, &row) => rows.push(row),
+                Some(other) => {
+                    *next = Some(other);
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    turn::inbound(state, rows).await;
 }

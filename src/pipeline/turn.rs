@@ -1,123 +1,211 @@
-//! One unit of conversation work: call the number's agent for an inbound message, queue the
-//! reply in the outbox with the turn's completion (one transaction), then send it.
+//! One conversation turn: compliance keywords, message kinds, the agent call with history and a
+//! language hint, reply shaping, then the replies queued (with the turn's completion, in one
+//! transaction) and sent in order.
 
-use super::Work;
-use crate::agent::{Turn, TurnCustomer, TurnMessage, TurnNumber};
+use crate::agent::{HistoryTurn, LanguageHint, Role, Turn, TurnCustomer, TurnMessage, TurnNumber};
+use crate::ingress::envelope::InboundMessage;
 use crate::outbox::{self, Outcome};
-use crate::state::AppState;
-use crate::store::{InboxRow, InboxState, NewOutbox, StoreError};
+use crate::policy::{KeywordHit, KeywordKind};
+use crate::state::{AppState, NumberRuntime};
+use crate::store::{
+    InboxRow, InboxState, NewOutbox, OutboxKind, OutboxRow, OutboxState, StoreError,
+};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-/// Meta's limit on a text body, in characters.
-pub const MAX_TEXT_CHARS: usize = 4096;
-
-/// Handles one unit of work to the end (or until shutdown interrupts it).
-pub async fn run(state: &AppState, work: Work) {
-    match work {
-        Work::Inbound(row) => {
-            let span = tracing::info_span!("turn", wamid = %row.msg.wamid, phone_number_id = %row.msg.phone_number_id);
-            inbound(state, row).instrument(span).await
-        }
-        Work::Resume(row) => {
-            let span = tracing::info_span!("resume", outbox_id = row.id, phone_number_id = %row.phone_number_id);
-            async {
-                let snap = state.snapshot.load_full();
-                match snap.numbers.get(&row.phone_number_id) {
-                    Some(number) => {
-                        outbox::resume(state, number, &row).await;
-                    }
-                    None => {
-                        tracing::warn!("reply for a number no longer declared; giving it up");
-                        let _ = state
-                            .store
-                            .outbox_give_up(
-                                row.id,
-                                crate::store::OutboxState::Failed,
-                                None,
-                                "number no longer declared in the config",
-                            )
-                            .await;
-                    }
-                }
-            }
-            .instrument(span)
-            .await
-        }
-    }
+/// The quiet period to wait for more messages before `row`'s turn, if coalescing applies to it.
+pub fn coalesce_window(state: &AppState, row: &InboxRow) -> Option<Duration> {
+    let snap = state.snapshot.load();
+    let number = snap.numbers.get(&row.msg.phone_number_id)?;
+    let quiet = number.policies.coalesce.get();
+    (!quiet.is_zero() && coalescable(state, row)).then_some(quiet)
 }
 
-async fn inbound(state: &AppState, row: InboxRow) {
+/// Whether `row` may join another message's turn: plain customer text that is not a keyword.
+pub fn coalescable(state: &AppState, row: &InboxRow) -> bool {
+    if row.msg.msg_type != "text" {
+        return false;
+    }
+    let snap = state.snapshot.load();
+    let text = row.msg.text.as_deref().unwrap_or_default();
+    snap.keywords.classify(text).is_none()
+}
+
+/// Resumes a reply found open at start.
+pub async fn resume(state: &AppState, row: OutboxRow) {
+    let span =
+        tracing::info_span!("resume", outbox_id = row.id, phone_number_id = %row.phone_number_id);
+    async {
+        let snap = state.snapshot.load_full();
+        match snap.numbers.get(&row.phone_number_id) {
+            Some(number) => {
+                outbox::resume(state, number, &row).await;
+            }
+            None => {
+                tracing::warn!("reply for a number no longer declared; giving it up");
+                let _ = state
+                    .writer
+                    .outbox_give_up(
+                        row.id,
+                        OutboxState::Failed,
+                        None,
+                        "number no longer declared in the config",
+                    )
+                    .await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Handles one turn made of `rows` (one message, or several coalesced ones), in order.
+pub async fn inbound(state: &AppState, rows: Vec<InboxRow>) {
+    let first = &rows[0];
+    let span = tracing::info_span!(
+        "turn",
+        wamid = %first.msg.wamid,
+        phone_number_id = %first.msg.phone_number_id,
+        messages = rows.len()
+    );
+    run(state, &rows).instrument(span).await
+}
+
+async fn run(state: &AppState, rows: &[InboxRow]) {
+    let first = &rows[0];
     let snap = state.snapshot.load_full();
-    let Some(number) = snap.numbers.get(&row.msg.phone_number_id).cloned() else {
-        finish(
+    let Some(number) = snap.numbers.get(&first.msg.phone_number_id).cloned() else {
+        finish_all(
             state,
-            &row,
+            rows,
             InboxState::Skipped,
-            Some("number no longer declared"),
-            &[],
+            "number no longer declared",
         )
         .await;
         return;
     };
     if !number.cfg.enabled {
-        finish(
-            state,
-            &row,
-            InboxState::Skipped,
-            Some("number disabled"),
-            &[],
-        )
-        .await;
+        finish_all(state, rows, InboxState::Skipped, "number disabled").await;
         return;
     }
-    if snap.config.policies.mark_read {
+    let pnid = first.msg.phone_number_id.as_str();
+    let customer = first.msg.customer.as_str();
+    let text = joined_text(rows);
+    let language = text.as_deref().and_then(crate::policy::detect_language);
+
+    if rows.len() == 1
+        && number.policies.opt_out.enabled
+        && let Some(hit) = snap.keywords.classify(text.as_deref().unwrap_or_default())
+        && keyword(state, &number, first, &hit, language.as_ref()).await
+    {
+        return;
+    }
+    let Some(opted_out) = retry_store(state, || state.store.opted_out(pnid, customer)).await else {
+        return;
+    };
+    if opted_out {
+        state
+            .metrics
+            .opt_out_suppressed
+            .with_label_values(&[pnid])
+            .inc();
+        finish_all(state, rows, InboxState::Skipped, "customer opted out").await;
+        return;
+    }
+    // Messages that are not a customer turn.
+    match first.msg.msg_type.as_str() {
+        "reaction" if !number.policies.reactions_start_turn => {
+            finish_all(
+                state,
+                rows,
+                InboxState::Skipped,
+                "reaction (policies.reactions_start_turn is off)",
+            )
+            .await;
+            return;
+        }
+        "system" | "revoke" => {
+            finish_all(state, rows, InboxState::Skipped, "not a customer turn").await;
+            return;
+        }
+        "unsupported" => {
+            let reply = number
+                .policies
+                .unsupported_reply
+                .as_ref()
+                .map(|t| localized(t, text.as_deref(), language.as_ref()));
+            let replies = reply
+                .map(|t| reply_rows(first, &number, &[t], OutboxKind::Unsupported))
+                .unwrap_or_default();
+            complete_and_send(
+                state,
+                &number,
+                rows,
+                InboxState::Done,
+                Some("unsupported message type"),
+                replies,
+            )
+            .await;
+            return;
+        }
+        _ => {}
+    }
+
+    if number.policies.mark_read {
         let graph = snap.graph.clone();
         let token = number.cfg.access_token.clone();
-        let pnid = row.msg.phone_number_id.clone();
-        let wamid = row.msg.wamid.clone();
+        let wamid = rows.last().map(|r| r.msg.wamid.clone()).unwrap_or_default();
+        let pnid = pnid.to_owned();
+        let typing = number.policies.typing_indicator;
         state.tracker.spawn(async move {
-            if let Err(e) = graph.mark_read(&pnid, token.expose(), &wamid, false).await {
+            if let Err(e) = graph.mark_read(&pnid, token.expose(), &wamid, typing).await {
                 tracing::warn!(%wamid, error = %e, "could not mark the customer's message read");
             }
         });
     }
-    let turn = Turn {
-        number: TurnNumber {
-            phone_number_id: row.msg.phone_number_id.clone(),
-            display_name: number.cfg.display_name.clone(),
-        },
-        customer: TurnCustomer {
-            wa_id: row.msg.wa_id.clone(),
-            user_id: row.msg.user_id.clone(),
-            name: row.msg.customer_name.clone(),
-        },
-        message: TurnMessage {
-            id: row.msg.wamid.clone(),
-            kind: row.msg.msg_type.clone(),
-            text: row.msg.text.clone(),
-            timestamp: row.msg.meta_ts,
-            content: serde_json::from_str(&row.msg.payload).unwrap_or(serde_json::Value::Null),
-            structured: serde_json::Value::Null,
-        },
-        language: None,
-        history: Vec::new(),
+
+    let history = match number.agent.agent().history_turns() {
+        0 => Vec::new(),
+        n => {
+            let Some(h) =
+                retry_store(state, || state.store.history(pnid, customer, first.id, n)).await
+            else {
+                return;
+            };
+            h
+        }
     };
+    let turn = build_turn(&number, rows, text, language.clone(), history);
     let started = Instant::now();
     let answer = tokio::select! {
-        a = number.agent.reply(&turn) => a,
-        // The turn is not recorded: it runs again at the next start.
+        a = number.agent.call(&turn) => a,
+        // Not recorded: the turn runs again at the next start.
         _ = state.shutdown.cancelled() => return,
     };
-    let (result, state_after, detail, replies) = match answer {
-        Ok(Some(text)) => {
-            let replies = reply_rows(&row, &text);
+    let (result, inbox_state, detail, replies) = match answer {
+        Ok(Some(reply)) => {
+            let parts = crate::reply::shape(&reply);
+            let replies = reply_rows(
+                rows.last().unwrap_or(first),
+                &number,
+                &parts,
+                OutboxKind::Reply,
+            );
             ("ok", InboxState::Done, None, replies)
         }
         Ok(None) => ("empty", InboxState::Done, None, Vec::new()),
         Err(e) => {
             tracing::warn!(agent = %number.agent_name, error = %e, "agent gave no answer");
-            ("error", InboxState::Failed, Some(e.to_string()), Vec::new())
+            let fallback = number
+                .policies
+                .fallback_reply
+                .as_ref()
+                .map(|t| localized(t, turn.message.text.as_deref(), language.as_ref()));
+            let replies = fallback
+                .map(|t| reply_rows(first, &number, &[t], OutboxKind::Fallback))
+                .unwrap_or_default();
+            (e.label(), InboxState::Failed, Some(e.to_string()), replies)
         }
     };
     state
@@ -125,17 +213,279 @@ async fn inbound(state: &AppState, row: InboxRow) {
         .agent_seconds
         .with_label_values(&[&number.agent_name, result])
         .observe(started.elapsed().as_secs_f64());
-    let Some(rows) = finish(state, &row, state_after, detail.as_deref(), &replies).await else {
+    state
+        .metrics
+        .agent_breaker_open
+        .with_label_values(&[&number.agent_name])
+        .set(i64::from(
+            number.agent.breaker_state() != crate::agent::BreakerState::Closed,
+        ));
+    complete_and_send(
+        state,
+        &number,
+        rows,
+        inbox_state,
+        detail.as_deref(),
+        replies,
+    )
+    .await;
+}
+
+/// Handles an opt-out or opt-in keyword; returns false when the message is an ordinary turn after
+/// all (START from a customer who never opted out).
+async fn keyword(
+    state: &AppState,
+    number: &Arc<NumberRuntime>,
+    row: &InboxRow,
+    hit: &KeywordHit,
+    language: Option<&crate::policy::LanguageHint>,
+) -> bool {
+    let pnid = row.msg.phone_number_id.as_str();
+    let customer = row.msg.customer.as_str();
+    let Some(opted_out) = retry_store(state, || state.store.opted_out(pnid, customer)).await else {
+        return true;
+    };
+    let opt_out = &number.policies.opt_out;
+    let said = row.msg.text.as_deref();
+    match hit.kind {
+        KeywordKind::Stop if opted_out => {
+            // The confirmation goes out once; a repeated STOP is recorded, not answered.
+            finish_all(
+                state,
+                std::slice::from_ref(row),
+                InboxState::Done,
+                "opt-out repeated",
+            )
+            .await;
+        }
+        KeywordKind::Stop => {
+            if retry_store(state, || {
+                state
+                    .writer
+                    .set_opt_out(pnid, customer, true, &hit.keyword, &row.msg.wamid)
+            })
+            .await
+            .is_none()
+            {
+                return true;
+            }
+            state
+                .metrics
+                .opt_outs
+                .with_label_values(&[pnid, "stop"])
+                .inc();
+            tracing::info!(keyword = %hit.keyword, "customer opted out");
+            let text = localized(&opt_out.confirmation, said, language);
+            let replies = reply_rows(row, number, &[text], OutboxKind::OptOutConfirmation);
+            complete_and_send(
+                state,
+                number,
+                std::slice::from_ref(row),
+                InboxState::Done,
+                Some("opt-out"),
+                replies,
+            )
+            .await;
+        }
+        KeywordKind::Resume if opted_out => {
+            if retry_store(state, || {
+                state
+                    .writer
+                    .set_opt_out(pnid, customer, false, &hit.keyword, &row.msg.wamid)
+            })
+            .await
+            .is_none()
+            {
+                return true;
+            }
+            state
+                .metrics
+                .opt_outs
+                .with_label_values(&[pnid, "resume"])
+                .inc();
+            tracing::info!(keyword = %hit.keyword, "customer opted back in");
+            let text = localized(&opt_out.resume_confirmation, said, language);
+            let replies = reply_rows(row, number, &[text], OutboxKind::ResumeConfirmation);
+            complete_and_send(
+                state,
+                number,
+                std::slice::from_ref(row),
+                InboxState::Done,
+                Some("opt-in"),
+                replies,
+            )
+            .await;
+        }
+        KeywordKind::Resume => return false,
+    }
+    true
+}
+
+/// The language to pick a system text in: the hint when it is reliable, else the best guess
+/// among the languages the text exists in (whatlang is weak on short chat lines).
+fn text_language(
+    text: &crate::config::LocalizedText,
+    message: Option<&str>,
+    hint: Option<&crate::policy::LanguageHint>,
+) -> Option<String> {
+    if let Some(h) = hint.filter(|h| h.reliable) {
+        return Some(h.code.clone());
+    }
+    let crate::config::LocalizedText::ByLanguage(map) = text else {
+        return None;
+    };
+    // Restricting whatlang to the languages the text exists in makes it right on short lines,
+    // but it then always answers one of them: English competes too, so an English message
+    // that resembles none of them gets the default.
+    let mut codes: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "default")
+        .collect();
+    if !codes.contains(&"en") {
+        codes.push("en");
+    }
+    crate::policy::detect_language_among(message?, &codes)
+        .map(|h| h.code)
+        .filter(|code| map.contains_key(code))
+}
+
+/// `text` in the customer's language, or its default.
+fn localized(
+    text: &crate::config::LocalizedText,
+    message: Option<&str>,
+    hint: Option<&crate::policy::LanguageHint>,
+) -> String {
+    let lang = text_language(text, message, hint);
+    text.pick(lang.as_deref()).to_owned()
+}
+
+fn joined_text(rows: &[InboxRow]) -> Option<String> {
+    let texts: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.msg.text.as_deref())
+        .filter(|t| !t.is_empty())
+        .collect();
+    (!texts.is_empty()).then(|| texts.join("\n"))
+}
+
+fn build_turn(
+    number: &NumberRuntime,
+    rows: &[InboxRow],
+    text: Option<String>,
+    language: Option<crate::policy::LanguageHint>,
+    history: Vec<crate::store::HistoryEntry>,
+) -> Turn {
+    let last = rows.last().unwrap_or(&rows[0]);
+    let raw: serde_json::Value =
+        serde_json::from_str(&last.msg.payload).unwrap_or(serde_json::Value::Null);
+    let structured = InboundMessage::from_raw(raw.clone())
+        .map(|m| {
+            crate::ingress::content::structured_for(&last.msg.phone_number_id.as_str().into(), &m)
+        })
+        .unwrap_or(serde_json::Value::Null);
+    Turn {
+        number: TurnNumber {
+            phone_number_id: last.msg.phone_number_id.clone(),
+            display_name: number.cfg.display_name.clone(),
+        },
+        customer: TurnCustomer {
+            wa_id: last.msg.wa_id.clone(),
+            user_id: last.msg.user_id.clone(),
+            name: last.msg.customer_name.clone(),
+        },
+        message: TurnMessage {
+            id: last.msg.wamid.clone(),
+            kind: last.msg.msg_type.clone(),
+            text,
+            timestamp: last.msg.meta_ts,
+            content: raw,
+            structured,
+        },
+        language: language.map(|l| LanguageHint {
+            code: l.code,
+            name: l.name,
+            confidence: l.confidence,
+            reliable: l.reliable,
+        }),
+        history: history
+            .into_iter()
+            .map(|h| HistoryTurn {
+                role: if h.from_customer {
+                    Role::Customer
+                } else {
+                    Role::Agent
+                },
+                text: h.text,
+                timestamp: h.timestamp,
+            })
+            .collect(),
+    }
+}
+
+/// Outbox rows for text `parts` answering `row`.
+fn reply_rows(
+    row: &InboxRow,
+    number: &NumberRuntime,
+    parts: &[String],
+    kind: OutboxKind,
+) -> Vec<NewOutbox> {
+    let (recipient, recipient_kind) = match (&row.msg.wa_id, &row.msg.user_id) {
+        (Some(wa), _) => (wa.clone(), "wa_id"),
+        (None, Some(user)) => (user.clone(), "user_id"),
+        (None, None) => (row.msg.customer.clone(), "wa_id"),
+    };
+    parts
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .enumerate()
+        .map(|(i, part)| {
+            let mut payload = serde_json::json!({
+                "type": "text",
+                "text": { "body": part, "preview_url": crate::reply::has_url(part) },
+            });
+            // Quote the customer's message on the first part only.
+            if number.policies.quote_customer && i == 0 {
+                payload["context"] = serde_json::json!({ "message_id": row.msg.wamid });
+            }
+            NewOutbox {
+                recipient: recipient.clone(),
+                recipient_kind: recipient_kind.into(),
+                part: i as i64,
+                payload: payload.to_string(),
+                kind,
+            }
+        })
+        .collect()
+}
+
+async fn complete_and_send(
+    state: &AppState,
+    number: &NumberRuntime,
+    rows: &[InboxRow],
+    to: InboxState,
+    detail: Option<&str>,
+    replies: Vec<NewOutbox>,
+) {
+    let first = &rows[0];
+    let coalesced: Vec<i64> = rows[1..].iter().map(|r| r.id).collect();
+    let Some(out) = retry_store(state, || {
+        state
+            .writer
+            .complete_turn(first, to, detail, &replies, &coalesced)
+    })
+    .await
+    else {
         return;
     };
-    for out in rows {
-        let outcome = outbox::deliver(state, &number, &out).await;
+    for row in out {
+        let outcome = outbox::deliver(state, number, &row).await;
         if outcome == Outcome::Sent {
-            let age_ms = crate::store::now_ms() - row.received_at;
+            let age_ms = crate::store::now_ms() - first.received_at;
             state
                 .metrics
                 .reply_seconds
-                .observe(Duration::from_millis(age_ms.max(0) as u64).as_secs_f64());
+                .observe(age_ms.max(0) as f64 / 1000.0);
         }
         if outcome == Outcome::Interrupted {
             return;
@@ -143,24 +493,30 @@ async fn inbound(state: &AppState, row: InboxRow) {
     }
 }
 
-/// Records the end of a turn, retrying storage until it works or shutdown.
-async fn finish(
-    state: &AppState,
-    row: &InboxRow,
-    to: InboxState,
-    detail: Option<&str>,
-    replies: &[NewOutbox],
-) -> Option<Vec<crate::store::OutboxRow>> {
+async fn finish_all(state: &AppState, rows: &[InboxRow], to: InboxState, detail: &str) {
+    let first = &rows[0];
+    let coalesced: Vec<i64> = rows[1..].iter().map(|r| r.id).collect();
+    retry_store(state, || {
+        state
+            .writer
+            .complete_turn(first, to, Some(detail), &[], &coalesced)
+    })
+    .await;
+}
+
+/// Retries a store call until it succeeds or the gateway shuts down (`None`): the work stays
+/// open in storage and is resumed at the next start.
+async fn retry_store<T, F, Fut>(state: &AppState, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
     let mut delay = Duration::from_millis(50);
     loop {
-        let r: Result<_, StoreError> = state
-            .store
-            .complete_turn(row, to, detail, replies, &[])
-            .await;
-        match r {
-            Ok(rows) => return Some(rows),
+        match f().await {
+            Ok(v) => return Some(v),
             Err(e) => {
-                tracing::warn!(error = %e, "could not record the turn; retrying");
+                tracing::warn!(error = %e, "storage call failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = state.shutdown.cancelled() => return None,
@@ -168,92 +524,5 @@ async fn finish(
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
-    }
-}
-
-/// The outbox rows for a reply text: split into parts Meta accepts.
-fn reply_rows(row: &InboxRow, text: &str) -> Vec<NewOutbox> {
-    let (recipient, kind) = match (&row.msg.wa_id, &row.msg.user_id) {
-        (Some(wa), _) => (wa.clone(), "wa_id"),
-        (None, Some(user)) => (user.clone(), "user_id"),
-        (None, None) => (row.msg.customer.clone(), "wa_id"),
-    };
-    split_text(text, MAX_TEXT_CHARS)
-        .into_iter()
-        .enumerate()
-        .map(|(i, part)| {
-            let preview = part.contains("https://") || part.contains("http://");
-            NewOutbox {
-                recipient: recipient.clone(),
-                recipient_kind: kind.into(),
-                part: i as i64,
-                payload: serde_json::json!({
-                    "type": "text",
-                    "text": { "body": part, "preview_url": preview },
-                })
-                .to_string(),
-                kind: crate::store::OutboxKind::Reply,
-            }
-        })
-        .collect()
-}
-
-/// Splits `text` into parts of at most `max` characters, preferring paragraph, then line, then
-/// word boundaries.
-pub fn split_text(text: &str, max: usize) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut rest = text.trim();
-    while rest.chars().count() > max {
-        let cut = rest
-            .char_indices()
-            .nth(max)
-            .map(|(i, _)| i)
-            .unwrap_or(rest.len());
-        let window = &rest[..cut];
-        // A boundary right after the window keeps the whole window.
-        let at = if rest[cut..].starts_with(char::is_whitespace) {
-            Some(cut)
-        } else {
-            None
-        };
-        let at = at
-            .or_else(|| window.rfind("\n\n"))
-            .or_else(|| window.rfind('\n'))
-            .or_else(|| window.rfind(' '))
-            .filter(|&i| i > 0)
-            .unwrap_or(cut);
-        parts.push(rest[..at].trim_end().to_owned());
-        rest = rest[at..].trim_start();
-    }
-    if !rest.is_empty() {
-        parts.push(rest.to_owned());
-    }
-    parts
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_text;
-
-    #[test]
-    fn split_respects_limit_and_boundaries() {
-        assert_eq!(split_text("hello", 4096), vec!["hello"]);
-        assert!(split_text("   ", 10).is_empty());
-        let parts = split_text("aaaa bbbb cccc", 9);
-        assert_eq!(parts, vec!["aaaa bbbb", "cccc"]);
-        let parts = split_text("para one\n\npara two is longer", 20);
-        assert_eq!(parts, vec!["para one", "para two is longer"]);
-        let long = "x".repeat(10_000);
-        let parts = split_text(&long, 4096);
-        assert_eq!(
-            parts.iter().map(|p| p.chars().count()).collect::<Vec<_>>(),
-            vec![4096, 4096, 1808]
-        );
-        let multibyte = "é".repeat(5000);
-        assert!(
-            split_text(&multibyte, 4096)
-                .iter()
-                .all(|p| p.chars().count() <= 4096)
-        );
     }
 }

@@ -1,7 +1,7 @@
 //! Per-conversation facts the policies decide on: the last inbound time (the 24-hour window),
 //! the opt-out state, and the turn history an agent is given.
 
-use super::{Store, StoreError, now_ms, on_pool};
+use super::{Store, StoreError, on_pool};
 
 /// One past turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,48 +47,6 @@ impl Store {
             .fetch_optional(pool)
             .await?;
             Ok(v == Some(1))
-        })
-    }
-
-    /// Records an opt-out (`opted_out`) or an opt-in, with the keyword and the message that said it.
-    pub async fn set_opt_out(
-        &self,
-        phone_number_id: &str,
-        customer: &str,
-        opted_out: bool,
-        keyword: &str,
-        wamid: &str,
-    ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let flag = i64::from(opted_out);
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO opt_outs (phone_number_id, customer, opted_out, keyword, changed_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (phone_number_id, customer) DO UPDATE SET \
-                 opted_out = excluded.opted_out, keyword = excluded.keyword, changed_at = excluded.changed_at",
-            )
-            .bind(phone_number_id)
-            .bind(customer)
-            .bind(flag)
-            .bind(keyword)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO opt_out_events (phone_number_id, customer, opted_out, keyword, wamid, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(phone_number_id)
-            .bind(customer)
-            .bind(flag)
-            .bind(keyword)
-            .bind(wamid)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(())
         })
     }
 

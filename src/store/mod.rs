@@ -1,11 +1,13 @@
 //! Storage: one interface over SQLite (embedded, WAL) and PostgreSQL, with migrations.
 //! Owns the inbox, outbox, conversations, dead letters and status events; knows no HTTP.
 
+mod apply;
 mod conversation;
 mod migrate;
 mod rows;
 pub mod writer;
 
+pub use apply::{Done, Op};
 pub use conversation::HistoryEntry;
 pub use rows::*;
 
@@ -33,6 +35,15 @@ pub enum StoreError {
     },
     #[error("storage writer has stopped")]
     WriterGone,
+    #[error("{0}")]
+    Batch(String),
+}
+
+impl StoreError {
+    /// The same error for another waiter on the same failed batch.
+    pub fn shallow_clone(&self) -> StoreError {
+        StoreError::Batch(self.to_string())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -41,16 +52,25 @@ enum Pool {
     Postgres(PgPool),
 }
 
-/// A handle to the database; cheap to clone.
+/// A handle to the database; cheap to clone. Reads use `pool`; every write goes through the
+/// group-commit writer on `write_pool` (for SQLite a single connection, so writers queue in the
+/// gateway instead of sleeping in SQLite's busy handler).
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    write_pool: Pool,
 }
 
 /// Runs the same sqlx code against whichever pool this store holds.
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
-        match &$store.pool {
+        on_pool!(@ &$store.pool, |$pool| $body)
+    };
+    (write $store:expr, |$pool:ident| $body:expr) => {
+        on_pool!(@ &$store.write_pool, |$pool| $body)
+    };
+    (@ $which:expr, |$pool:ident| $body:expr) => {
+        match $which {
             $crate::store::Pool::Sqlite($pool) => $body,
             $crate::store::Pool::Postgres($pool) => $body,
         }
@@ -70,7 +90,7 @@ impl Store {
     /// Connects (creating a SQLite file and its directory if needed) and runs migrations.
     pub async fn connect(cfg: &StorageConfig) -> Result<Self, StoreError> {
         let url = cfg.url.as_str();
-        let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
+        let (pool, write_pool) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             if let Some(dir) = std::path::Path::new(path).parent()
                 && !dir.as_os_str().is_empty()
@@ -88,11 +108,15 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(cfg.busy_timeout.get())
                 .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
+            let write_pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
+                .await?;
+            let read_pool = SqlitePoolOptions::new()
                 .max_connections(cfg.max_connections.max(2))
                 .connect_with(opts)
                 .await?;
-            Pool::Sqlite(pool)
+            (Pool::Sqlite(read_pool), Pool::Sqlite(write_pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let lock_ms = cfg.busy_timeout.get().as_millis();
             let opts = PgConnectOptions::from_str(url)?
@@ -106,11 +130,11 @@ impl Store {
                 )
                 .connect_with(opts)
                 .await?;
-            Pool::Postgres(pool)
+            (Pool::Postgres(pool.clone()), Pool::Postgres(pool))
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        let store = Self { pool };
+        let store = Self { pool, write_pool };
         store.migrate().await?;
         Ok(store)
     }
@@ -124,7 +148,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.pool {
+        match &self.write_pool {
             Pool::Sqlite(p) => migrate::sqlite().run(p).await?,
             Pool::Postgres(p) => migrate::postgres().run(p).await?,
         }
@@ -133,7 +157,20 @@ impl Store {
 
     /// Closes every connection.
     pub async fn close(&self) {
-        on_pool!(self, |p| p.close().await)
+        on_pool!(self, |p| p.close().await);
+        on_pool!(write self, |p| p.close().await);
+    }
+
+    /// Copies the SQLite write-ahead log into the database without blocking the writer. The
+    /// writer's connection does not checkpoint by itself, so commits never pay for it.
+    pub async fn checkpoint(&self) {
+        if let Pool::Sqlite(p) = &self.pool
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(p)
+                .await
+        {
+            tracing::debug!(error = %e, "WAL checkpoint did not run");
+        }
     }
 
     /// Whether the database answers a trivial query.

@@ -1,14 +1,20 @@
-//! The group-commit writer: one task owns inbox writes. Each webhook waits until the batch that
-//! holds it is durable, then hears the result; new rows are pushed on to the pipeline.
+//! The group-commit writer: one task owns every write. Each caller waits until the batch that
+//! holds its operation is durable, then hears the result; new inbound rows are pushed on to the
+//! pipeline. On SQLite this is the only writing connection, so no writer ever waits in SQLite.
 
-use super::{InboxRow, Store, StoreError, WebhookWrite};
+use super::{
+    Done, InboxRow, InboxState, NewOutbox, Op, OutboxRow, OutboxState, Store, StoreError,
+    WebhookWrite,
+};
 use crate::metrics::Metrics;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 struct Request {
-    write: WebhookWrite,
-    done: oneshot::Sender<Result<usize, StoreError>>,
+    op: Op,
+    done: oneshot::Sender<Result<Done, StoreError>>,
 }
 
 /// Where committed rows go next (the pipeline's dispatcher).
@@ -17,76 +23,234 @@ pub trait Sink: Send + 'static {
     fn push(&mut self, rows: Vec<InboxRow>);
 }
 
-/// A handle to submit webhooks to the writer; cheap to clone.
+/// A handle to submit writes; cheap to clone.
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Request>,
 }
 
 impl WriterHandle {
-    /// Commits `write` (together with whatever else is waiting) and returns how many of its
-    /// messages were new. Returns only once the data is durable, or with the storage error.
-    pub async fn submit(&self, write: WebhookWrite) -> Result<usize, StoreError> {
+    async fn run(&self, op: Op) -> Result<Done, StoreError> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(Request { write, done })
+            .send(Request { op, done })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
+
+    /// Commits a webhook (with whatever else is waiting) and returns how many of its messages
+    /// were new. Returns only once the data is durable, or with the storage error.
+    pub async fn submit(&self, write: WebhookWrite) -> Result<usize, StoreError> {
+        match self.run(Op::Webhook(write)).await? {
+            Done::Accepted(new) => Ok(new),
+            _ => Ok(0),
+        }
+    }
+
+    /// Ends a turn: queues its replies and closes the inbound message(s), atomically, so a crash
+    /// either repeats the whole turn or none of it.
+    pub async fn complete_turn(
+        &self,
+        inbox: &InboxRow,
+        state: InboxState,
+        detail: Option<&str>,
+        replies: &[NewOutbox],
+        coalesced: &[i64],
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let op = Op::CompleteTurn {
+            inbox_id: inbox.id,
+            phone_number_id: inbox.msg.phone_number_id.clone(),
+            customer: inbox.msg.customer.clone(),
+            state,
+            detail: detail.map(str::to_owned),
+            replies: replies.to_vec(),
+            coalesced: coalesced.to_vec(),
+        };
+        match self.run(op).await? {
+            Done::Turn(rows) => Ok(rows),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Records that an attempt to send outbox row `id` starts now.
+    pub async fn outbox_attempt(&self, id: i64) -> Result<(), StoreError> {
+        self.run(Op::Attempt { id }).await.map(drop)
+    }
+
+    /// Meta accepted row `id` as `wamid`. A status webhook may have got there first.
+    pub async fn outbox_sent(&self, id: i64, wamid: &str) -> Result<(), StoreError> {
+        self.run(Op::Sent {
+            id,
+            wamid: wamid.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// A retryable failure; the row goes back to `pending` with the error.
+    pub async fn outbox_retry(
+        &self,
+        id: i64,
+        code: Option<i64>,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        self.run(Op::Retry {
+            id,
+            code,
+            message: message.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Row `id` ends without delivery, keeping Meta's code and message.
+    pub async fn outbox_give_up(
+        &self,
+        id: i64,
+        state: OutboxState,
+        code: Option<i64>,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        self.run(Op::GiveUp {
+            id,
+            state,
+            code,
+            message: message.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Records an opt-out (`opted_out`) or an opt-in, with the keyword and the message that said it.
+    pub async fn set_opt_out(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+        opted_out: bool,
+        keyword: &str,
+        wamid: &str,
+    ) -> Result<(), StoreError> {
+        self.run(Op::OptOut {
+            phone_number_id: phone_number_id.to_owned(),
+            customer: customer.to_owned(),
+            opted_out,
+            keyword: keyword.to_owned(),
+            wamid: wamid.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
 }
 
-/// Starts the writer task. It stops when every `WriterHandle` is dropped.
+/// The write channel and the writer's end of it. The handle exists before the writer starts, so
+/// the pipeline can hold it before the writer needs the pipeline.
+pub fn channel(batch_max: usize) -> (WriterHandle, WriterInbox) {
+    let (tx, rx) = mpsc::channel::<Request>(batch_max.max(64) * 4);
+    (WriterHandle { tx }, WriterInbox { rx })
+}
+
+/// The receiving end of the write channel, consumed by [`spawn`].
+pub struct WriterInbox {
+    rx: mpsc::Receiver<Request>,
+}
+
+/// Starts the writer task on `inbox`. It stops when `stop` is cancelled (after answering what is
+/// already queued) or when every `WriterHandle` is dropped.
 pub fn spawn(
     store: Store,
     batch_max: usize,
+    inbox: WriterInbox,
     mut sink: impl Sink,
     metrics: Metrics,
-    tracker: &tokio_util::task::TaskTracker,
-) -> WriterHandle {
-    let (tx, mut rx) = mpsc::channel::<Request>(batch_max.max(64) * 4);
-    tracker.spawn(async move {
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let mut rx = inbox.rx;
+    if store.kind() == "sqlite" {
+        let store = store.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            // The writer's connection never checkpoints inside a commit; this does it beside.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => store.checkpoint().await,
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
         let mut batch: Vec<Request> = Vec::with_capacity(batch_max);
-        let mut writes: Vec<WebhookWrite> = Vec::with_capacity(batch_max);
-        while let Some(first) = rx.recv().await {
-            let mut messages = first.write.messages.len();
+        loop {
+            let first = tokio::select! {
+                biased;
+                r = rx.recv() => match r { Some(r) => r, None => break },
+                _ = stop.cancelled() => match rx.try_recv() { Ok(r) => r, Err(_) => break },
+            };
+            let mut messages = first.op.messages();
             batch.push(first);
             // Everything that queued up while the previous commit ran joins this one.
             while messages < batch_max {
                 match rx.try_recv() {
                     Ok(r) => {
-                        messages += r.write.messages.len();
+                        messages += r.op.messages();
                         batch.push(r);
                     }
                     Err(_) => break,
                 }
             }
-            writes.extend(batch.iter_mut().map(|r| std::mem::take(&mut r.write)));
+            let ops: Vec<Op> = batch
+                .iter_mut()
+                .map(|r| std::mem::replace(&mut r.op, Op::Attempt { id: -1 }))
+                .collect();
             let started = Instant::now();
-            let result = store.commit_batch(&writes).await;
-            metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+            let result = store.apply(&ops).await;
+            metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
             metrics.commit_batch_messages.observe(messages as f64);
             match result {
-                Ok(fresh) => {
-                    let mut all = Vec::new();
-                    for (req, rows) in batch.drain(..).zip(fresh) {
-                        let _ = req.done.send(Ok(rows.len()));
-                        all.extend(rows);
-                    }
-                    if !all.is_empty() {
-                        sink.push(all);
+                Ok(done) => answer(&mut batch, done, &mut sink),
+                Err(e) if batch.len() > 1 => {
+                    // One bad operation must not keep failing the others with it: apply each
+                    // alone, so only the one that fails hears about it.
+                    tracing::warn!(error = %e, ops = batch.len(), "group commit failed; applying its operations one by one");
+                    for (req, op) in batch.drain(..).zip(ops) {
+                        match store.apply(std::slice::from_ref(&op)).await {
+                            Ok(done) => answer(&mut vec![req], done, &mut sink),
+                            Err(e) => {
+                                let _ = req.done.send(Err(e));
+                            }
+                        }
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, webhooks = batch.len(), "group commit failed; answering 503 so Meta redelivers");
-                    let text = e.to_string();
+                    tracing::error!(error = %e, "write failed; a webhook is answered 503 so Meta redelivers it");
                     for req in batch.drain(..) {
-                        let _ = req.done.send(Err(StoreError::Sqlx(sqlx::Error::Protocol(text.clone()))));
+                        let _ = req.done.send(Err(e.shallow_clone()));
                     }
                 }
             }
-            writes.clear();
         }
-    });
-    WriterHandle { tx }
+    })
+}
+
+fn answer(batch: &mut Vec<Request>, done: Vec<Done>, sink: &mut impl Sink) {
+    let mut fresh = Vec::new();
+    for (req, d) in batch.drain(..).zip(done) {
+        let reply = match d {
+            // The rows go on to the pipeline; the webhook only needs to know how many were new.
+            Done::Webhook(rows) => {
+                let new = rows.len();
+                fresh.extend(rows);
+                Done::Accepted(new)
+            }
+            other => other,
+        };
+        let _ = req.done.send(Ok(reply));
+    }
+    if !fresh.is_empty() {
+        sink.push(fresh);
+    }
 }

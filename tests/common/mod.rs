@@ -169,6 +169,7 @@ agents:
 
 /// A gateway under test with its emulator and database.
 pub struct TestGateway {
+    pub config_path: std::path::PathBuf,
     pub gw: Option<Gateway>,
     pub emu: EmulatorHandle,
     pub storage: Storage,
@@ -202,6 +203,26 @@ impl TestGateway {
     /// Counts rows in a table through the gateway's own store connection.
     pub async fn count(&self, sql: &str) -> i64 {
         count(&self.storage.url, sql).await
+    }
+
+    /// Stops the gateway and starts it again on the same config and database (the in-process
+    /// emulator starts afresh).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let cfg = wa_gateway::config::load(&self.config_path).expect("config still valid");
+        let gw = Gateway::start(cfg).await.expect("gateway restarts");
+        self.emu = gw.emulator.clone().expect("in-process emulator");
+        self.gw = Some(gw);
+    }
+
+    /// Replies the emulator accepted for customer `to`, as text.
+    pub fn texts_to(&self, to: &str) -> Vec<String> {
+        self.emu
+            .sent()
+            .into_iter()
+            .filter(|m| m.to == to)
+            .filter_map(|m| m.text)
+            .collect()
     }
 
     pub async fn stop(&mut self) {
@@ -241,6 +262,7 @@ pub async fn spawn_gateway_with_agent(db: Db, opts: Options, agent: &str) -> Opt
     let gw = Gateway::start(cfg).await.expect("gateway starts");
     let emu = gw.emulator.clone().expect("in-process emulator");
     Some(TestGateway {
+        config_path: path,
         gw: Some(gw),
         emu,
         storage,
@@ -266,8 +288,11 @@ where
     }
 }
 
-/// A recording `http` agent: answers `re: <text>` and remembers every call in order.
-#[derive(Clone, Default)]
+/// What a scripted agent answers: HTTP status and JSON body.
+pub type Script = Arc<dyn Fn(&serde_json::Value) -> (u16, serde_json::Value) + Send + Sync>;
+
+/// A recording `http` agent: answers `re: <text>` (or as scripted) and remembers every call.
+#[derive(Clone)]
 pub struct RecordingAgent {
     pub calls: Arc<Mutex<Vec<serde_json::Value>>>,
     pub url: String,
@@ -275,22 +300,29 @@ pub struct RecordingAgent {
 
 impl RecordingAgent {
     pub async fn start() -> Self {
-        use axum::{Json, Router, extract::State, routing::post};
+        Self::scripted(Arc::new(|turn: &serde_json::Value| {
+            let text = turn["message"]["text"].as_str().unwrap_or_default();
+            (200, serde_json::json!({ "reply": format!("re: {text}") }))
+        }))
+        .await
+    }
+
+    /// An agent answering with `script`.
+    pub async fn scripted(script: Script) -> Self {
+        use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
+        type Shared = (Arc<Mutex<Vec<serde_json::Value>>>, Script);
         let calls: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
         async fn handle(
-            State(calls): State<Arc<Mutex<Vec<serde_json::Value>>>>,
+            State((calls, script)): State<Shared>,
             Json(turn): Json<serde_json::Value>,
-        ) -> Json<serde_json::Value> {
-            let text = turn["message"]["text"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
+        ) -> (StatusCode, Json<serde_json::Value>) {
+            let (status, body) = script(&turn);
             calls.lock().unwrap().push(turn);
-            Json(serde_json::json!({ "reply": format!("re: {text}") }))
+            (StatusCode::from_u16(status).unwrap(), Json(body))
         }
         let app = Router::new()
             .route("/reply", post(handle))
-            .with_state(calls.clone());
+            .with_state((calls.clone(), script));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -302,6 +334,10 @@ impl RecordingAgent {
 
     pub fn count(&self) -> usize {
         self.calls.lock().unwrap().len()
+    }
+
+    pub fn calls(&self) -> Vec<serde_json::Value> {
+        self.calls.lock().unwrap().clone()
     }
 
     /// The `agents:` YAML declaring this agent as `rec` (and `echo` for other numbers).
@@ -338,11 +374,16 @@ pub type EntrySpec<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str, &'a str)>);
 
 /// See [`EntrySpec`]: `(waba_id, phone_number_id, [(from, wamid, text)])`.
 pub fn text_envelope(entries: &[EntrySpec<'_>]) -> serde_json::Value {
-    let ts = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs()
-        .to_string();
+        .as_secs() as i64;
+    text_envelope_at(now, entries)
+}
+
+/// As [`text_envelope`], with Meta's `timestamp` set to `ts` (Unix seconds).
+pub fn text_envelope_at(ts: i64, entries: &[EntrySpec<'_>]) -> serde_json::Value {
+    let ts = ts.to_string();
     let entry: Vec<_> = entries
         .iter()
         .map(|(waba, pnid, msgs)| {

@@ -1,0 +1,376 @@
+//! Every write the gateway makes, as operations the group-commit writer applies in one
+//! transaction per batch: webhooks (multi-row inserts), turn completions, send attempts and
+//! outcomes, opt-outs. Only the writer task calls `Store::apply`.
+
+use super::{
+    InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, Store, StoreError,
+    WebhookWrite, now_ms, on_pool, parse_callback_data,
+};
+use std::collections::HashMap;
+
+/// One write.
+#[derive(Debug)]
+pub enum Op {
+    /// Everything one webhook carries.
+    Webhook(WebhookWrite),
+    /// The end of a turn: close the inbound row(s), queue the replies.
+    CompleteTurn {
+        inbox_id: i64,
+        phone_number_id: String,
+        customer: String,
+        state: InboxState,
+        detail: Option<String>,
+        replies: Vec<NewOutbox>,
+        coalesced: Vec<i64>,
+    },
+    /// A send attempt of an outbox row starts now.
+    Attempt { id: i64 },
+    /// Meta accepted an outbox row as `wamid`.
+    Sent { id: i64, wamid: String },
+    /// A retryable failure: back to `pending` with the error.
+    Retry {
+        id: i64,
+        code: Option<i64>,
+        message: String,
+    },
+    /// The row ends without delivery.
+    GiveUp {
+        id: i64,
+        state: OutboxState,
+        code: Option<i64>,
+        message: String,
+    },
+    /// An opt-out (or opt-in) by keyword.
+    OptOut {
+        phone_number_id: String,
+        customer: String,
+        opted_out: bool,
+        keyword: String,
+        wamid: String,
+    },
+}
+
+impl Op {
+    /// Inbound messages this op carries (the writer caps a batch by them).
+    pub fn messages(&self) -> usize {
+        match self {
+            Op::Webhook(w) => w.messages.len() + w.statuses.len(),
+            _ => 1,
+        }
+    }
+}
+
+/// The result of one op.
+#[derive(Debug)]
+pub enum Done {
+    /// New inbound rows to hand to the pipeline (redeliveries give none).
+    Webhook(Vec<InboxRow>),
+    /// The queued replies of a completed turn.
+    Turn(Vec<OutboxRow>),
+    /// Nothing to return.
+    Ok,
+    /// What the writer tells a webhook: how many of its messages were new.
+    Accepted(usize),
+}
+
+/// Rows per multi-row INSERT, well under SQLite's and PostgreSQL's bind-parameter limits.
+const CHUNK: usize = 1000;
+
+const UPSERT_CONVERSATION: &str = "INSERT INTO conversations (phone_number_id, customer, \
+     wa_id, user_id, customer_name, last_inbound_ts, updated_at) ";
+
+const UPSERT_CONVERSATION_TAIL_SQLITE: &str = " ON CONFLICT (phone_number_id, customer) DO UPDATE SET \
+     wa_id = COALESCE(excluded.wa_id, conversations.wa_id), \
+     user_id = COALESCE(excluded.user_id, conversations.user_id), \
+     customer_name = COALESCE(excluded.customer_name, conversations.customer_name), \
+     last_inbound_ts = MAX(conversations.last_inbound_ts, excluded.last_inbound_ts), \
+     updated_at = excluded.updated_at";
+
+const UPSERT_CONVERSATION_TAIL_PG: &str = " ON CONFLICT (phone_number_id, customer) DO UPDATE SET \
+     wa_id = COALESCE(excluded.wa_id, conversations.wa_id), \
+     user_id = COALESCE(excluded.user_id, conversations.user_id), \
+     customer_name = COALESCE(excluded.customer_name, conversations.customer_name), \
+     last_inbound_ts = GREATEST(conversations.last_inbound_ts, excluded.last_inbound_ts), \
+     updated_at = excluded.updated_at";
+
+// A status moves its row forward only: statuses arrive out of order and more than once. The
+// callback id finds a row whose send was never recorded (a crash between send and record).
+const STATUS_BY_ID: &str = "UPDATE outbox SET state = $1, state_rank = $2, wamid = COALESCE(wamid, $3), \
+     error_code = COALESCE($4, error_code), error_message = COALESCE($5, error_message), updated_at = $6 \
+     WHERE id = $7 AND state_rank < $2";
+const STATUS_BY_WAMID: &str = "UPDATE outbox SET state = $1, state_rank = $2, \
+     error_code = COALESCE($4, error_code), error_message = COALESCE($5, error_message), updated_at = $6 \
+     WHERE wamid = $3 AND state_rank < $2";
+
+/// The latest facts per conversation in a batch (one upsert row each: PostgreSQL refuses to
+/// update the same row twice in one statement).
+fn conversations<'a>(messages: impl Iterator<Item = &'a NewInbound>) -> Vec<&'a NewInbound> {
+    let mut latest: HashMap<(&str, &str), &NewInbound> = HashMap::new();
+    for m in messages.filter(|m| m.state != InboxState::Unrouted && !m.customer.is_empty()) {
+        let key = (m.phone_number_id.as_str(), m.customer.as_str());
+        match latest.get(&key) {
+            Some(prev) if prev.meta_ts > m.meta_ts => {}
+            _ => {
+                latest.insert(key, m);
+            }
+        }
+    }
+    latest.into_values().collect()
+}
+
+impl Store {
+    /// Applies `ops` in one transaction, in order. Either every op is durable, or none is.
+    pub async fn apply(&self, ops: &[Op]) -> Result<Vec<Done>, StoreError> {
+        let now = now_ms();
+        let upsert_tail = match self.kind() {
+            "sqlite" => UPSERT_CONVERSATION_TAIL_SQLITE,
+            _ => UPSERT_CONVERSATION_TAIL_PG,
+        };
+        on_pool!(write self, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut done: Vec<Done> = Vec::with_capacity(ops.len());
+
+            // Inbound messages of every webhook in the batch: one multi-row insert per chunk.
+            let all: Vec<&NewInbound> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Webhook(w) => Some(w.messages.iter()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            let mut inserted: HashMap<String, i64> = HashMap::new();
+            for chunk in all.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO inbox (wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
+                     msg_type, text, payload, meta_ts, received_at, state, detail) ",
+                );
+                qb.push_values(chunk.iter(), |mut b, m| {
+                    b.push_bind(&m.wamid)
+                        .push_bind(&m.phone_number_id)
+                        .push_bind(&m.customer)
+                        .push_bind(&m.wa_id)
+                        .push_bind(&m.user_id)
+                        .push_bind(&m.customer_name)
+                        .push_bind(&m.msg_type)
+                        .push_bind(&m.text)
+                        .push_bind(&m.payload)
+                        .push_bind(m.meta_ts)
+                        .push_bind(now)
+                        .push_bind(m.state.as_str())
+                        .push_bind(&m.detail);
+                });
+                qb.push(" ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid");
+                let rows: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                inserted.extend(rows.into_iter().map(|(id, wamid)| (wamid, id)));
+            }
+            let convs = conversations(all.iter().copied());
+            for chunk in convs.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new(UPSERT_CONVERSATION);
+                qb.push_values(chunk.iter(), |mut b, m| {
+                    b.push_bind(&m.phone_number_id)
+                        .push_bind(&m.customer)
+                        .push_bind(&m.wa_id)
+                        .push_bind(&m.user_id)
+                        .push_bind(&m.customer_name)
+                        .push_bind(m.meta_ts)
+                        .push_bind(now);
+                });
+                qb.push(upsert_tail);
+                qb.build().execute(&mut *tx).await?;
+            }
+
+            for op in ops {
+                match op {
+                    Op::Webhook(w) => {
+                        let mut fresh = Vec::new();
+                        for m in &w.messages {
+                            // The first occurrence of a wamid in the batch takes the new row.
+                            if m.state == InboxState::Received
+                                && let Some(id) = inserted.remove(&m.wamid)
+                            {
+                                fresh.push(InboxRow { id, received_at: now, msg: m.clone() });
+                            }
+                        }
+                        for st in &w.statuses {
+                            if st.status == "failed" || st.error_code.is_some() {
+                                sqlx::query(
+                                    "INSERT INTO status_events (wamid, status, meta_ts, \
+                                     biz_opaque_callback_data, error_code, error_title, received_at) \
+                                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                )
+                                .bind(&st.wamid)
+                                .bind(&st.status)
+                                .bind(st.meta_ts)
+                                .bind(&st.callback)
+                                .bind(st.error_code)
+                                .bind(&st.error_title)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            }
+                            let Some(state) = OutboxState::parse(&st.status).filter(|s| s.is_settled()) else {
+                                continue;
+                            };
+                            let own = st.callback.as_deref().and_then(parse_callback_data);
+                            sqlx::query(if own.is_some() { STATUS_BY_ID } else { STATUS_BY_WAMID })
+                                .bind(state.as_str())
+                                .bind(state.rank())
+                                .bind(&st.wamid)
+                                .bind(st.error_code)
+                                .bind(&st.error_title)
+                                .bind(now)
+                                .bind(own.unwrap_or(-1))
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        if let Some(d) = &w.dead_letter {
+                            sqlx::query("INSERT INTO dead_letters (received_at, reason, body) VALUES ($1, $2, $3)")
+                                .bind(now)
+                                .bind(&d.reason)
+                                .bind(&d.body)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        done.push(Done::Webhook(fresh));
+                    }
+                    Op::CompleteTurn { inbox_id, phone_number_id, customer, state, detail, replies, coalesced } => {
+                        let mut rows = Vec::with_capacity(replies.len());
+                        for r in replies {
+                            let id: i64 = sqlx::query_scalar(
+                                "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, \
+                                 recipient_kind, part, payload, state, state_rank, attempts, created_at, \
+                                 updated_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, 0, $8, $8, $9) \
+                                 RETURNING id",
+                            )
+                            .bind(inbox_id)
+                            .bind(phone_number_id)
+                            .bind(customer)
+                            .bind(&r.recipient)
+                            .bind(&r.recipient_kind)
+                            .bind(r.part)
+                            .bind(&r.payload)
+                            .bind(now)
+                            .bind(r.kind.as_str())
+                            .fetch_one(&mut *tx)
+                            .await?;
+                            rows.push(OutboxRow {
+                                id,
+                                inbox_id: Some(*inbox_id),
+                                phone_number_id: phone_number_id.clone(),
+                                customer: customer.clone(),
+                                recipient: r.recipient.clone(),
+                                recipient_kind: r.recipient_kind.clone(),
+                                part: r.part,
+                                payload: r.payload.clone(),
+                                state: OutboxState::Pending,
+                                attempts: 0,
+                                wamid: None,
+                                sending_since: None,
+                                kind: r.kind,
+                            });
+                        }
+                        sqlx::query("UPDATE inbox SET state = $1, detail = $2, handled_at = $3 WHERE id = $4")
+                            .bind(state.as_str())
+                            .bind(detail)
+                            .bind(now)
+                            .bind(inbox_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        for id in coalesced {
+                            sqlx::query("UPDATE inbox SET state = 'done', detail = $1, handled_at = $2 WHERE id = $3")
+                                .bind(format!("coalesced into the turn of inbox row {inbox_id}"))
+                                .bind(now)
+                                .bind(id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        done.push(Done::Turn(rows));
+                    }
+                    Op::Attempt { id } => {
+                        sqlx::query(
+                            "UPDATE outbox SET state = 'sending', state_rank = 1, attempts = attempts + 1, \
+                             sending_since = $1, updated_at = $1 WHERE id = $2 AND state_rank <= 1",
+                        )
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                        done.push(Done::Ok);
+                    }
+                    Op::Sent { id, wamid } => {
+                        sqlx::query(
+                            "UPDATE outbox SET wamid = $1, updated_at = $2, \
+                             state = CASE WHEN state_rank < 2 THEN 'sent' ELSE state END, \
+                             state_rank = CASE WHEN state_rank < 2 THEN 2 ELSE state_rank END WHERE id = $3",
+                        )
+                        .bind(wamid)
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                        done.push(Done::Ok);
+                    }
+                    Op::Retry { id, code, message } => {
+                        sqlx::query(
+                            "UPDATE outbox SET state = 'pending', state_rank = 0, error_code = $1, \
+                             error_message = $2, updated_at = $3 WHERE id = $4 AND state_rank <= 1",
+                        )
+                        .bind(code)
+                        .bind(message)
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                        done.push(Done::Ok);
+                    }
+                    Op::GiveUp { id, state, code, message } => {
+                        sqlx::query(
+                            "UPDATE outbox SET state = $1, state_rank = $2, error_code = $3, error_message = $4, \
+                             updated_at = $5 WHERE id = $6 AND state_rank < 2",
+                        )
+                        .bind(state.as_str())
+                        .bind(state.rank())
+                        .bind(code)
+                        .bind(message)
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                        done.push(Done::Ok);
+                    }
+                    Op::OptOut { phone_number_id, customer, opted_out, keyword, wamid } => {
+                        let flag = i64::from(*opted_out);
+                        sqlx::query(
+                            "INSERT INTO opt_outs (phone_number_id, customer, opted_out, keyword, changed_at) \
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (phone_number_id, customer) DO UPDATE SET \
+                             opted_out = excluded.opted_out, keyword = excluded.keyword, changed_at = excluded.changed_at",
+                        )
+                        .bind(phone_number_id)
+                        .bind(customer)
+                        .bind(flag)
+                        .bind(keyword)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "INSERT INTO opt_out_events (phone_number_id, customer, opted_out, keyword, wamid, at) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(phone_number_id)
+                        .bind(customer)
+                        .bind(flag)
+                        .bind(keyword)
+                        .bind(wamid)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        done.push(Done::Ok);
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+}
