@@ -459,6 +459,230 @@ async fn quick_messages_coalesce_into_one_turn(db: Db) {
     t.stop().await;
 }
 
+async fn rich_messages_reach_the_agent_structured(db: Db) {
+    let agent = RecordingAgent::start().await;
+    let opts = Options {
+        agents: agent.agents_yaml(),
+        ..Options::default()
+    };
+    let Some(mut t) = spawn_gateway_with_agent(db, opts, "rec").await else {
+        return;
+    };
+    let jpeg = b"\xff\xd8\xff\xe0 not really a jpeg".to_vec();
+    let media_id = t.emu.add_media("image/jpeg", jpeg.clone());
+    let customer = "919894000001";
+    t.emu
+        .customer_sends(PNID, customer, "R", serde_json::json!({ "type": "image", "image": { "id": media_id, "caption": "my receipt" } }));
+    t.emu
+        .customer_sends(
+            PNID,
+            customer,
+            "R",
+            serde_json::json!({ "type": "location", "location": { "latitude": 19.076, "longitude": 72.8777, "name": "Acme Store", "address": "1 Marine Drive, Mumbai" } }),
+        );
+    t.emu
+        .customer_sends(
+            PNID,
+            customer,
+            "R",
+            serde_json::json!({ "type": "interactive", "interactive": { "type": "list_reply", "list_reply": { "id": "opt-return", "title": "Return an item", "description": "Start a return" } } }),
+        );
+    assert!(
+        wait_until(WAIT, || async { agent.count() == 3 }).await,
+        "three turns"
+    );
+    let calls = agent.calls();
+    let image = &calls[0]["message"];
+    assert_eq!(image["type"], "image");
+    assert_eq!(image["structured"]["caption"], "my receipt");
+    assert_eq!(image["structured"]["media_id"], media_id.as_str());
+    assert_eq!(image["structured"]["mime_type"], "image/jpeg");
+    assert!(
+        image["text"].as_str().unwrap().contains("my receipt"),
+        "{image}"
+    );
+    let location = &calls[1]["message"]["structured"];
+    assert_eq!(location["type"], "location");
+    assert_eq!(location["latitude"], 19.076);
+    assert_eq!(location["name"], "Acme Store");
+    let list = &calls[2]["message"]["structured"];
+    assert_eq!(list["type"], "list_reply");
+    assert_eq!(list["id"], "opt-return");
+    assert_eq!(list["title"], "Return an item");
+    // The agent downloads the image through the gateway, which uses the number's token.
+    let path = image["structured"]["download_url"]
+        .as_str()
+        .expect("download_url");
+    let got = t
+        .http
+        .get(format!("http://{}{path}", t.gw().admin_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), jpeg);
+    t.stop().await;
+}
+
+async fn openai_agent_gets_history(db: Db) {
+    let port = free_port();
+    let opts = Options {
+        agents: format!(
+            "  gpt: {{ kind: openai, url: \"http://127.0.0.1:{port}/v1\", model: acme-small, system_prompt: \"Be brief.\", history_turns: 10 }}\n  echo: {{ kind: echo }}\n"
+        ),
+        emulator_listen: format!("127.0.0.1:{port}"),
+        ..Options::default()
+    };
+    let Some(mut t) = spawn_gateway_with_agent(db, opts, "gpt").await else {
+        return;
+    };
+    let customer = "919895000001";
+    for (i, text) in ["first question", "second question", "third question"]
+        .iter()
+        .enumerate()
+    {
+        t.emu.customer_says(PNID, customer, "G", text).await;
+        assert!(t.emu.wait_sent(|s| s.len() > i, WAIT).await, "reply {i}");
+    }
+    let requests = t.emu.llm_requests();
+    assert_eq!(requests.len(), 3);
+    let roles_and_text = |r: &serde_json::Value| -> Vec<(String, String)> {
+        r["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap().to_owned(),
+                    m["content"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let last = roles_and_text(&requests[2]);
+    assert_eq!(last[0].0, "system");
+    assert!(last[0].1.starts_with("Be brief."));
+    let convo: Vec<(&str, &str)> = last[1..]
+        .iter()
+        .map(|(r, c)| (r.as_str(), c.as_str()))
+        .collect();
+    let replies = t.texts_to(customer);
+    assert_eq!(
+        convo,
+        vec![
+            ("user", "first question"),
+            ("assistant", replies[0].as_str()),
+            ("user", "second question"),
+            ("assistant", replies[1].as_str()),
+            ("user", "third question"),
+        ]
+    );
+    assert!(replies[2].contains("history: 4 messages"), "{}", replies[2]);
+    t.stop().await;
+}
+
+/// The gateway stops while Meta is accepting a reply, so the reply is left in `sending`; after the
+/// restart, the status webhook that echoes its id settles it and it is never sent twice.
+async fn reply_left_sending_is_settled_by_status(db: Db) {
+    use wa_gateway::emulator::{self, EmulatorConfig, EmulatorNumber};
+    let Some(storage) = storage(db).await else {
+        return;
+    };
+    let dir = storage.dir.path().to_owned();
+    let emu = emulator::start(
+        EmulatorConfig {
+            app_id: "1000000000000001".into(),
+            app_secret: APP_SECRET.into(),
+            verify_token: VERIFY_TOKEN.into(),
+            webhook_url: None,
+            numbers: vec![EmulatorNumber {
+                phone_number_id: PNID.into(),
+                waba_id: WABA.into(),
+                display_phone_number: "15550001111".into(),
+                access_token: "token-one".into(),
+            }],
+            statuses: true,
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_millis(300),
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    for (name, value) in [
+        ("app_secret", APP_SECRET),
+        ("verify_token", VERIFY_TOKEN),
+        ("token", "token-one"),
+    ] {
+        std::fs::write(dir.join(name), value).unwrap();
+    }
+    let port = free_port();
+    let yaml = format!(
+        "version: 1\nlisten: {{ webhook: \"127.0.0.1:{port}\", admin: \"127.0.0.1:0\" }}\npublic_url: http://127.0.0.1:{port}/webhook\nstorage: {{ url: \"{url}\" }}\nmeta:\n  graph_url: {graph}\n  app_id: \"1000000000000001\"\n  app_secret: {{ file: {d}/app_secret }}\n  verify_token: {{ file: {d}/verify_token }}\nagents:\n  echo: {{ kind: echo, prefix: \"echo: \" }}\nnumbers:\n  - {{ phone_number_id: \"{PNID}\", waba_id: \"{WABA}\", agent: echo, access_token: {{ file: {d}/token }} }}\npolicies:\n  mark_read: false\n  delivery: {{ settle_grace: 2s }}\n",
+        url = storage.url,
+        graph = emu.url(),
+        d = dir.display()
+    );
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    emu.set_webhook_url(format!("http://127.0.0.1:{port}/webhook"));
+    let gw = wa_gateway::app::Gateway::start(wa_gateway::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    emu.set_latency(Duration::from_millis(1500));
+    emu.customer_says(PNID, "919896000001", "C", "hello").await;
+    let url = storage.url.clone();
+    assert!(
+        wait_until(WAIT, || async {
+            count(&url, "SELECT COUNT(*) FROM outbox WHERE state = 'sending'").await == 1
+        })
+        .await,
+        "the reply is on its way"
+    );
+    // Stop before Meta's answer arrives: the send completes at Meta, the gateway never hears.
+    gw.shutdown(Duration::from_millis(200)).await;
+    assert!(
+        emu.wait_sent(|s| s.len() == 1, WAIT).await,
+        "Meta accepted the reply"
+    );
+    assert_eq!(
+        count(&url, "SELECT COUNT(*) FROM outbox WHERE state = 'sending'").await,
+        1,
+        "never recorded"
+    );
+    emu.set_latency(Duration::ZERO);
+    let gw = wa_gateway::app::Gateway::start(wa_gateway::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        wait_until(WAIT, || async {
+            count(&url, "SELECT COUNT(*) FROM outbox WHERE state IN ('sent', 'delivered') AND wamid IS NOT NULL").await == 1
+        })
+        .await,
+        "the status webhook settles the row"
+    );
+    // Past the grace period nothing is left to send, and Meta saw one message.
+    assert!(
+        wait_until(WAIT, || async {
+            count(
+                &url,
+                "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')",
+            )
+            .await
+                == 0
+        })
+        .await
+    );
+    // Only once the grace period (2 s from the attempt) is over has the resumed row made its
+    // choice between settling and sending again; wait it out, then count.
+    let since: i64 = count(&url, "SELECT MAX(sending_since) FROM outbox").await;
+    let grace_over = since + 2_000 + 300;
+    wait_until(WAIT, || async { wa_gateway::store::now_ms() > grace_over }).await;
+    assert_eq!(emu.sent().len(), 1, "sent exactly once");
+    gw.shutdown(Duration::from_secs(5)).await;
+}
+
 on_both_dbs!(
     window_closes_during_a_slow_agent,
     stop_keyword_opts_out,
@@ -469,4 +693,7 @@ on_both_dbs!(
     language_hint_reaches_the_agent,
     dead_agent_gives_fallback_and_opens_breaker,
     quick_messages_coalesce_into_one_turn,
+    rich_messages_reach_the_agent_structured,
+    openai_agent_gets_history,
+    reply_left_sending_is_settled_by_status,
 );

@@ -9,14 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use wa_gateway::emulator::{self, EmulatorConfig, EmulatorNumber};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Proc {
     child: Child,
 }

@@ -87,13 +87,15 @@ pub async fn deliver(state: &AppState, number: &NumberRuntime, row: &OutboxRow) 
             Gate::Go => {}
             Gate::Stop(outcome) => return outcome,
         }
-        if persist(state, "outbox attempt", || {
+        match persist(state, "outbox attempt", || {
             state.writer.outbox_attempt(row.id)
         })
         .await
-        .is_none()
         {
-            return Outcome::Interrupted;
+            None => return Outcome::Interrupted,
+            // A status webhook settled it first: Meta has it, sending again would duplicate it.
+            Some(false) => return Outcome::Sent,
+            Some(true) => {}
         }
         // The token is taken right before the call, so what Meta sees is paced, not what the
         // database saw.

@@ -71,6 +71,8 @@ pub enum Done {
     Ok,
     /// What the writer tells a webhook: how many of its messages were new.
     Accepted(usize),
+    /// Whether an attempt was recorded (false: a status webhook had already settled the row).
+    Attempted(bool),
 }
 
 /// Rows per multi-row INSERT, well under SQLite's and PostgreSQL's bind-parameter limits.
@@ -288,15 +290,16 @@ impl Store {
                         done.push(Done::Turn(rows));
                     }
                     Op::Attempt { id } => {
-                        sqlx::query(
+                        let updated = sqlx::query(
                             "UPDATE outbox SET state = 'sending', state_rank = 1, attempts = attempts + 1, \
                              sending_since = $1, updated_at = $1 WHERE id = $2 AND state_rank <= 1",
                         )
                         .bind(now)
                         .bind(id)
                         .execute(&mut *tx)
-                        .await?;
-                        done.push(Done::Ok);
+                        .await?
+                        .rows_affected();
+                        done.push(Done::Attempted(updated > 0));
                     }
                     Op::Sent { id, wamid } => {
                         sqlx::query(

@@ -73,9 +73,13 @@ impl WriterHandle {
         }
     }
 
-    /// Records that an attempt to send outbox row `id` starts now.
-    pub async fn outbox_attempt(&self, id: i64) -> Result<(), StoreError> {
-        self.run(Op::Attempt { id }).await.map(drop)
+    /// Records that an attempt to send outbox row `id` starts now. `false`: the row is already
+    /// settled (a status webhook proved Meta has it), so it must not be sent.
+    pub async fn outbox_attempt(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(matches!(
+            self.run(Op::Attempt { id }).await?,
+            Done::Attempted(true)
+        ))
     }
 
     /// Meta accepted row `id` as `wamid`. A status webhook may have got there first.

@@ -117,6 +117,8 @@ pub struct Options {
     /// Whether to declare a second number (PNID2, agent `echo`).
     pub second_number: bool,
     pub busy_timeout: &'static str,
+    /// Where the in-process emulator listens (`127.0.0.1:0` picks a port).
+    pub emulator_listen: String,
 }
 
 impl Default for Options {
@@ -126,6 +128,7 @@ impl Default for Options {
             extra: "policies:\n  delivery: { initial_backoff: 20ms, max_backoff: 200ms, settle_grace: 2s }\n".into(),
             second_number: false,
             busy_timeout: "5s",
+            emulator_listen: "127.0.0.1:0".into(),
         }
     }
 }
@@ -146,7 +149,7 @@ meta:
   app_id: "1000000000000001"
   app_secret: {{ value: {APP_SECRET} }}
   verify_token: {{ value: {VERIFY_TOKEN} }}
-  emulator: {{ listen: "127.0.0.1:0" }}
+  emulator: {{ listen: "{emu_listen}" }}
 agents:
 {agents}numbers:
   - phone_number_id: "{PNID}"
@@ -157,6 +160,7 @@ agents:
 "#,
         busy = opts.busy_timeout,
         agents = opts.agents,
+        emu_listen = opts.emulator_listen,
     );
     if opts.second_number {
         y.push_str(&format!(
@@ -268,6 +272,15 @@ pub async fn spawn_gateway_with_agent(db: Db, opts: Options, agent: &str) -> Opt
         storage,
         http: reqwest::Client::new(),
     })
+}
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until `cond` holds, checking every 20 ms, for at most `timeout`. Returns whether it held.
