@@ -3,8 +3,8 @@
 //! outcomes, opt-outs. Only the writer task calls `Store::apply`.
 
 use super::{
-    InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, Store, StoreError,
-    WebhookWrite, now_ms, on_pool, parse_callback_data,
+    InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, StatusUpdate, Store,
+    StoreError, WebhookWrite, now_ms, on_pool, parse_callback_data,
 };
 use std::collections::HashMap;
 
@@ -95,15 +95,6 @@ const UPSERT_CONVERSATION_TAIL_PG: &str = " ON CONFLICT (phone_number_id, custom
      last_inbound_ts = GREATEST(conversations.last_inbound_ts, excluded.last_inbound_ts), \
      updated_at = excluded.updated_at";
 
-// A status moves its row forward only: statuses arrive out of order and more than once. The
-// callback id finds a row whose send was never recorded (a crash between send and record).
-const STATUS_BY_ID: &str = "UPDATE outbox SET state = $1, state_rank = $2, wamid = COALESCE(wamid, $3), \
-     error_code = COALESCE($4, error_code), error_message = COALESCE($5, error_message), updated_at = $6 \
-     WHERE id = $7 AND state_rank < $2";
-const STATUS_BY_WAMID: &str = "UPDATE outbox SET state = $1, state_rank = $2, \
-     error_code = COALESCE($4, error_code), error_message = COALESCE($5, error_message), updated_at = $6 \
-     WHERE wamid = $3 AND state_rank < $2";
-
 /// The latest facts per conversation in a batch (one upsert row each: PostgreSQL refuses to
 /// update the same row twice in one statement).
 fn conversations<'a>(messages: impl Iterator<Item = &'a NewInbound>) -> Vec<&'a NewInbound> {
@@ -118,6 +109,26 @@ fn conversations<'a>(messages: impl Iterator<Item = &'a NewInbound>) -> Vec<&'a 
         }
     }
     latest.into_values().collect()
+}
+
+/// Runs `{head}{now} WHERE {column} IN (ids…)` for `ids`, in chunks.
+macro_rules! update_in {
+    ($tx:expr, $head:expr, $now:expr, $column:expr, $ids:expr) => {
+        async {
+            for chunk in $ids.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new($head);
+                qb.push_bind($now);
+                qb.push(concat!(" WHERE ", $column, " IN ("));
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(&mut **$tx).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+    };
 }
 
 impl Store {
@@ -182,6 +193,183 @@ impl Store {
                 qb.build().execute(&mut *tx).await?;
             }
 
+            // Statuses of the whole batch, the highest per row: statuses arrive out of order and
+            // more than once, a row only moves forward, and PostgreSQL updates a row at most once
+            // per statement. The callback id finds a row whose send was never recorded (a crash
+            // between send and record), so it also fills in the wamid.
+            let mut by_id: HashMap<i64, (OutboxState, &StatusUpdate)> = HashMap::new();
+            let mut by_wamid: HashMap<&str, (OutboxState, &StatusUpdate)> = HashMap::new();
+            for op in ops {
+                let Op::Webhook(w) = op else { continue };
+                for st in &w.statuses {
+                    if st.status == "failed" || st.error_code.is_some() {
+                        sqlx::query(
+                            "INSERT INTO status_events (wamid, status, meta_ts, \
+                             biz_opaque_callback_data, error_code, error_title, received_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        )
+                        .bind(&st.wamid)
+                        .bind(&st.status)
+                        .bind(st.meta_ts)
+                        .bind(&st.callback)
+                        .bind(st.error_code)
+                        .bind(&st.error_title)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    let Some(state) = OutboxState::parse(&st.status).filter(|s| s.is_settled()) else {
+                        continue;
+                    };
+                    match st.callback.as_deref().and_then(parse_callback_data) {
+                        Some(id) => {
+                            let e = by_id.entry(id).or_insert((state, st));
+                            if state.rank() > e.0.rank() {
+                                *e = (state, st);
+                            }
+                        }
+                        None => {
+                            let e = by_wamid.entry(st.wamid.as_str()).or_insert((state, st));
+                            if state.rank() > e.0.rank() {
+                                *e = (state, st);
+                            }
+                        }
+                    }
+                }
+            }
+            let by_id: Vec<_> = by_id.into_iter().collect();
+            for chunk in by_id.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
+                     wamid = COALESCE(outbox.wamid, v.column4), \
+                     error_code = COALESCE(v.column5, outbox.error_code), \
+                     error_message = COALESCE(v.column6, outbox.error_message), updated_at = ",
+                );
+                qb.push_bind(now);
+                qb.push(" FROM (");
+                qb.push_values(chunk.iter(), |mut b, (id, (state, st))| {
+                    b.push_bind(*id)
+                        .push_bind(state.as_str())
+                        .push_bind(state.rank())
+                        .push_bind(&st.wamid)
+                        .push_bind(st.error_code)
+                        .push_bind(&st.error_title);
+                });
+                qb.push(") AS v WHERE outbox.id = v.column1 AND outbox.state_rank < v.column3");
+                qb.build().execute(&mut *tx).await?;
+            }
+            let by_wamid: Vec<_> = by_wamid.into_iter().collect();
+            for chunk in by_wamid.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
+                     error_code = COALESCE(v.column4, outbox.error_code), \
+                     error_message = COALESCE(v.column5, outbox.error_message), updated_at = ",
+                );
+                qb.push_bind(now);
+                qb.push(" FROM (");
+                qb.push_values(chunk.iter(), |mut b, (wamid, (state, st))| {
+                    b.push_bind(*wamid)
+                        .push_bind(state.as_str())
+                        .push_bind(state.rank())
+                        .push_bind(st.error_code)
+                        .push_bind(&st.error_title);
+                });
+                qb.push(") AS v WHERE outbox.wamid = v.column1 AND outbox.state_rank < v.column3");
+                qb.build().execute(&mut *tx).await?;
+            }
+
+            // Replies of every turn in the batch: one multi-row insert, mapped back by (turn, part).
+            let replies: Vec<(i64, &str, &str, &NewOutbox)> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::CompleteTurn { inbox_id, phone_number_id, customer, replies, .. } => Some(
+                        replies.iter().map(move |r| (*inbox_id, phone_number_id.as_str(), customer.as_str(), r)),
+                    ),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            let mut reply_ids: HashMap<(i64, i64), i64> = HashMap::new();
+            for chunk in replies.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, recipient_kind, \
+                     part, payload, state, state_rank, attempts, created_at, updated_at, kind) ",
+                );
+                qb.push_values(chunk.iter(), |mut b, (inbox_id, pnid, customer, r)| {
+                    b.push_bind(*inbox_id)
+                        .push_bind(*pnid)
+                        .push_bind(*customer)
+                        .push_bind(&r.recipient)
+                        .push_bind(&r.recipient_kind)
+                        .push_bind(r.part)
+                        .push_bind(&r.payload)
+                        .push_bind("pending")
+                        .push_bind(0_i64)
+                        .push_bind(0_i64)
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(r.kind.as_str());
+                });
+                qb.push(" RETURNING id, inbox_id, part");
+                let rows: Vec<(i64, i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                reply_ids.extend(rows.into_iter().map(|(id, inbox, part)| ((inbox, part), id)));
+            }
+            // Turns closed as plain `done` (the common case) in one statement.
+            let plain_done: Vec<i64> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::CompleteTurn { inbox_id, state: InboxState::Done, detail: None, .. } => Some(*inbox_id),
+                    _ => None,
+                })
+                .collect();
+            update_in!(&mut tx, "UPDATE inbox SET state = 'done', handled_at = ", now, "id", &plain_done).await?;
+            // Send attempts of the batch in one statement; rows already settled are left alone.
+            let attempts: Vec<i64> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Attempt { id } => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            let mut attempted: std::collections::HashSet<i64> = std::collections::HashSet::new();
+            for chunk in attempts.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "UPDATE outbox SET state = 'sending', state_rank = 1, attempts = attempts + 1, sending_since = ",
+                );
+                qb.push_bind(now);
+                qb.push(", updated_at = ");
+                qb.push_bind(now);
+                qb.push(" WHERE state_rank <= 1 AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(") RETURNING id");
+                let rows: Vec<(i64,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                attempted.extend(rows.into_iter().map(|(id,)| id));
+            }
+            // Meta's answers of the batch in one statement.
+            let sent: Vec<(i64, &str)> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Sent { id, wamid } => Some((*id, wamid.as_str())),
+                    _ => None,
+                })
+                .collect();
+            for chunk in sent.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new("UPDATE outbox SET wamid = v.column2, updated_at = ");
+                qb.push_bind(now);
+                qb.push(
+                    ", state = CASE WHEN outbox.state_rank < 2 THEN 'sent' ELSE outbox.state END, \
+                     state_rank = CASE WHEN outbox.state_rank < 2 THEN 2 ELSE outbox.state_rank END FROM (",
+                );
+                qb.push_values(chunk.iter(), |mut b, (id, wamid)| {
+                    b.push_bind(*id).push_bind(*wamid);
+                });
+                qb.push(") AS v WHERE outbox.id = v.column1");
+                qb.build().execute(&mut *tx).await?;
+            }
+
             for op in ops {
                 match op {
                     Op::Webhook(w) => {
@@ -194,38 +382,6 @@ impl Store {
                                 fresh.push(InboxRow { id, received_at: now, msg: m.clone() });
                             }
                         }
-                        for st in &w.statuses {
-                            if st.status == "failed" || st.error_code.is_some() {
-                                sqlx::query(
-                                    "INSERT INTO status_events (wamid, status, meta_ts, \
-                                     biz_opaque_callback_data, error_code, error_title, received_at) \
-                                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                                )
-                                .bind(&st.wamid)
-                                .bind(&st.status)
-                                .bind(st.meta_ts)
-                                .bind(&st.callback)
-                                .bind(st.error_code)
-                                .bind(&st.error_title)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                            }
-                            let Some(state) = OutboxState::parse(&st.status).filter(|s| s.is_settled()) else {
-                                continue;
-                            };
-                            let own = st.callback.as_deref().and_then(parse_callback_data);
-                            sqlx::query(if own.is_some() { STATUS_BY_ID } else { STATUS_BY_WAMID })
-                                .bind(state.as_str())
-                                .bind(state.rank())
-                                .bind(&st.wamid)
-                                .bind(st.error_code)
-                                .bind(&st.error_title)
-                                .bind(now)
-                                .bind(own.unwrap_or(-1))
-                                .execute(&mut *tx)
-                                .await?;
-                        }
                         if let Some(d) = &w.dead_letter {
                             sqlx::query("INSERT INTO dead_letters (received_at, reason, body) VALUES ($1, $2, $3)")
                                 .bind(now)
@@ -237,48 +393,36 @@ impl Store {
                         done.push(Done::Webhook(fresh));
                     }
                     Op::CompleteTurn { inbox_id, phone_number_id, customer, state, detail, replies, coalesced } => {
-                        let mut rows = Vec::with_capacity(replies.len());
-                        for r in replies {
-                            let id: i64 = sqlx::query_scalar(
-                                "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, \
-                                 recipient_kind, part, payload, state, state_rank, attempts, created_at, \
-                                 updated_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, 0, $8, $8, $9) \
-                                 RETURNING id",
-                            )
-                            .bind(inbox_id)
-                            .bind(phone_number_id)
-                            .bind(customer)
-                            .bind(&r.recipient)
-                            .bind(&r.recipient_kind)
-                            .bind(r.part)
-                            .bind(&r.payload)
-                            .bind(now)
-                            .bind(r.kind.as_str())
-                            .fetch_one(&mut *tx)
-                            .await?;
-                            rows.push(OutboxRow {
-                                id,
-                                inbox_id: Some(*inbox_id),
-                                phone_number_id: phone_number_id.clone(),
-                                customer: customer.clone(),
-                                recipient: r.recipient.clone(),
-                                recipient_kind: r.recipient_kind.clone(),
-                                part: r.part,
-                                payload: r.payload.clone(),
-                                state: OutboxState::Pending,
-                                attempts: 0,
-                                wamid: None,
-                                sending_since: None,
-                                kind: r.kind,
-                            });
+                        let rows = replies
+                            .iter()
+                            .filter_map(|r| {
+                                let id = *reply_ids.get(&(*inbox_id, r.part))?;
+                                Some(OutboxRow {
+                                    id,
+                                    inbox_id: Some(*inbox_id),
+                                    phone_number_id: phone_number_id.clone(),
+                                    customer: customer.clone(),
+                                    recipient: r.recipient.clone(),
+                                    recipient_kind: r.recipient_kind.clone(),
+                                    part: r.part,
+                                    payload: r.payload.clone(),
+                                    state: OutboxState::Pending,
+                                    attempts: 0,
+                                    wamid: None,
+                                    sending_since: None,
+                                    kind: r.kind,
+                                })
+                            })
+                            .collect();
+                        if !(*state == InboxState::Done && detail.is_none()) {
+                            sqlx::query("UPDATE inbox SET state = $1, detail = $2, handled_at = $3 WHERE id = $4")
+                                .bind(state.as_str())
+                                .bind(detail)
+                                .bind(now)
+                                .bind(inbox_id)
+                                .execute(&mut *tx)
+                                .await?;
                         }
-                        sqlx::query("UPDATE inbox SET state = $1, detail = $2, handled_at = $3 WHERE id = $4")
-                            .bind(state.as_str())
-                            .bind(detail)
-                            .bind(now)
-                            .bind(inbox_id)
-                            .execute(&mut *tx)
-                            .await?;
                         for id in coalesced {
                             sqlx::query("UPDATE inbox SET state = 'done', detail = $1, handled_at = $2 WHERE id = $3")
                                 .bind(format!("coalesced into the turn of inbox row {inbox_id}"))
@@ -289,31 +433,8 @@ impl Store {
                         }
                         done.push(Done::Turn(rows));
                     }
-                    Op::Attempt { id } => {
-                        let updated = sqlx::query(
-                            "UPDATE outbox SET state = 'sending', state_rank = 1, attempts = attempts + 1, \
-                             sending_since = $1, updated_at = $1 WHERE id = $2 AND state_rank <= 1",
-                        )
-                        .bind(now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        done.push(Done::Attempted(updated > 0));
-                    }
-                    Op::Sent { id, wamid } => {
-                        sqlx::query(
-                            "UPDATE outbox SET wamid = $1, updated_at = $2, \
-                             state = CASE WHEN state_rank < 2 THEN 'sent' ELSE state END, \
-                             state_rank = CASE WHEN state_rank < 2 THEN 2 ELSE state_rank END WHERE id = $3",
-                        )
-                        .bind(wamid)
-                        .bind(now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                        done.push(Done::Ok);
-                    }
+                    Op::Attempt { id } => done.push(Done::Attempted(attempted.contains(id))),
+                    Op::Sent { .. } => done.push(Done::Ok),
                     Op::Retry { id, code, message } => {
                         sqlx::query(
                             "UPDATE outbox SET state = 'pending', state_rank = 0, error_code = $1, \
