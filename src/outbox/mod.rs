@@ -21,6 +21,15 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// What the caller already knows, sparing the gate a database read.
+#[derive(Clone, Debug, Default)]
+pub struct Known {
+    /// The latest customer message time (Unix seconds) the caller has seen.
+    pub last_inbound: Option<i64>,
+    /// Whether the customer has opted out, when the caller knows it for sure.
+    pub opted_out: Option<bool>,
+}
+
 /// Builds the Graph request body for a row.
 pub fn request_body(row: &OutboxRow) -> serde_json::Value {
     let mut body: serde_json::Value =
@@ -65,7 +74,12 @@ where
 }
 
 /// Sends `row` for `number` until it is settled, failed or the gateway stops.
-pub async fn deliver(state: &AppState, number: &NumberRuntime, row: &OutboxRow) -> Outcome {
+pub async fn deliver(
+    state: &AppState,
+    number: &NumberRuntime,
+    row: &OutboxRow,
+    known: &Known,
+) -> Outcome {
     let snap = state.snapshot.load_full();
     let policy = &snap.config.policies.delivery;
     let pnid = row.phone_number_id.as_str();
@@ -83,7 +97,7 @@ pub async fn deliver(state: &AppState, number: &NumberRuntime, row: &OutboxRow) 
         }
         // Checked at send time, not only when queued: the window may have closed while the
         // agent thought or while this reply waited for a retry.
-        match gate(state, number, row).await {
+        match gate(state, number, row, known).await {
             Gate::Go => {}
             Gate::Stop(outcome) => return outcome,
         }
@@ -209,18 +223,23 @@ enum Gate {
 
 /// The policy checks a reply must pass right before it leaves: the 24-hour window, and the
 /// customer's opt-out (only the opt-out confirmation may reach an opted-out customer).
-async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow) -> Gate {
+async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow, known: &Known) -> Gate {
     let pnid = row.phone_number_id.as_str();
-    let Some(last) = persist(state, "window read", || {
-        state.store.last_inbound(pnid, &row.customer)
-    })
-    .await
-    else {
-        return Gate::Stop(Outcome::Interrupted);
-    };
     let now_s = now_ms() / 1000;
     let window = number.policies.window.get();
-    if !last.is_some_and(|ts| crate::policy::window_open(ts, now_s, window)) {
+    let open = |ts: Option<i64>| ts.is_some_and(|ts| crate::policy::window_open(ts, now_s, window));
+    // What the caller saw may be older than the latest message: ask storage before refusing.
+    let open = open(known.last_inbound) || {
+        let Some(last) = persist(state, "window read", || {
+            state.store.last_inbound(pnid, &row.customer)
+        })
+        .await
+        else {
+            return Gate::Stop(Outcome::Interrupted);
+        };
+        open(last)
+    };
+    if !open {
         tracing::warn!(
             outbox_id = row.id,
             phone_number_id = pnid,
@@ -242,12 +261,18 @@ async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow) -> Gate
         return Gate::Stop(Outcome::Expired);
     }
     if row.kind != OutboxKind::OptOutConfirmation {
-        let Some(opted_out) = persist(state, "opt-out read", || {
-            state.store.opted_out(pnid, &row.customer)
-        })
-        .await
-        else {
-            return Gate::Stop(Outcome::Interrupted);
+        let opted_out = match known.opted_out {
+            Some(v) => v,
+            None => {
+                let Some(v) = persist(state, "opt-out read", || {
+                    state.store.opted_out(pnid, &row.customer)
+                })
+                .await
+                else {
+                    return Gate::Stop(Outcome::Interrupted);
+                };
+                v
+            }
         };
         if opted_out {
             tracing::info!(
@@ -329,5 +354,5 @@ pub async fn resume(state: &AppState, number: &NumberRuntime, row: &OutboxRow) -
             None => return Outcome::Interrupted,
         }
     }
-    deliver(state, number, row).await
+    deliver(state, number, row, &Known::default()).await
 }

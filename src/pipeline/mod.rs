@@ -91,6 +91,7 @@ async fn worker(state: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Work>) {
     state.metrics.conversation_workers.inc();
     // Work taken from the channel while coalescing that did not belong to the turn.
     let mut next: Option<Work> = None;
+    let mut known = turn::Known::default();
     loop {
         let work = match next.take() {
             Some(w) => w,
@@ -103,16 +104,16 @@ async fn worker(state: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Work>) {
                     // here, anything after makes the dispatcher start a new worker.
                     rx.close();
                     while let Ok(w) = rx.try_recv() {
-                        handle(&state, &mut rx, w, &mut next).await;
+                        handle(&state, &mut rx, w, &mut next, &mut known).await;
                     }
                     if let Some(w) = next.take() {
-                        handle(&state, &mut rx, w, &mut next).await;
+                        handle(&state, &mut rx, w, &mut next, &mut known).await;
                     }
                     break;
                 }
             },
         };
-        handle(&state, &mut rx, work, &mut next).await;
+        handle(&state, &mut rx, work, &mut next, &mut known).await;
     }
     state.metrics.conversation_workers.dec();
 }
@@ -124,6 +125,7 @@ async fn handle(
     rx: &mut mpsc::UnboundedReceiver<Work>,
     work: Work,
     next: &mut Option<Work>,
+    known: &mut turn::Known,
 ) {
     let first = match work {
         Work::Resume(row) => return turn::resume(state, row).await,
@@ -148,5 +150,5 @@ async fn handle(
             }
         }
     }
-    turn::inbound(state, rows).await;
+    turn::inbound(state, rows, known).await;
 }

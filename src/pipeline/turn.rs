@@ -60,8 +60,26 @@ pub async fn resume(state: &AppState, row: OutboxRow) {
     .await
 }
 
+/// What a conversation worker already knows about its customer, so a turn need not ask the
+/// database again. Only this worker changes it (turns of one conversation run one at a time).
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Whether the customer opted out of this number, once read.
+    pub opted_out: Option<bool>,
+}
+
+impl Known {
+    async fn opted_out(&mut self, state: &AppState, pnid: &str, customer: &str) -> Option<bool> {
+        if self.opted_out.is_none() {
+            self.opted_out =
+                Some(retry_store(state, || state.store.opted_out(pnid, customer)).await?);
+        }
+        self.opted_out
+    }
+}
+
 /// Handles one turn made of `rows` (one message, or several coalesced ones), in order.
-pub async fn inbound(state: &AppState, rows: Vec<InboxRow>) {
+pub async fn inbound(state: &AppState, rows: Vec<InboxRow>, known: &mut Known) {
     let first = &rows[0];
     let span = tracing::info_span!(
         "turn",
@@ -69,10 +87,10 @@ pub async fn inbound(state: &AppState, rows: Vec<InboxRow>) {
         phone_number_id = %first.msg.phone_number_id,
         messages = rows.len()
     );
-    run(state, &rows).instrument(span).await
+    run(state, &rows, known).instrument(span).await
 }
 
-async fn run(state: &AppState, rows: &[InboxRow]) {
+async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
     let first = &rows[0];
     let snap = state.snapshot.load_full();
     let Some(number) = snap.numbers.get(&first.msg.phone_number_id).cloned() else {
@@ -92,16 +110,21 @@ async fn run(state: &AppState, rows: &[InboxRow]) {
     let pnid = first.msg.phone_number_id.as_str();
     let customer = first.msg.customer.as_str();
     let text = joined_text(rows);
-    let language = text.as_deref().and_then(crate::policy::detect_language);
+    // Only agents that take the hint need it (detection costs a few microseconds per message);
+    // system texts pick their language among their own translations.
+    let language = match number.agent.agent().kind() {
+        "echo" => None,
+        _ => text.as_deref().and_then(crate::policy::detect_language),
+    };
 
     if rows.len() == 1
         && number.policies.opt_out.enabled
         && let Some(hit) = snap.keywords.classify(text.as_deref().unwrap_or_default())
-        && keyword(state, &number, first, &hit, language.as_ref()).await
+        && keyword(state, &number, first, &hit, language.as_ref(), known).await
     {
         return;
     }
-    let Some(opted_out) = retry_store(state, || state.store.opted_out(pnid, customer)).await else {
+    let Some(opted_out) = known.opted_out(state, pnid, customer).await else {
         return;
     };
     if opted_out {
@@ -239,10 +262,11 @@ async fn keyword(
     row: &InboxRow,
     hit: &KeywordHit,
     language: Option<&crate::policy::LanguageHint>,
+    known: &mut Known,
 ) -> bool {
     let pnid = row.msg.phone_number_id.as_str();
     let customer = row.msg.customer.as_str();
-    let Some(opted_out) = retry_store(state, || state.store.opted_out(pnid, customer)).await else {
+    let Some(opted_out) = known.opted_out(state, pnid, customer).await else {
         return true;
     };
     let opt_out = &number.policies.opt_out;
@@ -269,6 +293,7 @@ async fn keyword(
             {
                 return true;
             }
+            known.opted_out = Some(true);
             state
                 .metrics
                 .opt_outs
@@ -298,6 +323,7 @@ async fn keyword(
             {
                 return true;
             }
+            known.opted_out = Some(false);
             state
                 .metrics
                 .opt_outs
@@ -478,8 +504,14 @@ async fn complete_and_send(
     else {
         return;
     };
+    // The turn's own messages prove the window open until their time + window; the customer
+    // cannot opt out in between, since their next message waits for this turn.
+    let known = outbox::Known {
+        last_inbound: rows.iter().map(|r| r.msg.meta_ts).max(),
+        opted_out: Some(false),
+    };
     for row in out {
-        let outcome = outbox::deliver(state, number, &row).await;
+        let outcome = outbox::deliver(state, number, &row, &known).await;
         if outcome == Outcome::Sent {
             let age_ms = crate::store::now_ms() - first.received_at;
             state
