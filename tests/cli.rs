@@ -191,3 +191,43 @@ async fn serve_repository_config_and_chat() {
         "SQLite under ./data"
     );
 }
+
+#[test]
+fn examples_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
+        .args(["validate", "examples/multi-number.yaml"])
+        .current_dir(root)
+        .envs([
+            ("WA_APP_SECRET", "s"),
+            ("WA_VERIFY_TOKEN", "v"),
+            ("WA_TOKEN_SUPPORT", "t1"),
+            ("WA_TOKEN_ORDERS", "t2"),
+            ("LLM_KEY", "k"),
+            ("ORDERS_BOT_TOKEN", "Bearer o"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 numbers"), "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
+        .args(["validate", "examples/bench.yaml"])
+        .current_dir(root)
+        .envs([
+            ("WA_BENCH_APP_SECRET", "s"),
+            ("WA_BENCH_VERIFY_TOKEN", "v"),
+            ("WA_BENCH_TOKEN", "t"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
