@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod policy;
+pub mod reconcile;
 pub mod reply;
 pub mod state;
 pub mod store;

@@ -1,4 +1,5 @@
-//! The `wa-gateway` command line: serve, validate, schema, emulator, chat, bench.
+//! The `wa-gateway` command line: serve, validate, schema, plan, apply, status, emulator, chat,
+//! bench.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -35,6 +36,24 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file.
     Schema,
+    /// Show what `apply` would change at Meta: exit 0 when nothing, 2 when changes are pending, 1 on error.
+    Plan {
+        /// The configuration file.
+        #[arg(short, long, default_value = "gateway.yaml", env = "WA_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Make Meta's setup match the file (webhook subscription, WABA subscriptions, registration).
+    Apply {
+        /// The configuration file.
+        #[arg(short, long, default_value = "gateway.yaml", env = "WA_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print each number's status at Meta: exit 1 when one is in error.
+    Status {
+        /// The configuration file.
+        #[arg(short, long, default_value = "gateway.yaml", env = "WA_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
     /// Run the Cloud API emulator on its own.
     Emulator(wa_gateway::emulator::cli::EmulatorArgs),
     /// Be a customer in the terminal: write to a number through the emulator and see the replies.
@@ -110,6 +129,9 @@ async fn run(command: Command) -> anyhow::Result<u8> {
             gateway.shutdown(Duration::from_secs(25)).await;
             Ok(0)
         }
+        Command::Plan { config } => wa_gateway::reconcile::cli::run_plan(&config).await,
+        Command::Apply { config } => wa_gateway::reconcile::cli::run_apply(&config).await,
+        Command::Status { config } => wa_gateway::reconcile::cli::run_status(&config).await,
         Command::Emulator(args) => wa_gateway::emulator::cli::run_emulator(args).await,
         Command::Chat(args) => wa_gateway::emulator::cli::run_chat(args).await,
         Command::Bench(args) => wa_gateway::bench::run(args).await,

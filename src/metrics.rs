@@ -42,6 +42,9 @@ pub struct Metrics {
     pub throttled: IntCounterVec,
     /// 1 while an agent's circuit breaker is open or half-open, by agent.
     pub agent_breaker_open: IntGaugeVec,
+    /// Number status as a state set: 1 for the current status (active, inactive, error), 0 for
+    /// the others, by number.
+    pub number_status: IntGaugeVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -182,6 +185,14 @@ impl Metrics {
             &["agent"],
         )
         .expect("valid metric");
+        let number_status = IntGaugeVec::new(
+            Opts::new(
+                "wa_gateway_number_status",
+                "1 for the number's current status (active, inactive, error), 0 for the others.",
+            ),
+            &["phone_number_id", "status"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(webhooks.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(webhook_ack_seconds.clone()),
@@ -199,6 +210,7 @@ impl Metrics {
             Box::new(window_expired.clone()),
             Box::new(throttled.clone()),
             Box::new(agent_breaker_open.clone()),
+            Box::new(number_status.clone()),
         ] {
             registry
                 .register(c)
@@ -222,6 +234,7 @@ impl Metrics {
             window_expired,
             throttled,
             agent_breaker_open,
+            number_status,
         }
     }
 

@@ -72,6 +72,7 @@ async fn killed_gateway_answers_everything_once(db: Db) {
             statuses: true,
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_millis(500),
+            ..EmulatorConfig::default()
         },
         listener,
         tokio_util::sync::CancellationToken::new(),

@@ -111,6 +111,15 @@ pub struct Meta {
     /// Settings of the built-in emulator, used when `graph_url` is `emulator`.
     #[serde(default)]
     pub emulator: EmulatorSettings,
+    /// Let `wa-gateway apply` unsubscribe the app from a WhatsApp Business Account once no
+    /// declared number remains in it. Off by default: removing a number from the file then
+    /// changes nothing at Meta.
+    #[serde(default)]
+    pub prune: bool,
+    /// Per-WABA webhook override (`override_callback_uri` of the WABA's app subscription), by
+    /// WABA id; Meta verifies it with `verify_token`. WABAs not listed use `public_url`.
+    #[serde(default)]
+    pub waba_callbacks: BTreeMap<String, String>,
 }
 
 fn default_graph_url() -> String {
@@ -216,6 +225,10 @@ pub struct Number {
     pub agent: String,
     /// The system-user or business token used for this number's Graph calls.
     pub access_token: Secret,
+    /// The two-step verification PIN (6 digits) `wa-gateway apply` registers the number with.
+    /// Without it an unregistered number cannot be registered by the gateway.
+    #[serde(default)]
+    pub pin: Option<Secret>,
     /// `false` stops answering this number while keeping it declared.
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -253,6 +266,9 @@ impl Config {
                 format!("numbers[{i}].access_token"),
                 &mut number.access_token,
             ));
+            if let Some(pin) = &mut number.pin {
+                out.push((format!("numbers[{i}].pin"), pin));
+            }
         }
         out
     }

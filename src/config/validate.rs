@@ -55,6 +55,7 @@ pub fn validate(config: &Config, map: &SourceMap) -> Vec<Issue> {
     check_agents(config, &mut out);
     check_numbers(config, map, &mut out);
     check_inline_secrets(config, &mut out);
+    check_waba_callbacks(config, &mut out);
     check_policies(config, &mut out);
     out.0
 }
@@ -321,6 +322,26 @@ fn check_numbers(config: &Config, map: &SourceMap, out: &mut Issues) {
             None => {
                 seen.insert(id, i);
             }
+        }
+    }
+}
+
+fn check_waba_callbacks(config: &Config, out: &mut Issues) {
+    for (waba, url) in &config.meta.waba_callbacks {
+        let path = format!("meta.waba_callbacks.{waba}");
+        if !config.numbers.iter().any(|n| n.waba_id.as_str() == waba) {
+            out.key(
+                path.clone(),
+                format!(
+                    "no number of WhatsApp Business Account {waba} is declared under `numbers`"
+                ),
+            );
+        }
+        if let Err(why) = http_url(url) {
+            out.value(
+                path,
+                format!("the WABA callback must be an http(s) URL: {why}"),
+            );
         }
     }
 }

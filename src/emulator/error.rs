@@ -150,6 +150,71 @@ impl GraphError {
     }
 }
 
+/// The management errors (registration, verification, subscriptions).
+impl GraphError {
+    /// 2200: Meta's GET handshake against the callback URL did not return the challenge.
+    pub fn callback_verification(errors: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            2200,
+            format!(
+                "(#2200) Callback verification failed with the following errors: {}",
+                errors.into()
+            ),
+        )
+    }
+
+    /// 133005: the two-step verification PIN does not match the one set.
+    pub fn pin_mismatch() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            133005,
+            "(#133005) Two step verification PIN Mismatch",
+        )
+        .details("Two step verification PIN incorrect.")
+    }
+
+    /// 133008: too many wrong PINs; registration is locked for a while.
+    pub fn too_many_pin_guesses() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            133008,
+            "(#133008) Too many two step verification PIN guesses for this phone number",
+        )
+        .details("Too many PIN guesses. Try again after the time Meta names has passed.")
+    }
+
+    /// 133010: the number is not registered with the Cloud API.
+    pub fn not_registered() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            133010,
+            "(#133010) Account not registered",
+        )
+        .details("Account not registered.")
+    }
+
+    /// 136024: a verification code was requested again too soon.
+    pub fn code_request_too_soon() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            136024,
+            "(#136024) Verification code request rate limited",
+        )
+        .details("A code was requested for this number less than a minute ago; wait, then request again.")
+    }
+
+    /// 136025: the verification code is wrong (or none was requested).
+    pub fn verification_code() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            136025,
+            "(#136025) Verification code error",
+        )
+        .details("Please try again with the correct code.")
+    }
+}
+
 /// Meta's trace ids are 20-odd base64-ish characters, different on every response.
 fn fbtrace_id() -> String {
     rand::rng()

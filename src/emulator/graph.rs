@@ -102,10 +102,14 @@ fn handle(
             return Err(GraphError::unknown_object("post", pnid));
         }
         None => return Err(GraphError::invalid_token()),
-        Some(n) if token != Some(n.access_token.as_str()) => {
-            return Err(GraphError::invalid_token());
+        Some(n) => {
+            if let Some(e) = state.manage.token_error(token, &n.waba_id) {
+                return Err(e);
+            }
         }
-        Some(_) => {}
+    }
+    if state.cfg.strict_registration && !state.manage.is_registered(pnid) {
+        return Err(GraphError::not_registered());
     }
     let request: Value = serde_json::from_slice(body).map_err(|e| {
         GraphError::invalid_parameter(format!("The request body is not valid JSON: {e}"))

@@ -105,7 +105,11 @@ impl MediaStore {
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
-        .route("/{version}/{media_id}", get(info))
+        // One route serves media, numbers and debug_token: axum allows one handler a path.
+        .route(
+            "/{version}/{media_id}",
+            get(object).post(super::manage::post_object_handler),
+        )
         .route("/media-download/{key}", get(download))
         .route(
             "/_emulator/media",
@@ -118,6 +122,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 fn check_token(state: &State, headers: &HeaderMap) -> Result<(), GraphError> {
     match bearer(headers) {
         Some(t) if state.token_is_known(t) => Ok(()),
+        Some(t) if state.manage.debug(t).is_some() => Err(GraphError::token_expired()),
         _ => Err(GraphError::invalid_token()),
     }
 }
@@ -131,6 +136,19 @@ fn base_url(headers: &HeaderMap, uri: &Uri) -> String {
         .or_else(|| uri.authority().map(|a| a.to_string()))
         .unwrap_or_else(|| "127.0.0.1".into());
     format!("http://{host}")
+}
+
+/// `GET /{version}/{id}`: a number or `debug_token` when `id` is one, else a media object.
+async fn object(
+    st: AxState<Arc<State>>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    if let Some(answer) = super::manage::get_object_answer(&st.0, &path.0, &headers, &uri).await {
+        return answer;
+    }
+    info(st, path, headers, uri).await
 }
 
 async fn info(

@@ -6,8 +6,12 @@ mod envelope;
 mod error;
 mod faults;
 mod graph;
+mod handshake;
 mod llm;
+mod manage;
 mod media;
+mod setup;
+mod setup_control;
 mod state;
 mod webhooks;
 
@@ -27,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 pub use client::ControlClient;
 pub use faults::{Fault, FaultKind};
+pub use setup_control::{IssueToken, TokenBody, VerificationCode};
 pub use state::SentMessage;
 pub use webhooks::WebhookStats;
 
@@ -51,6 +56,9 @@ pub struct EmulatorConfig {
     pub retry_initial: Duration,
     /// Longest delay between two redeliveries (Meta keeps retrying for up to 7 days).
     pub retry_max: Duration,
+    /// Refuse sends from unregistered numbers (133010), as Meta does. Off by default so a
+    /// fresh emulator serves sends before anyone runs `wa-gateway apply`.
+    pub strict_registration: bool,
 }
 
 /// One emulated business phone number.
@@ -77,6 +85,7 @@ impl Default for EmulatorConfig {
             statuses: true,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
+            strict_registration: false,
         }
     }
 }
@@ -137,6 +146,7 @@ pub async fn start(
     let llm = Arc::new(llm::LlmState::default());
     let app = graph::router(state.clone())
         .merge(media::router(state.clone()))
+        .merge(manage::router(state.clone()))
         .merge(control::router(state.clone()))
         .merge(llm::router(llm.clone()));
     let stop = shutdown.clone();
@@ -258,6 +268,37 @@ impl EmulatorHandle {
         timeout: Duration,
     ) -> bool {
         self.state.wait_sent(pred, timeout).await
+    }
+
+    /// Expires `token`: every call carrying it answers 190 from now on. False if unknown.
+    pub fn expire_token(&self, token: &str) -> bool {
+        self.state.manage.expire(token)
+    }
+
+    /// Issues a new, valid token for the WABA of number `pnid` (a regenerated system-user token).
+    pub fn issue_token(&self, pnid: &str) -> Option<String> {
+        let waba = self.state.number(pnid)?.waba_id.clone();
+        Some(self.state.manage.issue(&waba))
+    }
+
+    /// The verification code `request_code` "sends" to number `pnid`.
+    pub fn verification_code(&self, pnid: &str) -> String {
+        setup::verification_code(pnid)
+    }
+
+    /// Whether number `pnid` is registered with the (emulated) Cloud API.
+    pub fn is_registered(&self, pnid: &str) -> bool {
+        self.state.manage.is_registered(pnid)
+    }
+
+    /// The app's webhook callback URL, once `POST /{app}/subscriptions` set it.
+    pub fn app_callback_url(&self) -> Option<String> {
+        self.state.manage.app().map(|a| a.callback_url)
+    }
+
+    /// Whether WABA `waba` is subscribed to the app.
+    pub fn waba_subscribed(&self, waba: &str) -> bool {
+        self.state.manage.waba(waba).is_some()
     }
 
     /// Resolves when the listener and every delivery task have stopped (after shutdown).

@@ -4,6 +4,7 @@
 use super::envelope;
 use super::faults::{Fault, FaultKind, Faults};
 use super::media::MediaStore;
+use super::setup::MetaSetup;
 use super::webhooks::{Delivery, WebhookCounters, WebhookStats};
 use super::{EmulatorConfig, EmulatorNumber};
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,8 @@ pub(crate) struct State {
     pub counters: WebhookCounters,
     /// Media blobs served by `GET /{version}/{media-id}`.
     pub media: MediaStore,
+    /// Subscriptions, registrations, PINs and tokens (the management endpoints).
+    pub manage: MetaSetup,
     deliveries: mpsc::UnboundedSender<Delivery>,
 }
 
@@ -85,6 +88,7 @@ impl State {
             latency_ms: AtomicU64::new(0),
             counters: WebhookCounters::default(),
             media: MediaStore::default(),
+            manage: MetaSetup::new(&cfg.numbers),
             deliveries: tx,
             cfg,
         };
@@ -100,8 +104,9 @@ impl State {
         self.numbers.get(phone_number_id)
     }
 
+    /// Whether `token` is a valid, unexpired business token of one of the emulated WABAs.
     pub fn token_is_known(&self, token: &str) -> bool {
-        self.numbers.values().any(|n| n.access_token == token)
+        self.manage.token_is_valid(token)
     }
 
     pub fn webhook_url(&self) -> watch::Receiver<Option<String>> {

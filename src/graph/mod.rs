@@ -2,9 +2,14 @@
 //! typed errors, and the retry class of each error code. It never retries by itself.
 
 mod error;
+mod manage;
 mod media;
 
 pub use error::{GraphError, RetryClass, classify_code};
+pub use manage::{
+    AppData, AppSubscription, CodeMethod, NUMBER_FIELDS, NumberInfo, SubscribedApp,
+    SubscribedField, TokenInfo, WebhookConfiguration,
+};
 pub use media::MediaInfo;
 
 use serde::Deserialize;

@@ -1,0 +1,352 @@
+//! The Meta-side setup the emulator keeps (app and WABA subscriptions, registrations and PINs,
+//! tokens and their expiry) and a number as `GET /{PNID}` shows it. A fresh emulator is a fresh
+//! Meta app: nothing subscribed, nothing registered. No I/O here.
+
+use super::EmulatorNumber;
+use super::error::GraphError;
+use super::state::State;
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Wrong PINs after which registration is locked (Meta answers 133008 from then on).
+const MAX_PIN_FAILURES: u32 = 5;
+/// Least time between two verification code requests for one number.
+const CODE_COOLDOWN: Duration = Duration::from_secs(60);
+/// Fields a `whatsapp_business_account` app subscription may carry.
+pub(crate) const WABA_FIELDS: &[&str] = &[
+    "messages",
+    "account_update",
+    "account_alerts",
+    "account_review_update",
+    "business_capability_update",
+    "message_template_status_update",
+    "message_template_quality_update",
+    "phone_number_name_update",
+    "phone_number_quality_update",
+    "security",
+    "smb_message_echoes",
+    "user_preferences",
+    "calls",
+    "template_category_update",
+];
+
+/// The app's `whatsapp_business_account` subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AppSubscription {
+    pub callback_url: String,
+    pub verify_token: String,
+    pub fields: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NumberSetup {
+    pub registered: bool,
+    pub ever_registered: bool,
+    pub pin: Option<String>,
+    pub pin_failures: u32,
+    pub code_requested_at: Option<Instant>,
+    pub code_requested: bool,
+    pub verified: bool,
+    pub override_callback: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Token {
+    wabas: HashSet<String>,
+    expired: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    app: Option<AppSubscription>,
+    /// WABA id → its override callback, for every WABA subscribed to the app.
+    wabas: HashMap<String, Option<String>>,
+    numbers: HashMap<String, NumberSetup>,
+    tokens: HashMap<String, Token>,
+}
+
+/// Shared Meta-side setup; plain mutex, never held across an await.
+pub(crate) struct MetaSetup {
+    inner: Mutex<Inner>,
+}
+
+/// Who a bearer token is.
+pub(crate) enum Caller {
+    /// `APP_ID|APP_SECRET`.
+    App,
+    /// A system-user or business token with access to these WABAs.
+    Business(HashSet<String>),
+}
+
+/// The verification code the emulator "sends" to a number: fixed per number, so tests and
+/// people can read it back (`GET /_emulator/numbers/{id}/verification_code`).
+pub(crate) fn verification_code(phone_number_id: &str) -> String {
+    let digits: String = phone_number_id
+        .chars()
+        .rev()
+        .filter(char::is_ascii_digit)
+        .take(6)
+        .collect();
+    format!("{digits:0>6}")
+}
+
+impl MetaSetup {
+    pub fn new(numbers: &[EmulatorNumber]) -> Self {
+        let mut inner = Inner::default();
+        for n in numbers {
+            inner
+                .tokens
+                .entry(n.access_token.clone())
+                .or_insert_with(|| Token {
+                    wabas: HashSet::new(),
+                    expired: false,
+                })
+                .wabas
+                .insert(n.waba_id.clone());
+            inner.numbers.insert(
+                n.phone_number_id.clone(),
+                NumberSetup {
+                    verified: true,
+                    ..NumberSetup::default()
+                },
+            );
+        }
+        Self {
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Who `token` is: 190 when it is unknown, 190/463 when it expired.
+    pub fn caller(&self, token: Option<&str>, app_token: &str) -> Result<Caller, GraphError> {
+        let Some(token) = token else {
+            return Err(GraphError::invalid_token());
+        };
+        if token == app_token {
+            return Ok(Caller::App);
+        }
+        match self.lock().tokens.get(token) {
+            Some(t) if t.expired => Err(GraphError::token_expired()),
+            Some(t) => Ok(Caller::Business(t.wabas.clone())),
+            None => Err(GraphError::invalid_token()),
+        }
+    }
+
+    /// Whether `token` is valid (not expired) and may act on `waba`.
+    pub fn token_error(&self, token: Option<&str>, waba: &str) -> Option<GraphError> {
+        let inner = self.lock();
+        match token.and_then(|t| inner.tokens.get(t)) {
+            None => Some(GraphError::invalid_token()),
+            Some(t) if t.expired => Some(GraphError::token_expired()),
+            Some(t) if !t.wabas.contains(waba) => Some(GraphError::invalid_token()),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether `token` is a valid business token of any WABA.
+    pub fn token_is_valid(&self, token: &str) -> bool {
+        self.lock().tokens.get(token).is_some_and(|t| !t.expired)
+    }
+
+    /// `(is_valid, wabas)` of a token, for `debug_token`.
+    pub fn debug(&self, token: &str) -> Option<(bool, Vec<String>)> {
+        self.lock().tokens.get(token).map(|t| {
+            let mut wabas: Vec<String> = t.wabas.iter().cloned().collect();
+            wabas.sort();
+            (!t.expired, wabas)
+        })
+    }
+
+    /// Expires `token`; false when the emulator does not know it.
+    pub fn expire(&self, token: &str) -> bool {
+        match self.lock().tokens.get_mut(token) {
+            Some(t) => {
+                t.expired = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Issues a new token with access to `waba` (a regenerated system-user token).
+    pub fn issue(&self, waba: &str) -> String {
+        let token = format!(
+            "EAAemu{}",
+            super::envelope::new_wamid().replace("wamid.", "")
+        );
+        self.lock().tokens.insert(
+            token.clone(),
+            Token {
+                wabas: HashSet::from([waba.to_owned()]),
+                expired: false,
+            },
+        );
+        token
+    }
+
+    pub fn app(&self) -> Option<AppSubscription> {
+        self.lock().app.clone()
+    }
+
+    pub fn set_app(&self, sub: Option<AppSubscription>) {
+        self.lock().app = sub;
+    }
+
+    /// The WABA's override callback: `None` when not subscribed, `Some(None)` without override.
+    pub fn waba(&self, waba: &str) -> Option<Option<String>> {
+        self.lock().wabas.get(waba).cloned()
+    }
+
+    pub fn set_waba(&self, waba: &str, sub: Option<Option<String>>) {
+        let mut inner = self.lock();
+        match sub {
+            Some(o) => inner.wabas.insert(waba.to_owned(), o),
+            None => inner.wabas.remove(waba),
+        };
+    }
+
+    pub fn number(&self, pnid: &str) -> NumberSetup {
+        self.lock().numbers.get(pnid).cloned().unwrap_or_default()
+    }
+
+    pub fn is_registered(&self, pnid: &str) -> bool {
+        self.lock().numbers.get(pnid).is_some_and(|n| n.registered)
+    }
+
+    fn with_number<T>(&self, pnid: &str, f: impl FnOnce(&mut NumberSetup) -> T) -> T {
+        f(self.lock().numbers.entry(pnid.to_owned()).or_default())
+    }
+
+    /// `POST /{PNID}/register`: a first PIN is set; a set PIN must match.
+    pub fn register(&self, pnid: &str, pin: &str) -> Result<(), GraphError> {
+        self.with_number(pnid, |n| {
+            if n.pin_failures >= MAX_PIN_FAILURES {
+                return Err(GraphError::too_many_pin_guesses());
+            }
+            match &n.pin {
+                Some(set) if set != pin => {
+                    n.pin_failures += 1;
+                    Err(GraphError::pin_mismatch())
+                }
+                _ => {
+                    n.pin = Some(pin.to_owned());
+                    n.pin_failures = 0;
+                    n.registered = true;
+                    n.ever_registered = true;
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// `POST /{PNID}/deregister`; the PIN stays set, as at Meta.
+    pub fn deregister(&self, pnid: &str) {
+        self.with_number(pnid, |n| n.registered = false);
+    }
+
+    /// `POST /{PNID}` `{pin}`.
+    pub fn set_pin(&self, pnid: &str, pin: &str) {
+        self.with_number(pnid, |n| {
+            n.pin = Some(pin.to_owned());
+            n.pin_failures = 0;
+        });
+    }
+
+    pub fn set_number_override(&self, pnid: &str, uri: Option<String>) {
+        self.with_number(pnid, |n| n.override_callback = uri);
+    }
+
+    /// `POST /{PNID}/request_code`, refused while the previous code is fresh.
+    pub fn request_code(&self, pnid: &str) -> Result<(), GraphError> {
+        self.with_number(pnid, |n| {
+            let now = Instant::now();
+            if n.code_requested_at
+                .is_some_and(|at| now.duration_since(at) < CODE_COOLDOWN)
+            {
+                return Err(GraphError::code_request_too_soon());
+            }
+            n.code_requested_at = Some(now);
+            n.code_requested = true;
+            n.verified = false;
+            Ok(())
+        })
+    }
+
+    /// `POST /{PNID}/verify_code`: the number's fixed code, after a request.
+    pub fn verify_code(&self, pnid: &str, code: &str) -> Result<(), GraphError> {
+        self.with_number(pnid, |n| {
+            if !n.code_requested || code != verification_code(pnid) {
+                return Err(GraphError::verification_code());
+            }
+            n.code_requested = false;
+            n.verified = true;
+            Ok(())
+        })
+    }
+}
+
+/// A number as `GET /{PNID}` shows it; `fields` limits the answer as Meta does.
+pub(crate) fn number_info(st: &State, pnid: &str, fields: Option<&str>) -> Value {
+    let n = st.manage.number(pnid);
+    let display = st
+        .number(pnid)
+        .map(|n| n.display_phone_number.clone())
+        .unwrap_or_default();
+    let waba = st
+        .number(pnid)
+        .map(|n| n.waba_id.clone())
+        .unwrap_or_default();
+    // Meta's `status`: CONNECTED once registered, PENDING before, DISCONNECTED after deregister.
+    let status = match (n.registered, n.ever_registered) {
+        (true, _) => "CONNECTED",
+        (false, false) => "PENDING",
+        (false, true) => "DISCONNECTED",
+    };
+    let mut hooks = serde_json::Map::new();
+    if let Some(app) = st.manage.app() {
+        hooks.insert("application".into(), json!(app.callback_url));
+    }
+    if let Some(Some(uri)) = st.manage.waba(&waba) {
+        hooks.insert("whatsapp_business_account".into(), json!(uri));
+    }
+    if let Some(uri) = n.override_callback {
+        hooks.insert("phone_number".into(), json!(uri));
+    }
+    let all = json!({
+        "id": pnid,
+        "verified_name": "Test Number",
+        "display_phone_number": format_display(&display),
+        "code_verification_status": if n.verified { "VERIFIED" } else { "NOT_VERIFIED" },
+        "quality_rating": "GREEN",
+        "platform_type": if n.registered { "CLOUD_API" } else { "NOT_APPLICABLE" },
+        "throughput": { "level": "STANDARD" },
+        "status": status,
+        "name_status": "APPROVED",
+        "messaging_limit_tier": "TIER_1K",
+        "webhook_configuration": hooks,
+    });
+    let default = "verified_name,code_verification_status,display_phone_number,quality_rating,platform_type,throughput,webhook_configuration";
+    let mut out = json!({ "id": pnid });
+    for f in fields.unwrap_or(default).split(',').map(str::trim) {
+        if let Some(v) = all.get(f) {
+            out[f] = v.clone();
+        }
+    }
+    out
+}
+
+/// `15550001111` as Meta shows it: `+1 555-000-1111`.
+fn format_display(digits: &str) -> String {
+    match digits.len() {
+        11 if digits.starts_with('1') => {
+            format!("+1 {}-{}-{}", &digits[1..4], &digits[4..7], &digits[7..])
+        }
+        0 => String::new(),
+        _ => format!("+{digits}"),
+    }
+}

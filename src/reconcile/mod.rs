@@ -1,0 +1,16 @@
+//! The reconciler: converges Meta-side setup (the app's webhook subscription, each WABA's app
+//! subscription, number registration) to what the file declares, like a kube-rs controller:
+//! `desired` from the config, `observe` through Graph GETs, a pure `plan`, then `apply`.
+
+pub mod apply;
+pub mod cli;
+pub mod desired;
+pub mod observe;
+pub mod plan;
+pub mod status;
+
+pub use apply::{ApplyError, apply, explain};
+pub use desired::{Desired, DesiredNumber, DesiredWaba};
+pub use observe::{Failure, Observed, ObservedApp, ObservedWaba, observe};
+pub use plan::{Action, Op, plan};
+pub use status::{NumberState, NumberStatus, derive_statuses, record_metrics, statuses};

@@ -1,0 +1,189 @@
+//! Number status for people and Prometheus: Active, Inactive (disabled) or Error with a reason
+//! and since when, plus what Meta says of the number (name, display number, quality).
+//! `derive_statuses` is pure; `statuses` observes then derives.
+
+use super::desired::Desired;
+use super::observe::{Failure, Observed, is_registered, observe};
+use crate::graph::GraphClient;
+use crate::ids::PhoneNumberId;
+use crate::metrics::Metrics;
+use serde::Serialize;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A number's state, stored and exported as a stable lowercase string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NumberState {
+    /// Declared, enabled, and set up at Meta as declared.
+    Active,
+    /// Declared with `enabled: false`.
+    Inactive,
+    /// Something keeps the number from working; `reason` says what.
+    Error,
+}
+
+impl NumberState {
+    /// Every state, for the state-set gauge.
+    pub const ALL: [NumberState; 3] = [Self::Active, Self::Inactive, Self::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One number's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NumberStatus {
+    pub phone_number_id: PhoneNumberId,
+    /// `display_name` from the file.
+    pub display_name: String,
+    pub status: NumberState,
+    /// Why, for Inactive and Error.
+    pub reason: Option<String>,
+    /// Unix seconds since the number has been in this status (as far as this process saw).
+    pub since: u64,
+    pub verified_name: Option<String>,
+    pub display_phone_number: Option<String>,
+    /// GREEN, YELLOW, RED or UNKNOWN.
+    pub quality_rating: Option<String>,
+}
+
+fn token_or_read(what: &str, f: &Failure, token_field: &str) -> String {
+    match f.code {
+        Some(190) => {
+            format!("access token invalid or expired (190): put a valid token in {token_field}")
+        }
+        _ => format!("cannot read {what} from Meta: {}", f.message),
+    }
+}
+
+/// Why a declared, enabled number is not working, or None when it is.
+fn error_reason(desired: &Desired, observed: &Observed, pnid: &PhoneNumberId) -> Option<String> {
+    let n = desired.number(pnid)?;
+    let token_field = format!("numbers[{}].access_token", n.index);
+    match observed.numbers.get(pnid) {
+        Some(Err(f)) => return Some(token_or_read("the number", f, &token_field)),
+        Some(Ok(info)) if !is_registered(info) => {
+            return Some(
+                "not registered with the Cloud API: run `wa-gateway apply` or register it with its PIN"
+                    .to_owned(),
+            );
+        }
+        Some(Ok(_)) => {}
+        None => return Some("not observed yet".into()),
+    }
+    let waba = desired.wabas.get(&n.waba_id);
+    match observed.wabas.get(&n.waba_id) {
+        Some(Err(f)) => return Some(token_or_read("the WABA's subscriptions", f, &token_field)),
+        Some(Ok(w)) if !w.subscribed => {
+            return Some(format!(
+                "WABA {} is not subscribed to the app: no webhooks come; run `wa-gateway apply`",
+                n.waba_id
+            ));
+        }
+        Some(Ok(w)) if waba.is_some_and(|d| d.override_callback != w.override_callback) => {
+            return Some(format!(
+                "callback mismatch: WABA {} override is {}, the file declares {}",
+                n.waba_id,
+                w.override_callback.as_deref().unwrap_or("none"),
+                waba.and_then(|d| d.override_callback.as_deref())
+                    .unwrap_or("none")
+            ));
+        }
+        _ => {}
+    }
+    let overridden = waba.is_some_and(|d| d.override_callback.is_some());
+    match &observed.app {
+        Err(f) if f.code == Some(190) => Some(
+            "the app access token is refused (190): check meta.app_id and meta.app_secret".into(),
+        ),
+        Err(f) => Some(format!(
+            "cannot read the app's subscriptions: {}",
+            f.message
+        )),
+        Ok(None) => Some("the app has no webhook subscription: run `wa-gateway apply`".into()),
+        Ok(Some(a)) if !a.fields.contains("messages") => {
+            Some("the app is not subscribed to the `messages` field: run `wa-gateway apply`".into())
+        }
+        Ok(Some(a)) if !overridden && a.callback_url != desired.callback_url => Some(format!(
+            "callback mismatch: Meta calls {}, public_url is {}",
+            a.callback_url, desired.callback_url
+        )),
+        Ok(Some(_)) => None,
+    }
+}
+
+/// Each declared number's status from one observation; `since` carries over from `previous`
+/// while a number's status is unchanged.
+pub fn derive_statuses(
+    desired: &Desired,
+    observed: &Observed,
+    previous: &[NumberStatus],
+    now_unix: u64,
+) -> Vec<NumberStatus> {
+    desired
+        .numbers
+        .iter()
+        .map(|n| {
+            let (status, reason) = if !n.enabled {
+                (
+                    NumberState::Inactive,
+                    Some("disabled in the configuration".to_owned()),
+                )
+            } else {
+                match error_reason(desired, observed, &n.phone_number_id) {
+                    Some(r) => (NumberState::Error, Some(r)),
+                    None => (NumberState::Active, None),
+                }
+            };
+            let since = previous
+                .iter()
+                .find(|p| p.phone_number_id == n.phone_number_id && p.status == status)
+                .map_or(now_unix, |p| p.since);
+            let info = observed
+                .numbers
+                .get(&n.phone_number_id)
+                .and_then(|r| r.as_ref().ok());
+            NumberStatus {
+                phone_number_id: n.phone_number_id.clone(),
+                display_name: n.display_name.clone(),
+                status,
+                reason,
+                since,
+                verified_name: info.and_then(|i| i.verified_name.clone()),
+                display_phone_number: info.and_then(|i| i.display_phone_number.clone()),
+                quality_rating: info.and_then(|i| i.quality_rating.clone()),
+            }
+        })
+        .collect()
+}
+
+/// Observes Meta and derives every declared number's status.
+pub async fn statuses(
+    client: &GraphClient,
+    desired: &Desired,
+    previous: &[NumberStatus],
+) -> Vec<NumberStatus> {
+    let observed = observe(client, desired).await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    derive_statuses(desired, &observed, previous, now)
+}
+
+/// Sets `wa_gateway_number_status{phone_number_id, status}`: 1 for the current status, 0 for
+/// the others (a state set).
+pub fn record_metrics(metrics: &Metrics, statuses: &[NumberStatus]) {
+    for s in statuses {
+        for state in NumberState::ALL {
+            metrics
+                .number_status
+                .with_label_values(&[s.phone_number_id.as_str(), state.as_str()])
+                .set(i64::from(state == s.status));
+        }
+    }
+}
