@@ -604,6 +604,7 @@ async fn reply_left_sending_is_settled_by_status(db: Db) {
             statuses: true,
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_millis(300),
+            ..EmulatorConfig::default()
         },
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         tokio_util::sync::CancellationToken::new(),
