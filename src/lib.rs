@@ -16,6 +16,8 @@ pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod policy;
+pub mod reload;
 pub mod reply;
 pub mod state;
 pub mod store;
+pub mod tls;

@@ -42,6 +42,14 @@ pub struct Metrics {
     pub throttled: IntCounterVec,
     /// 1 while an agent's circuit breaker is open or half-open, by agent.
     pub agent_breaker_open: IntGaugeVec,
+    /// Configuration reloads by result: ok, error (unchanged files count as neither).
+    pub config_reloads: IntCounterVec,
+    /// 1 for the SHA-256 of the configuration file in force.
+    pub config_info: IntGaugeVec,
+    /// When the configuration in force was loaded, Unix seconds.
+    pub config_loaded_timestamp: IntGauge,
+    /// The served TLS certificate's notAfter, Unix seconds (absent without TLS).
+    pub tls_cert_expiry: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -182,6 +190,32 @@ impl Metrics {
             &["agent"],
         )
         .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_config_reloads_total",
+                "Configuration reloads attempted on a changed file, by result (ok, error).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "wa_gateway_config_info",
+                "1 for the SHA-256 of the configuration file in force.",
+            ),
+            &["sha256"],
+        )
+        .expect("valid metric");
+        let config_loaded_timestamp = IntGauge::new(
+            "wa_gateway_config_loaded_timestamp_seconds",
+            "When the configuration in force was loaded.",
+        )
+        .expect("valid metric");
+        let tls_cert_expiry = IntGauge::new(
+            "wa_gateway_tls_cert_expiry_timestamp_seconds",
+            "notAfter of the certificate the webhook listener serves.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(webhooks.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(webhook_ack_seconds.clone()),
@@ -199,6 +233,9 @@ impl Metrics {
             Box::new(window_expired.clone()),
             Box::new(throttled.clone()),
             Box::new(agent_breaker_open.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_info.clone()),
+            Box::new(config_loaded_timestamp.clone()),
         ] {
             registry
                 .register(c)
@@ -222,7 +259,19 @@ impl Metrics {
             window_expired,
             throttled,
             agent_breaker_open,
+            config_reloads,
+            config_info,
+            config_loaded_timestamp,
+            tls_cert_expiry,
         }
+    }
+
+    /// Exports the TLS certificate expiry gauge; called once TLS is configured, so that a
+    /// plain-HTTP gateway does not export a meaningless 0.
+    pub fn register_tls(&self) {
+        let _ = self
+            .registry
+            .register(Box::new(self.tls_cert_expiry.clone()));
     }
 
     /// The text exposition format served at /metrics.
