@@ -2,7 +2,7 @@
 //! new snapshot off to the side, then swap it in one step; a failed attempt changes nothing.
 //! File changes, SIGHUP and `Gateway::reload_now` all funnel into the one task that owns this.
 
-use crate::config::watch::{DirWatcher, dir_of};
+use crate::config::watch::DirWatcher;
 use crate::config::{Config, Loaded};
 use crate::state::{AppState, Snapshot};
 use crate::tls::{CertResolver, load_certified_key};
@@ -121,16 +121,14 @@ impl Reloader {
         });
     }
 
-    /// The directories to watch: the config file's and the TLS files'.
-    pub fn watch_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = vec![dir_of(&self.path)];
+    /// The files to watch (through their directories): the config file and the TLS files.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.path.clone()];
         if let Some(tls) = &self.state.snapshot.load().config.listen.tls {
-            dirs.push(dir_of(&tls.cert));
-            dirs.push(dir_of(&tls.key));
+            files.push(tls.cert.clone());
+            files.push(tls.key.clone());
         }
-        dirs.sort();
-        dirs.dedup();
-        dirs
+        files
     }
 
     /// One attempt: apply the file if it changed and is valid; then re-read the TLS files.
@@ -258,11 +256,19 @@ impl ReloadHandle {
 pub fn spawn(mut reloader: Reloader, watch: bool, shutdown: CancellationToken) -> ReloadHandle {
     let (tx, mut rx) = mpsc::channel::<oneshot::Sender<ReloadOutcome>>(8);
     let tracker = reloader.state.tracker.clone();
+    // Armed before returning, so a change made right after start is seen.
+    let initial = watch.then(|| DirWatcher::new(&reloader.watched_files(), DEBOUNCE));
     tracker.spawn(async move {
-        let mut watcher: Option<DirWatcher> = None;
         // When to (re)create the watcher, and whether to reload then: after a failure something
         // may have changed while nothing watched.
-        let mut rearm = watch.then(|| (tokio::time::Instant::now(), false));
+        let mut rearm = match &initial {
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot watch the configuration; retrying");
+                Some((tokio::time::Instant::now() + REARM_DELAY, true))
+            }
+            Some(Ok(_)) | None => None,
+        };
+        let mut watcher = initial.and_then(Result::ok);
         loop {
             if let Some((at, reload_after)) = rearm {
                 tokio::select! {
@@ -273,7 +279,7 @@ pub fn spawn(mut reloader: Reloader, watch: bool, shutdown: CancellationToken) -
                         continue;
                     }
                 }
-                match DirWatcher::new(reloader.watch_dirs(), DEBOUNCE) {
+                match DirWatcher::new(&reloader.watched_files(), DEBOUNCE) {
                     Ok(w) => {
                         tracing::debug!(dirs = ?w.dirs(), "watching for configuration changes");
                         watcher = Some(w);
@@ -314,7 +320,7 @@ pub fn spawn(mut reloader: Reloader, watch: bool, shutdown: CancellationToken) -
             // A reload may have moved the TLS files to other directories.
             if watcher
                 .as_ref()
-                .is_some_and(|w| w.dirs() != reloader.watch_dirs())
+                .is_some_and(|w| w.files() != reloader.watched_files())
             {
                 watcher = None;
                 rearm = Some((tokio::time::Instant::now(), false));

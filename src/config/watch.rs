@@ -1,9 +1,11 @@
 //! Watching the directories that hold the config file and the TLS files. Directories, not files:
 //! Kubernetes swaps ConfigMaps and Secrets through the `..data` symlink and editors rename on
-//! save, so a watch on the file's inode would go deaf. Reports "something changed" once quiet.
+//! save, so a watch on the file's inode would go deaf. Reports "one of them changed" once quiet.
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -16,11 +18,21 @@ pub struct WatchError {
     reason: String,
 }
 
-/// A watch on a few directories; `changed` resolves after a burst of changes goes quiet.
+/// The name Kubernetes gives the symlink it swaps to update a ConfigMap or Secret volume.
+const KUBE_DATA: &str = "..data";
+
+/// Longest wait after a first change when other files of the directory keep changing.
+const MAX_DELAY: Duration = Duration::from_secs(3);
+
+/// A watch on the directories of a few files; `changed` resolves after a burst of changes to
+/// those files goes quiet. Other files of the directories (a database beside the config) are
+/// ignored.
 pub struct DirWatcher {
     _watcher: notify::RecommendedWatcher,
     rx: mpsc::UnboundedReceiver<notify::Result<Event>>,
+    files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
+    names: HashSet<OsString>,
     debounce: Duration,
 }
 
@@ -33,10 +45,18 @@ pub fn dir_of(file: &Path) -> PathBuf {
 }
 
 impl DirWatcher {
-    /// Watches each of `dirs` (not recursively).
-    pub fn new(mut dirs: Vec<PathBuf>, debounce: Duration) -> Result<Self, WatchError> {
+    /// Watches the directory of each of `files` (not recursively) for changes to those names
+    /// or to a Kubernetes `..data` link.
+    pub fn new(files: &[PathBuf], debounce: Duration) -> Result<Self, WatchError> {
+        let mut dirs: Vec<PathBuf> = files.iter().map(|f| dir_of(f)).collect();
         dirs.sort();
         dirs.dedup();
+        let mut names: HashSet<OsString> = files
+            .iter()
+            .filter_map(|f| f.file_name())
+            .map(Into::into)
+            .collect();
+        names.insert(KUBE_DATA.into());
         let (tx, rx) = mpsc::unbounded_channel();
         let error = |e: notify::Error| WatchError {
             dirs: describe(&dirs),
@@ -55,9 +75,16 @@ impl DirWatcher {
         Ok(Self {
             _watcher: watcher,
             rx,
+            files: files.to_vec(),
             dirs,
+            names,
             debounce,
         })
+    }
+
+    /// The files watched for, as given.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
     }
 
     /// The directories watched, sorted.
@@ -74,10 +101,15 @@ impl DirWatcher {
                 break;
             }
         }
+        let give_up = tokio::time::Instant::now() + MAX_DELAY;
+        let mut quiet_from = tokio::time::Instant::now() + self.debounce;
         loop {
-            match tokio::time::timeout(self.debounce, self.next_relevant()).await {
+            let until = quiet_from.min(give_up);
+            match tokio::time::timeout_at(until, self.next_relevant()).await {
                 Ok(r) => {
-                    r?;
+                    if r? {
+                        quiet_from = tokio::time::Instant::now() + self.debounce;
+                    }
                 }
                 Err(_quiet) => return Ok(()),
             }
@@ -93,12 +125,22 @@ impl DirWatcher {
         match self.rx.recv().await {
             None => Err(fail("the watcher stopped".into())),
             Some(Err(e)) => Err(fail(e.to_string())),
-            Some(Ok(event)) => Ok(match event.kind {
-                // Reading the config on reload opens it: reacting to that would loop.
-                EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-                EventKind::Access(_) => false,
-                _ => true,
-            }),
+            Some(Ok(event)) => {
+                let kind = match event.kind {
+                    // Reading the config on reload opens it: reacting to that would loop.
+                    EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+                    EventKind::Access(_) => false,
+                    _ => true,
+                };
+                // An event without paths (a rescan after an overflow) may hide anything.
+                let ours = event.paths.is_empty()
+                    || event
+                        .paths
+                        .iter()
+                        .filter_map(|p| p.file_name())
+                        .any(|n| self.names.contains(n));
+                Ok(kind && ours)
+            }
         }
     }
 }
@@ -117,8 +159,10 @@ mod tests {
     #[tokio::test]
     async fn a_burst_of_writes_is_one_change() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w =
-            DirWatcher::new(vec![dir.path().to_owned()], Duration::from_millis(200)).unwrap();
+        let file = dir.path().join("gateway.yaml");
+        let mut w = DirWatcher::new(&[file], Duration::from_millis(200)).unwrap();
+        // Other files of the directory (the database's WAL) do not count.
+        std::fs::write(dir.path().join("gateway.db-wal"), "x").unwrap();
         let writer = {
             let path = dir.path().join("gateway.yaml");
             tokio::spawn(async move {
