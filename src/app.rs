@@ -1,13 +1,15 @@
 //! Starting and stopping the whole gateway: bind listeners, connect storage, resume unfinished
 //! work, start the writer, the pipeline and the servers; on shutdown drain them in order.
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Loaded};
 use crate::emulator::{self, EmulatorConfig, EmulatorHandle};
 use crate::ingress::server::{self as webhook, WebhookState};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Work};
+use crate::reload::{ReloadHandle, ReloadOutcome, Reloader};
 use crate::state::{AppState, Snapshot, SnapshotError};
 use crate::store::{Store, StoreError};
+use crate::tls::{CertResolver, TlsError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,10 @@ pub enum StartError {
     Snapshot(#[from] SnapshotError),
     #[error("cannot start the built-in emulator: {0}")]
     Emulator(std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A running gateway.
@@ -42,6 +48,9 @@ pub struct Gateway {
     pub emulator: Option<EmulatorHandle>,
     /// The shared state (store, metrics, snapshot).
     pub state: Arc<AppState>,
+    /// Whether the webhook listener speaks TLS.
+    pub tls: bool,
+    reload: Option<ReloadHandle>,
     shutdown: CancellationToken,
     writer_stop: CancellationToken,
     writer_task: tokio::task::JoinHandle<()>,
@@ -54,9 +63,39 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 }
 
 impl Gateway {
-    /// Starts every part of the gateway for `config` (validated, secrets resolved).
+    /// Starts every part of the gateway for `config` (validated, secrets resolved). Nothing
+    /// watches for changes: with no file to read again, `reload_now` has nothing to do.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_inner(config, None).await
+    }
+
+    /// Loads the file at `path` and starts the gateway on it, with a watcher that reloads the
+    /// configuration (and the TLS certificate) when their directories change.
+    pub async fn start_from(path: &std::path::Path) -> Result<Self, StartError> {
+        let owned = path.to_owned();
+        let loaded = tokio::task::spawn_blocking(move || Loaded::from_path(&owned))
+            .await
+            .expect("loading the config does not panic")?;
+        Self::start_inner(loaded.config.clone(), Some(loaded)).await
+    }
+
+    /// Reloads the configuration file now (SIGHUP does this) and says what happened.
+    pub async fn reload_now(&self) -> ReloadOutcome {
+        match &self.reload {
+            Some(handle) => handle.reload().await,
+            None => ReloadOutcome::Failed(
+                "the gateway was started from a Config value, not a file: nothing to reload".into(),
+            ),
+        }
+    }
+
+    async fn start_inner(config: Config, loaded: Option<Loaded>) -> Result<Self, StartError> {
         let shutdown = CancellationToken::new();
+        let cert = match &config.listen.tls {
+            Some(files) => Some(crate::tls::load_certified_key(files)?),
+            None => None,
+        };
+        let resolver = cert.as_ref().map(|c| Arc::new(CertResolver::new(c)));
         let webhook_listener = bind("webhook", config.listen.webhook).await?;
         let admin_listener = bind("admin", config.listen.admin).await?;
         let webhook_addr = webhook_listener
@@ -78,7 +117,8 @@ impl Gateway {
             let listener = bind("emulator", config.meta.emulator.listen).await?;
             let mut emu_cfg = EmulatorConfig::from_gateway(&config);
             // In-process, the emulator calls the listener directly, whatever public_url says.
-            emu_cfg.webhook_url = Some(format!("http://{webhook_addr}/webhook"));
+            let scheme = if cert.is_some() { "https" } else { "http" };
+            emu_cfg.webhook_url = Some(format!("{scheme}://{webhook_addr}/webhook"));
             let handle = emulator::start(emu_cfg, listener, shutdown.child_token())
                 .await
                 .map_err(StartError::Emulator)?;
@@ -92,6 +132,10 @@ impl Gateway {
         let metrics = Metrics::new();
         let listen = config.listen.clone();
         let batch_max = config.storage.batch_max;
+        if let Some(cert) = &cert {
+            metrics.register_tls();
+            metrics.tls_cert_expiry.set(cert.not_after.unwrap_or(0));
+        }
         let snapshot = Snapshot::build(config, &graph_base)?;
         let (writer, writer_inbox) = crate::store::writer::channel(batch_max);
         let state = Arc::new(AppState::new(
@@ -141,6 +185,7 @@ impl Gateway {
         state.tracker.spawn(crate::http::serve(
             webhook_listener,
             router,
+            resolver.clone().map(crate::tls::server_config),
             listen.header_timeout.get(),
             shutdown.clone(),
             drain,
@@ -148,10 +193,16 @@ impl Gateway {
         state.tracker.spawn(crate::http::serve(
             admin_listener,
             crate::admin::router(state.clone()),
+            None,
             listen.header_timeout.get(),
             shutdown.clone(),
             drain,
         ));
+        let reload = loaded.map(|loaded| {
+            let reloader =
+                Reloader::new(state.clone(), &loaded, graph_base.clone(), resolver.clone());
+            crate::reload::spawn(reloader, true, shutdown.clone())
+        });
         state.set_ready(true);
         tracing::info!(webhook = %webhook_addr, admin = %admin_addr, storage = state.store.kind(), "wa-gateway serving");
         Ok(Self {
@@ -159,6 +210,8 @@ impl Gateway {
             admin_addr,
             emulator,
             state,
+            tls: resolver.is_some(),
+            reload,
             shutdown,
             writer_stop,
             writer_task,
@@ -167,7 +220,8 @@ impl Gateway {
 
     /// The URL of the webhook endpoint as bound.
     pub fn webhook_url(&self) -> String {
-        format!("http://{}/webhook", self.webhook_addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/webhook", self.webhook_addr)
     }
 
     /// A token cancelled when the gateway shuts down.

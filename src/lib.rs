@@ -17,6 +17,8 @@ pub mod outbox;
 pub mod pipeline;
 pub mod policy;
 pub mod reconcile;
+pub mod reload;
 pub mod reply;
 pub mod state;
 pub mod store;
+pub mod tls;

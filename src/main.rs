@@ -120,11 +120,10 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Serve { config: path } => {
-            let cfg = config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let gateway = wa_gateway::app::Gateway::start(cfg)
+            let gateway = wa_gateway::app::Gateway::start_from(&path)
                 .await
                 .context("starting the gateway")?;
-            wait_for_signal().await;
+            wait_for_signal(&gateway).await;
             tracing::info!("shutting down: draining in-flight work");
             gateway.shutdown(Duration::from_secs(25)).await;
             Ok(0)
@@ -139,19 +138,29 @@ async fn run(command: Command) -> anyhow::Result<u8> {
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Waits for SIGTERM or Ctrl-C; SIGHUP reloads the configuration through the watcher's path.
+async fn wait_for_signal(gateway: &wa_gateway::app::Gateway) {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+        let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // The outcome is logged and counted by the reload itself.
+                    let _ = gateway.reload_now().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        let _ = gateway;
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

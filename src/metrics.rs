@@ -45,6 +45,14 @@ pub struct Metrics {
     /// Number status as a state set: 1 for the current status (active, inactive, error), 0 for
     /// the others, by number.
     pub number_status: IntGaugeVec,
+    /// Configuration reloads by result: ok, error (unchanged files count as neither).
+    pub config_reloads: IntCounterVec,
+    /// 1 for the SHA-256 of the configuration file in force.
+    pub config_info: IntGaugeVec,
+    /// When the configuration in force was loaded, Unix seconds.
+    pub config_loaded_timestamp: IntGauge,
+    /// The served TLS certificate's notAfter, Unix seconds (absent without TLS).
+    pub tls_cert_expiry: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -193,6 +201,32 @@ impl Metrics {
             &["phone_number_id", "status"],
         )
         .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_config_reloads_total",
+                "Configuration reloads attempted on a changed file, by result (ok, error).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "wa_gateway_config_info",
+                "1 for the SHA-256 of the configuration file in force.",
+            ),
+            &["sha256"],
+        )
+        .expect("valid metric");
+        let config_loaded_timestamp = IntGauge::new(
+            "wa_gateway_config_loaded_timestamp_seconds",
+            "When the configuration in force was loaded.",
+        )
+        .expect("valid metric");
+        let tls_cert_expiry = IntGauge::new(
+            "wa_gateway_tls_cert_expiry_timestamp_seconds",
+            "notAfter of the certificate the webhook listener serves.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(webhooks.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(webhook_ack_seconds.clone()),
@@ -211,6 +245,9 @@ impl Metrics {
             Box::new(throttled.clone()),
             Box::new(agent_breaker_open.clone()),
             Box::new(number_status.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_info.clone()),
+            Box::new(config_loaded_timestamp.clone()),
         ] {
             registry
                 .register(c)
@@ -235,7 +272,19 @@ impl Metrics {
             throttled,
             agent_breaker_open,
             number_status,
+            config_reloads,
+            config_info,
+            config_loaded_timestamp,
+            tls_cert_expiry,
         }
+    }
+
+    /// Exports the TLS certificate expiry gauge; called once TLS is configured, so that a
+    /// plain-HTTP gateway does not export a meaningless 0.
+    pub fn register_tls(&self) {
+        let _ = self
+            .registry
+            .register(Box::new(self.tls_cert_expiry.clone()));
     }
 
     /// The text exposition format served at /metrics.

@@ -2,16 +2,16 @@
 //! the metrics and the shutdown signal. Passed as `Arc<AppState>`; nothing here is global.
 
 use crate::agent::{Agent, ResilientAgent};
-use crate::config::{self, Config, Policies};
+use crate::config::{self, Config, CustomerPacing, Policies};
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::policy::{KeywordMatcher, SendLimiter};
 use crate::store::Store;
 use crate::store::writer::WriterHandle;
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -95,26 +95,46 @@ impl Snapshot {
         })
     }
 
-    /// A send limiter sized for this snapshot's numbers.
-    pub fn limiter(&self) -> SendLimiter {
+    /// What the send limiter is built from: the default rate, each number's rate, the pacing.
+    pub fn limiter_spec(&self) -> (u32, BTreeMap<String, u32>, CustomerPacing) {
         let per_number = self
             .numbers
             .iter()
             .map(|(id, n)| (id.clone(), n.policies.throughput_per_number))
             .collect();
-        SendLimiter::new(
+        (
             self.config.policies.throughput_per_number,
             per_number,
-            &self.config.policies.customer_pacing,
+            self.config.policies.customer_pacing.clone(),
         )
     }
+
+    /// A send limiter sized for this snapshot's numbers.
+    pub fn limiter(&self) -> SendLimiter {
+        let (default_rate, per_number, pacing) = self.limiter_spec();
+        SendLimiter::new(default_rate, per_number.into_iter().collect(), &pacing)
+    }
+}
+
+/// What the admin API tells about the configuration in force and the last reload.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ConfigStatus {
+    /// SHA-256 of the configuration file in force (None when started from a `Config` value).
+    pub sha256: Option<String>,
+    /// When the configuration in force was loaded, Unix seconds.
+    pub loaded_at: Option<u64>,
+    /// Why the last reload was refused; cleared when the file in force is read again.
+    pub last_reload_error: Option<String>,
 }
 
 /// The state every task shares.
 pub struct AppState {
     pub snapshot: ArcSwap<Snapshot>,
-    /// Meta's pacing limits: per-number throughput and per-customer pacing.
-    pub limiter: SendLimiter,
+    /// Meta's pacing limits: per-number throughput and per-customer pacing; replaced when a
+    /// reload changes the rates. Senders take `load_full()` so a wait holds no guard.
+    pub limiter: ArcSwap<SendLimiter>,
+    /// The configuration in force and the last reload's error, for the admin API.
+    config_status: Mutex<ConfigStatus>,
     /// Every write goes through the group-commit writer.
     pub writer: WriterHandle,
     pub store: Store,
@@ -135,7 +155,8 @@ impl AppState {
     ) -> Self {
         Self {
             writer,
-            limiter: snapshot.limiter(),
+            limiter: ArcSwap::from_pointee(snapshot.limiter()),
+            config_status: Mutex::new(ConfigStatus::default()),
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
             metrics,
@@ -148,6 +169,19 @@ impl AppState {
     /// Whether /readyz says yes.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
+    }
+
+    /// The configuration in force and the last reload's error.
+    pub fn config_status(&self) -> ConfigStatus {
+        self.config_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes the config status; never held across an await.
+    pub fn update_config_status(&self, f: impl FnOnce(&mut ConfigStatus)) {
+        f(&mut self.config_status.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// Sets readiness.

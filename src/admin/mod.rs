@@ -1,5 +1,6 @@
 //! The admin listener: /metrics (Prometheus text format), /healthz (the process is alive),
-//! /readyz (storage answers and the gateway is not shutting down) and /media (customer media).
+//! /readyz (storage answers and the gateway is not shutting down), /config/status (the
+//! configuration in force and the last reload error) and /media (customer media).
 
 mod media;
 
@@ -17,6 +18,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/config/status", get(config_status))
         .route("/media/{phone_number_id}/{media_id}", get(media::download))
         .with_state(state)
 }
@@ -29,6 +31,11 @@ async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
         )],
         st.metrics.render(),
     )
+}
+
+/// The configuration in force (file hash, load time) and why the last reload was refused.
+async fn config_status(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    axum::Json(st.config_status())
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {

@@ -11,6 +11,7 @@ pub mod schema;
 pub mod secret;
 pub mod summary;
 pub mod validate;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;

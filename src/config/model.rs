@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use super::duration::Duration;
 use super::policy::{NumberPolicies, Policies};
@@ -50,6 +51,24 @@ pub struct Listen {
     pub header_timeout: Duration,
     /// Time allowed to receive a request's body.
     pub body_timeout: Duration,
+    /// Serve the webhook listener over TLS with this certificate and key (PEM files, e.g. a
+    /// cert-manager Secret mount). The files are watched: a renewed certificate is served from
+    /// the next handshake on, without a restart.
+    pub tls: Option<TlsFiles>,
+    /// Serve the webhook listener as plain HTTP on a non-loopback address: only behind an
+    /// ingress or load balancer that terminates TLS. Without `tls`, plain HTTP is otherwise
+    /// accepted on loopback addresses only.
+    pub plain_http: bool,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (`tls.crt` of a Kubernetes TLS Secret).
+    pub cert: PathBuf,
+    /// The private key, PKCS#8, PKCS#1 or SEC1 (`tls.key`).
+    pub key: PathBuf,
 }
 
 impl Default for Listen {
@@ -60,6 +79,8 @@ impl Default for Listen {
             max_body_bytes: 1024 * 1024,
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
+            tls: None,
+            plain_http: false,
         }
     }
 }

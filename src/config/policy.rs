@@ -199,7 +199,7 @@ impl Default for OptOut {
 }
 
 /// Pacing of messages to one customer.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CustomerPacing {
     /// Sustained spacing between two messages to the same customer.

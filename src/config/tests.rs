@@ -520,3 +520,52 @@ fn policy_defaults_cover_ten_languages_of_opt_out() {
         assert!(p.opt_out.keywords.iter().any(|k| k == keyword), "{keyword}");
     }
 }
+
+#[test]
+fn plain_http_off_loopback_needs_tls_or_an_explicit_choice() {
+    let open = with("webhook: 127.0.0.1:8080", "webhook: 0.0.0.0:8080");
+    let (at, text) = diagnostics(&open);
+    assert_eq!(at, ["3:12 listen.webhook"], "{text}");
+    assert!(
+        text.contains("listen.tls") && text.contains("plain_http"),
+        "{text}"
+    );
+    let behind_ingress = with(
+        "webhook: 127.0.0.1:8080",
+        "webhook: \"[::]:8080\"\n  plain_http: true",
+    );
+    parse(&behind_ingress, Path::new("gateway.yaml")).unwrap();
+    let v6_loopback = with("webhook: 127.0.0.1:8080", "webhook: \"[::1]:8080\"");
+    parse(&v6_loopback, Path::new("gateway.yaml")).unwrap();
+}
+
+#[test]
+fn tls_files_must_load_and_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["wa.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (crt, pem) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&pem, key.serialize_pem()).unwrap();
+    let tls = |cert: &Path, key: &Path| {
+        with(
+            "webhook: 127.0.0.1:8080",
+            &format!(
+                "webhook: 0.0.0.0:8443\n  tls:\n    cert: {}\n    key: {}",
+                cert.display(),
+                key.display()
+            ),
+        )
+    };
+    parse(&tls(&crt, &pem), Path::new("gateway.yaml")).unwrap();
+
+    let (at, text) = diagnostics(&tls(&crt, &dir.path().join("nope.key")));
+    assert_eq!(at, ["6:10 listen.tls.key"], "{text}");
+    assert!(text.contains("nope.key"), "{text}");
+    let (at, text) = diagnostics(&tls(&pem, &pem));
+    assert_eq!(at, ["5:11 listen.tls.cert"], "{text}");
+    assert!(!text.contains("PRIVATE KEY-----\n"), "{text}");
+}

@@ -165,6 +165,7 @@ fn check_listen_and_storage(config: &Config, out: &mut Issues) {
             "public_url must end in /webhook, the path the gateway serves Meta's webhooks on",
         );
     }
+    check_tls(config, out);
     if config.listen.max_body_bytes == 0 {
         out.value(
             "listen.max_body_bytes",
@@ -208,6 +209,33 @@ fn check_listen_and_storage(config: &Config, out: &mut Issues) {
             "policies.delivery.initial_backoff",
             "is longer than policies.delivery.max_backoff: lower it or raise max_backoff",
         );
+    }
+}
+
+/// TLS files must load as they will be served; without TLS, plain HTTP must be chosen on purpose
+/// unless the listener is only reachable from the machine itself.
+fn check_tls(config: &Config, out: &mut Issues) {
+    let listen = &config.listen;
+    match &listen.tls {
+        Some(files) => {
+            if let Err(e) = crate::tls::load_certified_key(files) {
+                let field = match e.is_key() {
+                    true => "listen.tls.key",
+                    false => "listen.tls.cert",
+                };
+                out.value(field, e.to_string());
+            }
+        }
+        None if !listen.plain_http && !listen.webhook.ip().is_loopback() => out.value(
+            "listen.webhook",
+            format!(
+                "the webhook listener on {} would serve plain HTTP to the network: configure \
+                 listen.tls {{ cert, key }}, or set listen.plain_http: true when a \
+                 TLS-terminating ingress sits in front",
+                listen.webhook
+            ),
+        ),
+        None => {}
     }
 }
 

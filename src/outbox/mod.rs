@@ -113,8 +113,9 @@ pub async fn deliver(
         }
         // The token is taken right before the call, so what Meta sees is paced, not what the
         // database saw.
+        let limiter = state.limiter.load_full();
         tokio::select! {
-            _ = state.limiter.acquire(pnid, &row.customer) => {}
+            _ = limiter.acquire(pnid, &row.customer) => {}
             _ = state.shutdown.cancelled() => return Outcome::Interrupted,
         }
         attempts += 1;
@@ -189,6 +190,7 @@ pub async fn deliver(
                     // The whole number pauses, not just this conversation; others keep sending.
                     state
                         .limiter
+                        .load()
                         .throttle(pnid, tokio::time::Instant::now() + wait);
                     state.metrics.throttled.with_label_values(&[pnid]).inc();
                 }

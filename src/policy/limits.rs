@@ -135,6 +135,21 @@ impl SendLimiter {
         *entry = (*entry).max(until);
     }
 
+    /// Takes over the pauses `old` still runs, so a reload does not undo Meta's "slow down".
+    pub fn carry_pauses_from(&self, old: &SendLimiter) {
+        let now = Instant::now();
+        let paused: Vec<(String, Instant)> = {
+            let old = old.throttled.lock().unwrap_or_else(|e| e.into_inner());
+            old.iter()
+                .filter(|(_, until)| **until > now)
+                .map(|(n, u)| (n.clone(), *u))
+                .collect()
+        };
+        for (number, until) in paused {
+            self.throttle(&number, until);
+        }
+    }
+
     /// When `phone_number_id`'s pause ends, if it is paused now.
     pub fn throttled_until(&self, phone_number_id: &str) -> Option<Instant> {
         let throttled = self.throttled.lock().unwrap_or_else(|e| e.into_inner());

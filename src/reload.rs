@@ -1,0 +1,331 @@
+//! Applying a changed gateway.yaml while serving: read, validate, resolve secrets and build the
+//! new snapshot off to the side, then swap it in one step; a failed attempt changes nothing.
+//! File changes, SIGHUP and `Gateway::reload_now` all funnel into the one task that owns this.
+
+use crate::config::watch::DirWatcher;
+use crate::config::{Config, Loaded};
+use crate::state::{AppState, Snapshot};
+use crate::tls::{CertResolver, load_certified_key};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How long changes must go quiet before a reload: editors and kubelet write in bursts.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+/// How long to wait before recreating a watcher that failed to start.
+const REARM_DELAY: Duration = Duration::from_secs(2);
+
+/// What one reload attempt did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new configuration is in force; `sha256` is its file's hash.
+    Applied { sha256: String },
+    /// Neither the file nor its secrets changed; nothing was swapped.
+    Unchanged,
+    /// The new configuration was refused and the running one kept; why, file:line:column.
+    Failed(String),
+}
+
+/// Owns what a reload needs: the file, the running config's fingerprint, the TLS resolver.
+pub struct Reloader {
+    state: Arc<AppState>,
+    path: PathBuf,
+    graph_base: String,
+    fingerprint: String,
+    tls: Option<Arc<CertResolver>>,
+}
+
+/// SHA-256 over the file's hash and every resolved secret: a rotated `file:` secret changes it
+/// though the file does not. Kept in memory only, never exported: it digests secrets.
+fn fingerprint(loaded: &Loaded) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(loaded.sha256.as_bytes());
+    let mut config = loaded.config.clone();
+    for (path, secret) in config.secrets_mut() {
+        hasher.update([0]);
+        hasher.update(path.as_bytes());
+        hasher.update([0]);
+        hasher.update(secret.expose().as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Settings bound into running listeners, the store or the emulator: changing them takes a
+/// restart, so a file changing them is refused whole rather than applied in part.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.listen, &new.listen);
+    let json = |v: &crate::config::Storage| serde_json::to_value(v).ok();
+    [
+        ("listen.webhook", o.webhook != n.webhook),
+        ("listen.admin", o.admin != n.admin),
+        ("listen.tls (on/off)", o.tls.is_some() != n.tls.is_some()),
+        (
+            "listen.max_body_bytes",
+            o.max_body_bytes != n.max_body_bytes,
+        ),
+        (
+            "listen.header_timeout",
+            o.header_timeout != n.header_timeout,
+        ),
+        ("listen.body_timeout", o.body_timeout != n.body_timeout),
+        ("storage", json(&old.storage) != json(&new.storage)),
+        ("meta.graph_url", old.meta.graph_url != new.meta.graph_url),
+        (
+            "meta.emulator.listen",
+            old.meta.emulator.listen != new.meta.emulator.listen,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}
+
+impl Reloader {
+    /// A reloader for the gateway serving `loaded` from `state`.
+    pub fn new(
+        state: Arc<AppState>,
+        loaded: &Loaded,
+        graph_base: String,
+        tls: Option<Arc<CertResolver>>,
+    ) -> Self {
+        let reloader = Self {
+            state,
+            path: loaded.path.clone(),
+            graph_base,
+            fingerprint: fingerprint(loaded),
+            tls,
+        };
+        reloader.record_in_force(&loaded.sha256);
+        reloader
+    }
+
+    fn record_in_force(&self, sha256: &str) {
+        let metrics = &self.state.metrics;
+        metrics.config_info.reset();
+        metrics.config_info.with_label_values(&[sha256]).set(1);
+        let now = unix_now();
+        metrics.config_loaded_timestamp.set(now as i64);
+        self.state.update_config_status(|s| {
+            s.sha256 = Some(sha256.to_owned());
+            s.loaded_at = Some(now);
+            s.last_reload_error = None;
+        });
+    }
+
+    /// The files to watch (through their directories): the config file and the TLS files.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.path.clone()];
+        if let Some(tls) = &self.state.snapshot.load().config.listen.tls {
+            files.push(tls.cert.clone());
+            files.push(tls.key.clone());
+        }
+        files
+    }
+
+    /// One attempt: apply the file if it changed and is valid; then re-read the TLS files.
+    pub async fn reload(&mut self) -> ReloadOutcome {
+        let outcome = self.reload_config().await;
+        if let ReloadOutcome::Failed(why) = &outcome {
+            tracing::error!(file = %self.path.display(), "configuration refused, the running one stays in force:\n{why}");
+            self.state
+                .metrics
+                .config_reloads
+                .with_label_values(&["error"])
+                .inc();
+            self.state
+                .update_config_status(|s| s.last_reload_error = Some(why.clone()));
+        }
+        self.refresh_tls();
+        outcome
+    }
+
+    async fn reload_config(&mut self) -> ReloadOutcome {
+        let path = self.path.clone();
+        // Reading files and secrets blocks; keep it off the runtime's workers.
+        let loaded = match tokio::task::spawn_blocking(move || Loaded::from_path(&path)).await {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(e)) => return ReloadOutcome::Failed(e.to_string()),
+            Err(e) => return ReloadOutcome::Failed(format!("the loader panicked: {e}")),
+        };
+        let fingerprint = fingerprint(&loaded);
+        if fingerprint == self.fingerprint {
+            // The file in force was read again (e.g. a bad edit reverted): nothing is wrong now.
+            self.state
+                .update_config_status(|s| s.last_reload_error = None);
+            return ReloadOutcome::Unchanged;
+        }
+        let old = self.state.snapshot.load_full();
+        let restart = needs_restart(&old.config, &loaded.config);
+        if !restart.is_empty() {
+            return ReloadOutcome::Failed(format!(
+                "{}: {} changed; the running listeners, storage and emulator take such changes only on restart: restart the gateway, or revert them to apply the rest",
+                self.path.display(),
+                restart.join(", ")
+            ));
+        }
+        let cert = match &loaded.config.listen.tls {
+            Some(files) => match load_certified_key(files) {
+                Ok(cert) => Some(cert),
+                Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.path.display())),
+            },
+            None => None,
+        };
+        let sha256 = loaded.sha256.clone();
+        let snapshot = match Snapshot::build(loaded.config, &self.graph_base) {
+            Ok(s) => s,
+            Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.path.display())),
+        };
+
+        // Everything is built: from here on nothing can fail, so the change applies whole.
+        if snapshot.limiter_spec() != old.limiter_spec() {
+            let limiter = snapshot.limiter();
+            limiter.carry_pauses_from(&self.state.limiter.load());
+            self.state.limiter.store(Arc::new(limiter));
+        }
+        self.state.snapshot.store(Arc::new(snapshot));
+        if let (Some(resolver), Some(cert)) = (&self.tls, &cert) {
+            resolver.store(cert);
+            self.state
+                .metrics
+                .tls_cert_expiry
+                .set(cert.not_after.unwrap_or(0));
+        }
+        self.fingerprint = fingerprint;
+        self.record_in_force(&sha256);
+        self.state
+            .metrics
+            .config_reloads
+            .with_label_values(&["ok"])
+            .inc();
+        tracing::info!(file = %self.path.display(), %sha256, "configuration reloaded");
+        ReloadOutcome::Applied { sha256 }
+    }
+
+    /// Serves the certificate now on disk if it changed (cert-manager renewals change no config).
+    fn refresh_tls(&self) {
+        let Some(resolver) = &self.tls else { return };
+        let Some(files) = self.state.snapshot.load().config.listen.tls.clone() else {
+            return;
+        };
+        match load_certified_key(&files) {
+            Ok(cert) => {
+                if resolver.store(&cert) {
+                    tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+                }
+                self.state
+                    .metrics
+                    .tls_cert_expiry
+                    .set(cert.not_after.unwrap_or(0));
+            }
+            // Mid-rotation the key may not match the certificate yet; the next write retries.
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS files not reloaded; serving the previous certificate")
+            }
+        }
+    }
+}
+
+/// Asks the reload task for a reload; cheap to clone.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::Sender<oneshot::Sender<ReloadOutcome>>,
+}
+
+impl ReloadHandle {
+    /// Reloads now (SIGHUP, tests) and returns what happened.
+    pub async fn reload(&self) -> ReloadOutcome {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(tx).await.is_err() {
+            return ReloadOutcome::Failed("the gateway is shutting down".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| ReloadOutcome::Failed("the gateway is shutting down".into()))
+    }
+}
+
+/// Starts the reload task; with `watch`, it also reloads when the watched directories change.
+pub fn spawn(mut reloader: Reloader, watch: bool, shutdown: CancellationToken) -> ReloadHandle {
+    let (tx, mut rx) = mpsc::channel::<oneshot::Sender<ReloadOutcome>>(8);
+    let tracker = reloader.state.tracker.clone();
+    // Armed before returning, so a change made right after start is seen.
+    let initial = watch.then(|| DirWatcher::new(&reloader.watched_files(), DEBOUNCE));
+    tracker.spawn(async move {
+        // When to (re)create the watcher, and whether to reload then: after a failure something
+        // may have changed while nothing watched.
+        let mut rearm = match &initial {
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot watch the configuration; retrying");
+                Some((tokio::time::Instant::now() + REARM_DELAY, true))
+            }
+            Some(Ok(_)) | None => None,
+        };
+        let mut watcher = initial.and_then(Result::ok);
+        loop {
+            if let Some((at, reload_after)) = rearm {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = shutdown.cancelled() => break,
+                    Some(reply) = rx.recv() => {
+                        let _ = reply.send(reloader.reload().await);
+                        continue;
+                    }
+                }
+                match DirWatcher::new(&reloader.watched_files(), DEBOUNCE) {
+                    Ok(w) => {
+                        tracing::debug!(dirs = ?w.dirs(), "watching for configuration changes");
+                        watcher = Some(w);
+                        rearm = None;
+                        if reload_after {
+                            reloader.reload().await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot watch the configuration; retrying");
+                        rearm = Some((tokio::time::Instant::now() + REARM_DELAY, true));
+                        continue;
+                    }
+                }
+            }
+            let changed = async {
+                match watcher.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                reply = rx.recv() => match reply {
+                    Some(reply) => { let _ = reply.send(reloader.reload().await); }
+                    None => break,
+                },
+                r = changed => match r {
+                    Ok(()) => { reloader.reload().await; }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "configuration watcher failed; recreating it");
+                        watcher = None;
+                        rearm = Some((tokio::time::Instant::now(), true));
+                        continue;
+                    }
+                },
+            }
+            // A reload may have moved the TLS files to other directories.
+            if watcher
+                .as_ref()
+                .is_some_and(|w| w.files() != reloader.watched_files())
+            {
+                watcher = None;
+                rearm = Some((tokio::time::Instant::now(), false));
+            }
+        }
+    });
+    ReloadHandle { tx }
+}
