@@ -118,13 +118,36 @@ async fn opt_out(db: Db, customer: &str, stop_word: &str) {
         "still opted out after a restart"
     );
     assert!(t.emu.sent().is_empty(), "no reply after the restart");
+    // A config reload (a new echo prefix) does not forget the opt-out either.
+    t.reload_with(|yaml| yaml.replace("prefix: \"echo: \"", "prefix: \"reloaded: \""))
+        .await;
+    t.emu
+        .customer_says(PNID, customer, "O", "hello after reload")
+        .await;
+    let url = t.storage.url.clone();
+    assert!(
+        wait_until(WAIT, || async {
+            count(
+                &url,
+                "SELECT COUNT(*) FROM inbox WHERE detail = 'customer opted out'",
+            )
+            .await
+                == 3
+        })
+        .await,
+        "still opted out after a reload"
+    );
+    assert!(t.emu.sent().is_empty(), "no reply after the reload");
 
     t.emu.customer_says(PNID, customer, "O", "START").await;
     t.emu.customer_says(PNID, customer, "O", "back again").await;
     assert!(t.emu.wait_sent(|s| s.len() >= 2, WAIT).await);
     let texts = t.texts_to(customer);
     assert!(texts[0].contains("Welcome back"), "{texts:?}");
-    assert_eq!(texts[1], "echo: back again");
+    assert_eq!(
+        texts[1], "reloaded: back again",
+        "the reloaded config answers"
+    );
     assert_eq!(
         t.count("SELECT COUNT(*) FROM opt_out_events").await,
         2,
@@ -221,7 +244,10 @@ async fn throughput_limit_holds_per_number(db: Db) {
             .iter()
             .filter(|&&t| t >= start && t < start + 1000)
             .count();
-        assert!(in_slice <= 100 + 10 + 10, "{in_slice} sends within one second");
+        assert!(
+            in_slice <= 100 + 10 + 10,
+            "{in_slice} sends within one second"
+        );
     }
     // The other number was not held back by the first one's limit.
     let two_done = two.iter().max().unwrap() - one.iter().min().unwrap();

@@ -213,10 +213,21 @@ impl TestGateway {
     /// emulator starts afresh).
     pub async fn restart(&mut self) {
         self.stop().await;
-        let cfg = wa_gateway::config::load(&self.config_path).expect("config still valid");
-        let gw = Gateway::start(cfg).await.expect("gateway restarts");
+        let gw = Gateway::start_from(&self.config_path)
+            .await
+            .expect("gateway restarts");
         self.emu = gw.emulator.clone().expect("in-process emulator");
         self.gw = Some(gw);
+    }
+
+    /// Rewrites the config file with `edit` applied and reloads it now (as SIGHUP would).
+    pub async fn reload_with(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config_path).expect("config readable");
+        std::fs::write(&self.config_path, edit(text)).expect("config writable");
+        match self.gw().reload_now().await {
+            wa_gateway::reload::ReloadOutcome::Applied { .. } => {}
+            other => panic!("reload not applied: {other:?}"),
+        }
     }
 
     /// Replies the emulator accepted for customer `to`, as text.
