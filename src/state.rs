@@ -166,6 +166,29 @@ impl AppState {
         }
     }
 
+    /// Retries a storage call until it succeeds or the gateway shuts down (`None`): the work it
+    /// belongs to stays open in storage and is resumed at the next start, so nothing is lost.
+    pub async fn persist<T, F, Fut>(&self, what: &str, mut f: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+    {
+        let mut delay = std::time::Duration::from_millis(50);
+        loop {
+            match f().await {
+                Ok(v) => return Some(v),
+                Err(e) => {
+                    tracing::warn!(error = %e, what, "storage call failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.cancelled() => return None,
+                    }
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     /// Whether /readyz says yes.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()

@@ -608,40 +608,11 @@ async fn openai_agent_gets_history(db: Db) {
 /// The gateway stops while Meta is accepting a reply, so the reply is left in `sending`; after the
 /// restart, the status webhook that echoes its id settles it and it is never sent twice.
 async fn reply_left_sending_is_settled_by_status(db: Db) {
-    use wa_gateway::emulator::{self, EmulatorConfig, EmulatorNumber};
     let Some(storage) = storage(db).await else {
         return;
     };
     let dir = storage.dir.path().to_owned();
-    let emu = emulator::start(
-        EmulatorConfig {
-            app_id: "1000000000000001".into(),
-            app_secret: APP_SECRET.into(),
-            verify_token: VERIFY_TOKEN.into(),
-            webhook_url: None,
-            numbers: vec![EmulatorNumber {
-                phone_number_id: PNID.into(),
-                waba_id: WABA.into(),
-                display_phone_number: "15550001111".into(),
-                access_token: "token-one".into(),
-            }],
-            statuses: true,
-            retry_initial: Duration::from_millis(50),
-            retry_max: Duration::from_millis(300),
-            ..EmulatorConfig::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    for (name, value) in [
-        ("app_secret", APP_SECRET),
-        ("verify_token", VERIFY_TOKEN),
-        ("token", "token-one"),
-    ] {
-        std::fs::write(dir.join(name), value).unwrap();
-    }
+    let emu = standalone_emulator(&dir, Duration::from_millis(300)).await;
     let port = free_port();
     let yaml = format!(
         "version: 1\nlisten: {{ webhook: \"127.0.0.1:{port}\", admin: \"127.0.0.1:0\" }}\npublic_url: http://127.0.0.1:{port}/webhook\nstorage: {{ url: \"{url}\" }}\nmeta:\n  graph_url: {graph}\n  app_id: \"1000000000000001\"\n  app_secret: {{ file: {d}/app_secret }}\n  verify_token: {{ file: {d}/verify_token }}\nagents:\n  echo: {{ kind: echo, prefix: \"echo: \" }}\nnumbers:\n  - {{ phone_number_id: \"{PNID}\", waba_id: \"{WABA}\", agent: echo, access_token: {{ file: {d}/token }} }}\npolicies:\n  mark_read: false\n  delivery: {{ settle_grace: 2s }}\n",

@@ -7,7 +7,6 @@ use common::*;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use wa_gateway::emulator::{self, EmulatorConfig, EmulatorNumber};
 
 struct Proc {
     child: Child,
@@ -56,36 +55,7 @@ async fn killed_gateway_answers_everything_once(db: Db) {
         return;
     };
     let dir = storage.dir.path();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let emu = emulator::start(
-        EmulatorConfig {
-            app_id: "1000000000000001".into(),
-            app_secret: APP_SECRET.into(),
-            verify_token: VERIFY_TOKEN.into(),
-            webhook_url: None,
-            numbers: vec![EmulatorNumber {
-                phone_number_id: PNID.into(),
-                waba_id: WABA.into(),
-                display_phone_number: "15550001111".into(),
-                access_token: "token-one".into(),
-            }],
-            statuses: true,
-            retry_initial: Duration::from_millis(50),
-            retry_max: Duration::from_millis(500),
-            ..EmulatorConfig::default()
-        },
-        listener,
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    for (name, value) in [
-        ("app_secret", APP_SECRET),
-        ("verify_token", VERIFY_TOKEN),
-        ("token", "token-one"),
-    ] {
-        std::fs::write(dir.join(name), value).unwrap();
-    }
+    let emu = standalone_emulator(dir, Duration::from_millis(500)).await;
     let (webhook_port, admin_port) = (free_port(), free_port());
     let admin = format!("127.0.0.1:{admin_port}");
     let config = format!(

@@ -2,8 +2,7 @@
 //! subscribed_apps, registration and PINs, phone verification, number info, `debug_token`.
 //! Each call is one request; deciding what to call is the reconciler's job.
 
-use super::{GraphClient, GraphError, error};
-use serde::de::DeserializeOwned;
+use super::{GraphClient, GraphError};
 use serde::{Deserialize, Serialize};
 
 /// One of the app's webhook subscriptions (`GET /{app}/subscriptions`).
@@ -122,28 +121,6 @@ pub enum CodeMethod {
 }
 
 impl GraphClient {
-    async fn call<T: DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-        what: &str,
-    ) -> Result<T, GraphError> {
-        let resp = req.send().await.map_err(GraphError::from_transport)?;
-        let status = resp.status();
-        let retry_after = error::retry_after(resp.headers());
-        let bytes = resp.bytes().await.map_err(GraphError::from_transport)?;
-        if !status.is_success() {
-            return Err(GraphError::from_body(status.as_u16(), &bytes, retry_after));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| GraphError::Decode {
-            message: format!("unexpected answer to {what}: {e}"),
-        })
-    }
-
-    /// Calls that answer `{success: true}`.
-    async fn ok(&self, req: reqwest::RequestBuilder, what: &str) -> Result<(), GraphError> {
-        self.call::<serde_json::Value>(req, what).await.map(drop)
-    }
-
     /// `GET /{app_id}/subscriptions` with the app token.
     pub async fn app_subscriptions(
         &self,

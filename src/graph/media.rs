@@ -38,22 +38,9 @@ const OCTET_STREAM: &str = "application/octet-stream";
 impl GraphClient {
     /// `GET /{media_id}`: the media's download URL, type, hash and size.
     pub async fn media_info(&self, media_id: &str, token: &str) -> Result<MediaInfo, GraphError> {
-        let resp = self
-            .http
-            .get(self.url(media_id))
-            .bearer_auth(token)
-            .send()
+        let req = self.http.get(self.url(media_id)).bearer_auth(token);
+        self.call(req, &format!("the media info of {media_id}"))
             .await
-            .map_err(GraphError::from_transport)?;
-        let status = resp.status();
-        let retry_after = error::retry_after(resp.headers());
-        let bytes = resp.bytes().await.map_err(GraphError::from_transport)?;
-        if !status.is_success() {
-            return Err(GraphError::from_body(status.as_u16(), &bytes, retry_after));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| GraphError::Decode {
-            message: format!("unexpected media info response for {media_id}: {e}"),
-        })
     }
 
     /// GETs `url` (as [`MediaInfo::url`] gave it) with `token`: the Content-Type and the bytes.

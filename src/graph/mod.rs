@@ -62,24 +62,12 @@ impl GraphClient {
         token: &str,
         body: &serde_json::Value,
     ) -> Result<String, GraphError> {
-        let resp = self
+        let req = self
             .http
             .post(self.url(&format!("{phone_number_id}/messages")))
             .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .map_err(GraphError::from_transport)?;
-        let status = resp.status();
-        let retry_after = error::retry_after(resp.headers());
-        let bytes = resp.bytes().await.map_err(GraphError::from_transport)?;
-        if !status.is_success() {
-            return Err(GraphError::from_body(status.as_u16(), &bytes, retry_after));
-        }
-        let parsed: SendResponse =
-            serde_json::from_slice(&bytes).map_err(|e| GraphError::Decode {
-                message: format!("unexpected send response: {e}"),
-            })?;
+            .json(body);
+        let parsed: SendResponse = self.call(req, "a send").await?;
         parsed
             .messages
             .into_iter()
@@ -106,20 +94,38 @@ impl GraphClient {
         if typing {
             body["typing_indicator"] = serde_json::json!({ "type": "text" });
         }
-        let resp = self
+        let req = self
             .http
             .post(self.url(&format!("{phone_number_id}/messages")))
             .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(GraphError::from_transport)?;
+            .json(&body);
+        self.ok(req, "mark read").await
+    }
+
+    /// Sends `req` and reads Meta's answer: the body as `T`, or Meta's error.
+    pub(crate) async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<T, GraphError> {
+        let resp = req.send().await.map_err(GraphError::from_transport)?;
         let status = resp.status();
         let retry_after = error::retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(GraphError::from_transport)?;
         if !status.is_success() {
             return Err(GraphError::from_body(status.as_u16(), &bytes, retry_after));
         }
-        Ok(())
+        serde_json::from_slice(&bytes).map_err(|e| GraphError::Decode {
+            message: format!("unexpected answer to {what}: {e}"),
+        })
+    }
+
+    /// Calls that answer `{success: true}`.
+    pub(crate) async fn ok(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<(), GraphError> {
+        self.call::<serde_json::Value>(req, what).await.map(drop)
     }
 }

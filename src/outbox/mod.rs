@@ -4,7 +4,7 @@
 
 use crate::graph::{GraphError, RetryClass};
 use crate::state::{AppState, NumberRuntime};
-use crate::store::{OutboxKind, OutboxRow, OutboxState, StoreError, now_ms};
+use crate::store::{OutboxKind, OutboxRow, OutboxState, now_ms};
 use backon::BackoffBuilder;
 use std::time::Duration;
 
@@ -51,28 +51,6 @@ pub fn request_body(row: &OutboxRow) -> serde_json::Value {
     body
 }
 
-/// Retries a store call until it succeeds or the gateway shuts down (the row must not be lost).
-async fn persist<T, F, Fut>(state: &AppState, what: &str, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match f().await {
-            Ok(v) => return Some(v),
-            Err(e) => {
-                tracing::warn!(error = %e, what, "storage write failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = state.shutdown.cancelled() => return None,
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
 /// Sends `row` for `number` until it is settled, failed or the gateway stops.
 pub async fn deliver(
     state: &AppState,
@@ -101,10 +79,9 @@ pub async fn deliver(
             Gate::Go => {}
             Gate::Stop(outcome) => return outcome,
         }
-        match persist(state, "outbox attempt", || {
-            state.writer.outbox_attempt(row.id)
-        })
-        .await
+        match state
+            .persist("outbox attempt", || state.writer.outbox_attempt(row.id))
+            .await
         {
             None => return Outcome::Interrupted,
             // A status webhook settled it first: Meta has it, sending again would duplicate it.
@@ -125,10 +102,9 @@ pub async fn deliver(
             .await;
         let err = match result {
             Ok(wamid) => {
-                persist(state, "outbox sent", || {
-                    state.writer.outbox_sent(row.id, &wamid)
-                })
-                .await;
+                state
+                    .persist("outbox sent", || state.writer.outbox_sent(row.id, &wamid))
+                    .await;
                 state
                     .metrics
                     .messages_out
@@ -203,10 +179,11 @@ pub async fn deliver(
                         None => return Outcome::Interrupted,
                     }
                 } else {
-                    persist(state, "outbox retry", || {
-                        state.writer.outbox_retry(row.id, code, &message)
-                    })
-                    .await;
+                    state
+                        .persist("outbox retry", || {
+                            state.writer.outbox_retry(row.id, code, &message)
+                        })
+                        .await;
                     tracing::info!(outbox_id = row.id, ?wait, error = %message, "send failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
@@ -232,10 +209,11 @@ async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow, known: 
     let open = |ts: Option<i64>| ts.is_some_and(|ts| crate::policy::window_open(ts, now_s, window));
     // What the caller saw may be older than the latest message: ask storage before refusing.
     let open = open(known.last_inbound) || {
-        let Some(last) = persist(state, "window read", || {
-            state.store.last_inbound(pnid, &row.customer)
-        })
-        .await
+        let Some(last) = state
+            .persist("window read", || {
+                state.store.last_inbound(pnid, &row.customer)
+            })
+            .await
         else {
             return Gate::Stop(Outcome::Interrupted);
         };
@@ -266,10 +244,11 @@ async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow, known: 
         let opted_out = match known.opted_out {
             Some(v) => v,
             None => {
-                let Some(v) = persist(state, "opt-out read", || {
-                    state.store.opted_out(pnid, &row.customer)
-                })
-                .await
+                let Some(v) = state
+                    .persist("opt-out read", || {
+                        state.store.opted_out(pnid, &row.customer)
+                    })
+                    .await
                 else {
                     return Gate::Stop(Outcome::Interrupted);
                 };
@@ -302,10 +281,11 @@ async fn give_up(
     code: Option<i64>,
     message: &str,
 ) {
-    persist(state, "outbox give up", || {
-        state.writer.outbox_give_up(row.id, to, code, message)
-    })
-    .await;
+    state
+        .persist("outbox give up", || {
+            state.writer.outbox_give_up(row.id, to, code, message)
+        })
+        .await;
     state
         .metrics
         .messages_out
@@ -320,7 +300,9 @@ async fn settle(state: &AppState, row: &OutboxRow, grace: Duration) -> Option<bo
         _ = tokio::time::sleep(grace) => {}
         _ = state.shutdown.cancelled() => return None,
     }
-    let current = persist(state, "outbox read", || state.store.outbox_row(row.id)).await?;
+    let current = state
+        .persist("outbox read", || state.store.outbox_row(row.id))
+        .await?;
     Some(current.is_some_and(|r| r.state.is_settled()))
 }
 

@@ -7,9 +7,7 @@ use crate::ingress::envelope::InboundMessage;
 use crate::outbox::{self, Outcome};
 use crate::policy::{KeywordHit, KeywordKind};
 use crate::state::{AppState, NumberRuntime};
-use crate::store::{
-    InboxRow, InboxState, NewOutbox, OutboxKind, OutboxRow, OutboxState, StoreError,
-};
+use crate::store::{InboxRow, InboxState, NewOutbox, OutboxKind, OutboxRow, OutboxState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -71,8 +69,11 @@ pub struct Known {
 impl Known {
     async fn opted_out(&mut self, state: &AppState, pnid: &str, customer: &str) -> Option<bool> {
         if self.opted_out.is_none() {
-            self.opted_out =
-                Some(retry_store(state, || state.store.opted_out(pnid, customer)).await?);
+            self.opted_out = Some(
+                state
+                    .persist("turn", || state.store.opted_out(pnid, customer))
+                    .await?,
+            );
         }
         self.opted_out
     }
@@ -191,8 +192,9 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
     let history = match number.agent.agent().history_turns() {
         0 => Vec::new(),
         n => {
-            let Some(h) =
-                retry_store(state, || state.store.history(pnid, customer, first.id, n)).await
+            let Some(h) = state
+                .persist("turn", || state.store.history(pnid, customer, first.id, n))
+                .await
             else {
                 return;
             };
@@ -283,13 +285,14 @@ async fn keyword(
             .await;
         }
         KeywordKind::Stop => {
-            if retry_store(state, || {
-                state
-                    .writer
-                    .set_opt_out(pnid, customer, true, &hit.keyword, &row.msg.wamid)
-            })
-            .await
-            .is_none()
+            if state
+                .persist("turn", || {
+                    state
+                        .writer
+                        .set_opt_out(pnid, customer, true, &hit.keyword, &row.msg.wamid)
+                })
+                .await
+                .is_none()
             {
                 return true;
             }
@@ -313,13 +316,14 @@ async fn keyword(
             .await;
         }
         KeywordKind::Resume if opted_out => {
-            if retry_store(state, || {
-                state
-                    .writer
-                    .set_opt_out(pnid, customer, false, &hit.keyword, &row.msg.wamid)
-            })
-            .await
-            .is_none()
+            if state
+                .persist("turn", || {
+                    state
+                        .writer
+                        .set_opt_out(pnid, customer, false, &hit.keyword, &row.msg.wamid)
+                })
+                .await
+                .is_none()
             {
                 return true;
             }
@@ -495,12 +499,13 @@ async fn complete_and_send(
 ) {
     let first = &rows[0];
     let coalesced: Vec<i64> = rows[1..].iter().map(|r| r.id).collect();
-    let Some(out) = retry_store(state, || {
-        state
-            .writer
-            .complete_turn(first, to, detail, &replies, &coalesced)
-    })
-    .await
+    let Some(out) = state
+        .persist("turn", || {
+            state
+                .writer
+                .complete_turn(first, to, detail, &replies, &coalesced)
+        })
+        .await
     else {
         return;
     };
@@ -528,33 +533,11 @@ async fn complete_and_send(
 async fn finish_all(state: &AppState, rows: &[InboxRow], to: InboxState, detail: &str) {
     let first = &rows[0];
     let coalesced: Vec<i64> = rows[1..].iter().map(|r| r.id).collect();
-    retry_store(state, || {
-        state
-            .writer
-            .complete_turn(first, to, Some(detail), &[], &coalesced)
-    })
-    .await;
-}
-
-/// Retries a store call until it succeeds or the gateway shuts down (`None`): the work stays
-/// open in storage and is resumed at the next start.
-async fn retry_store<T, F, Fut>(state: &AppState, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match f().await {
-            Ok(v) => return Some(v),
-            Err(e) => {
-                tracing::warn!(error = %e, "storage call failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = state.shutdown.cancelled() => return None,
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    state
+        .persist("turn", || {
+            state
+                .writer
+                .complete_turn(first, to, Some(detail), &[], &coalesced)
+        })
+        .await;
 }

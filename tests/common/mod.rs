@@ -285,6 +285,43 @@ pub async fn spawn_gateway_with_agent(db: Db, opts: Options, agent: &str) -> Opt
     })
 }
 
+/// A Cloud API emulator of its own (it outlives gateway restarts) serving number `PNID` with
+/// token `token-one`, redelivering webhooks after 50 ms, then up to every `retry_max`; and
+/// the secret files `app_secret`, `verify_token` and `token` written into `dir`.
+pub async fn standalone_emulator(dir: &std::path::Path, retry_max: Duration) -> EmulatorHandle {
+    use wa_gateway::emulator::{self, EmulatorConfig, EmulatorNumber};
+    let emu = emulator::start(
+        EmulatorConfig {
+            app_id: "1000000000000001".into(),
+            app_secret: APP_SECRET.into(),
+            verify_token: VERIFY_TOKEN.into(),
+            webhook_url: None,
+            numbers: vec![EmulatorNumber {
+                phone_number_id: PNID.into(),
+                waba_id: WABA.into(),
+                display_phone_number: "15550001111".into(),
+                access_token: "token-one".into(),
+            }],
+            statuses: true,
+            retry_initial: Duration::from_millis(50),
+            retry_max,
+            ..EmulatorConfig::default()
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    for (name, value) in [
+        ("app_secret", APP_SECRET),
+        ("verify_token", VERIFY_TOKEN),
+        ("token", "token-one"),
+    ] {
+        std::fs::write(dir.join(name), value).unwrap();
+    }
+    emu
+}
+
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
