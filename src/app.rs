@@ -146,6 +146,7 @@ impl Gateway {
             shutdown.clone(),
         ));
 
+        state.disconnected.load(&store).await?;
         // Resume before accepting anything new, so within a conversation old work runs first.
         let dispatch = pipeline::spawn(state.clone());
         let open_out = store.open_outbox().await?;

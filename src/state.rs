@@ -6,8 +6,8 @@ use crate::config::{self, Config, CustomerPacing, Policies};
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::policy::{KeywordMatcher, SendLimiter};
-use crate::store::Store;
 use crate::store::writer::WriterHandle;
+use crate::store::{Disconnected, Store};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -138,6 +138,8 @@ pub struct AppState {
     /// Every write goes through the group-commit writer.
     pub writer: WriterHandle,
     pub store: Store,
+    /// Numbers an operator disconnected from the admin API (loaded at start).
+    pub disconnected: Disconnected,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -159,6 +161,7 @@ impl AppState {
             config_status: Mutex::new(ConfigStatus::default()),
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
+            disconnected: Disconnected::default(),
             metrics,
             shutdown,
             tracker: TaskTracker::new(),

@@ -1,25 +1,50 @@
 //! The admin listener: /metrics (Prometheus text format), /healthz (the process is alive),
 //! /readyz (storage answers and the gateway is not shutting down), /config/status (the
-//! configuration in force and the last reload error) and /media (customer media).
+//! configuration in force and the last reload error), the status page at `/`, the JSON API
+//! under /api and /media (customer media); the last two need the admin token if set.
 
+mod api;
+mod auth;
 mod media;
+mod page;
+
+pub use api::{NumberStatus, NumberView, OPENAPI};
+pub use page::escape;
 
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::sync::Arc;
 
 /// The admin router.
 pub fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/api/numbers", get(api::numbers))
+        .route(
+            "/api/numbers/{phone_number_id}/disconnect",
+            post(api::disconnect),
+        )
+        .route("/api/numbers/{phone_number_id}/connect", post(api::connect))
+        .route("/api/numbers/{phone_number_id}/test", post(api::test))
+        .route("/api/config", get(api::config))
+        .route("/api/openapi.json", get(api::openapi))
+        .route("/media/{phone_number_id}/{media_id}", get(media::download))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
+        .route("/", get(page::index))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/config/status", get(config_status))
-        .route("/media/{phone_number_id}/{media_id}", get(media::download))
+        .merge(protected)
+        .fallback(api::not_found)
         .with_state(state)
 }
 

@@ -43,8 +43,11 @@ pub struct Config {
 pub struct Listen {
     /// Address of the webhook listener (Meta's POSTs and the GET handshake).
     pub webhook: SocketAddr,
-    /// Address of the admin listener: /metrics, /healthz, /readyz.
+    /// Address of the admin listener: /metrics, /healthz, /readyz, the status page and /api.
     pub admin: SocketAddr,
+    /// When set, the admin API (`/api/*`), the status page's data and `/media` require
+    /// `Authorization: Bearer <token>`; /healthz, /readyz and /metrics stay open.
+    pub admin_token: Option<Secret>,
     /// Largest webhook body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
     /// Time allowed to receive a request's headers.
@@ -76,6 +79,7 @@ impl Default for Listen {
         Self {
             webhook: "127.0.0.1:8080".parse().expect("static address"),
             admin: "127.0.0.1:9090".parse().expect("static address"),
+            admin_token: None,
             max_body_bytes: 1024 * 1024,
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
@@ -269,6 +273,9 @@ impl Config {
             ("meta.app_secret".to_owned(), &mut self.meta.app_secret),
             ("meta.verify_token".to_owned(), &mut self.meta.verify_token),
         ];
+        if let Some(token) = &mut self.listen.admin_token {
+            out.push(("listen.admin_token".to_owned(), token));
+        }
         for (name, agent) in &mut self.agents {
             match agent {
                 Agent::Http { headers, .. } => {

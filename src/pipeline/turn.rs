@@ -108,6 +108,10 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
         finish_all(state, rows, InboxState::Skipped, "number disabled").await;
         return;
     }
+    if state.disconnected.contains(&first.msg.phone_number_id) {
+        finish_all(state, rows, InboxState::Skipped, "number disconnected").await;
+        return;
+    }
     let pnid = first.msg.phone_number_id.as_str();
     let customer = first.msg.customer.as_str();
     let text = joined_text(rows);

@@ -1,6 +1,6 @@
 //! Every write the gateway makes, as operations the group-commit writer applies in one
 //! transaction per batch: webhooks (multi-row inserts), turn completions, send attempts and
-//! outcomes, opt-outs. Only the writer task calls `Store::apply`.
+//! outcomes, opt-outs, number overrides. Only the writer task calls `Store::apply`.
 
 use super::{
     InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, StatusUpdate, Store,
@@ -47,6 +47,12 @@ pub enum Op {
         opted_out: bool,
         keyword: String,
         wamid: String,
+    },
+    /// An operator disconnects (or connects again) a number from the admin API.
+    NumberOverride {
+        phone_number_id: String,
+        disconnected: bool,
+        reason: Option<String>,
     },
 }
 
@@ -487,6 +493,21 @@ impl Store {
                         .bind(keyword)
                         .bind(wamid)
                         .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        done.push(Done::Ok);
+                    }
+                    Op::NumberOverride { phone_number_id, disconnected, reason } => {
+                        sqlx::query(
+                            "INSERT INTO number_overrides (phone_number_id, disconnected, changed_at, reason) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (phone_number_id) DO UPDATE SET \
+                             disconnected = excluded.disconnected, changed_at = excluded.changed_at, \
+                             reason = excluded.reason",
+                        )
+                        .bind(phone_number_id)
+                        .bind(i64::from(*disconnected))
+                        .bind(now)
+                        .bind(reason)
                         .execute(&mut *tx)
                         .await?;
                         done.push(Done::Ok);

@@ -11,6 +11,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "opt_outs",
         include_str!("migrations/sqlite/0002_opt_outs.sql"),
     ),
+    (
+        3,
+        "number_overrides",
+        include_str!("migrations/sqlite/0003_number_overrides.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -18,6 +23,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "opt_outs",
         include_str!("migrations/postgres/0002_opt_outs.sql"),
+    ),
+    (
+        3,
+        "number_overrides",
+        include_str!("migrations/postgres/0003_number_overrides.sql"),
     ),
 ];
 

@@ -4,11 +4,13 @@
 mod apply;
 mod conversation;
 mod migrate;
+mod overrides;
 mod rows;
 pub mod writer;
 
 pub use apply::{Done, Op};
 pub use conversation::HistoryEntry;
+pub use overrides::{Disconnected, NumberOverride};
 pub use rows::*;
 
 use crate::config::Storage as StorageConfig;

@@ -145,6 +145,22 @@ impl WriterHandle {
         .await
         .map(drop)
     }
+
+    /// Records that an operator disconnected (`true`) or connected again a number.
+    pub async fn set_number_override(
+        &self,
+        phone_number_id: &str,
+        disconnected: bool,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.run(Op::NumberOverride {
+            phone_number_id: phone_number_id.to_owned(),
+            disconnected,
+            reason: reason.map(str::to_owned),
+        })
+        .await
+        .map(drop)
+    }
 }
 
 /// The write channel and the writer's end of it. The handle exists before the writer starts, so

@@ -1,0 +1,256 @@
+//! The status page at `/`: server-rendered HTML with inline CSS and a little vanilla JS, a card
+//! per number. Every value is escaped here. When a token is configured and none is presented,
+//! the page is a form; its script stores the token in sessionStorage and fetches `/` again.
+
+use super::api::{self, NumberView};
+use super::auth::{self, Access};
+use crate::state::AppState;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+const CSS: &str = include_str!("status.css");
+const JS: &str = include_str!("status.js");
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub(super) async fn index(
+    State(st): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let presented = auth::bearer(&headers).or(query.get("token").map(String::as_str));
+    let access = auth::check(&st, presented);
+    let body = if access.allowed() {
+        match api::number_views(&st).await {
+            Ok(views) => page(&header_html(&st), &cards_html(&views), access),
+            Err(e) => {
+                tracing::warn!(error = %e, "status page storage read failed");
+                let msg = "Storage is not answering: check /readyz and the gateway's logs.";
+                let html = page(
+                    &header_html(&st),
+                    &format!("<p class=\"alert\">{}</p>", escape(msg)),
+                    access,
+                );
+                return (StatusCode::SERVICE_UNAVAILABLE, html_headers(), html).into_response();
+            }
+        }
+    } else {
+        // Nothing about the numbers or the config before the token is shown.
+        let wrong = if access == Access::Wrong {
+            "<p class=\"alert\" role=\"alert\">That token is not the admin token.</p>"
+        } else {
+            ""
+        };
+        page(
+            "<h1>wa-gateway</h1>",
+            &format!(
+                "{wrong}<form id=\"login\" class=\"login\">\
+                 <label for=\"token\">Admin token (<code>listen.admin_token</code>)</label>\
+                 <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required>\
+                 <button type=\"submit\">Show status</button></form>"
+            ),
+            access,
+        )
+    };
+    (html_headers(), body).into_response()
+}
+
+fn html_headers() -> [(header::HeaderName, HeaderValue); 4] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        // Inline style and script only; no request leaves for another origin.
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
+                 connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        ),
+    ]
+}
+
+fn page(header: &str, main: &str, access: Access) -> String {
+    let locked = if access.allowed() { "false" } else { "true" };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>wa-gateway status</title><style>{CSS}</style></head>\
+         <body data-locked=\"{locked}\"><div id=\"app\"><header class=\"top\">{header}</header>\
+         <main>{main}</main></div><script>{JS}</script></body></html>"
+    )
+}
+
+fn header_html(st: &AppState) -> String {
+    let cfg = api::config_view(st);
+    let text = |key: &str| match &cfg[key] {
+        serde_json::Value::Null => "—".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let loaded = match cfg["loaded_at"].as_i64() {
+        Some(secs) => api::rfc3339(secs.saturating_mul(1000)),
+        None => "—".to_owned(),
+    };
+    let reload_error = match cfg["last_reload_error"].as_str() {
+        Some(e) => format!(
+            "<p class=\"alert\" role=\"alert\" id=\"reload-error\">Last reload refused: {}</p>",
+            escape(e)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "<h1>wa-gateway</h1><dl class=\"config\">\
+         <dt>Config version</dt><dd id=\"config-version\">{}</dd>\
+         <dt>Loaded</dt><dd id=\"config-loaded\">{}</dd>\
+         <dt>SHA-256</dt><dd id=\"config-sha\">{}</dd>\
+         <dt>Last reload error</dt><dd id=\"config-reload-error\">{}</dd></dl>\
+         <p class=\"summary\">{}</p>{reload_error}",
+        escape(&text("version")),
+        escape(&loaded),
+        escape(&text("sha256")),
+        escape(&text("last_reload_error")),
+        escape(&text("summary")),
+    )
+}
+
+fn cards_html(views: &[NumberView]) -> String {
+    if views.is_empty() {
+        return "<p>No numbers are declared: add them under <code>numbers:</code> in the config.</p>"
+            .into();
+    }
+    let mut out = String::from("<section class=\"cards\">");
+    for v in views {
+        out.push_str(&card_html(v));
+    }
+    out.push_str("</section>");
+    out
+}
+
+fn card_html(v: &NumberView) -> String {
+    let id = escape(&v.phone_number_id);
+    let title = if v.display_name.is_empty() {
+        &v.phone_number_id
+    } else {
+        &v.display_name
+    };
+    let status = serde_json::to_value(v.status)
+        .ok()
+        .and_then(|s| s.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    // A symbol beside the word, so the status never rests on colour alone.
+    let symbol = match v.status {
+        api::NumberStatus::Active => "●",
+        api::NumberStatus::Inactive => "○",
+        api::NumberStatus::Error => "▲",
+    };
+    let (action, action_label) = if v.disconnected {
+        ("connect", "Connect")
+    } else {
+        ("disconnect", "Disconnect")
+    };
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<article class=\"card\" id=\"card-{id}\" data-number=\"{id}\" data-status=\"{status}\">\
+         <div class=\"card-head\"><h2>{}</h2>\
+         <span class=\"badge badge-{status}\" data-status=\"{status}\" title=\"{}\">\
+         <span aria-hidden=\"true\">{symbol}</span> {}</span>\
+         <div class=\"menu\"><button type=\"button\" class=\"dots\" aria-haspopup=\"menu\" \
+         aria-expanded=\"false\" aria-label=\"Actions for {}\" data-menu=\"{id}\">⋮</button>\
+         <div class=\"menu-items\" role=\"menu\" hidden>\
+         <button type=\"button\" role=\"menuitem\" data-action=\"test\" data-number=\"{id}\">Test Connection</button>\
+         <button type=\"button\" role=\"menuitem\" data-action=\"{action}\" data-number=\"{id}\">{action_label}</button>\
+         </div></div></div><dl>",
+        escape(title),
+        escape(v.status_reason.as_deref().unwrap_or(v.status.label())),
+        v.status.label(),
+        escape(title),
+    );
+    let mut row = |label: &str, class: &str, value: &str| {
+        let _ = write!(
+            out,
+            "<dt>{label}</dt><dd class=\"{class}\">{}</dd>",
+            escape(value)
+        );
+    };
+    row("Phone number id", "pnid", &v.phone_number_id);
+    row("Agent", "agent", &v.agent);
+    row(
+        "Last activity",
+        "last-activity",
+        v.last_activity.as_deref().unwrap_or("never"),
+    );
+    row("Queued replies", "queued", &v.queued_replies.to_string());
+    if let Some(reason) = &v.status_reason {
+        row("Why", "status-reason", reason);
+    }
+    if let Some(reason) = &v.override_reason {
+        row("Disconnected because", "override-reason", reason);
+    }
+    out.push_str("</dl><p class=\"msg\" role=\"status\" aria-live=\"polite\"></p></article>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_markup_is_escaped() {
+        assert_eq!(
+            escape(r#"<script>alert("x") & 'y'</script>"#),
+            "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+        assert_eq!(escape("Acme Support ✓"), "Acme Support ✓");
+    }
+
+    #[test]
+    fn a_card_escapes_names_and_shows_the_status_in_words() {
+        let v = NumberView {
+            phone_number_id: "1065".into(),
+            display_name: "<b>Acme</b>".into(),
+            agent: "a\"gent".into(),
+            enabled: false,
+            disconnected: false,
+            override_changed_at: None,
+            override_reason: None,
+            status: api::NumberStatus::Inactive,
+            status_reason: Some("disabled in the config".into()),
+            status_from_meta: None,
+            last_activity: None,
+            queued_replies: 0,
+        };
+        let html = card_html(&v);
+        assert!(!html.contains("<b>Acme</b>"), "{html}");
+        assert!(html.contains("&lt;b&gt;Acme&lt;/b&gt;"), "{html}");
+        assert!(html.contains("a&quot;gent"), "{html}");
+        assert!(html.contains("</span> Inactive</span>"), "{html}");
+        assert!(html.contains("data-action=\"disconnect\""), "{html}");
+    }
+}

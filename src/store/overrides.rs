@@ -1,0 +1,129 @@
+//! Operator overrides per number (disconnect / connect from the admin API): the table's reads,
+//! the per-number activity the status page shows, and the in-memory set of disconnected numbers
+//! that the pipeline checks on every turn. Writes go through the group-commit writer.
+
+use super::writer::WriterHandle;
+use super::{Store, StoreError, on_pool};
+use arc_swap::ArcSwap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// One number's override as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NumberOverride {
+    pub phone_number_id: String,
+    pub disconnected: bool,
+    /// Milliseconds since the Unix epoch.
+    pub changed_at: i64,
+    /// What the operator said when changing it.
+    pub reason: Option<String>,
+}
+
+impl Store {
+    /// Every stored override, connected ones included.
+    pub async fn number_overrides(&self) -> Result<Vec<NumberOverride>, StoreError> {
+        on_pool!(self, |pool| {
+            let rows: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as(
+                "SELECT phone_number_id, disconnected, changed_at, reason FROM number_overrides \
+                 ORDER BY phone_number_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(
+                    |(phone_number_id, disconnected, changed_at, reason)| NumberOverride {
+                        phone_number_id,
+                        disconnected: disconnected == 1,
+                        changed_at,
+                        reason,
+                    },
+                )
+                .collect())
+        })
+    }
+
+    /// When the latest message to this number was stored (milliseconds since the Unix epoch).
+    pub async fn last_received_at(&self, phone_number_id: &str) -> Result<Option<i64>, StoreError> {
+        on_pool!(self, |pool| {
+            let at: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(received_at) FROM inbox WHERE phone_number_id = $1")
+                    .bind(phone_number_id)
+                    .fetch_one(pool)
+                    .await?;
+            Ok(at)
+        })
+    }
+
+    /// Replies not yet settled (`pending` or `sending`), counted per number.
+    pub async fn queued_replies(&self) -> Result<HashMap<String, i64>, StoreError> {
+        on_pool!(self, |pool| {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT phone_number_id, COUNT(*) FROM outbox \
+                 WHERE state IN ('pending', 'sending') GROUP BY phone_number_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().collect())
+        })
+    }
+}
+
+/// The numbers an operator disconnected, read on every turn without touching storage.
+#[derive(Default)]
+pub struct Disconnected {
+    set: ArcSwap<HashSet<String>>,
+    /// Serialises changes so that the stored row and the in-memory set agree when two requests
+    /// race. Only the admin API takes it (across the write), never the message path.
+    change: tokio::sync::Mutex<()>,
+}
+
+impl Disconnected {
+    /// Whether `phone_number_id` is disconnected.
+    pub fn contains(&self, phone_number_id: &str) -> bool {
+        self.set.load().contains(phone_number_id)
+    }
+
+    /// The disconnected numbers now.
+    pub fn all(&self) -> Arc<HashSet<String>> {
+        self.set.load_full()
+    }
+
+    /// Loads the set from storage (at start, before any turn runs).
+    pub async fn load(&self, store: &Store) -> Result<usize, StoreError> {
+        let set: HashSet<String> = store
+            .number_overrides()
+            .await?
+            .into_iter()
+            .filter(|o| o.disconnected)
+            .map(|o| o.phone_number_id)
+            .collect();
+        let n = set.len();
+        self.set.store(Arc::new(set));
+        Ok(n)
+    }
+
+    /// Disconnects (or connects) a number: durable first, then in force for the next turn.
+    pub async fn set(
+        &self,
+        writer: &WriterHandle,
+        phone_number_id: &str,
+        disconnected: bool,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let _one_at_a_time = self.change.lock().await;
+        writer
+            .set_number_override(phone_number_id, disconnected, reason)
+            .await?;
+        self.set.rcu(|current| {
+            let mut next = HashSet::clone(current);
+            if disconnected {
+                next.insert(phone_number_id.to_owned());
+            } else {
+                next.remove(phone_number_id);
+            }
+            next
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,300 @@
+//! The status page in a real headless Chromium: badges in the dumped DOM, a screenshot kept
+//! under target/test-artifacts/, and the three-dot menu clicked through chromedriver (WebDriver).
+//! Skips loudly without Chromium, fails in CI (`CI=true`).
+
+mod common;
+
+use common::{Db, Options, PNID, PNID2, TestGateway, wait_until};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use wa_gateway::app::Gateway;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const TOKEN: &str = "page-token";
+const WAIT: Duration = Duration::from_secs(20);
+const FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1200,900",
+];
+
+/// Whether `path` exists; if not, skips loudly, or fails in CI.
+fn have(path: &str, install: &str) -> bool {
+    if Path::new(path).exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{path} is required in CI: {install}");
+    }
+    eprintln!("\n*** SKIPPED ({path} is not installed): {install} ***\n");
+    false
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A gateway with a token and a second, disabled number.
+async fn spawn() -> TestGateway {
+    let storage = common::storage(Db::Sqlite).await.unwrap();
+    let opts = Options {
+        second_number: true,
+        ..Options::default()
+    };
+    let yaml = common::config_yaml(&storage.url, &opts, "echo")
+        .replace(
+            "  admin: 127.0.0.1:0\n",
+            &format!("  admin: 127.0.0.1:0\n  admin_token: {{ value: {TOKEN} }}\n"),
+        )
+        .replace(
+            "access_token: { value: token-two }\n",
+            "access_token: { value: token-two }\n    enabled: false\n",
+        );
+    let path = storage.dir.path().join("gateway.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let gw = Gateway::start(wa_gateway::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let emu = gw.emulator.clone().unwrap();
+    TestGateway {
+        config_path: path,
+        gw: Some(gw),
+        emu,
+        storage,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// Runs Chromium headless on `url` with `extra` flags; returns stdout.
+async fn chromium(url: &str, extra: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(CHROMIUM)
+        .args(FLAGS)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("chromium finished within 60 s")
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn badge_of(dom: &str, id: &str) -> String {
+    let card = dom
+        .split(&format!("id=\"card-{id}\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no card for {id} in {dom}"));
+    let status = card.split("data-status=\"").nth(1).unwrap();
+    status[..status.find('"').unwrap()].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_badges_and_its_menu_disconnects_a_number() {
+    if !have(CHROMIUM, "apt-get install -y chromium chromium-driver") {
+        return;
+    }
+    let mut t = spawn().await;
+    let base = format!("http://{}", t.gw().admin_addr);
+    let page = format!("{base}/?token={TOKEN}");
+
+    let dom = chromium(&page, &["--dump-dom"]).await;
+    assert_eq!(badge_of(&dom, PNID), "active", "{dom}");
+    assert_eq!(badge_of(&dom, PNID2), "inactive", "{dom}");
+    assert!(dom.contains("</span> Active</span>"), "status in words");
+    assert!(dom.contains("</span> Inactive</span>"), "status in words");
+    assert!(dom.contains("disabled in the config"), "{dom}");
+    assert!(dom.contains("Test Connection") && dom.contains(">Disconnect<"));
+    let shot = artifacts().join("status-page.png");
+    chromium(&page, &[&format!("--screenshot={}", shot.display())]).await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000, "{shot:?}");
+
+    if have(CHROMEDRIVER, "apt-get install -y chromium-driver") {
+        click_through_webdriver(&t, &page).await;
+    }
+    t.stop().await;
+}
+
+/// A WebDriver session on a chromedriver of its own, spoken to with reqwest.
+struct Driver {
+    http: reqwest::Client,
+    url: String,
+    child: tokio::process::Child,
+}
+
+impl Driver {
+    async fn start() -> Self {
+        let port = common::free_port();
+        let child = tokio::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver starts");
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let up = wait_until(WAIT, || async {
+            http.get(format!("{base}/status")).send().await.is_ok()
+        })
+        .await;
+        assert!(up, "chromedriver answers");
+        let profile = std::env::temp_dir().join(format!("wagw-chrome-{port}"));
+        let mut args: Vec<String> = FLAGS.iter().map(|s| s.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args }
+        } } });
+        let res: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = res["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {res}"));
+        Self {
+            url: format!("{base}/session/{session}"),
+            http,
+            child,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(v["value"]["error"].is_null(), "{path}: {v}");
+        v["value"].clone()
+    }
+
+    async fn click(&self, css: &str) {
+        let el = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                json!({ "using": "css selector", "value": css }),
+            )
+            .await;
+        let id = el
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap();
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            json!({}),
+        )
+        .await;
+    }
+
+    async fn eval(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+        .await
+    }
+
+    async fn wait_for(&self, script: &str, want: &str) -> bool {
+        wait_until(WAIT, || async { self.eval(script).await == want }).await
+    }
+
+    async fn stop(mut self) {
+        let _ = self.http.delete(&self.url).send().await;
+        let _ = self.child.kill().await;
+    }
+}
+
+async fn click_through_webdriver(t: &TestGateway, page: &str) {
+    let d = Driver::start().await;
+    d.call(reqwest::Method::POST, "/url", json!({ "url": page }))
+        .await;
+    // The token left the address bar for sessionStorage; the actions send it as a bearer header.
+    assert!(
+        d.wait_for("return document.body.dataset.ready || ''", "true")
+            .await
+    );
+    assert_eq!(d.eval("return location.search").await, "");
+    let badge = format!("return document.querySelector('#card-{PNID} .badge').dataset.status");
+
+    d.click(&format!("[data-menu=\"{PNID}\"]")).await;
+    d.click(&format!(
+        "[data-action=\"disconnect\"][data-number=\"{PNID}\"]"
+    ))
+    .await;
+    assert!(
+        d.wait_for(&badge, "inactive").await,
+        "badge after Disconnect"
+    );
+    let msg = format!("return document.querySelector('#card-{PNID} .msg').textContent");
+    assert_eq!(d.eval(&msg).await, "Disconnected.");
+    assert!(
+        t.gw().state.disconnected.contains(PNID),
+        "stored and in force"
+    );
+
+    d.click(&format!("[data-menu=\"{PNID}\"]")).await;
+    d.click(&format!("[data-action=\"test\"][data-number=\"{PNID}\"]"))
+        .await;
+    assert!(
+        d.wait_for(
+            &format!("{msg}.startsWith('not available yet') ? 'yes' : ''"),
+            "yes"
+        )
+        .await,
+        "Test Connection shows the API's error: {}",
+        d.eval(&msg).await
+    );
+    let png = d
+        .call(reqwest::Method::GET, "/screenshot", Value::Null)
+        .await;
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(png.as_str().unwrap())
+        .unwrap();
+    std::fs::write(artifacts().join("status-page-after-disconnect.png"), bytes).unwrap();
+
+    d.click(&format!("[data-menu=\"{PNID}\"]")).await;
+    d.click(&format!(
+        "[data-action=\"connect\"][data-number=\"{PNID}\"]"
+    ))
+    .await;
+    assert!(d.wait_for(&badge, "active").await, "badge after Connect");
+    assert!(!t.gw().state.disconnected.contains(PNID));
+    d.stop().await;
+}
