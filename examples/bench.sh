@@ -13,6 +13,8 @@ export WA_GATEWAY_LOG="${WA_GATEWAY_LOG:-warn}"
 DURATION="${DURATION:-20s}"
 RATE="${RATE:-2000}"
 CONCURRENCY="${CONCURRENCY:-64}"
+# Enough customers that no one of them passes Meta's pair-rate burst (45) in a run.
+CUSTOMERS="${CUSTOMERS:-20000}"
 
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/wa-gateway"
@@ -42,11 +44,11 @@ done
 
 status=0
 echo "== open loop: $RATE msg/s for $DURATION"
-"$bin" bench --config examples/bench.yaml --rate "$RATE" --duration "$DURATION" \
+"$bin" bench --config examples/bench.yaml --rate "$RATE" --duration "$DURATION" --customers "$CUSTOMERS" \
     --gateway-pid "$gateway" "$@" || status=1
 echo
 echo "== closed loop: $CONCURRENCY in flight for $DURATION"
-"$bin" bench --config examples/bench.yaml --concurrency "$CONCURRENCY" --duration "$DURATION" \
+"$bin" bench --config examples/bench.yaml --concurrency "$CONCURRENCY" --duration "$DURATION" --customers "$CUSTOMERS" \
     --gateway-pid "$gateway" "$@" || status=1
 
 stop_gateway

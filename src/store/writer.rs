@@ -200,7 +200,15 @@ pub fn spawn(
             }
         });
     }
-    tokio::spawn(async move {
+    // The writer runs on a thread and runtime of its own: every statement it awaits wakes it up
+    // again, and on a runtime busy with thousands of HTTP tasks each wake-up would queue behind
+    // them, stretching every commit (and every webhook's 200) by the queue's length.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts");
+    let writer = async move {
         let mut batch: Vec<Request> = Vec::with_capacity(batch_max);
         loop {
             let first = tokio::select! {
@@ -253,6 +261,16 @@ pub fn spawn(
                 }
             }
         }
+    };
+    std::thread::Builder::new()
+        .name("wa-gateway-writer".into())
+        .spawn(move || {
+            runtime.block_on(writer);
+            let _ = done_tx.send(());
+        })
+        .expect("the writer thread starts");
+    tokio::spawn(async move {
+        let _ = done_rx.await;
     })
 }
 
