@@ -147,6 +147,7 @@ impl Gateway {
         ));
 
         state.disconnected.load(&store).await?;
+        state.opted_out.load(&store).await?;
         // Resume before accepting anything new, so within a conversation old work runs first.
         let dispatch = pipeline::spawn(state.clone());
         let open_out = store.open_outbox().await?;

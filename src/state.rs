@@ -7,7 +7,7 @@ use crate::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::policy::{KeywordMatcher, SendLimiter};
 use crate::store::writer::WriterHandle;
-use crate::store::{Disconnected, Store};
+use crate::store::{Disconnected, OptedOut, Store};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -140,6 +140,8 @@ pub struct AppState {
     pub store: Store,
     /// Numbers an operator disconnected from the admin API (loaded at start).
     pub disconnected: Disconnected,
+    /// Customers who opted out (loaded at start).
+    pub opted_out: OptedOut,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -162,6 +164,7 @@ impl AppState {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
             disconnected: Disconnected::default(),
+            opted_out: OptedOut::default(),
             metrics,
             shutdown,
             tracker: TaskTracker::new(),

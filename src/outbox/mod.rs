@@ -241,20 +241,9 @@ async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow, known: 
         return Gate::Stop(Outcome::Expired);
     }
     if row.kind != OutboxKind::OptOutConfirmation {
-        let opted_out = match known.opted_out {
-            Some(v) => v,
-            None => {
-                let Some(v) = state
-                    .persist("opt-out read", || {
-                        state.store.opted_out(pnid, &row.customer)
-                    })
-                    .await
-                else {
-                    return Gate::Stop(Outcome::Interrupted);
-                };
-                v
-            }
-        };
+        let opted_out = known
+            .opted_out
+            .unwrap_or_else(|| state.opted_out.contains(pnid, &row.customer));
         if opted_out {
             tracing::info!(
                 outbox_id = row.id,

@@ -67,15 +67,10 @@ pub struct Known {
 }
 
 impl Known {
-    async fn opted_out(&mut self, state: &AppState, pnid: &str, customer: &str) -> Option<bool> {
-        if self.opted_out.is_none() {
-            self.opted_out = Some(
-                state
-                    .persist("turn", || state.store.opted_out(pnid, customer))
-                    .await?,
-            );
-        }
-        self.opted_out
+    fn opted_out(&mut self, state: &AppState, pnid: &str, customer: &str) -> bool {
+        *self
+            .opted_out
+            .get_or_insert_with(|| state.opted_out.contains(pnid, customer))
     }
 }
 
@@ -129,9 +124,7 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
     {
         return;
     }
-    let Some(opted_out) = known.opted_out(state, pnid, customer).await else {
-        return;
-    };
+    let opted_out = known.opted_out(state, pnid, customer);
     if opted_out {
         state
             .metrics
@@ -272,9 +265,7 @@ async fn keyword(
 ) -> bool {
     let pnid = row.msg.phone_number_id.as_str();
     let customer = row.msg.customer.as_str();
-    let Some(opted_out) = known.opted_out(state, pnid, customer).await else {
-        return true;
-    };
+    let opted_out = known.opted_out(state, pnid, customer);
     let opt_out = &number.policies.opt_out;
     let said = row.msg.text.as_deref();
     match hit.kind {
@@ -301,6 +292,7 @@ async fn keyword(
                 return true;
             }
             known.opted_out = Some(true);
+            state.opted_out.set(pnid, customer, true);
             state
                 .metrics
                 .opt_outs
@@ -332,6 +324,7 @@ async fn keyword(
                 return true;
             }
             known.opted_out = Some(false);
+            state.opted_out.set(pnid, customer, false);
             state
                 .metrics
                 .opt_outs

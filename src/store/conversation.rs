@@ -119,3 +119,44 @@ impl Store {
         })
     }
 }
+
+/// Customers who opted out, per number, held in memory so a turn never asks storage. Loaded at
+/// start; changed only after the change is durable. (Several replicas will need to share it
+/// through storage instead.)
+#[derive(Default)]
+pub struct OptedOut {
+    set: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+impl OptedOut {
+    /// Whether `customer` opted out of `phone_number_id`.
+    pub fn contains(&self, phone_number_id: &str, customer: &str) -> bool {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(phone_number_id.to_owned(), customer.to_owned()))
+    }
+
+    /// Records a durable change.
+    pub fn set(&self, phone_number_id: &str, customer: &str, opted_out: bool) {
+        let key = (phone_number_id.to_owned(), customer.to_owned());
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if opted_out {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+    }
+
+    /// Loads every opted-out customer from storage (at start, before any turn runs).
+    pub async fn load(&self, store: &Store) -> Result<usize, StoreError> {
+        let rows: Vec<(String, String)> = on_pool!(store, |pool| {
+            sqlx::query_as("SELECT phone_number_id, customer FROM opt_outs WHERE opted_out = 1")
+                .fetch_all(pool)
+                .await
+        })?;
+        let n = rows.len();
+        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = rows.into_iter().collect();
+        Ok(n)
+    }
+}

@@ -9,7 +9,7 @@ mod rows;
 pub mod writer;
 
 pub use apply::{Done, Op};
-pub use conversation::HistoryEntry;
+pub use conversation::{HistoryEntry, OptedOut};
 pub use overrides::{Disconnected, NumberOverride};
 pub use rows::*;
 
