@@ -61,6 +61,7 @@ pub fn spawn(state: Arc<AppState>) -> Dispatch {
     let tracker = state.tracker.clone();
     tracker.spawn(async move {
         let mut workers: HashMap<(String, String), mpsc::UnboundedSender<Work>> = HashMap::new();
+        let mut next_sweep = 4096;
         loop {
             let work = tokio::select! {
                 w = rx.recv() => match w { Some(w) => w, None => break },
@@ -75,8 +76,11 @@ pub fn spawn(state: Arc<AppState>) -> Dispatch {
                 },
                 None => work,
             };
-            if workers.len() > 4096 {
+            // Forget workers that went idle, amortised: sweep only when the map has doubled
+            // since the last sweep, so a spawn costs O(1) however many conversations are live.
+            if workers.len() >= next_sweep {
                 workers.retain(|_, w| !w.is_closed());
+                next_sweep = (workers.len() * 2).max(4096);
             }
             let (wtx, wrx) = mpsc::unbounded_channel();
             let _ = wtx.send(work);
