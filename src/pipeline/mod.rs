@@ -2,6 +2,7 @@
 //! handles that conversation's work strictly in order; different conversations run concurrently.
 //! Rows are pushed here by the group-commit writer; nothing polls.
 
+mod compliance;
 mod turn;
 
 use crate::state::AppState;

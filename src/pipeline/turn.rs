@@ -5,10 +5,8 @@
 use crate::agent::{HistoryTurn, LanguageHint, Role, Turn, TurnCustomer, TurnMessage, TurnNumber};
 use crate::ingress::envelope::InboundMessage;
 use crate::outbox::{self, Outcome};
-use crate::policy::{KeywordHit, KeywordKind};
 use crate::state::{AppState, NumberRuntime};
 use crate::store::{InboxRow, InboxState, NewOutbox, OutboxKind, OutboxRow, OutboxState};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -67,7 +65,7 @@ pub struct Known {
 }
 
 impl Known {
-    fn opted_out(&mut self, state: &AppState, pnid: &str, customer: &str) -> bool {
+    pub(super) fn opted_out(&mut self, state: &AppState, pnid: &str, customer: &str) -> bool {
         *self
             .opted_out
             .get_or_insert_with(|| state.opted_out.contains(pnid, customer))
@@ -120,7 +118,7 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
     if rows.len() == 1
         && number.policies.opt_out.enabled
         && let Some(hit) = snap.keywords.classify(text.as_deref().unwrap_or_default())
-        && keyword(state, &number, first, &hit, language.as_ref(), known).await
+        && super::compliance::keyword(state, &number, first, &hit, language.as_ref(), known).await
     {
         return;
     }
@@ -155,7 +153,7 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
                 .policies
                 .unsupported_reply
                 .as_ref()
-                .map(|t| localized(t, text.as_deref(), language.as_ref()));
+                .map(|t| super::compliance::localized(t, text.as_deref(), language.as_ref()));
             let replies = reply
                 .map(|t| reply_rows(first, &number, &[t], OutboxKind::Unsupported))
                 .unwrap_or_default();
@@ -219,11 +217,9 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
         Ok(None) => ("empty", InboxState::Done, None, Vec::new()),
         Err(e) => {
             tracing::warn!(agent = %number.agent_name, error = %e, "agent gave no answer");
-            let fallback = number
-                .policies
-                .fallback_reply
-                .as_ref()
-                .map(|t| localized(t, turn.message.text.as_deref(), language.as_ref()));
+            let fallback = number.policies.fallback_reply.as_ref().map(|t| {
+                super::compliance::localized(t, turn.message.text.as_deref(), language.as_ref())
+            });
             let replies = fallback
                 .map(|t| reply_rows(first, &number, &[t], OutboxKind::Fallback))
                 .unwrap_or_default();
@@ -251,140 +247,6 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
         replies,
     )
     .await;
-}
-
-/// Handles an opt-out or opt-in keyword; returns false when the message is an ordinary turn after
-/// all (START from a customer who never opted out).
-async fn keyword(
-    state: &AppState,
-    number: &Arc<NumberRuntime>,
-    row: &InboxRow,
-    hit: &KeywordHit,
-    language: Option<&crate::policy::LanguageHint>,
-    known: &mut Known,
-) -> bool {
-    let pnid = row.msg.phone_number_id.as_str();
-    let customer = row.msg.customer.as_str();
-    let opted_out = known.opted_out(state, pnid, customer);
-    let opt_out = &number.policies.opt_out;
-    let said = row.msg.text.as_deref();
-    match hit.kind {
-        KeywordKind::Stop if opted_out => {
-            // The confirmation goes out once; a repeated STOP is recorded, not answered.
-            finish_all(
-                state,
-                std::slice::from_ref(row),
-                InboxState::Done,
-                "opt-out repeated",
-            )
-            .await;
-        }
-        KeywordKind::Stop => {
-            if state
-                .persist("turn", || {
-                    state
-                        .writer
-                        .set_opt_out(pnid, customer, true, &hit.keyword, &row.msg.wamid)
-                })
-                .await
-                .is_none()
-            {
-                return true;
-            }
-            known.opted_out = Some(true);
-            state.opted_out.set(pnid, customer, true);
-            state
-                .metrics
-                .opt_outs
-                .with_label_values(&[pnid, "stop"])
-                .inc();
-            tracing::info!(keyword = %hit.keyword, "customer opted out");
-            let text = localized(&opt_out.confirmation, said, language);
-            let replies = reply_rows(row, number, &[text], OutboxKind::OptOutConfirmation);
-            complete_and_send(
-                state,
-                number,
-                std::slice::from_ref(row),
-                InboxState::Done,
-                Some("opt-out"),
-                replies,
-            )
-            .await;
-        }
-        KeywordKind::Resume if opted_out => {
-            if state
-                .persist("turn", || {
-                    state
-                        .writer
-                        .set_opt_out(pnid, customer, false, &hit.keyword, &row.msg.wamid)
-                })
-                .await
-                .is_none()
-            {
-                return true;
-            }
-            known.opted_out = Some(false);
-            state.opted_out.set(pnid, customer, false);
-            state
-                .metrics
-                .opt_outs
-                .with_label_values(&[pnid, "resume"])
-                .inc();
-            tracing::info!(keyword = %hit.keyword, "customer opted back in");
-            let text = localized(&opt_out.resume_confirmation, said, language);
-            let replies = reply_rows(row, number, &[text], OutboxKind::ResumeConfirmation);
-            complete_and_send(
-                state,
-                number,
-                std::slice::from_ref(row),
-                InboxState::Done,
-                Some("opt-in"),
-                replies,
-            )
-            .await;
-        }
-        KeywordKind::Resume => return false,
-    }
-    true
-}
-
-/// The language to pick a system text in: the hint when it is reliable, else the best guess
-/// among the languages the text exists in (whatlang is weak on short chat lines).
-fn text_language(
-    text: &crate::config::LocalizedText,
-    message: Option<&str>,
-    hint: Option<&crate::policy::LanguageHint>,
-) -> Option<String> {
-    if let Some(h) = hint.filter(|h| h.reliable) {
-        return Some(h.code.clone());
-    }
-    let crate::config::LocalizedText::ByLanguage(map) = text else {
-        return None;
-    };
-    // Restricting whatlang to the languages the text exists in makes it right on short lines,
-    // but it then always answers one of them: English competes too, so an English message
-    // that resembles none of them gets the default.
-    let mut codes: Vec<&str> = map
-        .keys()
-        .map(String::as_str)
-        .filter(|k| *k != "default")
-        .collect();
-    if !codes.contains(&"en") {
-        codes.push("en");
-    }
-    crate::policy::detect_language_among(message?, &codes)
-        .map(|h| h.code)
-        .filter(|code| map.contains_key(code))
-}
-
-/// `text` in the customer's language, or its default.
-fn localized(
-    text: &crate::config::LocalizedText,
-    message: Option<&str>,
-    hint: Option<&crate::policy::LanguageHint>,
-) -> String {
-    let lang = text_language(text, message, hint);
-    text.pick(lang.as_deref()).to_owned()
 }
 
 fn joined_text(rows: &[InboxRow]) -> Option<String> {
@@ -451,7 +313,7 @@ fn build_turn(
 }
 
 /// Outbox rows for text `parts` answering `row`.
-fn reply_rows(
+pub(super) fn reply_rows(
     row: &InboxRow,
     number: &NumberRuntime,
     parts: &[String],
@@ -486,7 +348,7 @@ fn reply_rows(
         .collect()
 }
 
-async fn complete_and_send(
+pub(super) async fn complete_and_send(
     state: &AppState,
     number: &NumberRuntime,
     rows: &[InboxRow],
@@ -527,7 +389,7 @@ async fn complete_and_send(
     }
 }
 
-async fn finish_all(state: &AppState, rows: &[InboxRow], to: InboxState, detail: &str) {
+pub(super) async fn finish_all(state: &AppState, rows: &[InboxRow], to: InboxState, detail: &str) {
     let first = &rows[0];
     let coalesced: Vec<i64> = rows[1..].iter().map(|r| r.id).collect();
     state
