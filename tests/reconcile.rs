@@ -173,7 +173,8 @@ async fn plan_apply_converge_and_explain_refusals() {
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}",
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 
