@@ -266,13 +266,22 @@ fn build_turn(
     history: Vec<crate::store::HistoryEntry>,
 ) -> Turn {
     let last = rows.last().unwrap_or(&rows[0]);
-    let raw: serde_json::Value =
-        serde_json::from_str(&last.msg.payload).unwrap_or(serde_json::Value::Null);
-    let structured = InboundMessage::from_raw(raw.clone())
-        .map(|m| {
-            crate::ingress::content::structured_for(&last.msg.phone_number_id.as_str().into(), &m)
-        })
-        .unwrap_or(serde_json::Value::Null);
+    // The echo agent reads only the text: spare it parsing the message twice more.
+    let (raw, structured) = if number.agent.agent().kind() == "echo" {
+        (serde_json::Value::Null, serde_json::Value::Null)
+    } else {
+        let raw: serde_json::Value =
+            serde_json::from_str(&last.msg.payload).unwrap_or(serde_json::Value::Null);
+        let structured = InboundMessage::from_raw(raw.clone())
+            .map(|m| {
+                crate::ingress::content::structured_for(
+                    &last.msg.phone_number_id.as_str().into(),
+                    &m,
+                )
+            })
+            .unwrap_or(serde_json::Value::Null);
+        (raw, structured)
+    };
     Turn {
         number: TurnNumber {
             phone_number_id: last.msg.phone_number_id.clone(),
