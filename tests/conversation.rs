@@ -32,11 +32,12 @@ async fn window_closes_during_a_slow_agent(db: Db) {
         old,
         &[(WABA, PNID, vec![("919850000001", "wamid.LATE", "late")])],
     ));
-    let url = t.storage.url.clone();
     assert!(
-        wait_until(WAIT, || async {
-            count(&url, "SELECT COUNT(*) FROM outbox WHERE state = 'expired'").await == 1
-        })
+        t.wait_count(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'expired'",
+            1,
+            WAIT
+        )
         .await,
         "the reply must end expired"
     );
@@ -47,15 +48,7 @@ async fn window_closes_during_a_slow_agent(db: Db) {
         "never attempted"
     );
     assert!(t.emu.sent().is_empty(), "nothing sent outside the window");
-    let metrics = t
-        .http
-        .get(format!("http://{}/metrics", t.gw().admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics().await;
     assert!(
         metrics.contains(&format!(
             "wa_gateway_window_expired_total{{phone_number_id=\"{PNID}\"}} 1"
@@ -82,16 +75,12 @@ async fn opt_out(db: Db, customer: &str, stop_word: &str) {
     t.emu
         .customer_says(PNID, customer, "O", "are you there?")
         .await;
-    let url = t.storage.url.clone();
     assert!(
-        wait_until(WAIT, || async {
-            count(
-                &url,
-                "SELECT COUNT(*) FROM inbox WHERE state IN ('done', 'skipped')",
-            )
-            .await
-                == 3
-        })
+        t.wait_count(
+            "SELECT COUNT(*) FROM inbox WHERE state IN ('done', 'skipped')",
+            3,
+            WAIT
+        )
         .await
     );
     assert_eq!(
@@ -104,16 +93,12 @@ async fn opt_out(db: Db, customer: &str, stop_word: &str) {
     t.emu
         .customer_says(PNID, customer, "O", "hello after restart")
         .await;
-    let url = t.storage.url.clone();
     assert!(
-        wait_until(WAIT, || async {
-            count(
-                &url,
-                "SELECT COUNT(*) FROM inbox WHERE detail = 'customer opted out'",
-            )
-            .await
-                == 2
-        })
+        t.wait_count(
+            "SELECT COUNT(*) FROM inbox WHERE detail = 'customer opted out'",
+            2,
+            WAIT
+        )
         .await,
         "still opted out after a restart"
     );
@@ -124,16 +109,12 @@ async fn opt_out(db: Db, customer: &str, stop_word: &str) {
     t.emu
         .customer_says(PNID, customer, "O", "hello after reload")
         .await;
-    let url = t.storage.url.clone();
     assert!(
-        wait_until(WAIT, || async {
-            count(
-                &url,
-                "SELECT COUNT(*) FROM inbox WHERE detail = 'customer opted out'",
-            )
-            .await
-                == 3
-        })
+        t.wait_count(
+            "SELECT COUNT(*) FROM inbox WHERE detail = 'customer opted out'",
+            3,
+            WAIT
+        )
         .await,
         "still opted out after a reload"
     );
@@ -281,15 +262,7 @@ async fn throughput_storm_is_ridden_out(db: Db) {
         "every reply delivered"
     );
     assert_eq!(t.emu.sent().len(), 10);
-    let metrics = t
-        .http
-        .get(format!("http://{}/metrics", t.gw().admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics().await;
     assert!(
         metrics.contains("wa_gateway_meta_errors_total{code=\"130429\"} 30"),
         "{metrics}"
@@ -325,8 +298,7 @@ async fn long_markdown_reply_is_split_in_order(db: Db) {
         t.emu.wait_sent(|s| s.len() >= 3, WAIT).await,
         "at least three parts"
     );
-    let url = t.storage.url.clone();
-    let parts_expected = count(&url, "SELECT COUNT(*) FROM outbox").await as usize;
+    let parts_expected = t.count("SELECT COUNT(*) FROM outbox").await as usize;
     assert!(t.emu.wait_sent(|s| s.len() >= parts_expected, WAIT).await);
     let parts = t.texts_to("919890000001");
     assert_eq!(parts.len(), parts_expected);
@@ -432,15 +404,7 @@ async fn dead_agent_gives_fallback_and_opens_breaker(db: Db) {
             .iter()
             .all(|x| x == "Sorry, we will get back to you.")
     );
-    let metrics = t
-        .http
-        .get(format!("http://{}/metrics", t.gw().admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics().await;
     assert!(
         metrics.contains("wa_gateway_agent_breaker_open{agent=\"rec\"} 1"),
         "{metrics}"

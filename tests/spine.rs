@@ -46,16 +46,12 @@ async fn end_to_end_reply(db: Db) {
         1
     );
     // The emulator's `delivered` status webhook moves the row forward.
-    let url = t.storage.url.clone();
     assert!(
-        wait_until(WAIT, || async {
-            count(
-                &url,
-                "SELECT COUNT(*) FROM outbox WHERE state = 'delivered'",
-            )
-            .await
-                == 1
-        })
+        t.wait_count(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'delivered'",
+            1,
+            WAIT
+        )
         .await,
         "status webhooks did not settle the outbox row"
     );
@@ -261,16 +257,12 @@ async fn meta_500_then_200_delivers_once(db: Db) {
         .await;
     assert!(t.emu.wait_sent(|s| !s.is_empty(), WAIT).await);
     // The gateway records Meta's answer just after the emulator recorded the send.
-    let url = t.storage.url.clone();
     assert!(
-        wait_until(WAIT, || async {
-            count(
-                &url,
-                "SELECT COUNT(*) FROM outbox WHERE attempts = 3 AND wamid IS NOT NULL",
-            )
-            .await
-                == 1
-        })
+        t.wait_count(
+            "SELECT COUNT(*) FROM outbox WHERE attempts = 3 AND wamid IS NOT NULL",
+            1,
+            WAIT
+        )
         .await,
         "two failed attempts, then one accepted"
     );
@@ -287,11 +279,12 @@ async fn outside_window_is_not_retried(db: Db) {
     t.emu
         .customer_says(PNID, "919833330001", "W", "too late")
         .await;
-    let url = t.storage.url.clone();
     assert!(
-        wait_until(WAIT, || async {
-            count(&url, "SELECT COUNT(*) FROM outbox WHERE state = 'expired'").await == 1
-        })
+        t.wait_count(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'expired'",
+            1,
+            WAIT
+        )
         .await,
         "131047 must end the row"
     );
@@ -326,15 +319,7 @@ async fn storage_outage_answers_503_then_redelivery_lands(db: Db) {
         wait_until(WAIT, || async { emu.webhook_stats().failed_attempts >= 1 }).await,
         "webhook refused while storage is down"
     );
-    let metrics = t
-        .http
-        .get(format!("http://{}/metrics", t.gw().admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics().await;
     assert!(
         metrics.contains("wa_gateway_webhooks_total{result=\"storage_error\"}"),
         "{metrics}"

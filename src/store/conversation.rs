@@ -32,24 +32,6 @@ impl Store {
         })
     }
 
-    /// Whether the customer has opted out of this number's messages.
-    pub async fn opted_out(
-        &self,
-        phone_number_id: &str,
-        customer: &str,
-    ) -> Result<bool, StoreError> {
-        on_pool!(self, |pool| {
-            let v: Option<i64> = sqlx::query_scalar(
-                "SELECT opted_out FROM opt_outs WHERE phone_number_id = $1 AND customer = $2",
-            )
-            .bind(phone_number_id)
-            .bind(customer)
-            .fetch_optional(pool)
-            .await?;
-            Ok(v == Some(1))
-        })
-    }
-
     /// The last `turns` messages of a conversation before inbox row `before_inbox_id`, oldest
     /// first: the customer's texts and the replies that Meta accepted.
     pub async fn history(

@@ -230,6 +230,24 @@ impl TestGateway {
         }
     }
 
+    /// Waits until `sql` (a COUNT) on the gateway's database gives `n`, for at most `timeout`.
+    pub async fn wait_count(&self, sql: &str, n: i64, timeout: Duration) -> bool {
+        let url = self.storage.url.clone();
+        wait_until(timeout, || async { count(&url, sql).await == n }).await
+    }
+
+    /// The admin listener's /metrics text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.gw().admin_addr))
+            .send()
+            .await
+            .expect("metrics scrape")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Replies the emulator accepted for customer `to`, as text.
     pub fn texts_to(&self, to: &str) -> Vec<String> {
         self.emu
