@@ -243,46 +243,39 @@ impl Store {
                     }
                 }
             }
+            // One statement shape for both keys; matching by wamid, column4 is that same wamid.
+            macro_rules! settle_statuses {
+                ($rows:expr, $key:literal) => {
+                    for chunk in $rows.chunks(CHUNK) {
+                        let mut qb = sqlx::QueryBuilder::new(
+                            "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
+                             wamid = COALESCE(outbox.wamid, v.column4), \
+                             error_code = COALESCE(v.column5, outbox.error_code), \
+                             error_message = COALESCE(v.column6, outbox.error_message), updated_at = ",
+                        );
+                        qb.push_bind(now);
+                        qb.push(" FROM (");
+                        qb.push_values(chunk.iter(), |mut b, (key, (state, st))| {
+                            b.push_bind(*key)
+                                .push_bind(state.as_str())
+                                .push_bind(state.rank())
+                                .push_bind(&st.wamid)
+                                .push_bind(st.error_code)
+                                .push_bind(&st.error_title);
+                        });
+                        qb.push(concat!(
+                            ") AS v WHERE outbox.",
+                            $key,
+                            " = v.column1 AND outbox.state_rank < v.column3"
+                        ));
+                        qb.build().execute(&mut *tx).await?;
+                    }
+                };
+            }
             let by_id: Vec<_> = by_id.into_iter().collect();
-            for chunk in by_id.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
-                     wamid = COALESCE(outbox.wamid, v.column4), \
-                     error_code = COALESCE(v.column5, outbox.error_code), \
-                     error_message = COALESCE(v.column6, outbox.error_message), updated_at = ",
-                );
-                qb.push_bind(now);
-                qb.push(" FROM (");
-                qb.push_values(chunk.iter(), |mut b, (id, (state, st))| {
-                    b.push_bind(*id)
-                        .push_bind(state.as_str())
-                        .push_bind(state.rank())
-                        .push_bind(&st.wamid)
-                        .push_bind(st.error_code)
-                        .push_bind(&st.error_title);
-                });
-                qb.push(") AS v WHERE outbox.id = v.column1 AND outbox.state_rank < v.column3");
-                qb.build().execute(&mut *tx).await?;
-            }
+            settle_statuses!(by_id, "id");
             let by_wamid: Vec<_> = by_wamid.into_iter().collect();
-            for chunk in by_wamid.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
-                     error_code = COALESCE(v.column4, outbox.error_code), \
-                     error_message = COALESCE(v.column5, outbox.error_message), updated_at = ",
-                );
-                qb.push_bind(now);
-                qb.push(" FROM (");
-                qb.push_values(chunk.iter(), |mut b, (wamid, (state, st))| {
-                    b.push_bind(*wamid)
-                        .push_bind(state.as_str())
-                        .push_bind(state.rank())
-                        .push_bind(st.error_code)
-                        .push_bind(&st.error_title);
-                });
-                qb.push(") AS v WHERE outbox.wamid = v.column1 AND outbox.state_rank < v.column3");
-                qb.build().execute(&mut *tx).await?;
-            }
+            settle_statuses!(by_wamid, "wamid");
 
             // Replies of every turn in the batch: one multi-row insert, mapped back by (turn, part).
             let replies: Vec<(i64, &str, &str, &NewOutbox)> = ops
