@@ -1,9 +1,11 @@
 //! Starting and stopping the whole gateway: bind listeners, connect storage, resume unfinished
 //! work, start the writer, the pipeline and the servers; on shutdown drain them in order.
 
+use crate::config::Listen;
 use crate::config::{Config, ConfigError, Loaded};
 use crate::emulator::{self, EmulatorConfig, EmulatorHandle};
 use crate::ingress::server::{self as webhook, WebhookState};
+use crate::listen::{BindError, Endpoint, bind};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Work};
 use crate::reload::{ReloadHandle, ReloadOutcome, Reloader};
@@ -14,18 +16,30 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// The running HTTP endpoints, which a reload may move or reconfigure.
+#[derive(Clone)]
+pub struct Endpoints {
+    pub webhook: Arc<Endpoint>,
+    pub admin: Arc<Endpoint>,
+    /// The in-process emulator, told where the webhook endpoint moved.
+    pub emulator: Option<EmulatorHandle>,
+}
+
+impl Endpoints {
+    /// The webhook endpoint's URL as bound now.
+    pub fn webhook_url(&self) -> String {
+        let scheme = if self.webhook.tls() { "https" } else { "http" };
+        format!("{scheme}://{}/webhook", self.webhook.addr())
+    }
+}
 use tokio_util::sync::CancellationToken;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr} ({what}): {source}; is another process using it?")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -50,16 +64,11 @@ pub struct Gateway {
     pub state: Arc<AppState>,
     /// Whether the webhook listener speaks TLS.
     pub tls: bool,
+    endpoints: Endpoints,
     reload: Option<ReloadHandle>,
     shutdown: CancellationToken,
     writer_stop: CancellationToken,
     writer_task: tokio::task::JoinHandle<()>,
-}
-
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { what, addr, source })
 }
 
 impl Gateway {
@@ -98,20 +107,12 @@ impl Gateway {
         let resolver = cert.as_ref().map(|c| Arc::new(CertResolver::new(c)));
         let webhook_listener = bind("webhook", config.listen.webhook).await?;
         let admin_listener = bind("admin", config.listen.admin).await?;
-        let webhook_addr = webhook_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                what: "webhook",
-                addr: config.listen.webhook,
-                source,
-            })?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                what: "admin",
-                addr: config.listen.admin,
-                source,
-            })?;
+        let local = |l: &TcpListener, what, addr| {
+            l.local_addr()
+                .map_err(|source| StartError::Bind(BindError { what, addr, source }))
+        };
+        let webhook_addr = local(&webhook_listener, "webhook", config.listen.webhook)?;
+        let admin_addr = local(&admin_listener, "admin", config.listen.admin)?;
 
         let (graph_base, emulator) = if config.meta.graph_url == "emulator" {
             let listener = bind("emulator", config.meta.emulator.listen).await?;
@@ -175,34 +176,48 @@ impl Gateway {
             metrics,
             writer_stop.clone(),
         );
-        let router = webhook::router(
-            WebhookState {
-                app: state.clone(),
-                writer,
-            },
-            listen.max_body_bytes,
-            listen.body_timeout.get(),
-        );
-        let drain = Duration::from_secs(10);
-        state.tracker.spawn(crate::http::serve(
+        let hook_state = WebhookState {
+            app: state.clone(),
+            writer,
+        };
+        let webhook_endpoint = Endpoint::start(
+            "webhook",
+            true,
+            listen.webhook,
             webhook_listener,
-            router,
-            resolver.clone().map(crate::tls::server_config),
-            listen.header_timeout.get(),
+            &listen,
+            resolver.clone(),
+            Box::new(move |l: &Listen| {
+                webhook::router(hook_state.clone(), l.max_body_bytes, l.body_timeout.get())
+            }),
+            state.tracker.clone(),
             shutdown.clone(),
-            drain,
-        ));
-        state.tracker.spawn(crate::http::serve(
+        )?;
+        let admin_state = state.clone();
+        let admin_endpoint = Endpoint::start(
+            "admin",
+            false,
+            listen.admin,
             admin_listener,
-            crate::admin::router(state.clone()),
+            &listen,
             None,
-            listen.header_timeout.get(),
+            Box::new(move |_: &Listen| crate::admin::router(admin_state.clone())),
+            state.tracker.clone(),
             shutdown.clone(),
-            drain,
-        ));
+        )?;
+        let endpoints = Endpoints {
+            webhook: webhook_endpoint,
+            admin: admin_endpoint,
+            emulator: emulator.clone(),
+        };
         let reload = loaded.map(|loaded| {
-            let reloader =
-                Reloader::new(state.clone(), &loaded, graph_base.clone(), resolver.clone());
+            let reloader = Reloader::new(
+                state.clone(),
+                &loaded,
+                graph_base.clone(),
+                resolver.clone(),
+                endpoints.clone(),
+            );
             crate::reload::spawn(reloader, true, shutdown.clone())
         });
         state.set_ready(true);
@@ -213,6 +228,7 @@ impl Gateway {
             emulator,
             state,
             tls: resolver.is_some(),
+            endpoints,
             reload,
             shutdown,
             writer_stop,
@@ -220,10 +236,19 @@ impl Gateway {
         })
     }
 
-    /// The URL of the webhook endpoint as bound.
+    /// The URL of the webhook endpoint as bound now (a reload may have moved it since start).
     pub fn webhook_url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}/webhook", self.webhook_addr)
+        self.endpoints.webhook_url()
+    }
+
+    /// Where the webhook endpoint listens now.
+    pub fn current_webhook_addr(&self) -> SocketAddr {
+        self.endpoints.webhook.addr()
+    }
+
+    /// Where the admin endpoint listens now.
+    pub fn current_admin_addr(&self) -> SocketAddr {
+        self.endpoints.admin.addr()
     }
 
     /// A token cancelled when the gateway shuts down.

@@ -12,10 +12,12 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-/// Serves `router` until `shutdown`, then lets open requests finish (up to `drain`). With `tls`,
-/// each connection first completes a TLS handshake (within `header_timeout`).
+/// Serves `router` on `listener` until `shutdown` (the gateway's, or a reload retiring this accept
+/// loop), then lets open requests finish (up to `drain`). With `tls`, each connection first
+/// completes a TLS handshake (within `header_timeout`). The socket closes when the last loop
+/// sharing it lets go.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     header_timeout: Duration,

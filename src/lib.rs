@@ -12,6 +12,7 @@ pub mod graph;
 pub mod http;
 pub mod ids;
 pub mod ingress;
+pub mod listen;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;

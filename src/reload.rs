@@ -2,6 +2,7 @@
 //! new snapshot off to the side, then swap it in one step; a failed attempt changes nothing.
 //! File changes, SIGHUP and `Gateway::reload_now` all funnel into the one task that owns this.
 
+use crate::app::Endpoints;
 use crate::config::watch::DirWatcher;
 use crate::config::{Config, Loaded};
 use crate::state::{AppState, Snapshot};
@@ -36,6 +37,7 @@ pub struct Reloader {
     graph_base: String,
     fingerprint: String,
     tls: Option<Arc<CertResolver>>,
+    endpoints: Endpoints,
 }
 
 /// SHA-256 over the file's hash and every resolved secret: a rotated `file:` secret changes it
@@ -59,24 +61,12 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Settings bound into running listeners, the store or the emulator: changing them takes a
-/// restart, so a file changing them is refused whole rather than applied in part.
+/// Settings bound into the store or the emulator: changing them takes a restart, so a file
+/// changing them is refused whole rather than applied in part. (The listeners are not among
+/// them: a reload rebinds or reconfigures those.)
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let (o, n) = (&old.listen, &new.listen);
     let json = |v: &crate::config::Storage| serde_json::to_value(v).ok();
     [
-        ("listen.webhook", o.webhook != n.webhook),
-        ("listen.admin", o.admin != n.admin),
-        ("listen.tls (on/off)", o.tls.is_some() != n.tls.is_some()),
-        (
-            "listen.max_body_bytes",
-            o.max_body_bytes != n.max_body_bytes,
-        ),
-        (
-            "listen.header_timeout",
-            o.header_timeout != n.header_timeout,
-        ),
-        ("listen.body_timeout", o.body_timeout != n.body_timeout),
         ("storage", json(&old.storage) != json(&new.storage)),
         ("meta.graph_url", old.meta.graph_url != new.meta.graph_url),
         (
@@ -96,6 +86,7 @@ impl Reloader {
         loaded: &Loaded,
         graph_base: String,
         tls: Option<Arc<CertResolver>>,
+        endpoints: Endpoints,
     ) -> Self {
         let reloader = Self {
             state,
@@ -103,6 +94,7 @@ impl Reloader {
             graph_base,
             fingerprint: fingerprint(loaded),
             tls,
+            endpoints,
         };
         reloader.record_in_force(&loaded.sha256);
         reloader
@@ -180,8 +172,34 @@ impl Reloader {
             None => None,
         };
         let sha256 = loaded.sha256.clone();
+        let listen = loaded.config.listen.clone();
         let snapshot = match Snapshot::build(loaded.config, &self.graph_base) {
             Ok(s) => s,
+            Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.path.display())),
+        };
+        // TLS turned on by this file gets a resolver of its own; turned off, none is served.
+        let resolver = match (&cert, &self.tls) {
+            (Some(_), Some(r)) => Some(r.clone()),
+            (Some(c), None) => Some(Arc::new(CertResolver::new(c))),
+            (None, _) => None,
+        };
+        // New addresses are bound before anything changes, so a port in use refuses the file.
+        let webhook = match self
+            .endpoints
+            .webhook
+            .prepare(&listen, listen.webhook, resolver.clone())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.path.display())),
+        };
+        let admin = match self
+            .endpoints
+            .admin
+            .prepare(&listen, listen.admin, None)
+            .await
+        {
+            Ok(p) => p,
             Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.path.display())),
         };
 
@@ -192,12 +210,26 @@ impl Reloader {
             self.state.limiter.store(Arc::new(limiter));
         }
         self.state.snapshot.store(Arc::new(snapshot));
-        if let (Some(resolver), Some(cert)) = (&self.tls, &cert) {
+        if let (Some(resolver), Some(cert)) = (&resolver, &cert) {
             resolver.store(cert);
+            self.state.metrics.register_tls();
             self.state
                 .metrics
                 .tls_cert_expiry
                 .set(cert.not_after.unwrap_or(0));
+            self.tls = Some(resolver.clone());
+        }
+        let webhook_url = self.endpoints.webhook_url();
+        if let Some(p) = webhook {
+            self.endpoints.webhook.commit(p);
+        }
+        if let Some(p) = admin {
+            self.endpoints.admin.commit(p);
+        }
+        if self.endpoints.webhook_url() != webhook_url
+            && let Some(emulator) = &self.endpoints.emulator
+        {
+            emulator.set_webhook_url(self.endpoints.webhook_url());
         }
         self.fingerprint = fingerprint;
         self.record_in_force(&sha256);

@@ -257,3 +257,191 @@ async fn a_configmap_data_swap_is_picked_up() {
     assert_eq!(sent[0].text.as_deref(), Some("v2: hello"));
     tg.stop().await;
 }
+
+/// Posts signed text messages straight to `addr` on a fresh connection each, from 20 customers
+/// in turn, until `stop` or until the address refuses connections; returns the wamids
+/// acknowledged and every outcome that was neither a 200 nor a refused connection.
+async fn post_until_refused(
+    emu: wa_gateway::emulator::EmulatorHandle,
+    addr: std::net::SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+) -> (Vec<String>, Vec<String>) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let (mut acked, mut failures) = (Vec::new(), Vec::new());
+    for i in 0.. {
+        if stop.is_cancelled() {
+            break;
+        }
+        let customer = &format!("4917000001{:02}", i % 20);
+        let wamid = format!("wamid.direct.{customer}.{i}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        emu.record_inbound(PNID, customer, &wamid, now);
+        let body = common::text_envelope(&[(
+            common::WABA,
+            PNID,
+            vec![(customer, &wamid, &format!("d{i}"))],
+        )])
+        .to_string();
+        let sig =
+            wa_gateway::ingress::signature::sign(common::APP_SECRET.as_bytes(), body.as_bytes());
+        let r = http
+            .post(format!("http://{addr}/webhook"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(body)
+            .send()
+            .await;
+        match r {
+            Ok(resp) if resp.status() == 200 => acked.push(wamid),
+            Ok(resp) => failures.push(format!("{wamid}: HTTP {}", resp.status())),
+            Err(e) if e.is_connect() => break,
+            Err(e) => failures.push(format!("{wamid}: {e:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (acked, failures)
+}
+
+/// A reload moves the webhook and admin listeners to new ports: the new ones serve at once, the
+/// old webhook address keeps answering until it closes, no request that reached the gateway
+/// fails, and every message is answered once. A port already taken refuses the file whole; a
+/// changed body limit applies in place on the same socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_and_reconfigures_the_listeners_without_failing_a_request() {
+    let storage = common::storage(Db::Sqlite).await.unwrap();
+    let path = storage.dir.path().join("gateway.yaml");
+    let (a, b, c, d) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let url = storage.url.clone();
+    let yaml = |webhook: u16, admin: u16, extra: &str| {
+        common::config_yaml(&url, &options("", false), "echo")
+            .replace(
+                "webhook: 127.0.0.1:0",
+                &format!("webhook: 127.0.0.1:{webhook}{extra}"),
+            )
+            .replace("admin: 127.0.0.1:0", &format!("admin: 127.0.0.1:{admin}"))
+    };
+    let first = yaml(a, c, "");
+    save(&path, &first);
+    let tg = start_from(storage, path.clone()).await;
+    let old_addr: std::net::SocketAddr = format!("127.0.0.1:{a}").parse().unwrap();
+    assert_eq!(tg.gw().current_webhook_addr(), old_addr);
+
+    // Two loads: the emulator's deliveries (which follow the gateway) and direct posts to the
+    // old address until it closes.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let direct = tokio::spawn(post_until_refused(tg.emu.clone(), old_addr, stop.clone()));
+    let via_emulator = tokio::spawn({
+        let (emu, stop) = (tg.emu.clone(), stop.clone());
+        async move {
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                let customer = format!("4917000002{:02}", n % 20);
+                emu.customer_says(PNID, &customer, "Load", &format!("e{n}"))
+                    .await;
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            n
+        }
+    });
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            tg.emu.sent().len() >= 10
+        })
+        .await,
+        "the load is answered before the move"
+    );
+
+    let moved = yaml(b, d, "");
+    save(&path, &moved);
+    assert!(wait_in_force(&tg, &moved).await, "the move was not applied");
+    assert_eq!(tg.gw().current_webhook_addr().port(), b);
+    assert_eq!(tg.gw().current_admin_addr().port(), d);
+    let health = tg
+        .http
+        .get(format!("http://127.0.0.1:{d}/healthz"))
+        .send()
+        .await
+        .expect("the moved admin endpoint answers");
+    assert_eq!(health.status(), 200);
+
+    // The old address closes after its linger; the direct load stops on the refusal.
+    let (acked, failures) = tokio::time::timeout(Duration::from_secs(20), direct)
+        .await
+        .expect("the old webhook address closes")
+        .unwrap();
+    assert!(failures.is_empty(), "requests failed: {failures:?}");
+    assert!(
+        acked.len() > 20,
+        "only {} direct messages acked",
+        acked.len()
+    );
+    stop.cancel();
+    let emulated = via_emulator.await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(old_addr).await.is_err(),
+        "the old address still accepts"
+    );
+    assert_eq!(reloads(&tg, "ok"), 1);
+
+    let total = acked.len() + emulated;
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            tg.emu.sent().len() >= total
+        })
+        .await,
+        "{} replies for {total} messages",
+        tg.emu.sent().len()
+    );
+    assert_eq!(tg.emu.sent().len(), total, "no extra replies");
+    let stats = tg.emu.webhook_stats();
+    assert_eq!(stats.failed_attempts, 0, "a webhook was refused: {stats:?}");
+
+    // A port in use refuses the whole file; the running listeners stay.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = yaml(taken.local_addr().unwrap().port(), d, "");
+    save(&path, &busy);
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            reloads(&tg, "error") == 1
+        })
+        .await,
+        "a taken port was not refused"
+    );
+    let why = tg.gw().state.config_status().last_reload_error.unwrap();
+    assert!(why.contains("cannot listen on"), "{why}");
+    assert_eq!(tg.gw().current_webhook_addr().port(), b);
+
+    // A smaller body limit applies on the same socket.
+    let limited = yaml(b, d, "\n  max_body_bytes: 2048");
+    save(&path, &limited);
+    assert!(
+        wait_in_force(&tg, &limited).await,
+        "the body limit was not applied"
+    );
+    assert_eq!(tg.gw().current_webhook_addr().port(), b);
+    let big = vec![b'x'; 4096];
+    let sig = wa_gateway::ingress::signature::sign(common::APP_SECRET.as_bytes(), &big);
+    let status = tg
+        .http
+        .post(tg.webhook_url())
+        .header("x-hub-signature-256", sig)
+        .body(big)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 413);
+    drop(tg);
+}

@@ -1,0 +1,245 @@
+//! The webhook and admin endpoints as a reload sees them: each is a listening socket served by
+//! one "generation" of the accept loop. A reload that changes how an endpoint serves (TLS on or
+//! off, timeouts, the body limit) hands the same socket to a new accept loop, which starts
+//! before the old one stops: connections waiting in the backlog are taken by the new one. A
+//! reload that moves an endpoint binds the new address first, then lets the old socket serve
+//! for `LINGER` more (clients mid-connect, load balancers still pointing there) before closing
+//! it. Either way the retired generation finishes the requests it holds.
+
+use crate::config::Listen;
+use crate::tls::CertResolver;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a retired generation, or the last one at shutdown, waits for its open requests.
+pub const DRAIN: Duration = Duration::from_secs(10);
+/// How long a moved endpoint's old address keeps accepting after the new one serves.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Builds an endpoint's router from the listen settings (the webhook's body limit and timeout).
+pub type MakeRouter = Box<dyn Fn(&Listen) -> Router + Send + Sync>;
+
+/// What a generation serves with, beyond the socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Settings {
+    tls: bool,
+    header_timeout: Duration,
+    max_body_bytes: usize,
+    body_timeout: Duration,
+}
+
+struct Generation {
+    /// The address as configured (port 0 stays 0 here, so an unchanged file binds nothing).
+    configured: SocketAddr,
+    bound: SocketAddr,
+    /// The accept loop owns the socket; this only reaches it for a hand-over, so the socket
+    /// closes when its last loop ends.
+    listener: Weak<TcpListener>,
+    settings: Settings,
+    stop: CancellationToken,
+}
+
+/// A change to one endpoint, prepared (the new socket bound) but not yet in force.
+pub struct Prepared {
+    configured: SocketAddr,
+    bound: SocketAddr,
+    listener: Arc<TcpListener>,
+    settings: Settings,
+    router: Router,
+    tls: Option<Arc<CertResolver>>,
+    header_timeout: Duration,
+}
+
+/// One of the gateway's HTTP endpoints.
+pub struct Endpoint {
+    what: &'static str,
+    /// Whether TLS (when configured) applies to this endpoint.
+    takes_tls: bool,
+    make_router: MakeRouter,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    current: Mutex<Generation>,
+}
+
+/// Binds `addr` for the endpoint `what`, with an error that says what to check.
+pub async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { what, addr, source })
+}
+
+/// A listening socket that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({what}): {source}; is another process using it?")]
+pub struct BindError {
+    pub what: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn settings(listen: &Listen, takes_tls: bool) -> Settings {
+    Settings {
+        tls: takes_tls && listen.tls.is_some(),
+        header_timeout: listen.header_timeout.get(),
+        max_body_bytes: listen.max_body_bytes,
+        body_timeout: listen.body_timeout.get(),
+    }
+}
+
+impl Endpoint {
+    /// Starts serving `listener` (bound for `configured`) with the router `make_router` builds
+    /// for `listen`. Generations run on `tracker` and all stop with `shutdown`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        what: &'static str,
+        takes_tls: bool,
+        configured: SocketAddr,
+        listener: TcpListener,
+        listen: &Listen,
+        tls: Option<Arc<CertResolver>>,
+        make_router: MakeRouter,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, BindError> {
+        let bound = listener.local_addr().map_err(|source| BindError {
+            what,
+            addr: configured,
+            source,
+        })?;
+        let prepared = Prepared {
+            configured,
+            bound,
+            listener: Arc::new(listener),
+            settings: settings(listen, takes_tls),
+            router: make_router(listen),
+            tls: tls.filter(|_| takes_tls),
+            header_timeout: listen.header_timeout.get(),
+        };
+        let stop = shutdown.child_token();
+        let generation = Generation {
+            configured,
+            bound,
+            listener: Arc::downgrade(&prepared.listener),
+            settings: prepared.settings.clone(),
+            stop: stop.clone(),
+        };
+        let endpoint = Arc::new(Self {
+            what,
+            takes_tls,
+            make_router,
+            tracker,
+            shutdown,
+            current: Mutex::new(generation),
+        });
+        endpoint.spawn(prepared, stop);
+        Ok(endpoint)
+    }
+
+    fn spawn(&self, p: Prepared, stop: CancellationToken) {
+        self.tracker.spawn(crate::http::serve(
+            p.listener,
+            p.router,
+            p.tls.map(crate::tls::server_config),
+            p.header_timeout,
+            stop,
+            DRAIN,
+        ));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generation> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the endpoint listens now.
+    pub fn addr(&self) -> SocketAddr {
+        self.lock().bound
+    }
+
+    /// Whether the running generation speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.lock().settings.tls
+    }
+
+    /// Readies the change `listen` asks of this endpoint: `None` when there is none, else the new
+    /// generation with its socket bound (a new address) or shared (the same one). Nothing serves
+    /// differently until `commit`; dropping the result undoes the bind.
+    pub async fn prepare(
+        &self,
+        listen: &Listen,
+        configured: SocketAddr,
+        tls: Option<Arc<CertResolver>>,
+    ) -> Result<Option<Prepared>, BindError> {
+        let wanted = settings(listen, self.takes_tls);
+        let (same_addr, same_settings, listener, bound) = {
+            let g = self.lock();
+            (
+                g.configured == configured,
+                g.settings == wanted,
+                g.listener.upgrade(),
+                g.bound,
+            )
+        };
+        if same_addr && same_settings {
+            return Ok(None);
+        }
+        let (listener, bound) = if let (true, Some(listener)) = (same_addr, listener) {
+            (listener, bound)
+        } else {
+            let l = bind(self.what, configured).await?;
+            let bound = l.local_addr().map_err(|source| BindError {
+                what: self.what,
+                addr: configured,
+                source,
+            })?;
+            (Arc::new(l), bound)
+        };
+        Ok(Some(Prepared {
+            configured,
+            bound,
+            listener,
+            settings: wanted,
+            router: (self.make_router)(listen),
+            tls: tls.filter(|_| self.takes_tls),
+            header_timeout: listen.header_timeout.get(),
+        }))
+    }
+
+    /// Puts a prepared generation in force: it starts accepting before the old one stops, and
+    /// the old one finishes the requests it holds (after `LINGER` when the address moved).
+    pub fn commit(&self, p: Prepared) {
+        let stop = self.shutdown.child_token();
+        let old = {
+            let mut g = self.lock();
+            std::mem::replace(
+                &mut *g,
+                Generation {
+                    configured: p.configured,
+                    bound: p.bound,
+                    listener: Arc::downgrade(&p.listener),
+                    settings: p.settings.clone(),
+                    stop: stop.clone(),
+                },
+            )
+        };
+        let (what, from, to) = (self.what, old.bound, p.bound);
+        self.spawn(p, stop);
+        if from == to {
+            old.stop.cancel();
+            tracing::info!(endpoint = what, addr = %to, "listener settings changed; serving with the new ones");
+        } else {
+            tracing::info!(endpoint = what, %from, %to, linger = ?LINGER, "listener moved; the old address closes after the linger");
+            self.tracker.spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(LINGER) => old.stop.cancel(),
+                    _ = old.stop.cancelled() => {}
+                }
+            });
+        }
+    }
+}
