@@ -792,3 +792,31 @@ fn chart_kube_version_names_the_tested_range() {
         "Chart.yaml's kubeVersion and the versions validated here must agree"
     );
 }
+
+#[test]
+fn the_dockerfile_passes_hadolint_and_builds_with_the_ci_script() {
+    let Some(python) = tools::chart_python() else {
+        return;
+    };
+    let hadolint = python.with_file_name("hadolint");
+    let out = Command::new(&hadolint)
+        .arg(repo().join("Dockerfile"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", hadolint.display()));
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "hadolint:\n{}",
+        tools::said(&out)
+    );
+    // The image ships what CI builds: the same script, whose command is `--locked`.
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let script = std::fs::read_to_string(repo().join(".ci/build-release")).unwrap();
+    assert!(
+        dockerfile.contains(".ci/build-release"),
+        "the Dockerfile builds some other way"
+    );
+    assert!(
+        script.contains("cargo build --release --locked"),
+        "{script}"
+    );
+}
