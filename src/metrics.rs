@@ -1,15 +1,19 @@
 //! Every Prometheus metric the gateway exports, defined in one place and registered on one
 //! registry held by the app state. Labels are bounded: never a customer identifier.
 
+use crate::store::Store;
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::time::Duration;
 
 /// The gateway's metrics.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    families: Vec<String>,
     /// Webhook POSTs by result: ok, bad_signature, dead_letter, storage_error, too_large.
     pub webhooks: IntCounterVec,
     /// Time from the end of the request body to the 200 (includes the group commit).
@@ -53,6 +57,32 @@ pub struct Metrics {
     pub config_loaded_timestamp: IntGauge,
     /// The served TLS certificate's notAfter, Unix seconds (absent without TLS).
     pub tls_cert_expiry: IntGauge,
+    /// 1, labelled with the version and source revision of this binary.
+    pub build_info: IntGaugeVec,
+    /// 1 when the last reload attempt applied (or found the file in force unchanged), 0 when it
+    /// was refused; the running configuration is then older than the file.
+    pub config_last_reload_successful: IntGauge,
+    /// Replies queued and not yet accepted by Meta (`pending` or `sending`), by number; read
+    /// from storage at scrape time, so every replica reports the cluster's backlog.
+    pub outbox_depth: IntGaugeVec,
+    /// Age of the oldest queued reply in seconds (0 when none); read at scrape time.
+    pub outbox_oldest_age: Gauge,
+    /// When the latest customer message to a number was stored, Unix seconds; read at scrape
+    /// time (absent for a number that never had one).
+    pub number_last_activity: IntGaugeVec,
+    /// Seconds sends waited on the per-number throughput and per-customer pacing limits, by
+    /// number.
+    pub throttle_wait_seconds: CounterVec,
+    /// Actions the reconciler's last plan holds (0: the Meta side matches the file). Set by the
+    /// serve-side reconcile loop, which owns it; registered here so alert rules have a stable name.
+    pub reconcile_drift: IntGauge,
+    /// Reconciler actions applied, by result (ok, error). Counted by the serve-side reconcile
+    /// loop, which owns it; registered here so alert rules have a stable name.
+    pub reconcile_actions: IntCounterVec,
+    /// 1 on the replica holding leadership (the one running the reconciler and other
+    /// singletons), 0 elsewhere. Set by the leader election, which owns it; registered here so
+    /// alert rules have a stable name.
+    pub leader: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -227,8 +257,77 @@ impl Metrics {
             "notAfter of the certificate the webhook listener serves.",
         )
         .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "wa_gateway_build_info",
+                "1, labelled with the version and source revision of the running binary.",
+            ),
+            &["version", "revision"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("WA_GATEWAY_REVISION").unwrap_or("unknown"),
+            ])
+            .set(1);
+        let config_last_reload_successful = IntGauge::new(
+            "wa_gateway_config_last_reload_successful",
+            "1 when the last configuration reload applied or found nothing to change, 0 when it was refused.",
+        )
+        .expect("valid metric");
+        config_last_reload_successful.set(1);
+        let outbox_depth = IntGaugeVec::new(
+            Opts::new(
+                "wa_gateway_outbox_depth",
+                "Replies queued and not yet accepted by Meta, by number (read from storage at scrape time).",
+            ),
+            &["phone_number_id"],
+        )
+        .expect("valid metric");
+        let outbox_oldest_age = Gauge::new(
+            "wa_gateway_outbox_oldest_age_seconds",
+            "Age of the oldest reply queued and not yet accepted by Meta; 0 when none.",
+        )
+        .expect("valid metric");
+        let number_last_activity = IntGaugeVec::new(
+            Opts::new(
+                "wa_gateway_number_last_activity_timestamp_seconds",
+                "When the latest customer message to the number was stored.",
+            ),
+            &["phone_number_id"],
+        )
+        .expect("valid metric");
+        let throttle_wait_seconds = CounterVec::new(
+            Opts::new(
+                "wa_gateway_send_throttle_wait_seconds_total",
+                "Time sends waited on the per-number throughput and per-customer pacing limits.",
+            ),
+            &["phone_number_id"],
+        )
+        .expect("valid metric");
+        let reconcile_drift = IntGauge::new(
+            "wa_gateway_reconcile_drift",
+            "Actions the reconciler's last plan holds; 0 when Meta matches the configuration.",
+        )
+        .expect("valid metric");
+        let reconcile_actions = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_reconcile_actions_total",
+                "Reconciler actions applied, by result.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let leader = IntGauge::new(
+            "wa_gateway_leader",
+            "1 on the replica that holds leadership (runs the reconciler), 0 on the others.",
+        )
+        .expect("valid metric");
+        // The TLS gauge is registered only once TLS is configured, but it is defined all the same.
+        let mut families = vec![tls_cert_expiry.desc()[0].fq_name.clone()];
         for c in [
-            Box::new(webhooks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(webhooks.clone()) as Box<dyn Collector>,
             Box::new(webhook_ack_seconds.clone()),
             Box::new(messages_in.clone()),
             Box::new(messages_out.clone()),
@@ -248,13 +347,25 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(config_info.clone()),
             Box::new(config_loaded_timestamp.clone()),
+            Box::new(build_info.clone()),
+            Box::new(config_last_reload_successful.clone()),
+            Box::new(outbox_depth.clone()),
+            Box::new(outbox_oldest_age.clone()),
+            Box::new(number_last_activity.clone()),
+            Box::new(throttle_wait_seconds.clone()),
+            Box::new(reconcile_drift.clone()),
+            Box::new(reconcile_actions.clone()),
+            Box::new(leader.clone()),
         ] {
+            families.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry
                 .register(c)
                 .expect("each metric is registered once");
         }
+        families.sort();
         Self {
             registry,
+            families,
             webhooks,
             webhook_ack_seconds,
             messages_in,
@@ -276,7 +387,65 @@ impl Metrics {
             config_info,
             config_loaded_timestamp,
             tls_cert_expiry,
+            build_info,
+            config_last_reload_successful,
+            outbox_depth,
+            outbox_oldest_age,
+            number_last_activity,
+            throttle_wait_seconds,
+            reconcile_drift,
+            reconcile_actions,
+            leader,
         }
+    }
+
+    /// Sets the gauges that storage answers (outbox backlog, last activity per number) for the
+    /// declared `numbers`; called at scrape time. On a storage error or after `timeout` the
+    /// previous values stay and a warning is logged: /readyz reports storage trouble.
+    pub async fn refresh_from_store(&self, store: &Store, numbers: &[String], timeout: Duration) {
+        let read = async {
+            let queued = store.queued_replies().await?;
+            let oldest = store.oldest_queued_reply_at().await?;
+            let mut last = Vec::with_capacity(numbers.len());
+            for n in numbers {
+                last.push((n, store.last_received_at(n).await?));
+            }
+            Ok::<_, crate::store::StoreError>((queued, oldest, last))
+        };
+        let (queued, oldest, last) = match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "metrics: storage gauges not refreshed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(?timeout, "metrics: storage gauges not refreshed in time");
+                return;
+            }
+        };
+        // Reset so that numbers removed from the file stop being reported.
+        self.outbox_depth.reset();
+        for n in numbers {
+            let depth = queued.get(n).copied().unwrap_or(0);
+            self.outbox_depth.with_label_values(&[n]).set(depth);
+        }
+        let now_ms = crate::store::now_ms();
+        self.outbox_oldest_age
+            .set(oldest.map_or(0.0, |at| (now_ms - at).max(0) as f64 / 1000.0));
+        self.number_last_activity.reset();
+        for (n, at) in last {
+            if let Some(at) = at {
+                self.number_last_activity
+                    .with_label_values(&[n])
+                    .set(at / 1000);
+            }
+        }
+    }
+
+    /// The name of every metric family defined here, whether or not it has a sample yet
+    /// (labelled families without children are not exported until their first use).
+    pub fn family_names(&self) -> &[String] {
+        &self.families
     }
 
     /// Exports the TLS certificate expiry gauge; called once TLS is configured, so that a

@@ -126,6 +126,10 @@ impl Reloader {
     /// One attempt: apply the file if it changed and is valid; then re-read the TLS files.
     pub async fn reload(&mut self) -> ReloadOutcome {
         let outcome = self.reload_config().await;
+        self.state
+            .metrics
+            .config_last_reload_successful
+            .set(i64::from(!matches!(outcome, ReloadOutcome::Failed(_))));
         if let ReloadOutcome::Failed(why) = &outcome {
             tracing::error!(file = %self.path.display(), "configuration refused, the running one stays in force:\n{why}");
             self.state

@@ -49,6 +49,17 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let numbers: Vec<String> = st
+        .snapshot
+        .load()
+        .config
+        .numbers
+        .iter()
+        .map(|n| n.phone_number_id.to_string())
+        .collect();
+    st.metrics
+        .refresh_from_store(&st.store, &numbers, std::time::Duration::from_secs(2))
+        .await;
     (
         [(
             header::CONTENT_TYPE,

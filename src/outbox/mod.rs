@@ -91,10 +91,16 @@ pub async fn deliver(
         // The token is taken right before the call, so what Meta sees is paced, not what the
         // database saw.
         let limiter = state.limiter.load_full();
+        let waiting = tokio::time::Instant::now();
         tokio::select! {
             _ = limiter.acquire(pnid, &row.customer) => {}
             _ = state.shutdown.cancelled() => return Outcome::Interrupted,
         }
+        state
+            .metrics
+            .throttle_wait_seconds
+            .with_label_values(&[pnid])
+            .inc_by(waiting.elapsed().as_secs_f64());
         attempts += 1;
         let result = snap
             .graph

@@ -67,6 +67,20 @@ impl Store {
             Ok(rows.into_iter().collect())
         })
     }
+
+    /// When the oldest reply not yet settled was queued (milliseconds since the Unix epoch).
+    /// Ids grow with time, so the partial index `outbox_open` answers it without a scan.
+    pub async fn oldest_queued_reply_at(&self) -> Result<Option<i64>, StoreError> {
+        on_pool!(self, |pool| {
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT created_at FROM outbox WHERE state IN ('pending', 'sending') \
+                 ORDER BY id LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?;
+            Ok(at)
+        })
+    }
 }
 
 /// The numbers an operator disconnected, read on every turn without touching storage.
