@@ -28,6 +28,10 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Conversation workers alive.
     pub conversation_workers: IntGauge,
+    /// 1 while this replica is the leader (always on SQLite), else 0.
+    pub leader: IntGauge,
+    /// Conversations this replica holds a lease on (PostgreSQL).
+    pub conversation_leases: IntGauge,
     /// Time from a message's arrival to Meta accepting its reply.
     pub reply_seconds: Histogram,
     /// Send attempts retried, by number and reason (retry, throttle, network).
@@ -137,6 +141,16 @@ impl Metrics {
             "Conversation workers currently alive.",
         )
         .expect("valid metric");
+        let leader = IntGauge::new(
+            "wa_gateway_leader",
+            "1 while this replica is the elected leader (runs the singletons), else 0.",
+        )
+        .expect("valid metric");
+        let conversation_leases = IntGauge::new(
+            "wa_gateway_conversation_leases",
+            "Conversations this replica holds a lease on (several replicas on PostgreSQL).",
+        )
+        .expect("valid metric");
         let reply_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "wa_gateway_reply_seconds",
@@ -237,6 +251,8 @@ impl Metrics {
             Box::new(commit_batch_messages.clone()),
             Box::new(commit_seconds.clone()),
             Box::new(conversation_workers.clone()),
+            Box::new(leader.clone()),
+            Box::new(conversation_leases.clone()),
             Box::new(reply_seconds.clone()),
             Box::new(send_retries.clone()),
             Box::new(opt_outs.clone()),
@@ -264,6 +280,8 @@ impl Metrics {
             commit_batch_messages,
             commit_seconds,
             conversation_workers,
+            leader,
+            conversation_leases,
             reply_seconds,
             send_retries,
             opt_outs,
