@@ -321,10 +321,19 @@ async fn three_replicas_answer_every_message_once_in_order_while_the_leader_dies
     assert!(halfway, "half the messages acknowledged");
     replicas[doomed].kill();
     let killed_at = now_ms();
+    let held = count(
+        &storage.url,
+        &format!("SELECT COUNT(*) FROM conversation_leases WHERE owner = '{leader}'"),
+    )
+    .await;
     eprintln!(
-        "killed the leader {leader} with {} of {total} acknowledged, {} answered",
+        "killed the leader {leader} holding {held} conversations, with {} of {total} acknowledged, {} answered",
         acked.load(Ordering::SeqCst),
         emu.sent().len()
+    );
+    assert!(
+        held > 0,
+        "the killed replica held no conversation to take over"
     );
     for d in drivers {
         d.await.expect("driver");
