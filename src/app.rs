@@ -67,8 +67,11 @@ pub struct Gateway {
     endpoints: Endpoints,
     reload: Option<ReloadHandle>,
     shutdown: CancellationToken,
+    draining: CancellationToken,
     writer_stop: CancellationToken,
     writer_task: tokio::task::JoinHandle<()>,
+    /// PostgreSQL: the election task; it ends once leadership is released.
+    election: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -129,8 +132,21 @@ impl Gateway {
             (config.meta.graph_url.clone(), None)
         };
 
-        let store = Store::connect(&config.storage).await?;
+        let replica = crate::cluster::replica_id();
+        let store = Store::connect(&config.storage)
+            .await?
+            .with_replica(&replica);
         let metrics = Metrics::new();
+        // Draining is a child of the hard stop, so a hard stop also drains.
+        let draining = shutdown.child_token();
+        let (leadership, election) = if store.is_shared() {
+            let (leadership, task) =
+                crate::cluster::spawn_election(&store, metrics.clone(), draining.clone());
+            (leadership, Some(task))
+        } else {
+            metrics.leader.set(1);
+            (crate::cluster::Leadership::always(&replica), None)
+        };
         let listen = config.listen.clone();
         let batch_max = config.storage.batch_max;
         if let Some(cert) = &cert {
@@ -145,26 +161,32 @@ impl Gateway {
             writer.clone(),
             metrics.clone(),
             shutdown.clone(),
+            draining.clone(),
+            leadership,
         ));
 
         state.disconnected.load(&store).await?;
         state.opted_out.load(&store).await?;
         // Resume before accepting anything new, so within a conversation old work runs first.
+        // With several replicas, unfinished work belongs to whoever holds its conversation;
+        // the leader takes over what no live replica holds.
         let dispatch = pipeline::spawn(state.clone());
-        let open_out = store.open_outbox().await?;
-        let open_in = store.open_inbox().await?;
-        if !open_out.is_empty() || !open_in.is_empty() {
-            tracing::info!(
-                replies = open_out.len(),
-                messages = open_in.len(),
-                "resuming unfinished work"
-            );
-        }
-        for row in open_out {
-            dispatch.send(Work::Resume(row));
-        }
-        for row in open_in {
-            dispatch.send(Work::Inbound(row));
+        if !store.is_shared() {
+            let open_out = store.open_outbox().await?;
+            let open_in = store.open_inbox().await?;
+            if !open_out.is_empty() || !open_in.is_empty() {
+                tracing::info!(
+                    replies = open_out.len(),
+                    messages = open_in.len(),
+                    "resuming unfinished work"
+                );
+            }
+            for row in open_out {
+                dispatch.send(Work::Resume(row));
+            }
+            for row in open_in {
+                dispatch.send(Work::Inbound(row));
+            }
         }
 
         let writer_stop = CancellationToken::new();
@@ -180,6 +202,8 @@ impl Gateway {
             app: state.clone(),
             writer,
         };
+        // Requests already in flight when the listeners close get the shutdown timeout.
+        let drain = listen.shutdown_timeout.get();
         let webhook_endpoint = Endpoint::start(
             "webhook",
             true,
@@ -191,7 +215,8 @@ impl Gateway {
                 webhook::router(hook_state.clone(), l.max_body_bytes, l.body_timeout.get())
             }),
             state.tracker.clone(),
-            shutdown.clone(),
+            draining.clone(),
+            drain,
         )?;
         let admin_state = state.clone();
         let admin_endpoint = Endpoint::start(
@@ -203,7 +228,8 @@ impl Gateway {
             None,
             Box::new(move |_: &Listen| crate::admin::router(admin_state.clone())),
             state.tracker.clone(),
-            shutdown.clone(),
+            draining.clone(),
+            drain,
         )?;
         let endpoints = Endpoints {
             webhook: webhook_endpoint,
@@ -218,10 +244,10 @@ impl Gateway {
                 resolver.clone(),
                 endpoints.clone(),
             );
-            crate::reload::spawn(reloader, true, shutdown.clone())
+            crate::reload::spawn(reloader, true, draining.clone())
         });
         state.set_ready(true);
-        tracing::info!(webhook = %webhook_addr, admin = %admin_addr, storage = state.store.kind(), "wa-gateway serving");
+        tracing::info!(webhook = %webhook_addr, admin = %admin_addr, storage = state.store.kind(), replica = %replica, "wa-gateway serving");
         Ok(Self {
             webhook_addr,
             admin_addr,
@@ -231,8 +257,10 @@ impl Gateway {
             endpoints,
             reload,
             shutdown,
+            draining,
             writer_stop,
             writer_task,
+            election,
         })
     }
 
@@ -256,16 +284,55 @@ impl Gateway {
         self.shutdown.clone()
     }
 
-    /// Stops accepting, lets in-flight requests and turns finish (up to `deadline`), closes storage.
+    /// What SIGTERM does: /readyz turns 503 at once while the listeners keep accepting and
+    /// serving for `listen.shutdown_delay` (load balancers and Kubernetes endpoints take that
+    /// long to stop sending here), then [`shutdown`](Self::shutdown) with
+    /// `listen.shutdown_timeout`.
+    pub async fn terminate(self) {
+        let listen = self.state.snapshot.load().config.listen.clone();
+        self.state.set_ready(false);
+        tracing::info!(
+            delay = ?listen.shutdown_delay.get(),
+            "shutting down: /readyz answers 503; still serving while endpoints update"
+        );
+        tokio::time::sleep(listen.shutdown_delay.get()).await;
+        self.shutdown(listen.shutdown_timeout.get()).await;
+    }
+
+    /// Stops accepting, lets in-flight requests and turns finish (up to `deadline`), gives back
+    /// this replica's conversations and leadership, closes storage.
     pub async fn shutdown(self, deadline: Duration) {
         self.state.set_ready(false);
-        self.shutdown.cancel();
+        tracing::info!(
+            ?deadline,
+            "draining: listeners closed, finishing in-flight requests and turns"
+        );
+        self.draining.cancel();
         self.state.tracker.close();
         if tokio::time::timeout(deadline, self.state.tracker.wait())
             .await
             .is_err()
         {
-            tracing::warn!(?deadline, "some tasks did not stop before the deadline");
+            tracing::warn!(
+                ?deadline,
+                "some tasks did not stop before the deadline; stopping them"
+            );
+        }
+        // Past the deadline nothing more is recorded: what is still running (a send awaiting
+        // Meta's answer) stays open in storage and is settled or resumed by whoever comes next.
+        self.shutdown.cancel();
+        if self.state.store.is_shared() {
+            // Whatever this replica still held is free for the others at once, not after the
+            // lease runs out.
+            match self.state.store.release_all_leases().await {
+                Ok(n) => tracing::info!(leases = n, "conversation leases released"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot release conversation leases; they run out by themselves")
+                }
+            }
+        }
+        if let Some(election) = self.election {
+            let _ = election.await;
         }
         // The writer goes last: draining requests and turns still needed it.
         self.writer_stop.cancel();

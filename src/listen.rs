@@ -16,8 +16,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long a retired generation, or the last one at shutdown, waits for its open requests.
-pub const DRAIN: Duration = Duration::from_secs(10);
 /// How long a moved endpoint's old address keeps accepting after the new one serves.
 pub const LINGER: Duration = Duration::from_secs(2);
 
@@ -63,6 +61,8 @@ pub struct Endpoint {
     make_router: MakeRouter,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// How long a retired generation waits for its open requests.
+    drain: Duration,
     current: Mutex<Generation>,
 }
 
@@ -94,7 +94,8 @@ fn settings(listen: &Listen, takes_tls: bool) -> Settings {
 
 impl Endpoint {
     /// Starts serving `listener` (bound for `configured`) with the router `make_router` builds
-    /// for `listen`. Generations run on `tracker` and all stop with `shutdown`.
+    /// for `listen`. Generations run on `tracker` and all stop with `shutdown`, then wait up to
+    /// `drain` for their open requests.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         what: &'static str,
@@ -106,6 +107,7 @@ impl Endpoint {
         make_router: MakeRouter,
         tracker: TaskTracker,
         shutdown: CancellationToken,
+        drain: Duration,
     ) -> Result<Arc<Self>, BindError> {
         let bound = listener.local_addr().map_err(|source| BindError {
             what,
@@ -135,6 +137,7 @@ impl Endpoint {
             make_router,
             tracker,
             shutdown,
+            drain,
             current: Mutex::new(generation),
         });
         endpoint.spawn(prepared, stop);
@@ -148,7 +151,7 @@ impl Endpoint {
             p.tls.map(crate::tls::server_config),
             p.header_timeout,
             stop,
-            DRAIN,
+            self.drain,
         ));
     }
 

@@ -6,7 +6,6 @@ use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 use wa_gateway::config;
 
 #[derive(Parser)]
@@ -124,8 +123,7 @@ async fn run(command: Command) -> anyhow::Result<u8> {
                 .await
                 .context("starting the gateway")?;
             wait_for_signal(&gateway).await;
-            tracing::info!("shutting down: draining in-flight work");
-            gateway.shutdown(Duration::from_secs(25)).await;
+            gateway.terminate().await;
             Ok(0)
         }
         Command::Plan { config } => wa_gateway::reconcile::cli::run_plan(&config).await,

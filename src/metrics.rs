@@ -32,6 +32,10 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Conversation workers alive.
     pub conversation_workers: IntGauge,
+    /// 1 while this replica is the leader (always on SQLite), else 0.
+    pub leader: IntGauge,
+    /// Conversations this replica holds a lease on (PostgreSQL).
+    pub conversation_leases: IntGauge,
     /// Time from a message's arrival to Meta accepting its reply.
     pub reply_seconds: Histogram,
     /// Send attempts retried, by number and reason (retry, throttle, network).
@@ -79,10 +83,6 @@ pub struct Metrics {
     /// Reconciler actions applied, by result (ok, error). Counted by the serve-side reconcile
     /// loop, which owns it; registered here so alert rules have a stable name.
     pub reconcile_actions: IntCounterVec,
-    /// 1 on the replica holding leadership (the one running the reconciler and other
-    /// singletons), 0 elsewhere. Set by the leader election, which owns it; registered here so
-    /// alert rules have a stable name.
-    pub leader: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -165,6 +165,16 @@ impl Metrics {
         let conversation_workers = IntGauge::new(
             "wa_gateway_conversation_workers",
             "Conversation workers currently alive.",
+        )
+        .expect("valid metric");
+        let leader = IntGauge::new(
+            "wa_gateway_leader",
+            "1 while this replica is the elected leader (runs the singletons), else 0.",
+        )
+        .expect("valid metric");
+        let conversation_leases = IntGauge::new(
+            "wa_gateway_conversation_leases",
+            "Conversations this replica holds a lease on (several replicas on PostgreSQL).",
         )
         .expect("valid metric");
         let reply_seconds = Histogram::with_opts(
@@ -319,11 +329,6 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
-        let leader = IntGauge::new(
-            "wa_gateway_leader",
-            "1 on the replica that holds leadership (runs the reconciler), 0 on the others.",
-        )
-        .expect("valid metric");
         // The TLS gauge is registered only once TLS is configured, but it is defined all the same.
         let mut families = vec![tls_cert_expiry.desc()[0].fq_name.clone()];
         for c in [
@@ -336,6 +341,8 @@ impl Metrics {
             Box::new(commit_batch_messages.clone()),
             Box::new(commit_seconds.clone()),
             Box::new(conversation_workers.clone()),
+            Box::new(leader.clone()),
+            Box::new(conversation_leases.clone()),
             Box::new(reply_seconds.clone()),
             Box::new(send_retries.clone()),
             Box::new(opt_outs.clone()),
@@ -355,7 +362,6 @@ impl Metrics {
             Box::new(throttle_wait_seconds.clone()),
             Box::new(reconcile_drift.clone()),
             Box::new(reconcile_actions.clone()),
-            Box::new(leader.clone()),
         ] {
             families.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry
@@ -375,6 +381,8 @@ impl Metrics {
             commit_batch_messages,
             commit_seconds,
             conversation_workers,
+            leader,
+            conversation_leases,
             reply_seconds,
             send_retries,
             opt_outs,
@@ -395,7 +403,6 @@ impl Metrics {
             throttle_wait_seconds,
             reconcile_drift,
             reconcile_actions,
-            leader,
         }
     }
 

@@ -209,7 +209,7 @@ impl Reloader {
 
         // Everything is built: from here on nothing can fail, so the change applies whole.
         if snapshot.limiter_spec() != old.limiter_spec() {
-            let limiter = snapshot.limiter();
+            let limiter = self.state.limiter_for(&snapshot);
             limiter.carry_pauses_from(&self.state.limiter.load());
             self.state.limiter.store(Arc::new(limiter));
         }

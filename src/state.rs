@@ -2,6 +2,7 @@
 //! the metrics and the shutdown signal. Passed as `Arc<AppState>`; nothing here is global.
 
 use crate::agent::{Agent, ResilientAgent};
+use crate::cluster::Leadership;
 use crate::config::{self, Config, CustomerPacing, Policies};
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
@@ -116,6 +117,15 @@ impl Snapshot {
     }
 }
 
+fn limiter_for(snapshot: &Snapshot, store: &Store) -> SendLimiter {
+    let limiter = snapshot.limiter();
+    if store.is_shared() {
+        limiter.shared(store.clone())
+    } else {
+        limiter
+    }
+}
+
 /// What the admin API tells about the configuration in force and the last reload.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ConfigStatus {
@@ -143,7 +153,14 @@ pub struct AppState {
     /// Customers who opted out (loaded at start).
     pub opted_out: OptedOut,
     pub metrics: Metrics,
+    /// Stop now: in-flight agent calls and sends are abandoned (their work stays open in
+    /// storage). Cancelled after `draining`, once the shutdown deadline has passed.
     pub shutdown: CancellationToken,
+    /// Stop taking new work: listeners close, conversation workers finish the turn they are
+    /// in and give their conversations back, waits between retries end.
+    pub draining: CancellationToken,
+    /// Whether this replica is the leader (always, on SQLite); leader-only loops wait on it.
+    pub leadership: Leadership,
     pub tracker: TaskTracker,
     ready: AtomicBool,
 }
@@ -156,17 +173,21 @@ impl AppState {
         writer: WriterHandle,
         metrics: Metrics,
         shutdown: CancellationToken,
+        draining: CancellationToken,
+        leadership: Leadership,
     ) -> Self {
         Self {
             writer,
-            limiter: ArcSwap::from_pointee(snapshot.limiter()),
+            limiter: ArcSwap::from_pointee(limiter_for(&snapshot, &store)),
             config_status: Mutex::new(ConfigStatus::default()),
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
             disconnected: Disconnected::default(),
             opted_out: OptedOut::default(),
             metrics,
+            draining,
             shutdown,
+            leadership,
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(false),
         }
@@ -197,7 +218,25 @@ impl AppState {
 
     /// Whether /readyz says yes.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
+        self.ready.load(Ordering::Acquire) && !self.draining.is_cancelled()
+    }
+
+    /// A send limiter for `snapshot`'s rates; shared by the cluster on PostgreSQL.
+    pub fn limiter_for(&self, snapshot: &Snapshot) -> SendLimiter {
+        limiter_for(snapshot, &self.store)
+    }
+
+    /// Whether `customer` has opted out of `phone_number_id` now. With several replicas the
+    /// answer comes from storage, since another replica may have recorded the change; `None`
+    /// when shutting down.
+    pub async fn opted_out_now(&self, phone_number_id: &str, customer: &str) -> Option<bool> {
+        if !self.store.is_shared() {
+            return Some(self.opted_out.contains(phone_number_id, customer));
+        }
+        self.persist("opt-out read", || {
+            self.store.is_opted_out(phone_number_id, customer)
+        })
+        .await
     }
 
     /// The configuration in force and the last reload's error.

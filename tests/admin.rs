@@ -276,6 +276,7 @@ async fn the_openapi_document_lists_every_route_and_the_config_is_shown() {
         ("/api/numbers/{phone_number_id}/connect", "post"),
         ("/api/numbers/{phone_number_id}/test", "post"),
         ("/api/config", "get"),
+        ("/api/cluster", "get"),
         ("/api/openapi.json", "get"),
         ("/media/{phone_number_id}/{media_id}", "get"),
         ("/", "get"),

@@ -62,7 +62,7 @@ async fn killed_gateway_answers_everything_once(db: Db) {
         r#"version: 1
 listen: {{ webhook: "127.0.0.1:{webhook_port}", admin: "{admin}" }}
 public_url: http://127.0.0.1:{webhook_port}/webhook
-storage: {{ url: "{url}" }}
+storage: {{ url: "{url}", lease: 2s }}
 meta:
   graph_url: {graph}
   app_id: "1000000000000001"

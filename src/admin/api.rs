@@ -173,6 +173,17 @@ pub(super) async fn config(State(st): State<Arc<AppState>>) -> Response {
     Json(config_view(&st)).into_response()
 }
 
+/// This replica: its id, whether it leads, the conversations it holds.
+pub(super) async fn cluster(State(st): State<Arc<AppState>>) -> Response {
+    Json(json!({
+        "replica": st.leadership.replica(),
+        "leader": st.leadership.is_leader(),
+        "storage": st.store.kind(),
+        "conversation_leases": st.metrics.conversation_leases.get(),
+    }))
+    .into_response()
+}
+
 pub(super) async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }

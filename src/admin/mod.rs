@@ -31,6 +31,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/numbers/{phone_number_id}/connect", post(api::connect))
         .route("/api/numbers/{phone_number_id}/test", post(api::test))
         .route("/api/config", get(api::config))
+        .route("/api/cluster", get(api::cluster))
         .route("/api/openapi.json", get(api::openapi))
         .route("/media/{phone_number_id}/{media_id}", get(media::download))
         .route_layer(middleware::from_fn_with_state(

@@ -62,6 +62,13 @@ pub struct Listen {
     /// ingress or load balancer that terminates TLS. Without `tls`, plain HTTP is otherwise
     /// accepted on loopback addresses only.
     pub plain_http: bool,
+    /// On SIGTERM, how long the gateway keeps accepting and serving new connections after
+    /// /readyz turned 503, while load balancers and Kubernetes endpoints stop sending to it.
+    pub shutdown_delay: Duration,
+    /// After that delay, how long in-flight requests and agent turns get to finish before the
+    /// process stops anyway (keep it, plus `shutdown_delay`, under the pod's
+    /// terminationGracePeriodSeconds).
+    pub shutdown_timeout: Duration,
 }
 
 /// A certificate chain and its private key, as PEM files.
@@ -85,6 +92,8 @@ impl Default for Listen {
             body_timeout: Duration::from_secs(10),
             tls: None,
             plain_http: false,
+            shutdown_delay: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(25),
         }
     }
 }
@@ -101,6 +110,10 @@ pub struct Storage {
     pub busy_timeout: Duration,
     /// Most inbound messages committed in one group-commit transaction.
     pub batch_max: usize,
+    /// PostgreSQL only (several replicas): how long a replica's claim on a conversation lasts
+    /// without renewal. Claims are renewed every third of it; a replica that dies has its
+    /// conversations taken over by another once its claims run out.
+    pub lease: Duration,
 }
 
 impl Default for Storage {
@@ -110,6 +123,7 @@ impl Default for Storage {
             max_connections: 8,
             busy_timeout: Duration::from_secs(5),
             batch_max: 1024,
+            lease: Duration::from_secs(15),
         }
     }
 }

@@ -191,6 +191,18 @@ fn check_listen_and_storage(config: &Config, out: &mut Issues) {
     if config.storage.max_connections == 0 {
         out.value("storage.max_connections", "must be at least 1 (default 8)");
     }
+    if config.storage.lease.get() < std::time::Duration::from_secs(1) {
+        out.value(
+            "storage.lease",
+            "must be at least 1s: replicas renew their claims every third of it (default 15s)",
+        );
+    }
+    if config.listen.shutdown_timeout.get().is_zero() {
+        out.value(
+            "listen.shutdown_timeout",
+            "must be more than 0s: in-flight requests and turns need time to finish (default 25s)",
+        );
+    }
     if config.storage.batch_max == 0 {
         out.value(
             "storage.batch_max",
@@ -241,13 +253,13 @@ fn check_tls(config: &Config, out: &mut Issues) {
 
 fn check_meta(config: &Config, out: &mut Issues) {
     let meta = &config.meta;
-    if !config.uses_emulator() {
-        if let Err(why) = http_url(&meta.graph_url) {
-            out.value(
-                "meta.graph_url",
-                format!("{why}; write `emulator` or a base URL such as https://graph.facebook.com"),
-            );
-        }
+    if !config.uses_emulator()
+        && let Err(why) = http_url(&meta.graph_url)
+    {
+        out.value(
+            "meta.graph_url",
+            format!("{why}; write `emulator` or a base URL such as https://graph.facebook.com"),
+        );
     }
     if !is_api_version(&meta.api_version) {
         out.value(

@@ -85,7 +85,26 @@ pub async fn deliver(
         {
             None => return Outcome::Interrupted,
             // A status webhook settled it first: Meta has it, sending again would duplicate it.
-            Some(false) => return Outcome::Sent,
+            // With several replicas, the row may instead belong to a conversation whose lease
+            // this replica lost: the new owner sends it.
+            Some(false) => {
+                if !state.store.is_shared() {
+                    return Outcome::Sent;
+                }
+                return match state
+                    .persist("outbox read", || state.store.outbox_row(row.id))
+                    .await
+                {
+                    Some(Some(r)) if r.state.is_settled() => Outcome::Sent,
+                    _ => {
+                        tracing::warn!(
+                            outbox_id = row.id,
+                            "not sent: this replica no longer holds the conversation's lease"
+                        );
+                        Outcome::Interrupted
+                    }
+                };
+            }
             Some(true) => {}
         }
         // The token is taken right before the call, so what Meta sees is paced, not what the
@@ -170,10 +189,9 @@ pub async fn deliver(
                 let wait = err.retry_after().map_or(backoff, |ra| ra.max(backoff));
                 if class == RetryClass::Throttle {
                     // The whole number pauses, not just this conversation; others keep sending.
-                    state
-                        .limiter
-                        .load()
-                        .throttle(pnid, tokio::time::Instant::now() + wait);
+                    let limiter = state.limiter.load_full();
+                    limiter.throttle(pnid, tokio::time::Instant::now() + wait);
+                    limiter.pause_cluster(pnid, wait).await;
                     state.metrics.throttled.with_label_values(&[pnid]).inc();
                 }
                 if err.is_ambiguous() {
@@ -191,9 +209,11 @@ pub async fn deliver(
                         })
                         .await;
                     tracing::info!(outbox_id = row.id, ?wait, error = %message, "send failed; retrying");
+                    // A draining gateway does not wait out retries: the row stays open for
+                    // whoever works on the conversation next.
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = state.shutdown.cancelled() => return Outcome::Interrupted,
+                        _ = state.draining.cancelled() => return Outcome::Interrupted,
                     }
                 }
             }
@@ -247,9 +267,13 @@ async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow, known: 
         return Gate::Stop(Outcome::Expired);
     }
     if row.kind != OutboxKind::OptOutConfirmation {
-        let opted_out = known
-            .opted_out
-            .unwrap_or_else(|| state.opted_out.contains(pnid, &row.customer));
+        let opted_out = match known.opted_out {
+            Some(known) => known,
+            None => match state.opted_out_now(pnid, &row.customer).await {
+                Some(now) => now,
+                None => return Gate::Stop(Outcome::Interrupted),
+            },
+        };
         if opted_out {
             tracing::info!(
                 outbox_id = row.id,
@@ -293,7 +317,7 @@ async fn give_up(
 async fn settle(state: &AppState, row: &OutboxRow, grace: Duration) -> Option<bool> {
     tokio::select! {
         _ = tokio::time::sleep(grace) => {}
-        _ = state.shutdown.cancelled() => return None,
+        _ = state.draining.cancelled() => return None,
     }
     let current = state
         .persist("outbox read", || state.store.outbox_row(row.id))

@@ -19,7 +19,9 @@ pub(super) async fn keyword(
 ) -> bool {
     let pnid = row.msg.phone_number_id.as_str();
     let customer = row.msg.customer.as_str();
-    let opted_out = known.opted_out(state, pnid, customer);
+    let Some(opted_out) = known.opted_out(state, pnid, customer).await else {
+        return true;
+    };
     let opt_out = &number.policies.opt_out;
     let said = row.msg.text.as_deref();
     match hit.kind {

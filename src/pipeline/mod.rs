@@ -1,7 +1,9 @@
 //! Dispatch of committed inbound rows to conversation workers: one worker per (number, customer)
 //! handles that conversation's work strictly in order; different conversations run concurrently.
-//! Rows are pushed here by the group-commit writer; nothing polls.
+//! Rows are pushed here by the group-commit writer; nothing polls. With several replicas on
+//! PostgreSQL, conversations are claimed through the database instead (`cluster.rs`).
 
+pub mod cluster;
 mod compliance;
 mod turn;
 
@@ -20,6 +22,10 @@ pub enum Work {
     Inbound(InboxRow),
     /// A reply found open at start, to be settled or sent before newer work.
     Resume(OutboxRow),
+    /// Several replicas: a conversation may have work in storage. `local`: this replica
+    /// committed it or found it orphaned, so it tries to claim the conversation; otherwise
+    /// (another replica's commit) only a worker already holding it looks.
+    Wake { key: (String, String), local: bool },
 }
 
 impl Work {
@@ -27,6 +33,7 @@ impl Work {
         match self {
             Work::Inbound(r) => (r.msg.phone_number_id.clone(), r.msg.customer.clone()),
             Work::Resume(r) => (r.phone_number_id.clone(), r.customer.clone()),
+            Work::Wake { key, .. } => key.clone(),
         }
     }
 }
@@ -59,6 +66,11 @@ const WORKER_IDLE: Duration = Duration::from_secs(30);
 /// Starts the dispatcher. It stops at shutdown; workers finish their current item first.
 pub fn spawn(state: Arc<AppState>) -> Dispatch {
     let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
+    let dispatch = Dispatch { tx };
+    if state.store.is_shared() {
+        cluster::spawn(state, rx, dispatch.clone());
+        return dispatch;
+    }
     let tracker = state.tracker.clone();
     tracker.spawn(async move {
         let mut workers: HashMap<(String, String), mpsc::UnboundedSender<Work>> = HashMap::new();
@@ -66,7 +78,7 @@ pub fn spawn(state: Arc<AppState>) -> Dispatch {
         loop {
             let work = tokio::select! {
                 w = rx.recv() => match w { Some(w) => w, None => break },
-                _ = state.shutdown.cancelled() => break,
+                _ = state.draining.cancelled() => break,
             };
             let key = work.key();
             let work = match workers.get(&key) {
@@ -89,7 +101,7 @@ pub fn spawn(state: Arc<AppState>) -> Dispatch {
             state.tracker.spawn(worker(state.clone(), wrx));
         }
     });
-    Dispatch { tx }
+    dispatch
 }
 
 async fn worker(state: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Work>) {
@@ -102,7 +114,7 @@ async fn worker(state: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Work>) {
             Some(w) => w,
             None => tokio::select! {
                 biased;
-                _ = state.shutdown.cancelled() => break,
+                _ = state.draining.cancelled() => break,
                 w = rx.recv() => match w { Some(w) => w, None => break },
                 _ = tokio::time::sleep(WORKER_IDLE) => {
                     // Close first, then drain: anything sent before the close is still handled
@@ -135,6 +147,8 @@ async fn handle(
     let first = match work {
         Work::Resume(row) => return turn::resume(state, row).await,
         Work::Inbound(row) => row,
+        // Only the cluster dispatcher sees wakes.
+        Work::Wake { .. } => return,
     };
     let quiet = turn::coalesce_window(state, &first);
     let mut rows = vec![first];
@@ -143,7 +157,7 @@ async fn handle(
             let more = tokio::select! {
                 w = rx.recv() => w,
                 _ = tokio::time::sleep(quiet) => None,
-                _ = state.shutdown.cancelled() => None,
+                _ = state.draining.cancelled() => None,
             };
             match more {
                 Some(Work::Inbound(row)) if turn::coalescable(state, &row) => rows.push(row),

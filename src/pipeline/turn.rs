@@ -65,10 +65,21 @@ pub struct Known {
 }
 
 impl Known {
-    pub(super) fn opted_out(&mut self, state: &AppState, pnid: &str, customer: &str) -> bool {
-        *self
-            .opted_out
-            .get_or_insert_with(|| state.opted_out.contains(pnid, customer))
+    /// Whether the customer opted out; `None` when shutting down before it could be read.
+    pub(super) async fn opted_out(
+        &mut self,
+        state: &AppState,
+        pnid: &str,
+        customer: &str,
+    ) -> Option<bool> {
+        if let Some(known) = self.opted_out {
+            return Some(known);
+        }
+        // With several replicas this worker holds the conversation's lease, so no one else
+        // changes the answer until it gives the conversation back: one read per lease.
+        let now = state.opted_out_now(pnid, customer).await?;
+        self.opted_out = Some(now);
+        Some(now)
     }
 }
 
@@ -122,7 +133,9 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
     {
         return;
     }
-    let opted_out = known.opted_out(state, pnid, customer);
+    let Some(opted_out) = known.opted_out(state, pnid, customer).await else {
+        return;
+    };
     if opted_out {
         state
             .metrics

@@ -1,5 +1,7 @@
 //! Meta's send limits, enforced before each send: throughput per number, pacing per (number,
 //! customer), and pauses after Meta answers "too many messages". It only waits; it never sends.
+//! One process keeps the buckets in memory (governor); several replicas on PostgreSQL keep them
+//! in the database (one atomic GCRA statement per take), so the limits hold for the cluster.
 
 use crate::config::policy::CustomerPacing;
 use governor::clock::Clock;
@@ -48,6 +50,12 @@ pub struct SendLimiter {
     customers: Option<Keyed<(String, String)>>,
     /// Numbers Meta told to slow down, and until when. Never locked across an await.
     throttled: Mutex<HashMap<String, Instant>>,
+    /// The rates, kept for the cluster-wide buckets.
+    default_rate: u32,
+    rates: HashMap<String, u32>,
+    pacing: CustomerPacing,
+    /// With several replicas: the database holding the cluster-wide buckets.
+    store: Option<crate::store::Store>,
 }
 
 impl SendLimiter {
@@ -73,6 +81,7 @@ impl SendLimiter {
             DefaultKeyedStateStore::default(),
             clock.clone(),
         );
+        let rates = per_number_rates.clone();
         let numbers = per_number_rates
             .into_iter()
             .map(|(number, rate)| {
@@ -94,6 +103,69 @@ impl SendLimiter {
             numbers,
             customers,
             throttled: Mutex::new(HashMap::new()),
+            default_rate,
+            rates,
+            pacing: pacing.clone(),
+            store: None,
+        }
+    }
+
+    /// The same limits, kept in `store` for every replica sharing it.
+    pub fn shared(mut self, store: crate::store::Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The interval and burst of a number's bucket (a tenth of a second's worth of burst).
+    fn number_bucket(&self, phone_number_id: &str) -> (Duration, u32) {
+        let rate = self
+            .rates
+            .get(phone_number_id)
+            .copied()
+            .unwrap_or(self.default_rate)
+            .max(1);
+        (
+            Duration::from_secs_f64(1.0 / f64::from(rate)),
+            (rate / 10).max(1),
+        )
+    }
+
+    /// Takes the customer's turn then the number's from the cluster-wide buckets, waiting what
+    /// each says.
+    async fn acquire_shared(
+        &self,
+        store: &crate::store::Store,
+        phone_number_id: &str,
+        customer: &str,
+    ) -> Result<(), crate::store::StoreError> {
+        if !self.pacing.interval.get().is_zero() {
+            let key = format!("c:{phone_number_id}:{customer}");
+            let wait = store
+                .take_send_slot(&key, self.pacing.interval.get(), self.pacing.burst)
+                .await?;
+            tokio::time::sleep(wait).await;
+        }
+        if let Some(until) = self.throttled_until(phone_number_id) {
+            tokio::time::sleep_until(until).await;
+        }
+        let (interval, burst) = self.number_bucket(phone_number_id);
+        let wait = store
+            .take_send_slot(&format!("n:{phone_number_id}"), interval, burst)
+            .await?;
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// With several replicas, tells every replica that `phone_number_id` pauses for `pause`
+    /// (besides [`throttle`](Self::throttle), which pauses this one).
+    pub async fn pause_cluster(&self, phone_number_id: &str, pause: Duration) {
+        let Some(store) = &self.store else { return };
+        let (interval, burst) = self.number_bucket(phone_number_id);
+        if let Err(e) = store
+            .pause_send_slots(&format!("n:{phone_number_id}"), interval, burst, pause)
+            .await
+        {
+            tracing::warn!(error = %e, phone_number_id, "cannot share Meta's pause with the other replicas");
         }
     }
 
@@ -103,6 +175,14 @@ impl SendLimiter {
     /// holds none of the number's throughput. Dropping the future after the customer's turn
     /// was taken spends that turn: pacing errs on the slow side.
     pub async fn acquire(&self, phone_number_id: &str, customer: &str) {
+        if let Some(store) = &self.store {
+            match self.acquire_shared(store, phone_number_id, customer).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, phone_number_id, "cluster-wide send limits unavailable; pacing this replica alone");
+                }
+            }
+        }
         if let Some(customers) = &self.customers {
             let key = (phone_number_id.to_owned(), customer.to_owned());
             while let Err(not_until) = customers.check_key(&key) {

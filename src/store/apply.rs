@@ -117,30 +117,12 @@ fn conversations<'a>(messages: impl Iterator<Item = &'a NewInbound>) -> Vec<&'a 
     latest.into_values().collect()
 }
 
-/// Runs `{head}{now} WHERE {column} IN (ids…)` for `ids`, in chunks.
-macro_rules! update_in {
-    ($tx:expr, $head:expr, $now:expr, $column:expr, $ids:expr) => {
-        async {
-            for chunk in $ids.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new($head);
-                qb.push_bind($now);
-                qb.push(concat!(" WHERE ", $column, " IN ("));
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(")");
-                qb.build().execute(&mut **$tx).await?;
-            }
-            Ok::<(), sqlx::Error>(())
-        }
-    };
-}
-
 impl Store {
     /// Applies `ops` in one transaction, in order. Either every op is durable, or none is.
     pub async fn apply(&self, ops: &[Op]) -> Result<Vec<Done>, StoreError> {
         let now = now_ms();
+        let shared = self.is_shared();
+        let replica = self.replica().to_owned();
         let upsert_tail = match self.kind() {
             "sqlite" => UPSERT_CONVERSATION_TAIL_SQLITE,
             _ => UPSERT_CONVERSATION_TAIL_PG,
@@ -182,6 +164,24 @@ impl Store {
                 qb.push(" ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid");
                 let rows: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *tx).await?;
                 inserted.extend(rows.into_iter().map(|(id, wamid)| (wamid, id)));
+            }
+            // Other replicas learn of the conversations with new messages when this commits
+            // (NOTIFY is transactional); the receiving replica is told by the writer directly.
+            if shared && !inserted.is_empty() {
+                let mut keys: Vec<(&str, &str)> = all
+                    .iter()
+                    .filter(|m| m.state == InboxState::Received && inserted.contains_key(&m.wamid))
+                    .map(|m| (m.phone_number_id.as_str(), m.customer.as_str()))
+                    .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                for payload in super::cluster::work_payloads(keys.into_iter()) {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(super::cluster::WORK_CHANNEL)
+                        .bind(payload)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             let convs = conversations(all.iter().copied());
             for chunk in convs.chunks(CHUNK) {
@@ -277,11 +277,70 @@ impl Store {
             let by_wamid: Vec<_> = by_wamid.into_iter().collect();
             settle_statuses!(by_wamid, "wamid");
 
+            // Turns close their messages first, and only a message still waiting can be closed:
+            // if two replicas ever ran the same turn (one stalled past its lease), the second
+            // one's replies are not queued, so the customer hears one answer.
+            let mut closed: std::collections::HashSet<i64> = std::collections::HashSet::new();
+            // Turns closed as plain `done` (the common case) in one statement.
+            let plain_done: Vec<i64> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::CompleteTurn { inbox_id, state: InboxState::Done, detail: None, .. } => Some(*inbox_id),
+                    _ => None,
+                })
+                .collect();
+            for chunk in plain_done.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new("UPDATE inbox SET state = 'done', handled_at = ");
+                qb.push_bind(now);
+                qb.push(" WHERE state = 'received' AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(") RETURNING id");
+                let rows: Vec<(i64,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                closed.extend(rows.into_iter().map(|(id,)| id));
+            }
+            for op in ops {
+                let Op::CompleteTurn { inbox_id, state, detail, coalesced, .. } = op else { continue };
+                if !(*state == InboxState::Done && detail.is_none()) {
+                    let done = sqlx::query(
+                        "UPDATE inbox SET state = $1, detail = $2, handled_at = $3 WHERE id = $4 \
+                         AND state = 'received'",
+                    )
+                    .bind(state.as_str())
+                    .bind(detail)
+                    .bind(now)
+                    .bind(inbox_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 1 {
+                        closed.insert(*inbox_id);
+                    }
+                }
+                if !closed.contains(inbox_id) {
+                    tracing::warn!(inbox_id, "turn already completed elsewhere; its replies are dropped");
+                    continue;
+                }
+                for id in coalesced {
+                    sqlx::query(
+                        "UPDATE inbox SET state = 'done', detail = $1, handled_at = $2 WHERE id = $3 \
+                         AND state = 'received'",
+                    )
+                    .bind(format!("coalesced into the turn of inbox row {inbox_id}"))
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+
             // Replies of every turn in the batch: one multi-row insert, mapped back by (turn, part).
             let replies: Vec<(i64, &str, &str, &NewOutbox)> = ops
                 .iter()
                 .filter_map(|op| match op {
-                    Op::CompleteTurn { inbox_id, phone_number_id, customer, replies, .. } => Some(
+                    Op::CompleteTurn { inbox_id, phone_number_id, customer, replies, .. }
+                        if closed.contains(inbox_id) => Some(
                         replies.iter().map(move |r| (*inbox_id, phone_number_id.as_str(), customer.as_str(), r)),
                     ),
                     _ => None,
@@ -313,15 +372,6 @@ impl Store {
                 let rows: Vec<(i64, i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
                 reply_ids.extend(rows.into_iter().map(|(id, inbox, part)| ((inbox, part), id)));
             }
-            // Turns closed as plain `done` (the common case) in one statement.
-            let plain_done: Vec<i64> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::CompleteTurn { inbox_id, state: InboxState::Done, detail: None, .. } => Some(*inbox_id),
-                    _ => None,
-                })
-                .collect();
-            update_in!(&mut tx, "UPDATE inbox SET state = 'done', handled_at = ", now, "id", &plain_done).await?;
             // Send attempts of the batch in one statement; rows already settled are left alone.
             let attempts: Vec<i64> = ops
                 .iter()
@@ -343,7 +393,21 @@ impl Store {
                 for id in chunk {
                     sep.push_bind(*id);
                 }
-                qb.push(") RETURNING id");
+                qb.push(")");
+                if shared {
+                    // Only the replica holding the conversation's lease may send its replies: one
+                    // whose lease ran out (and was taken over) must not send them too.
+                    qb.push(
+                        " AND EXISTS (SELECT 1 FROM conversation_leases l \
+                         WHERE l.phone_number_id = outbox.phone_number_id \
+                         AND l.customer = outbox.customer AND l.owner = ",
+                    );
+                    qb.push_bind(&replica);
+                    qb.push(" AND l.expires_at > ");
+                    qb.push(super::cluster::NOW_MS);
+                    qb.push(")");
+                }
+                qb.push(" RETURNING id");
                 let rows: Vec<(i64,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
                 attempted.extend(rows.into_iter().map(|(id,)| id));
             }
@@ -391,7 +455,7 @@ impl Store {
                         }
                         done.push(Done::Webhook(fresh));
                     }
-                    Op::CompleteTurn { inbox_id, phone_number_id, customer, state, detail, replies, coalesced } => {
+                    Op::CompleteTurn { inbox_id, phone_number_id, customer, replies, .. } => {
                         let rows = replies
                             .iter()
                             .filter_map(|r| {
@@ -413,23 +477,6 @@ impl Store {
                                 })
                             })
                             .collect();
-                        if !(*state == InboxState::Done && detail.is_none()) {
-                            sqlx::query("UPDATE inbox SET state = $1, detail = $2, handled_at = $3 WHERE id = $4")
-                                .bind(state.as_str())
-                                .bind(detail)
-                                .bind(now)
-                                .bind(inbox_id)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        for id in coalesced {
-                            sqlx::query("UPDATE inbox SET state = 'done', detail = $1, handled_at = $2 WHERE id = $3")
-                                .bind(format!("coalesced into the turn of inbox row {inbox_id}"))
-                                .bind(now)
-                                .bind(id)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
                         done.push(Done::Turn(rows));
                     }
                     Op::Attempt { id } => done.push(Done::Attempted(attempted.contains(id))),
@@ -503,6 +550,13 @@ impl Store {
                         .bind(reason)
                         .execute(&mut *tx)
                         .await?;
+                        if shared {
+                            sqlx::query("SELECT pg_notify($1, $2)")
+                                .bind(super::cluster::OVERRIDES_CHANNEL)
+                                .bind(phone_number_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
                         done.push(Done::Ok);
                     }
                 }

@@ -29,6 +29,13 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         "number_overrides",
         include_str!("migrations/postgres/0003_number_overrides.sql"),
     ),
+    // PostgreSQL only: leases, cluster-wide send limits and leader runs serve several
+    // replicas, which SQLite never has (one process holds the file's lock).
+    (
+        4,
+        "cluster",
+        include_str!("migrations/postgres/0004_cluster.sql"),
+    ),
 ];
 
 fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {

@@ -2,7 +2,9 @@
 //! Owns the inbox, outbox, conversations, dead letters and status events; knows no HTTP.
 
 mod apply;
+pub mod cluster;
 mod conversation;
+mod lock;
 mod migrate;
 mod overrides;
 mod rows;
@@ -35,6 +37,22 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot use the lock file {path}: {source}")]
+    LockFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the SQLite database {database} is already in use by {holder} (it holds {lock}): SQLite \
+         serves one gateway process; stop the other one, or use PostgreSQL (storage.url: \
+         postgres://…) to run several replicas"
+    )]
+    InUse {
+        database: String,
+        lock: String,
+        holder: String,
+    },
     #[error("storage writer has stopped")]
     WriterGone,
     #[error("{0}")]
@@ -61,6 +79,10 @@ enum Pool {
 pub struct Store {
     pool: Pool,
     write_pool: Pool,
+    /// SQLite: this process's exclusive lock on the database (one replica per file).
+    lock: Option<std::sync::Arc<lock::FileLock>>,
+    /// PostgreSQL: this replica's id, the owner named in the leases it takes.
+    replica: std::sync::Arc<str>,
 }
 
 /// Runs the same sqlx code against whichever pool this store holds.
@@ -92,15 +114,22 @@ impl Store {
     /// Connects (creating a SQLite file and its directory if needed) and runs migrations.
     pub async fn connect(cfg: &StorageConfig) -> Result<Self, StoreError> {
         let url = cfg.url.as_str();
+        let mut lock = None;
         let (pool, write_pool) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
-            if let Some(dir) = std::path::Path::new(path).parent()
+            let file = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = std::path::Path::new(file).parent()
                 && !dir.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                     path: path.to_owned(),
                     source,
                 })?;
+            }
+            if file != ":memory:" && !file.is_empty() {
+                lock = Some(std::sync::Arc::new(lock::FileLock::acquire(
+                    std::path::Path::new(file),
+                )?));
             }
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -136,9 +165,30 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
-        let store = Self { pool, write_pool };
+        let store = Self {
+            pool,
+            write_pool,
+            lock,
+            replica: std::sync::Arc::from("local"),
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Names this replica in the leases it takes (PostgreSQL).
+    pub fn with_replica(mut self, replica: &str) -> Self {
+        self.replica = std::sync::Arc::from(replica);
+        self
+    }
+
+    /// This replica's id.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Whether several replicas may share this database (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
     }
 
     /// `sqlite` or `postgres`.
@@ -161,6 +211,9 @@ impl Store {
     pub async fn close(&self) {
         on_pool!(self, |p| p.close().await);
         on_pool!(write self, |p| p.close().await);
+        if let Some(lock) = &self.lock {
+            lock.release();
+        }
     }
 
     /// Copies the SQLite write-ahead log into the database without blocking the writer. The

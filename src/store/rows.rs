@@ -243,13 +243,13 @@ pub struct StoreCounts {
     pub dead_letters: i64,
 }
 
-const OUTBOX_COLUMNS: &str = "id, inbox_id, phone_number_id, customer, recipient, recipient_kind, \
+pub(super) const OUTBOX_COLUMNS: &str = "id, inbox_id, phone_number_id, customer, recipient, recipient_kind, \
      part, payload, state, attempts, wamid, sending_since, kind";
 
-const INBOX_COLUMNS: &str = "id, wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
+pub(super) const INBOX_COLUMNS: &str = "id, wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
      msg_type, text, payload, meta_ts, received_at, state, detail";
 
-type OutboxTuple = (
+pub(super) type OutboxTuple = (
     i64,
     Option<i64>,
     String,
@@ -265,7 +265,7 @@ type OutboxTuple = (
     String,
 );
 
-fn outbox_from(t: OutboxTuple) -> OutboxRow {
+pub(super) fn outbox_from(t: OutboxTuple) -> OutboxRow {
     OutboxRow {
         id: t.0,
         inbox_id: t.1,
@@ -283,7 +283,7 @@ fn outbox_from(t: OutboxTuple) -> OutboxRow {
     }
 }
 
-type InboxTuple = (
+pub(super) type InboxTuple = (
     i64,
     String,
     String,
@@ -300,7 +300,7 @@ type InboxTuple = (
     Option<String>,
 );
 
-fn inbox_from(t: InboxTuple) -> InboxRow {
+pub(super) fn inbox_from(t: InboxTuple) -> InboxRow {
     let state = match t.12.as_str() {
         "done" => InboxState::Done,
         "unrouted" => InboxState::Unrouted,

@@ -1,0 +1,330 @@
+//! What several replicas on one PostgreSQL share: conversation leases (one replica at a time
+//! works on a conversation), cluster-wide send limits (GCRA, one atomic statement per take),
+//! leader runs, and the queries a replica uses to find work it may take over. PostgreSQL only:
+//! SQLite has exactly one process (see `lock.rs`).
+
+use super::rows::{
+    INBOX_COLUMNS, InboxTuple, OUTBOX_COLUMNS, OutboxTuple, inbox_from, outbox_from,
+};
+use super::{InboxRow, OutboxRow, Pool, Store, StoreError, on_pool};
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// The database's clock in milliseconds: every replica compares lease times on one clock.
+pub(super) const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint";
+
+/// The channel on which a commit announces conversations with new inbound messages; the
+/// payload is one `phone_number_id<TAB>customer` line per conversation.
+pub const WORK_CHANNEL: &str = "wagw_work";
+/// The channel on which a change of the disconnected numbers is announced.
+pub const OVERRIDES_CHANNEL: &str = "wagw_overrides";
+/// Largest NOTIFY payload sent (PostgreSQL refuses 8000 bytes and more).
+pub(super) const NOTIFY_MAX: usize = 7000;
+
+/// A conversation: (phone_number_id, customer).
+pub type ConversationKey = (String, String);
+
+/// Splits keys into NOTIFY payloads under PostgreSQL's size limit.
+pub(super) fn work_payloads<'a>(keys: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for (pnid, customer) in keys {
+        if !cur.is_empty() && cur.len() + pnid.len() + customer.len() + 2 > NOTIFY_MAX {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push_str(pnid);
+        cur.push('\t');
+        cur.push_str(customer);
+        cur.push('\n');
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Reads a [`WORK_CHANNEL`] payload back.
+pub fn parse_work_payload(payload: &str) -> Vec<ConversationKey> {
+    payload
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(p, c)| (p.to_owned(), c.to_owned()))
+        .collect()
+}
+
+impl Store {
+    fn pg(&self) -> Result<&PgPool, StoreError> {
+        match &self.pool {
+            Pool::Postgres(p) => Ok(p),
+            Pool::Sqlite(_) => Err(StoreError::Batch(
+                "cluster storage calls need PostgreSQL".into(),
+            )),
+        }
+    }
+
+    /// The PostgreSQL connection options, for the connections a replica keeps to itself
+    /// (leader election, LISTEN).
+    pub fn pg_connect_options(&self) -> Option<sqlx::postgres::PgConnectOptions> {
+        match &self.pool {
+            Pool::Postgres(p) => Some(p.connect_options().as_ref().clone()),
+            Pool::Sqlite(_) => None,
+        }
+    }
+
+    /// Takes (or renews) this replica's lease on a conversation, unless another replica holds
+    /// a lease that has not run out. Returns whether this replica holds it now.
+    pub async fn acquire_lease(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "INSERT INTO conversation_leases AS l (phone_number_id, customer, owner, expires_at) \
+             VALUES ($1, $2, $3, {NOW_MS} + $4) ON CONFLICT (phone_number_id, customer) DO UPDATE \
+             SET owner = excluded.owner, expires_at = excluded.expires_at \
+             WHERE l.owner = excluded.owner OR l.expires_at < {NOW_MS} RETURNING 1"
+        );
+        let row: Option<i32> = sqlx::query_scalar(&sql)
+            .bind(phone_number_id)
+            .bind(customer)
+            .bind(self.replica())
+            .bind(lease.as_millis() as i64)
+            .fetch_optional(self.pg()?)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Gives up this replica's lease on a conversation.
+    pub async fn release_lease(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM conversation_leases WHERE phone_number_id = $1 AND customer = $2 \
+             AND owner = $3",
+        )
+        .bind(phone_number_id)
+        .bind(customer)
+        .bind(self.replica())
+        .execute(self.pg()?)
+        .await?;
+        Ok(())
+    }
+
+    /// Renews every lease this replica holds (the heartbeat); returns how many.
+    pub async fn renew_leases(&self, lease: Duration) -> Result<u64, StoreError> {
+        let sql =
+            format!("UPDATE conversation_leases SET expires_at = {NOW_MS} + $2 WHERE owner = $1");
+        let done = sqlx::query(&sql)
+            .bind(self.replica())
+            .bind(lease.as_millis() as i64)
+            .execute(self.pg()?)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Gives up every lease this replica holds (at shutdown).
+    pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM conversation_leases WHERE owner = $1")
+            .bind(self.replica())
+            .execute(self.pg()?)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Conversations with open work (a message waiting, a reply not settled) older than
+    /// `older_than_ms` (gateway clock) that no replica holds a live lease on.
+    pub async fn orphaned_conversations(
+        &self,
+        older_than_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ConversationKey>, StoreError> {
+        let sql = format!(
+            "SELECT w.phone_number_id, w.customer FROM ( \
+               SELECT phone_number_id, customer FROM inbox WHERE state = 'received' AND received_at < $1 \
+               UNION \
+               SELECT phone_number_id, customer FROM outbox WHERE state IN ('pending', 'sending') \
+                 AND updated_at < $1 \
+             ) w LEFT JOIN conversation_leases l \
+               ON l.phone_number_id = w.phone_number_id AND l.customer = w.customer \
+             WHERE l.owner IS NULL OR l.expires_at < {NOW_MS} LIMIT $2"
+        );
+        let rows: Vec<(String, String)> = sqlx::query_as(&sql)
+            .bind(older_than_ms)
+            .bind(limit)
+            .fetch_all(self.pg()?)
+            .await?;
+        Ok(rows)
+    }
+
+    /// A conversation's messages waiting for their turn with an id above `after`, oldest first.
+    pub async fn open_inbox_of(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+        after: i64,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {INBOX_COLUMNS} FROM inbox WHERE phone_number_id = $1 AND customer = $2 \
+             AND state = 'received' AND id > $3 ORDER BY id"
+        );
+        on_pool!(self, |pool| {
+            let rows: Vec<InboxTuple> = sqlx::query_as(&sql)
+                .bind(phone_number_id)
+                .bind(customer)
+                .bind(after)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.into_iter().map(inbox_from).collect())
+        })
+    }
+
+    /// A conversation's replies not yet settled, oldest first.
+    pub async fn open_outbox_of(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE phone_number_id = $1 AND customer = $2 \
+             AND state IN ('pending', 'sending') ORDER BY id"
+        );
+        on_pool!(self, |pool| {
+            let rows: Vec<OutboxTuple> = sqlx::query_as(&sql)
+                .bind(phone_number_id)
+                .bind(customer)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.into_iter().map(outbox_from).collect())
+        })
+    }
+
+    /// Whether `customer` has opted out of `phone_number_id`, as stored.
+    pub async fn is_opted_out(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+    ) -> Result<bool, StoreError> {
+        on_pool!(self, |pool| {
+            let flag: Option<i64> = sqlx::query_scalar(
+                "SELECT opted_out FROM opt_outs WHERE phone_number_id = $1 AND customer = $2",
+            )
+            .bind(phone_number_id)
+            .bind(customer)
+            .fetch_optional(pool)
+            .await?;
+            Ok(flag == Some(1))
+        })
+    }
+
+    /// Takes one message from the cluster-wide bucket `key` (GCRA: one message every
+    /// `interval`, bursts of `burst`), in one atomic statement, and returns how long to wait
+    /// before sending it. The slot is taken even if the caller then gives up (errs slow).
+    pub async fn take_send_slot(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Duration, StoreError> {
+        let t = interval.as_micros() as i64;
+        let tau = t * i64::from(burst.max(1) - 1);
+        let wait_us: i64 = sqlx::query_scalar(
+            "WITH now AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint AS us) \
+             INSERT INTO send_limits AS s (key, tat) SELECT $1, now.us + $2 FROM now \
+             ON CONFLICT (key) DO UPDATE SET tat = GREATEST(s.tat, (SELECT us FROM now)) + $2 \
+             RETURNING GREATEST(s.tat - $2 - $3 - (SELECT us FROM now), 0)",
+        )
+        .bind(key)
+        .bind(t)
+        .bind(tau)
+        .fetch_one(self.pg()?)
+        .await?;
+        Ok(Duration::from_micros(wait_us.max(0) as u64))
+    }
+
+    /// Holds bucket `key` (a number's, with `interval` and `burst` as in [`take_send_slot`])
+    /// for `pause` from now, for every replica: Meta said "too many messages".
+    ///
+    /// [`take_send_slot`]: Store::take_send_slot
+    pub async fn pause_send_slots(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+        pause: Duration,
+    ) -> Result<(), StoreError> {
+        let tau = interval.as_micros() as i64 * i64::from(burst.max(1) - 1);
+        sqlx::query(
+            "INSERT INTO send_limits AS s (key, tat) \
+             VALUES ($1, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint + $2) \
+             ON CONFLICT (key) DO UPDATE SET tat = GREATEST(s.tat, excluded.tat)",
+        )
+        .bind(key)
+        .bind(pause.as_micros() as i64 + tau)
+        .execute(self.pg()?)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets send-limit buckets idle long enough to be full again (absent means full).
+    pub async fn prune_send_limits(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM send_limits \
+             WHERE tat < (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint - 3600000000",
+        )
+        .execute(self.pg()?)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Records that this replica starts a cycle of leader-only `task`; returns the run's id.
+    pub async fn leader_run_started(&self, task: &str) -> Result<i64, StoreError> {
+        let sql = format!(
+            "INSERT INTO leader_runs (replica, task, started_at) VALUES ($1, $2, {NOW_MS}) RETURNING id"
+        );
+        Ok(sqlx::query_scalar(&sql)
+            .bind(self.replica())
+            .bind(task)
+            .fetch_one(self.pg()?)
+            .await?)
+    }
+
+    /// Records the end of leader run `id`.
+    pub async fn leader_run_ended(&self, id: i64) -> Result<(), StoreError> {
+        let sql = format!("UPDATE leader_runs SET ended_at = {NOW_MS} WHERE id = $1");
+        sqlx::query(&sql).bind(id).execute(self.pg()?).await?;
+        Ok(())
+    }
+
+    /// Forgets leader runs that started more than `keep` ago.
+    pub async fn prune_leader_runs(&self, keep: Duration) -> Result<u64, StoreError> {
+        let sql = format!("DELETE FROM leader_runs WHERE started_at < {NOW_MS} - $1");
+        let done = sqlx::query(&sql)
+            .bind(keep.as_millis() as i64)
+            .execute(self.pg()?)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_payloads_stay_under_the_notify_limit_and_read_back() {
+        let keys: Vec<(String, String)> = (0..1000)
+            .map(|i| ("106540352242922".to_owned(), format!("9198{i:08}")))
+            .collect();
+        let payloads = work_payloads(keys.iter().map(|(p, c)| (p.as_str(), c.as_str())));
+        assert!(payloads.len() > 1);
+        assert!(payloads.iter().all(|p| p.len() <= NOTIFY_MAX));
+        let back: Vec<ConversationKey> = payloads
+            .iter()
+            .flat_map(|p| parse_work_payload(p))
+            .collect();
+        assert_eq!(back, keys);
+    }
+}

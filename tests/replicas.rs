@@ -1,0 +1,667 @@
+//! Several gateway processes (the real binary) on one PostgreSQL with a standalone emulator:
+//! every message answered exactly once and in order whichever replica received it, with the
+//! leader SIGKILLed halfway; the per-number limit holding for the cluster as a whole; SIGTERM
+//! under load refusing nothing before /readyz turned 503; and the SQLite single-process rule.
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The tests of this file each start several processes: one at a time, or two cores drown.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// One gateway process with its ports and log.
+struct Replica {
+    id: String,
+    child: Option<Child>,
+    webhook: String,
+    admin: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Replica {
+    /// Starts `wa-gateway serve` as replica `id` on `storage_url`, calling Graph at `graph`.
+    fn start(dir: &std::path::Path, id: &str, storage_url: &str, graph: &str, extra: &str) -> Self {
+        let (webhook_port, admin_port) = (free_port(), free_port());
+        let config = format!(
+            r#"version: 1
+listen: {{ webhook: "127.0.0.1:{webhook_port}", admin: "127.0.0.1:{admin_port}", shutdown_delay: 2s, shutdown_timeout: 10s }}
+public_url: http://127.0.0.1:{webhook_port}/webhook
+storage: {{ url: "{storage_url}", lease: 2s }}
+meta:
+  graph_url: {graph}
+  app_id: "1000000000000001"
+  app_secret: {{ file: {d}/app_secret }}
+  verify_token: {{ file: {d}/verify_token }}
+agents:
+  echo: {{ kind: echo, prefix: "echo: ", delay: 20ms }}
+numbers:
+  - {{ phone_number_id: "{PNID}", waba_id: "{WABA}", agent: echo, access_token: {{ file: {d}/token }} }}
+{extra}"#,
+            d = dir.display(),
+        );
+        let path = dir.join(format!("{id}.yaml"));
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join(format!("{id}.log"));
+        let child = spawn(&path, &log, id);
+        Self {
+            id: id.to_owned(),
+            child: Some(child),
+            webhook: format!("http://127.0.0.1:{webhook_port}/webhook"),
+            admin: format!("127.0.0.1:{admin_port}"),
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let ready = wait_until(Duration::from_secs(30), || {
+            let http = http.clone();
+            async move {
+                http.get(format!("http://{}/readyz", self.admin))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        assert!(ready, "{} not ready; log:\n{}", self.id, self.log_text());
+    }
+
+    /// `/api/cluster`, or `None` when the replica does not answer.
+    async fn cluster(&self, http: &reqwest::Client) -> Option<serde_json::Value> {
+        http.get(format!("http://{}/api/cluster", self.admin))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    /// SIGKILL: no graceful anything.
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+fn spawn(config: &std::path::Path, log: &std::path::Path, id: &str) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("WA_GATEWAY_LOG", "info")
+        .env("WA_GATEWAY_REPLICA_ID", id)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start wa-gateway")
+}
+
+/// Posts one customer text to `url`, signed as Meta does; `Err` says why it was not a 200.
+async fn post_text(
+    http: &reqwest::Client,
+    url: &str,
+    from: &str,
+    wamid: &str,
+    text: &str,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(&text_envelope(&[(WABA, PNID, vec![(from, wamid, text)])]))
+        .expect("envelope");
+    let sig = wa_gateway::ingress::signature::sign(APP_SECRET.as_bytes(), &body);
+    match http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sig)
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) if r.status().as_u16() == 200 => Ok(()),
+        Ok(r) => Err(format!("HTTP {}", r.status())),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
+fn customer(c: usize) -> String {
+    format!("9197{c:08}")
+}
+
+/// Asserts that the emulator got exactly one reply per (customer, message) in `want`, in order
+/// per customer.
+fn assert_each_answered_once_in_order(
+    emu: &wa_gateway::emulator::EmulatorHandle,
+    want: &BTreeMap<String, Vec<String>>,
+) {
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in emu.sent() {
+        got.entry(m.to.clone())
+            .or_default()
+            .push(m.text.unwrap_or_default());
+    }
+    let mut missing = 0;
+    let mut dupes = Vec::new();
+    for (to, texts) in want {
+        let replies = got.get(to).cloned().unwrap_or_default();
+        let mut count: HashMap<&str, usize> = HashMap::new();
+        for r in &replies {
+            *count.entry(r.as_str()).or_default() += 1;
+        }
+        dupes.extend(
+            count
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|(t, n)| format!("{t} ×{n}")),
+        );
+        missing += texts
+            .iter()
+            .filter(|t| !count.contains_key(format!("echo: {t}").as_str()))
+            .count();
+        if dupes.is_empty() && missing == 0 {
+            let wanted: Vec<String> = texts.iter().map(|t| format!("echo: {t}")).collect();
+            assert_eq!(replies, wanted, "replies to {to} out of order");
+        }
+    }
+    assert!(dupes.is_empty(), "answered more than once: {dupes:?}");
+    assert_eq!(missing, 0, "messages never answered");
+    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(extra.is_empty(), "replies to no one who wrote: {extra:?}");
+}
+
+async fn wait_no_open_work(url: &str) -> bool {
+    wait_until(Duration::from_secs(30), || async {
+        count(url, "SELECT COUNT(*) FROM inbox WHERE state = 'received'").await == 0
+            && count(
+                url,
+                "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')",
+            )
+            .await
+                == 0
+    })
+    .await
+}
+
+/// The one replica among `replicas` saying it leads, once exactly one does.
+async fn the_leader(http: &reqwest::Client, replicas: &[&Replica]) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut leaders = Vec::new();
+        for r in replicas {
+            if let Some(c) = r.cluster(http).await
+                && c["leader"] == true
+            {
+                leaders.push(c["replica"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        if leaders.len() == 1 {
+            return leaders.pop().unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no single leader among the replicas: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Prints the end of each replica's log if the test fails (the directory goes with it).
+struct LogsOnFailure(Vec<std::path::PathBuf>);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for path in &self.0 {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!("--- {} (last 40 lines):\n{tail}", path.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_answer_every_message_once_in_order_while_the_leader_dies() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let Some(storage) = storage(Db::Postgres).await else {
+        return;
+    };
+    let dir = storage.dir.path();
+    let emu = standalone_emulator(dir, Duration::from_millis(300)).await;
+    let extra = "policies:\n  throughput_per_number: 1000\n  delivery: { initial_backoff: 20ms, max_backoff: 200ms, settle_grace: 2s }\n";
+    let mut replicas: Vec<Replica> = (0..3)
+        .map(|n| {
+            Replica::start(
+                dir,
+                &format!("replica-{n}"),
+                &storage.url,
+                &emu.url(),
+                extra,
+            )
+        })
+        .collect();
+    let _logs = LogsOnFailure(replicas.iter().map(|r| r.log.clone()).collect());
+    for r in &replicas {
+        r.wait_ready().await;
+    }
+    let http = reqwest::Client::new();
+    let leader = the_leader(&http, &replicas.iter().collect::<Vec<_>>()).await;
+    let doomed = replicas.iter().position(|r| r.id == leader).unwrap();
+    // Status webhooks go to a replica that stays up.
+    emu.set_webhook_url(replicas[(doomed + 1) % 3].webhook.clone());
+
+    const CUSTOMERS: usize = 100;
+    const PER_CUSTOMER: usize = 20;
+    let urls: Arc<Vec<String>> = Arc::new(replicas.iter().map(|r| r.webhook.clone()).collect());
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut drivers = Vec::new();
+    for c in 0..CUSTOMERS {
+        let from = customer(c);
+        let texts: Vec<String> = (0..PER_CUSTOMER).map(|i| format!("c{c}-m{i}")).collect();
+        want.insert(from.clone(), texts.clone());
+        let (http, urls, acked, emu) = (http.clone(), urls.clone(), acked.clone(), emu.clone());
+        drivers.push(tokio::spawn(async move {
+            for (i, text) in texts.iter().enumerate() {
+                let wamid = format!("wamid.REPLICAS.{c}.{i}");
+                emu.record_inbound(PNID, &from, &wamid, now_ms() / 1000);
+                // Each message to the next replica in turn; one that does not answer 200 (the
+                // dead one) is skipped, as a load balancer would. The next message goes only
+                // once this one is acknowledged, so the customer's order is the arrival order.
+                let mut delivered = false;
+                for attempt in 0..30 {
+                    let url = &urls[(c + i + attempt) % urls.len()];
+                    if post_text(&http, url, &from, &wamid, text).await.is_ok() {
+                        delivered = true;
+                        break;
+                    }
+                }
+                assert!(delivered, "{wamid} refused by every replica");
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let total = CUSTOMERS * PER_CUSTOMER;
+    let halfway = wait_until(Duration::from_secs(120), || async {
+        acked.load(Ordering::SeqCst) >= total / 2
+    })
+    .await;
+    assert!(halfway, "half the messages acknowledged");
+    replicas[doomed].kill();
+    let killed_at = now_ms();
+    let held = count(
+        &storage.url,
+        &format!("SELECT COUNT(*) FROM conversation_leases WHERE owner = '{leader}'"),
+    )
+    .await;
+    eprintln!(
+        "killed the leader {leader} holding {held} conversations, with {} of {total} acknowledged, {} answered",
+        acked.load(Ordering::SeqCst),
+        emu.sent().len()
+    );
+    assert!(
+        held > 0,
+        "the killed replica held no conversation to take over"
+    );
+    for d in drivers {
+        d.await.expect("driver");
+    }
+    let answered = emu
+        .wait_sent(|s| s.len() >= total, Duration::from_secs(120))
+        .await;
+    assert!(
+        answered,
+        "only {} of {total} answered; logs in {}",
+        emu.sent().len(),
+        dir.display()
+    );
+    assert!(
+        wait_no_open_work(&storage.url).await,
+        "work left open; logs in {}",
+        dir.display()
+    );
+    assert_each_answered_once_in_order(&emu, &want);
+
+    // Leadership moved to a survivor.
+    let survivors: Vec<&Replica> = replicas.iter().filter(|r| r.child.is_some()).collect();
+    let new_leader = the_leader(&http, &survivors).await;
+    assert_ne!(new_leader, leader, "leadership did not move");
+
+    // Leader-only cycles never overlapped: sorted by start, each began after the previous
+    // ended, and they form one block per leader (the killed one's, then its successor's). A
+    // cycle the kill interrupted ended, at the latest, when the process died.
+    let runs: Vec<(String, i64, Option<i64>)> = {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&storage.url).await.unwrap();
+        sqlx::query_as(
+            "SELECT replica, started_at, ended_at FROM leader_runs ORDER BY started_at, id",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+    };
+    assert!(runs.len() > 2, "leader cycles recorded: {runs:?}");
+    let now = now_ms();
+    let mut prev: Option<(String, i64)> = None;
+    let mut blocks: Vec<String> = Vec::new();
+    for (replica, started, ended) in &runs {
+        let ended = ended.unwrap_or(if *replica == leader { killed_at } else { now });
+        if let Some((prev_replica, prev_end)) = &prev {
+            assert!(
+                *started >= *prev_end,
+                "{replica}'s cycle started at {started} before {prev_replica}'s ended at {prev_end}"
+            );
+        }
+        if blocks.last() != Some(replica) {
+            blocks.push(replica.clone());
+        }
+        prev = Some((replica.clone(), ended));
+    }
+    assert_eq!(
+        blocks,
+        vec![leader.clone(), new_leader.clone()],
+        "leader cycles ran on these replicas, in this order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_number_limit_holds_for_three_replicas_together() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let Some(storage) = storage(Db::Postgres).await else {
+        return;
+    };
+    let dir = storage.dir.path();
+    let emu = standalone_emulator(dir, Duration::from_millis(300)).await;
+    const RATE: usize = 20;
+    // A tenth of a second's worth, at least one.
+    const BURST: usize = 2;
+    let extra = format!(
+        "policies:\n  throughput_per_number: {RATE}\n  delivery: {{ initial_backoff: 20ms, max_backoff: 200ms, settle_grace: 2s }}\n"
+    );
+    let replicas: Vec<Replica> = (0..3)
+        .map(|n| Replica::start(dir, &format!("limit-{n}"), &storage.url, &emu.url(), &extra))
+        .collect();
+    let _logs = LogsOnFailure(replicas.iter().map(|r| r.log.clone()).collect());
+    for r in &replicas {
+        r.wait_ready().await;
+    }
+    emu.set_webhook_url(replicas[0].webhook.clone());
+    let http = reqwest::Client::new();
+    const MESSAGES: usize = 200;
+    let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut posts = Vec::new();
+    for m in 0..MESSAGES {
+        let from = customer(m);
+        let text = format!("limit-{m}");
+        want.insert(from.clone(), vec![text.clone()]);
+        let wamid = format!("wamid.LIMIT.{m}");
+        emu.record_inbound(PNID, &from, &wamid, now_ms() / 1000);
+        let url = replicas[m % 3].webhook.clone();
+        let http = http.clone();
+        posts.push(tokio::spawn(async move {
+            post_text(&http, &url, &from, &wamid, &text).await
+        }));
+    }
+    for p in posts {
+        p.await.unwrap().expect("every webhook acknowledged");
+    }
+    assert!(
+        emu.wait_sent(|s| s.len() >= MESSAGES, Duration::from_secs(60))
+            .await,
+        "only {} of {MESSAGES} answered; logs in {}",
+        emu.sent().len(),
+        dir.display()
+    );
+    assert_each_answered_once_in_order(&emu, &want);
+    let mut at: Vec<i64> = emu.sent().iter().map(|m| m.received_at_ms).collect();
+    at.sort_unstable();
+    // In any one second, the emulator saw at most the rate plus the bucket's burst.
+    let mut worst = 0;
+    for (i, start) in at.iter().enumerate() {
+        let within = at[i..].iter().take_while(|t| **t < start + 1000).count();
+        worst = worst.max(within);
+    }
+    eprintln!(
+        "{MESSAGES} replies over {} ms; at most {worst} in one second",
+        at[at.len() - 1] - at[0]
+    );
+    assert!(
+        worst <= RATE + BURST,
+        "{worst} messages in one second: the cluster sent faster than {RATE}/s (burst {BURST})"
+    );
+    // And it did not go much slower either: the limit, not something else, set the pace.
+    let span = (at[at.len() - 1] - at[0]) as f64 / 1000.0;
+    let floor = (MESSAGES - BURST) as f64 / RATE as f64;
+    assert!(
+        span >= floor - 0.1,
+        "{MESSAGES} in {span:.2}s is faster than {RATE}/s"
+    );
+    assert!(
+        span < floor * 1.5,
+        "{MESSAGES} in {span:.2}s: far slower than {RATE}/s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_refuses_nothing_before_readyz_turns_503_and_loses_nothing() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let Some(storage) = storage(Db::Postgres).await else {
+        return;
+    };
+    let dir = storage.dir.path();
+    let emu = standalone_emulator(dir, Duration::from_millis(300)).await;
+    // The driver writes as fast as it is acknowledged: pacing at Meta's default (a message
+    // every 6 s after a burst of 45) would hold the replies back for minutes.
+    let extra = "policies:\n  throughput_per_number: 1000\n  customer_pacing: { interval: 10ms, burst: 45 }\n  delivery: { initial_backoff: 20ms, max_backoff: 200ms, settle_grace: 2s }\n";
+    let mut stopping = Replica::start(dir, "stopping", &storage.url, &emu.url(), extra);
+    let other = Replica::start(dir, "other", &storage.url, &emu.url(), extra);
+    let _logs = LogsOnFailure(vec![stopping.log.clone(), other.log.clone()]);
+    stopping.wait_ready().await;
+    other.wait_ready().await;
+    emu.set_webhook_url(other.webhook.clone());
+    let http = reqwest::Client::new();
+
+    // What the driver saw: (time, customer index, message index, to the stopping replica, result).
+    type Seen = (i64, bool, Result<(), String>);
+    let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+    let stop_driving = tokio_util::sync::CancellationToken::new();
+    let sent_texts: Arc<std::sync::Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
+    let mut drivers = Vec::new();
+    for c in 0..10 {
+        let (http, seen, stop, sent_texts, emu) = (
+            http.clone(),
+            seen.clone(),
+            stop_driving.clone(),
+            sent_texts.clone(),
+            emu.clone(),
+        );
+        let (primary, fallback) = (stopping.webhook.clone(), other.webhook.clone());
+        drivers.push(tokio::spawn(async move {
+            let from = customer(1000 + c);
+            // Like a load balancer: the stopping replica until it refuses, then the other.
+            let mut use_fallback = false;
+            let mut i = 0;
+            while !stop.is_cancelled() {
+                let text = format!("term-{c}-{i}");
+                let wamid = format!("wamid.TERM.{c}.{i}");
+                emu.record_inbound(PNID, &from, &wamid, now_ms() / 1000);
+                loop {
+                    let url = if use_fallback { &fallback } else { &primary };
+                    let result = post_text(&http, url, &from, &wamid, &text).await;
+                    let ok = result.is_ok();
+                    seen.lock().unwrap().push((now_ms(), !use_fallback, result));
+                    if ok {
+                        break;
+                    }
+                    assert!(!use_fallback, "the other replica refused a webhook");
+                    use_fallback = true;
+                }
+                sent_texts
+                    .lock()
+                    .unwrap()
+                    .entry(from.clone())
+                    .or_default()
+                    .push(text);
+                i += 1;
+            }
+        }));
+    }
+    // Steady load first.
+    assert!(
+        wait_until(Duration::from_secs(30), || async { emu.sent().len() >= 50 }).await,
+        "load under way"
+    );
+    let pid = stopping.child.as_ref().unwrap().id();
+    let sigterm_at = now_ms();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // When /readyz first answered 503 (polled as a kubelet would, only faster).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let readyz_503_at = loop {
+        let r = http
+            .get(format!("http://{}/readyz", stopping.admin))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status().as_u16() == 503) {
+            break now_ms();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz did not turn 503 after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // The process drains and exits by itself, within the delay and the timeout.
+    let mut child = stopping.child.take().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    stop_driving.cancel();
+    for d in drivers {
+        d.await.expect("driver");
+    }
+
+    let seen = seen.lock().unwrap().clone();
+    let refused: Vec<&Seen> = seen.iter().filter(|s| s.2.is_err()).collect();
+    let early: Vec<&&Seen> = refused.iter().filter(|s| s.0 < readyz_503_at).collect();
+    assert!(
+        early.is_empty(),
+        "webhooks refused before /readyz turned 503 at {readyz_503_at}: {early:?}"
+    );
+    let served_after = seen
+        .iter()
+        .filter(|s| s.1 && s.2.is_ok() && s.0 > readyz_503_at)
+        .count();
+    eprintln!(
+        "SIGTERM at {sigterm_at}, /readyz 503 at {readyz_503_at}, {served_after} webhooks served after that, {} refused",
+        refused.len()
+    );
+    assert!(
+        served_after > 0,
+        "no webhook was served during the shutdown delay"
+    );
+    assert!(!refused.is_empty(), "the listener never closed");
+    let leases: i64 = count(
+        &storage.url,
+        "SELECT COUNT(*) FROM conversation_leases WHERE owner = 'stopping'",
+    )
+    .await;
+    assert_eq!(leases, 0, "the stopped replica's leases were not released");
+
+    let want = sent_texts.lock().unwrap().clone();
+    let total: usize = want.values().map(Vec::len).sum();
+    assert!(
+        emu.wait_sent(|s| s.len() >= total, Duration::from_secs(60))
+            .await,
+        "only {} of {total} acknowledged messages answered; logs in {}",
+        emu.sent().len(),
+        dir.display()
+    );
+    assert!(wait_no_open_work(&storage.url).await, "work left open");
+    assert_each_answered_once_in_order(&emu, &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_sqlite_file_is_refused() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let Some(storage) = storage(Db::Sqlite).await else {
+        return;
+    };
+    let dir = storage.dir.path();
+    let emu = standalone_emulator(dir, Duration::from_millis(300)).await;
+    let mut first = Replica::start(dir, "first", &storage.url, &emu.url(), "");
+    first.wait_ready().await;
+    let pid = first.child.as_ref().unwrap().id();
+
+    let second = Replica::start(dir, "second", &storage.url, &emu.url(), "");
+    let mut child = second_child(second);
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.join("second.log")).unwrap();
+    assert!(!status.success(), "the second process started; log:\n{log}");
+    let db = storage.url.trim_start_matches("sqlite://");
+    assert!(
+        log.contains(&format!(
+            "the SQLite database {db} is already in use by process {pid}"
+        )),
+        "the error names the file and the other process:\n{log}"
+    );
+    assert!(
+        log.contains("PostgreSQL"),
+        "the error says what to do:\n{log}"
+    );
+    // The first one is unaffected.
+    first.wait_ready().await;
+
+    // Once the first is gone (even killed), the file is free again.
+    first.kill();
+    let third = Replica::start(dir, "third", &storage.url, &emu.url(), "");
+    third.wait_ready().await;
+}
+
+fn second_child(mut r: Replica) -> Child {
+    r.child.take().unwrap()
+}
