@@ -2,8 +2,8 @@
 //! registry held by the app state. Labels are bounded: never a customer identifier.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The gateway's metrics.
@@ -45,6 +45,12 @@ pub struct Metrics {
     /// Number status as a state set: 1 for the current status (active, inactive, error), 0 for
     /// the others, by number.
     pub number_status: IntGaugeVec,
+    /// Control-loop passes by result: ok, error (a read failed or Meta refused a change).
+    pub reconcile_runs: IntCounterVec,
+    /// Changes the control loop made at Meta.
+    pub reconcile_applied: IntCounter,
+    /// Changes still pending after the latest pass (the drift from the file).
+    pub reconcile_pending: IntGauge,
     /// Configuration reloads by result: ok, error (unchanged files count as neither).
     pub config_reloads: IntCounterVec,
     /// 1 for the SHA-256 of the configuration file in force.
@@ -201,6 +207,24 @@ impl Metrics {
             &["phone_number_id", "status"],
         )
         .expect("valid metric");
+        let reconcile_runs = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_reconcile_runs_total",
+                "Control-loop passes by result (ok, error).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let reconcile_applied = IntCounter::new(
+            "wa_gateway_reconcile_applied_total",
+            "Changes the control loop made at Meta.",
+        )
+        .expect("valid metric");
+        let reconcile_pending = IntGauge::new(
+            "wa_gateway_reconcile_pending_actions",
+            "Changes still pending after the latest control-loop pass (drift from the file).",
+        )
+        .expect("valid metric");
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "wa_gateway_config_reloads_total",
@@ -245,6 +269,9 @@ impl Metrics {
             Box::new(throttled.clone()),
             Box::new(agent_breaker_open.clone()),
             Box::new(number_status.clone()),
+            Box::new(reconcile_runs.clone()),
+            Box::new(reconcile_applied.clone()),
+            Box::new(reconcile_pending.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_info.clone()),
             Box::new(config_loaded_timestamp.clone()),
@@ -272,6 +299,9 @@ impl Metrics {
             throttled,
             agent_breaker_open,
             number_status,
+            reconcile_runs,
+            reconcile_applied,
+            reconcile_pending,
             config_reloads,
             config_info,
             config_loaded_timestamp,

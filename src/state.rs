@@ -143,6 +143,8 @@ pub struct AppState {
     /// Customers who opted out (loaded at start).
     pub opted_out: OptedOut,
     pub metrics: Metrics,
+    /// The control loop's latest statuses and report, and the sender's send health.
+    pub reconcile: crate::reconcile::ReconcileState,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     ready: AtomicBool,
@@ -166,6 +168,7 @@ impl AppState {
             disconnected: Disconnected::default(),
             opted_out: OptedOut::default(),
             metrics,
+            reconcile: Default::default(),
             shutdown,
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(false),
