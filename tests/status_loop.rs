@@ -304,6 +304,59 @@ async fn plan_only_mode_reports_the_drift_and_changes_nothing(db: Db) {
     t.stop().await;
 }
 
+/// With the built-in emulator the checks run inside the gateway: `doctor`, `test-connection`
+/// and `status` ask it over its admin listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_asks_the_gateway_when_the_emulator_stands_in_for_meta() {
+    let port = common::free_port();
+    let mut t = spawn(Db::Sqlite, |y| {
+        y.replace(
+            "  admin: 127.0.0.1:0\n",
+            &format!("  admin: 127.0.0.1:{port}\n"),
+        )
+    })
+    .await
+    .unwrap();
+    pass_now(&t).await;
+    let cli = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-gateway"));
+        cmd.args(args)
+            .arg("--config")
+            .arg(&t.config_path)
+            .env("WA_GATEWAY_LOG", "warn");
+        async move {
+            let out = cmd.output().await.unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.code(), text)
+        }
+    };
+    let (code, out) = cli(&["doctor"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("not tested: enabled: false"), "{out}");
+    let (code, out) = cli(&["test-connection", PNID]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches("  PASS  ").count(), 6, "{out}");
+    let (code, out) = cli(&["status"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("inactive") && out.contains("Test Number"),
+        "{out}"
+    );
+
+    t.emu.expire_token("token-one");
+    pass_now(&t).await;
+    let (code, out) = cli(&["doctor"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Access token valid"), "{out}");
+    let (code, out) = cli(&["status"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    t.stop().await;
+}
+
 on_both_dbs!(
     status_follows_the_token_through_the_control_loop,
     refused_sends_turn_a_number_to_error_until_one_is_accepted,

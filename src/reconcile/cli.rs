@@ -16,7 +16,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const EXIT_PENDING: u8 = 2;
 
 fn load(path: &Path) -> anyhow::Result<(Config, GraphClient)> {
-    let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    load_config(path).and_then(with_client)
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn with_client(cfg: Config) -> anyhow::Result<(Config, GraphClient)> {
     if cfg.uses_emulator() {
         anyhow::bail!(
             "meta.graph_url is `emulator`: the built-in emulator lives inside `serve` and cannot be \
@@ -145,7 +152,7 @@ async fn gateway_numbers(cfg: &Config) -> Option<Vec<serde_json::Value>> {
 /// shows what the running gateway (at `listen.admin`) serves with, so it agrees with
 /// `/api/numbers` and the gauge; with no gateway running, what Meta says.
 pub async fn run_status(path: &Path) -> anyhow::Result<u8> {
-    let (cfg, client) = load(path)?;
+    let cfg = load_config(path)?;
     let str_of = |v: &serde_json::Value| v.as_str().map(str::to_owned);
     let rows: Vec<[String; 6]> = match gateway_numbers(&cfg).await {
         Some(numbers) => {
@@ -169,6 +176,7 @@ pub async fn run_status(path: &Path) -> anyhow::Result<u8> {
                 .collect()
         }
         None => {
+            let (cfg, client) = with_client(cfg)?;
             println!("As Meta reports it (no gateway answers at listen.admin):");
             let desired = Desired::from_config(&cfg);
             let observed = observe(&client, &desired).await;
@@ -293,11 +301,53 @@ pub fn render_report(r: &Report) -> String {
     out
 }
 
+/// With the built-in emulator (it lives inside `serve`), Test Connection runs in the gateway:
+/// `POST /api/numbers/{pnid}/test` on its admin listener.
+async fn check_in_gateway(cfg: &Config, pnid: &str) -> anyhow::Result<Report> {
+    let Some(base) = admin_base(cfg) else {
+        anyhow::bail!(
+            "meta.graph_url is `emulator` and listen.admin has port 0: the checks run inside the \
+             gateway, so give listen.admin a fixed port and start `wa-gateway serve`"
+        );
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()?;
+    let mut req = http.post(format!("{base}/api/numbers/{pnid}/test"));
+    if let Some(token) = &cfg.listen.admin_token {
+        req = req.bearer_auth(token.expose());
+    }
+    let res = req.send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "meta.graph_url is `emulator`, so the checks run inside the gateway, but none answers at {base}: start `wa-gateway serve` ({})",
+            e.without_url()
+        )
+    })?;
+    if !res.status().is_success() {
+        let status = res.status().as_u16();
+        let body: serde_json::Value = res.json().await.unwrap_or_default();
+        anyhow::bail!(
+            "the gateway at {base} answered HTTP {status}: {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    Ok(res.json().await?)
+}
+
+/// Test Connection for `pnid`: from here against Meta, or in the gateway with the emulator.
+async fn check(cfg: &Config, pnid: &PhoneNumberId) -> anyhow::Result<Report> {
+    if cfg.uses_emulator() {
+        return check_in_gateway(cfg, pnid.as_str()).await;
+    }
+    let (cfg, client) = with_client(cfg.clone())?;
+    let desired = Desired::from_config(&cfg);
+    check_number(&cfg, &client, &desired, pnid).await
+}
+
 /// `wa-gateway test-connection ID`: 0 when every check passed, 1 otherwise.
 pub async fn run_test_connection(path: &Path, pnid: &str) -> anyhow::Result<u8> {
-    let (cfg, client) = load(path)?;
-    let desired = Desired::from_config(&cfg);
-    let report = check_number(&cfg, &client, &desired, &PhoneNumberId::from(pnid)).await?;
+    let cfg = load_config(path)?;
+    let report = check(&cfg, &PhoneNumberId::from(pnid)).await?;
     print!("{}", render_report(&report));
     Ok(u8::from(!report.ok))
 }
@@ -305,7 +355,7 @@ pub async fn run_test_connection(path: &Path, pnid: &str) -> anyhow::Result<u8> 
 /// `wa-gateway doctor`: Test Connection for every enabled number, a summary table, then each
 /// failing number's checks; 0 when all passed, 1 otherwise.
 pub async fn run_doctor(path: &Path) -> anyhow::Result<u8> {
-    let (cfg, client) = load(path)?;
+    let cfg = load_config(path)?;
     let desired = Desired::from_config(&cfg);
     let mut reports = Vec::new();
     let mut rows = Vec::new();
@@ -321,7 +371,7 @@ pub async fn run_doctor(path: &Path) -> anyhow::Result<u8> {
             ]);
             continue;
         }
-        let r = check_number(&cfg, &client, &desired, &n.phone_number_id).await?;
+        let r = check(&cfg, &n.phone_number_id).await?;
         let count = |o: Outcome| {
             r.checks
                 .iter()

@@ -9,14 +9,14 @@ use super::observe::is_registered;
 use crate::agent::{Agent, AgentError, Turn, TurnCustomer, TurnMessage, TurnNumber};
 use crate::graph::{GraphClient, GraphError, NumberInfo};
 use crate::ingress::{probe, signature};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 /// How long the probe webhook and the agent probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The checks, in the order they run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckId {
     Token,
@@ -63,7 +63,7 @@ impl CheckId {
 }
 
 /// How a check ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Pass,
@@ -83,10 +83,10 @@ impl Outcome {
 }
 
 /// One check's result.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Check {
     pub id: CheckId,
-    pub title: &'static str,
+    pub title: String,
     pub outcome: Outcome,
     /// What was found.
     pub detail: String,
@@ -95,7 +95,7 @@ pub struct Check {
 }
 
 /// Every check of one number.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub phone_number_id: String,
     pub display_name: String,
@@ -159,7 +159,7 @@ pub async fn test_connection(t: &Target<'_>) -> Report {
         };
         checks.push(Check {
             id,
-            title: id.title(),
+            title: id.title().to_owned(),
             outcome,
             detail,
             fix,
