@@ -123,6 +123,9 @@ impl Gateway {
             // In-process, the emulator calls the listener directly, whatever public_url says.
             let scheme = if cert.is_some() { "https" } else { "http" };
             emu_cfg.webhook_url = Some(format!("{scheme}://{webhook_addr}/webhook"));
+            emu_cfg.pin_callbacks = true;
+            // Like the test number a new Meta app comes with: usable before any PIN is set.
+            emu_cfg.preregistered = true;
             let handle = emulator::start(emu_cfg, listener, shutdown.child_token())
                 .await
                 .map_err(StartError::Emulator)?;
@@ -246,6 +249,14 @@ impl Gateway {
             );
             crate::reload::spawn(reloader, true, draining.clone())
         });
+        if emulator.is_some() {
+            let scheme = if resolver.is_some() { "https" } else { "http" };
+            state
+                .reconcile
+                .set_local_webhook(format!("{scheme}://{webhook_addr}/webhook"));
+        }
+        // After the reloader exists, so a reload during the first pass triggers another.
+        crate::reconcile::runner::spawn(state.clone());
         state.set_ready(true);
         tracing::info!(webhook = %webhook_addr, admin = %admin_addr, storage = state.store.kind(), replica = %replica, "wa-gateway serving");
         Ok(Self {

@@ -1,5 +1,5 @@
-//! The `wa-gateway` command line: serve, validate, schema, plan, apply, status, emulator, chat,
-//! bench.
+//! The `wa-gateway` command line: serve, validate, schema, plan, apply, status,
+//! test-connection, doctor, emulator, chat, bench.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -47,8 +47,23 @@ enum Command {
         #[arg(short, long, default_value = "gateway.yaml", env = "WA_GATEWAY_CONFIG")]
         config: PathBuf,
     },
-    /// Print each number's status at Meta: exit 1 when one is in error.
+    /// Print each number's status (from the running gateway, else from Meta): exit 1 when one is in error.
     Status {
+        /// The configuration file.
+        #[arg(short, long, default_value = "gateway.yaml", env = "WA_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Test one number: token, registration, WABA subscription, callback, a signed test event
+    /// through public_url, and its agent; exit 1 when a check fails.
+    TestConnection {
+        /// The number's phone_number_id.
+        phone_number_id: String,
+        /// The configuration file.
+        #[arg(short, long, default_value = "gateway.yaml", env = "WA_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Test Connection for every enabled number, as a table: exit 1 when any check fails.
+    Doctor {
         /// The configuration file.
         #[arg(short, long, default_value = "gateway.yaml", env = "WA_GATEWAY_CONFIG")]
         config: PathBuf,
@@ -129,6 +144,11 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Plan { config } => wa_gateway::reconcile::cli::run_plan(&config).await,
         Command::Apply { config } => wa_gateway::reconcile::cli::run_apply(&config).await,
         Command::Status { config } => wa_gateway::reconcile::cli::run_status(&config).await,
+        Command::TestConnection {
+            phone_number_id,
+            config,
+        } => wa_gateway::reconcile::cli::run_test_connection(&config, &phone_number_id).await,
+        Command::Doctor { config } => wa_gateway::reconcile::cli::run_doctor(&config).await,
         Command::Emulator(args) => wa_gateway::emulator::cli::run_emulator(args).await,
         Command::Chat(args) => wa_gateway::emulator::cli::run_chat(args).await,
         Command::Bench(args) => wa_gateway::bench::run(args).await,

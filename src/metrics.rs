@@ -4,7 +4,8 @@
 use crate::store::Store;
 use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Duration;
@@ -53,6 +54,12 @@ pub struct Metrics {
     /// Number status as a state set: 1 for the current status (active, inactive, error), 0 for
     /// the others, by number.
     pub number_status: IntGaugeVec,
+    /// Control-loop passes by result: ok, error (a read failed or Meta refused a change).
+    pub reconcile_runs: IntCounterVec,
+    /// Changes the control loop made at Meta.
+    pub reconcile_applied: IntCounter,
+    /// Changes still pending after the latest pass (the drift from the file).
+    pub reconcile_pending: IntGauge,
     /// Configuration reloads by result: ok, error (unchanged files count as neither).
     pub config_reloads: IntCounterVec,
     /// 1 for the SHA-256 of the configuration file in force.
@@ -241,6 +248,24 @@ impl Metrics {
             &["phone_number_id", "status"],
         )
         .expect("valid metric");
+        let reconcile_runs = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_reconcile_runs_total",
+                "Control-loop passes by result (ok, error).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let reconcile_applied = IntCounter::new(
+            "wa_gateway_reconcile_applied_total",
+            "Changes the control loop made at Meta.",
+        )
+        .expect("valid metric");
+        let reconcile_pending = IntGauge::new(
+            "wa_gateway_reconcile_pending_actions",
+            "Changes still pending after the latest control-loop pass (drift from the file).",
+        )
+        .expect("valid metric");
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "wa_gateway_config_reloads_total",
@@ -351,6 +376,9 @@ impl Metrics {
             Box::new(throttled.clone()),
             Box::new(agent_breaker_open.clone()),
             Box::new(number_status.clone()),
+            Box::new(reconcile_runs.clone()),
+            Box::new(reconcile_applied.clone()),
+            Box::new(reconcile_pending.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_info.clone()),
             Box::new(config_loaded_timestamp.clone()),
@@ -391,6 +419,9 @@ impl Metrics {
             throttled,
             agent_breaker_open,
             number_status,
+            reconcile_runs,
+            reconcile_applied,
+            reconcile_pending,
             config_reloads,
             config_info,
             config_loaded_timestamp,

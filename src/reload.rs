@@ -243,6 +243,8 @@ impl Reloader {
             .with_label_values(&["ok"])
             .inc();
         tracing::info!(file = %self.path.display(), %sha256, "configuration reloaded");
+        // Meta's side and the statuses follow the new file.
+        self.state.reconcile.trigger();
         ReloadOutcome::Applied { sha256 }
     }
 

@@ -153,6 +153,8 @@ pub struct AppState {
     /// Customers who opted out (loaded at start).
     pub opted_out: OptedOut,
     pub metrics: Metrics,
+    /// The control loop's latest statuses and report, and the sender's send health.
+    pub reconcile: crate::reconcile::ReconcileState,
     /// Stop now: in-flight agent calls and sends are abandoned (their work stays open in
     /// storage). Cancelled after `draining`, once the shutdown deadline has passed.
     pub shutdown: CancellationToken,
@@ -186,6 +188,7 @@ impl AppState {
             opted_out: OptedOut::default(),
             metrics,
             draining,
+            reconcile: Default::default(),
             shutdown,
             leadership,
             tracker: TaskTracker::new(),

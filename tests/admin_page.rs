@@ -1,6 +1,7 @@
-//! The status page in a real headless Chromium: badges in the dumped DOM, a screenshot kept
-//! under target/test-artifacts/, and the three-dot menu clicked through chromedriver (WebDriver).
-//! Skips loudly without Chromium, fails in CI (`CI=true`).
+//! The status page in a real headless Chromium: badges, business name, display number and
+//! quality in the dumped DOM, screenshots kept under target/test-artifacts/, and the three-dot
+//! menu clicked through chromedriver (WebDriver): Test Connection shows each check, Disconnect
+//! and Connect flip the badge. Skips loudly without Chromium, fails in CI (`CI=true`).
 
 mod common;
 
@@ -119,6 +120,15 @@ async fn the_status_page_shows_badges_and_its_menu_disconnects_a_number() {
     let mut t = spawn().await;
     let base = format!("http://{}", t.gw().admin_addr);
     let page = format!("{base}/?token={TOKEN}");
+    // A control-loop pass now, so the page shows what Meta says (the first runs at start).
+    let res = t
+        .http
+        .post(format!("{base}/api/reconcile"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
 
     let dom = chromium(&page, &["--dump-dom"]).await;
     assert_eq!(badge_of(&dom, PNID), "active", "{dom}");
@@ -127,6 +137,20 @@ async fn the_status_page_shows_badges_and_its_menu_disconnects_a_number() {
     assert!(dom.contains("</span> Inactive</span>"), "status in words");
     assert!(dom.contains("disabled in the config"), "{dom}");
     assert!(dom.contains("Test Connection") && dom.contains(">Disconnect<"));
+    let card = dom.split(&format!("id=\"card-{PNID}\"")).nth(1).unwrap();
+    let card = &card[..card.find("</article>").unwrap()];
+    for shown in [
+        "<dd class=\"verified-name\">Test Number</dd>",
+        "<dd class=\"display-number\">+1 555-224-2922</dd>",
+        "<dd class=\"quality\">GREEN</dd>",
+        "<dt>Active since</dt>",
+    ] {
+        assert!(card.contains(shown), "{shown} in {card}");
+    }
+    assert!(
+        !card.contains("<dd class=\"status-since\">—</dd>"),
+        "{card}"
+    );
     let shot = artifacts().join("status-page.png");
     chromium(&page, &[&format!("--screenshot={}", shot.display())]).await;
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000, "{shot:?}");
@@ -240,6 +264,19 @@ impl Driver {
     }
 }
 
+/// Saves the browser's screenshot as a test artifact.
+async fn save_screenshot(d: &Driver, name: &str) {
+    let png = d
+        .call(reqwest::Method::GET, "/screenshot", Value::Null)
+        .await;
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(png.as_str().unwrap())
+        .unwrap();
+    assert!(bytes.len() > 1000, "a real screenshot");
+    std::fs::write(artifacts().join(name), bytes).unwrap();
+}
+
 async fn click_through_webdriver(t: &TestGateway, page: &str) {
     let d = Driver::start().await;
     d.call(reqwest::Method::POST, "/url", json!({ "url": page }))
@@ -251,6 +288,33 @@ async fn click_through_webdriver(t: &TestGateway, page: &str) {
     );
     assert_eq!(d.eval("return location.search").await, "");
     let badge = format!("return document.querySelector('#card-{PNID} .badge').dataset.status");
+    let msg = format!("return document.querySelector('#card-{PNID} .msg').textContent");
+
+    // Test Connection: six checks, each shown with its outcome.
+    d.click(&format!("[data-menu=\"{PNID}\"]")).await;
+    d.click(&format!("[data-action=\"test\"][data-number=\"{PNID}\"]"))
+        .await;
+    let checks = format!(
+        "return Array.from(document.querySelectorAll('#card-{PNID} .checks li')).map(li => li.dataset.check + ':' + li.dataset.outcome).join(' ')"
+    );
+    let all_pass = "token:pass registered:pass waba_subscribed:pass callback:pass webhook_round_trip:pass agent_probe:pass";
+    assert!(
+        d.wait_for(&checks, all_pass).await,
+        "checks shown: {}",
+        d.eval(&checks).await
+    );
+    assert_eq!(d.eval(&msg).await, "Connection OK: every check passed.");
+    let shown = d
+        .eval(&format!(
+            "return document.querySelector('#card-{PNID} .checks').innerText"
+        ))
+        .await;
+    let shown = shown.as_str().unwrap();
+    assert!(
+        shown.contains("Signed test event comes back") && shown.contains("PASS"),
+        "{shown}"
+    );
+    save_screenshot(&d, "status-page-test-connection.png").await;
 
     d.click(&format!("[data-menu=\"{PNID}\"]")).await;
     d.click(&format!(
@@ -261,33 +325,12 @@ async fn click_through_webdriver(t: &TestGateway, page: &str) {
         d.wait_for(&badge, "inactive").await,
         "badge after Disconnect"
     );
-    let msg = format!("return document.querySelector('#card-{PNID} .msg').textContent");
     assert_eq!(d.eval(&msg).await, "Disconnected.");
     assert!(
         t.gw().state.disconnected.contains(PNID),
         "stored and in force"
     );
-
-    d.click(&format!("[data-menu=\"{PNID}\"]")).await;
-    d.click(&format!("[data-action=\"test\"][data-number=\"{PNID}\"]"))
-        .await;
-    assert!(
-        d.wait_for(
-            &format!("{msg}.startsWith('not available yet') ? 'yes' : ''"),
-            "yes"
-        )
-        .await,
-        "Test Connection shows the API's error: {}",
-        d.eval(&msg).await
-    );
-    let png = d
-        .call(reqwest::Method::GET, "/screenshot", Value::Null)
-        .await;
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(png.as_str().unwrap())
-        .unwrap();
-    std::fs::write(artifacts().join("status-page-after-disconnect.png"), bytes).unwrap();
+    save_screenshot(&d, "status-page-after-disconnect.png").await;
 
     d.click(&format!("[data-menu=\"{PNID}\"]")).await;
     d.click(&format!(

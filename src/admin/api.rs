@@ -2,6 +2,9 @@
 //! configuration in force and the OpenAPI document. Errors are `{"error": "<what to do>"}`.
 //! Never returns a secret.
 
+use crate::ids::PhoneNumberId;
+use crate::reconcile::connection::{Target, test_connection};
+use crate::reconcile::{Desired, Effective, NumberState, NumberStatus, effective, record_metrics};
 use crate::state::AppState;
 use crate::store::StoreError;
 use axum::Json;
@@ -30,61 +33,6 @@ fn storage_error(e: &StoreError) -> Response {
     )
 }
 
-/// A number's status as the status page shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NumberStatus {
-    Active,
-    Inactive,
-    Error,
-}
-
-impl NumberStatus {
-    /// `Active`, `Inactive`, `Error`.
-    pub fn label(self) -> &'static str {
-        match self {
-            NumberStatus::Active => "Active",
-            NumberStatus::Inactive => "Inactive",
-            NumberStatus::Error => "Error",
-        }
-    }
-}
-
-/// What Meta says about a number (the reconciler's observation).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MetaStatus {
-    pub status: NumberStatus,
-    pub reason: Option<String>,
-}
-
-/// HOOK for the reconciler: its observed status of a number plugs in here. Until it exists
-/// this is `None`, shown as `status_from_meta: null`, and a number's status comes from the
-/// config and the operator alone.
-fn status_from_meta(_st: &AppState, _phone_number_id: &str) -> Option<MetaStatus> {
-    None
-}
-
-/// The status shown: what the operator decided wins over what Meta says.
-pub fn status(
-    enabled: bool,
-    disconnected: bool,
-    from_meta: Option<&MetaStatus>,
-) -> (NumberStatus, Option<String>) {
-    if !enabled {
-        return (
-            NumberStatus::Inactive,
-            Some("disabled in the config".into()),
-        );
-    }
-    if disconnected {
-        return (NumberStatus::Inactive, Some("disconnected".into()));
-    }
-    match from_meta {
-        Some(m) => (m.status, m.reason.clone()),
-        None => (NumberStatus::Active, None),
-    }
-}
-
 /// One declared number, as `GET /api/numbers` and the status page show it.
 #[derive(Clone, Debug, Serialize)]
 pub struct NumberView {
@@ -97,15 +45,34 @@ pub struct NumberView {
     pub override_changed_at: Option<String>,
     /// What the operator said when disconnecting it.
     pub override_reason: Option<String>,
-    pub status: NumberStatus,
+    /// The status in force: the file, then the operator, then Meta, then the sender.
+    pub status: NumberState,
     /// Why the status is not `active`.
     pub status_reason: Option<String>,
-    /// The reconciler's view from Graph; always null until the reconciler reports it.
-    pub status_from_meta: Option<MetaStatus>,
+    /// Since when the number has had this status (RFC 3339), when known.
+    pub status_since: Option<String>,
+    /// The business name Meta verified, the number as Meta shows it, and its quality rating
+    /// (GREEN, YELLOW, RED, UNKNOWN), from the latest observation.
+    pub verified_name: Option<String>,
+    pub display_phone_number: Option<String>,
+    pub quality_rating: Option<String>,
+    /// The control loop's view from Graph; null until its first pass.
+    pub status_from_meta: Option<MetaView>,
     /// When the latest message to this number was stored (RFC 3339), if ever.
     pub last_activity: Option<String>,
     /// Replies queued for this number and not yet accepted by Meta.
     pub queued_replies: i64,
+}
+
+/// What the control loop last observed of a number at Meta.
+#[derive(Clone, Debug, Serialize)]
+pub struct MetaView {
+    pub status: NumberState,
+    pub reason: Option<String>,
+    /// RFC 3339.
+    pub since: String,
+    /// When it was observed (RFC 3339).
+    pub checked_at: String,
 }
 
 /// Milliseconds since the Unix epoch as RFC 3339 (UTC, seconds).
@@ -114,32 +81,84 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+fn secs(s: u64) -> String {
+    rfc3339(
+        i64::try_from(s)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000),
+    )
+}
+
+/// Each declared number's status in force, without storage reads (the gauge uses it at every
+/// scrape): `(phone_number_id, status)`, in the config's order.
+pub fn effective_statuses(st: &AppState) -> Vec<(String, Effective, Option<NumberStatus>)> {
+    let snapshot = st.snapshot.load_full();
+    let disconnected = st.disconnected.all();
+    let from_meta = st.reconcile.statuses();
+    let threshold = snapshot.config.meta.reconcile.failed_sends;
+    snapshot
+        .config
+        .numbers
+        .iter()
+        .map(|n| {
+            let id = n.phone_number_id.to_string();
+            let meta = from_meta
+                .iter()
+                .find(|m| m.phone_number_id == n.phone_number_id)
+                .cloned();
+            let failing = st.reconcile.send_health.failing(&id, threshold);
+            // The override's time is filled in by `number_views`, which reads it from storage.
+            let disc = disconnected.contains(&id).then_some(None);
+            let eff = effective(n.enabled, disc, meta.as_ref(), failing.as_ref());
+            (id, eff, meta)
+        })
+        .collect()
+}
+
+/// Sets the number status gauge from the statuses in force.
+pub fn record_status_metrics(st: &AppState) {
+    let all = effective_statuses(st);
+    record_metrics(
+        &st.metrics,
+        all.iter().map(|(id, e, _)| (id.as_str(), e.status)),
+    );
+}
+
 /// Every declared number, in the config's order.
 pub async fn number_views(st: &AppState) -> Result<Vec<NumberView>, StoreError> {
     let snapshot = st.snapshot.load_full();
-    let disconnected = st.disconnected.all();
     let overrides = st.store.number_overrides().await?;
     let queued = st.store.queued_replies().await?;
+    let statuses = effective_statuses(st);
     let mut out = Vec::with_capacity(snapshot.config.numbers.len());
-    for n in &snapshot.config.numbers {
-        let id = n.phone_number_id.to_string();
-        let is_disconnected = disconnected.contains(&id);
-        let from_meta = status_from_meta(st, &id);
-        let (status, status_reason) = status(n.enabled, is_disconnected, from_meta.as_ref());
+    for (n, (id, mut eff, meta)) in snapshot.config.numbers.iter().zip(statuses) {
+        let is_disconnected = n.enabled && st.disconnected.contains(&id);
         let last = st.store.last_received_at(&id).await?;
         let over = overrides.iter().find(|o| o.phone_number_id == id);
+        if is_disconnected {
+            eff.since = over.map(|o| u64::try_from(o.changed_at / 1000).unwrap_or(0));
+        }
         out.push(NumberView {
             display_name: n.display_name.clone(),
             agent: n.agent.clone(),
             enabled: n.enabled,
-            disconnected: is_disconnected,
+            disconnected: st.disconnected.contains(&id),
             override_changed_at: over.map(|o| rfc3339(o.changed_at)),
             override_reason: over
                 .filter(|o| o.disconnected)
                 .and_then(|o| o.reason.clone()),
-            status,
-            status_reason,
-            status_from_meta: from_meta,
+            status: eff.status,
+            status_reason: eff.reason,
+            status_since: eff.since.map(secs),
+            verified_name: meta.as_ref().and_then(|m| m.verified_name.clone()),
+            display_phone_number: meta.as_ref().and_then(|m| m.display_phone_number.clone()),
+            quality_rating: meta.as_ref().and_then(|m| m.quality_rating.clone()),
+            status_from_meta: meta.map(|m| MetaView {
+                status: m.status,
+                reason: m.reason,
+                since: secs(m.since),
+                checked_at: secs(m.checked_at),
+            }),
             last_activity: last.map(rfc3339),
             queued_replies: queued.get(&id).copied().unwrap_or(0),
             phone_number_id: id,
@@ -166,6 +185,13 @@ pub fn config_view(st: &AppState) -> serde_json::Value {
         "sha256": status.sha256,
         "loaded_at": status.loaded_at.map(|s| rfc3339(s as i64 * 1000)),
         "last_reload_error": status.last_reload_error,
+        "reconcile": st.reconcile.last().map(|r| json!({
+            "mode": r.mode,
+            "finished_at": secs(r.finished_at),
+            "pending": r.pending.len(),
+            "error": r.error,
+            "read_failures": r.read_failures,
+        })),
     })
 }
 
@@ -259,15 +285,44 @@ pub(super) async fn connect(
     set_disconnected(&st, &id, false, &body).await
 }
 
-/// Test Connection: nothing checks a number against Meta yet (the reconciler will).
+/// Test Connection: every check of one number against Meta, the webhook path and its agent.
+/// Answers 200 with the report whether the checks pass or not; `ok` says which.
 pub(super) async fn test(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    if !st.snapshot.load().numbers.contains_key(&id) {
+    let snapshot = st.snapshot.load_full();
+    let Some(number) = snapshot.numbers.get(&id) else {
         return unknown_number(&id);
+    };
+    let desired = Desired::from_config(&snapshot.config);
+    let Some(declared) = desired.number(&PhoneNumberId::from(id.as_str())) else {
+        return unknown_number(&id);
+    };
+    let target = Target {
+        client: &snapshot.graph,
+        desired: &desired,
+        number: declared,
+        agent_name: &number.agent_name,
+        agent: number.agent.agent(),
+        probe_url: st.reconcile.probe_url(&snapshot.config),
+        app_secret: snapshot.config.meta.app_secret.expose(),
+    };
+    let report = test_connection(&target).await;
+    tracing::info!(phone_number_id = %id, ok = report.ok, "Test Connection run");
+    Json(report).into_response()
+}
+
+/// Runs a control-loop pass now (plan, apply when allowed, statuses) and answers its report
+/// with the numbers as `GET /api/numbers` shows them afterwards.
+pub(super) async fn reconcile(State(st): State<Arc<AppState>>) -> Response {
+    let Some(report) = st.reconcile.run_now().await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control loop is not running (the gateway is shutting down): try again once it is up",
+        );
+    };
+    match number_views(&st).await {
+        Ok(views) => Json(json!({ "report": report, "numbers": views })).into_response(),
+        Err(e) => storage_error(&e),
     }
-    error(
-        StatusCode::NOT_IMPLEMENTED,
-        "not available yet: run `wa-gateway status` and `wa-gateway plan` with this config to check the number against Meta",
-    )
 }
 
 pub(super) async fn not_found() -> Response {
@@ -280,64 +335,6 @@ pub(super) async fn not_found() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_operator_wins_over_meta() {
-        let meta_error = MetaStatus {
-            status: NumberStatus::Error,
-            reason: Some("not registered".into()),
-        };
-        type Case<'a> = (
-            bool,
-            bool,
-            Option<&'a MetaStatus>,
-            NumberStatus,
-            Option<&'a str>,
-        );
-        let cases: &[Case] = &[
-            (true, false, None, NumberStatus::Active, None),
-            (
-                false,
-                false,
-                None,
-                NumberStatus::Inactive,
-                Some("disabled in the config"),
-            ),
-            (
-                true,
-                true,
-                None,
-                NumberStatus::Inactive,
-                Some("disconnected"),
-            ),
-            (
-                false,
-                true,
-                None,
-                NumberStatus::Inactive,
-                Some("disabled in the config"),
-            ),
-            (
-                true,
-                false,
-                Some(&meta_error),
-                NumberStatus::Error,
-                Some("not registered"),
-            ),
-            (
-                true,
-                true,
-                Some(&meta_error),
-                NumberStatus::Inactive,
-                Some("disconnected"),
-            ),
-        ];
-        for (enabled, disconnected, meta, want, reason) in cases {
-            let (got, why) = status(*enabled, *disconnected, *meta);
-            assert_eq!(got, *want, "{enabled} {disconnected} {meta:?}");
-            assert_eq!(why.as_deref(), *reason);
-        }
-    }
 
     #[test]
     fn the_openapi_document_is_json() {

@@ -1,14 +1,15 @@
 //! The admin listener: /metrics (Prometheus text format), /healthz (the process is alive),
 //! /readyz (storage answers and the gateway is not shutting down), /config/status (the
 //! configuration in force and the last reload error), the status page at `/`, the JSON API
-//! under /api and /media (customer media); the last two need the admin token if set.
+//! under /api (numbers, Test Connection, a control-loop pass on demand) and /media (customer
+//! media); the last two need the admin token if set.
 
 mod api;
 mod auth;
 mod media;
 mod page;
 
-pub use api::{NumberStatus, NumberView, OPENAPI};
+pub use api::{MetaView, NumberView, OPENAPI, effective_statuses, rfc3339};
 pub use page::escape;
 
 use crate::state::AppState;
@@ -30,6 +31,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/numbers/{phone_number_id}/connect", post(api::connect))
         .route("/api/numbers/{phone_number_id}/test", post(api::test))
+        .route("/api/reconcile", post(api::reconcile))
         .route("/api/config", get(api::config))
         .route("/api/cluster", get(api::cluster))
         .route("/api/openapi.json", get(api::openapi))
@@ -61,6 +63,8 @@ async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     st.metrics
         .refresh_from_store(&st.store, &numbers, std::time::Duration::from_secs(2))
         .await;
+    // Computed at each scrape from what `/api/numbers` shows, so the two always agree.
+    api::record_status_metrics(&st);
     (
         [(
             header::CONTENT_TYPE,

@@ -4,6 +4,7 @@
 
 use super::api::{self, NumberView};
 use super::auth::{self, Access};
+use crate::reconcile::NumberState;
 use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -159,15 +160,12 @@ fn card_html(v: &NumberView) -> String {
     } else {
         &v.display_name
     };
-    let status = serde_json::to_value(v.status)
-        .ok()
-        .and_then(|s| s.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let status = v.status.as_str();
     // A symbol beside the word, so the status never rests on colour alone.
     let symbol = match v.status {
-        api::NumberStatus::Active => "●",
-        api::NumberStatus::Inactive => "○",
-        api::NumberStatus::Error => "▲",
+        NumberState::Active => "●",
+        NumberState::Inactive => "○",
+        NumberState::Error => "▲",
     };
     let (action, action_label) = if v.disconnected {
         ("connect", "Connect")
@@ -199,8 +197,28 @@ fn card_html(v: &NumberView) -> String {
             escape(value)
         );
     };
+    row(
+        "Business name",
+        "verified-name",
+        v.verified_name.as_deref().unwrap_or("—"),
+    );
+    row(
+        "Display number",
+        "display-number",
+        v.display_phone_number.as_deref().unwrap_or("—"),
+    );
     row("Phone number id", "pnid", &v.phone_number_id);
     row("Agent", "agent", &v.agent);
+    row(
+        "Quality",
+        "quality",
+        v.quality_rating.as_deref().unwrap_or("—"),
+    );
+    row(
+        &format!("{} since", v.status.label()),
+        "status-since",
+        v.status_since.as_deref().unwrap_or("—"),
+    );
     row(
         "Last activity",
         "last-activity",
@@ -213,7 +231,10 @@ fn card_html(v: &NumberView) -> String {
     if let Some(reason) = &v.override_reason {
         row("Disconnected because", "override-reason", reason);
     }
-    out.push_str("</dl><p class=\"msg\" role=\"status\" aria-live=\"polite\"></p></article>");
+    out.push_str(
+        "</dl><p class=\"msg\" role=\"status\" aria-live=\"polite\"></p>\
+         <ol class=\"checks\" hidden></ol></article>",
+    );
     out
 }
 
@@ -240,8 +261,12 @@ mod tests {
             disconnected: false,
             override_changed_at: None,
             override_reason: None,
-            status: api::NumberStatus::Inactive,
+            status: NumberState::Inactive,
             status_reason: Some("disabled in the config".into()),
+            status_since: None,
+            verified_name: Some("Acme <Verified>".into()),
+            display_phone_number: Some("+1 555-000-1111".into()),
+            quality_rating: Some("GREEN".into()),
             status_from_meta: None,
             last_activity: None,
             queued_replies: 0,
@@ -252,5 +277,10 @@ mod tests {
         assert!(html.contains("a&quot;gent"), "{html}");
         assert!(html.contains("</span> Inactive</span>"), "{html}");
         assert!(html.contains("data-action=\"disconnect\""), "{html}");
+        assert!(html.contains("Acme &lt;Verified&gt;"), "{html}");
+        assert!(
+            html.contains("+1 555-000-1111") && html.contains(">GREEN<"),
+            "{html}"
+        );
     }
 }

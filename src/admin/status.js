@@ -40,6 +40,37 @@
     });
   }
 
+  // One line per check: outcome, title, what was found and, when it failed, the fix.
+  function showChecks(cardId, checks) {
+    const list = byId(cardId) && byId(cardId).querySelector(".checks");
+    if (!list) return;
+    list.replaceChildren(...checks.map((c) => {
+      const li = document.createElement("li");
+      li.className = "check check-" + c.outcome;
+      li.dataset.check = c.id;
+      li.dataset.outcome = c.outcome;
+      const head = document.createElement("div");
+      const tag = document.createElement("span");
+      tag.className = "outcome";
+      tag.textContent = c.outcome.toUpperCase();
+      const title = document.createElement("strong");
+      title.textContent = " " + c.title;
+      head.append(tag, title);
+      const detail = document.createElement("div");
+      detail.className = "detail";
+      detail.textContent = c.detail;
+      li.append(head, detail);
+      if (c.fix) {
+        const fix = document.createElement("div");
+        fix.className = "fix";
+        fix.textContent = "Fix: " + c.fix;
+        li.append(fix);
+      }
+      return li;
+    }));
+    list.hidden = false;
+  }
+
   async function act(number, action) {
     const cardId = "card-" + number;
     let text, failed;
@@ -49,8 +80,14 @@
       });
       const body = await res.json().catch(() => ({}));
       failed = !res.ok;
-      text = failed ? (body.error || "HTTP " + res.status)
-        : { test: "Connection OK.", disconnect: "Disconnected.", connect: "Connected." }[action];
+      if (failed) text = body.error || "HTTP " + res.status;
+      else if (action === "test") {
+        showChecks(cardId, body.checks || []);
+        failed = !body.ok;
+        const bad = (body.checks || []).filter((c) => c.outcome === "fail");
+        text = body.ok ? "Connection OK: every check passed."
+          : "Test Connection failed: " + bad.map((c) => c.title).join(", ") + ".";
+      } else text = { disconnect: "Disconnected.", connect: "Connected." }[action];
       if (res.ok && action !== "test") await refresh(cardId);
     } catch (e) {
       failed = true;
@@ -62,6 +99,7 @@
       msg.classList.toggle("error", failed);
     }
     document.body.dataset.lastAction = action + ":" + (failed ? "error" : "ok");
+    document.body.dataset.actions = String(Number(document.body.dataset.actions || 0) + 1);
   }
 
   document.addEventListener("click", (ev) => {

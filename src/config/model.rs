@@ -159,6 +159,33 @@ pub struct Meta {
     /// WABA id; Meta verifies it with `verify_token`. WABAs not listed use `public_url`.
     #[serde(default)]
     pub waba_callbacks: BTreeMap<String, String>,
+    /// How `serve` keeps Meta's setup and the numbers' statuses current.
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
+}
+
+/// The control loop inside `serve`: it reconciles at start, after each configuration reload
+/// and every `interval`, backing off exponentially (up to `interval`) after errors.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSettings {
+    /// Time between two passes when nothing goes wrong.
+    pub interval: Duration,
+    /// Carry out the plan (`true`), or only plan and report the drift (`false`, for teams that
+    /// run `wa-gateway apply` from their pipeline).
+    pub apply: bool,
+    /// Non-retryable send refusals in a row after which a number shows Error; 0 turns it off.
+    pub failed_sends: u32,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+            apply: true,
+            failed_sends: 5,
+        }
+    }
 }
 
 fn default_graph_url() -> String {

@@ -279,6 +279,13 @@ fn check_meta(config: &Config, out: &mut Issues) {
             ),
         );
     }
+    if meta.reconcile.interval.get() < std::time::Duration::from_secs(1) {
+        out.value(
+            "meta.reconcile.interval",
+            "the reconcile interval must be at least 1s (each pass costs Graph calls from the \
+             WABA's management budget); write e.g. 5m",
+        );
+    }
 }
 
 fn check_agents(config: &Config, out: &mut Issues) {

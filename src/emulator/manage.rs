@@ -269,8 +269,8 @@ impl Req<'_> {
                     }
                     fields.insert(f.to_owned());
                 }
-                verify_callback(&callback_url, &verify_token).await?;
-                self.st.set_webhook_url(callback_url.clone());
+                verify_callback(&self.st.callback_target(&callback_url), &verify_token).await?;
+                self.st.subscribed_callback(callback_url.clone());
                 self.st.manage.set_app(Some(AppSubscription {
                     callback_url,
                     verify_token,
@@ -314,7 +314,8 @@ impl Req<'_> {
                     .get("override_callback_uri")
                     .filter(|u| !u.is_empty());
                 if let Some(uri) = uri {
-                    verify_callback(uri, required(&self.params, "verify_token")?).await?;
+                    let target = self.st.callback_target(uri);
+                    verify_callback(&target, required(&self.params, "verify_token")?).await?;
                 }
                 self.st.manage.set_waba(&self.id, Some(uri.cloned()));
                 Ok(success())
@@ -402,7 +403,7 @@ impl Req<'_> {
                     "The parameter webhook_configuration['verify_token'] is required.",
                 ));
             };
-            verify_callback(uri, token).await?;
+            verify_callback(&self.st.callback_target(uri), token).await?;
         }
         self.st
             .manage

@@ -59,6 +59,13 @@ pub struct EmulatorConfig {
     /// Refuse sends from unregistered numbers (133010), as Meta does. Off by default so a
     /// fresh emulator serves sends before anyone runs `wa-gateway apply`.
     pub strict_registration: bool,
+    /// In-process with the gateway: every call Meta makes to a callback (deliveries and GET
+    /// handshakes) goes to `webhook_url`, the gateway's own listener, whatever URL the app or a
+    /// WABA subscribed; `public_url` then names a place the emulator never calls.
+    pub pin_callbacks: bool,
+    /// The numbers start registered on the Cloud API, like the test number Meta's app
+    /// dashboard hands a new app (no PIN is needed to use them).
+    pub preregistered: bool,
 }
 
 /// One emulated business phone number.
@@ -86,6 +93,8 @@ impl Default for EmulatorConfig {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             strict_registration: false,
+            pin_callbacks: false,
+            preregistered: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The Meta-side setup the emulator keeps (app and WABA subscriptions, registrations and PINs,
 //! tokens and their expiry) and a number as `GET /{PNID}` shows it. A fresh emulator is a fresh
-//! Meta app: nothing subscribed, nothing registered. No I/O here.
+//! Meta app: nothing subscribed, nothing registered (unless its numbers are `preregistered`,
+//! like the test number of a new app). No I/O here.
 
 use super::EmulatorNumber;
 use super::error::GraphError;
@@ -93,7 +94,7 @@ pub(crate) fn verification_code(phone_number_id: &str) -> String {
 }
 
 impl MetaSetup {
-    pub fn new(numbers: &[EmulatorNumber]) -> Self {
+    pub fn new(numbers: &[EmulatorNumber], preregistered: bool) -> Self {
         let mut inner = Inner::default();
         for n in numbers {
             inner
@@ -109,6 +110,8 @@ impl MetaSetup {
                 n.phone_number_id.clone(),
                 NumberSetup {
                     verified: true,
+                    registered: preregistered,
+                    ever_registered: preregistered,
                     ..NumberSetup::default()
                 },
             );

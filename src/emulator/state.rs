@@ -88,7 +88,7 @@ impl State {
             latency_ms: AtomicU64::new(0),
             counters: WebhookCounters::default(),
             media: MediaStore::default(),
-            manage: MetaSetup::new(&cfg.numbers),
+            manage: MetaSetup::new(&cfg.numbers, cfg.preregistered),
             deliveries: tx,
             cfg,
         };
@@ -115,6 +115,23 @@ impl State {
 
     pub fn set_webhook_url(&self, url: String) {
         self.webhook_url.send_replace(Some(url));
+    }
+
+    /// Where Meta's call to `callback` (a handshake) goes: in-process, the gateway's listener.
+    pub fn callback_target(&self, callback: &str) -> String {
+        if self.cfg.pin_callbacks {
+            if let Some(url) = self.webhook_url.borrow().clone() {
+                return url;
+            }
+        }
+        callback.to_owned()
+    }
+
+    /// A new app callback was verified: webhooks go there from now on (unless pinned).
+    pub fn subscribed_callback(&self, url: String) {
+        if !self.cfg.pin_callbacks {
+            self.set_webhook_url(url);
+        }
     }
 
     pub fn latency(&self) -> Duration {

@@ -3,5 +3,6 @@
 
 pub mod content;
 pub mod envelope;
+pub mod probe;
 pub mod server;
 pub mod signature;

@@ -2,7 +2,7 @@
 //! only once everything in it is durable; a storage failure answers 503 so Meta redelivers.
 
 use super::envelope::{self, ChangeValue, Envelope};
-use super::signature;
+use super::{probe, signature};
 use crate::state::{AppState, Snapshot};
 use crate::store::writer::WriterHandle;
 use crate::store::{DeadLetter, InboxState, NewInbound, StatusUpdate, WebhookWrite};
@@ -78,7 +78,14 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
         tracing::warn!(error = %e, bytes = body.len(), "webhook refused: bad signature; nothing stored");
         return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
     }
-    let (write, counted, result) = match envelope::parse(&body) {
+    let parsed = envelope::parse(&body);
+    if let Some(id) = parsed.as_ref().ok().and_then(probe::recognise) {
+        // Test Connection's probe: it proved the path and the signature; nothing to store.
+        metrics.webhooks.with_label_values(&["probe"]).inc();
+        tracing::info!(probe = %id, "Test Connection probe webhook acknowledged");
+        return (StatusCode::OK, [(probe::ECHO_HEADER, id)], "probe seen\n").into_response();
+    }
+    let (write, counted, result) = match parsed {
         Ok(env) => {
             let (write, counted) = to_write(&snap, env);
             (write, counted, "ok")

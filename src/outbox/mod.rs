@@ -127,6 +127,7 @@ pub async fn deliver(
             .await;
         let err = match result {
             Ok(wamid) => {
+                state.reconcile.send_health.record_sent(pnid);
                 state
                     .persist("outbox sent", || state.writer.outbox_sent(row.id, &wamid))
                     .await;
@@ -166,6 +167,13 @@ pub async fn deliver(
             }
             RetryClass::Fatal => {
                 tracing::error!(outbox_id = row.id, phone_number_id = pnid, error = %message, "reply failed; Meta refused it and it is not retried");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                state
+                    .reconcile
+                    .send_health
+                    .record_refused(pnid, code, &message, now);
                 give_up(state, row, OutboxState::Failed, code, &message).await;
                 return Outcome::Failed;
             }

@@ -1,9 +1,14 @@
-//! The `plan`, `apply` and `status` commands: load the file, observe Meta through
-//! `meta.graph_url`, print. Exit codes follow terraform's -detailed-exitcode for `plan`.
+//! The `plan`, `apply`, `status`, `test-connection` and `doctor` commands: load the file,
+//! observe Meta through `meta.graph_url` (and `status` asks the running gateway first), print.
+//! Exit codes follow terraform's -detailed-exitcode for `plan`.
 
-use super::{Desired, apply, derive_statuses, observe, plan};
+use super::connection::{Outcome, Report, Target, test_connection};
+use super::{Desired, NumberState, apply, derive_statuses, observe, plan};
+use crate::agent::Agent;
 use crate::config::{self, Config};
 use crate::graph::GraphClient;
+use crate::ids::PhoneNumberId;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +16,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const EXIT_PENDING: u8 = 2;
 
 fn load(path: &Path) -> anyhow::Result<(Config, GraphClient)> {
-    let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    load_config(path).and_then(with_client)
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn with_client(cfg: Config) -> anyhow::Result<(Config, GraphClient)> {
     if cfg.uses_emulator() {
         anyhow::bail!(
             "meta.graph_url is `emulator`: the built-in emulator lives inside `serve` and cannot be \
@@ -100,57 +112,322 @@ pub async fn run_apply(path: &Path) -> anyhow::Result<u8> {
     }
 }
 
-/// `wa-gateway status`: a table of the declared numbers; 0 when none is in Error, else 1.
+/// The admin listener of the gateway running this file, as a client would reach it.
+fn admin_base(cfg: &Config) -> Option<String> {
+    let mut addr: SocketAddr = cfg.listen.admin;
+    if addr.port() == 0 {
+        return None;
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Some(format!("http://{addr}"))
+}
+
+/// `GET /api/numbers` from the running gateway: the statuses it serves with (disconnects and
+/// refused sends included). `None` when no gateway answers there.
+async fn gateway_numbers(cfg: &Config) -> Option<Vec<serde_json::Value>> {
+    let base = admin_base(cfg)?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let mut req = http.get(format!("{base}/api/numbers"));
+    if let Some(token) = &cfg.listen.admin_token {
+        req = req.bearer_auth(token.expose());
+    }
+    let res = req.send().await.ok()?;
+    if !res.status().is_success() {
+        eprintln!(
+            "note: the gateway at {base} answered HTTP {}; showing Meta's view only",
+            res.status().as_u16()
+        );
+        return None;
+    }
+    let body: serde_json::Value = res.json().await.ok()?;
+    body["numbers"].as_array().cloned()
+}
+
+/// `wa-gateway status`: a table of the declared numbers; 0 when none is in Error, else 1. It
+/// shows what the running gateway (at `listen.admin`) serves with, so it agrees with
+/// `/api/numbers` and the gauge; with no gateway running, what Meta says.
 pub async fn run_status(path: &Path) -> anyhow::Result<u8> {
-    let (cfg, client) = load(path)?;
-    let desired = Desired::from_config(&cfg);
-    let observed = observe(&client, &desired).await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let statuses = derive_statuses(&desired, &observed, &[], now);
-    let rows: Vec<[String; 5]> = statuses
-        .iter()
-        .map(|s| {
-            let name = s
-                .verified_name
-                .clone()
-                .unwrap_or_else(|| s.display_name.clone());
-            let number = match &s.display_phone_number {
-                Some(d) => format!("{} ({d})", s.phone_number_id),
-                None => s.phone_number_id.to_string(),
-            };
-            [
-                number,
-                name,
-                s.status.as_str().to_owned(),
-                s.reason.clone().unwrap_or_default(),
-                s.quality_rating.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
+    let cfg = load_config(path)?;
+    let str_of = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let rows: Vec<[String; 6]> = match gateway_numbers(&cfg).await {
+        Some(numbers) => {
+            println!(
+                "As served by the gateway at {}:",
+                admin_base(&cfg).unwrap_or_default()
+            );
+            numbers
+                .iter()
+                .map(|n| {
+                    row(
+                        str_of(&n["phone_number_id"]).unwrap_or_default(),
+                        str_of(&n["display_phone_number"]),
+                        str_of(&n["verified_name"]).or_else(|| str_of(&n["display_name"])),
+                        str_of(&n["status"]).unwrap_or_default(),
+                        str_of(&n["status_since"]),
+                        str_of(&n["status_reason"]),
+                        str_of(&n["quality_rating"]),
+                    )
+                })
+                .collect()
+        }
+        None => {
+            let (cfg, client) = with_client(cfg)?;
+            println!("As Meta reports it (no gateway answers at listen.admin):");
+            let desired = Desired::from_config(&cfg);
+            let observed = observe(&client, &desired).await;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            derive_statuses(&desired, &observed, &[], now)
+                .into_iter()
+                .map(|s| {
+                    row(
+                        s.phone_number_id.to_string(),
+                        s.display_phone_number,
+                        s.verified_name.or(Some(s.display_name)),
+                        s.status.as_str().to_owned(),
+                        None,
+                        s.reason,
+                        s.quality_rating,
+                    )
+                })
+                .collect()
+        }
+    };
     print!(
         "{}",
-        table(["NUMBER", "NAME", "STATUS", "REASON", "QUALITY"], &rows)
+        table(
+            ["NUMBER", "NAME", "STATUS", "SINCE", "QUALITY", "REASON"],
+            &rows
+        )
     );
-    let errors = statuses
-        .iter()
-        .any(|s| s.status == super::NumberState::Error);
+    let errors = rows.iter().any(|r| r[2] == NumberState::Error.as_str());
     Ok(u8::from(errors))
 }
 
+fn row(
+    pnid: String,
+    display: Option<String>,
+    name: Option<String>,
+    status: String,
+    since: Option<String>,
+    reason: Option<String>,
+    quality: Option<String>,
+) -> [String; 6] {
+    let number = match display {
+        Some(d) => format!("{pnid} ({d})"),
+        None => pnid,
+    };
+    [
+        number,
+        name.unwrap_or_default(),
+        status,
+        since.unwrap_or_else(|| "-".into()),
+        quality.unwrap_or_else(|| "-".into()),
+        reason.unwrap_or_default(),
+    ]
+}
+
+/// Runs Test Connection for the declared number `pnid` of `cfg` from here: Graph through
+/// `meta.graph_url`, the probe webhook through `public_url`, the agent from the file.
+async fn check_number(
+    cfg: &Config,
+    client: &GraphClient,
+    desired: &Desired,
+    pnid: &PhoneNumberId,
+) -> anyhow::Result<Report> {
+    let declared = desired.number(pnid).ok_or_else(|| {
+        let ids: Vec<String> = desired
+            .numbers
+            .iter()
+            .map(|n| n.phone_number_id.to_string())
+            .collect();
+        anyhow::anyhow!(
+            "number {pnid} is not declared in the file; declared: {}",
+            ids.join(", ")
+        )
+    })?;
+    let number = cfg
+        .numbers
+        .iter()
+        .find(|n| &n.phone_number_id == pnid)
+        .expect("declared numbers come from the file");
+    let agent_cfg = cfg.agents.get(&number.agent).ok_or_else(|| {
+        anyhow::anyhow!(
+            "numbers[{}].agent {} is not declared",
+            declared.index,
+            number.agent
+        )
+    })?;
+    let agent = Agent::from_config(agent_cfg)
+        .map_err(|e| anyhow::anyhow!("agent {}: {e}", number.agent))?;
+    let target = Target {
+        client,
+        desired,
+        number: declared,
+        agent_name: &number.agent,
+        agent: &agent,
+        probe_url: cfg.public_url.clone(),
+        app_secret: cfg.meta.app_secret.expose(),
+    };
+    Ok(test_connection(&target).await)
+}
+
+/// A report as people read it: one line per check, the fix under a failure.
+pub fn render_report(r: &Report) -> String {
+    let mut out = format!(
+        "{} {} ({})\n",
+        if r.ok { "OK  " } else { "FAIL" },
+        r.phone_number_id,
+        r.display_name
+    );
+    let width = r.checks.iter().map(|c| c.title.len()).max().unwrap_or(0);
+    for c in &r.checks {
+        out.push_str(&format!(
+            "  {}  {:<width$}  {}\n",
+            c.outcome.label(),
+            c.title,
+            c.detail
+        ));
+        if let Some(fix) = &c.fix {
+            out.push_str(&format!("        {:<width$}  fix: {fix}\n", ""));
+        }
+    }
+    out
+}
+
+/// With the built-in emulator (it lives inside `serve`), Test Connection runs in the gateway:
+/// `POST /api/numbers/{pnid}/test` on its admin listener.
+async fn check_in_gateway(cfg: &Config, pnid: &str) -> anyhow::Result<Report> {
+    let Some(base) = admin_base(cfg) else {
+        anyhow::bail!(
+            "meta.graph_url is `emulator` and listen.admin has port 0: the checks run inside the \
+             gateway, so give listen.admin a fixed port and start `wa-gateway serve`"
+        );
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()?;
+    let mut req = http.post(format!("{base}/api/numbers/{pnid}/test"));
+    if let Some(token) = &cfg.listen.admin_token {
+        req = req.bearer_auth(token.expose());
+    }
+    let res = req.send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "meta.graph_url is `emulator`, so the checks run inside the gateway, but none answers at {base}: start `wa-gateway serve` ({})",
+            e.without_url()
+        )
+    })?;
+    if !res.status().is_success() {
+        let status = res.status().as_u16();
+        let body: serde_json::Value = res.json().await.unwrap_or_default();
+        anyhow::bail!(
+            "the gateway at {base} answered HTTP {status}: {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    Ok(res.json().await?)
+}
+
+/// Test Connection for `pnid`: from here against Meta, or in the gateway with the emulator.
+async fn check(cfg: &Config, pnid: &PhoneNumberId) -> anyhow::Result<Report> {
+    if cfg.uses_emulator() {
+        return check_in_gateway(cfg, pnid.as_str()).await;
+    }
+    let (cfg, client) = with_client(cfg.clone())?;
+    let desired = Desired::from_config(&cfg);
+    check_number(&cfg, &client, &desired, pnid).await
+}
+
+/// `wa-gateway test-connection ID`: 0 when every check passed, 1 otherwise.
+pub async fn run_test_connection(path: &Path, pnid: &str) -> anyhow::Result<u8> {
+    let cfg = load_config(path)?;
+    let report = check(&cfg, &PhoneNumberId::from(pnid)).await?;
+    print!("{}", render_report(&report));
+    Ok(u8::from(!report.ok))
+}
+
+/// `wa-gateway doctor`: Test Connection for every enabled number, a summary table, then each
+/// failing number's checks; 0 when all passed, 1 otherwise.
+pub async fn run_doctor(path: &Path) -> anyhow::Result<u8> {
+    let cfg = load_config(path)?;
+    let desired = Desired::from_config(&cfg);
+    let mut reports = Vec::new();
+    let mut rows = Vec::new();
+    for n in &desired.numbers {
+        if !n.enabled {
+            rows.push([
+                n.phone_number_id.to_string(),
+                n.display_name.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "not tested: enabled: false".into(),
+            ]);
+            continue;
+        }
+        let r = check(&cfg, &n.phone_number_id).await?;
+        let count = |o: Outcome| {
+            r.checks
+                .iter()
+                .filter(|c| c.outcome == o)
+                .count()
+                .to_string()
+        };
+        let first_fail = r
+            .checks
+            .iter()
+            .find(|c| c.outcome == Outcome::Fail)
+            .map_or_else(
+                || "all checks passed".to_owned(),
+                |c| format!("{}: {}", c.title, c.detail),
+            );
+        rows.push([
+            r.phone_number_id.clone(),
+            r.display_name.clone(),
+            count(Outcome::Pass),
+            count(Outcome::Fail),
+            count(Outcome::Skip),
+            first_fail,
+        ]);
+        reports.push(r);
+    }
+    print!(
+        "{}",
+        table(
+            ["NUMBER", "NAME", "PASS", "FAIL", "SKIP", "FIRST PROBLEM"],
+            &rows
+        )
+    );
+    let failing: Vec<&Report> = reports.iter().filter(|r| !r.ok).collect();
+    for r in &failing {
+        print!("\n{}", render_report(r));
+    }
+    if failing.is_empty() {
+        println!("\nEvery number passed Test Connection.");
+    } else {
+        println!("\n{} of {} number(s) failed.", failing.len(), reports.len());
+    }
+    Ok(u8::from(!failing.is_empty()))
+}
+
 /// Left-aligned columns, two spaces apart.
-fn table(header: [&str; 5], rows: &[[String; 5]]) -> String {
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 5]| {
+    let line = |cells: Vec<&str>| {
         let mut s = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
+            if i + 1 == N {
                 s.push_str(cell);
             } else {
                 s.push_str(&format!("{cell:<w$}  "));
@@ -158,9 +435,26 @@ fn table(header: [&str; 5], rows: &[[String; 5]]) -> String {
         }
         s.trim_end().to_owned() + "\n"
     };
-    let mut out = line(header);
+    let mut out = line(header.to_vec());
     for row in rows {
-        out.push_str(&line([&row[0], &row[1], &row[2], &row[3], &row[4]]));
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_trim_the_last() {
+        let t = table(
+            ["A", "BB", "C"],
+            &[
+                ["xxx".into(), "y".into(), "z".into()],
+                ["1".into(), "".into(), "".into()],
+            ],
+        );
+        assert_eq!(t, "A    BB  C\nxxx  y   z\n1\n");
+    }
 }

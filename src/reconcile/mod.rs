@@ -4,13 +4,20 @@
 
 pub mod apply;
 pub mod cli;
+pub mod connection;
 pub mod desired;
+pub mod health;
 pub mod observe;
 pub mod plan;
+pub mod runner;
 pub mod status;
 
 pub use apply::{ApplyError, apply, explain};
 pub use desired::{Desired, DesiredNumber, DesiredWaba};
+pub use health::SendHealth;
 pub use observe::{Failure, Observed, ObservedApp, ObservedWaba, observe};
 pub use plan::{Action, Op, plan};
-pub use status::{NumberState, NumberStatus, derive_statuses, record_metrics, statuses};
+pub use runner::{CycleReport, ReconcileState, run_cycle};
+pub use status::{
+    Effective, NumberState, NumberStatus, derive_statuses, effective, record_metrics, statuses,
+};

@@ -1,8 +1,9 @@
-//! Number status for people and Prometheus: Active, Inactive (disabled) or Error with a reason
-//! and since when, plus what Meta says of the number (name, display number, quality).
-//! `derive_statuses` is pure; `statuses` observes then derives.
+//! Number status for people and Prometheus: Active, Inactive (disabled or disconnected) or
+//! Error with a reason and since when, plus what Meta says of the number (name, display number,
+//! quality). `derive_statuses` and `effective` are pure; `statuses` observes then derives.
 
 use super::desired::Desired;
+use super::health::Failing;
 use super::observe::{Failure, Observed, is_registered, observe};
 use crate::graph::GraphClient;
 use crate::ids::PhoneNumberId;
@@ -16,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub enum NumberState {
     /// Declared, enabled, and set up at Meta as declared.
     Active,
-    /// Declared with `enabled: false`.
+    /// Declared with `enabled: false`, or disconnected by an operator.
     Inactive,
     /// Something keeps the number from working; `reason` says what.
     Error,
@@ -33,7 +34,21 @@ impl NumberState {
             Self::Error => "error",
         }
     }
+
+    /// `Active`, `Inactive`, `Error`, for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Active => "Active",
+            Self::Inactive => "Inactive",
+            Self::Error => "Error",
+        }
+    }
 }
+
+/// Why a disabled number is Inactive.
+pub const DISABLED: &str = "disabled in the config";
+/// Why a disconnected number is Inactive.
+pub const DISCONNECTED: &str = "disconnected";
 
 /// One number's status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -50,6 +65,8 @@ pub struct NumberStatus {
     pub display_phone_number: Option<String>,
     /// GREEN, YELLOW, RED or UNKNOWN.
     pub quality_rating: Option<String>,
+    /// Unix seconds of the observation this status comes from.
+    pub checked_at: u64,
 }
 
 fn token_or_read(what: &str, f: &Failure, token_field: &str) -> String {
@@ -130,10 +147,7 @@ pub fn derive_statuses(
         .iter()
         .map(|n| {
             let (status, reason) = if !n.enabled {
-                (
-                    NumberState::Inactive,
-                    Some("disabled in the configuration".to_owned()),
-                )
+                (NumberState::Inactive, Some(DISABLED.to_owned()))
             } else {
                 match error_reason(desired, observed, &n.phone_number_id) {
                     Some(r) => (NumberState::Error, Some(r)),
@@ -157,9 +171,65 @@ pub fn derive_statuses(
                 verified_name: info.and_then(|i| i.verified_name.clone()),
                 display_phone_number: info.and_then(|i| i.display_phone_number.clone()),
                 quality_rating: info.and_then(|i| i.quality_rating.clone()),
+                checked_at: now_unix,
             }
         })
         .collect()
+}
+
+/// A number's status once the operator and the sender are heard beside Meta.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Effective {
+    pub status: NumberState,
+    /// Why, for Inactive and Error.
+    pub reason: Option<String>,
+    /// Unix seconds since it has been so, when known.
+    pub since: Option<u64>,
+}
+
+/// The status shown everywhere (`/api/numbers`, the page, the gauge): the file's `enabled`,
+/// then an operator's disconnect (`disconnected_since`), then Meta's view, then the sender's
+/// run of refused sends. `meta` is `None` until the control loop has observed the number.
+pub fn effective(
+    enabled: bool,
+    disconnected_since: Option<Option<u64>>,
+    meta: Option<&NumberStatus>,
+    failing: Option<&Failing>,
+) -> Effective {
+    let meta_since = |state: NumberState| meta.filter(|m| m.status == state).map(|m| m.since);
+    if !enabled {
+        return Effective {
+            status: NumberState::Inactive,
+            reason: Some(DISABLED.into()),
+            since: meta_since(NumberState::Inactive),
+        };
+    }
+    if let Some(since) = disconnected_since {
+        return Effective {
+            status: NumberState::Inactive,
+            reason: Some(DISCONNECTED.into()),
+            since,
+        };
+    }
+    if let Some(m) = meta.filter(|m| m.status == NumberState::Error) {
+        return Effective {
+            status: NumberState::Error,
+            reason: m.reason.clone(),
+            since: Some(m.since),
+        };
+    }
+    if let Some(f) = failing {
+        return Effective {
+            status: NumberState::Error,
+            reason: Some(f.reason.clone()),
+            since: Some(f.since),
+        };
+    }
+    Effective {
+        status: NumberState::Active,
+        reason: None,
+        since: meta_since(NumberState::Active),
+    }
 }
 
 /// Observes Meta and derives every declared number's status.
@@ -176,14 +246,122 @@ pub async fn statuses(
 }
 
 /// Sets `wa_gateway_number_status{phone_number_id, status}`: 1 for the current status, 0 for
-/// the others (a state set).
-pub fn record_metrics(metrics: &Metrics, statuses: &[NumberStatus]) {
-    for s in statuses {
+/// the others (a state set); numbers not listed lose their series.
+pub fn record_metrics<'a>(
+    metrics: &Metrics,
+    statuses: impl IntoIterator<Item = (&'a str, NumberState)>,
+) {
+    metrics.number_status.reset();
+    for (pnid, status) in statuses {
         for state in NumberState::ALL {
             metrics
                 .number_status
-                .with_label_values(&[s.phone_number_id.as_str(), state.as_str()])
-                .set(i64::from(state == s.status));
+                .with_label_values(&[pnid, state.as_str()])
+                .set(i64::from(state == status));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(status: NumberState, reason: Option<&str>, since: u64) -> NumberStatus {
+        NumberStatus {
+            phone_number_id: "1".into(),
+            display_name: "One".into(),
+            status,
+            reason: reason.map(str::to_owned),
+            since,
+            verified_name: None,
+            display_phone_number: None,
+            quality_rating: None,
+            checked_at: since,
+        }
+    }
+
+    #[test]
+    fn the_file_then_the_operator_then_meta_then_the_sender_decide() {
+        let active = meta(NumberState::Active, None, 10);
+        let expired = meta(NumberState::Error, Some("token (190)"), 20);
+        let failing = Failing {
+            reason: "the last 5 sends were refused".into(),
+            since: 30,
+        };
+        let e = |status, reason: Option<&str>, since| Effective {
+            status,
+            reason: reason.map(str::to_owned),
+            since,
+        };
+        use NumberState::*;
+        let cases = [
+            (true, None, None, None, e(Active, None, None)),
+            (true, None, Some(&active), None, e(Active, None, Some(10))),
+            (
+                false,
+                None,
+                Some(&active),
+                None,
+                e(Inactive, Some(DISABLED), None),
+            ),
+            (
+                false,
+                Some(Some(5)),
+                Some(&expired),
+                Some(&failing),
+                e(Inactive, Some(DISABLED), None),
+            ),
+            (
+                true,
+                Some(Some(5)),
+                Some(&expired),
+                None,
+                e(Inactive, Some(DISCONNECTED), Some(5)),
+            ),
+            (
+                true,
+                None,
+                Some(&expired),
+                Some(&failing),
+                e(Error, Some("token (190)"), Some(20)),
+            ),
+            (
+                true,
+                None,
+                Some(&active),
+                Some(&failing),
+                e(Error, Some("the last 5 sends were refused"), Some(30)),
+            ),
+            (
+                true,
+                None,
+                None,
+                Some(&failing),
+                e(Error, Some("the last 5 sends were refused"), Some(30)),
+            ),
+        ];
+        for (i, (enabled, disc, m, f, want)) in cases.into_iter().enumerate() {
+            assert_eq!(effective(enabled, disc, m, f), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn the_gauge_is_a_state_set_and_forgets_removed_numbers() {
+        let metrics = Metrics::new();
+        record_metrics(
+            &metrics,
+            [("1", NumberState::Error), ("2", NumberState::Active)],
+        );
+        record_metrics(&metrics, [("1", NumberState::Active)]);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"wa_gateway_number_status{phone_number_id="1",status="active"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"wa_gateway_number_status{phone_number_id="1",status="error"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"phone_number_id="2""#), "{text}");
     }
 }

@@ -1,0 +1,364 @@
+//! The control loop inside `serve`, over real sockets against the in-process emulator: it sets
+//! Meta up at start, number statuses follow the token (expired at the emulator, fixed in the
+//! file and hot-reloaded), refused sends turn a number to Error, and `apply: false` only
+//! reports the drift. `/api/numbers` and the `wa_gateway_number_status` gauge always agree.
+
+mod common;
+
+use common::{Db, Options, PNID, PNID2, TestGateway, WABA, wait_until};
+use serde_json::{Value, json};
+use std::time::Duration;
+use wa_gateway::app::Gateway;
+use wa_gateway::emulator::{Fault, FaultKind};
+use wa_gateway::reload::ReloadOutcome;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A gateway started from its file (so it reloads) with `edit` applied to the test YAML and a
+/// second, disabled number.
+async fn spawn(db: Db, edit: impl Fn(String) -> String) -> Option<TestGateway> {
+    spawn_with(db, Options::default(), "echo", edit).await
+}
+
+/// As `spawn`, with `opts` and the first number answered by `agent`.
+async fn spawn_with(
+    db: Db,
+    opts: Options,
+    agent: &str,
+    edit: impl Fn(String) -> String,
+) -> Option<TestGateway> {
+    let storage = common::storage(db).await?;
+    let opts = Options {
+        second_number: true,
+        ..opts
+    };
+    let yaml = edit(common::config_yaml(&storage.url, &opts, agent)).replace(
+        "access_token: { value: token-two }\n",
+        "access_token: { value: token-two }\n    enabled: false\n",
+    );
+    let path = storage.dir.path().join("gateway.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let gw = Gateway::start_from(&path).await.expect("gateway starts");
+    let emu = gw.emulator.clone().expect("in-process emulator");
+    Some(TestGateway {
+        config_path: path,
+        gw: Some(gw),
+        emu,
+        storage,
+        http: reqwest::Client::new(),
+    })
+}
+
+fn admin(t: &TestGateway, path: &str) -> String {
+    format!("http://{}{path}", t.gw().admin_addr)
+}
+
+/// `POST /api/reconcile`: one pass now; its report and the numbers afterwards.
+async fn pass_now(t: &TestGateway) -> Value {
+    let res = t
+        .http
+        .post(admin(t, "/api/reconcile"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    res.json().await.unwrap()
+}
+
+async fn numbers(t: &TestGateway) -> Vec<Value> {
+    let v: Value = t
+        .http
+        .get(admin(t, "/api/numbers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["numbers"].as_array().unwrap().clone()
+}
+
+fn number<'a>(list: &'a [Value], id: &str) -> &'a Value {
+    list.iter().find(|n| n["phone_number_id"] == id).unwrap()
+}
+
+/// Whether the gauge says `status` (and only it) for `pnid`.
+async fn gauge_says(t: &TestGateway, pnid: &str, status: &str) -> bool {
+    let text = t.metrics().await;
+    ["active", "inactive", "error"].iter().all(|s| {
+        let want = if *s == status { 1 } else { 0 };
+        text.contains(&format!(
+            "wa_gateway_number_status{{phone_number_id=\"{pnid}\",status=\"{s}\"}} {want}\n"
+        ))
+    })
+}
+
+/// Asks the emulator's control API, as a test harness or a person would.
+async fn emulator_post(t: &TestGateway, path: &str, body: Value) -> reqwest::Response {
+    t.http
+        .post(format!("{}{path}", t.emu.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn status_follows_the_token_through_the_control_loop(db: Db) {
+    let Some(mut t) = spawn(db, |y| y).await else {
+        return;
+    };
+    // The first pass set Meta up (the in-process emulator is a fresh app).
+    let v = pass_now(&t).await;
+    assert!(v["report"]["error"].is_null(), "{v}");
+    assert_eq!(v["report"]["mode"], "apply");
+    assert_eq!(v["report"]["pending"], json!([]), "{v}");
+    assert!(t.emu.waba_subscribed(WABA));
+    assert_eq!(
+        t.emu.app_callback_url().as_deref(),
+        Some("http://127.0.0.1:8080/webhook")
+    );
+    let list = numbers(&t).await;
+    let one = number(&list, PNID);
+    assert_eq!(one["status"], "active", "{one}");
+    assert_eq!(one["status_from_meta"]["status"], "active");
+    assert_eq!(one["verified_name"], "Test Number");
+    assert_eq!(one["display_phone_number"], "+1 555-224-2922");
+    assert_eq!(one["quality_rating"], "GREEN");
+    assert!(one["status_since"].is_string(), "{one}");
+    let two = number(&list, PNID2);
+    assert_eq!(two["status"], "inactive");
+    assert_eq!(two["status_reason"], "disabled in the config");
+    assert!(gauge_says(&t, PNID, "active").await);
+    assert!(gauge_says(&t, PNID2, "inactive").await);
+
+    // Meta expires the token: the next pass sees 190 and says what to fix.
+    let res = emulator_post(
+        &t,
+        "/_emulator/tokens/expire",
+        json!({ "token": "token-one" }),
+    )
+    .await;
+    assert_eq!(res.status().as_u16(), 204);
+    let v = pass_now(&t).await;
+    assert!(
+        !v["report"]["read_failures"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+    let one = number(v["numbers"].as_array().unwrap(), PNID).clone();
+    assert_eq!(one["status"], "error", "{one}");
+    let reason = one["status_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("(190)") && reason.contains("numbers[0].access_token"),
+        "{reason}"
+    );
+    assert!(one["status_since"].is_string());
+    assert_eq!(number(&numbers(&t).await, PNID)["status"], "error");
+    assert!(gauge_says(&t, PNID, "error").await);
+    let text = t.metrics().await;
+    assert!(
+        text.contains("wa_gateway_reconcile_runs_total{result=\"error\"}"),
+        "{text}"
+    );
+
+    // A new token goes into the file; the reload alone brings the number back.
+    let res = emulator_post(&t, "/_emulator/tokens", json!({ "phone_number_id": PNID })).await;
+    let fresh: Value = res.json().await.unwrap();
+    let fresh = fresh["token"].as_str().unwrap().to_owned();
+    let text = std::fs::read_to_string(&t.config_path).unwrap();
+    std::fs::write(
+        &t.config_path,
+        text.replacen("{ value: token-one }", &format!("{{ value: {fresh} }}"), 1),
+    )
+    .unwrap();
+    assert!(matches!(
+        t.gw().reload_now().await,
+        ReloadOutcome::Applied { .. }
+    ));
+    let back = wait_until(WAIT, || async {
+        number(&numbers(&t).await, PNID)["status"] == "active"
+    })
+    .await;
+    assert!(back, "{}", number(&numbers(&t).await, PNID));
+    assert!(gauge_says(&t, PNID, "active").await);
+    t.stop().await;
+}
+
+async fn refused_sends_turn_a_number_to_error_until_one_is_accepted(db: Db) {
+    let agent = common::RecordingAgent::start().await;
+    let opts = Options {
+        agents: agent.agents_yaml(),
+        ..Options::default()
+    };
+    let Some(mut t) = spawn_with(db, opts, "rec", |y| {
+        y.replace(
+            "  emulator: {",
+            "  reconcile: { failed_sends: 2 }\n  emulator: {",
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    pass_now(&t).await;
+    assert_eq!(number(&numbers(&t).await, PNID)["status"], "active");
+    // Meta refuses the next two sends for good (190 on the send only: Meta's view stays fine).
+    t.emu
+        .push_fault(Fault::once(FaultKind::TokenExpired190).times(2));
+    for i in 0..2 {
+        t.emu
+            .customer_says(PNID, "15551230001", "Asha", &format!("hi {i}"))
+            .await;
+        let failed = t
+            .wait_count(
+                "SELECT COUNT(*) FROM outbox WHERE state = 'failed'",
+                i as i64 + 1,
+                WAIT,
+            )
+            .await;
+        assert!(failed, "send {} refused and failed", i + 1);
+    }
+    let v = pass_now(&t).await;
+    let one = number(v["numbers"].as_array().unwrap(), PNID);
+    assert_eq!(one["status"], "error", "{one}");
+    assert_eq!(
+        one["status_from_meta"]["status"], "active",
+        "Meta itself is fine"
+    );
+    let reason = one["status_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("last 2 sends") && reason.contains("(190)"),
+        "{reason}"
+    );
+    assert!(gauge_says(&t, PNID, "error").await);
+
+    // The next accepted send clears it.
+    t.emu
+        .customer_says(PNID, "15551230001", "Asha", "again")
+        .await;
+    assert!(
+        t.emu
+            .wait_sent(
+                |s| s.iter().any(|m| m.text.as_deref() == Some("re: again")),
+                WAIT
+            )
+            .await
+    );
+    let cleared = wait_until(WAIT, || async {
+        number(&numbers(&t).await, PNID)["status"] == "active"
+    })
+    .await;
+    assert!(cleared, "{}", number(&numbers(&t).await, PNID));
+    assert!(gauge_says(&t, PNID, "active").await);
+    t.stop().await;
+}
+
+async fn plan_only_mode_reports_the_drift_and_changes_nothing(db: Db) {
+    let Some(mut t) = spawn(db, |y| {
+        y.replace(
+            "  emulator: {",
+            "  reconcile: { apply: false }\n  emulator: {",
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let v = pass_now(&t).await;
+    assert_eq!(v["report"]["mode"], "plan");
+    let ops: Vec<&str> = v["report"]["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["op"].as_str().unwrap())
+        .collect();
+    // The disabled number's WABA is declared too: it stays subscribed for when it is enabled.
+    assert_eq!(
+        ops,
+        ["subscribe_app", "subscribe_waba", "subscribe_waba"],
+        "{v}"
+    );
+    assert!(v["report"]["error"].is_null());
+    assert_eq!(t.emu.app_callback_url(), None, "nothing applied");
+    assert!(!t.emu.waba_subscribed(WABA));
+    let one = number(v["numbers"].as_array().unwrap(), PNID);
+    assert_eq!(one["status"], "error");
+    assert!(
+        one["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("not subscribed to the app"),
+        "{one}"
+    );
+    let text = t.metrics().await;
+    assert!(
+        text.contains("wa_gateway_reconcile_pending_actions 3\n"),
+        "{text}"
+    );
+    let (status, cfg) = {
+        let res = t.http.get(admin(&t, "/api/config")).send().await.unwrap();
+        (res.status().as_u16(), res.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 200);
+    assert_eq!(cfg["reconcile"]["mode"], "plan");
+    assert_eq!(cfg["reconcile"]["pending"], 3);
+    t.stop().await;
+}
+
+/// With the built-in emulator the checks run inside the gateway: `doctor`, `test-connection`
+/// and `status` ask it over its admin listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_asks_the_gateway_when_the_emulator_stands_in_for_meta() {
+    let port = common::free_port();
+    let mut t = spawn(Db::Sqlite, |y| {
+        y.replace(
+            "  admin: 127.0.0.1:0\n",
+            &format!("  admin: 127.0.0.1:{port}\n"),
+        )
+    })
+    .await
+    .unwrap();
+    pass_now(&t).await;
+    let cli = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-gateway"));
+        cmd.args(args)
+            .arg("--config")
+            .arg(&t.config_path)
+            .env("WA_GATEWAY_LOG", "warn");
+        async move {
+            let out = cmd.output().await.unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.code(), text)
+        }
+    };
+    let (code, out) = cli(&["doctor"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("not tested: enabled: false"), "{out}");
+    let (code, out) = cli(&["test-connection", PNID]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches("  PASS  ").count(), 6, "{out}");
+    let (code, out) = cli(&["status"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("inactive") && out.contains("Test Number"),
+        "{out}"
+    );
+
+    t.emu.expire_token("token-one");
+    pass_now(&t).await;
+    let (code, out) = cli(&["doctor"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Access token valid"), "{out}");
+    let (code, out) = cli(&["status"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    t.stop().await;
+}
+
+on_both_dbs!(
+    status_follows_the_token_through_the_control_loop,
+    refused_sends_turn_a_number_to_error_until_one_is_accepted,
+    plan_only_mode_reports_the_drift_and_changes_nothing,
+);
