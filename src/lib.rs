@@ -19,6 +19,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod reload;
 pub mod reply;
+pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod tls;

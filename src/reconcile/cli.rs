@@ -2,7 +2,7 @@
 //! `meta.graph_url`, print. Exit codes follow terraform's -detailed-exitcode for `plan`.
 
 use super::{Desired, apply, derive_statuses, observe, plan};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::graph::GraphClient;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Exit code of `plan` when changes are pending.
 pub const EXIT_PENDING: u8 = 2;
 
-fn load(path: &Path) -> anyhow::Result<(Config, GraphClient)> {
-    let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+async fn load(path: &Path) -> anyhow::Result<(Config, GraphClient)> {
+    let cfg = crate::secrets::load_resolved(path).await?;
     if cfg.uses_emulator() {
         anyhow::bail!(
             "meta.graph_url is `emulator`: the built-in emulator lives inside `serve` and cannot be \
@@ -52,7 +52,7 @@ async fn observe_and_plan(
 
 /// `wa-gateway plan`: 0 when nothing is to do, 2 when changes are pending, 1 on error.
 pub async fn run_plan(path: &Path) -> anyhow::Result<u8> {
-    let (cfg, client) = load(path)?;
+    let (cfg, client) = load(path).await?;
     let desired = Desired::from_config(&cfg);
     let actions = observe_and_plan(&client, &desired).await?;
     if actions.is_empty() {
@@ -72,7 +72,7 @@ pub async fn run_plan(path: &Path) -> anyhow::Result<u8> {
 
 /// `wa-gateway apply`: 0 when everything was done (or nothing was needed), 1 on a refusal.
 pub async fn run_apply(path: &Path) -> anyhow::Result<u8> {
-    let (cfg, client) = load(path)?;
+    let (cfg, client) = load(path).await?;
     let desired = Desired::from_config(&cfg);
     let actions = observe_and_plan(&client, &desired).await?;
     if actions.is_empty() {
@@ -102,7 +102,7 @@ pub async fn run_apply(path: &Path) -> anyhow::Result<u8> {
 
 /// `wa-gateway status`: a table of the declared numbers; 0 when none is in Error, else 1.
 pub async fn run_status(path: &Path) -> anyhow::Result<u8> {
-    let (cfg, client) = load(path)?;
+    let (cfg, client) = load(path).await?;
     let desired = Desired::from_config(&cfg);
     let observed = observe(&client, &desired).await;
     let now = SystemTime::now()

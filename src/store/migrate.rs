@@ -16,6 +16,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "number_overrides",
         include_str!("migrations/sqlite/0003_number_overrides.sql"),
     ),
+    (
+        4,
+        "onboarding",
+        include_str!("migrations/sqlite/0004_onboarding.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -28,6 +33,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "number_overrides",
         include_str!("migrations/postgres/0003_number_overrides.sql"),
+    ),
+    (
+        4,
+        "onboarding",
+        include_str!("migrations/postgres/0004_onboarding.sql"),
     ),
 ];
 

@@ -6,12 +6,14 @@ mod conversation;
 mod migrate;
 mod overrides;
 mod rows;
+mod secrets;
 pub mod writer;
 
 pub use apply::{Done, Op};
 pub use conversation::{HistoryEntry, OptedOut};
 pub use overrides::{Disconnected, NumberOverride};
 pub use rows::*;
+pub use secrets::StoredSecretRow;
 
 use crate::config::Storage as StorageConfig;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
