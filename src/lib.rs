@@ -13,6 +13,7 @@ pub mod http;
 pub mod ids;
 pub mod ingress;
 pub mod metrics;
+pub mod onboard;
 pub mod outbox;
 pub mod pipeline;
 pub mod policy;
