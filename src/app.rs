@@ -50,6 +50,9 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Stored secrets missing, undecryptable or unreadable; located in the file when there is one.
+    #[error("{0}")]
+    StoredSecrets(String),
 }
 
 /// A running gateway.
@@ -101,8 +104,34 @@ impl Gateway {
         }
     }
 
-    async fn start_inner(config: Config, loaded: Option<Loaded>) -> Result<Self, StartError> {
+    async fn start_inner(
+        mut config: Config,
+        mut loaded: Option<Loaded>,
+    ) -> Result<Self, StartError> {
         let shutdown = CancellationToken::new();
+        // Storage first: `stored:` secrets come from it, and the emulator and the snapshot need
+        // their values. Values under a previous key are re-encrypted under the current one here.
+        let replica = crate::cluster::replica_id();
+        let store = Store::connect(&config.storage)
+            .await?
+            .with_replica(&replica);
+        match crate::secrets::resolve_stored(&mut config, &store, true).await {
+            Ok(done) if !done.rotated.is_empty() => tracing::info!(
+                rotated = done.rotated.len(),
+                "stored secrets re-encrypted under meta.encryption_key"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                store.close().await;
+                return Err(StartError::StoredSecrets(match &loaded {
+                    Some(l) => e.located(&l.path),
+                    None => e.to_string(),
+                }));
+            }
+        }
+        if let Some(loaded) = &mut loaded {
+            loaded.config = config.clone();
+        }
         let cert = match &config.listen.tls {
             Some(files) => Some(crate::tls::load_certified_key(files)?),
             None => None,
@@ -135,10 +164,6 @@ impl Gateway {
             (config.meta.graph_url.clone(), None)
         };
 
-        let replica = crate::cluster::replica_id();
-        let store = Store::connect(&config.storage)
-            .await?
-            .with_replica(&replica);
         let metrics = Metrics::new();
         // Draining is a child of the hard stop, so a hard stop also drains.
         let draining = shutdown.child_token();

@@ -1,5 +1,5 @@
 //! The `wa-gateway` command line: serve, validate, schema, plan, apply, status,
-//! test-connection, doctor, emulator, chat, bench.
+//! test-connection, doctor, signup, number, secret, emulator, chat, bench.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -68,6 +68,12 @@ enum Command {
         #[arg(short, long, default_value = "gateway.yaml", env = "WA_GATEWAY_CONFIG")]
         config: PathBuf,
     },
+    /// Exchange an Embedded Signup code: store the token encrypted and print the YAML to add.
+    Signup(wa_gateway::onboard::cli::SignupArgs),
+    /// Verify and register a number: request-code, verify-code, register (with its PIN).
+    Number(wa_gateway::onboard::cli::NumberArgs),
+    /// Secrets kept encrypted in storage for `{ stored: NAME }`: put, list.
+    Secret(wa_gateway::onboard::cli::SecretArgs),
     /// Run the Cloud API emulator on its own.
     Emulator(wa_gateway::emulator::cli::EmulatorArgs),
     /// Be a customer in the terminal: write to a number through the emulator and see the replies.
@@ -149,6 +155,9 @@ async fn run(command: Command) -> anyhow::Result<u8> {
             config,
         } => wa_gateway::reconcile::cli::run_test_connection(&config, &phone_number_id).await,
         Command::Doctor { config } => wa_gateway::reconcile::cli::run_doctor(&config).await,
+        Command::Signup(args) => wa_gateway::onboard::cli::run_signup(args).await,
+        Command::Number(args) => wa_gateway::onboard::cli::run_number(args).await,
+        Command::Secret(args) => wa_gateway::onboard::cli::run_secret(args).await,
         Command::Emulator(args) => wa_gateway::emulator::cli::run_emulator(args).await,
         Command::Chat(args) => wa_gateway::emulator::cli::run_chat(args).await,
         Command::Bench(args) => wa_gateway::bench::run(args).await,

@@ -4,8 +4,7 @@
 use crate::store::Store;
 use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge,
+    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Duration;
@@ -56,10 +55,6 @@ pub struct Metrics {
     pub number_status: IntGaugeVec,
     /// Control-loop passes by result: ok, error (a read failed or Meta refused a change).
     pub reconcile_runs: IntCounterVec,
-    /// Changes the control loop made at Meta.
-    pub reconcile_applied: IntCounter,
-    /// Changes still pending after the latest pass (the drift from the file).
-    pub reconcile_pending: IntGauge,
     /// Configuration reloads by result: ok, error (unchanged files count as neither).
     pub config_reloads: IntCounterVec,
     /// 1 for the SHA-256 of the configuration file in force.
@@ -84,11 +79,10 @@ pub struct Metrics {
     /// Seconds sends waited on the per-number throughput and per-customer pacing limits, by
     /// number.
     pub throttle_wait_seconds: CounterVec,
-    /// Actions the reconciler's last plan holds (0: the Meta side matches the file). Set by the
-    /// serve-side reconcile loop, which owns it; registered here so alert rules have a stable name.
+    /// Actions still pending after the control loop's latest pass (0: the Meta side matches the
+    /// file; in plan-only mode, the whole plan).
     pub reconcile_drift: IntGauge,
-    /// Reconciler actions applied, by result (ok, error). Counted by the serve-side reconcile
-    /// loop, which owns it; registered here so alert rules have a stable name.
+    /// Reconciler actions, by result: ok (carried out), error (Meta refused it).
     pub reconcile_actions: IntCounterVec,
 }
 
@@ -256,16 +250,6 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
-        let reconcile_applied = IntCounter::new(
-            "wa_gateway_reconcile_applied_total",
-            "Changes the control loop made at Meta.",
-        )
-        .expect("valid metric");
-        let reconcile_pending = IntGauge::new(
-            "wa_gateway_reconcile_pending_actions",
-            "Changes still pending after the latest control-loop pass (drift from the file).",
-        )
-        .expect("valid metric");
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "wa_gateway_config_reloads_total",
@@ -377,8 +361,6 @@ impl Metrics {
             Box::new(agent_breaker_open.clone()),
             Box::new(number_status.clone()),
             Box::new(reconcile_runs.clone()),
-            Box::new(reconcile_applied.clone()),
-            Box::new(reconcile_pending.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_info.clone()),
             Box::new(config_loaded_timestamp.clone()),
@@ -420,8 +402,6 @@ impl Metrics {
             agent_breaker_open,
             number_status,
             reconcile_runs,
-            reconcile_applied,
-            reconcile_pending,
             config_reloads,
             config_info,
             config_loaded_timestamp,

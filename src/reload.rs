@@ -147,11 +147,21 @@ impl Reloader {
     async fn reload_config(&mut self) -> ReloadOutcome {
         let path = self.path.clone();
         // Reading files and secrets blocks; keep it off the runtime's workers.
-        let loaded = match tokio::task::spawn_blocking(move || Loaded::from_path(&path)).await {
+        let mut loaded = match tokio::task::spawn_blocking(move || Loaded::from_path(&path)).await {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(e)) => return ReloadOutcome::Failed(e.to_string()),
             Err(e) => return ReloadOutcome::Failed(format!("the loader panicked: {e}")),
         };
+        // Stored secrets are read (and moved to a new key) before anything is compared or built,
+        // so a rotated stored value counts as a change and a missing one refuses the file.
+        match crate::secrets::resolve_stored(&mut loaded.config, &self.state.store, true).await {
+            Ok(done) if !done.rotated.is_empty() => tracing::info!(
+                rotated = done.rotated.len(),
+                "stored secrets re-encrypted under meta.encryption_key"
+            ),
+            Ok(_) => {}
+            Err(e) => return ReloadOutcome::Failed(e.located(&self.path)),
+        }
         let fingerprint = fingerprint(&loaded);
         if fingerprint == self.fingerprint {
             // The file in force was read again (e.g. a bad edit reverted): nothing is wrong now.

@@ -1,6 +1,7 @@
 //! Invariant 7: secret values never appear in logs, metrics, admin responses, error text or a
-//! Debug print. A gateway runs with distinctive secrets (from files, as in Kubernetes), goes
-//! through ordinary and failing paths, and every output is searched for them.
+//! Debug print. A gateway runs with distinctive secrets (from files, as in Kubernetes, and the
+//! number's token stored encrypted under `meta.encryption_key`), goes through ordinary and failing
+//! paths (onboarding included), and every output is searched for them.
 
 mod common;
 
@@ -24,13 +25,19 @@ impl Write for Captured {
     }
 }
 
-const SECRETS: [(&str, &str); 5] = [
+const SECRETS: [(&str, &str); 6] = [
     ("app_secret", "APPSECRET-7f3a9c"),
     ("verify_token", "VERIFYTOKEN-51be02"),
     ("token", "ACCESSTOKEN-e4d1aa"),
     ("admin_token", "ADMINTOKEN-9c0d3e"),
     ("agent_key", "AGENTKEY-2b7f61"),
+    // base64 of the 32 bytes `ENCKEY-0123456789abcdef-9f8e7d6c`, searched for in both forms.
+    (
+        "encryption_key",
+        "RU5DS0VZLTAxMjM0NTY3ODlhYmNkZWYtOWY4ZTdkNmM=",
+    ),
 ];
+const RAW_KEY: &str = "ENCKEY-0123456789abcdef-9f8e7d6c";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_value_anywhere() {
@@ -74,15 +81,26 @@ async fn no_secret_value_anywhere() {
     let yaml = format!(
         "version: 1\nlisten: {{ webhook: \"127.0.0.1:{port}\", admin: \"127.0.0.1:0\", admin_token: {{ file: {d}/admin_token }} }}\n\
          public_url: http://127.0.0.1:{port}/webhook\nstorage: {{ url: \"{url}\" }}\n\
-         meta:\n  graph_url: {graph}\n  app_id: \"1000000000000001\"\n  app_secret: {{ file: {d}/app_secret }}\n  verify_token: {{ file: {d}/verify_token }}\n\
+         meta:\n  graph_url: {graph}\n  app_id: \"1000000000000001\"\n  app_secret: {{ file: {d}/app_secret }}\n  verify_token: {{ file: {d}/verify_token }}\n  encryption_key: {{ file: {d}/encryption_key }}\n\
          agents:\n  rec: {{ kind: http, url: \"{agent}\", headers: {{ Authorization: {{ file: {d}/agent_key }} }} }}\n\
-         numbers:\n  - {{ phone_number_id: \"{PNID}\", waba_id: \"{WABA}\", agent: rec, access_token: {{ file: {d}/token }} }}\n",
+         numbers:\n  - {{ phone_number_id: \"{PNID}\", waba_id: \"{WABA}\", agent: rec, access_token: {{ stored: acme }} }}\n",
         url = storage.url,
         graph = emu.url(),
         agent = agent.url,
     );
     let path = dir.join("gateway.yaml");
     std::fs::write(&path, &yaml).unwrap();
+    // The number's token is kept encrypted in storage, as `wa-gateway secret put acme` does.
+    {
+        let cfg = wa_gateway::config::load(&path).unwrap();
+        let store = wa_gateway::store::Store::connect(&cfg.storage)
+            .await
+            .unwrap();
+        wa_gateway::secrets::put(&cfg, &store, "acme", SECRETS[2].1)
+            .await
+            .unwrap();
+        store.close().await;
+    }
     emu.set_webhook_url(format!("http://127.0.0.1:{port}/webhook"));
     let gw = wa_gateway::app::Gateway::start_from(&path).await.unwrap();
     let http = reqwest::Client::new();
@@ -132,6 +150,45 @@ async fn no_secret_value_anywhere() {
         .await
         .unwrap();
     outputs.push(("wrong admin token".into(), refused.text().await.unwrap()));
+    // Onboarding: a signup exchange (its new token is stored encrypted), a code request and its
+    // refused resend, a wrong code, a register refused for a missing PIN at Meta's side.
+    let code = emu.signup_code(WABA).unwrap();
+    let post = |route: String, body: serde_json::Value| {
+        let http = http.clone();
+        let admin = admin.clone();
+        async move {
+            let r = http
+                .post(format!("{admin}{route}"))
+                .bearer_auth(SECRETS[3].1)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, signup) = post(
+        "/api/signup".into(),
+        serde_json::json!({ "code": code, "waba_id": WABA }),
+    )
+    .await;
+    assert_eq!(status, 200, "{signup}");
+    outputs.push(("signup".into(), signup));
+    let (_, reused) = post(
+        "/api/signup".into(),
+        serde_json::json!({ "code": code, "waba_id": WABA }),
+    )
+    .await;
+    outputs.push(("signup with a used code".into(), reused));
+    for (route, body) in [
+        ("request_code", serde_json::json!({})),
+        ("request_code", serde_json::json!({ "method": "voice" })),
+        ("verify_code", serde_json::json!({ "code": "000000" })),
+        ("verify_code", serde_json::json!({ "code": "12" })),
+    ] {
+        let (status, text) = post(format!("/api/numbers/{PNID}/{route}"), body).await;
+        outputs.push((format!("{route} {status}"), text));
+    }
     // Everything the admin listener shows.
     for route in [
         "/api/numbers",
@@ -187,6 +244,14 @@ async fn no_secret_value_anywhere() {
             "payload || ' ' || COALESCE(text, '') || ' ' || COALESCE(detail, '')",
         ),
         ("dead_letters", "reason || ' ' || body"),
+        (
+            "stored_secrets",
+            "name || ' ' || key_id || ' ' || hex(nonce) || ' ' || hex(ciphertext)",
+        ),
+        (
+            "verification_requests",
+            "phone_number_id || ' ' || code_method || ' ' || language",
+        ),
     ] {
         use sqlx::Connection;
         let mut c = sqlx::SqliteConnection::connect(&storage.url).await.unwrap();
@@ -195,6 +260,41 @@ async fn no_secret_value_anywhere() {
             .await
             .unwrap();
         outputs.push((format!("table {table}"), rows.join("\n")));
+    }
+    // The token signup obtained is a secret too: read it back with the key, then search for it.
+    let signup_token = {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&storage.url).await.unwrap();
+        let (key_id, nonce, ciphertext): (String, Vec<u8>, Vec<u8>) =
+            sqlx::query_as("SELECT key_id, nonce, ciphertext FROM stored_secrets WHERE name = $1")
+                .bind(format!("waba-{WABA}"))
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        let key = wa_gateway::secrets::EncryptionKey::parse(SECRETS[5].1).unwrap();
+        let ring = wa_gateway::secrets::Keyring::new(key, vec![]);
+        let sealed = wa_gateway::secrets::Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        };
+        ring.open(&format!("waba-{WABA}"), &sealed).unwrap()
+    };
+    assert!(signup_token.starts_with("EAA"), "a real token was stored");
+    // Raw ciphertext bytes hold no plaintext either.
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&storage.url).await.unwrap();
+        let blobs: Vec<Vec<u8>> = sqlx::query_scalar("SELECT ciphertext FROM stored_secrets")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(blobs.len(), 2);
+        for blob in blobs {
+            for value in [SECRETS[2].1, signup_token.as_str()] {
+                assert!(!blob.windows(value.len()).any(|w| w == value.as_bytes()));
+            }
+        }
     }
     gw.shutdown(Duration::from_secs(5)).await;
     outputs.push((
@@ -217,7 +317,10 @@ async fn no_secret_value_anywhere() {
             !text.is_empty() || may_be_empty,
             "{what} is empty: the search would prove nothing"
         );
-        for (name, value) in SECRETS {
+        for (name, value) in SECRETS.into_iter().chain([
+            ("raw encryption key", RAW_KEY),
+            ("signup token", signup_token.as_str()),
+        ]) {
             assert!(!text.contains(value), "{name} appears in {what}");
         }
     }

@@ -290,10 +290,7 @@ async fn plan_only_mode_reports_the_drift_and_changes_nothing(db: Db) {
         "{one}"
     );
     let text = t.metrics().await;
-    assert!(
-        text.contains("wa_gateway_reconcile_pending_actions 3\n"),
-        "{text}"
-    );
+    assert!(text.contains("wa_gateway_reconcile_drift 3\n"), "{text}");
     let (status, cfg) = {
         let res = t.http.get(admin(&t, "/api/config")).send().await.unwrap();
         (res.status().as_u16(), res.json::<Value>().await.unwrap())

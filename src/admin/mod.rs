@@ -7,6 +7,7 @@
 mod api;
 mod auth;
 mod media;
+mod onboard;
 mod page;
 
 pub use api::{MetaView, NumberView, OPENAPI, effective_statuses, rfc3339};
@@ -32,6 +33,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/numbers/{phone_number_id}/connect", post(api::connect))
         .route("/api/numbers/{phone_number_id}/test", post(api::test))
         .route("/api/reconcile", post(api::reconcile))
+        .route(
+            "/api/numbers/{phone_number_id}/request_code",
+            post(onboard::request_code),
+        )
+        .route(
+            "/api/numbers/{phone_number_id}/verify_code",
+            post(onboard::verify_code),
+        )
+        .route(
+            "/api/numbers/{phone_number_id}/register",
+            post(onboard::register),
+        )
+        .route("/api/signup", post(onboard::signup))
         .route("/api/config", get(api::config))
         .route("/api/cluster", get(api::cluster))
         .route("/api/openapi.json", get(api::openapi))

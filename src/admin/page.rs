@@ -39,9 +39,17 @@ pub(super) async fn index(
 ) -> Response {
     let presented = auth::bearer(&headers).or(query.get("token").map(String::as_str));
     let access = auth::check(&st, presented);
+    // The launcher (and the policy that lets Facebook's SDK in) only for a signed-in operator.
+    let launcher = access
+        .allowed()
+        .then(|| super::onboard::launcher_html(&st))
+        .flatten();
     let body = if access.allowed() {
         match api::number_views(&st).await {
-            Ok(views) => page(&header_html(&st), &cards_html(&views), access),
+            Ok(views) => {
+                let main = cards_html(&views) + launcher.as_deref().unwrap_or_default();
+                page(&header_html(&st), &main, access)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "status page storage read failed");
                 let msg = "Storage is not answering: check /readyz and the gateway's logs.";
@@ -50,7 +58,8 @@ pub(super) async fn index(
                     &format!("<p class=\"alert\">{}</p>", escape(msg)),
                     access,
                 );
-                return (StatusCode::SERVICE_UNAVAILABLE, html_headers(), html).into_response();
+                return (StatusCode::SERVICE_UNAVAILABLE, html_headers(false), html)
+                    .into_response();
             }
         }
     } else {
@@ -71,10 +80,17 @@ pub(super) async fn index(
             access,
         )
     };
-    (html_headers(), body).into_response()
+    (html_headers(launcher.is_some()), body).into_response()
 }
 
-fn html_headers() -> [(header::HeaderName, HeaderValue); 4] {
+fn html_headers(signup: bool) -> [(header::HeaderName, HeaderValue); 4] {
+    let csp = match signup {
+        true => HeaderValue::from_static(super::onboard::CSP_WITH_SIGNUP),
+        false => HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    };
     [
         (
             header::CONTENT_TYPE,
@@ -85,14 +101,9 @@ fn html_headers() -> [(header::HeaderName, HeaderValue); 4] {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ),
-        // Inline style and script only; no request leaves for another origin.
-        (
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
-                 connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
-            ),
-        ),
+        // Inline style and script only; no request leaves for another origin (except Facebook's
+        // SDK when the signup launcher is shown).
+        (header::CONTENT_SECURITY_POLICY, csp),
     ]
 }
 

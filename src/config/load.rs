@@ -83,6 +83,12 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         if let Err(e) = secret.resolve() {
             // SecretError names the variable or the file, never the value.
             diagnostics.push(at(map.nearest(&path), &path, format!("secret: {e}")));
+        } else if is_encryption_key(&path)
+            && secret.stored_name().is_none()
+            && let Err(e) = crate::secrets::EncryptionKey::parse(secret.expose())
+        {
+            // KeyError says how long the key is, never what it holds.
+            diagnostics.push(at(map.nearest(&path), &path, e.to_string()));
         }
     }
     if diagnostics.is_empty() {
@@ -90,6 +96,39 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     } else {
         Err(ConfigError::new(diagnostics))
     }
+}
+
+fn is_encryption_key(path: &str) -> bool {
+    path == "meta.encryption_key" || path.starts_with("meta.previous_encryption_keys[")
+}
+
+/// Diagnostics for problems found after loading (a stored secret missing from storage), placed
+/// at the fields' positions in `file` as it is now; at line 0 when it cannot be read.
+pub fn diagnostics_at(
+    file: &Path,
+    issues: impl IntoIterator<Item = (String, String)>,
+) -> ConfigError {
+    let map = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| SourceMap::build(&text).ok());
+    ConfigError::new(
+        issues
+            .into_iter()
+            .map(|(path, message)| {
+                let loc = map
+                    .as_ref()
+                    .map(|m| m.nearest(&path))
+                    .unwrap_or(Location { line: 0, column: 0 });
+                Diagnostic {
+                    file: file.to_owned(),
+                    line: loc.line,
+                    column: loc.column,
+                    path,
+                    message,
+                }
+            })
+            .collect(),
+    )
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {

@@ -162,6 +162,20 @@ pub struct Meta {
     /// How `serve` keeps Meta's setup and the numbers' statuses current.
     #[serde(default)]
     pub reconcile: ReconcileSettings,
+    /// The key that encrypts (AES-256-GCM) the secrets the gateway keeps in storage, such as
+    /// tokens from embedded signup, referenced as `{ stored: NAME }`: 32 random bytes written
+    /// as base64 (44 characters, `openssl rand -base64 32`) or as 64 hex digits
+    /// (`openssl rand -hex 32`). Required when any secret is `stored:`; never itself stored.
+    #[serde(default)]
+    pub encryption_key: Option<Secret>,
+    /// Keys used before `encryption_key`, for rotation: values still encrypted under one of them
+    /// are read, and re-encrypted under `encryption_key` when `serve` starts or reloads. Remove a
+    /// key once the gateway has run with the new one.
+    #[serde(default)]
+    pub previous_encryption_keys: Vec<Secret>,
+    /// Embedded Signup (the status page's "Connect with Facebook" launcher); off when absent.
+    #[serde(default)]
+    pub embedded_signup: Option<EmbeddedSignup>,
 }
 
 /// The control loop inside `serve`: it reconciles at start, after each configuration reload
@@ -186,6 +200,16 @@ impl Default for ReconcileSettings {
             failed_sends: 5,
         }
     }
+}
+
+/// The Facebook Login for Business configuration that runs WhatsApp Embedded Signup.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSignup {
+    /// The configuration id from the app dashboard (Facebook Login for Business →
+    /// Configurations), digits, quoted.
+    #[schemars(pattern(r"^[0-9]+$"))]
+    pub config_id: String,
 }
 
 fn default_graph_url() -> String {
@@ -316,6 +340,12 @@ impl Config {
         ];
         if let Some(token) = &mut self.listen.admin_token {
             out.push(("listen.admin_token".to_owned(), token));
+        }
+        if let Some(key) = &mut self.meta.encryption_key {
+            out.push(("meta.encryption_key".to_owned(), key));
+        }
+        for (i, key) in self.meta.previous_encryption_keys.iter_mut().enumerate() {
+            out.push((format!("meta.previous_encryption_keys[{i}]"), key));
         }
         for (name, agent) in &mut self.agents {
             match agent {

@@ -1,5 +1,6 @@
-//! Secret references (`{ env: NAME }`, `{ file: PATH }`, `{ value: "…" }`) and the resolved value.
-//! A secret's value never appears in Debug, Display, Serialize or an error message.
+//! Secret references (`{ env: NAME }`, `{ file: PATH }`, `{ value: "…" }`, `{ stored: NAME }`) and
+//! the resolved value. A secret's value never appears in Debug, Display, Serialize or an error
+//! message. `stored:` values live encrypted in storage and are filled in by `crate::secrets`.
 
 use schemars::JsonSchema;
 use serde::de::{self, EnumAccess, Error as _, MapAccess, SeqAccess, Visitor};
@@ -19,6 +20,9 @@ pub enum SecretSource {
     File(PathBuf),
     /// The value inline; accepted only when `meta.graph_url` is `emulator`.
     Value(String),
+    /// A value the gateway keeps in its storage, encrypted with `meta.encryption_key` (tokens
+    /// from `wa-gateway signup` or `wa-gateway secret put`).
+    Stored(String),
 }
 
 impl SecretSource {
@@ -28,8 +32,17 @@ impl SecretSource {
             SecretSource::Env(name) => format!("environment variable {name}"),
             SecretSource::File(path) => format!("file {}", path.display()),
             SecretSource::Value(_) => "inline value".into(),
+            SecretSource::Stored(name) => format!("stored secret {name}"),
         }
     }
+}
+
+/// Whether `name` may name a stored secret: 1 to 64 ASCII letters, digits, `_`, `-` or `.`.
+pub fn is_stored_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// A secret reference and, once the config is loaded, its value.
@@ -69,9 +82,24 @@ impl Secret {
         &self.source
     }
 
-    /// Reads the value from its source (re-reading files each time).
+    /// The name of a `{ stored: NAME }` reference.
+    pub fn stored_name(&self) -> Option<&str> {
+        match &self.source {
+            SecretSource::Stored(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Fills in a `stored:` reference's value once storage gave it (see `crate::secrets`).
+    pub(crate) fn set_stored_value(&mut self, value: &str) {
+        self.value = Arc::from(value);
+    }
+
+    /// Reads the value from its source (re-reading files each time). A `stored:` reference is
+    /// left empty here: storage is not open while a file is parsed; `crate::secrets` fills it.
     pub fn resolve(&mut self) -> Result<(), SecretError> {
         let value = match &self.source {
+            SecretSource::Stored(_) => return Ok(()),
             SecretSource::Env(name) => {
                 std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))?
             }
@@ -140,7 +168,7 @@ impl<'de> Visitor<'de> for SourceVisitor {
     type Value = SecretSource;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("{ env: NAME }, { file: PATH } or { value: \"…\" }")
+        f.write_str("{ env: NAME }, { file: PATH }, { stored: NAME } or { value: \"…\" }")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretSource, A::Error> {
@@ -156,11 +184,17 @@ impl<'de> Visitor<'de> for SourceVisitor {
             "env" => SecretSource::Env(text),
             "file" => SecretSource::File(PathBuf::from(text)),
             "value" => SecretSource::Value(text),
-            _ => return Err(A::Error::unknown_variant(&kind, &["env", "file", "value"])),
+            "stored" => SecretSource::Stored(text),
+            _ => {
+                return Err(A::Error::unknown_variant(
+                    &kind,
+                    &["env", "file", "stored", "value"],
+                ));
+            }
         };
         if map.next_key::<String>()?.is_some() {
             return Err(A::Error::custom(
-                "a secret reference holds exactly one of env, file or value",
+                "a secret reference holds exactly one of env, file, stored or value",
             ));
         }
         Ok(source)
@@ -268,5 +302,23 @@ mod tests {
         }
         let s: Secret = serde_norway::from_str("{ file: /run/token }").unwrap();
         assert_eq!(s.source(), &SecretSource::File("/run/token".into()));
+    }
+
+    #[test]
+    fn a_stored_reference_waits_for_storage_and_stays_redacted() {
+        let mut s: Secret = serde_norway::from_str("{ stored: acme }").unwrap();
+        assert_eq!(s.stored_name(), Some("acme"));
+        s.resolve().unwrap();
+        assert_eq!(s.expose(), "", "parsing alone never fills a stored value");
+        s.set_stored_value("EAAGstored-plaintext");
+        assert_eq!(s.expose(), "EAAGstored-plaintext");
+        for shown in [
+            format!("{s:?}"),
+            format!("{s}"),
+            serde_json::to_string(&s).unwrap(),
+        ] {
+            assert!(!shown.contains("plaintext"), "{shown}");
+        }
+        assert_eq!(format!("{s:?}"), "Secret(stored secret acme, redacted)");
     }
 }

@@ -449,7 +449,7 @@ fn schema_is_generated_from_the_model() {
         .flat_map(|v| v["required"].as_array().unwrap())
         .map(|k| k.as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["env", "file", "value"], "{secret}");
+    assert_eq!(kinds, ["env", "file", "value", "stored"], "{secret}");
     assert_eq!(defs["Duration"]["type"], "string");
     assert_eq!(
         defs["Number"]["properties"]["phone_number_id"]["pattern"],
@@ -568,4 +568,58 @@ fn tls_files_must_load_and_match() {
     let (at, text) = diagnostics(&tls(&pem, &pem));
     assert_eq!(at, ["5:11 listen.tls.cert"], "{text}");
     assert!(!text.contains("PRIVATE KEY-----\n"), "{text}");
+}
+
+#[test]
+fn stored_secrets_need_an_encryption_key_that_parses() {
+    // A stored token without meta.encryption_key is refused at the reference.
+    let (at, text) = diagnostics(&with(
+        "access_token: { value: demo-access-token }",
+        "access_token: { stored: acme }",
+    ));
+    assert_eq!(at, ["21:19 numbers[0].access_token"], "{text}");
+    assert!(
+        text.contains("meta.encryption_key is not set") && text.contains("openssl rand -base64 32"),
+        "{text}"
+    );
+
+    // With a key (inline, emulator only) the stored reference parses and waits for storage.
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let keyed = with(
+        "  verify_token: { value: demo-verify-token }\n",
+        &format!(
+            "  verify_token: {{ value: demo-verify-token }}\n  encryption_key: {{ value: \"{key}\" }}\n"
+        ),
+    );
+    let stored = keyed.replacen(
+        "access_token: { value: demo-access-token }",
+        "access_token: { stored: acme }",
+        1,
+    );
+    let config = parse(&stored, Path::new("gateway.yaml")).unwrap();
+    assert_eq!(config.numbers[0].access_token.stored_name(), Some("acme"));
+    assert_eq!(config.numbers[0].access_token.expose(), "");
+
+    // A key of the wrong length, a key that is itself stored, a bad name: each at its node.
+    let short = keyed.replacen(key, "c2hvcnQ=", 1);
+    let (at, text) = diagnostics(&short);
+    assert_eq!(at, ["14:19 meta.encryption_key"], "{text}");
+    assert!(text.contains("decodes to 5 bytes"), "{text}");
+    assert!(!text.contains("c2hvcnQ"), "the key is never echoed: {text}");
+    let (at, text) = diagnostics(&with(
+        "  verify_token: { value: demo-verify-token }\n",
+        "  verify_token: { value: demo-verify-token }\n  encryption_key: { stored: key }\n",
+    ));
+    assert_eq!(at, ["14:19 meta.encryption_key"], "{text}");
+    assert!(text.contains("cannot itself be a stored secret"), "{text}");
+    let (at, text) = diagnostics(&stored.replacen("stored: acme", "stored: \"a b\"", 1));
+    assert_eq!(at, ["22:19 numbers[0].access_token"], "{text}");
+    assert!(text.contains("not a stored secret name"), "{text}");
+
+    // The launcher's config id is digits.
+    let (at, _) = diagnostics(&with(
+        "  verify_token: { value: demo-verify-token }\n",
+        "  verify_token: { value: demo-verify-token }\n  embedded_signup: { config_id: abc }\n",
+    ));
+    assert_eq!(at, ["14:33 meta.embedded_signup.config_id"]);
 }

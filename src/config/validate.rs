@@ -4,7 +4,7 @@
 use super::locate::{SourceMap, join_key};
 use super::model::{Agent, Config};
 use super::policy::LocalizedText;
-use super::secret::SecretSource;
+use super::secret::{SecretSource, is_stored_name};
 use std::collections::HashMap;
 
 /// A broken rule: the field path, whether to point at its key rather than its value, and why.
@@ -55,6 +55,7 @@ pub fn validate(config: &Config, map: &SourceMap) -> Vec<Issue> {
     check_agents(config, &mut out);
     check_numbers(config, map, &mut out);
     check_inline_secrets(config, &mut out);
+    check_stored_secrets(config, &mut out);
     check_waba_callbacks(config, &mut out);
     check_policies(config, &mut out);
     out.0
@@ -405,6 +406,48 @@ fn check_inline_secrets(config: &Config, out: &mut Issues) {
                 "inline secrets are only accepted with the built-in emulator; use { env: NAME } or { file: PATH }",
             );
         }
+    }
+}
+
+/// A `stored:` reference needs the key that decrypts it, and the keys cannot be stored themselves.
+fn check_stored_secrets(config: &Config, out: &mut Issues) {
+    let has_key = config.meta.encryption_key.is_some();
+    let mut config = config.clone();
+    for (path, secret) in config.secrets_mut() {
+        let Some(name) = secret.stored_name() else {
+            continue;
+        };
+        if path.starts_with("meta.encryption_key")
+            || path.starts_with("meta.previous_encryption_keys")
+        {
+            out.value(
+                path,
+                "the encryption key cannot itself be a stored secret: use { env: NAME } or { file: PATH }",
+            );
+        } else if !has_key {
+            out.value(
+                path,
+                format!(
+                    "stored secret {name:?} is kept encrypted, but meta.encryption_key is not set: add \
+                     meta.encryption_key: {{ env: WA_ENCRYPTION_KEY }} holding {}",
+                    crate::secrets::KEY_FORMAT
+                ),
+            );
+        } else if !is_stored_name(name) {
+            out.value(
+                path,
+                format!("{name:?} is not a stored secret name: use 1 to 64 letters, digits, `_`, `-` or `.`"),
+            );
+        }
+    }
+    if let Some(signup) = &config.meta.embedded_signup
+        && !is_digits(&signup.config_id)
+    {
+        out.value(
+            "meta.embedded_signup.config_id",
+            "the Embedded Signup configuration id is digits only, as the app dashboard shows it \
+             (Facebook Login for Business → Configurations)",
+        );
     }
 }
 

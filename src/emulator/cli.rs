@@ -48,7 +48,7 @@ pub struct ChatArgs {
 
 /// Runs the emulator until Ctrl-C.
 pub async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<u8> {
-    let cfg = crate::config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = crate::secrets::load_resolved(&args.config).await?;
     let mut emu_cfg = EmulatorConfig::from_gateway(&cfg);
     if let Some(url) = args.webhook_url {
         emu_cfg.webhook_url = Some(url);

@@ -184,6 +184,29 @@ impl GraphError {
         .details("Too many PIN guesses. Try again after the time Meta names has passed.")
     }
 
+    /// 133006: the number's code was requested and not verified (or it is in use elsewhere).
+    pub fn reverification_needed() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            133006,
+            "(#133006) Phone number re-verification needed",
+        )
+        .details("Phone number needs to be verified before registering.")
+    }
+
+    /// 133016: more than 10 registrations or deregistrations of one number in 72 hours.
+    pub fn register_rate_limited() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            133016,
+            "(#133016) Account register deregister rate limit exceeded",
+        )
+        .details(
+            "Registration or Deregistration failed because there were too many attempts for this \
+             phone number in a short period of time.",
+        )
+    }
+
     /// 133010: the number is not registered with the Cloud API.
     pub fn not_registered() -> Self {
         Self::new(
@@ -212,6 +235,57 @@ impl GraphError {
             "(#136025) Verification code error",
         )
         .details("Please try again with the correct code.")
+    }
+}
+
+/// The OAuth errors of `GET /oauth/access_token` (the Embedded Signup code exchange). Meta gives
+/// them without `error_data`.
+impl GraphError {
+    /// 1: the client secret is not the app's.
+    pub fn invalid_client_secret() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            1,
+            "Error validating client secret.",
+        )
+    }
+
+    /// 101: the client id is not an app Meta knows.
+    pub fn invalid_client_id() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            101,
+            "Error validating application. Invalid application ID.",
+        )
+    }
+
+    /// 100: a required OAuth parameter is missing.
+    pub fn missing_oauth_parameter(name: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            100,
+            format!("Missing {name} parameter."),
+        )
+    }
+
+    /// 100: the code is not one Meta issued.
+    pub fn invalid_authorization_code() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            100,
+            "Invalid verification code format.",
+        )
+    }
+
+    /// 100 subcode 36009: the code was exchanged already (codes are single-use).
+    pub fn authorization_code_used() -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            100,
+            "This authorization code has been used.",
+        );
+        e.subcode = Some(36009);
+        e
     }
 }
 

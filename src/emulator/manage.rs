@@ -5,7 +5,7 @@
 use super::error::GraphError;
 use super::graph::{bearer, is_version};
 use super::handshake::verify_callback;
-use super::setup::{AppSubscription, Caller, WABA_FIELDS, number_info};
+use super::setup::{AppSubscription, Caller, ExchangeError, WABA_FIELDS, number_info};
 use super::state::State;
 use axum::Json;
 use axum::Router;
@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, any};
+use axum::routing::{MethodRouter, any, get};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -63,7 +63,50 @@ pub(crate) fn router(state: Arc<State>) -> Router {
     ] {
         r = r.route(&format!("/{{version}}/{{id}}/{name}"), edge(name));
     }
+    // Meta serves the exchange with and without a version prefix.
+    r = r
+        .route("/{version}/oauth/access_token", get(oauth_versioned))
+        .route("/oauth/access_token", get(oauth_unversioned));
     r.merge(super::setup_control::router()).with_state(state)
+}
+
+async fn oauth_versioned(
+    AxState(st): AxState<Arc<State>>,
+    Path(version): Path<String>,
+    uri: Uri,
+) -> Response {
+    if !is_version(&version) {
+        return GraphError::unknown_path(&version).into_response();
+    }
+    oauth_unversioned(AxState(st), uri).await
+}
+
+/// `GET /oauth/access_token?client_id&client_secret&code`: the Embedded Signup code exchange.
+async fn oauth_unversioned(AxState(st): AxState<Arc<State>>, uri: Uri) -> Response {
+    let params = params(&uri, &HeaderMap::new(), &[]);
+    let get = |name: &str| params.get(name).filter(|v| !v.is_empty());
+    let answer = (|| {
+        let client_id =
+            get("client_id").ok_or_else(|| GraphError::missing_oauth_parameter("client_id"))?;
+        if *client_id != st.cfg.app_id {
+            return Err(GraphError::invalid_client_id());
+        }
+        let secret = get("client_secret")
+            .ok_or_else(|| GraphError::missing_oauth_parameter("client_secret"))?;
+        if *secret != st.cfg.app_secret {
+            return Err(GraphError::invalid_client_secret());
+        }
+        let code = get("code").ok_or_else(|| GraphError::missing_oauth_parameter("code"))?;
+        match st.manage.exchange_code(code) {
+            Ok(token) => Ok(json!({ "access_token": token, "token_type": "bearer" })),
+            Err(ExchangeError::Used) => Err(GraphError::authorization_code_used()),
+            Err(ExchangeError::Unknown) => Err(GraphError::invalid_authorization_code()),
+        }
+    })();
+    match answer {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /{version}/{id}` for numbers and `debug_token`; `None` leaves the id to media.
@@ -353,7 +396,7 @@ impl Req<'_> {
                 }
                 setup.register(&self.id, six_digits(required(&self.params, "pin")?)?)?;
             }
-            "deregister" => setup.deregister(&self.id),
+            "deregister" => setup.deregister(&self.id)?,
             "request_code" => {
                 let method = required(&self.params, "code_method")?;
                 if !matches!(method, "SMS" | "VOICE") {

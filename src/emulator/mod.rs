@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 
 pub use client::ControlClient;
 pub use faults::{Fault, FaultKind};
-pub use setup_control::{IssueToken, TokenBody, VerificationCode};
+pub use setup_control::{IssueToken, SignupCode, SignupCodeRequest, TokenBody, VerificationCode};
 pub use state::SentMessage;
 pub use webhooks::WebhookStats;
 
@@ -290,9 +290,20 @@ impl EmulatorHandle {
         Some(self.state.manage.issue(&waba))
     }
 
-    /// The verification code `request_code` "sends" to number `pnid`.
-    pub fn verification_code(&self, pnid: &str) -> String {
-        setup::verification_code(pnid)
+    /// The verification code the last `request_code` "sent" to number `pnid`, until verified.
+    pub fn verification_code(&self, pnid: &str) -> Option<String> {
+        self.state.manage.pending_code(pnid)
+    }
+
+    /// An Embedded Signup authorization code for WABA `waba` (what the popup gives the
+    /// browser); `None` when no emulated number belongs to that WABA.
+    pub fn signup_code(&self, waba: &str) -> Option<String> {
+        self.state
+            .cfg
+            .numbers
+            .iter()
+            .any(|n| n.waba_id == waba)
+            .then(|| self.state.manage.mint_signup_code(waba))
     }
 
     /// Whether number `pnid` is registered with the (emulated) Cloud API.

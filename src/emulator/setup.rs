@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 /// Wrong PINs after which registration is locked (Meta answers 133008 from then on).
 const MAX_PIN_FAILURES: u32 = 5;
+/// Registrations and deregistrations Meta allows one number in `REGISTER_WINDOW` (then 133016).
+const MAX_REGISTER_CALLS: usize = 10;
+const REGISTER_WINDOW: Duration = Duration::from_secs(72 * 3600);
 /// Least time between two verification code requests for one number.
 const CODE_COOLDOWN: Duration = Duration::from_secs(60);
 /// Fields a `whatsapp_business_account` app subscription may carry.
@@ -48,8 +51,11 @@ pub(crate) struct NumberSetup {
     pub pin: Option<String>,
     pub pin_failures: u32,
     pub code_requested_at: Option<Instant>,
-    pub code_requested: bool,
+    /// The code sent by the last request, until it is verified.
+    pub code: Option<String>,
     pub verified: bool,
+    /// When register and deregister were called, for Meta's 10-in-72-hours limit.
+    pub register_calls: Vec<Instant>,
     pub override_callback: Option<String>,
 }
 
@@ -66,6 +72,8 @@ struct Inner {
     wabas: HashMap<String, Option<String>>,
     numbers: HashMap<String, NumberSetup>,
     tokens: HashMap<String, Token>,
+    /// Embedded-signup codes → (WABA, already exchanged).
+    signup_codes: HashMap<String, (String, bool)>,
 }
 
 /// Shared Meta-side setup; plain mutex, never held across an await.
@@ -81,18 +89,17 @@ pub(crate) enum Caller {
     Business(HashSet<String>),
 }
 
-/// The verification code the emulator "sends" to a number: fixed per number, so tests and
-/// people can read it back (`GET /_emulator/numbers/{id}/verification_code`).
-pub(crate) fn verification_code(phone_number_id: &str) -> String {
-    let digits: String = phone_number_id
-        .chars()
-        .rev()
-        .filter(char::is_ascii_digit)
-        .take(6)
-        .collect();
-    format!("{digits:0>6}")
+/// A fresh 6-digit code, as Meta sends by SMS or voice call; tests and people read it back from
+/// `GET /_emulator/numbers/{id}/verification_code`.
+fn new_code() -> String {
+    format!("{:06}", rand::random_range(0..1_000_000u32))
 }
 
+/// Why an authorization code exchange failed (mapped to Meta's OAuth errors by the caller).
+pub(crate) enum ExchangeError {
+    Unknown,
+    Used,
+}
 impl MetaSetup {
     pub fn new(numbers: &[EmulatorNumber], preregistered: bool) -> Self {
         let mut inner = Inner::default();
@@ -225,11 +232,42 @@ impl MetaSetup {
         f(self.lock().numbers.entry(pnid.to_owned()).or_default())
     }
 
-    /// `POST /{PNID}/register`: a first PIN is set; a set PIN must match.
+    /// An Embedded Signup authorization code for `waba`, as the popup hands to the browser.
+    pub fn mint_signup_code(&self, waba: &str) -> String {
+        let code = format!("AQ{}", super::envelope::new_wamid().replace("wamid.", ""));
+        self.lock()
+            .signup_codes
+            .insert(code.clone(), (waba.to_owned(), false));
+        code
+    }
+
+    /// Exchanges a signup code (once) for a new business token with access to its WABA.
+    pub fn exchange_code(&self, code: &str) -> Result<String, ExchangeError> {
+        let waba = {
+            let mut inner = self.lock();
+            match inner.signup_codes.get_mut(code) {
+                None => return Err(ExchangeError::Unknown),
+                Some((_, true)) => return Err(ExchangeError::Used),
+                Some((waba, used)) => {
+                    *used = true;
+                    waba.clone()
+                }
+            }
+        };
+        Ok(self.issue(&waba))
+    }
+
+    /// `POST /{PNID}/register`: a first PIN is set; a set PIN must match. Meta refuses a number
+    /// whose code was requested and not verified (133006), and more than 10 registrations or
+    /// deregistrations in 72 hours (133016).
     pub fn register(&self, pnid: &str, pin: &str) -> Result<(), GraphError> {
         self.with_number(pnid, |n| {
+            count_register_call(n)?;
             if n.pin_failures >= MAX_PIN_FAILURES {
                 return Err(GraphError::too_many_pin_guesses());
+            }
+            if !n.verified {
+                return Err(GraphError::reverification_needed());
             }
             match &n.pin {
                 Some(set) if set != pin => {
@@ -248,8 +286,12 @@ impl MetaSetup {
     }
 
     /// `POST /{PNID}/deregister`; the PIN stays set, as at Meta.
-    pub fn deregister(&self, pnid: &str) {
-        self.with_number(pnid, |n| n.registered = false);
+    pub fn deregister(&self, pnid: &str) -> Result<(), GraphError> {
+        self.with_number(pnid, |n| {
+            count_register_call(n)?;
+            n.registered = false;
+            Ok(())
+        })
     }
 
     /// `POST /{PNID}` `{pin}`.
@@ -274,23 +316,40 @@ impl MetaSetup {
                 return Err(GraphError::code_request_too_soon());
             }
             n.code_requested_at = Some(now);
-            n.code_requested = true;
+            n.code = Some(new_code());
             n.verified = false;
             Ok(())
         })
     }
 
-    /// `POST /{PNID}/verify_code`: the number's fixed code, after a request.
+    /// The code the last request sent to `pnid`, until it is verified.
+    pub fn pending_code(&self, pnid: &str) -> Option<String> {
+        self.lock().numbers.get(pnid).and_then(|n| n.code.clone())
+    }
+
+    /// `POST /{PNID}/verify_code`: the code of the last request.
     pub fn verify_code(&self, pnid: &str, code: &str) -> Result<(), GraphError> {
         self.with_number(pnid, |n| {
-            if !n.code_requested || code != verification_code(pnid) {
+            if n.code.as_deref() != Some(code) {
                 return Err(GraphError::verification_code());
             }
-            n.code_requested = false;
+            n.code = None;
             n.verified = true;
             Ok(())
         })
     }
+}
+
+/// Counts a register or deregister call against Meta's limit; refused calls count too.
+fn count_register_call(n: &mut NumberSetup) -> Result<(), GraphError> {
+    let now = Instant::now();
+    n.register_calls
+        .retain(|at| now.duration_since(*at) < REGISTER_WINDOW);
+    if n.register_calls.len() >= MAX_REGISTER_CALLS {
+        return Err(GraphError::register_rate_limited());
+    }
+    n.register_calls.push(now);
+    Ok(())
 }
 
 /// A number as `GET /{PNID}` shows it; `fields` limits the answer as Meta does.

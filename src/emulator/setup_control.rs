@@ -1,7 +1,7 @@
 //! Control routes for the Meta-side setup: expire a token, issue a new one, read a number's
-//! verification code. Test and playground conveniences; Meta has no such endpoints.
+//! verification code, mint an Embedded Signup code. Test and playground conveniences; Meta has
+//! no such endpoints.
 
-use super::setup::verification_code;
 use super::state::State;
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
@@ -20,6 +20,32 @@ pub(crate) fn router() -> Router<Arc<State>> {
             "/_emulator/numbers/{pnid}/verification_code",
             get(read_code),
         )
+        .route("/_emulator/signup_codes", post(mint_signup_code))
+}
+
+/// `POST /_emulator/signup_codes`: what the Embedded Signup popup would hand the browser.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignupCodeRequest {
+    pub waba_id: String,
+}
+
+/// The answer to `POST /_emulator/signup_codes`: a single-use code for `GET /oauth/access_token`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignupCode {
+    pub code: String,
+}
+
+async fn mint_signup_code(
+    AxState(st): AxState<Arc<State>>,
+    Json(b): Json<SignupCodeRequest>,
+) -> Response {
+    if !st.cfg.numbers.iter().any(|n| n.waba_id == b.waba_id) {
+        return not_found(format!("no emulated number belongs to WABA {}", b.waba_id));
+    }
+    Json(SignupCode {
+        code: st.manage.mint_signup_code(&b.waba_id),
+    })
+    .into_response()
 }
 
 /// `POST /_emulator/tokens/expire` and the answer to `POST /_emulator/tokens`.
@@ -63,11 +89,13 @@ async fn issue_token(AxState(st): AxState<Arc<State>>, Json(b): Json<IssueToken>
 }
 
 async fn read_code(AxState(st): AxState<Arc<State>>, Path(pnid): Path<String>) -> Response {
-    match st.number(&pnid) {
-        Some(_) => Json(VerificationCode {
-            code: verification_code(&pnid),
-        })
-        .into_response(),
-        None => not_found(format!("no number {pnid}")),
+    if st.number(&pnid).is_none() {
+        return not_found(format!("no number {pnid}"));
+    }
+    match st.manage.pending_code(&pnid) {
+        Some(code) => Json(VerificationCode { code }).into_response(),
+        None => not_found(format!(
+            "no code is pending for number {pnid}: request one with POST /{{version}}/{pnid}/request_code"
+        )),
     }
 }

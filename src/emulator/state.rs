@@ -119,10 +119,10 @@ impl State {
 
     /// Where Meta's call to `callback` (a handshake) goes: in-process, the gateway's listener.
     pub fn callback_target(&self, callback: &str) -> String {
-        if self.cfg.pin_callbacks {
-            if let Some(url) = self.webhook_url.borrow().clone() {
-                return url;
-            }
+        if self.cfg.pin_callbacks
+            && let Some(url) = self.webhook_url.borrow().clone()
+        {
+            return url;
         }
         callback.to_owned()
     }

@@ -4,6 +4,7 @@
 mod error;
 mod manage;
 mod media;
+mod oauth;
 
 pub use error::{GraphError, RetryClass, classify_code};
 pub use manage::{
@@ -11,6 +12,7 @@ pub use manage::{
     SubscribedField, TokenInfo, WebhookConfiguration,
 };
 pub use media::MediaInfo;
+pub use oauth::ExchangedToken;
 
 use serde::Deserialize;
 use std::time::Duration;

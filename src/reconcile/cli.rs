@@ -5,7 +5,7 @@
 use super::connection::{Outcome, Report, Target, test_connection};
 use super::{Desired, NumberState, apply, derive_statuses, observe, plan};
 use crate::agent::Agent;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::graph::GraphClient;
 use crate::ids::PhoneNumberId;
 use std::net::SocketAddr;
@@ -15,12 +15,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Exit code of `plan` when changes are pending.
 pub const EXIT_PENDING: u8 = 2;
 
-fn load(path: &Path) -> anyhow::Result<(Config, GraphClient)> {
-    load_config(path).and_then(with_client)
+async fn load(path: &Path) -> anyhow::Result<(Config, GraphClient)> {
+    with_client(load_config(path).await?)
 }
 
-fn load_config(path: &Path) -> anyhow::Result<Config> {
-    config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+/// The file with its secrets resolved (`stored:` ones from storage).
+async fn load_config(path: &Path) -> anyhow::Result<Config> {
+    crate::secrets::load_resolved(path).await
 }
 
 fn with_client(cfg: Config) -> anyhow::Result<(Config, GraphClient)> {
@@ -64,7 +65,7 @@ async fn observe_and_plan(
 
 /// `wa-gateway plan`: 0 when nothing is to do, 2 when changes are pending, 1 on error.
 pub async fn run_plan(path: &Path) -> anyhow::Result<u8> {
-    let (cfg, client) = load(path)?;
+    let (cfg, client) = load(path).await?;
     let desired = Desired::from_config(&cfg);
     let actions = observe_and_plan(&client, &desired).await?;
     if actions.is_empty() {
@@ -84,7 +85,7 @@ pub async fn run_plan(path: &Path) -> anyhow::Result<u8> {
 
 /// `wa-gateway apply`: 0 when everything was done (or nothing was needed), 1 on a refusal.
 pub async fn run_apply(path: &Path) -> anyhow::Result<u8> {
-    let (cfg, client) = load(path)?;
+    let (cfg, client) = load(path).await?;
     let desired = Desired::from_config(&cfg);
     let actions = observe_and_plan(&client, &desired).await?;
     if actions.is_empty() {
@@ -152,7 +153,7 @@ async fn gateway_numbers(cfg: &Config) -> Option<Vec<serde_json::Value>> {
 /// shows what the running gateway (at `listen.admin`) serves with, so it agrees with
 /// `/api/numbers` and the gauge; with no gateway running, what Meta says.
 pub async fn run_status(path: &Path) -> anyhow::Result<u8> {
-    let cfg = load_config(path)?;
+    let cfg = load_config(path).await?;
     let str_of = |v: &serde_json::Value| v.as_str().map(str::to_owned);
     let rows: Vec<[String; 6]> = match gateway_numbers(&cfg).await {
         Some(numbers) => {
@@ -346,7 +347,7 @@ async fn check(cfg: &Config, pnid: &PhoneNumberId) -> anyhow::Result<Report> {
 
 /// `wa-gateway test-connection ID`: 0 when every check passed, 1 otherwise.
 pub async fn run_test_connection(path: &Path, pnid: &str) -> anyhow::Result<u8> {
-    let cfg = load_config(path)?;
+    let cfg = load_config(path).await?;
     let report = check(&cfg, &PhoneNumberId::from(pnid)).await?;
     print!("{}", render_report(&report));
     Ok(u8::from(!report.ok))
@@ -355,7 +356,7 @@ pub async fn run_test_connection(path: &Path, pnid: &str) -> anyhow::Result<u8> 
 /// `wa-gateway doctor`: Test Connection for every enabled number, a summary table, then each
 /// failing number's checks; 0 when all passed, 1 otherwise.
 pub async fn run_doctor(path: &Path) -> anyhow::Result<u8> {
-    let cfg = load_config(path)?;
+    let cfg = load_config(path).await?;
     let desired = Desired::from_config(&cfg);
     let mut reports = Vec::new();
     let mut rows = Vec::new();

@@ -1,8 +1,8 @@
 //! The control loop inside `serve`. `run_cycle` is one pass: observe Meta, plan, apply when
 //! `meta.reconcile.apply` allows, observe again and derive every number's status. `spawn` is
 //! the thin driver that runs a pass at start, after each reload, on request and every
-//! `meta.reconcile.interval`, backing off exponentially after a failed pass. A leader lock (for
-//! several replicas) wraps the driver's call to `run_cycle`; nothing inside needs to change.
+//! `meta.reconcile.interval`, backing off exponentially after a failed pass. With several
+//! replicas only the elected leader runs passes (each recorded in `leader_runs`).
 
 use super::health::SendHealth;
 use super::status::{NumberStatus, derive_statuses};
@@ -176,8 +176,13 @@ pub async fn run_cycle(state: &AppState, previous: Option<&Config>) -> CycleRepo
     m.reconcile_runs
         .with_label_values(&[if report.is_ok() { "ok" } else { "error" }])
         .inc();
-    m.reconcile_applied.inc_by(report.applied.len() as u64);
-    m.reconcile_pending.set(report.pending.len() as i64);
+    m.reconcile_actions
+        .with_label_values(&["ok"])
+        .inc_by(report.applied.len() as u64);
+    if report.error.is_some() {
+        m.reconcile_actions.with_label_values(&["error"]).inc();
+    }
+    m.reconcile_drift.set(report.pending.len() as i64);
     state.reconcile.store(statuses, report.clone());
     report
 }
@@ -225,7 +230,9 @@ pub fn spawn(state: Arc<AppState>) -> ReconcileHandle {
     let (tx, mut rx) = mpsc::channel::<Request>(16);
     let handle = ReconcileHandle { tx };
     let _ = state.reconcile.handle.set(handle.clone());
-    let shutdown = state.shutdown.clone();
+    // Draining, not the hard stop: a pass in progress is abandoned at once, so shutdown does
+    // not wait for Meta.
+    let stop = state.draining.clone();
     let tracker = state.tracker.clone();
     tracker.spawn(async move {
         let mut last_ok: Option<Arc<Config>> = None;
@@ -233,9 +240,28 @@ pub fn spawn(state: Arc<AppState>) -> ReconcileHandle {
         let mut delays = backoff(interval());
         let mut next = tokio::time::Instant::now();
         loop {
+            // Only the leader reconciles; the others answer requests with who does, and start
+            // with a pass the moment they are elected.
+            if !state.leadership.is_leader() {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    true = state.leadership.wait_until_leader(&stop) => {
+                        tracing::info!("reconcile: this replica leads now; running a pass");
+                        next = tokio::time::Instant::now();
+                    }
+                    req = rx.recv() => match req {
+                        Some(Request::RunNow(reply)) => {
+                            let _ = reply.send(not_leader_report());
+                        }
+                        Some(Request::Trigger) => {}
+                        None => break,
+                    },
+                }
+                continue;
+            }
             let mut waiters = Vec::new();
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = stop.cancelled() => break,
                 _ = tokio::time::sleep_until(next) => {}
                 req = rx.recv() => match req {
                     Some(Request::RunNow(reply)) => waiters.push(reply),
@@ -250,9 +276,23 @@ pub fn spawn(state: Arc<AppState>) -> ReconcileHandle {
                 }
             }
             let config = state.snapshot.load().config.clone();
+            let pass = state.leadership.run_cycle(
+                &state.store,
+                "reconcile",
+                run_cycle(&state, last_ok.as_deref()),
+            );
             let report = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = run_cycle(&state, last_ok.as_deref()) => r,
+                _ = stop.cancelled() => break,
+                r = pass => match r {
+                    Some(r) => r,
+                    // Leadership was lost (or its start could not be recorded): not run.
+                    None => {
+                        for reply in waiters {
+                            let _ = reply.send(not_leader_report());
+                        }
+                        continue;
+                    }
+                },
             };
             let wait = if report.is_ok() {
                 last_ok = Some(config);
@@ -273,4 +313,22 @@ pub fn spawn(state: Arc<AppState>) -> ReconcileHandle {
         }
     });
     handle
+}
+
+/// The answer to a pass asked of a replica that does not lead.
+fn not_leader_report() -> CycleReport {
+    let now = unix_now();
+    CycleReport {
+        started_at: now,
+        finished_at: now,
+        mode: Mode::Plan,
+        applied: Vec::new(),
+        pending: Vec::new(),
+        error: Some(
+            "this replica is not the leader: the elected leader runs the reconciler (GET \
+             /api/cluster on each replica says which one leads)"
+                .into(),
+        ),
+        read_failures: Vec::new(),
+    }
 }

@@ -16,6 +16,12 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "number_overrides",
         include_str!("migrations/sqlite/0003_number_overrides.sql"),
     ),
+    // 4 is PostgreSQL's cluster tables, which SQLite (one process) never needs.
+    (
+        5,
+        "onboarding",
+        include_str!("migrations/sqlite/0005_onboarding.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -35,6 +41,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "cluster",
         include_str!("migrations/postgres/0004_cluster.sql"),
+    ),
+    (
+        5,
+        "onboarding",
+        include_str!("migrations/postgres/0005_onboarding.sql"),
     ),
 ];
 

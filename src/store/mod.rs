@@ -8,12 +8,14 @@ mod lock;
 mod migrate;
 mod overrides;
 mod rows;
+mod secrets;
 pub mod writer;
 
 pub use apply::{Done, Op};
 pub use conversation::{HistoryEntry, OptedOut};
 pub use overrides::{Disconnected, NumberOverride};
 pub use rows::*;
+pub use secrets::StoredSecretRow;
 
 use crate::config::Storage as StorageConfig;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
