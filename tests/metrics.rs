@@ -95,6 +95,14 @@ async fn a_live_scrape_passes_promtool_and_follows_the_traffic(db: Db) {
             .is_some_and(|n| n >= 1.0)
             && text.contains("wa_gateway_opt_outs_total{action=\"stop\"")
     };
+    // A lone replica leads (on PostgreSQL once it has won the election).
+    assert!(
+        common::wait_until(Duration::from_secs(10), || async {
+            tg.gw().state.leadership.is_leader()
+        })
+        .await,
+        "the only replica never became the leader"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut text = tg.metrics().await;
     while !backlog(&text) && tokio::time::Instant::now() < deadline {
@@ -193,8 +201,7 @@ async fn a_live_scrape_passes_promtool_and_follows_the_traffic(db: Db) {
         last >= started.floor() - 1.0 && last <= unix_now() + 1.0,
         "last activity {last} is not the time of the messages just sent (started {started})"
     );
-    // Single process, no election yet wired: the gauge exists with its initial value.
-    assert_eq!(sample(&text, "wa_gateway_leader"), Some(0.0));
+    assert_eq!(sample(&text, "wa_gateway_leader"), Some(1.0));
     assert_eq!(sample(&text, "wa_gateway_reconcile_drift"), Some(0.0));
 
     // Never a customer identifier in a label (nor anywhere in the exposition).
@@ -281,6 +288,7 @@ fn every_defined_family_passes_promtool() {
         .with_label_values(&[PNID])
         .inc_by(0.5);
     m.reconcile_actions.with_label_values(&["ok"]).inc();
+    m.reconcile_runs.with_label_values(&["ok"]).inc();
     let text = m.render();
     for family in m.family_names() {
         assert!(

@@ -75,13 +75,21 @@ async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let latency = state.latency();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    match handle(&state, &version, &pnid, &headers, &body) {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(err) => err.into_response(),
+    // Once the request has reached Meta it is processed even if the caller hangs up while
+    // waiting (the case `biz_opaque_callback_data` settles): the work runs in a task of its own,
+    // which dropping this handler does not cancel.
+    let work = tokio::spawn(async move {
+        let latency = state.latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        handle(&state, &version, &pnid, &headers, &body)
+    });
+    match work.await {
+        Ok(Ok(answer)) => axum::Json(answer).into_response(),
+        Ok(Err(err)) => err.into_response(),
+        // The task panicked: Meta answers an unexpected failure with code 1.
+        Err(_) => GraphError::unknown_error().into_response(),
     }
 }
 

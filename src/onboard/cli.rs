@@ -127,7 +127,7 @@ fn graph(config: &Config) -> anyhow::Result<GraphClient> {
 /// The file and its storage; with `resolve`, stored references filled (read only, no rotation).
 async fn open(path: &Path, resolve: bool) -> anyhow::Result<(Config, Store)> {
     let mut config = crate::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::connect(&config.storage)
+    let store = Store::connect_for_command(&config.storage)
         .await
         .map_err(|e| anyhow::anyhow!("opening storage: {e}"))?;
     if resolve && let Err(e) = crate::secrets::resolve_stored(&mut config, &store, false).await {

@@ -111,9 +111,11 @@ pub async fn deliver(
         // database saw.
         let limiter = state.limiter.load_full();
         let waiting = tokio::time::Instant::now();
+        // Like the waits between retries, a pacing wait ends when the gateway drains: the row
+        // stays open for whoever comes next.
         tokio::select! {
             _ = limiter.acquire(pnid, &row.customer) => {}
-            _ = state.shutdown.cancelled() => return Outcome::Interrupted,
+            _ = state.draining.cancelled() => return Outcome::Interrupted,
         }
         state
             .metrics

@@ -252,7 +252,7 @@ pub async fn load_resolved(path: &Path) -> anyhow::Result<Config> {
     if references(&config).is_empty() {
         return Ok(config);
     }
-    let store = Store::connect(&config.storage)
+    let store = Store::connect_for_command(&config.storage)
         .await
         .map_err(|e| anyhow::anyhow!("opening storage for the stored secrets: {e}"))?;
     let resolved = resolve_stored(&mut config, &store, false).await;

@@ -113,8 +113,21 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Connects (creating a SQLite file and its directory if needed) and runs migrations.
+    /// Connects for a gateway process (creating a SQLite file and its directory if needed) and
+    /// runs migrations. On SQLite it holds the file's lock for as long as the store lives, so a
+    /// second gateway on the same file is refused.
     pub async fn connect(cfg: &StorageConfig) -> Result<Self, StoreError> {
+        Self::connect_as(cfg, true).await
+    }
+
+    /// Connects for a short-lived command (`signup`, `number`, `secret`) that may run next to
+    /// the gateway serving the same database: SQLite lets other connections in (they wait on
+    /// its busy timeout), so only gateways take the exclusive lock.
+    pub async fn connect_for_command(cfg: &StorageConfig) -> Result<Self, StoreError> {
+        Self::connect_as(cfg, false).await
+    }
+
+    async fn connect_as(cfg: &StorageConfig, gateway: bool) -> Result<Self, StoreError> {
         let url = cfg.url.as_str();
         let mut lock = None;
         let (pool, write_pool) = if let Some(rest) = url.strip_prefix("sqlite:") {
@@ -128,7 +141,7 @@ impl Store {
                     source,
                 })?;
             }
-            if file != ":memory:" && !file.is_empty() {
+            if gateway && file != ":memory:" && !file.is_empty() {
                 lock = Some(std::sync::Arc::new(lock::FileLock::acquire(
                     std::path::Path::new(file),
                 )?));
