@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
+/// How long a pass asked of a replica that does not lead waits for it to be elected.
+const ELECTION_GRACE: Duration = Duration::from_secs(3);
+
 /// First delay after a failed pass; it doubles up to the interval.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -239,19 +242,32 @@ pub fn spawn(state: Arc<AppState>) -> ReconcileHandle {
         let interval = || state.snapshot.load().config.meta.reconcile.interval.get();
         let mut delays = backoff(interval());
         let mut next = tokio::time::Instant::now();
+        // Passes asked of a replica that does not lead (yet): served by its first pass if it
+        // is elected within `ELECTION_GRACE` (just after start, say), else told who runs them.
+        let mut held: Vec<(oneshot::Sender<CycleReport>, tokio::time::Instant)> = Vec::new();
         loop {
-            // Only the leader reconciles; the others answer requests with who does, and start
-            // with a pass the moment they are elected.
+            // Only the leader reconciles; the others start with a pass the moment they are
+            // elected.
             if !state.leadership.is_leader() {
+                let expiry = held.iter().map(|(_, at)| *at).min();
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     true = state.leadership.wait_until_leader(&stop) => {
                         tracing::info!("reconcile: this replica leads now; running a pass");
                         next = tokio::time::Instant::now();
                     }
+                    _ = tokio::time::sleep_until(expiry.unwrap_or_else(tokio::time::Instant::now)), if expiry.is_some() => {
+                        let now = tokio::time::Instant::now();
+                        let (expired, kept): (Vec<_>, Vec<_>) =
+                            held.drain(..).partition(|(_, at)| *at <= now);
+                        held = kept;
+                        for (reply, _) in expired {
+                            let _ = reply.send(not_leader_report());
+                        }
+                    }
                     req = rx.recv() => match req {
                         Some(Request::RunNow(reply)) => {
-                            let _ = reply.send(not_leader_report());
+                            held.push((reply, tokio::time::Instant::now() + ELECTION_GRACE));
                         }
                         Some(Request::Trigger) => {}
                         None => break,
@@ -259,10 +275,11 @@ pub fn spawn(state: Arc<AppState>) -> ReconcileHandle {
                 }
                 continue;
             }
-            let mut waiters = Vec::new();
+            let mut waiters: Vec<_> = held.drain(..).map(|(reply, _)| reply).collect();
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep_until(next) => {}
+                _ = tokio::time::sleep_until(next), if waiters.is_empty() => {}
+                _ = std::future::ready(()), if !waiters.is_empty() => {}
                 req = rx.recv() => match req {
                     Some(Request::RunNow(reply)) => waiters.push(reply),
                     Some(Request::Trigger) => {}
