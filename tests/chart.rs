@@ -567,6 +567,23 @@ fn the_rendered_config_passes_wa_gateway_validate() {
         let yaml = cm["data"]["gateway.yaml"]
             .as_str()
             .expect("gateway.yaml in the ConfigMap");
+        // The kubelet waits longer than the gateway drains: the shutdown delay and timeout
+        // written into the config, plus a margin.
+        let cfg: Value = serde_norway::from_str(yaml).expect("the rendered config is YAML");
+        let secs = |key: &str| {
+            let text = cfg["listen"][key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{id}: listen.{key} is not in the rendered config"));
+            humantime::parse_duration(text).unwrap().as_secs() as i64
+        };
+        let drain = secs("shutdown_delay") + secs("shutdown_timeout");
+        let grace = d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .unwrap();
+        assert!(
+            grace > drain,
+            "{id}: terminationGracePeriodSeconds {grace} does not cover the gateway's {drain} s shutdown"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.yaml");
         std::fs::write(&path, yaml).unwrap();

@@ -89,6 +89,8 @@ addresses, TLS files, the admin token reference, storage URL) filled in from the
 {{- if .Values.adminToken.enabled -}}
 {{- $_ := set $listen "admin_token" (dict "env" .Values.adminToken.secretKey) -}}
 {{- end -}}
+{{- $_ := set $listen "shutdown_delay" (printf "%ds" (int .Values.shutdown.drainDelaySeconds)) -}}
+{{- $_ := set $listen "shutdown_timeout" (printf "%ds" (int .Values.shutdown.deadlineSeconds)) -}}
 {{- $_ := set $cfg "listen" (merge $listen (.Values.config.listen | default dict)) -}}
 {{- $_ := set $cfg "storage" (merge (dict "url" (include "wa-gateway.storageUrl" .)) (.Values.config.storage | default dict)) -}}
 {{- $_ := set $cfg "version" 1 -}}
