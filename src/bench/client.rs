@@ -1,5 +1,6 @@
-//! The bench's HTTP side: a pool of keep-alive HTTP/1.1 connections to the target, at most
-//! `max` of them busy at once, each request on its own connection (no pipelining), as Meta posts.
+//! The bench's HTTP side: pools of keep-alive HTTP/1.1 connections to the targets (the gateway's
+//! replicas), at most `max` busy at once over all of them, each request on its own connection
+//! (no pipelining), as Meta posts.
 //! hyper's connection API directly: no per-request URI parsing or proxy logic in the way.
 
 use bytes::Bytes;
@@ -60,22 +61,30 @@ pub enum PostError {
     Http(#[from] hyper::Error),
 }
 
-/// A pool of keep-alive connections; `post` waits for a free slot when `max` are busy.
+/// Keep-alive connections to each target; `post` waits for a free slot when `max` are busy.
 pub struct Pool {
-    target: Target,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    targets: Vec<Target>,
+    /// Idle connections, by target.
+    idle: Vec<Mutex<Vec<SendRequest<Full<Bytes>>>>>,
     slots: Semaphore,
     opened: AtomicU64,
 }
 
 impl Pool {
-    pub fn new(target: Target, max: usize) -> Self {
+    /// A pool over `targets` (at least one).
+    pub fn new(targets: Vec<Target>, max: usize) -> Self {
+        assert!(!targets.is_empty(), "a pool needs a target");
         Self {
-            target,
-            idle: Mutex::new(Vec::with_capacity(max)),
+            idle: targets.iter().map(|_| Mutex::new(Vec::new())).collect(),
+            targets,
             slots: Semaphore::new(max),
             opened: AtomicU64::new(0),
         }
+    }
+
+    /// How many targets the pool posts to.
+    pub fn targets(&self) -> usize {
+        self.targets.len()
     }
 
     /// How many TCP connections were opened over the run.
@@ -83,8 +92,8 @@ impl Pool {
         self.opened.load(Ordering::Relaxed)
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, PostError> {
-        let stream = tokio::net::TcpStream::connect(self.target.addr)
+    async fn connect(&self, target: &Target) -> Result<SendRequest<Full<Bytes>>, PostError> {
+        let stream = tokio::net::TcpStream::connect(target.addr)
             .await
             .map_err(PostError::Connect)?;
         let _ = stream.set_nodelay(true);
@@ -95,8 +104,8 @@ impl Pool {
         Ok(sender)
     }
 
-    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+    fn take_idle(&self, target: usize) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle[target].lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
             if !c.is_closed() {
                 return Some(c);
@@ -105,12 +114,12 @@ impl Pool {
         None
     }
 
-    fn request(&self, body: Bytes, signature: &str) -> Request<Full<Bytes>> {
+    fn request(target: &Target, body: Bytes, signature: &str) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.target.path.clone();
+        *req.uri_mut() = target.path.clone();
         let headers = req.headers_mut();
-        headers.insert(HOST, self.target.host.clone());
+        headers.insert(HOST, target.host.clone());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Ok(v) = HeaderValue::from_str(signature) {
             headers.insert("x-hub-signature-256", v);
@@ -118,15 +127,22 @@ impl Pool {
         req
     }
 
-    /// POSTs `body` with its signature and returns the status once the answer's body is read.
-    pub async fn post(&self, body: Bytes, signature: &str) -> Result<u16, PostError> {
+    /// POSTs `body` with its signature to target number `target` (an index below `targets()`)
+    /// and returns the status once the answer's body is read.
+    pub async fn post(
+        &self,
+        target: usize,
+        body: Bytes,
+        signature: &str,
+    ) -> Result<u16, PostError> {
         let _slot = self.slots.acquire().await.expect("the pool never closes");
-        let mut req = self.request(body, signature);
+        let to = &self.targets[target];
+        let mut req = Self::request(to, body, signature);
         // An idle connection the server closed fails before the request is written: the
         // request comes back and goes out again on a fresh connection.
-        let mut conn = match self.take_idle() {
+        let mut conn = match self.take_idle(target) {
             Some(c) => c,
-            None => self.connect().await?,
+            None => self.connect(to).await?,
         };
         let mut fresh = false;
         let response = loop {
@@ -134,7 +150,7 @@ impl Pool {
                 Ok(()) => conn.try_send_request(req).await,
                 Err(e) if fresh => return Err(e.into()),
                 Err(_) => {
-                    conn = self.connect().await?;
+                    conn = self.connect(to).await?;
                     fresh = true;
                     continue;
                 }
@@ -146,12 +162,12 @@ impl Pool {
                     _ => return Err(e.into_error().into()),
                 },
             }
-            conn = self.connect().await?;
+            conn = self.connect(to).await?;
             fresh = true;
         };
         let status = response.status().as_u16();
         response.into_body().collect().await?;
-        self.idle
+        self.idle[target]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(conn);

@@ -1,5 +1,6 @@
 //! CPU time from /proc (Linux): of this process, of its emulator threads (named `bench-emu…`),
-//! and of another process (the gateway) when its pid is given. Elsewhere it reports nothing.
+//! and of other processes (the gateway's replicas) when their pids are given. Elsewhere it
+//! reports nothing.
 
 use std::path::Path;
 
@@ -10,14 +11,14 @@ const TICKS_PER_SEC: f64 = 100.0;
 pub const EMULATOR_THREAD: &str = "bench-emu";
 
 /// CPU seconds used so far.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Sample {
     /// This process.
     pub bench: f64,
     /// This process's emulator threads.
     pub emulator: f64,
-    /// The gateway process, when known.
-    pub gateway: Option<f64>,
+    /// Each gateway process given, in order; `None` where /proc could not tell.
+    pub gateways: Vec<Option<f64>>,
 }
 
 /// `(comm, utime + stime in seconds)` from a `stat` file.
@@ -35,7 +36,7 @@ fn read_stat(path: &Path) -> Option<(String, f64)> {
 }
 
 /// Samples CPU time now.
-pub fn sample(gateway_pid: Option<u32>) -> Sample {
+pub fn sample(gateway_pids: &[u32]) -> Sample {
     let bench = read_stat(Path::new("/proc/self/stat")).map_or(0.0, |(_, s)| s);
     let emulator = std::fs::read_dir("/proc/self/task")
         .into_iter()
@@ -45,18 +46,21 @@ pub fn sample(gateway_pid: Option<u32>) -> Sample {
         .filter(|(comm, _)| comm.starts_with(EMULATOR_THREAD))
         .map(|(_, s)| s)
         .sum();
-    let gateway = gateway_pid
-        .and_then(|pid| read_stat(&Path::new("/proc").join(pid.to_string()).join("stat")))
-        .map(|(_, s)| s);
+    let gateways = gateway_pids
+        .iter()
+        .map(|pid| {
+            read_stat(&Path::new("/proc").join(pid.to_string()).join("stat")).map(|(_, s)| s)
+        })
+        .collect();
     Sample {
         bench,
         emulator,
-        gateway,
+        gateways,
     }
 }
 
 /// CPU used between two samples over `wall` seconds, as a share of one core (1.0 = one core).
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Usage {
     /// The whole bench process.
     pub bench_cores: f64,
@@ -64,22 +68,47 @@ pub struct Usage {
     pub load_cores: f64,
     /// Of which the emulator (Graph API and status webhooks).
     pub emulator_cores: f64,
-    /// The gateway, when its pid was given.
+    /// The gateway, all replicas together, when their pids were given and all could be read.
     pub gateway_cores: Option<f64>,
+    /// Each replica, in the order of `--gateway-pid`.
+    pub replica_cores: Vec<ReplicaCpu>,
     /// The window measured, in seconds.
     pub wall_secs: f64,
 }
 
+/// One gateway replica's CPU, as a share of one core.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ReplicaCpu {
+    pub pid: u32,
+    /// `None` when /proc could not tell (the process was gone, or this is not Linux).
+    pub cores: Option<f64>,
+}
+
 impl Usage {
-    pub fn between(a: Sample, b: Sample, wall: f64) -> Self {
+    /// `pids` are the gateway pids both samples were taken with.
+    pub fn between(a: &Sample, b: &Sample, pids: &[u32], wall: f64) -> Self {
         let per = |x: f64| if wall > 0.0 { x / wall } else { 0.0 };
         let bench = per(b.bench - a.bench);
         let emulator = per(b.emulator - a.emulator);
+        let replica_cores: Vec<ReplicaCpu> = pids
+            .iter()
+            .zip(a.gateways.iter().zip(&b.gateways))
+            .map(|(&pid, (a, b))| ReplicaCpu {
+                pid,
+                cores: a.zip(*b).map(|(a, b)| per(b - a)),
+            })
+            .collect();
+        let gateway_cores = if replica_cores.is_empty() {
+            None
+        } else {
+            replica_cores.iter().map(|r| r.cores).sum()
+        };
         Self {
             bench_cores: bench,
             load_cores: (bench - emulator).max(0.0),
             emulator_cores: emulator,
-            gateway_cores: a.gateway.zip(b.gateway).map(|(a, b)| per(b - a)),
+            gateway_cores,
+            replica_cores,
             wall_secs: wall,
         }
     }
@@ -101,5 +130,37 @@ mod tests {
         let (comm, secs) = read_stat(&path).unwrap();
         assert_eq!(comm, "bench-emu (1)");
         assert!((secs - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn gateway_cpu_is_the_sum_of_the_replicas_unless_one_is_unknown() {
+        let sample = |bench, gateways| Sample {
+            bench,
+            emulator: 0.5,
+            gateways,
+        };
+        let a = sample(1.0, vec![Some(10.0), Some(20.0)]);
+        let b = sample(3.0, vec![Some(14.0), Some(22.0)]);
+        let u = Usage::between(&a, &b, &[11, 12], 4.0);
+        assert_eq!(u.gateway_cores, Some(1.5));
+        assert_eq!(
+            u.replica_cores,
+            [
+                ReplicaCpu {
+                    pid: 11,
+                    cores: Some(1.0)
+                },
+                ReplicaCpu {
+                    pid: 12,
+                    cores: Some(0.5)
+                }
+            ]
+        );
+        assert!((u.bench_cores - 0.5).abs() < 1e-9);
+        let gone = sample(3.0, vec![Some(14.0), None]);
+        let u = Usage::between(&a, &gone, &[11, 12], 4.0);
+        assert_eq!(u.gateway_cores, None);
+        assert_eq!(u.replica_cores[0].cores, Some(1.0));
+        assert_eq!(Usage::between(&a, &b, &[], 4.0).gateway_cores, None);
     }
 }

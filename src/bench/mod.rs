@@ -1,6 +1,7 @@
-//! `wa-gateway bench`: drives signed webhooks straight at a running gateway while its own Cloud
-//! API emulator takes the replies (and sends the status webhooks Meta would), then reports ack
-//! latency, throughput, end-to-end latency and lost or duplicated replies.
+//! `wa-gateway bench`: drives signed webhooks straight at a running gateway (one or several
+//! replicas, in turn) while its own Cloud API emulator takes the replies from all of them (and
+//! sends the status webhooks Meta would), then reports ack latency, throughput, end-to-end
+//! latency and lost or duplicated replies.
 
 mod client;
 mod cpu;
@@ -26,9 +27,10 @@ pub struct BenchArgs {
     /// host:port of `meta.graph_url`; numbers, tokens and the app secret come from it.
     #[arg(long)]
     pub config: PathBuf,
-    /// Where to post webhooks instead of `public_url` (plain http://host:port/webhook).
-    #[arg(long)]
-    pub target: Option<String>,
+    /// Where to post webhooks instead of `public_url` (plain http://host:port/webhook). Repeat
+    /// it for several replicas: webhooks and status webhooks go to them in turn.
+    #[arg(long = "target", value_name = "URL")]
+    pub targets: Vec<String>,
     /// The app secret to sign with instead of the config's.
     #[arg(long)]
     pub app_secret: Option<String>,
@@ -56,9 +58,9 @@ pub struct BenchArgs {
     /// Most connections (and so webhooks in flight) in the open loop [default: rate/25, ≥ 64].
     #[arg(long)]
     pub connections: Option<usize>,
-    /// The gateway's pid, to report its CPU use beside the bench's.
-    #[arg(long)]
-    pub gateway_pid: Option<u32>,
+    /// The gateway's pid, to report its CPU use beside the bench's; repeat it for each replica.
+    #[arg(long = "gateway-pid", value_name = "PID")]
+    pub gateway_pids: Vec<u32>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -66,7 +68,7 @@ pub struct BenchArgs {
 
 /// What the bench needs from the config and the flags.
 struct Setup {
-    target: String,
+    targets: Vec<String>,
     app_secret: String,
     emulator_listen: SocketAddr,
     emulator: crate::emulator::EmulatorConfig,
@@ -99,16 +101,22 @@ async fn setup(args: &BenchArgs) -> anyhow::Result<Setup> {
                 .with_context(|| format!("{host} resolves to no address"))?
         }
     };
-    let target = args
-        .target
-        .clone()
-        .unwrap_or_else(|| cfg.public_url.clone());
+    let targets = if args.targets.is_empty() {
+        vec![cfg.public_url.clone()]
+    } else {
+        args.targets.clone()
+    };
     let app_secret = args
         .app_secret
         .clone()
         .unwrap_or_else(|| cfg.meta.app_secret.expose().to_owned());
     let mut emulator = crate::emulator::EmulatorConfig::from_gateway(&cfg);
-    emulator.webhook_url = Some(target.clone());
+    emulator.webhook_url = Some(targets[0].clone());
+    emulator.webhook_spread = if targets.len() > 1 {
+        targets.clone()
+    } else {
+        Vec::new()
+    };
     emulator.app_secret = app_secret.clone();
     emulator.statuses = true;
     let numbers = emulator
@@ -124,7 +132,7 @@ async fn setup(args: &BenchArgs) -> anyhow::Result<Setup> {
         anyhow::bail!("{} declares no numbers to write to", args.config.display());
     }
     Ok(Setup {
-        target,
+        targets,
         app_secret,
         emulator_listen,
         emulator,
@@ -157,8 +165,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         anyhow::bail!("--rate and --concurrency must be at least 1");
     }
     let setup = setup(&args).await?;
-    let target = client::Target::resolve(&setup.target).await?;
-    wait_for_target(target.addr, Duration::from_secs(15)).await?;
+    let mut targets = Vec::with_capacity(setup.targets.len());
+    for url in &setup.targets {
+        targets.push(client::Target::resolve(url).await?);
+    }
+    for target in &targets {
+        wait_for_target(target.addr, Duration::from_secs(15)).await?;
+    }
 
     // The emulator gets its own threads so that its CPU can be told apart from the load's.
     let emu_rt = tokio::runtime::Builder::new_multi_thread()
@@ -210,20 +223,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         customers: args.customers,
         per_webhook: args.messages_per_webhook,
         app_secret: setup.app_secret.clone().into_bytes(),
-        pool: client::Pool::new(target, max_connections),
+        pool: client::Pool::new(targets, max_connections),
         emulator: emulator.clone(),
         acks: Mutex::new(Acks::default()),
         start: Instant::now(),
         start_unix_us: load::unix_us(),
     });
-    let cpu_before = cpu::sample(args.gateway_pid);
+    let cpu_before = cpu::sample(&args.gateway_pids);
     let webhooks_sent = match (args.rate, args.concurrency) {
         (Some(rate), _) => load::open_loop(load.clone(), rate, args.duration).await,
         (None, Some(c)) => load::closed_loop(load.clone(), c, args.duration).await,
         (None, None) => unreachable!("clap requires --rate or --concurrency"),
     };
     let load_secs = load.start.elapsed().as_secs_f64();
-    let cpu_usage = cpu::Usage::between(cpu_before, cpu::sample(args.gateway_pid), load_secs);
+    let cpu_usage = cpu::Usage::between(
+        &cpu_before,
+        &cpu::sample(&args.gateway_pids),
+        &args.gateway_pids,
+        load_secs,
+    );
 
     // Drain: until every acked message has a reply and the status webhooks are delivered.
     let drain_start = Instant::now();
@@ -270,7 +288,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         } else {
             "closed"
         },
-        target: setup.target,
+        targets: setup.targets,
         rate: args.rate,
         concurrency: args.concurrency,
         duration_secs: args.duration.as_secs_f64(),

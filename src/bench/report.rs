@@ -171,7 +171,8 @@ impl Percentiles {
 pub struct Report {
     /// `open` (fixed rate) or `closed` (fixed concurrency).
     pub mode: &'static str,
-    pub target: String,
+    /// Where the webhooks went, in turn (the gateway's replicas).
+    pub targets: Vec<String>,
     pub rate: Option<u64>,
     pub concurrency: Option<usize>,
     pub duration_secs: f64,
@@ -248,14 +249,14 @@ impl Report {
             (_, _, Some(c)) => format!("closed loop, {c} in flight"),
             _ => self.mode.to_owned(),
         };
+        let targets = match self.targets.as_slice() {
+            [one] => one.clone(),
+            many => format!("{} replicas: {}", many.len(), many.join(", ")),
+        };
         let _ = writeln!(
             s,
-            "wa-gateway bench: {load} for {:.0} s, {} msg/webhook, {} customers, {} number(s) -> {}",
-            self.duration_secs,
-            self.messages_per_webhook,
-            self.customers,
-            self.numbers,
-            self.target
+            "wa-gateway bench: {load} for {:.0} s, {} msg/webhook, {} customers, {} number(s) -> {targets}",
+            self.duration_secs, self.messages_per_webhook, self.customers, self.numbers,
         );
         let _ = writeln!(
             s,
@@ -318,9 +319,20 @@ impl Report {
             self.status_webhooks_pending
         );
         let c = &self.cpu;
-        let gateway = c
-            .gateway_cores
-            .map_or(String::new(), |g| format!("; gateway {:.0}%", g * 100.0));
+        let percent =
+            |cores: Option<f64>| cores.map_or("?".to_owned(), |g| format!("{:.0}%", g * 100.0));
+        let gateway = match c.replica_cores.as_slice() {
+            [] => String::new(),
+            [_] => format!("; gateway {}", percent(c.gateway_cores)),
+            many => format!(
+                "; gateway {} ({})",
+                percent(c.gateway_cores),
+                many.iter()
+                    .map(|r| format!("pid {} {}", r.pid, percent(r.cores)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         let _ = writeln!(
             s,
             "  cpu       bench {:.0}% of a core (load generator {:.0}%, emulator {:.0}%){gateway} over {:.1} s of load",
@@ -417,5 +429,86 @@ mod tests {
         let e2e = Percentiles::of(&r.e2e, 1000.0);
         assert!((e2e.max - 10.0).abs() < 0.05, "{e2e:?}");
         assert!((e2e.p50 - 10.0).abs() < 0.05, "{e2e:?}");
+    }
+
+    fn report(targets: &[&str], replica_cores: Vec<crate::bench::cpu::ReplicaCpu>) -> Report {
+        Report {
+            mode: "open",
+            targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+            rate: Some(300),
+            concurrency: None,
+            duration_secs: 3.0,
+            messages_per_webhook: 1,
+            customers: 100,
+            numbers: 2,
+            connections_opened: 4,
+            offered_messages_per_sec: 300.0,
+            acked_messages_per_sec: 300.0,
+            acked_webhooks_per_sec: 300.0,
+            webhooks_sent: 900,
+            webhooks_acked: 900,
+            messages_sent: 900,
+            messages_acked: 900,
+            ack_latency_us: Percentiles::default(),
+            non_200: BTreeMap::new(),
+            e2e_latency_ms: Percentiles::default(),
+            replies: 900,
+            lost: 0,
+            duplicated: 0,
+            replied_unacked: 0,
+            foreign_replies: 0,
+            drain_secs: 0.1,
+            status_webhooks_delivered: 1800,
+            status_webhooks_failed_attempts: 0,
+            status_webhooks_pending: 0,
+            cpu: Usage {
+                gateway_cores: replica_cores.iter().map(|r| r.cores).sum(),
+                replica_cores,
+                ..Usage::default()
+            },
+            passed: true,
+        }
+    }
+
+    #[test]
+    fn the_text_names_the_targets_and_each_replicas_cpu() {
+        use crate::bench::cpu::ReplicaCpu;
+        let one = report(
+            &["http://127.0.0.1:18080/webhook"],
+            vec![ReplicaCpu {
+                pid: 7,
+                cores: Some(1.2),
+            }],
+        )
+        .text();
+        assert!(one.contains("-> http://127.0.0.1:18080/webhook\n"), "{one}");
+        assert!(one.contains("; gateway 120% over"), "{one}");
+        let three = report(
+            &[
+                "http://a:1/webhook",
+                "http://b:2/webhook",
+                "http://c:3/webhook",
+            ],
+            [(7, 0.5), (8, 0.25), (9, 0.25)]
+                .into_iter()
+                .map(|(pid, c)| ReplicaCpu {
+                    pid,
+                    cores: Some(c),
+                })
+                .collect(),
+        )
+        .text();
+        assert!(
+            three.contains(
+                "-> 3 replicas: http://a:1/webhook, http://b:2/webhook, http://c:3/webhook\n"
+            ),
+            "{three}"
+        );
+        assert!(
+            three.contains("; gateway 100% (pid 7 50%, pid 8 25%, pid 9 25%) over"),
+            "{three}"
+        );
+        let none = report(&["http://a:1/webhook"], Vec::new()).text();
+        assert!(!none.contains("; gateway"), "{none}");
     }
 }

@@ -48,6 +48,10 @@ pub struct EmulatorConfig {
     pub verify_token: String,
     /// Where signed webhooks go (the gateway's `/webhook`); deliveries wait until it is set.
     pub webhook_url: Option<String>,
+    /// When not empty, deliveries go to these URLs in turn instead of `webhook_url`: several
+    /// gateway replicas with no load balancer in front (the bench). As behind Meta's load
+    /// balancer, any replica may get any webhook, a redelivery too.
+    pub webhook_spread: Vec<String>,
     /// The numbers the emulated WhatsApp Business Accounts own.
     pub numbers: Vec<EmulatorNumber>,
     /// Send `sent` and `delivered` status webhooks after each accepted message.
@@ -88,6 +92,7 @@ impl Default for EmulatorConfig {
             app_secret: "emulator-app-secret".into(),
             verify_token: "emulator-verify-token".into(),
             webhook_url: None,
+            webhook_spread: Vec::new(),
             numbers: Vec::new(),
             statuses: true,
             retry_initial: Duration::from_millis(100),

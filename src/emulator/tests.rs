@@ -328,6 +328,35 @@ async fn webhooks_wait_for_a_url_and_keep_one_customers_order() {
 }
 
 #[tokio::test]
+async fn spread_webhooks_take_the_urls_in_turn() {
+    let (a, b) = (fake_gateway(0).await, fake_gateway(0).await);
+    let cfg = EmulatorConfig {
+        app_secret: SECRET.into(),
+        webhook_spread: vec![a.url.clone(), b.url.clone()],
+        statuses: false,
+        numbers: vec![EmulatorNumber {
+            phone_number_id: PNID.into(),
+            waba_id: WABA.into(),
+            display_phone_number: "15550001111".into(),
+            access_token: TOKEN.into(),
+        }],
+        ..EmulatorConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let handle = start(cfg, listener, stop.clone()).await.unwrap();
+    for i in 0..10 {
+        handle
+            .customer_says(PNID, &format!("9198{i:08}"), "Asha", "hi")
+            .await;
+    }
+    a.wait_for(5).await;
+    b.wait_for(5).await;
+    eventually(|| handle.webhook_stats().delivered == 10).await;
+    stop.cancel();
+}
+
+#[tokio::test]
 async fn statuses_echo_biz_opaque_callback_data() {
     let gw = fake_gateway(0).await;
     let emu = emulator(Some(gw.url.clone()), true).await;

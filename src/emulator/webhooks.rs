@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,8 @@ struct Deliverer {
     permits: Semaphore,
     backoff: ExponentialBuilder,
     shutdown: CancellationToken,
+    /// The next of `webhook_spread` to post to.
+    turn: AtomicUsize,
 }
 
 /// The queue: takes envelopes from `rx` and runs one delivery task each, starting a customer's
@@ -94,6 +96,7 @@ pub(crate) async fn run_queue(
         permits: Semaphore::new(MAX_IN_FLIGHT),
         backoff,
         shutdown: shutdown.clone(),
+        turn: AtomicUsize::new(0),
     });
     let (first_done_tx, mut first_done_rx) = mpsc::unbounded_channel::<String>();
     // Keys with a first attempt under way, and what waits behind it.
@@ -154,10 +157,15 @@ impl Deliverer {
 
     /// One POST; `None` when shut down first. Waits for a webhook URL if none is set yet.
     async fn attempt(&self, body: &Bytes) -> Option<bool> {
-        let mut url_rx = self.state.webhook_url();
-        let url = tokio::select! {
-            () = self.shutdown.cancelled() => return None,
-            url = url_rx.wait_for(Option::is_some) => url.ok()?.clone()?,
+        let url = match self.state.cfg.webhook_spread.as_slice() {
+            [] => {
+                let mut url_rx = self.state.webhook_url();
+                tokio::select! {
+                    () = self.shutdown.cancelled() => return None,
+                    url = url_rx.wait_for(Option::is_some) => url.ok()?.clone()?,
+                }
+            }
+            urls => urls[self.turn.fetch_add(1, Ordering::Relaxed) % urls.len()].clone(),
         };
         let _permit = tokio::select! {
             () = self.shutdown.cancelled() => return None,

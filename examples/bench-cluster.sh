@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Load benchmark of wa-gateway across storage backends and replica counts: builds release, then
+# runs the same open-loop load (RATE msg/s for DURATION) against
+#   (a) one replica on SQLite (as examples/bench.sh),
+#   (b) one replica on PostgreSQL,
+#   (c) three replicas on PostgreSQL (the bench posts to them in turn),
+# back to back, printing each report. Each scenario starts fresh gateways (a new SQLite file, or
+# the database of WA_BENCH_PG dropped and recreated) and stops them with SIGTERM at its end.
+# The per-replica configs are examples/bench.yaml with its ports and storage.url rewritten.
+# Usage: examples/bench-cluster.sh [extra bench flags, e.g. --json]
+# Env: RATE (2000), DURATION (20s), CUSTOMERS (20000),
+#      WA_BENCH_PG (postgres://postgres:postgres@127.0.0.1:5432/wa_bench; its database is dropped!)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export WA_BENCH_APP_SECRET="${WA_BENCH_APP_SECRET:-bench-app-secret}"
+export WA_BENCH_VERIFY_TOKEN="${WA_BENCH_VERIFY_TOKEN:-bench-verify-token}"
+export WA_BENCH_TOKEN="${WA_BENCH_TOKEN:-bench-access-token}"
+export WA_GATEWAY_LOG="${WA_GATEWAY_LOG:-warn}"
+DURATION="${DURATION:-20s}"
+RATE="${RATE:-2000}"
+# Enough customers that no one of them passes Meta's pair-rate burst (45) in a run.
+CUSTOMERS="${CUSTOMERS:-20000}"
+WA_BENCH_PG="${WA_BENCH_PG:-postgres://postgres:postgres@127.0.0.1:5432/wa_bench}"
+extra=("$@")
+
+# The database the PostgreSQL scenarios own, and the server's maintenance database to drop it from.
+pg_db="${WA_BENCH_PG##*/}"
+pg_db="${pg_db%%\?*}"
+pg_admin="${WA_BENCH_PG%/*}/postgres"
+case "$pg_db" in
+    "" | postgres | template0 | template1)
+        echo "WA_BENCH_PG must name a database of its own (it is dropped and recreated), not '$pg_db'" >&2
+        exit 2 ;;
+esac
+if ! command -v psql >/dev/null; then
+    echo "psql not found: install postgresql-client (it drops and recreates $pg_db)" >&2
+    exit 2
+fi
+
+cargo build --release --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/wa-gateway"
+# A private copy: a concurrent build in a shared target dir must not swap the binary mid-run.
+work="$(mktemp -d)"
+cp "$bin" "$work/wa-gateway"
+bin="$work/wa-gateway"
+
+# Writes replica $1's config for storage URL $2 to $work/replica-$1.yaml: webhook port 18080+$1,
+# admin port 19090+$1 (the emulator stays at 18089, so at most 9 replicas).
+write_config() {
+    local i="$1" out="$work/replica-$1.yaml"
+    local url
+    url="$(printf '%s' "$2" | sed 's/[&|\\]/\\&/g')"
+    sed -e "s|127\.0\.0\.1:18080|127.0.0.1:$((18080 + i))|g" \
+        -e "s|127\.0\.0\.1:19090|127.0.0.1:$((19090 + i))|g" \
+        -e "s|^\(  url: \)sqlite://data/bench\.db\$|\1$url|" \
+        examples/bench.yaml >"$out"
+    # examples/bench.yaml may change under us: make sure every rewrite took.
+    if ! grep -qF "public_url: http://127.0.0.1:$((18080 + i))/webhook" "$out" ||
+        ! grep -qF "admin: 127.0.0.1:$((19090 + i))" "$out" ||
+        ! grep -qF "  url: $2" "$out"; then
+        echo "cannot derive replica $i's config from examples/bench.yaml (ports or storage.url moved?)" >&2
+        exit 2
+    fi
+}
+
+pids=()
+stop_gateways() {
+    local pid
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pids=()
+}
+trap stop_gateways EXIT
+
+# Starts $1 replicas on storage URL $2 (logs under $work/$3-N.log) and waits until each is ready.
+start_gateways() {
+    local n="$1" url="$2" name="$3" i
+    for ((i = 0; i < n; i++)); do
+        write_config "$i" "$url"
+        WA_GATEWAY_REPLICA_ID="bench-$i" "$bin" serve --config "$work/replica-$i.yaml" \
+            >"$work/$name-$i.log" 2>&1 &
+        pids+=($!)
+    done
+    for ((i = 0; i < n; i++)); do
+        for _ in $(seq 300); do
+            if curl -fsS "http://127.0.0.1:$((19090 + i))/readyz" >/dev/null 2>&1; then continue 2; fi
+            if ! kill -0 "${pids[$i]}" 2>/dev/null; then break; fi
+            sleep 0.1
+        done
+        echo "replica $i did not become ready:" >&2
+        cat "$work/$name-$i.log" >&2
+        exit 1
+    done
+}
+
+reset_pg() {
+    PGOPTIONS="-c client_min_messages=warning" psql -q -v ON_ERROR_STOP=1 "$pg_admin" \
+        -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" \
+        -c "CREATE DATABASE \"$pg_db\""
+}
+
+status=0
+# Runs scenario $1 (a title) with $2 replicas on storage URL $3, logs named $4.
+scenario() {
+    local title="$1" n="$2" url="$3" name="$4" i
+    local flags=()
+    start_gateways "$n" "$url" "$name"
+    for ((i = 0; i < n; i++)); do
+        flags+=(--target "http://127.0.0.1:$((18080 + i))/webhook" --gateway-pid "${pids[$i]}")
+    done
+    echo "== $title: open loop $RATE msg/s for $DURATION"
+    "$bin" bench --config "$work/replica-0.yaml" "${flags[@]}" --rate "$RATE" --duration "$DURATION" \
+        --customers "$CUSTOMERS" "${extra[@]}" || status=1
+    stop_gateways
+    for ((i = 0; i < n; i++)); do
+        echo "   log $work/$name-$i.log ($(grep -c '"level":"ERROR"' "$work/$name-$i.log" || true) errors)"
+    done
+    echo
+}
+
+mkdir -p data
+rm -f data/bench.db data/bench.db-wal data/bench.db-shm
+scenario "(a) 1 replica, SQLite" 1 "sqlite://data/bench.db" sqlite
+
+reset_pg
+scenario "(b) 1 replica, PostgreSQL" 1 "$WA_BENCH_PG" pg1
+
+reset_pg
+scenario "(c) 3 replicas, PostgreSQL" 3 "$WA_BENCH_PG" pg3
+
+trap - EXIT
+exit "$status"
