@@ -119,6 +119,9 @@ async fn setup(args: &BenchArgs) -> anyhow::Result<Setup> {
     };
     emulator.app_secret = app_secret.clone();
     emulator.statuses = true;
+    // The numbers under load are in use, so registered at Meta: otherwise the gateway's
+    // reconciler tries to register them (no PIN in the bench config) and logs an error each retry.
+    emulator.preregistered = true;
     let numbers = emulator
         .numbers
         .iter()
