@@ -114,7 +114,14 @@ fn conversations<'a>(messages: impl Iterator<Item = &'a NewInbound>) -> Vec<&'a 
             }
         }
     }
-    latest.into_values().collect()
+    // In key order: two transactions upserting the same conversations lock them in the same
+    // order, so they cannot deadlock (PostgreSQL, several replicas).
+    let mut rows: Vec<&NewInbound> = latest.into_values().collect();
+    rows.sort_unstable_by(|a, b| {
+        (a.phone_number_id.as_str(), a.customer.as_str())
+            .cmp(&(b.phone_number_id.as_str(), b.customer.as_str()))
+    });
+    rows
 }
 
 impl Store {
@@ -241,6 +248,37 @@ impl Store {
                             }
                         }
                     }
+                }
+            }
+            // With several replicas, two batches may touch the same replies (one records Meta's
+            // answer, the other its status webhooks) in different orders: lock every reply this
+            // batch touches first, in id order, so they wait for each other instead of deadlocking.
+            if shared {
+                let mut ids: Vec<i64> = by_id.keys().copied().collect();
+                ids.extend(ops.iter().filter_map(|op| match op {
+                    Op::Attempt { id }
+                    | Op::Sent { id, .. }
+                    | Op::Retry { id, .. }
+                    | Op::GiveUp { id, .. } => Some(*id),
+                    _ => None,
+                }));
+                ids.sort_unstable();
+                ids.dedup();
+                if !ids.is_empty() || !by_wamid.is_empty() {
+                    let mut qb = sqlx::QueryBuilder::new("SELECT id FROM outbox WHERE id IN (");
+                    let mut sep = qb.separated(", ");
+                    sep.push_bind(-1_i64);
+                    for id in &ids {
+                        sep.push_bind(*id);
+                    }
+                    qb.push(") OR wamid IN (");
+                    let mut sep = qb.separated(", ");
+                    sep.push_bind("");
+                    for wamid in by_wamid.keys() {
+                        sep.push_bind(*wamid);
+                    }
+                    qb.push(") ORDER BY id FOR UPDATE");
+                    qb.build().execute(&mut *tx).await?;
                 }
             }
             // One statement shape for both keys; matching by wamid, column4 is that same wamid.
