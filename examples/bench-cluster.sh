@@ -8,7 +8,7 @@
 # the database of WA_BENCH_PG dropped and recreated) and stops them with SIGTERM at its end.
 # The per-replica configs are examples/bench.yaml with its ports and storage.url rewritten.
 # Usage: examples/bench-cluster.sh [extra bench flags, e.g. --json]
-# Env: RATE (2000), DURATION (20s), CUSTOMERS (20000),
+# Env: RATE (2000), DURATION (20s), CUSTOMERS (20000), SCENARIOS ("a b c": which to run),
 #      WA_BENCH_PG (postgres://postgres:postgres@127.0.0.1:5432/wa_bench; its database is dropped!)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,7 @@ export WA_BENCH_VERIFY_TOKEN="${WA_BENCH_VERIFY_TOKEN:-bench-verify-token}"
 export WA_BENCH_TOKEN="${WA_BENCH_TOKEN:-bench-access-token}"
 export WA_GATEWAY_LOG="${WA_GATEWAY_LOG:-warn}"
 DURATION="${DURATION:-20s}"
+SCENARIOS="${SCENARIOS:-a b c}"
 RATE="${RATE:-2000}"
 # Enough customers that no one of them passes Meta's pair-rate burst (45) in a run.
 CUSTOMERS="${CUSTOMERS:-20000}"
@@ -119,15 +120,19 @@ scenario() {
     echo
 }
 
-mkdir -p data
-rm -f data/bench.db data/bench.db-wal data/bench.db-shm
-scenario "(a) 1 replica, SQLite" 1 "sqlite://data/bench.db" sqlite
-
-reset_pg
-scenario "(b) 1 replica, PostgreSQL" 1 "$WA_BENCH_PG" pg1
-
-reset_pg
-scenario "(c) 3 replicas, PostgreSQL" 3 "$WA_BENCH_PG" pg3
+if [[ " $SCENARIOS " == *" a "* ]]; then
+    mkdir -p data
+    rm -f data/bench.db data/bench.db-wal data/bench.db-shm
+    scenario "(a) 1 replica, SQLite" 1 "sqlite://data/bench.db" sqlite
+fi
+if [[ " $SCENARIOS " == *" b "* ]]; then
+    reset_pg
+    scenario "(b) 1 replica, PostgreSQL" 1 "$WA_BENCH_PG" pg1
+fi
+if [[ " $SCENARIOS " == *" c "* ]]; then
+    reset_pg
+    scenario "(c) 3 replicas, PostgreSQL" 3 "$WA_BENCH_PG" pg3
+fi
 
 trap - EXIT
 exit "$status"

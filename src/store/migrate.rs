@@ -47,6 +47,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         "onboarding",
         include_str!("migrations/postgres/0005_onboarding.sql"),
     ),
+    (
+        6,
+        "send_limits_unlogged",
+        include_str!("migrations/postgres/0006_send_limits_unlogged.sql"),
+    ),
 ];
 
 fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {
