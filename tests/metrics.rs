@@ -9,7 +9,6 @@ use common::{Db, Options, PNID, TestGateway};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
-use wa_gateway::app::Gateway;
 use wa_gateway::emulator::{Fault, FaultKind};
 
 const ALICE: &str = "15550100001";
@@ -20,17 +19,7 @@ const BOB: &str = "15550100002";
 async fn start(db: Db) -> Option<TestGateway> {
     let storage = common::storage(db).await?;
     let yaml = common::config_yaml(&storage.url, &Options::default(), "echo");
-    let path = storage.dir.path().join("gateway.yaml");
-    std::fs::write(&path, &yaml).expect("write config");
-    let gw = Gateway::start_from(&path).await.expect("gateway starts");
-    let emu = gw.emulator.clone().expect("in-process emulator");
-    Some(TestGateway {
-        config_path: path,
-        gw: Some(gw),
-        emu,
-        storage,
-        http: reqwest::Client::new(),
-    })
+    Some(common::start_from_yaml(storage, &yaml).await)
 }
 
 /// The samples of a text exposition: `name{labels}` → value.

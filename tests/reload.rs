@@ -8,7 +8,6 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use wa_gateway::app::Gateway;
 
 fn options(prefix: &str, second_number: bool) -> Options {
     Options {
@@ -24,14 +23,7 @@ fn sha(text: &str) -> String {
 
 /// Starts a gateway from `file` (which may be a symlink) with the watcher running.
 async fn start_from(storage: common::Storage, file: PathBuf) -> TestGateway {
-    let gw = Gateway::start_from(&file).await.expect("gateway starts");
-    TestGateway {
-        config_path: file,
-        emu: gw.emulator.clone().unwrap(),
-        gw: Some(gw),
-        storage,
-        http: reqwest::Client::new(),
-    }
+    common::start_from_file(storage, file).await
 }
 
 /// Replaces `path` the way editors save: write a temporary file, rename it over.

@@ -8,7 +8,6 @@ mod common;
 use common::{Db, Options, PNID, PNID2, TestGateway, WABA, wait_until};
 use serde_json::{Value, json};
 use std::time::Duration;
-use wa_gateway::app::Gateway;
 use wa_gateway::emulator::{Fault, FaultKind};
 use wa_gateway::reload::ReloadOutcome;
 
@@ -36,17 +35,7 @@ async fn spawn_with(
         "access_token: { value: token-two }\n",
         "access_token: { value: token-two }\n    enabled: false\n",
     );
-    let path = storage.dir.path().join("gateway.yaml");
-    std::fs::write(&path, &yaml).unwrap();
-    let gw = Gateway::start_from(&path).await.expect("gateway starts");
-    let emu = gw.emulator.clone().expect("in-process emulator");
-    Some(TestGateway {
-        config_path: path,
-        gw: Some(gw),
-        emu,
-        storage,
-        http: reqwest::Client::new(),
-    })
+    Some(common::start_from_yaml(storage, &yaml).await)
 }
 
 fn admin(t: &TestGateway, path: &str) -> String {

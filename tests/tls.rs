@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wa_gateway::app::Gateway;
 
 /// A test CA and a leaf it signed for 127.0.0.1 with common name `cn`.
 struct Pki {
@@ -62,17 +61,7 @@ async fn start_tls(first: &Pki) -> (TestGateway, std::path::PathBuf) {
             tls_dir.join("tls.key").display()
         ),
     );
-    let path = storage.dir.path().join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let gw = Gateway::start_from(&path).await.expect("gateway starts");
-    let tg = TestGateway {
-        config_path: path,
-        emu: gw.emulator.clone().unwrap(),
-        gw: Some(gw),
-        storage,
-        http: reqwest::Client::new(),
-    };
-    (tg, tls_dir)
+    (common::start_from_yaml(storage, &yaml).await, tls_dir)
 }
 
 /// Handshakes with a client trusting `roots`, offering h2 and http/1.1; returns the leaf the

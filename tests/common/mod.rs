@@ -303,6 +303,25 @@ pub async fn spawn_gateway_with_agent(db: Db, opts: Options, agent: &str) -> Opt
     })
 }
 
+/// Starts the gateway from the config file at `path` with its watcher, as `serve` runs it.
+pub async fn start_from_file(storage: Storage, path: std::path::PathBuf) -> TestGateway {
+    let gw = Gateway::start_from(&path).await.expect("gateway starts");
+    TestGateway {
+        config_path: path,
+        emu: gw.emulator.clone().expect("in-process emulator"),
+        gw: Some(gw),
+        storage,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// Writes `yaml` as `gateway.yaml` in the test's directory and starts the gateway from it.
+pub async fn start_from_yaml(storage: Storage, yaml: &str) -> TestGateway {
+    let path = storage.dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    start_from_file(storage, path).await
+}
+
 /// A Cloud API emulator of its own (it outlives gateway restarts) serving number `PNID` with
 /// token `token-one`, redelivering webhooks after 50 ms, then up to every `retry_max`; and
 /// the secret files `app_secret`, `verify_token` and `token` written into `dir`.
