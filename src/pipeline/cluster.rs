@@ -8,7 +8,7 @@ use super::{Dispatch, Work, turn};
 use crate::state::AppState;
 use crate::store::InboxRow;
 use crate::store::cluster::{OVERRIDES_CHANNEL, WORK_CHANNEL, parse_work_payload};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -153,7 +153,10 @@ async fn conversation(
             turn::resume(&state, row).await;
         }
     }
-    let mut after = 0;
+    // Messages already handed to a turn. Each read takes every waiting message rather than
+    // those past the last id seen: another replica's message can commit after a later one was
+    // handled here yet carry a lower id (ids are taken at insert, rows show at commit).
+    let mut seen: HashSet<i64> = HashSet::new();
     loop {
         if state.draining.is_cancelled() {
             break;
@@ -168,12 +171,13 @@ async fn conversation(
         while woken.try_recv().is_ok() {}
         let Some(rows) = state
             .persist("inbox read", || {
-                state.store.open_inbox_of(pnid, customer, after)
+                state.store.open_inbox_of(pnid, customer, 0)
             })
             .await
         else {
             break;
         };
+        let rows: Vec<InboxRow> = rows.into_iter().filter(|r| !seen.contains(&r.id)).collect();
         if rows.is_empty() {
             tokio::select! {
                 biased;
@@ -183,7 +187,7 @@ async fn conversation(
             }
         }
         let rows = gather(&state, rows, &mut woken, pnid, customer).await;
-        after = rows.last().map_or(after, |r| r.id);
+        seen.extend(rows.iter().map(|r| r.id));
         turn::inbound(&state, rows, &mut known).await;
     }
     // Wakes from now on start a new claim.
