@@ -667,3 +667,63 @@ async fn a_second_process_on_the_same_sqlite_file_is_refused() {
 fn second_child(mut r: Replica) -> Child {
     r.child.take().unwrap()
 }
+
+/// A message another replica commits late can carry a lower id than one this replica already
+/// answered (ids are taken at insert, rows show at commit): the conversation's holder, woken by
+/// the commit's NOTIFY, still answers it at once rather than after its idle timeout (10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_with_a_lower_id_is_answered_at_once() {
+    use sqlx::Connection;
+    let Some(t) = spawn_gateway(Db::Postgres, Options::default()).await else {
+        return;
+    };
+    let customer = "491700000077";
+    // Ids start higher, so that one below the first message's is still a valid id.
+    let mut c = sqlx::PgConnection::connect(&t.storage.url).await.unwrap();
+    sqlx::query("SELECT setval('inbox_id_seq', 1000)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    t.emu.customer_says(PNID, customer, "Late", "first").await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            t.texts_to(customer).len() == 1
+        })
+        .await,
+        "the first message is answered"
+    );
+    // What another replica's commit looks like: a row below the one just answered, then the
+    // NOTIFY its transaction sends.
+    let now = now_ms();
+    t.emu
+        .record_inbound(PNID, customer, "wamid.late", now / 1000);
+    sqlx::query(
+        "INSERT INTO inbox (id, wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
+         msg_type, text, payload, meta_ts, received_at, state) \
+         SELECT id - 1, 'wamid.late', phone_number_id, customer, wa_id, user_id, customer_name, \
+         msg_type, 'late', payload, meta_ts, $2, 'received' FROM inbox WHERE customer = $1",
+    )
+    .bind(customer)
+    .bind(now)
+    .execute(&mut c)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_notify('wagw_work', $1)")
+        .bind(format!("{PNID}\t{customer}\n"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            t.texts_to(customer).len() == 2
+        })
+        .await,
+        "the late message was not answered within 5 s: {:?}",
+        t.texts_to(customer)
+    );
+    assert!(
+        t.texts_to(customer)[1].contains("late"),
+        "{:?}",
+        t.texts_to(customer)
+    );
+}
