@@ -76,6 +76,18 @@ async fn env(db: Db) -> Option<Env> {
 }
 
 impl Env {
+    /// A customer writes `text` and the echo agent's reply reaches the emulator (20 s at most).
+    async fn echoed(&self, customer: &str, name: &str, text: &str) -> bool {
+        self.emu.customer_says(PNID, customer, name, text).await;
+        let want = format!("echo: {text}");
+        self.emu
+            .wait_sent(
+                |s| s.iter().any(|m| m.text.as_deref() == Some(want.as_str())),
+                Duration::from_secs(20),
+            )
+            .await
+    }
+
     fn dir(&self) -> &Path {
         self.storage.dir.path()
     }
@@ -516,18 +528,8 @@ async fn signup_stores_an_encrypted_token_that_serves(db: Db) {
         .await
         .expect("gateway starts");
     env.emu.set_webhook_url(gw.webhook_url());
-    env.emu
-        .customer_says(PNID, "15550100001", "Asha", "hello there")
-        .await;
     assert!(
-        env.emu
-            .wait_sent(
-                |s| s
-                    .iter()
-                    .any(|m| m.text.as_deref() == Some("echo: hello there")),
-                Duration::from_secs(20)
-            )
-            .await,
+        env.echoed("15550100001", "Asha", "hello there").await,
         "the stored token served the reply: {:?}",
         env.emu.sent()
     );
@@ -636,19 +638,7 @@ async fn key_rotation_re_encrypts_on_start(db: Db) {
         .await
         .expect("starts on the new key alone");
     env.emu.set_webhook_url(gw.webhook_url());
-    env.emu
-        .customer_says(PNID, "15550100002", "Ravi", "after rotation")
-        .await;
-    assert!(
-        env.emu
-            .wait_sent(
-                |s| s
-                    .iter()
-                    .any(|m| m.text.as_deref() == Some("echo: after rotation")),
-                Duration::from_secs(20)
-            )
-            .await
-    );
+    assert!(env.echoed("15550100002", "Ravi", "after rotation").await);
 
     // A reload onto a file whose stored reference is missing is refused; the old one serves.
     let bad = numbers.replace("stored: acme", "stored: nobody");
@@ -664,19 +654,7 @@ async fn key_rotation_re_encrypts_on_start(db: Db) {
         ),
         other => panic!("reload applied: {other:?}"),
     }
-    env.emu
-        .customer_says(PNID, "15550100002", "Ravi", "still served")
-        .await;
-    assert!(
-        env.emu
-            .wait_sent(
-                |s| s
-                    .iter()
-                    .any(|m| m.text.as_deref() == Some("echo: still served")),
-                Duration::from_secs(20)
-            )
-            .await
-    );
+    assert!(env.echoed("15550100002", "Ravi", "still served").await);
     gw.shutdown(Duration::from_secs(5)).await;
 
     // A wrong key is a clear error naming both keys, at start and in the CLI.
