@@ -276,10 +276,15 @@ pub fn spawn(state: Arc<AppState>) -> ReconcileHandle {
                 continue;
             }
             let mut waiters: Vec<_> = held.drain(..).map(|(reply, _)| reply).collect();
+            // Passes held while not leading run at once.
+            let at = if waiters.is_empty() {
+                next
+            } else {
+                tokio::time::Instant::now()
+            };
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep_until(next), if waiters.is_empty() => {}
-                _ = std::future::ready(()), if !waiters.is_empty() => {}
+                _ = tokio::time::sleep_until(at) => {}
                 req = rx.recv() => match req {
                     Some(Request::RunNow(reply)) => waiters.push(reply),
                     Some(Request::Trigger) => {}
