@@ -105,6 +105,36 @@ impl KeywordMatcher {
 
 /// Folds `text` as keyword matching does (module doc, steps 1–6); `""` when nothing is left.
 pub fn fold(text: &str) -> String {
+    if text.is_ascii() {
+        fold_ascii(text)
+    } else {
+        fold_unicode(text)
+    }
+}
+
+/// [`fold`] for ASCII text, the common case, without the three normalisation passes: ASCII is
+/// its own NFKC, NFD and NFC form, holds no ignorable or combining character, and each of its
+/// characters is a grapheme cluster of its own (except CR LF, which is whitespace either way).
+fn fold_ascii(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let Some(first) = bytes.iter().position(u8::is_ascii_alphanumeric) else {
+        return String::new();
+    };
+    let last = bytes
+        .iter()
+        .rposition(u8::is_ascii_alphanumeric)
+        .unwrap_or(first);
+    let mut out = String::with_capacity(last + 1 - first);
+    for word in text[first..=last].split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+    }
+    out
+}
+
+fn fold_unicode(text: &str) -> String {
     // Steps 1, 2 and 4: compatibility forms, case, invisible characters.
     let mut cased = String::with_capacity(text.len());
     for c in text.nfkc() {
@@ -396,6 +426,18 @@ mod tests {
         #[test]
         fn classify_never_panics(text in any::<String>()) {
             let _ = matcher().classify(&text);
+        }
+
+        #[test]
+        fn the_ascii_fold_is_the_unicode_fold(text in "[\\x00-\\x7f]{0,40}") {
+            prop_assert_eq!(fold_ascii(&text), fold_unicode(&text));
+        }
+
+        #[test]
+        fn the_ascii_fold_is_the_unicode_fold_around_whitespace(
+            text in "[aZ9 \\t\\n\\x0b\\x0c\\r!.-]{0,24}",
+        ) {
+            prop_assert_eq!(fold_ascii(&text), fold_unicode(&text));
         }
 
         #[test]

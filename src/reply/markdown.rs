@@ -5,6 +5,42 @@ use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
 /// Converts an agent's Markdown to WhatsApp formatting.
 pub fn to_whatsapp(markdown: &str) -> String {
+    if is_plain(markdown) {
+        return markdown.to_owned();
+    }
+    convert(markdown)
+}
+
+/// Text in which Markdown can mean nothing, so converting it would give it back unchanged: one
+/// line of letters, digits, spaces and sentence punctuation, starting with a letter (no list
+/// item, heading, indented code or block quote can start there) and not ending in a space.
+/// Most short agent replies are like this; they skip the parser.
+fn is_plain(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.first().is_some_and(u8::is_ascii_alphabetic)
+        && bytes.last() != Some(&b' ')
+        && !text.contains("  ")
+        && bytes.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b' ' | b','
+                        | b'.'
+                        | b':'
+                        | b';'
+                        | b'?'
+                        | b'\''
+                        | b'!'
+                        | b'/'
+                        | b'@'
+                        | b'%'
+                        | b'-'
+                )
+        })
+}
+
+/// The conversion proper, through pulldown-cmark.
+pub(super) fn convert(markdown: &str) -> String {
     let mut writer = Writer::default();
     for event in Parser::new_ext(
         markdown,

@@ -16,7 +16,12 @@ pub const MAX_TEXT_CHARS: usize = 4096;
 
 /// Whether the text holds a URL (sets Meta's preview_url).
 pub fn has_url(text: &str) -> bool {
-    // Meta previews only links with a scheme, so bare domains do not count.
+    // Meta previews only links with a scheme, so bare domains do not count, and a text without
+    // a colon has none.
+    text.contains(':') && finds_url(text)
+}
+
+fn finds_url(text: &str) -> bool {
     let mut finder = LinkFinder::new();
     finder.kinds(&[LinkKind::Url]);
     finder.links(text).next().is_some()

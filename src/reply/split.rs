@@ -24,7 +24,23 @@ const CLOSERS: &[char] = &['*', '_', '~', '`', ')', ']', '"', '\'', '”', '’'
 /// at the end of one part and reopened in the next; a token longer than a part is hard-cut at a
 /// grapheme boundary. Limits below 16 are raised to 16. Returns no parts for blank text.
 pub fn split(text: &str, max_chars: usize) -> Vec<String> {
-    Layout::new(text, max_chars.max(MIN_LIMIT)).parts()
+    let max = max_chars.max(MIN_LIMIT);
+    // ASCII that fits (a byte is a character, a character a grapheme cluster, but for CR LF,
+    // which is whitespace either way) is one part without its surrounding whitespace.
+    if text.is_ascii() && text.len() <= max {
+        let part = text.trim();
+        return if part.is_empty() {
+            Vec::new()
+        } else {
+            vec![part.to_owned()]
+        };
+    }
+    by_layout(text, max)
+}
+
+/// [`split`] without its shortcut for short ASCII text.
+pub(super) fn by_layout(text: &str, max: usize) -> Vec<String> {
+    Layout::new(text, max).parts()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -373,6 +373,28 @@ proptest! {
     }
 
     #[test]
+    fn plain_text_skips_the_parser_and_comes_out_the_same(
+        text in "[A-Za-z0-9 ,.:;?'!/@%-]{0,80}",
+    ) {
+        prop_assert_eq!(to_whatsapp(&text), markdown::convert(&text));
+    }
+
+    #[test]
+    fn short_ascii_skips_the_layout_and_comes_out_the_same(
+        text in "[ -~\\t\\n\\r\\x0b\\x0c]{0,40}",
+        max in 16usize..48,
+    ) {
+        prop_assert_eq!(split(&text, max), split::by_layout(&text, max));
+    }
+
+    #[test]
+    fn has_url_agrees_with_the_link_finder(
+        text in "(www\\.|https?:?/?/?|mailto:?|[a-z.@/ -]){0,12}",
+    ) {
+        prop_assert_eq!(has_url(&text), finds_url(&text));
+    }
+
+    #[test]
     fn conversion_never_panics(markdown in "(?s).{0,300}") {
         let out = to_whatsapp(&markdown);
         prop_assert!(!out.contains("\n\n\n"));
