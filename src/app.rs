@@ -46,6 +46,8 @@ pub enum StartError {
     Snapshot(#[from] SnapshotError),
     #[error("cannot start the built-in emulator: {0}")]
     Emulator(std::io::Error),
+    #[error("cannot start the pipeline's threads: {0}")]
+    PipelineRuntime(std::io::Error),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -75,6 +77,27 @@ pub struct Gateway {
     writer_task: tokio::task::JoinHandle<()>,
     /// PostgreSQL: the election task; it ends once leadership is released.
     election: Option<tokio::task::JoinHandle<()>>,
+    /// Declared last, so it stops last: a shutdown has drained its tasks by then.
+    _pipeline_runtime: PipelineRuntime,
+}
+
+/// The pipeline's runtime ([`pipeline::runtime`]). Dropped (with the gateway, possibly inside
+/// another runtime) it stops at once without waiting: [`Gateway::shutdown`] has already let its
+/// tasks finish, and a gateway dropped without one is being abandoned anyway.
+struct PipelineRuntime(Option<tokio::runtime::Runtime>);
+
+impl PipelineRuntime {
+    fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        self.0.as_ref().map(tokio::runtime::Runtime::enter)
+    }
+}
+
+impl Drop for PipelineRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Gateway {
@@ -198,7 +221,14 @@ impl Gateway {
         // Resume before accepting anything new, so within a conversation old work runs first.
         // With several replicas, unfinished work belongs to whoever holds its conversation;
         // the leader takes over what no live replica holds.
-        let dispatch = pipeline::spawn(state.clone());
+        let pipeline_runtime = PipelineRuntime(Some(
+            pipeline::runtime().map_err(StartError::PipelineRuntime)?,
+        ));
+        let dispatch = {
+            // Everything the dispatcher starts runs on the pipeline's runtime.
+            let _on_pipeline = pipeline_runtime.enter();
+            pipeline::spawn(state.clone())
+        };
         if !store.is_shared() {
             let open_out = store.open_outbox().await?;
             let open_in = store.open_inbox().await?;
@@ -297,6 +327,7 @@ impl Gateway {
             writer_stop,
             writer_task,
             election,
+            _pipeline_runtime: pipeline_runtime,
         })
     }
 

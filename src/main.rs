@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use wa_gateway::config;
 
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "wa-gateway",

@@ -60,6 +60,35 @@ impl Sink for Dispatch {
     }
 }
 
+/// The CPU priority (nice value) of the pipeline's threads, relative to the rest of the gateway.
+pub const PIPELINE_NICE: i32 = 10;
+
+/// The runtime the pipeline runs on: the dispatcher, conversation workers, agent calls and
+/// sends, and whatever they spawn. It is a runtime of its own, with threads at a lower CPU
+/// priority (nice +[`PIPELINE_NICE`], as RocksDB lowers its compaction threads), so that when
+/// the cores are busy, acknowledging Meta's webhooks (the listeners' runtime and the writer)
+/// never waits behind agent turns: a burst is taken in durably at full speed and answered as
+/// fast as the CPU left over allows. With idle cores the priority changes nothing.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("wa-pipeline")
+        .enable_all()
+        .on_thread_start(lower_priority)
+        .build()
+}
+
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux a nice value belongs to a thread, so this leaves the others alone.
+        let tid = rustix::thread::gettid();
+        let current = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), current + PIPELINE_NICE) {
+            tracing::debug!(error = %e, "cannot lower the pipeline thread's priority");
+        }
+    }
+}
+
 /// How long an idle conversation worker lives before it exits.
 const WORKER_IDLE: Duration = Duration::from_secs(30);
 

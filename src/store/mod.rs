@@ -24,6 +24,10 @@ use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Prepared statements the SQLite writer keeps (sqlx's default is 100, fewer than the shapes a
+/// busy group commit produces).
+const WRITER_STATEMENT_CACHE: usize = 1024;
+
 /// A storage failure; the webhook that hit it is answered 503 so Meta delivers it again.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -153,13 +157,27 @@ impl Store {
                 // amortises the fsync over every message in the batch.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(cfg.busy_timeout.get())
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Statement journals (a multi-row statement inside the group commit's
+                // transaction keeps one, to undo itself alone) stay in memory instead of
+                // spilling to a temporary file; they are discarded at commit either way.
+                .pragma("temp_store", "MEMORY");
+            // An embedded database cannot lose its connection: no ping (a round trip to the
+            // connection's thread) before every use, which on the writer is every commit.
             let write_pool = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
+                .test_before_acquire(false)
+                .connect_with(
+                    opts.clone()
+                        .pragma("wal_autocheckpoint", "0")
+                        // The group commit's multi-row statements take one text per batch size
+                        // and statement kind: keep them all prepared rather than re-parse them.
+                        .statement_cache_capacity(WRITER_STATEMENT_CACHE),
+                )
                 .await?;
             let read_pool = SqlitePoolOptions::new()
                 .max_connections(cfg.max_connections.max(2))
+                .test_before_acquire(false)
                 .connect_with(opts)
                 .await?;
             (Pool::Sqlite(read_pool), Pool::Sqlite(write_pool))
