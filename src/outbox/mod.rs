@@ -28,6 +28,8 @@ pub struct Known {
     pub last_inbound: Option<i64>,
     /// Whether the customer has opted out, when the caller knows it for sure.
     pub opted_out: Option<bool>,
+    /// The row's first attempt was recorded when it was queued (it is `sending` already).
+    pub attempt_recorded: bool,
 }
 
 /// Builds the Graph request body for a row.
@@ -68,21 +70,27 @@ pub async fn deliver(
         .without_max_times()
         .build();
     let body = request_body(row);
-    let mut attempts = row.attempts;
+    // Attempts made before this call; the one recorded with the row is about to be made here.
+    let mut attempts = row.attempts - i64::from(known.attempt_recorded);
+    let mut recorded = known.attempt_recorded;
     loop {
         if state.shutdown.is_cancelled() {
             return Outcome::Interrupted;
         }
         // Checked at send time, not only when queued: the window may have closed while the
         // agent thought or while this reply waited for a retry.
-        match gate(state, number, row, known).await {
+        match gate(state, number, row, known, recorded).await {
             Gate::Go => {}
             Gate::Stop(outcome) => return outcome,
         }
-        match state
-            .persist("outbox attempt", || state.writer.outbox_attempt(row.id))
-            .await
-        {
+        let attempt = if std::mem::take(&mut recorded) {
+            Some(true)
+        } else {
+            state
+                .persist("outbox attempt", || state.writer.outbox_attempt(row.id))
+                .await
+        };
+        match attempt {
             None => return Outcome::Interrupted,
             // A status webhook settled it first: Meta has it, sending again would duplicate it.
             // With several replicas, the row may instead belong to a conversation whose lease
@@ -164,7 +172,7 @@ pub async fn deliver(
                     phone_number_id = pnid,
                     "reply not sent: more than 24 h since the customer's last message (131047)"
                 );
-                give_up(state, row, OutboxState::Expired, code, &message).await;
+                give_up(state, row, OutboxState::Expired, code, &message, false).await;
                 return Outcome::Expired;
             }
             RetryClass::Fatal => {
@@ -176,13 +184,13 @@ pub async fn deliver(
                     .reconcile
                     .send_health
                     .record_refused(pnid, code, &message, now);
-                give_up(state, row, OutboxState::Failed, code, &message).await;
+                give_up(state, row, OutboxState::Failed, code, &message, false).await;
                 return Outcome::Failed;
             }
             class @ (RetryClass::Retry | RetryClass::Throttle) => {
                 if attempts >= i64::from(policy.max_attempts) {
                     tracing::error!(outbox_id = row.id, attempts, error = %message, "reply failed after the last retry");
-                    give_up(state, row, OutboxState::Failed, code, &message).await;
+                    give_up(state, row, OutboxState::Failed, code, &message, false).await;
                     return Outcome::Failed;
                 }
                 let reason = match (class, &err) {
@@ -238,7 +246,14 @@ enum Gate {
 
 /// The policy checks a reply must pass right before it leaves: the 24-hour window, and the
 /// customer's opt-out (only the opt-out confirmation may reach an opted-out customer).
-async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow, known: &Known) -> Gate {
+/// `recorded`: an attempt was recorded for the row but not made yet; a stop takes it back.
+async fn gate(
+    state: &AppState,
+    number: &NumberRuntime,
+    row: &OutboxRow,
+    known: &Known,
+    recorded: bool,
+) -> Gate {
     let pnid = row.phone_number_id.as_str();
     let now_s = now_ms() / 1000;
     let window = number.policies.window.get();
@@ -272,6 +287,7 @@ async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow, known: 
             OutboxState::Expired,
             None,
             "customer service window closed before sending",
+            recorded,
         )
         .await;
         return Gate::Stop(Outcome::Expired);
@@ -295,6 +311,7 @@ async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow, known: 
                 OutboxState::Cancelled,
                 None,
                 "customer opted out",
+                recorded,
             )
             .await;
             return Gate::Stop(Outcome::Failed);
@@ -303,16 +320,21 @@ async fn gate(state: &AppState, number: &NumberRuntime, row: &OutboxRow, known: 
     Gate::Go
 }
 
+/// Ends `row` undelivered. `unattempted`: it stopped before the send whose attempt was recorded
+/// when it was queued, so that attempt is taken back.
 async fn give_up(
     state: &AppState,
     row: &OutboxRow,
     to: OutboxState,
     code: Option<i64>,
     message: &str,
+    unattempted: bool,
 ) {
     state
         .persist("outbox give up", || {
-            state.writer.outbox_give_up(row.id, to, code, message)
+            state
+                .writer
+                .outbox_give_up(row.id, to, code, message, unattempted)
         })
         .await;
     state

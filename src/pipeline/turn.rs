@@ -47,6 +47,7 @@ pub async fn resume(state: &AppState, row: OutboxRow) {
                         OutboxState::Failed,
                         None,
                         "number no longer declared in the config",
+                        false,
                     )
                     .await;
             }
@@ -380,11 +381,15 @@ pub(super) async fn complete_and_send(
 ) {
     let first = &rows[0];
     let coalesced: Vec<i64> = rows[1..].iter().map(|r| r.id).collect();
+    // With one writer, the replies' first attempt is recorded with the turn (the sender starts
+    // on them at once). With several replicas, an attempt must also prove the conversation's
+    // lease at send time, so it stays a write of its own.
+    let attempt = !state.store.is_shared();
     let Some(out) = state
         .persist("turn", || {
             state
                 .writer
-                .complete_turn(first, to, detail, &replies, &coalesced)
+                .complete_turn(first, to, detail, &replies, &coalesced, attempt)
         })
         .await
     else {
@@ -395,6 +400,7 @@ pub(super) async fn complete_and_send(
     let known = outbox::Known {
         last_inbound: rows.iter().map(|r| r.msg.meta_ts).max(),
         opted_out: Some(false),
+        attempt_recorded: attempt,
     };
     for row in out {
         let outcome = outbox::deliver(state, number, &row, &known).await;
@@ -418,7 +424,7 @@ pub(super) async fn finish_all(state: &AppState, rows: &[InboxRow], to: InboxSta
         .persist("turn", || {
             state
                 .writer
-                .complete_turn(first, to, Some(detail), &[], &coalesced)
+                .complete_turn(first, to, Some(detail), &[], &coalesced, false)
         })
         .await;
 }

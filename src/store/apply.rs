@@ -3,8 +3,8 @@
 //! outcomes, opt-outs, number overrides. Only the writer task calls `Store::apply`.
 
 use super::{
-    InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, StatusUpdate, Store,
-    StoreError, WebhookWrite, now_ms, on_pool, parse_callback_data,
+    InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, Store, StoreError,
+    WebhookWrite, now_ms, on_pool, parse_callback_data,
 };
 use std::collections::HashMap;
 
@@ -22,6 +22,9 @@ pub enum Op {
         detail: Option<String>,
         replies: Vec<NewOutbox>,
         coalesced: Vec<i64>,
+        /// The sender starts on the replies at once: queue them as `sending` with their first
+        /// attempt recorded, as [`Op::Attempt`] would, sparing it a commit of its own.
+        attempt: bool,
     },
     /// A send attempt of an outbox row starts now.
     Attempt { id: i64 },
@@ -39,6 +42,8 @@ pub enum Op {
         state: OutboxState,
         code: Option<i64>,
         message: String,
+        /// The attempt recorded when the row was queued was never made: take it back.
+        unattempted: bool,
     },
     /// An opt-out (or opt-in) by keyword.
     OptOut {
@@ -100,6 +105,31 @@ const UPSERT_CONVERSATION_TAIL_PG: &str = " ON CONFLICT (phone_number_id, custom
      customer_name = COALESCE(excluded.customer_name, conversations.customer_name), \
      last_inbound_ts = GREATEST(conversations.last_inbound_ts, excluded.last_inbound_ts), \
      updated_at = excluded.updated_at";
+
+/// What one row of the outbox moves to: a status webhook's, or Meta's answer to the send
+/// (`sent`, with the wamid it gave).
+struct Settle<'a> {
+    state: OutboxState,
+    wamid: &'a str,
+    error_code: Option<i64>,
+    error_title: Option<&'a str>,
+}
+
+impl<'a> Settle<'a> {
+    /// Keeps the furthest state per row (the first one seen among equals).
+    fn merge_into<K>(self, entry: std::collections::hash_map::Entry<'_, K, Settle<'a>>) {
+        match entry {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(self);
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                if self.state.rank() > o.get().state.rank() {
+                    o.insert(self);
+                }
+            }
+        }
+    }
+}
 
 /// The latest facts per conversation in a batch (one upsert row each: PostgreSQL refuses to
 /// update the same row twice in one statement).
@@ -209,10 +239,15 @@ impl Store {
             // Statuses of the whole batch, the highest per row: statuses arrive out of order and
             // more than once, a row only moves forward, and PostgreSQL updates a row at most once
             // per statement. The callback id finds a row whose send was never recorded (a crash
-            // between send and record), so it also fills in the wamid.
-            let mut by_id: HashMap<i64, (OutboxState, &StatusUpdate)> = HashMap::new();
-            let mut by_wamid: HashMap<&str, (OutboxState, &StatusUpdate)> = HashMap::new();
+            // between send and record), so it also fills in the wamid. Meta's answers to sends
+            // join them as `sent` with the wamid the answer gave: one statement for both.
+            let mut by_id: HashMap<i64, Settle> = HashMap::new();
+            let mut by_wamid: HashMap<&str, Settle> = HashMap::new();
             for op in ops {
+                if let Op::Sent { id, wamid } = op {
+                    Settle { state: OutboxState::Sent, wamid, error_code: None, error_title: None }
+                        .merge_into(by_id.entry(*id));
+                }
                 let Op::Webhook(w) = op else { continue };
                 for st in &w.statuses {
                     if st.status == "failed" || st.error_code.is_some() {
@@ -234,19 +269,15 @@ impl Store {
                     let Some(state) = OutboxState::parse(&st.status).filter(|s| s.is_settled()) else {
                         continue;
                     };
+                    let settle = Settle {
+                        state,
+                        wamid: &st.wamid,
+                        error_code: st.error_code,
+                        error_title: st.error_title.as_deref(),
+                    };
                     match st.callback.as_deref().and_then(parse_callback_data) {
-                        Some(id) => {
-                            let e = by_id.entry(id).or_insert((state, st));
-                            if state.rank() > e.0.rank() {
-                                *e = (state, st);
-                            }
-                        }
-                        None => {
-                            let e = by_wamid.entry(st.wamid.as_str()).or_insert((state, st));
-                            if state.rank() > e.0.rank() {
-                                *e = (state, st);
-                            }
-                        }
+                        Some(id) => settle.merge_into(by_id.entry(id)),
+                        None => settle.merge_into(by_wamid.entry(st.wamid.as_str())),
                     }
                 }
             }
@@ -293,13 +324,13 @@ impl Store {
                         );
                         qb.push_bind(now);
                         qb.push(" FROM (");
-                        qb.push_values(chunk.iter(), |mut b, (key, (state, st))| {
+                        qb.push_values(chunk.iter(), |mut b, (key, st)| {
                             b.push_bind(*key)
-                                .push_bind(state.as_str())
-                                .push_bind(state.rank())
-                                .push_bind(&st.wamid)
+                                .push_bind(st.state.as_str())
+                                .push_bind(st.state.rank())
+                                .push_bind(st.wamid)
                                 .push_bind(st.error_code)
-                                .push_bind(&st.error_title);
+                                .push_bind(st.error_title);
                         });
                         qb.push(concat!(
                             ") AS v WHERE outbox.",
@@ -374,13 +405,13 @@ impl Store {
             }
 
             // Replies of every turn in the batch: one multi-row insert, mapped back by (turn, part).
-            let replies: Vec<(i64, &str, &str, &NewOutbox)> = ops
+            let replies: Vec<(i64, &str, &str, bool, &NewOutbox)> = ops
                 .iter()
                 .filter_map(|op| match op {
-                    Op::CompleteTurn { inbox_id, phone_number_id, customer, replies, .. }
-                        if closed.contains(inbox_id) => Some(
-                        replies.iter().map(move |r| (*inbox_id, phone_number_id.as_str(), customer.as_str(), r)),
-                    ),
+                    Op::CompleteTurn { inbox_id, phone_number_id, customer, replies, attempt, .. }
+                        if closed.contains(inbox_id) => Some(replies.iter().map(move |r| {
+                        (*inbox_id, phone_number_id.as_str(), customer.as_str(), *attempt, r)
+                    })),
                     _ => None,
                 })
                 .flatten()
@@ -389,9 +420,10 @@ impl Store {
             for chunk in replies.chunks(CHUNK) {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, recipient_kind, \
-                     part, payload, state, state_rank, attempts, created_at, updated_at, kind) ",
+                     part, payload, state, state_rank, attempts, sending_since, created_at, updated_at, kind) ",
                 );
-                qb.push_values(chunk.iter(), |mut b, (inbox_id, pnid, customer, r)| {
+                qb.push_values(chunk.iter(), |mut b, (inbox_id, pnid, customer, attempt, r)| {
+                    let state = if *attempt { OutboxState::Sending } else { OutboxState::Pending };
                     b.push_bind(*inbox_id)
                         .push_bind(*pnid)
                         .push_bind(*customer)
@@ -399,9 +431,10 @@ impl Store {
                         .push_bind(&r.recipient_kind)
                         .push_bind(r.part)
                         .push_bind(&r.payload)
-                        .push_bind("pending")
-                        .push_bind(0_i64)
-                        .push_bind(0_i64)
+                        .push_bind(state.as_str())
+                        .push_bind(state.rank())
+                        .push_bind(i64::from(*attempt))
+                        .push_bind(attempt.then_some(now))
                         .push_bind(now)
                         .push_bind(now)
                         .push_bind(r.kind.as_str());
@@ -449,27 +482,6 @@ impl Store {
                 let rows: Vec<(i64,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
                 attempted.extend(rows.into_iter().map(|(id,)| id));
             }
-            // Meta's answers of the batch in one statement.
-            let sent: Vec<(i64, &str)> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::Sent { id, wamid } => Some((*id, wamid.as_str())),
-                    _ => None,
-                })
-                .collect();
-            for chunk in sent.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new("UPDATE outbox SET wamid = v.column2, updated_at = ");
-                qb.push_bind(now);
-                qb.push(
-                    ", state = CASE WHEN outbox.state_rank < 2 THEN 'sent' ELSE outbox.state END, \
-                     state_rank = CASE WHEN outbox.state_rank < 2 THEN 2 ELSE outbox.state_rank END FROM (",
-                );
-                qb.push_values(chunk.iter(), |mut b, (id, wamid)| {
-                    b.push_bind(*id).push_bind(*wamid);
-                });
-                qb.push(") AS v WHERE outbox.id = v.column1");
-                qb.build().execute(&mut *tx).await?;
-            }
 
             for op in ops {
                 match op {
@@ -493,7 +505,12 @@ impl Store {
                         }
                         done.push(Done::Webhook(fresh));
                     }
-                    Op::CompleteTurn { inbox_id, phone_number_id, customer, replies, .. } => {
+                    Op::CompleteTurn { inbox_id, phone_number_id, customer, replies, attempt, .. } => {
+                        let (state, attempts, sending_since) = if *attempt {
+                            (OutboxState::Sending, 1, Some(now))
+                        } else {
+                            (OutboxState::Pending, 0, None)
+                        };
                         let rows = replies
                             .iter()
                             .filter_map(|r| {
@@ -507,10 +524,10 @@ impl Store {
                                     recipient_kind: r.recipient_kind.clone(),
                                     part: r.part,
                                     payload: r.payload.clone(),
-                                    state: OutboxState::Pending,
-                                    attempts: 0,
+                                    state,
+                                    attempts,
                                     wamid: None,
-                                    sending_since: None,
+                                    sending_since,
                                     kind: r.kind,
                                 })
                             })
@@ -532,10 +549,10 @@ impl Store {
                         .await?;
                         done.push(Done::Ok);
                     }
-                    Op::GiveUp { id, state, code, message } => {
+                    Op::GiveUp { id, state, code, message, unattempted } => {
                         sqlx::query(
                             "UPDATE outbox SET state = $1, state_rank = $2, error_code = $3, error_message = $4, \
-                             updated_at = $5 WHERE id = $6 AND state_rank < 2",
+                             updated_at = $5, attempts = attempts - $7 WHERE id = $6 AND state_rank < 2",
                         )
                         .bind(state.as_str())
                         .bind(state.rank())
@@ -543,6 +560,7 @@ impl Store {
                         .bind(message)
                         .bind(now)
                         .bind(id)
+                        .bind(i64::from(*unattempted))
                         .execute(&mut *tx)
                         .await?;
                         done.push(Done::Ok);

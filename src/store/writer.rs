@@ -49,7 +49,8 @@ impl WriterHandle {
     }
 
     /// Ends a turn: queues its replies and closes the inbound message(s), atomically, so a crash
-    /// either repeats the whole turn or none of it.
+    /// either repeats the whole turn or none of it. With `attempt`, the replies are queued as
+    /// `sending` with their first attempt recorded (see [`Op::CompleteTurn`]).
     pub async fn complete_turn(
         &self,
         inbox: &InboxRow,
@@ -57,6 +58,7 @@ impl WriterHandle {
         detail: Option<&str>,
         replies: &[NewOutbox],
         coalesced: &[i64],
+        attempt: bool,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let op = Op::CompleteTurn {
             inbox_id: inbox.id,
@@ -66,6 +68,7 @@ impl WriterHandle {
             detail: detail.map(str::to_owned),
             replies: replies.to_vec(),
             coalesced: coalesced.to_vec(),
+            attempt,
         };
         match self.run(op).await? {
             Done::Turn(rows) => Ok(rows),
@@ -108,19 +111,23 @@ impl WriterHandle {
         .map(drop)
     }
 
-    /// Row `id` ends without delivery, keeping Meta's code and message.
+    /// Row `id` ends without delivery, keeping Meta's code and message. `unattempted`: it ends
+    /// before the attempt recorded when it was queued was made (the window closed or the customer
+    /// opted out first), so that attempt is taken back.
     pub async fn outbox_give_up(
         &self,
         id: i64,
         state: OutboxState,
         code: Option<i64>,
         message: &str,
+        unattempted: bool,
     ) -> Result<(), StoreError> {
         self.run(Op::GiveUp {
             id,
             state,
             code,
             message: message.to_owned(),
+            unattempted,
         })
         .await
         .map(drop)
