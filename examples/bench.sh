@@ -2,7 +2,9 @@
 # Load benchmark of wa-gateway: builds release, starts the gateway on a fresh SQLite file with
 # examples/bench.yaml, runs an open-loop (2,000 msg/s) and a closed-loop (64 in flight) scenario
 # with `wa-gateway bench`, stops the gateway and prints both reports.
-# Usage: examples/bench.sh [extra bench flags, e.g. --json]
+# INGRESS_ONLY=1 declares both numbers `enabled: false`: every webhook is verified, parsed and
+# committed durably before its 200, but no agent turn or reply follows (the ingress capacity).
+# Usage: examples/bench.sh [extra bench flags, e.g. --json or --messages-per-webhook 2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,9 +25,15 @@ work="$(mktemp -d)"
 cp "$bin" "$work/wa-gateway"
 bin="$work/wa-gateway"
 
+config=examples/bench.yaml
+if [ -n "${INGRESS_ONLY:-}" ]; then
+    config="$work/bench-ingress.yaml"
+    sed 's/^    agent: echo$/&\n    enabled: false/' examples/bench.yaml >"$config"
+fi
+
 mkdir -p data
 rm -f data/bench.db data/bench.db-wal data/bench.db-shm
-"$bin" serve --config examples/bench.yaml >"$work/gateway.log" 2>&1 &
+"$bin" serve --config "$config" >"$work/gateway.log" 2>&1 &
 gateway=$!
 stop_gateway() {
     if kill -0 "$gateway" 2>/dev/null; then
@@ -44,11 +52,11 @@ done
 
 status=0
 echo "== open loop: $RATE msg/s for $DURATION"
-"$bin" bench --config examples/bench.yaml --rate "$RATE" --duration "$DURATION" --customers "$CUSTOMERS" \
+"$bin" bench --config "$config" --rate "$RATE" --duration "$DURATION" --customers "$CUSTOMERS" \
     --gateway-pid "$gateway" "$@" || status=1
 echo
 echo "== closed loop: $CONCURRENCY in flight for $DURATION"
-"$bin" bench --config examples/bench.yaml --concurrency "$CONCURRENCY" --duration "$DURATION" --customers "$CUSTOMERS" \
+"$bin" bench --config "$config" --concurrency "$CONCURRENCY" --duration "$DURATION" --customers "$CUSTOMERS" \
     --gateway-pid "$gateway" "$@" || status=1
 
 stop_gateway

@@ -73,6 +73,9 @@ struct Setup {
     emulator_listen: SocketAddr,
     emulator: crate::emulator::EmulatorConfig,
     numbers: Vec<Number>,
+    /// Whether any number is enabled, so that messages get replies (otherwise the run measures
+    /// ingress alone: webhooks verified and committed, no agent turn).
+    answered: bool,
 }
 
 async fn setup(args: &BenchArgs) -> anyhow::Result<Setup> {
@@ -134,12 +137,14 @@ async fn setup(args: &BenchArgs) -> anyhow::Result<Setup> {
     if numbers.is_empty() {
         anyhow::bail!("{} declares no numbers to write to", args.config.display());
     }
+    let answered = cfg.numbers.iter().any(|n| n.enabled);
     Ok(Setup {
         targets,
         app_secret,
         emulator_listen,
         emulator,
         numbers,
+        answered,
     })
 }
 
@@ -249,12 +254,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     // Drain: until every acked message has a reply and the status webhooks are delivered.
     let drain_start = Instant::now();
     let deadline = tokio::time::Instant::now() + args.drain;
-    let acked: Vec<u64> = load
-        .acks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .acked
-        .clone();
+    let acked: Vec<u64> = if setup.answered {
+        load.acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .acked
+            .clone()
+    } else {
+        // Ingress alone: no reply is owed.
+        Vec::new()
+    };
     let want = acked.len() as u64;
     let _ = tokio::time::timeout_at(deadline, distinct_rx.wait_for(|&n| n >= want)).await;
     loop {
@@ -282,7 +291,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
 
     let acks = load.acks.lock().unwrap_or_else(|e| e.into_inner());
     let replies = replies.lock().unwrap_or_else(|e| e.into_inner());
-    let (lost, duplicated, replied_unacked) = replies.settle(&acks.acked);
+    let (lost, duplicated, replied_unacked) = replies.settle(&acked);
     let non_200 = report::non_200(&acks);
     let per = u64::from(args.messages_per_webhook);
     let report = Report {
@@ -314,6 +323,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         non_200,
         e2e_latency_ms: Percentiles::of(&replies.e2e, 1000.0),
         replies: replies.total(),
+        replies_expected: setup.answered,
         lost,
         duplicated,
         replied_unacked,

@@ -197,6 +197,8 @@ pub struct Report {
     /// End-to-end latency in milliseconds: webhook sent → reply accepted by the emulator.
     pub e2e_latency_ms: Percentiles,
     pub replies: u64,
+    /// False when every number is `enabled: false` (ingress alone): no message is owed a reply.
+    pub replies_expected: bool,
     pub lost: u64,
     pub duplicated: u64,
     pub replied_unacked: u64,
@@ -293,24 +295,32 @@ impl Report {
             "  e2e       p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  (webhook sent -> reply accepted)",
             e.p50, e.p99, e.max
         );
-        let _ = writeln!(
-            s,
-            "  replies   {} received, {} lost, {} duplicated{}{} (drain {:.1} s)",
-            self.replies,
-            self.lost,
-            self.duplicated,
-            if self.replied_unacked > 0 {
-                format!(", {} to unacked webhooks", self.replied_unacked)
-            } else {
-                String::new()
-            },
-            if self.foreign_replies > 0 {
-                format!(", {} foreign", self.foreign_replies)
-            } else {
-                String::new()
-            },
-            self.drain_secs
-        );
+        if !self.replies_expected {
+            let _ = writeln!(
+                s,
+                "  replies   none owed: every number is `enabled: false` (ingress alone); {} received",
+                self.replies
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  replies   {} received, {} lost, {} duplicated{}{} (drain {:.1} s)",
+                self.replies,
+                self.lost,
+                self.duplicated,
+                if self.replied_unacked > 0 {
+                    format!(", {} to unacked webhooks", self.replied_unacked)
+                } else {
+                    String::new()
+                },
+                if self.foreign_replies > 0 {
+                    format!(", {} foreign", self.foreign_replies)
+                } else {
+                    String::new()
+                },
+                self.drain_secs
+            );
+        }
         let _ = writeln!(
             s,
             "  statuses  {} status webhooks delivered, {} failed attempts, {} pending",
@@ -453,6 +463,7 @@ mod tests {
             non_200: BTreeMap::new(),
             e2e_latency_ms: Percentiles::default(),
             replies: 900,
+            replies_expected: true,
             lost: 0,
             duplicated: 0,
             replied_unacked: 0,
