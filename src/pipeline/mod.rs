@@ -80,10 +80,13 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        // On Linux a nice value belongs to a thread, so this leaves the others alone.
+        // On Linux a nice value belongs to a thread, so this leaves the others alone. It is
+        // set relative to the process's main thread, not to this thread's own value, which a
+        // thread started from a pipeline thread (a blocking-pool thread) has lowered already.
+        let base =
+            rustix::process::getpriority_process(Some(rustix::process::getpid())).unwrap_or(0);
         let tid = rustix::thread::gettid();
-        let current = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), current + PIPELINE_NICE) {
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), base + PIPELINE_NICE) {
             tracing::debug!(error = %e, "cannot lower the pipeline thread's priority");
         }
     }
