@@ -8,15 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export WA_BENCH_APP_SECRET="${WA_BENCH_APP_SECRET:-bench-app-secret}"
-export WA_BENCH_VERIFY_TOKEN="${WA_BENCH_VERIFY_TOKEN:-bench-verify-token}"
-export WA_BENCH_TOKEN="${WA_BENCH_TOKEN:-bench-access-token}"
-export WA_GATEWAY_LOG="${WA_GATEWAY_LOG:-warn}"
-DURATION="${DURATION:-20s}"
-RATE="${RATE:-2000}"
+# shellcheck source=examples/bench-env.sh
+source examples/bench-env.sh
 CONCURRENCY="${CONCURRENCY:-64}"
-# Enough customers that no one of them passes Meta's pair-rate burst (45) in a run.
-CUSTOMERS="${CUSTOMERS:-20000}"
 
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/wa-gateway"
