@@ -7,6 +7,7 @@ use super::{
     WebhookWrite, now_ms, on_pool, parse_callback_data,
 };
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// One write.
 #[derive(Debug)]
@@ -117,12 +118,12 @@ struct Settle<'a> {
 
 impl<'a> Settle<'a> {
     /// Keeps the furthest state per row (the first one seen among equals).
-    fn merge_into<K>(self, entry: std::collections::hash_map::Entry<'_, K, Settle<'a>>) {
+    fn merge_into<K>(self, entry: Entry<'_, K, Settle<'a>>) {
         match entry {
-            std::collections::hash_map::Entry::Vacant(v) => {
+            Entry::Vacant(v) => {
                 v.insert(self);
             }
-            std::collections::hash_map::Entry::Occupied(mut o) => {
+            Entry::Occupied(mut o) => {
                 if self.state.rank() > o.get().state.rank() {
                     o.insert(self);
                 }
