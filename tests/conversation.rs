@@ -643,6 +643,79 @@ async fn reply_left_sending_is_settled_by_status(db: Db) {
     gw.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A reply is queued already `sending` (its first attempt recorded with the turn). Stopped while
+/// it waits for its number's pacing, it never left; after the restart it waits out the grace
+/// period for a status webhook, then goes exactly once.
+async fn reply_queued_sending_but_never_sent_goes_once_after_restart(db: Db) {
+    let Some(storage) = storage(db).await else {
+        return;
+    };
+    let dir = storage.dir.path().to_owned();
+    let emu = standalone_emulator(&dir, Duration::from_millis(300)).await;
+    let port = free_port();
+    let yaml = format!(
+        "version: 1\nlisten: {{ webhook: \"127.0.0.1:{port}\", admin: \"127.0.0.1:0\" }}\npublic_url: http://127.0.0.1:{port}/webhook\nstorage: {{ url: \"{url}\" }}\nmeta:\n  graph_url: {graph}\n  app_id: \"1000000000000001\"\n  app_secret: {{ file: {d}/app_secret }}\n  verify_token: {{ file: {d}/verify_token }}\nagents:\n  echo: {{ kind: echo, prefix: \"echo: \" }}\nnumbers:\n  - {{ phone_number_id: \"{PNID}\", waba_id: \"{WABA}\", agent: echo, access_token: {{ file: {d}/token }} }}\npolicies:\n  mark_read: false\n  throughput_per_number: 1\n  delivery: {{ settle_grace: 2s }}\n",
+        url = storage.url,
+        graph = emu.url(),
+        d = dir.display()
+    );
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    emu.set_webhook_url(format!("http://127.0.0.1:{port}/webhook"));
+    let gw = wa_gateway::app::Gateway::start(wa_gateway::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let customers = ["919896000011", "919896000012", "919896000013"];
+    for c in customers {
+        emu.customer_says(PNID, c, "C", "hello").await;
+    }
+    let url = storage.url.clone();
+    // One message a second: the first reply leaves, the other two wait for the number's pacing.
+    assert!(
+        emu.wait_sent(|s| s.len() == 1, WAIT).await,
+        "the first reply leaves"
+    );
+    assert!(
+        wait_until(WAIT, || async {
+            count(&url, "SELECT COUNT(*) FROM outbox WHERE state = 'sending'").await == 2
+        })
+        .await,
+        "the other two are queued with their attempt recorded"
+    );
+    gw.shutdown(Duration::from_millis(200)).await;
+    assert_eq!(emu.sent().len(), 1, "nothing else left before the stop");
+    assert_eq!(
+        count(
+            &url,
+            "SELECT COUNT(*) FROM outbox WHERE state = 'sending' AND attempts = 1"
+        )
+        .await,
+        2,
+        "left `sending`"
+    );
+    let gw = wa_gateway::app::Gateway::start(wa_gateway::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        emu.wait_sent(|s| s.len() == 3, WAIT).await,
+        "both go after the grace period"
+    );
+    // Past another grace period nothing more goes out: one reply per customer.
+    let since: i64 = count(&url, "SELECT MAX(sending_since) FROM outbox").await;
+    let grace_over = since + 2_000 + 300;
+    wait_until(WAIT, || async { wa_gateway::store::now_ms() > grace_over }).await;
+    let sent = emu.sent();
+    assert_eq!(sent.len(), 3, "sent exactly once each");
+    for c in customers {
+        assert_eq!(
+            sent.iter().filter(|m| m.to == c).count(),
+            1,
+            "one reply to {c}"
+        );
+    }
+    gw.shutdown(Duration::from_secs(5)).await;
+}
+
 on_both_dbs!(
     window_closes_during_a_slow_agent,
     stop_keyword_opts_out,
@@ -656,4 +729,5 @@ on_both_dbs!(
     rich_messages_reach_the_agent_structured,
     openai_agent_gets_history,
     reply_left_sending_is_settled_by_status,
+    reply_queued_sending_but_never_sent_goes_once_after_restart,
 );
