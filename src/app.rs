@@ -255,7 +255,7 @@ impl Gateway {
             dispatch,
             metrics,
             writer_stop.clone(),
-        );
+        )?;
         let hook_state = WebhookState {
             app: state.clone(),
             writer,

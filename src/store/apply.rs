@@ -1,13 +1,16 @@
 //! Every write the gateway makes, as operations the group-commit writer applies in one
 //! transaction per batch: webhooks (multi-row inserts), turn completions, send attempts and
-//! outcomes, opt-outs, number overrides. Only the writer task calls `Store::apply`.
+//! outcomes, opt-outs, number overrides. Written once over [`WriteTx`]: PostgreSQL runs it through
+//! sqlx ([`Store::apply`]), SQLite on the writer's own connection (`SqliteWriter::apply`). Only the
+//! writer task applies operations.
 
+use super::sql::{Arg, Sql, WriteTx};
 use super::{
-    InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, Store, StoreError,
-    WebhookWrite, now_ms, on_pool, parse_callback_data,
+    InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, Pool, Store, StoreError,
+    WebhookWrite, now_ms, parse_callback_data,
 };
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 /// One write.
 #[derive(Debug)]
@@ -156,470 +159,529 @@ fn conversations<'a>(messages: impl Iterator<Item = &'a NewInbound>) -> Vec<&'a 
 }
 
 impl Store {
-    /// Applies `ops` in one transaction, in order. Either every op is durable, or none is.
+    /// Applies `ops` in one PostgreSQL transaction, in order. Either every op is durable, or none
+    /// is. (SQLite is written only by the writer's own connection, `SqliteWriter`.)
     pub async fn apply(&self, ops: &[Op]) -> Result<Vec<Done>, StoreError> {
-        let now = now_ms();
-        let shared = self.is_shared();
-        let replica = self.replica().to_owned();
-        let upsert_tail = match self.kind() {
-            "sqlite" => UPSERT_CONVERSATION_TAIL_SQLITE,
-            _ => UPSERT_CONVERSATION_TAIL_PG,
+        let Pool::Postgres(pool) = &self.write_pool else {
+            return Err(StoreError::Batch(
+                "SQLite is written through the writer's own connection".into(),
+            ));
         };
-        on_pool!(write self, |pool| {
-            let mut tx = pool.begin().await?;
-            let mut done: Vec<Done> = Vec::with_capacity(ops.len());
-
-            // Inbound messages of every webhook in the batch: one multi-row insert per chunk.
-            let all: Vec<&NewInbound> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::Webhook(w) => Some(w.messages.iter()),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
-            let mut inserted: HashMap<String, i64> = HashMap::new();
-            for chunk in all.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO inbox (wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
-                     msg_type, text, payload, meta_ts, received_at, state, detail) ",
-                );
-                qb.push_values(chunk.iter(), |mut b, m| {
-                    b.push_bind(&m.wamid)
-                        .push_bind(&m.phone_number_id)
-                        .push_bind(&m.customer)
-                        .push_bind(&m.wa_id)
-                        .push_bind(&m.user_id)
-                        .push_bind(&m.customer_name)
-                        .push_bind(&m.msg_type)
-                        .push_bind(&m.text)
-                        .push_bind(&m.payload)
-                        .push_bind(m.meta_ts)
-                        .push_bind(now)
-                        .push_bind(m.state.as_str())
-                        .push_bind(&m.detail);
-                });
-                qb.push(" ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid");
-                let rows: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-                inserted.extend(rows.into_iter().map(|(id, wamid)| (wamid, id)));
-            }
-            // Other replicas learn of the conversations with new messages when this commits
-            // (NOTIFY is transactional); the receiving replica is told by the writer directly.
-            if shared && !inserted.is_empty() {
-                let mut keys: Vec<(&str, &str)> = all
-                    .iter()
-                    .filter(|m| m.state == InboxState::Received && inserted.contains_key(&m.wamid))
-                    .map(|m| (m.phone_number_id.as_str(), m.customer.as_str()))
-                    .collect();
-                keys.sort_unstable();
-                keys.dedup();
-                for payload in super::cluster::work_payloads(keys.into_iter()) {
-                    sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(super::cluster::WORK_CHANNEL)
-                        .bind(payload)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            let convs = conversations(all.iter().copied());
-            for chunk in convs.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(UPSERT_CONVERSATION);
-                qb.push_values(chunk.iter(), |mut b, m| {
-                    b.push_bind(&m.phone_number_id)
-                        .push_bind(&m.customer)
-                        .push_bind(&m.wa_id)
-                        .push_bind(&m.user_id)
-                        .push_bind(&m.customer_name)
-                        .push_bind(m.meta_ts)
-                        .push_bind(now);
-                });
-                qb.push(upsert_tail);
-                qb.build().execute(&mut *tx).await?;
-            }
-
-            // Statuses of the whole batch, the highest per row: statuses arrive out of order and
-            // more than once, a row only moves forward, and PostgreSQL updates a row at most once
-            // per statement. The callback id finds a row whose send was never recorded (a crash
-            // between send and record), so it also fills in the wamid. Meta's answers to sends
-            // join them as `sent` with the wamid the answer gave: one statement for both.
-            let mut by_id: HashMap<i64, Settle> = HashMap::new();
-            let mut by_wamid: HashMap<&str, Settle> = HashMap::new();
-            for op in ops {
-                if let Op::Sent { id, wamid } = op {
-                    Settle { state: OutboxState::Sent, wamid, error_code: None, error_title: None }
-                        .merge_into(by_id.entry(*id));
-                }
-                let Op::Webhook(w) = op else { continue };
-                for st in &w.statuses {
-                    if st.status == "failed" || st.error_code.is_some() {
-                        sqlx::query(
-                            "INSERT INTO status_events (wamid, status, meta_ts, \
-                             biz_opaque_callback_data, error_code, error_title, received_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                        )
-                        .bind(&st.wamid)
-                        .bind(&st.status)
-                        .bind(st.meta_ts)
-                        .bind(&st.callback)
-                        .bind(st.error_code)
-                        .bind(&st.error_title)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    let Some(state) = OutboxState::parse(&st.status).filter(|s| s.is_settled()) else {
-                        continue;
-                    };
-                    let settle = Settle {
-                        state,
-                        wamid: &st.wamid,
-                        error_code: st.error_code,
-                        error_title: st.error_title.as_deref(),
-                    };
-                    match st.callback.as_deref().and_then(parse_callback_data) {
-                        Some(id) => settle.merge_into(by_id.entry(id)),
-                        None => settle.merge_into(by_wamid.entry(st.wamid.as_str())),
-                    }
-                }
-            }
-            // With several replicas, two batches may touch the same replies (one records Meta's
-            // answer, the other its status webhooks) in different orders: lock every reply this
-            // batch touches first, in id order, so they wait for each other instead of deadlocking.
-            if shared {
-                let mut ids: Vec<i64> = by_id.keys().copied().collect();
-                ids.extend(ops.iter().filter_map(|op| match op {
-                    Op::Attempt { id }
-                    | Op::Sent { id, .. }
-                    | Op::Retry { id, .. }
-                    | Op::GiveUp { id, .. } => Some(*id),
-                    _ => None,
-                }));
-                ids.sort_unstable();
-                ids.dedup();
-                if !ids.is_empty() || !by_wamid.is_empty() {
-                    let mut qb = sqlx::QueryBuilder::new("SELECT id FROM outbox WHERE id IN (");
-                    let mut sep = qb.separated(", ");
-                    sep.push_bind(-1_i64);
-                    for id in &ids {
-                        sep.push_bind(*id);
-                    }
-                    qb.push(") OR wamid IN (");
-                    let mut sep = qb.separated(", ");
-                    sep.push_bind("");
-                    for wamid in by_wamid.keys() {
-                        sep.push_bind(*wamid);
-                    }
-                    qb.push(") ORDER BY id FOR UPDATE");
-                    qb.build().execute(&mut *tx).await?;
-                }
-            }
-            // One statement shape for both keys; matching by wamid, column4 is that same wamid.
-            macro_rules! settle_statuses {
-                ($rows:expr, $key:literal) => {
-                    for chunk in $rows.chunks(CHUNK) {
-                        let mut qb = sqlx::QueryBuilder::new(
-                            "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
-                             wamid = COALESCE(outbox.wamid, v.column4), \
-                             error_code = COALESCE(v.column5, outbox.error_code), \
-                             error_message = COALESCE(v.column6, outbox.error_message), updated_at = ",
-                        );
-                        qb.push_bind(now);
-                        qb.push(" FROM (");
-                        qb.push_values(chunk.iter(), |mut b, (key, st)| {
-                            b.push_bind(*key)
-                                .push_bind(st.state.as_str())
-                                .push_bind(st.state.rank())
-                                .push_bind(st.wamid)
-                                .push_bind(st.error_code)
-                                .push_bind(st.error_title);
-                        });
-                        qb.push(concat!(
-                            ") AS v WHERE outbox.",
-                            $key,
-                            " = v.column1 AND outbox.state_rank < v.column3"
-                        ));
-                        qb.build().execute(&mut *tx).await?;
-                    }
-                };
-            }
-            let by_id: Vec<_> = by_id.into_iter().collect();
-            settle_statuses!(by_id, "id");
-            let by_wamid: Vec<_> = by_wamid.into_iter().collect();
-            settle_statuses!(by_wamid, "wamid");
-
-            // Turns close their messages first, and only a message still waiting can be closed:
-            // if two replicas ever ran the same turn (one stalled past its lease), the second
-            // one's replies are not queued, so the customer hears one answer.
-            let mut closed: std::collections::HashSet<i64> = std::collections::HashSet::new();
-            // Turns closed as plain `done` (the common case) in one statement.
-            let plain_done: Vec<i64> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::CompleteTurn { inbox_id, state: InboxState::Done, detail: None, .. } => Some(*inbox_id),
-                    _ => None,
-                })
-                .collect();
-            for chunk in plain_done.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new("UPDATE inbox SET state = 'done', handled_at = ");
-                qb.push_bind(now);
-                qb.push(" WHERE state = 'received' AND id IN (");
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(") RETURNING id");
-                let rows: Vec<(i64,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-                closed.extend(rows.into_iter().map(|(id,)| id));
-            }
-            for op in ops {
-                let Op::CompleteTurn { inbox_id, state, detail, coalesced, .. } = op else { continue };
-                if !(*state == InboxState::Done && detail.is_none()) {
-                    let done = sqlx::query(
-                        "UPDATE inbox SET state = $1, detail = $2, handled_at = $3 WHERE id = $4 \
-                         AND state = 'received'",
-                    )
-                    .bind(state.as_str())
-                    .bind(detail)
-                    .bind(now)
-                    .bind(inbox_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() == 1 {
-                        closed.insert(*inbox_id);
-                    }
-                }
-                if !closed.contains(inbox_id) {
-                    tracing::warn!(inbox_id, "turn already completed elsewhere; its replies are dropped");
-                    continue;
-                }
-                for id in coalesced {
-                    sqlx::query(
-                        "UPDATE inbox SET state = 'done', detail = $1, handled_at = $2 WHERE id = $3 \
-                         AND state = 'received'",
-                    )
-                    .bind(format!("coalesced into the turn of inbox row {inbox_id}"))
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-
-            // Replies of every turn in the batch: one multi-row insert, mapped back by (turn, part).
-            let replies: Vec<(i64, &str, &str, bool, &NewOutbox)> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::CompleteTurn { inbox_id, phone_number_id, customer, replies, attempt, .. }
-                        if closed.contains(inbox_id) => Some(replies.iter().map(move |r| {
-                        (*inbox_id, phone_number_id.as_str(), customer.as_str(), *attempt, r)
-                    })),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
-            let mut reply_ids: HashMap<(i64, i64), i64> = HashMap::new();
-            for chunk in replies.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, recipient_kind, \
-                     part, payload, state, state_rank, attempts, sending_since, created_at, updated_at, kind) ",
-                );
-                qb.push_values(chunk.iter(), |mut b, (inbox_id, pnid, customer, attempt, r)| {
-                    let state = if *attempt { OutboxState::Sending } else { OutboxState::Pending };
-                    b.push_bind(*inbox_id)
-                        .push_bind(*pnid)
-                        .push_bind(*customer)
-                        .push_bind(&r.recipient)
-                        .push_bind(&r.recipient_kind)
-                        .push_bind(r.part)
-                        .push_bind(&r.payload)
-                        .push_bind(state.as_str())
-                        .push_bind(state.rank())
-                        .push_bind(i64::from(*attempt))
-                        .push_bind(attempt.then_some(now))
-                        .push_bind(now)
-                        .push_bind(now)
-                        .push_bind(r.kind.as_str());
-                });
-                qb.push(" RETURNING id, inbox_id, part");
-                let rows: Vec<(i64, i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-                reply_ids.extend(rows.into_iter().map(|(id, inbox, part)| ((inbox, part), id)));
-            }
-            // Send attempts of the batch in one statement; rows already settled are left alone.
-            let attempts: Vec<i64> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::Attempt { id } => Some(*id),
-                    _ => None,
-                })
-                .collect();
-            let mut attempted: std::collections::HashSet<i64> = std::collections::HashSet::new();
-            for chunk in attempts.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "UPDATE outbox SET state = 'sending', state_rank = 1, attempts = attempts + 1, sending_since = ",
-                );
-                qb.push_bind(now);
-                qb.push(", updated_at = ");
-                qb.push_bind(now);
-                qb.push(" WHERE state_rank <= 1 AND id IN (");
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(")");
-                if shared {
-                    // Only the replica holding the conversation's lease may send its replies: one
-                    // whose lease ran out (and was taken over) must not send them too.
-                    qb.push(
-                        " AND EXISTS (SELECT 1 FROM conversation_leases l \
-                         WHERE l.phone_number_id = outbox.phone_number_id \
-                         AND l.customer = outbox.customer AND l.owner = ",
-                    );
-                    qb.push_bind(&replica);
-                    qb.push(" AND l.expires_at > ");
-                    qb.push(super::cluster::NOW_MS);
-                    qb.push(")");
-                }
-                qb.push(" RETURNING id");
-                let rows: Vec<(i64,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-                attempted.extend(rows.into_iter().map(|(id,)| id));
-            }
-
-            for op in ops {
-                match op {
-                    Op::Webhook(w) => {
-                        let mut fresh = Vec::new();
-                        for m in &w.messages {
-                            // The first occurrence of a wamid in the batch takes the new row.
-                            if m.state == InboxState::Received
-                                && let Some(id) = inserted.remove(&m.wamid)
-                            {
-                                fresh.push(InboxRow { id, received_at: now, msg: m.clone() });
-                            }
-                        }
-                        if let Some(d) = &w.dead_letter {
-                            sqlx::query("INSERT INTO dead_letters (received_at, reason, body) VALUES ($1, $2, $3)")
-                                .bind(now)
-                                .bind(&d.reason)
-                                .bind(&d.body)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        done.push(Done::Webhook(fresh));
-                    }
-                    Op::CompleteTurn { inbox_id, phone_number_id, customer, replies, attempt, .. } => {
-                        let (state, attempts, sending_since) = if *attempt {
-                            (OutboxState::Sending, 1, Some(now))
-                        } else {
-                            (OutboxState::Pending, 0, None)
-                        };
-                        let rows = replies
-                            .iter()
-                            .filter_map(|r| {
-                                let id = *reply_ids.get(&(*inbox_id, r.part))?;
-                                Some(OutboxRow {
-                                    id,
-                                    inbox_id: Some(*inbox_id),
-                                    phone_number_id: phone_number_id.clone(),
-                                    customer: customer.clone(),
-                                    recipient: r.recipient.clone(),
-                                    recipient_kind: r.recipient_kind.clone(),
-                                    part: r.part,
-                                    payload: r.payload.clone(),
-                                    state,
-                                    attempts,
-                                    wamid: None,
-                                    sending_since,
-                                    kind: r.kind,
-                                })
-                            })
-                            .collect();
-                        done.push(Done::Turn(rows));
-                    }
-                    Op::Attempt { id } => done.push(Done::Attempted(attempted.contains(id))),
-                    Op::Sent { .. } => done.push(Done::Ok),
-                    Op::Retry { id, code, message } => {
-                        sqlx::query(
-                            "UPDATE outbox SET state = 'pending', state_rank = 0, error_code = $1, \
-                             error_message = $2, updated_at = $3 WHERE id = $4 AND state_rank <= 1",
-                        )
-                        .bind(code)
-                        .bind(message)
-                        .bind(now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                        done.push(Done::Ok);
-                    }
-                    Op::GiveUp { id, state, code, message, unattempted } => {
-                        sqlx::query(
-                            "UPDATE outbox SET state = $1, state_rank = $2, error_code = $3, error_message = $4, \
-                             updated_at = $5, attempts = attempts - $7 WHERE id = $6 AND state_rank < 2",
-                        )
-                        .bind(state.as_str())
-                        .bind(state.rank())
-                        .bind(code)
-                        .bind(message)
-                        .bind(now)
-                        .bind(id)
-                        .bind(i64::from(*unattempted))
-                        .execute(&mut *tx)
-                        .await?;
-                        done.push(Done::Ok);
-                    }
-                    Op::OptOut { phone_number_id, customer, opted_out, keyword, wamid } => {
-                        let flag = i64::from(*opted_out);
-                        sqlx::query(
-                            "INSERT INTO opt_outs (phone_number_id, customer, opted_out, keyword, changed_at) \
-                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (phone_number_id, customer) DO UPDATE SET \
-                             opted_out = excluded.opted_out, keyword = excluded.keyword, changed_at = excluded.changed_at",
-                        )
-                        .bind(phone_number_id)
-                        .bind(customer)
-                        .bind(flag)
-                        .bind(keyword)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query(
-                            "INSERT INTO opt_out_events (phone_number_id, customer, opted_out, keyword, wamid, at) \
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(phone_number_id)
-                        .bind(customer)
-                        .bind(flag)
-                        .bind(keyword)
-                        .bind(wamid)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        done.push(Done::Ok);
-                    }
-                    Op::NumberOverride { phone_number_id, disconnected, reason } => {
-                        sqlx::query(
-                            "INSERT INTO number_overrides (phone_number_id, disconnected, changed_at, reason) \
-                             VALUES ($1, $2, $3, $4) ON CONFLICT (phone_number_id) DO UPDATE SET \
-                             disconnected = excluded.disconnected, changed_at = excluded.changed_at, \
-                             reason = excluded.reason",
-                        )
-                        .bind(phone_number_id)
-                        .bind(i64::from(*disconnected))
-                        .bind(now)
-                        .bind(reason)
-                        .execute(&mut *tx)
-                        .await?;
-                        if shared {
-                            sqlx::query("SELECT pg_notify($1, $2)")
-                                .bind(super::cluster::OVERRIDES_CHANNEL)
-                                .bind(phone_number_id)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        done.push(Done::Ok);
-                    }
-                }
-            }
-            tx.commit().await?;
-            Ok(done)
-        })
+        let mut tx = pool.begin().await?;
+        let done = apply_ops(&mut tx, ops, true, self.replica()).await?;
+        tx.commit().await?;
+        Ok(done)
     }
+}
+
+/// Applies `ops` in order inside the open transaction `tx`. `shared`: PostgreSQL, where other
+/// replicas write too; `replica` names this one in the leases it holds.
+pub(super) async fn apply_ops(
+    tx: &mut impl WriteTx,
+    ops: &[Op],
+    shared: bool,
+    replica: &str,
+) -> Result<Vec<Done>, StoreError> {
+    let now = now_ms();
+    let upsert_tail = if shared {
+        UPSERT_CONVERSATION_TAIL_PG
+    } else {
+        UPSERT_CONVERSATION_TAIL_SQLITE
+    };
+    let mut done: Vec<Done> = Vec::with_capacity(ops.len());
+
+    // Inbound messages of every webhook in the batch: one multi-row insert per chunk.
+    let all: Vec<&NewInbound> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Webhook(w) => Some(w.messages.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut inserted: HashMap<String, i64> = HashMap::new();
+    for chunk in all.chunks(CHUNK) {
+        let mut sql = Sql::new(
+            "INSERT INTO inbox (wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
+             msg_type, text, payload, meta_ts, received_at, state, detail) ",
+        );
+        sql.values(chunk.iter(), |t, m| {
+            t.bind(&m.wamid)
+                .bind(&m.phone_number_id)
+                .bind(&m.customer)
+                .bind(&m.wa_id)
+                .bind(&m.user_id)
+                .bind(&m.customer_name)
+                .bind(&m.msg_type)
+                .bind(&m.text)
+                .bind(&m.payload)
+                .bind(m.meta_ts)
+                .bind(now)
+                .bind(m.state.as_str())
+                .bind(&m.detail);
+        });
+        sql.push(" ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid");
+        let rows: Vec<(i64, String)> = tx.fetch(&sql).await?;
+        inserted.extend(rows.into_iter().map(|(id, wamid)| (wamid, id)));
+    }
+    // Other replicas learn of the conversations with new messages when this commits
+    // (NOTIFY is transactional); the receiving replica is told by the writer directly.
+    if shared && !inserted.is_empty() {
+        let mut keys: Vec<(&str, &str)> = all
+            .iter()
+            .filter(|m| m.state == InboxState::Received && inserted.contains_key(&m.wamid))
+            .map(|m| (m.phone_number_id.as_str(), m.customer.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for payload in super::cluster::work_payloads(keys.into_iter()) {
+            let sql = Sql::with(
+                "SELECT pg_notify($1, $2)",
+                [super::cluster::WORK_CHANNEL.into(), payload.as_str().into()],
+            );
+            tx.execute(&sql).await?;
+        }
+    }
+    let convs = conversations(all.iter().copied());
+    for chunk in convs.chunks(CHUNK) {
+        let mut sql = Sql::new(UPSERT_CONVERSATION);
+        sql.values(chunk.iter(), |t, m| {
+            t.bind(&m.phone_number_id)
+                .bind(&m.customer)
+                .bind(&m.wa_id)
+                .bind(&m.user_id)
+                .bind(&m.customer_name)
+                .bind(m.meta_ts)
+                .bind(now);
+        });
+        sql.push(upsert_tail);
+        tx.execute(&sql).await?;
+    }
+
+    // Statuses of the whole batch, the highest per row: statuses arrive out of order and
+    // more than once, a row only moves forward, and PostgreSQL updates a row at most once
+    // per statement. The callback id finds a row whose send was never recorded (a crash
+    // between send and record), so it also fills in the wamid. Meta's answers to sends
+    // join them as `sent` with the wamid the answer gave: one statement for both.
+    let mut by_id: HashMap<i64, Settle> = HashMap::new();
+    let mut by_wamid: HashMap<&str, Settle> = HashMap::new();
+    for op in ops {
+        if let Op::Sent { id, wamid } = op {
+            Settle {
+                state: OutboxState::Sent,
+                wamid,
+                error_code: None,
+                error_title: None,
+            }
+            .merge_into(by_id.entry(*id));
+        }
+        let Op::Webhook(w) = op else { continue };
+        for st in &w.statuses {
+            if st.status == "failed" || st.error_code.is_some() {
+                let sql = Sql::with(
+                    "INSERT INTO status_events (wamid, status, meta_ts, \
+                     biz_opaque_callback_data, error_code, error_title, received_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    [
+                        (&st.wamid).into(),
+                        (&st.status).into(),
+                        st.meta_ts.into(),
+                        (&st.callback).into(),
+                        st.error_code.into(),
+                        (&st.error_title).into(),
+                        now.into(),
+                    ],
+                );
+                tx.execute(&sql).await?;
+            }
+            let Some(state) = OutboxState::parse(&st.status).filter(|s| s.is_settled()) else {
+                continue;
+            };
+            let settle = Settle {
+                state,
+                wamid: &st.wamid,
+                error_code: st.error_code,
+                error_title: st.error_title.as_deref(),
+            };
+            match st.callback.as_deref().and_then(parse_callback_data) {
+                Some(id) => settle.merge_into(by_id.entry(id)),
+                None => settle.merge_into(by_wamid.entry(st.wamid.as_str())),
+            }
+        }
+    }
+    // With several replicas, two batches may touch the same replies (one records Meta's
+    // answer, the other its status webhooks) in different orders: lock every reply this
+    // batch touches first, in id order, so they wait for each other instead of deadlocking.
+    if shared {
+        let mut ids: Vec<i64> = by_id.keys().copied().collect();
+        ids.extend(ops.iter().filter_map(|op| match op {
+            Op::Attempt { id }
+            | Op::Sent { id, .. }
+            | Op::Retry { id, .. }
+            | Op::GiveUp { id, .. } => Some(*id),
+            _ => None,
+        }));
+        ids.sort_unstable();
+        ids.dedup();
+        if !ids.is_empty() || !by_wamid.is_empty() {
+            let mut sql = Sql::new("SELECT id FROM outbox WHERE id IN (");
+            sql.list(std::iter::once(-1_i64).chain(ids));
+            sql.push(") OR wamid IN (");
+            sql.list(std::iter::once("").chain(by_wamid.keys().copied()));
+            sql.push(") ORDER BY id FOR UPDATE");
+            tx.execute(&sql).await?;
+        }
+    }
+    // One statement shape for both keys; matching by wamid, column4 is that same wamid.
+    let by_id: Vec<(Arg, Settle)> = by_id.into_iter().map(|(id, s)| (id.into(), s)).collect();
+    let by_wamid: Vec<(Arg, Settle)> = by_wamid.into_iter().map(|(w, s)| (w.into(), s)).collect();
+    for (rows, key) in [(&by_id, "id"), (&by_wamid, "wamid")] {
+        for chunk in rows.chunks(CHUNK) {
+            let mut sql = Sql::new(
+                "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
+                 wamid = COALESCE(outbox.wamid, v.column4), \
+                 error_code = COALESCE(v.column5, outbox.error_code), \
+                 error_message = COALESCE(v.column6, outbox.error_message), updated_at = ",
+            );
+            sql.bind(now).push(" FROM (");
+            sql.values(chunk.iter(), |t, (key, st)| {
+                t.bind(*key)
+                    .bind(st.state.as_str())
+                    .bind(st.state.rank())
+                    .bind(st.wamid)
+                    .bind(st.error_code)
+                    .bind(st.error_title);
+            });
+            sql.push(") AS v WHERE outbox.")
+                .push(key)
+                .push(" = v.column1 AND outbox.state_rank < v.column3");
+            tx.execute(&sql).await?;
+        }
+    }
+
+    // Turns close their messages first, and only a message still waiting can be closed:
+    // if two replicas ever ran the same turn (one stalled past its lease), the second
+    // one's replies are not queued, so the customer hears one answer.
+    let mut closed: HashSet<i64> = HashSet::new();
+    // Turns closed as plain `done` (the common case) in one statement.
+    let plain_done: Vec<i64> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::CompleteTurn {
+                inbox_id,
+                state: InboxState::Done,
+                detail: None,
+                ..
+            } => Some(*inbox_id),
+            _ => None,
+        })
+        .collect();
+    for chunk in plain_done.chunks(CHUNK) {
+        let mut sql = Sql::new("UPDATE inbox SET state = 'done', handled_at = ");
+        sql.bind(now).push(" WHERE state = 'received' AND id IN (");
+        sql.list(chunk.iter().copied()).push(") RETURNING id");
+        let rows: Vec<(i64,)> = tx.fetch(&sql).await?;
+        closed.extend(rows.into_iter().map(|(id,)| id));
+    }
+    for op in ops {
+        let Op::CompleteTurn {
+            inbox_id,
+            state,
+            detail,
+            coalesced,
+            ..
+        } = op
+        else {
+            continue;
+        };
+        if !(*state == InboxState::Done && detail.is_none()) {
+            let sql = Sql::with(
+                "UPDATE inbox SET state = $1, detail = $2, handled_at = $3 WHERE id = $4 \
+                 AND state = 'received'",
+                [
+                    state.as_str().into(),
+                    detail.into(),
+                    now.into(),
+                    (*inbox_id).into(),
+                ],
+            );
+            if tx.execute(&sql).await? == 1 {
+                closed.insert(*inbox_id);
+            }
+        }
+        if !closed.contains(inbox_id) {
+            tracing::warn!(
+                inbox_id,
+                "turn already completed elsewhere; its replies are dropped"
+            );
+            continue;
+        }
+        for id in coalesced {
+            let why = format!("coalesced into the turn of inbox row {inbox_id}");
+            let sql = Sql::with(
+                "UPDATE inbox SET state = 'done', detail = $1, handled_at = $2 WHERE id = $3 \
+                 AND state = 'received'",
+                [why.as_str().into(), now.into(), (*id).into()],
+            );
+            tx.execute(&sql).await?;
+        }
+    }
+
+    // Replies of every turn in the batch: one multi-row insert, mapped back by (turn, part).
+    let replies: Vec<(i64, &str, &str, bool, &NewOutbox)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::CompleteTurn {
+                inbox_id,
+                phone_number_id,
+                customer,
+                replies,
+                attempt,
+                ..
+            } if closed.contains(inbox_id) => Some(replies.iter().map(move |r| {
+                (
+                    *inbox_id,
+                    phone_number_id.as_str(),
+                    customer.as_str(),
+                    *attempt,
+                    r,
+                )
+            })),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut reply_ids: HashMap<(i64, i64), i64> = HashMap::new();
+    for chunk in replies.chunks(CHUNK) {
+        let mut sql = Sql::new(
+            "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, recipient_kind, \
+             part, payload, state, state_rank, attempts, sending_since, created_at, updated_at, kind) ",
+        );
+        sql.values(chunk.iter(), |t, (inbox_id, pnid, customer, attempt, r)| {
+            let state = if *attempt {
+                OutboxState::Sending
+            } else {
+                OutboxState::Pending
+            };
+            t.bind(*inbox_id)
+                .bind(*pnid)
+                .bind(*customer)
+                .bind(&r.recipient)
+                .bind(&r.recipient_kind)
+                .bind(r.part)
+                .bind(&r.payload)
+                .bind(state.as_str())
+                .bind(state.rank())
+                .bind(i64::from(*attempt))
+                .bind(attempt.then_some(now))
+                .bind(now)
+                .bind(now)
+                .bind(r.kind.as_str());
+        });
+        sql.push(" RETURNING id, inbox_id, part");
+        let rows: Vec<(i64, i64, i64)> = tx.fetch(&sql).await?;
+        reply_ids.extend(
+            rows.into_iter()
+                .map(|(id, inbox, part)| ((inbox, part), id)),
+        );
+    }
+    // Send attempts of the batch in one statement; rows already settled are left alone.
+    let attempts: Vec<i64> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Attempt { id } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let mut attempted: HashSet<i64> = HashSet::new();
+    for chunk in attempts.chunks(CHUNK) {
+        let mut sql = Sql::new(
+            "UPDATE outbox SET state = 'sending', state_rank = 1, attempts = attempts + 1, sending_since = ",
+        );
+        sql.bind(now).push(", updated_at = ").bind(now);
+        sql.push(" WHERE state_rank <= 1 AND id IN (")
+            .list(chunk.iter().copied())
+            .push(")");
+        if shared {
+            // Only the replica holding the conversation's lease may send its replies: one
+            // whose lease ran out (and was taken over) must not send them too.
+            sql.push(
+                " AND EXISTS (SELECT 1 FROM conversation_leases l \
+                 WHERE l.phone_number_id = outbox.phone_number_id \
+                 AND l.customer = outbox.customer AND l.owner = ",
+            );
+            sql.bind(replica)
+                .push(" AND l.expires_at > ")
+                .push(super::cluster::NOW_MS)
+                .push(")");
+        }
+        sql.push(" RETURNING id");
+        let rows: Vec<(i64,)> = tx.fetch(&sql).await?;
+        attempted.extend(rows.into_iter().map(|(id,)| id));
+    }
+
+    for op in ops {
+        match op {
+            Op::Webhook(w) => {
+                let mut fresh = Vec::new();
+                for m in &w.messages {
+                    // The first occurrence of a wamid in the batch takes the new row.
+                    if m.state == InboxState::Received
+                        && let Some(id) = inserted.remove(&m.wamid)
+                    {
+                        fresh.push(InboxRow {
+                            id,
+                            received_at: now,
+                            msg: m.clone(),
+                        });
+                    }
+                }
+                if let Some(d) = &w.dead_letter {
+                    let sql = Sql::with(
+                        "INSERT INTO dead_letters (received_at, reason, body) VALUES ($1, $2, $3)",
+                        [now.into(), (&d.reason).into(), (&d.body).into()],
+                    );
+                    tx.execute(&sql).await?;
+                }
+                done.push(Done::Webhook(fresh));
+            }
+            Op::CompleteTurn {
+                inbox_id,
+                phone_number_id,
+                customer,
+                replies,
+                attempt,
+                ..
+            } => {
+                let (state, attempts, sending_since) = if *attempt {
+                    (OutboxState::Sending, 1, Some(now))
+                } else {
+                    (OutboxState::Pending, 0, None)
+                };
+                let rows = replies
+                    .iter()
+                    .filter_map(|r| {
+                        let id = *reply_ids.get(&(*inbox_id, r.part))?;
+                        Some(OutboxRow {
+                            id,
+                            inbox_id: Some(*inbox_id),
+                            phone_number_id: phone_number_id.clone(),
+                            customer: customer.clone(),
+                            recipient: r.recipient.clone(),
+                            recipient_kind: r.recipient_kind.clone(),
+                            part: r.part,
+                            payload: r.payload.clone(),
+                            state,
+                            attempts,
+                            wamid: None,
+                            sending_since,
+                            kind: r.kind,
+                        })
+                    })
+                    .collect();
+                done.push(Done::Turn(rows));
+            }
+            Op::Attempt { id } => done.push(Done::Attempted(attempted.contains(id))),
+            Op::Sent { .. } => done.push(Done::Ok),
+            Op::Retry { id, code, message } => {
+                let sql = Sql::with(
+                    "UPDATE outbox SET state = 'pending', state_rank = 0, error_code = $1, \
+                     error_message = $2, updated_at = $3 WHERE id = $4 AND state_rank <= 1",
+                    [(*code).into(), message.into(), now.into(), (*id).into()],
+                );
+                tx.execute(&sql).await?;
+                done.push(Done::Ok);
+            }
+            Op::GiveUp {
+                id,
+                state,
+                code,
+                message,
+                unattempted,
+            } => {
+                let sql = Sql::with(
+                    "UPDATE outbox SET state = $1, state_rank = $2, error_code = $3, error_message = $4, \
+                     updated_at = $5, attempts = attempts - $7 WHERE id = $6 AND state_rank < 2",
+                    [
+                        state.as_str().into(),
+                        state.rank().into(),
+                        (*code).into(),
+                        message.into(),
+                        now.into(),
+                        (*id).into(),
+                        i64::from(*unattempted).into(),
+                    ],
+                );
+                tx.execute(&sql).await?;
+                done.push(Done::Ok);
+            }
+            Op::OptOut {
+                phone_number_id,
+                customer,
+                opted_out,
+                keyword,
+                wamid,
+            } => {
+                let flag = i64::from(*opted_out);
+                let sql = Sql::with(
+                    "INSERT INTO opt_outs (phone_number_id, customer, opted_out, keyword, changed_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (phone_number_id, customer) DO UPDATE SET \
+                     opted_out = excluded.opted_out, keyword = excluded.keyword, changed_at = excluded.changed_at",
+                    [
+                        phone_number_id.into(),
+                        customer.into(),
+                        flag.into(),
+                        keyword.into(),
+                        now.into(),
+                    ],
+                );
+                tx.execute(&sql).await?;
+                let sql = Sql::with(
+                    "INSERT INTO opt_out_events (phone_number_id, customer, opted_out, keyword, wamid, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    [
+                        phone_number_id.into(),
+                        customer.into(),
+                        flag.into(),
+                        keyword.into(),
+                        wamid.into(),
+                        now.into(),
+                    ],
+                );
+                tx.execute(&sql).await?;
+                done.push(Done::Ok);
+            }
+            Op::NumberOverride {
+                phone_number_id,
+                disconnected,
+                reason,
+            } => {
+                let sql = Sql::with(
+                    "INSERT INTO number_overrides (phone_number_id, disconnected, changed_at, reason) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (phone_number_id) DO UPDATE SET \
+                     disconnected = excluded.disconnected, changed_at = excluded.changed_at, \
+                     reason = excluded.reason",
+                    [
+                        phone_number_id.into(),
+                        i64::from(*disconnected).into(),
+                        now.into(),
+                        reason.into(),
+                    ],
+                );
+                tx.execute(&sql).await?;
+                if shared {
+                    let sql = Sql::with(
+                        "SELECT pg_notify($1, $2)",
+                        [
+                            super::cluster::OVERRIDES_CHANNEL.into(),
+                            phone_number_id.into(),
+                        ],
+                    );
+                    tx.execute(&sql).await?;
+                }
+                done.push(Done::Ok);
+            }
+        }
+    }
+    Ok(done)
 }

@@ -9,6 +9,8 @@ mod migrate;
 mod overrides;
 mod rows;
 mod secrets;
+mod sql;
+mod sqlite_writer;
 pub mod writer;
 
 pub use apply::{Done, Op};
@@ -16,6 +18,7 @@ pub use conversation::{HistoryEntry, OptedOut};
 pub use overrides::{Disconnected, NumberOverride};
 pub use rows::*;
 pub use secrets::StoredSecretRow;
+pub use sqlite_writer::{SqliteFile, SqliteWriter};
 
 use crate::config::Storage as StorageConfig;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -24,15 +27,18 @@ use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Prepared statements the SQLite writer keeps (sqlx's default is 100, fewer than the shapes a
-/// busy group commit produces).
-const WRITER_STATEMENT_CACHE: usize = 1024;
-
 /// A storage failure; the webhook that hit it is answered 503 so Meta delivers it again.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    #[error("storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "storage url {0:?} is an in-memory SQLite database, which loses every message on a \
+         restart: point it at a file (sqlite://data/gateway.db)"
+    )]
+    InMemory(String),
     #[error("storage migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("storage url {0:?} is neither sqlite://… nor postgres://…")]
@@ -79,12 +85,15 @@ enum Pool {
 }
 
 /// A handle to the database; cheap to clone. Reads use `pool`; every write goes through the
-/// group-commit writer on `write_pool` (for SQLite a single connection, so writers queue in the
-/// gateway instead of sleeping in SQLite's busy handler).
+/// group-commit writer: on PostgreSQL through `write_pool`, on SQLite through the one connection
+/// the writer opens itself ([`SqliteWriter`]), so writers queue in the gateway instead of sleeping
+/// in SQLite's busy handler. (`write_pool` on SQLite runs migrations and rare writes by commands.)
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
     write_pool: Pool,
+    /// SQLite: the file the writer opens.
+    sqlite: Option<std::sync::Arc<SqliteFile>>,
     /// SQLite: this process's exclusive lock on the database (one replica per file).
     lock: Option<std::sync::Arc<lock::FileLock>>,
     /// PostgreSQL: this replica's id, the owner named in the leases it takes.
@@ -134,6 +143,7 @@ impl Store {
     async fn connect_as(cfg: &StorageConfig, gateway: bool) -> Result<Self, StoreError> {
         let url = cfg.url.as_str();
         let mut lock = None;
+        let mut sqlite = None;
         let (pool, write_pool) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             let file = path.split('?').next().unwrap_or(path);
@@ -150,6 +160,7 @@ impl Store {
                     std::path::Path::new(file),
                 )?));
             }
+            let in_memory = file == ":memory:" || file.is_empty() || url.contains("mode=memory");
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -162,18 +173,18 @@ impl Store {
                 // transaction keeps one, to undo itself alone) stay in memory instead of
                 // spilling to a temporary file; they are discarded at commit either way.
                 .pragma("temp_store", "MEMORY");
+            if !in_memory {
+                sqlite = Some(std::sync::Arc::new(SqliteFile {
+                    path: opts.get_filename().to_owned(),
+                    busy_timeout: cfg.busy_timeout.get(),
+                }));
+            }
             // An embedded database cannot lose its connection: no ping (a round trip to the
-            // connection's thread) before every use, which on the writer is every commit.
+            // connection's thread) before every use.
             let write_pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .test_before_acquire(false)
-                .connect_with(
-                    opts.clone()
-                        .pragma("wal_autocheckpoint", "0")
-                        // The group commit's multi-row statements take one text per batch size
-                        // and statement kind: keep them all prepared rather than re-parse them.
-                        .statement_cache_capacity(WRITER_STATEMENT_CACHE),
-                )
+                .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
                 .await?;
             let read_pool = SqlitePoolOptions::new()
                 .max_connections(cfg.max_connections.max(2))
@@ -201,11 +212,24 @@ impl Store {
         let store = Self {
             pool,
             write_pool,
+            sqlite,
             lock,
             replica: std::sync::Arc::from("local"),
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Opens the SQLite writer's connection (`None` on PostgreSQL, which the writer reaches
+    /// through [`Store::apply`]).
+    pub fn open_sqlite_writer(&self) -> Result<Option<SqliteWriter>, StoreError> {
+        match (&self.write_pool, &self.sqlite) {
+            (Pool::Postgres(_), _) => Ok(None),
+            (Pool::Sqlite(_), Some(file)) => SqliteWriter::open(file).map(Some),
+            (Pool::Sqlite(p), None) => Err(StoreError::InMemory(
+                p.connect_options().get_filename().display().to_string(),
+            )),
+        }
     }
 
     /// Names this replica in the leases it takes (PostgreSQL).

@@ -1,10 +1,11 @@
 //! The group-commit writer: one task owns every write. Each caller waits until the batch that
 //! holds its operation is durable, then hears the result; new inbound rows are pushed on to the
-//! pipeline. On SQLite this is the only writing connection, so no writer ever waits in SQLite.
+//! pipeline. On SQLite it owns the only writing connection and runs it on its own thread, so no
+//! writer ever waits in SQLite and no statement crosses a thread.
 
 use super::{
-    Done, InboxRow, InboxState, NewOutbox, Op, OutboxRow, OutboxState, Store, StoreError,
-    WebhookWrite,
+    Done, InboxRow, InboxState, NewOutbox, Op, OutboxRow, OutboxState, SqliteWriter, Store,
+    StoreError, WebhookWrite,
 };
 use crate::metrics::Metrics;
 use std::time::{Duration, Instant};
@@ -182,8 +183,26 @@ pub struct WriterInbox {
     rx: mpsc::Receiver<Request>,
 }
 
+/// What the writer commits through.
+enum Backend {
+    /// Its own SQLite connection, used synchronously on the writer's thread.
+    Sqlite(SqliteWriter),
+    /// PostgreSQL, through the store's pool.
+    Shared(Store),
+}
+
+impl Backend {
+    async fn apply(&mut self, ops: &[Op]) -> Result<Vec<Done>, StoreError> {
+        match self {
+            Backend::Sqlite(w) => w.apply(ops).await,
+            Backend::Shared(store) => store.apply(ops).await,
+        }
+    }
+}
+
 /// Starts the writer task on `inbox`. It stops when `stop` is cancelled (after answering what is
-/// already queued) or when every `WriterHandle` is dropped.
+/// already queued) or when every `WriterHandle` is dropped. Fails if the SQLite writer's
+/// connection cannot be opened.
 pub fn spawn(
     store: Store,
     batch_max: usize,
@@ -191,7 +210,11 @@ pub fn spawn(
     mut sink: impl Sink,
     metrics: Metrics,
     stop: CancellationToken,
-) -> JoinHandle<()> {
+) -> Result<JoinHandle<()>, StoreError> {
+    let mut backend = match store.open_sqlite_writer()? {
+        Some(w) => Backend::Sqlite(w),
+        None => Backend::Shared(store.clone()),
+    };
     let mut rx = inbox.rx;
     if store.kind() == "sqlite" {
         let store = store.clone();
@@ -207,15 +230,17 @@ pub fn spawn(
             }
         });
     }
-    // The writer runs on a thread and runtime of its own: every statement it awaits wakes it up
-    // again, and on a runtime busy with thousands of HTTP tasks each wake-up would queue behind
-    // them, stretching every commit (and every webhook's 200) by the queue's length.
+    // The writer runs on a thread and runtime of its own: on a runtime busy with thousands of
+    // HTTP tasks each wake-up (a new request; on PostgreSQL every statement it awaits) would
+    // queue behind them, stretching every commit (and every webhook's 200) by the queue's length.
+    // SQLite's statements run right here, blocking only this thread.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a current-thread runtime starts");
-    let writer = async move {
+    // Made on the writer's thread: the SQLite connection may move there, but not be shared.
+    let writer = move || async move {
         let mut batch: Vec<Request> = Vec::with_capacity(batch_max);
         loop {
             let first = tokio::select! {
@@ -240,7 +265,7 @@ pub fn spawn(
                 .map(|r| std::mem::replace(&mut r.op, Op::Attempt { id: -1 }))
                 .collect();
             let started = Instant::now();
-            let result = store.apply(&ops).await;
+            let result = backend.apply(&ops).await;
             metrics
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -252,7 +277,7 @@ pub fn spawn(
                     // alone, so only the one that fails hears about it.
                     tracing::warn!(error = %e, ops = batch.len(), "group commit failed; applying its operations one by one");
                     for (req, op) in batch.drain(..).zip(ops) {
-                        match store.apply(std::slice::from_ref(&op)).await {
+                        match backend.apply(std::slice::from_ref(&op)).await {
                             Ok(done) => answer(&mut vec![req], done, &mut sink),
                             Err(e) => {
                                 let _ = req.done.send(Err(e));
@@ -272,13 +297,13 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("wa-gateway-writer".into())
         .spawn(move || {
-            runtime.block_on(writer);
+            runtime.block_on(writer());
             let _ = done_tx.send(());
         })
         .expect("the writer thread starts");
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         let _ = done_rx.await;
-    })
+    }))
 }
 
 fn answer(batch: &mut Vec<Request>, done: Vec<Done>, sink: &mut impl Sink) {
