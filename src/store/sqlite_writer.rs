@@ -23,6 +23,7 @@ pub struct SqliteFile {
 /// The only connection that writes to the SQLite database while a gateway runs.
 pub struct SqliteWriter {
     conn: Connection,
+    text: String,
 }
 
 impl SqliteWriter {
@@ -47,7 +48,10 @@ impl SqliteWriter {
              PRAGMA wal_autocheckpoint = 0;",
         )?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            text: String::new(),
+        })
     }
 
     /// Applies `ops` in one transaction, in order: every op is durable, or none is.
@@ -57,27 +61,58 @@ impl SqliteWriter {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let done = apply_ops(&mut Tx(&tx), ops, false, "local").await?;
+        let mut t = Tx {
+            tx: &tx,
+            text: &mut self.text,
+        };
+        let done = apply_ops(&mut t, ops, false, "local").await?;
         tx.commit()?;
         Ok(done)
     }
 }
 
-struct Tx<'c>(&'c rusqlite::Transaction<'c>);
+struct Tx<'c> {
+    tx: &'c rusqlite::Transaction<'c>,
+    /// The statement text being run, in SQLite's spelling.
+    text: &'c mut String,
+}
 
-/// Binds `args` to the statement's `$n` parameters (SQLite numbers named parameters in order of
-/// first use, which is not always `n`).
+impl Tx<'_> {
+    fn prepare(&mut self, sql: &Sql<'_>) -> rusqlite::Result<rusqlite::CachedStatement<'_>> {
+        let mut stmt = self.tx.prepare_cached(sqlite_text(sql.text(), self.text))?;
+        bind(&mut stmt, sql.args())?;
+        Ok(stmt)
+    }
+}
+
+/// SQLite's spelling of a statement: `$n` becomes `?n`. SQLite treats `$n` as a name, looked up
+/// by a linear scan of the names seen so far when parsing and when binding (quadratic in the
+/// parameters of a multi-row statement); `?n` is the n-th parameter outright.
+fn sqlite_text<'b>(text: &str, buf: &'b mut String) -> &'b str {
+    buf.clear();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        buf.push_str(&rest[..at]);
+        let numbered = rest[at + 1..].starts_with(|c: char| c.is_ascii_digit());
+        buf.push(if numbered { '?' } else { '$' });
+        rest = &rest[at + 1..];
+    }
+    buf.push_str(rest);
+    buf
+}
+
+/// Binds `args` in order to the statement's parameters `?1..?n`.
 fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> rusqlite::Result<()> {
-    for i in 1..=stmt.parameter_count() {
-        let n = stmt
-            .parameter_name(i)
-            .and_then(|name| name.strip_prefix('$'))
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| (1..=args.len()).contains(n))
-            .ok_or(rusqlite::Error::InvalidParameterCount(i, args.len()))?;
-        match args[n - 1] {
-            Arg::Int(v) => stmt.raw_bind_parameter(i, v)?,
-            Arg::Text(v) => stmt.raw_bind_parameter(i, v)?,
+    if stmt.parameter_count() != args.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(
+            args.len(),
+            stmt.parameter_count(),
+        ));
+    }
+    for (i, arg) in args.iter().enumerate() {
+        match *arg {
+            Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
+            Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v)?,
         }
     }
     Ok(())
@@ -85,14 +120,11 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> rusqlite::Resul
 
 impl WriteTx for Tx<'_> {
     async fn execute(&mut self, sql: &Sql<'_>) -> Result<u64, StoreError> {
-        let mut stmt = self.0.prepare_cached(sql.text())?;
-        bind(&mut stmt, sql.args())?;
-        Ok(stmt.raw_execute()? as u64)
+        Ok(self.prepare(sql)?.raw_execute()? as u64)
     }
 
     async fn fetch<R: Fetched>(&mut self, sql: &Sql<'_>) -> Result<Vec<R>, StoreError> {
-        let mut stmt = self.0.prepare_cached(sql.text())?;
-        bind(&mut stmt, sql.args())?;
+        let mut stmt = self.prepare(sql)?;
         let mut rows = stmt.raw_query();
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
@@ -107,9 +139,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parameters_bind_by_number_not_by_position() {
+    fn numbered_parameters_keep_their_numbers_in_sqlite_spelling() {
+        let mut buf = String::new();
+        assert_eq!(
+            sqlite_text("SET a = $2, b = $10 WHERE c = $1 AND d = '$x'", &mut buf),
+            "SET a = ?2, b = ?10 WHERE c = ?1 AND d = '$x'"
+        );
         let conn = Connection::open_in_memory().unwrap();
-        let mut stmt = conn.prepare("SELECT $2, $1, $2").unwrap();
+        let mut stmt = conn
+            .prepare(sqlite_text("SELECT $2, $1, $2", &mut buf))
+            .unwrap();
         bind(&mut stmt, &[Arg::Int(Some(1)), Arg::Text(Some("two"))]).unwrap();
         let mut rows = stmt.raw_query();
         let row = rows.next().unwrap().unwrap();
@@ -124,7 +163,7 @@ mod tests {
     #[test]
     fn a_missing_argument_is_an_error_not_a_null() {
         let conn = Connection::open_in_memory().unwrap();
-        let mut stmt = conn.prepare("SELECT $1, $2").unwrap();
+        let mut stmt = conn.prepare("SELECT ?1, ?2").unwrap();
         assert!(bind(&mut stmt, &[Arg::Int(Some(1))]).is_err());
     }
 }
