@@ -4,6 +4,8 @@
 # with `wa-gateway bench`, stops the gateway and prints both reports.
 # INGRESS_ONLY=1 declares both numbers `enabled: false`: every webhook is verified, parsed and
 # committed durably before its 200, but no agent turn or reply follows (the ingress capacity).
+# Each report ends with the disk's own fsync latency during the load (--disk-probe): every
+# durable ack waits for an fsync, so a slow disk shows there, not only in the ack tail.
 # Usage: examples/bench.sh [extra bench flags, e.g. --json or --messages-per-webhook 2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,8 @@ fi
 
 mkdir -p data
 rm -f data/bench.db data/bench.db-wal data/bench.db-shm
+# The build's output is still being written back: let it land before the disk is measured.
+sync
 "$bin" serve --config "$config" >"$work/gateway.log" 2>&1 &
 gateway=$!
 stop_gateway() {
@@ -47,11 +51,11 @@ done
 status=0
 echo "== open loop: $RATE msg/s for $DURATION"
 "$bin" bench --config "$config" --rate "$RATE" --duration "$DURATION" --customers "$CUSTOMERS" \
-    --gateway-pid "$gateway" "$@" || status=1
+    --gateway-pid "$gateway" --disk-probe data "$@" || status=1
 echo
 echo "== closed loop: $CONCURRENCY in flight for $DURATION"
 "$bin" bench --config "$config" --concurrency "$CONCURRENCY" --duration "$DURATION" --customers "$CUSTOMERS" \
-    --gateway-pid "$gateway" "$@" || status=1
+    --gateway-pid "$gateway" --disk-probe data "$@" || status=1
 
 stop_gateway
 trap - EXIT

@@ -5,6 +5,7 @@
 
 mod client;
 mod cpu;
+mod disk;
 mod load;
 mod payload;
 mod report;
@@ -61,6 +62,10 @@ pub struct BenchArgs {
     /// The gateway's pid, to report its CPU use beside the bench's; repeat it for each replica.
     #[arg(long = "gateway-pid", value_name = "PID")]
     pub gateway_pids: Vec<u32>,
+    /// A directory on the gateway's disk (its database's): while the load runs, fsync 4 KiB
+    /// there every 10 ms and report how long the fsyncs took, the floor under a durable ack.
+    #[arg(long, value_name = "DIR")]
+    pub disk_probe: Option<PathBuf>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -237,6 +242,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         start: Instant::now(),
         start_unix_us: load::unix_us(),
     });
+    let probe = match &args.disk_probe {
+        Some(dir) => Some(
+            disk::Probe::start(dir)
+                .with_context(|| format!("the disk probe cannot write in {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let cpu_before = cpu::sample(&args.gateway_pids);
     let webhooks_sent = match (args.rate, args.concurrency) {
         (Some(rate), _) => load::open_loop(load.clone(), rate, args.duration).await,
@@ -250,6 +262,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         &args.gateway_pids,
         load_secs,
     );
+    let disk_fsync_ms = match probe {
+        Some(p) => Some(Percentiles::of(
+            &p.finish().context("the disk probe failed")?,
+            1000.0,
+        )),
+        None => None,
+    };
 
     // Drain: until every acked message has a reply and the status webhooks are delivered.
     let drain_start = Instant::now();
@@ -333,6 +352,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         status_webhooks_failed_attempts: status_stats.failed_attempts,
         status_webhooks_pending: status_stats.pending,
         cpu: cpu_usage,
+        disk_fsync_ms,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

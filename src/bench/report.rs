@@ -210,6 +210,8 @@ pub struct Report {
     pub status_webhooks_pending: u64,
     /// CPU over the load phase.
     pub cpu: Usage,
+    /// With `--disk-probe`: how long a 4 KiB fsync on the gateway's disk took during the load, ms.
+    pub disk_fsync_ms: Option<Percentiles>,
     /// No loss, no duplicate, every webhook answered 200.
     pub passed: bool,
 }
@@ -351,6 +353,14 @@ impl Report {
             c.emulator_cores * 100.0,
             c.wall_secs
         );
+        if let Some(d) = &self.disk_fsync_ms {
+            let _ = writeln!(
+                s,
+                "  disk      4 KiB fsync every 10 ms beside the database: p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms \
+                 (every durable ack waits for an fsync)",
+                d.p50, d.p99, d.max
+            );
+        }
         let _ = write!(
             s,
             "  result    {}",
@@ -477,8 +487,27 @@ mod tests {
                 replica_cores,
                 ..Usage::default()
             },
+            disk_fsync_ms: None,
             passed: true,
         }
+    }
+
+    #[test]
+    fn the_disk_line_shows_only_when_probed() {
+        let mut r = report(&["http://127.0.0.1:18080/webhook"], Vec::new());
+        assert!(!r.text().contains("  disk "), "{}", r.text());
+        r.disk_fsync_ms = Some(Percentiles {
+            p50: 0.38,
+            p90: 1.0,
+            p99: 41.5,
+            max: 260.0,
+        });
+        assert!(
+            r.text()
+                .contains("  disk      4 KiB fsync every 10 ms beside the database: p50 0.38 ms  p99 41.50 ms  max 260.0 ms"),
+            "{}",
+            r.text()
+        );
     }
 
     #[test]

@@ -160,6 +160,44 @@ mod tests {
         assert_eq!(got, ("two".into(), 1, "two".into()));
     }
 
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_what_to_do() {
+        let cfg = crate::config::Storage {
+            url: "sqlite::memory:".into(),
+            ..Default::default()
+        };
+        let store = crate::store::Store::connect(&cfg).await.unwrap();
+        let err = store
+            .open_sqlite_writer()
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("in-memory SQLite database"), "{err}");
+        assert!(err.contains("point it at a file"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_writer_commits_what_the_readers_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::Storage {
+            url: format!("sqlite://{}", dir.path().join("w.db").display()),
+            ..Default::default()
+        };
+        let store = crate::store::Store::connect(&cfg).await.unwrap();
+        let mut writer = store
+            .open_sqlite_writer()
+            .unwrap()
+            .expect("SQLite has a writer");
+        let op = Op::NumberOverride {
+            phone_number_id: "106540352242922".into(),
+            disconnected: true,
+            reason: Some("maintenance".into()),
+        };
+        assert!(matches!(writer.apply(&[op]).await.unwrap()[..], [Done::Ok]));
+        let read = store.number_overrides().await.unwrap();
+        assert_eq!(read.len(), 1, "{read:?}");
+    }
+
     #[test]
     fn a_missing_argument_is_an_error_not_a_null() {
         let conn = Connection::open_in_memory().unwrap();

@@ -1,0 +1,94 @@
+//! The disk probe: while the load runs, a thread of its own writes 4 KiB to a file beside the
+//! gateway's database and fsyncs it, every 10 ms, and records how long each fsync took. Every
+//! durable acknowledgement waits for an fsync, so the disk's own fsync tail is the floor under
+//! the gateway's ack tail; the bench prints both so a slow disk is not mistaken for a slow gateway.
+
+use hdrhistogram::Histogram;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often the probe writes.
+const EVERY: Duration = Duration::from_millis(10);
+/// The probe file cycles through this many 4 KiB blocks, as a WAL is overwritten.
+const BLOCKS: u64 = 256;
+
+/// A running probe; [`Probe::finish`] stops it and returns the fsync latencies (µs).
+pub struct Probe {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<std::io::Result<Histogram<u64>>>,
+    path: PathBuf,
+}
+
+impl Probe {
+    /// Starts probing in `dir` (the directory of the gateway's database).
+    pub fn start(dir: &Path) -> std::io::Result<Self> {
+        let path = dir.join(format!(".wa-gateway-bench-fsync-{}", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        file.set_len(BLOCKS * 4096)?;
+        file.sync_all()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("bench-disk-probe".into())
+            .spawn(move || {
+                let mut h = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+                let block = [0x5a_u8; 4096];
+                // At least one fsync is measured, however soon the probe is stopped.
+                for i in 0_u64.. {
+                    let next = Instant::now() + EVERY;
+                    file.seek(SeekFrom::Start((i % BLOCKS) * 4096))?;
+                    file.write_all(&block)?;
+                    let started = Instant::now();
+                    file.sync_all()?;
+                    h.saturating_record(started.elapsed().as_micros() as u64);
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+                Ok(h)
+            })?;
+        Ok(Self { stop, thread, path })
+    }
+
+    /// Stops the probe, removes its file and returns the fsync latencies in microseconds.
+    pub fn finish(self) -> std::io::Result<Histogram<u64>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let result = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the disk probe panicked")));
+        let _ = std::fs::remove_file(&self.path);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_records_fsyncs_and_removes_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = Probe::start(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let h = probe.finish().unwrap();
+        assert!(!h.is_empty(), "no fsync recorded");
+        assert!(h.max() > 0, "an fsync takes time");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_at_start() {
+        assert!(Probe::start(Path::new("/nonexistent/wa-gateway-bench")).is_err());
+    }
+}
