@@ -25,7 +25,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
 
 /// A storage failure; the webhook that hit it is answered 503 so Meta delivers it again.
 #[derive(Debug, thiserror::Error)]
@@ -273,15 +275,30 @@ impl Store {
         }
     }
 
-    /// Copies the SQLite write-ahead log into the database without blocking the writer. The
-    /// writer's connection does not checkpoint by itself, so commits never pay for it.
-    pub async fn checkpoint(&self) {
-        if let Pool::Sqlite(p) = &self.pool
-            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+    /// Copies the SQLite write-ahead log into the database every second, until `stop`, without
+    /// holding anyone up (PASSIVE), then asks the writer to start the log over (see
+    /// [`SqliteWriter::restart_wal`]). The writer's connection does not checkpoint by itself, so
+    /// commits never pay for the copying.
+    pub async fn checkpoint_loop(
+        &self,
+        restart: std::sync::Arc<AtomicBool>,
+        stop: CancellationToken,
+    ) {
+        let Pool::Sqlite(p) = &self.pool else { return };
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => break,
+            }
+            match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(p)
                 .await
-        {
-            tracing::debug!(error = %e, "WAL checkpoint did not run");
+            {
+                Ok(_) => restart.store(true, Ordering::Relaxed),
+                Err(e) => tracing::debug!(error = %e, "WAL checkpoint did not run"),
+            }
         }
     }
 

@@ -8,7 +8,9 @@ use super::{
     StoreError, WebhookWrite,
 };
 use crate::metrics::Metrics;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -216,19 +218,12 @@ pub fn spawn(
         None => Backend::Shared(store.clone()),
     };
     let mut rx = inbox.rx;
-    if store.kind() == "sqlite" {
-        let store = store.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            // The writer's connection never checkpoints inside a commit; this does it beside.
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => store.checkpoint().await,
-                    _ = stop.cancelled() => break,
-                }
-            }
-        });
+    // SQLite: the writer's connection never checkpoints inside a commit; a task copies the log
+    // beside it, and the writer starts the log over between commits when asked.
+    let restart_wal = Arc::new(AtomicBool::new(false));
+    if matches!(backend, Backend::Sqlite(_)) {
+        let (store, stop, restart) = (store.clone(), stop.clone(), restart_wal.clone());
+        tokio::spawn(async move { store.checkpoint_loop(restart, stop).await });
     }
     // The writer runs on a thread and runtime of its own: on a runtime busy with thousands of
     // HTTP tasks each wake-up (a new request; on PostgreSQL every statement it awaits) would
@@ -271,7 +266,15 @@ pub fn spawn(
                 .observe(started.elapsed().as_secs_f64());
             metrics.commit_batch_messages.observe(messages as f64);
             match result {
-                Ok(done) => answer(&mut batch, done, &mut sink),
+                Ok(done) => {
+                    answer(&mut batch, done, &mut sink);
+                    if let Backend::Sqlite(w) = &mut backend
+                        && restart_wal.swap(false, Ordering::Relaxed)
+                        && let Err(e) = w.restart_wal()
+                    {
+                        tracing::debug!(error = %e, "the write-ahead log did not start over");
+                    }
+                }
                 Err(e) if batch.len() > 1 => {
                     // One bad operation must not keep failing the others with it: apply each
                     // alone, so only the one that fails hears about it.
