@@ -235,11 +235,11 @@ pub(super) async fn apply_ops(
         keys.sort_unstable();
         keys.dedup();
         for payload in super::cluster::work_payloads(keys.into_iter()) {
-            let sql = Sql::with(
+            tx.run(
                 "SELECT pg_notify($1, $2)",
                 [super::cluster::WORK_CHANNEL.into(), payload.as_str().into()],
-            );
-            tx.execute(&sql).await?;
+            )
+            .await?;
         }
     }
     let convs = conversations(all.iter().copied());
@@ -278,7 +278,7 @@ pub(super) async fn apply_ops(
         let Op::Webhook(w) = op else { continue };
         for st in &w.statuses {
             if st.status == "failed" || st.error_code.is_some() {
-                let sql = Sql::with(
+                tx.run(
                     "INSERT INTO status_events (wamid, status, meta_ts, \
                      biz_opaque_callback_data, error_code, error_title, received_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -291,8 +291,8 @@ pub(super) async fn apply_ops(
                         (&st.error_title).into(),
                         now.into(),
                     ],
-                );
-                tx.execute(&sql).await?;
+                )
+                .await?;
             }
             let Some(state) = OutboxState::parse(&st.status).filter(|s| s.is_settled()) else {
                 continue;
@@ -395,17 +395,19 @@ pub(super) async fn apply_ops(
             continue;
         };
         if !(*state == InboxState::Done && detail.is_none()) {
-            let sql = Sql::with(
-                "UPDATE inbox SET state = $1, detail = $2, handled_at = $3 WHERE id = $4 \
-                 AND state = 'received'",
-                [
-                    state.as_str().into(),
-                    detail.into(),
-                    now.into(),
-                    (*inbox_id).into(),
-                ],
-            );
-            if tx.execute(&sql).await? == 1 {
+            let changed = tx
+                .run(
+                    "UPDATE inbox SET state = $1, detail = $2, handled_at = $3 WHERE id = $4 \
+                     AND state = 'received'",
+                    [
+                        state.as_str().into(),
+                        detail.into(),
+                        now.into(),
+                        (*inbox_id).into(),
+                    ],
+                )
+                .await?;
+            if changed == 1 {
                 closed.insert(*inbox_id);
             }
         }
@@ -418,12 +420,12 @@ pub(super) async fn apply_ops(
         }
         for id in coalesced {
             let why = format!("coalesced into the turn of inbox row {inbox_id}");
-            let sql = Sql::with(
+            tx.run(
                 "UPDATE inbox SET state = 'done', detail = $1, handled_at = $2 WHERE id = $3 \
                  AND state = 'received'",
                 [why.as_str().into(), now.into(), (*id).into()],
-            );
-            tx.execute(&sql).await?;
+            )
+            .await?;
         }
     }
 
@@ -537,11 +539,11 @@ pub(super) async fn apply_ops(
                     }
                 }
                 if let Some(d) = &w.dead_letter {
-                    let sql = Sql::with(
+                    tx.run(
                         "INSERT INTO dead_letters (received_at, reason, body) VALUES ($1, $2, $3)",
                         [now.into(), (&d.reason).into(), (&d.body).into()],
-                    );
-                    tx.execute(&sql).await?;
+                    )
+                    .await?;
                 }
                 done.push(Done::Webhook(fresh));
             }
@@ -584,12 +586,12 @@ pub(super) async fn apply_ops(
             Op::Attempt { id } => done.push(Done::Attempted(attempted.contains(id))),
             Op::Sent { .. } => done.push(Done::Ok),
             Op::Retry { id, code, message } => {
-                let sql = Sql::with(
+                tx.run(
                     "UPDATE outbox SET state = 'pending', state_rank = 0, error_code = $1, \
                      error_message = $2, updated_at = $3 WHERE id = $4 AND state_rank <= 1",
                     [(*code).into(), message.into(), now.into(), (*id).into()],
-                );
-                tx.execute(&sql).await?;
+                )
+                .await?;
                 done.push(Done::Ok);
             }
             Op::GiveUp {
@@ -599,7 +601,7 @@ pub(super) async fn apply_ops(
                 message,
                 unattempted,
             } => {
-                let sql = Sql::with(
+                tx.run(
                     "UPDATE outbox SET state = $1, state_rank = $2, error_code = $3, error_message = $4, \
                      updated_at = $5, attempts = attempts - $7 WHERE id = $6 AND state_rank < 2",
                     [
@@ -611,8 +613,8 @@ pub(super) async fn apply_ops(
                         (*id).into(),
                         i64::from(*unattempted).into(),
                     ],
-                );
-                tx.execute(&sql).await?;
+                )
+                .await?;
                 done.push(Done::Ok);
             }
             Op::OptOut {
@@ -623,7 +625,7 @@ pub(super) async fn apply_ops(
                 wamid,
             } => {
                 let flag = i64::from(*opted_out);
-                let sql = Sql::with(
+                tx.run(
                     "INSERT INTO opt_outs (phone_number_id, customer, opted_out, keyword, changed_at) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (phone_number_id, customer) DO UPDATE SET \
                      opted_out = excluded.opted_out, keyword = excluded.keyword, changed_at = excluded.changed_at",
@@ -634,9 +636,9 @@ pub(super) async fn apply_ops(
                         keyword.into(),
                         now.into(),
                     ],
-                );
-                tx.execute(&sql).await?;
-                let sql = Sql::with(
+                )
+                .await?;
+                tx.run(
                     "INSERT INTO opt_out_events (phone_number_id, customer, opted_out, keyword, wamid, at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
                     [
@@ -647,8 +649,8 @@ pub(super) async fn apply_ops(
                         wamid.into(),
                         now.into(),
                     ],
-                );
-                tx.execute(&sql).await?;
+                )
+                .await?;
                 done.push(Done::Ok);
             }
             Op::NumberOverride {
@@ -656,7 +658,7 @@ pub(super) async fn apply_ops(
                 disconnected,
                 reason,
             } => {
-                let sql = Sql::with(
+                tx.run(
                     "INSERT INTO number_overrides (phone_number_id, disconnected, changed_at, reason) \
                      VALUES ($1, $2, $3, $4) ON CONFLICT (phone_number_id) DO UPDATE SET \
                      disconnected = excluded.disconnected, changed_at = excluded.changed_at, \
@@ -667,17 +669,17 @@ pub(super) async fn apply_ops(
                         now.into(),
                         reason.into(),
                     ],
-                );
-                tx.execute(&sql).await?;
+                )
+                .await?;
                 if shared {
-                    let sql = Sql::with(
+                    tx.run(
                         "SELECT pg_notify($1, $2)",
                         [
                             super::cluster::OVERRIDES_CHANNEL.into(),
                             phone_number_id.into(),
                         ],
-                    );
-                    tx.execute(&sql).await?;
+                    )
+                    .await?;
                 }
                 done.push(Done::Ok);
             }

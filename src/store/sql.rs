@@ -177,6 +177,16 @@ pub trait WriteTx {
     async fn execute(&mut self, sql: &Sql<'_>) -> Result<u64, StoreError>;
     /// Runs a statement and returns its rows.
     async fn fetch<R: Fetched>(&mut self, sql: &Sql<'_>) -> Result<Vec<R>, StoreError>;
+
+    /// Runs a statement whose text numbers its parameters `$1..$n` (see [`Sql::with`]) and
+    /// returns no rows; how many rows it changed.
+    async fn run<'a>(
+        &mut self,
+        text: &str,
+        args: impl IntoIterator<Item = Arg<'a>>,
+    ) -> Result<u64, StoreError> {
+        self.execute(&Sql::with(text, args)).await
+    }
 }
 
 fn pg_query<'q>(

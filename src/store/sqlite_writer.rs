@@ -200,18 +200,24 @@ mod tests {
         assert!(err.contains("point it at a file"), "{err}");
     }
 
-    #[tokio::test]
-    async fn the_writer_commits_what_the_readers_see() {
+    /// A migrated database in a new directory (`w.db`), its store and its writer.
+    async fn writer_on_a_fresh_file() -> (tempfile::TempDir, crate::store::Store, SqliteWriter) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = crate::config::Storage {
             url: format!("sqlite://{}", dir.path().join("w.db").display()),
             ..Default::default()
         };
         let store = crate::store::Store::connect(&cfg).await.unwrap();
-        let mut writer = store
+        let writer = store
             .open_sqlite_writer()
             .unwrap()
             .expect("SQLite has a writer");
+        (dir, store, writer)
+    }
+
+    #[tokio::test]
+    async fn the_writer_commits_what_the_readers_see() {
+        let (_dir, store, mut writer) = writer_on_a_fresh_file().await;
         let op = Op::NumberOverride {
             phone_number_id: "106540352242922".into(),
             disconnected: true,
@@ -224,13 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_write_ahead_log_starts_over_after_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::config::Storage {
-            url: format!("sqlite://{}", dir.path().join("w.db").display()),
-            ..Default::default()
-        };
-        let store = crate::store::Store::connect(&cfg).await.unwrap();
-        let mut writer = store.open_sqlite_writer().unwrap().unwrap();
+        let (dir, store, mut writer) = writer_on_a_fresh_file().await;
         let override_op = |i: usize| Op::NumberOverride {
             phone_number_id: format!("10654035224{i:04}"),
             disconnected: true,
