@@ -3,6 +3,7 @@
 //! durable acknowledgement waits for an fsync, so the disk's own fsync tail is the floor under
 //! the gateway's ack tail; the bench prints both so a slow disk is not mistaken for a slow gateway.
 
+use super::report::histogram;
 use hdrhistogram::Histogram;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -40,7 +41,7 @@ impl Probe {
         let thread = std::thread::Builder::new()
             .name("bench-disk-probe".into())
             .spawn(move || {
-                let mut h = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+                let mut h = histogram();
                 let block = [0x5a_u8; 4096];
                 // At least one fsync is measured, however soon the probe is stopped.
                 for i in 0_u64.. {
@@ -49,7 +50,7 @@ impl Probe {
                     file.write_all(&block)?;
                     let started = Instant::now();
                     file.sync_all()?;
-                    h.saturating_record(started.elapsed().as_micros() as u64);
+                    record(&mut h, started.elapsed());
                     if flag.load(Ordering::Relaxed) {
                         break;
                     }
@@ -72,6 +73,13 @@ impl Probe {
     }
 }
 
+/// Records one fsync's latency. The histogram's range goes up to an hour: an auto-sized one
+/// starts at 2 ms, and a saturating record clamps to the range before it would grow it, so every
+/// slow fsync read as 2 ms.
+fn record(h: &mut Histogram<u64>, took: Duration) {
+    h.saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +93,23 @@ mod tests {
         assert!(!h.is_empty(), "no fsync recorded");
         assert!(h.max() > 0, "an fsync takes time");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_slow_fsync_is_recorded_as_slow() {
+        let mut h = histogram();
+        record(&mut h, Duration::from_micros(300));
+        record(&mut h, Duration::from_millis(700));
+        assert!(
+            (h.max() as f64 - 700_000.0).abs() < 700.0,
+            "max {} µs",
+            h.max()
+        );
+        assert!(
+            h.value_at_quantile(0.25) < 1_000,
+            "{}",
+            h.value_at_quantile(0.25)
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::fmt::Write;
 /// Highest latency recorded, in microseconds (longer ones are clamped to it).
 const MAX_LATENCY_US: u64 = 3_600_000_000;
 
-fn histogram() -> Histogram<u64> {
+/// A latency histogram in microseconds from 1 µs to [`MAX_LATENCY_US`].
+pub(super) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds")
 }
 
