@@ -332,23 +332,23 @@ pub(super) async fn apply_ops(
             tx.execute(&sql).await?;
         }
     }
-    // One statement shape for both keys; matching by wamid, column4 is that same wamid.
+    // One statement shape for both keys. The wamid is not in it: SQLite rewrites an index entry
+    // whenever its column is assigned, even to the value it has, and every status of every reply
+    // would rewrite a random page of `outbox_wamid`. A row found by id gets its wamid below, once.
     let by_id: Vec<(Arg, Settle)> = by_id.into_iter().map(|(id, s)| (id.into(), s)).collect();
     let by_wamid: Vec<(Arg, Settle)> = by_wamid.into_iter().map(|(w, s)| (w.into(), s)).collect();
     for (rows, key) in [(&by_id, "id"), (&by_wamid, "wamid")] {
         for chunk in rows.chunks(CHUNK) {
             let mut sql = Sql::new(
                 "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
-                 wamid = COALESCE(outbox.wamid, v.column4), \
-                 error_code = COALESCE(v.column5, outbox.error_code), \
-                 error_message = COALESCE(v.column6, outbox.error_message), updated_at = ",
+                 error_code = COALESCE(v.column4, outbox.error_code), \
+                 error_message = COALESCE(v.column5, outbox.error_message), updated_at = ",
             );
             sql.bind(now).push(" FROM (");
             sql.values(chunk.iter(), |t, (key, st)| {
                 t.bind(*key)
                     .bind(st.state.as_str())
                     .bind(st.state.rank())
-                    .bind(st.wamid)
                     .bind(st.error_code)
                     .bind(st.error_title);
             });
@@ -357,6 +357,16 @@ pub(super) async fn apply_ops(
                 .push(" = v.column1 AND outbox.state_rank < v.column3");
             tx.execute(&sql).await?;
         }
+    }
+    // Meta's wamid for a reply whose send was never recorded (a crash between send and record;
+    // a status webhook that beat Meta's answer), or from the answer itself: only where missing.
+    for chunk in by_id.chunks(CHUNK) {
+        let mut sql = Sql::new("UPDATE outbox SET wamid = v.column2 FROM (");
+        sql.values(chunk.iter(), |t, (id, st)| {
+            t.bind(*id).bind(st.wamid);
+        });
+        sql.push(") AS v WHERE outbox.id = v.column1 AND outbox.wamid IS NULL");
+        tx.execute(&sql).await?;
     }
 
     // Turns close their messages first, and only a message still waiting can be closed:
