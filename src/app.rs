@@ -200,6 +200,7 @@ impl Gateway {
         };
         let listen = config.listen.clone();
         let batch_max = config.storage.batch_max;
+        let commit_interval = config.storage.commit_interval.get();
         if let Some(cert) = &cert {
             metrics.register_tls();
             metrics.tls_cert_expiry.set(cert.not_after.unwrap_or(0));
@@ -251,6 +252,7 @@ impl Gateway {
         let writer_task = crate::store::writer::spawn(
             store,
             batch_max,
+            commit_interval,
             writer_inbox,
             dispatch,
             metrics,

@@ -274,6 +274,12 @@ fn each_rule_points_at_its_node() {
             "at least 1",
         ),
         (
+            "  url: sqlite://data/gateway.db\n",
+            "  url: sqlite://data/gateway.db\n  commit_interval: 1s\n",
+            "8:20 storage.commit_interval",
+            "at most 100ms",
+        ),
+        (
             "agents:\n",
             "policies:\n  delivery: { max_attempts: 0 }\nagents:\n",
             "15:29 policies.delivery.max_attempts",

@@ -210,6 +210,12 @@ fn check_listen_and_storage(config: &Config, out: &mut Issues) {
             "must be at least 1: it is the most messages committed in one transaction (default 1024)",
         );
     }
+    if config.storage.commit_interval.get() > std::time::Duration::from_millis(100) {
+        out.value(
+            "storage.commit_interval",
+            "must be at most 100ms: every webhook's 200 may wait this long for its commit (default 1ms)",
+        );
+    }
     let delivery = &config.policies.delivery;
     if delivery.max_attempts == 0 {
         out.value(

@@ -202,12 +202,14 @@ impl Backend {
     }
 }
 
-/// Starts the writer task on `inbox`. It stops when `stop` is cancelled (after answering what is
+/// Starts the writer task on `inbox`: commits of at most `batch_max` messages, started at most
+/// once per `commit_interval`. It stops when `stop` is cancelled (after answering what is
 /// already queued) or when every `WriterHandle` is dropped. Fails if the SQLite writer's
 /// connection cannot be opened.
 pub fn spawn(
     store: Store,
     batch_max: usize,
+    commit_interval: std::time::Duration,
     inbox: WriterInbox,
     mut sink: impl Sink,
     metrics: Metrics,
@@ -237,6 +239,7 @@ pub fn spawn(
     // Made on the writer's thread: the SQLite connection may move there, but not be shared.
     let writer = move || async move {
         let mut batch: Vec<Request> = Vec::with_capacity(batch_max);
+        let mut last_start: Option<Instant> = None;
         loop {
             let first = tokio::select! {
                 biased;
@@ -245,6 +248,17 @@ pub fn spawn(
             };
             let mut messages = first.op.messages();
             batch.push(first);
+            // Commits start at most once per `commit_interval`: what arrives meanwhile joins the
+            // next one. Every commit writes its B-trees' hot pages again and waits for an fsync,
+            // so a thousand small commits a second cost far more disk and CPU than a few hundred
+            // larger ones, for a wait shorter than one fsync. A sleep of this thread alone: it
+            // runs nothing but the writer.
+            if let Some(due) = last_start.map(|t| t + commit_interval) {
+                let now = Instant::now();
+                if now < due {
+                    std::thread::sleep(due - now);
+                }
+            }
             // Everything that queued up while the previous commit ran joins this one.
             while messages < batch_max {
                 match rx.try_recv() {
@@ -260,6 +274,7 @@ pub fn spawn(
                 .map(|r| std::mem::replace(&mut r.op, Op::Attempt { id: -1 }))
                 .collect();
             let started = Instant::now();
+            last_start = Some(started);
             let result = backend.apply(&ops).await;
             metrics
                 .commit_seconds
@@ -325,5 +340,72 @@ fn answer(batch: &mut Vec<Request>, done: Vec<Done>, sink: &mut impl Sink) {
     }
     if !fresh.is_empty() {
         sink.push(fresh);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    struct Nowhere;
+
+    impl Sink for Nowhere {
+        fn push(&mut self, _rows: Vec<InboxRow>) {}
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_start_at_most_once_per_interval_and_what_waits_joins_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::Storage {
+            url: format!("sqlite://{}", dir.path().join("w.db").display()),
+            ..Default::default()
+        };
+        let store = Store::connect(&cfg).await.unwrap();
+        let metrics = Metrics::new();
+        let stop = CancellationToken::new();
+        let (handle, inbox) = channel(64);
+        let interval = Duration::from_millis(20);
+        let task = spawn(
+            store.clone(),
+            64,
+            interval,
+            inbox,
+            Nowhere,
+            metrics.clone(),
+            stop.clone(),
+        )
+        .unwrap();
+        let started = Instant::now();
+        // Eight callers, each with ten writes in a row (each waits for its commit).
+        let callers: Vec<_> = (0..8)
+            .map(|c| {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    for i in 0..10 {
+                        let id = format!("1065403522{c:02}{i:03}");
+                        handle.set_number_override(&id, true, None).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for c in callers {
+            c.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        let commits = metrics.commit_seconds.get_sample_count();
+        // A commit starts at least `interval` after the one before it.
+        assert!(
+            commits as f64 <= elapsed.as_secs_f64() / interval.as_secs_f64() + 1.0,
+            "{commits} commits in {elapsed:?}"
+        );
+        // Each caller's ten writes took ten commits, so nine intervals at least passed...
+        assert!(elapsed >= interval * 9, "{elapsed:?}");
+        // ...and the writes that waited meanwhile were committed together.
+        assert!(commits < 80, "{commits} commits for 80 writes");
+        assert_eq!(store.number_overrides().await.unwrap().len(), 80);
+        stop.cancel();
+        drop(handle);
+        task.await.unwrap();
     }
 }
