@@ -250,9 +250,9 @@ pub fn spawn(
             batch.push(first);
             // Commits start at most once per `commit_interval`: what arrives meanwhile joins the
             // next one. Every commit writes its B-trees' hot pages again and waits for an fsync,
-            // so a thousand small commits a second cost far more disk and CPU than a few hundred
-            // larger ones, for a wait shorter than one fsync. A sleep of this thread alone: it
-            // runs nothing but the writer.
+            // so two thousand small commits a second cost far more disk and CPU than a few
+            // hundred larger ones; a webhook waits at most one interval longer. A sleep of this
+            // thread alone: it runs nothing but the writer.
             if let Some(due) = last_start.map(|t| t + commit_interval) {
                 let now = Instant::now();
                 if now < due {
