@@ -50,7 +50,8 @@ pub struct Listen {
     pub admin_token: Option<Secret>,
     /// Largest webhook body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
-    /// Time allowed to receive a request's headers.
+    /// Time allowed to receive a request's headers, counted from when the connection starts
+    /// waiting for them: it is also how long an idle keep-alive connection stays open.
     pub header_timeout: Duration,
     /// Time allowed to receive a request's body.
     pub body_timeout: Duration,
