@@ -959,3 +959,33 @@ proptest! {
         prop_assert_eq!(want, got);
     }
 }
+
+// --- fuzz seeds --------------------------------------------------------------------------
+
+/// Every fixture envelope parses; with `WA_GATEWAY_FUZZ_SEEDS=DIR` each is also written there as
+/// a seed of the `webhook` fuzz target (`fuzz/seed.sh` does this).
+#[test]
+fn fixtures_are_the_webhook_fuzz_seeds() {
+    let mut seeds: Vec<Value> = fixtures()
+        .into_iter()
+        .map(|(k, o, _, _)| envelope_of(messages_value(Value::Array(vec![message(k, o)]))))
+        .collect();
+    seeds.push(envelope_of(statuses_fixture()));
+    seeds.extend(other_changes().into_iter().map(|change| {
+        json!({ "object": "whatsapp_business_account",
+                "entry": [{ "id": "102290129340398", "changes": [change] }] })
+    }));
+    seeds.push(multi_envelope());
+    seeds.push(everything());
+    let dir = std::env::var_os("WA_GATEWAY_FUZZ_SEEDS").map(std::path::PathBuf::from);
+    for (i, seed) in seeds.iter().enumerate() {
+        let bytes = serde_json::to_vec(seed).unwrap();
+        assert!(parse(&bytes).is_ok(), "seed {i} does not parse: {seed}");
+        if let Some(dir) = &dir {
+            // The webhook target's first byte picks how the signature header is made.
+            let mut data = vec![0u8];
+            data.extend_from_slice(&bytes);
+            std::fs::write(dir.join(format!("fixture-{i:02}.json")), data).unwrap();
+        }
+    }
+}
