@@ -108,6 +108,27 @@ numbers:
     );
 }
 
+/// Found by the `config` fuzz target: YAML counts a lone CR as a line break (as editors do), so
+/// a file with CR or CRLF line ends gets the same positions as with LF, syntax errors included.
+#[test]
+fn positions_are_the_same_whatever_the_line_ends() {
+    let edits = [
+        ("  webhook:", "  webhok:"),
+        (
+            "  admin: 127.0.0.1:9090",
+            "  admin:\n\n\n 127.0.0.1:9090\n' x",
+        ),
+    ];
+    for (from, to) in edits {
+        let lf = with(from, to);
+        let (at_lf, _) = diagnostics(&lf);
+        for ending in ["\r\n", "\r"] {
+            let (at, _) = diagnostics(&lf.replace('\n', ending));
+            assert_eq!(at, at_lf, "line ends {ending:?}");
+        }
+    }
+}
+
 #[test]
 fn each_rule_points_at_its_node() {
     // (edit of the example, "line:column path", words the message must hold)
