@@ -519,3 +519,38 @@ async fn a_reload_applies_new_connection_limits() {
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_connections_a_client_waits_for_a_free_one() {
+    let header = Duration::from_secs(2);
+    let Some(mut t) = gateway(Db::Sqlite, "  header_timeout: 2s\n  max_connections: 2\n").await
+    else {
+        return;
+    };
+    let addr = t.gw().webhook_addr;
+    let started = Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    assert!(wait_until(header, || async { open_gauge(&t, "webhook") == 2 }).await);
+    // The kernel completes the handshake; the gateway takes it once a slot frees.
+    let mut third = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    third
+        .get_mut()
+        .write_all(HANDSHAKE.as_bytes())
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(header + SLACK, read_response(&mut third))
+        .await
+        .expect("served once the silent ones are closed");
+    assert_eq!(status, 200);
+    let waited = started.elapsed();
+    assert!(
+        waited >= header - Duration::from_millis(50),
+        "served after {waited:?}"
+    );
+    assert_eq!(timeouts(&t, "webhook", "header"), 2);
+    assert!(open_gauge(&t, "webhook") <= 2);
+    t.stop().await;
+}
