@@ -486,11 +486,12 @@ async fn webhooks_beyond_max_inflight_bodies_wait_then_get_503() {
     // Once the hogs run out of body_timeout, their slots serve again.
     assert!(
         wait_until(Duration::from_secs(5) + SLACK, || async {
-            t.post_signed(&body).await == 200
+            webhooks(&t, "body_timeout") == 2
         })
-        .await
+        .await,
+        "both hogs cut off at body_timeout"
     );
-    assert_eq!(webhooks(&t, "body_timeout"), 2);
+    assert_eq!(t.post_signed(&body).await, 200);
     assert_eq!(t.count("SELECT COUNT(*) FROM inbox").await, 1);
     t.stop().await;
 }
@@ -550,7 +551,7 @@ async fn beyond_max_connections_a_client_waits_for_a_free_one() {
         waited >= header - Duration::from_millis(50),
         "served after {waited:?}"
     );
-    assert_eq!(timeouts(&t, "webhook", "header"), 2);
-    assert!(open_gauge(&t, "webhook") <= 2);
+    // The second silent one may close a moment after the first freed the slot.
+    assert!(wait_until(SLACK, || async { timeouts(&t, "webhook", "header") == 2 }).await);
     t.stop().await;
 }
