@@ -272,8 +272,16 @@ impl Gateway {
             &listen,
             resolver.clone(),
             Box::new(move |l: &Listen| {
-                webhook::router(hook_state.clone(), l.max_body_bytes, l.body_timeout.get())
+                let intake = crate::ingress::intake::Intake::new(
+                    l.max_body_bytes,
+                    l.body_timeout.get(),
+                    l.max_inflight_bodies,
+                    l.header_timeout.get(),
+                    hook_state.app.metrics.webhooks.clone(),
+                );
+                webhook::router(hook_state.clone(), intake)
             }),
+            crate::http::ConnMetrics::new(&state.metrics, "webhook"),
             state.tracker.clone(),
             draining.clone(),
             drain,
@@ -287,6 +295,7 @@ impl Gateway {
             &listen,
             None,
             Box::new(move |_: &Listen| crate::admin::router(admin_state.clone())),
+            crate::http::ConnMetrics::new(&state.metrics, "admin"),
             state.tracker.clone(),
             draining.clone(),
             drain,

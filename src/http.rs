@@ -1,40 +1,128 @@
-//! Serving an axum router on a TCP listener the way a daemon must: optional TLS, header read
-//! timeout, HTTP/1.1 and HTTP/2, every connection tracked, graceful drain on shutdown.
+//! Serving an axum router on a TCP listener the way a daemon must: optional TLS, HTTP/1.1 and
+//! HTTP/2, a cap on open connections, deadlines for silent, slow and idle ones (`conn`), and a
+//! graceful drain on shutdown.
+
+mod activity;
+mod conn;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use prometheus::{IntCounter, IntGauge};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The bounds every connection of a listener lives within.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// From the accept to the first request's headers (TLS handshake and protocol detection
+    /// included), and from a later request's first byte to its last header byte.
+    pub header_timeout: Duration,
+    /// How long a connection with no request in flight stays open.
+    pub idle_timeout: Duration,
+    /// Most concurrent streams on one HTTP/2 connection.
+    pub h2_max_streams: u32,
+    /// Most connections open at once; further ones wait in the accept queue.
+    pub max_connections: usize,
+}
+
+/// The connection metrics of one listener.
+#[derive(Clone)]
+pub struct ConnMetrics {
+    open: IntGauge,
+    handshake: IntCounter,
+    header: IntCounter,
+    idle: IntCounter,
+}
+
+impl ConnMetrics {
+    /// The series of the listener `endpoint` (webhook, admin).
+    pub fn new(m: &crate::metrics::Metrics, endpoint: &str) -> Self {
+        let timeouts = &m.http.connection_timeouts;
+        let timeout = |why: activity::Expiry| timeouts.with_label_values(&[endpoint, why.label()]);
+        Self {
+            open: m.http.connections_open.with_label_values(&[endpoint]),
+            handshake: timeout(activity::Expiry::Handshake),
+            header: timeout(activity::Expiry::Header),
+            idle: timeout(activity::Expiry::Idle),
+        }
+    }
+
+    fn timed_out(&self, why: activity::Expiry) {
+        match why {
+            activity::Expiry::Handshake => self.handshake.inc(),
+            activity::Expiry::Header => self.header.inc(),
+            activity::Expiry::Idle => self.idle.inc(),
+        }
+    }
+}
+
+/// A connection's place among `max_connections`, counted in the open gauge while held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+fn builder(limits: &Limits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    // hyper's own header timeout also times the wait between kept-alive requests; the
+    // connection's watchdog keeps the two apart instead.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
+    // Pings find peers that vanished while a request was in flight; an idle connection is
+    // closed by the watchdog whatever the pings say.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_streams)
+        .keep_alive_interval(limits.idle_timeout / 2)
+        .keep_alive_timeout(limits.header_timeout);
+    builder
+}
 
 /// Serves `router` on `listener` until `shutdown` (the gateway's, or a reload retiring this accept
-/// loop), then lets open requests finish (up to `drain`). With `tls`, each connection first
-/// completes a TLS handshake (within `header_timeout`). The socket closes when the last loop
+/// loop), then lets open requests finish (up to `drain`) and closes what remains. With `tls`,
+/// each connection first completes a TLS handshake. The socket closes when the last loop
 /// sharing it lets go.
 pub async fn serve(
     listener: Arc<TcpListener>,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
-    header_timeout: Duration,
+    limits: Limits,
+    metrics: ConnMetrics,
     shutdown: CancellationToken,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let builder = Arc::new(builder(&limits));
     let acceptor = tls.map(TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    let connections = TaskTracker::new();
+    // Connections drain only once the socket is closed: one told to close earlier could be
+    // replaced by a client's new connection into the accept queue, which the close then resets.
+    let drain_now = CancellationToken::new();
+    let kill = CancellationToken::new();
     loop {
+        // At the cap, connections wait in the kernel's accept queue rather than in memory here.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = shutdown.cancelled() => break,
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -48,41 +136,30 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let Some(acceptor) = acceptor.clone() else {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn.into_owned());
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
-            continue;
+        metrics.open.inc();
+        let slot = Slot {
+            _permit: permit,
+            open: metrics.open.clone(),
         };
-        // The handshake runs in the connection's task, so a slow client holds up no one; the
-        // watcher is taken now so that the drain waits for connections still shaking hands.
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+        let conn = conn::Conn {
+            accepted: tokio::time::Instant::now(),
+            peer,
+            builder: builder.clone(),
+            limits,
+            metrics: metrics.clone(),
+            stop: drain_now.clone(),
+            kill: kill.clone(),
+        };
+        let (router, acceptor) = (router.clone(), acceptor.clone());
+        connections.spawn(async move {
+            conn.run(stream, router, acceptor).await;
+            drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
+    drain_now.cancel();
+    connections.close();
+    if tokio::time::timeout(drain, connections.wait())
         .await
         .is_err()
     {
@@ -90,5 +167,7 @@ pub async fn serve(
             ?drain,
             "connections still open after the drain deadline; closing them"
         );
+        kill.cancel();
+        connections.wait().await;
     }
 }

@@ -1,6 +1,6 @@
 //! The webhook and admin endpoints as a reload sees them: each is a listening socket served by
 //! one "generation" of the accept loop. A reload that changes how an endpoint serves (TLS on or
-//! off, timeouts, the body limit) hands the same socket to a new accept loop, which starts
+//! off, timeouts, connection and body limits) hands the same socket to a new accept loop, which starts
 //! before the old one stops: connections waiting in the backlog are taken by the new one. A
 //! reload that moves an endpoint binds the new address first, then lets the old socket serve
 //! for `LINGER` more (clients mid-connect, load balancers still pointing there) before closing
@@ -19,16 +19,17 @@ use tokio_util::task::TaskTracker;
 /// How long a moved endpoint's old address keeps accepting after the new one serves.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-/// Builds an endpoint's router from the listen settings (the webhook's body limit and timeout).
+/// Builds an endpoint's router from the listen settings (the webhook's body limits).
 pub type MakeRouter = Box<dyn Fn(&Listen) -> Router + Send + Sync>;
 
 /// What a generation serves with, beyond the socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Settings {
     tls: bool,
-    header_timeout: Duration,
+    limits: crate::http::Limits,
     max_body_bytes: usize,
     body_timeout: Duration,
+    max_inflight_bodies: usize,
 }
 
 struct Generation {
@@ -50,7 +51,6 @@ pub struct Prepared {
     settings: Settings,
     router: Router,
     tls: Option<Arc<CertResolver>>,
-    header_timeout: Duration,
 }
 
 /// One of the gateway's HTTP endpoints.
@@ -59,6 +59,7 @@ pub struct Endpoint {
     /// Whether TLS (when configured) applies to this endpoint.
     takes_tls: bool,
     make_router: MakeRouter,
+    metrics: crate::http::ConnMetrics,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     /// How long a retired generation waits for its open requests.
@@ -86,16 +87,22 @@ pub struct BindError {
 fn settings(listen: &Listen, takes_tls: bool) -> Settings {
     Settings {
         tls: takes_tls && listen.tls.is_some(),
-        header_timeout: listen.header_timeout.get(),
+        limits: crate::http::Limits {
+            header_timeout: listen.header_timeout.get(),
+            idle_timeout: listen.idle_timeout.get(),
+            h2_max_streams: listen.h2_max_streams,
+            max_connections: listen.max_connections,
+        },
         max_body_bytes: listen.max_body_bytes,
         body_timeout: listen.body_timeout.get(),
+        max_inflight_bodies: listen.max_inflight_bodies,
     }
 }
 
 impl Endpoint {
     /// Starts serving `listener` (bound for `configured`) with the router `make_router` builds
-    /// for `listen`. Generations run on `tracker` and all stop with `shutdown`, then wait up to
-    /// `drain` for their open requests.
+    /// for `listen`, counting its connections in `metrics`. Generations run on `tracker` and all
+    /// stop with `shutdown`, then wait up to `drain` for their open requests.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         what: &'static str,
@@ -105,6 +112,7 @@ impl Endpoint {
         listen: &Listen,
         tls: Option<Arc<CertResolver>>,
         make_router: MakeRouter,
+        metrics: crate::http::ConnMetrics,
         tracker: TaskTracker,
         shutdown: CancellationToken,
         drain: Duration,
@@ -121,7 +129,6 @@ impl Endpoint {
             settings: settings(listen, takes_tls),
             router: make_router(listen),
             tls: tls.filter(|_| takes_tls),
-            header_timeout: listen.header_timeout.get(),
         };
         let stop = shutdown.child_token();
         let generation = Generation {
@@ -135,6 +142,7 @@ impl Endpoint {
             what,
             takes_tls,
             make_router,
+            metrics,
             tracker,
             shutdown,
             drain,
@@ -149,7 +157,8 @@ impl Endpoint {
             p.listener,
             p.router,
             p.tls.map(crate::tls::server_config),
-            p.header_timeout,
+            p.settings.limits,
+            self.metrics.clone(),
             stop,
             self.drain,
         ));
@@ -209,7 +218,6 @@ impl Endpoint {
             settings: wanted,
             router: (self.make_router)(listen),
             tls: tls.filter(|_| self.takes_tls),
-            header_timeout: listen.header_timeout.get(),
         }))
     }
 

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub reconcile_drift: IntGauge,
     /// Reconciler actions, by result: ok (carried out), error (Meta refused it).
     pub reconcile_actions: IntCounterVec,
+    /// The HTTP listeners' connections.
+    pub http: HttpMetrics,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -378,6 +380,13 @@ impl Metrics {
                 .register(c)
                 .expect("each metric is registered once");
         }
+        let http = HttpMetrics::new();
+        for c in http.collectors() {
+            families.extend(c.desc().iter().map(|d| d.fq_name.clone()));
+            registry
+                .register(c)
+                .expect("each metric is registered once");
+        }
         families.sort();
         Self {
             registry,
@@ -414,6 +423,7 @@ impl Metrics {
             throttle_wait_seconds,
             reconcile_drift,
             reconcile_actions,
+            http,
         }
     }
 
@@ -487,5 +497,45 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Connection metrics of the HTTP listeners, by `endpoint` (webhook, admin).
+#[derive(Clone)]
+pub struct HttpMetrics {
+    /// Connections open now (TLS handshakes included).
+    pub connections_open: IntGaugeVec,
+    /// Connections the gateway closed because a deadline passed, by endpoint and reason:
+    /// handshake (TLS), header (silent or stopped inside its headers), idle (no request).
+    pub connection_timeouts: IntCounterVec,
+}
+
+impl HttpMetrics {
+    fn new() -> Self {
+        Self {
+            connections_open: IntGaugeVec::new(
+                Opts::new(
+                    "wa_gateway_http_connections_open",
+                    "HTTP connections open now, by listener.",
+                ),
+                &["endpoint"],
+            )
+            .expect("valid metric"),
+            connection_timeouts: IntCounterVec::new(
+                Opts::new(
+                    "wa_gateway_http_connection_timeouts_total",
+                    "HTTP connections closed because a deadline passed, by listener and reason.",
+                ),
+                &["endpoint", "reason"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    fn collectors(&self) -> [Box<dyn Collector>; 2] {
+        [
+            Box::new(self.connections_open.clone()),
+            Box::new(self.connection_timeouts.clone()),
+        ]
     }
 }

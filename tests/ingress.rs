@@ -36,7 +36,8 @@ async fn oversized_body_is_413(db: Db) {
     let Some(mut t) = spawn_gateway(db, Options::default()).await else {
         return;
     };
-    let body = vec![b' '; 2 * 1024 * 1024];
+    // One byte past the default listen.max_body_bytes (3 MiB, Meta's documented maximum).
+    let body = vec![b' '; 3 * 1024 * 1024 + 1];
     assert_eq!(t.post_signed(&body).await, 413);
     assert_eq!(t.count("SELECT COUNT(*) FROM dead_letters").await, 0);
     t.stop().await;

@@ -277,6 +277,14 @@ fn every_defined_family_passes_promtool() {
         .with_label_values(&[PNID])
         .inc_by(0.5);
     m.reconcile_actions.with_label_values(&["ok"]).inc();
+    m.http
+        .connections_open
+        .with_label_values(&["webhook"])
+        .set(1);
+    m.http
+        .connection_timeouts
+        .with_label_values(&["webhook", "header"])
+        .inc();
     m.reconcile_runs.with_label_values(&["ok"]).inc();
     let text = m.render();
     for family in m.family_names() {

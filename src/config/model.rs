@@ -48,12 +48,15 @@ pub struct Listen {
     /// When set, the admin API (`/api/*`), the status page's data and `/media` require
     /// `Authorization: Bearer <token>`; /healthz, /readyz and /metrics stay open.
     pub admin_token: Option<Secret>,
-    /// Largest webhook body accepted, in bytes; larger bodies get 413.
+    /// Largest webhook body accepted, in bytes; larger bodies get 413. Meta documents webhook
+    /// bodies of up to 3 MB, hence the default of 3 MiB.
     pub max_body_bytes: usize,
-    /// Time allowed to receive a request's headers, counted from when the connection starts
-    /// waiting for them: it is also how long an idle keep-alive connection stays open.
+    /// Time a connection gets to send a request's headers: from the accept to the first
+    /// request (TLS handshake and HTTP/1-or-2 detection included), and on a kept-alive HTTP/1.1
+    /// connection from the next request's first byte. A connection that stays silent, or stops
+    /// inside its headers, is closed after it.
     pub header_timeout: Duration,
-    /// Time allowed to receive a request's body.
+    /// Time allowed to receive a webhook's whole body, counted once its headers are in.
     pub body_timeout: Duration,
     /// Serve the webhook listener over TLS with this certificate and key (PEM files, e.g. a
     /// cert-manager Secret mount). The files are watched: a renewed certificate is served from
@@ -70,6 +73,19 @@ pub struct Listen {
     /// process stops anyway (keep it, plus `shutdown_delay`, under the pod's
     /// terminationGracePeriodSeconds).
     pub shutdown_timeout: Duration,
+    /// How long a kept-alive HTTP/1.1 connection, or an HTTP/2 connection with no request in
+    /// flight, stays open between requests. Keep it above the idle timeout of a proxy in front
+    /// (60s for most load balancers), so that the proxy, not the gateway, closes first.
+    pub idle_timeout: Duration,
+    /// Most concurrent requests (streams) on one HTTP/2 connection.
+    pub h2_max_streams: u32,
+    /// Most connections open at once on each listener; further clients wait in the kernel's
+    /// accept queue until one closes.
+    pub max_connections: usize,
+    /// Most webhook POSTs being read or handled at once (each may hold `max_body_bytes` in
+    /// memory). A POST that finds none free waits up to `header_timeout`, then gets 503 (Meta
+    /// delivers it again later).
+    pub max_inflight_bodies: usize,
 }
 
 /// A certificate chain and its private key, as PEM files.
@@ -88,13 +104,17 @@ impl Default for Listen {
             webhook: "127.0.0.1:8080".parse().expect("static address"),
             admin: "127.0.0.1:9090".parse().expect("static address"),
             admin_token: None,
-            max_body_bytes: 1024 * 1024,
+            max_body_bytes: 3 * 1024 * 1024,
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
             tls: None,
             plain_http: false,
             shutdown_delay: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(75),
+            h2_max_streams: 32,
+            max_connections: 4096,
+            max_inflight_bodies: 256,
         }
     }
 }

@@ -79,7 +79,7 @@ numbers:
     let c = &loaded.config;
     assert_eq!(loaded.sha256.len(), 64);
     assert_eq!(c.listen.webhook.to_string(), "127.0.0.1:8080");
-    assert_eq!(c.listen.max_body_bytes, 1024 * 1024);
+    assert_eq!(c.listen.max_body_bytes, 3 * 1024 * 1024);
     assert_eq!(c.storage.url, "sqlite://data/gateway.db");
     assert_eq!(c.meta.graph_url, "https://graph.facebook.com");
     assert_eq!(c.meta.api_version, "v23.0");
@@ -649,4 +649,74 @@ fn stored_secrets_need_an_encryption_key_that_parses() {
         "  verify_token: { value: demo-verify-token }\n  embedded_signup: { config_id: abc }\n",
     ));
     assert_eq!(at, ["14:33 meta.embedded_signup.config_id"]);
+}
+
+#[test]
+fn listen_limits_default_and_refuse_zero_with_their_position() {
+    let l = parse(EXAMPLE, Path::new("gateway.yaml")).unwrap().listen;
+    assert_eq!(l.max_body_bytes, 3 * 1024 * 1024, "Meta sends up to 3 MB");
+    assert_eq!(l.header_timeout, Duration::from_secs(5));
+    assert_eq!(l.idle_timeout, Duration::from_secs(75));
+    assert_eq!(l.body_timeout, Duration::from_secs(10));
+    assert_eq!(
+        (l.h2_max_streams, l.max_connections, l.max_inflight_bodies),
+        (32, 4096, 256)
+    );
+    // (line added under `listen:`, "line:column path", words the message must hold)
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "header_timeout: 0s",
+            "5:19 listen.header_timeout",
+            "more than 0s",
+        ),
+        (
+            "body_timeout: 0ms",
+            "5:17 listen.body_timeout",
+            "more than 0s",
+        ),
+        (
+            "idle_timeout: 0s",
+            "5:17 listen.idle_timeout",
+            "more than 0s",
+        ),
+        (
+            "idle_timeout: 2d",
+            "5:17 listen.idle_timeout",
+            "at most 24h",
+        ),
+        (
+            "h2_max_streams: 0",
+            "5:19 listen.h2_max_streams",
+            "at least 1",
+        ),
+        (
+            "max_connections: 0",
+            "5:20 listen.max_connections",
+            "at least 1",
+        ),
+        (
+            "max_inflight_bodies: 0",
+            "5:24 listen.max_inflight_bodies",
+            "at least 1",
+        ),
+        (
+            "h2_max_streams: -1",
+            "5:19 listen.h2_max_streams",
+            "expected u32",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (line, want_at, want_text) in cases {
+        let yaml = with(
+            "  admin: 127.0.0.1:9090\n",
+            &format!("  admin: 127.0.0.1:9090\n  {line}\n"),
+        );
+        let (at, text) = diagnostics(&yaml);
+        if at != [*want_at] || !text.contains(want_text) {
+            failures.push(format!(
+                "{line:?}: want {want_at:?} {want_text:?}\n  got {at:?} {text}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -58,6 +58,7 @@ pub fn validate(config: &Config, map: &SourceMap) -> Vec<Issue> {
     check_stored_secrets(config, &mut out);
     check_waba_callbacks(config, &mut out);
     check_policies(config, &mut out);
+    check_listen_limits(config, &mut out);
     out.0
 }
 
@@ -170,7 +171,7 @@ fn check_listen_and_storage(config: &Config, out: &mut Issues) {
     if config.listen.max_body_bytes == 0 {
         out.value(
             "listen.max_body_bytes",
-            "must be at least 1: it is the largest webhook body accepted (default 1048576)",
+            "must be at least 1: it is the largest webhook body accepted (default 3145728)",
         );
     }
     let url = &config.storage.url;
@@ -228,6 +229,68 @@ fn check_listen_and_storage(config: &Config, out: &mut Issues) {
             "policies.delivery.initial_backoff",
             "is longer than policies.delivery.max_backoff: lower it or raise max_backoff",
         );
+    }
+}
+
+/// The longest a listener timeout may be: a day already means "never" for a connection.
+const MAX_LISTEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The listeners' connection and body bounds: a zero would refuse every client or disable the
+/// bound, so each must be above it.
+fn check_listen_limits(config: &Config, out: &mut Issues) {
+    let l = &config.listen;
+    for (field, value, what) in [
+        (
+            "header_timeout",
+            l.header_timeout,
+            "the time a connection gets to send its headers (default 5s)",
+        ),
+        (
+            "body_timeout",
+            l.body_timeout,
+            "the time a webhook's whole body gets to arrive (default 10s)",
+        ),
+        (
+            "idle_timeout",
+            l.idle_timeout,
+            "how long a connection stays open between requests (default 75s)",
+        ),
+    ] {
+        if value.get().is_zero() {
+            out.value(
+                format!("listen.{field}"),
+                format!("must be more than 0s: it is {what}"),
+            );
+        } else if value.get() > MAX_LISTEN_TIMEOUT {
+            out.value(
+                format!("listen.{field}"),
+                format!("must be at most 24h: it is {what}"),
+            );
+        }
+    }
+    for (field, value, what) in [
+        (
+            "h2_max_streams",
+            u64::from(l.h2_max_streams),
+            "the most concurrent requests on one HTTP/2 connection (default 32)",
+        ),
+        (
+            "max_connections",
+            l.max_connections as u64,
+            "the most connections open at once on each listener (default 4096)",
+        ),
+        (
+            "max_inflight_bodies",
+            l.max_inflight_bodies as u64,
+            "the most webhook POSTs read or handled at once (default 256)",
+        ),
+    ] {
+        if value == 0 {
+            out.value(
+                format!("listen.{field}"),
+                format!("must be at least 1: it is {what}"),
+            );
+        }
     }
 }
 

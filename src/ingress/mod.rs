@@ -3,6 +3,7 @@
 
 pub mod content;
 pub mod envelope;
+pub mod intake;
 pub mod probe;
 pub mod server;
 pub mod signature;

@@ -2,6 +2,7 @@
 //! only once everything in it is durable; a storage failure answers 503 so Meta redelivers.
 
 use super::envelope::{self, ChangeValue, Envelope};
+use super::intake::Intake;
 use super::{probe, signature};
 use crate::state::{AppState, Snapshot};
 use crate::store::writer::WriterHandle;
@@ -11,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,14 +25,17 @@ pub struct WebhookState {
     pub writer: WriterHandle,
 }
 
-/// The webhook router: `GET /webhook` (handshake) and `POST /webhook`.
-pub fn router(state: WebhookState, max_body: usize, body_timeout: std::time::Duration) -> Router {
+/// The webhook router: `GET /webhook` (handshake) and `POST /webhook`, whose body `intake`
+/// reads within its limits first.
+pub fn router(state: WebhookState, intake: Intake) -> Router {
+    let receive = post(receive).layer(axum::middleware::from_fn_with_state(
+        intake,
+        super::intake::read_body,
+    ));
     Router::new()
-        .route("/webhook", get(verify).post(receive))
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            body_timeout,
-        ))
+        .route("/webhook", get(verify).merge(receive))
+        // The intake enforces the limit; this only lifts axum's default 2 MB one.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
