@@ -401,3 +401,49 @@ async fn get_json(t: &TestGateway, url: &str, auth: &HeaderMap) -> Value {
     assert_eq!(res.status().as_u16(), 200, "GET {url}");
     res.json().await.unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_is_not_fetched_from_a_host_off_the_allow_list() {
+    // Talking to a Graph endpoint that is not the built-in emulator: its download URLs (plain
+    // HTTP on 127.0.0.1) are not Meta's CDN, so the number's token is not sent there.
+    let storage = common::storage(Db::Sqlite).await.unwrap();
+    let dir = storage.dir.path().to_owned();
+    let emu = common::standalone_emulator(&dir, Duration::from_millis(500)).await;
+    let yaml = format!(
+        r#"version: 1
+listen: {{ webhook: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+public_url: http://127.0.0.1:8080/webhook
+storage: {{ url: "{url}" }}
+meta:
+  graph_url: {graph}
+  app_id: "1000000000000001"
+  app_secret: {{ file: {d}/app_secret }}
+  verify_token: {{ file: {d}/verify_token }}
+  media_hosts: [lookaside.fbsbx.com, "127.0.0.1"]
+agents:
+  echo: {{ kind: echo }}
+numbers:
+  - {{ phone_number_id: "{PNID}", waba_id: "{WABA}", agent: echo, access_token: {{ file: {d}/token }} }}
+"#,
+        url = storage.url,
+        graph = emu.url(),
+        d = dir.display(),
+    );
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let gw = wa_gateway::app::Gateway::start_from(&path).await.unwrap();
+    let id = emu.add_media("image/jpeg", vec![1, 2, 3]);
+    let res = reqwest::Client::new()
+        .get(format!("http://{}/media/{PNID}/{id}", gw.admin_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 502);
+    let body: Value = res.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("127.0.0.1") && message.contains("meta.media_hosts (HTTPS only)"),
+        "{message}"
+    );
+    gw.shutdown(Duration::from_secs(5)).await;
+}

@@ -279,6 +279,38 @@ mod tests {
         }
     }
 
+    /// The streamed body of a media host answering `bytes`, checked against `sha256`.
+    fn streamed(bytes: &'static [u8], sha256: &str, max: u64) -> Vec<Result<Vec<u8>, String>> {
+        use futures::StreamExt;
+        let resp = reqwest::Response::from(axum::http::Response::new(bytes.to_vec()));
+        let download = MediaDownload::new(resp, max).unwrap();
+        let slot = Downloads::default().try_start(1).unwrap();
+        let items = stream(download, sha256.to_owned(), slot)
+            .map(|r| r.map(|b| b.to_vec()).map_err(|e| e.to_string()))
+            .collect::<Vec<_>>();
+        futures::executor::block_on(items)
+    }
+
+    #[test]
+    fn a_streamed_body_that_does_not_match_metas_hash_breaks_off() {
+        let good = hex::encode(Sha256::digest(b"media bytes"));
+        let bad = hex::encode(Sha256::digest(b"other bytes"));
+        assert_eq!(
+            streamed(b"media bytes", &good, 100),
+            [Ok(b"media bytes".to_vec())]
+        );
+        let broken = streamed(b"media bytes", &bad, 100);
+        assert_eq!(broken.len(), 2, "{broken:?}");
+        assert!(
+            broken[1].as_ref().unwrap_err().contains("do not match"),
+            "{broken:?}"
+        );
+        // Over the limit by its announced length: refused before any byte is read.
+        let resp = reqwest::Response::from(axum::http::Response::new(b"media bytes".to_vec()));
+        let over = MediaDownload::new(resp, 4).err().unwrap().to_string();
+        assert!(over.contains("4-byte limit"), "{over}");
+    }
+
     #[test]
     fn downloads_are_limited_and_slots_come_back() {
         let d = Downloads::default();

@@ -64,22 +64,7 @@ impl GraphClient {
             let bytes = resp.bytes().await.map_err(GraphError::from_transport)?;
             return Err(GraphError::from_body(status.as_u16(), &bytes, retry_after));
         }
-        if let Some(len) = resp.content_length().filter(|&len| len > max_bytes) {
-            return Err(too_large(len, max_bytes));
-        }
-        let mime = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .unwrap_or(OCTET_STREAM)
-            .to_owned();
-        Ok(MediaDownload {
-            mime,
-            resp,
-            read: 0,
-            max_bytes,
-        })
+        MediaDownload::new(resp, max_bytes)
     }
 
     /// As [`open_media`](Self::open_media), reading the whole body: the Content-Type and bytes.
@@ -115,6 +100,27 @@ pub struct MediaDownload {
 }
 
 impl MediaDownload {
+    /// The download of a successful response; refused when its announced length is over
+    /// `max_bytes`.
+    pub fn new(resp: reqwest::Response, max_bytes: u64) -> Result<Self, GraphError> {
+        if let Some(len) = resp.content_length().filter(|&len| len > max_bytes) {
+            return Err(too_large(len, max_bytes));
+        }
+        let mime = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .unwrap_or(OCTET_STREAM)
+            .to_owned();
+        Ok(Self {
+            mime,
+            resp,
+            read: 0,
+            max_bytes,
+        })
+    }
+
     /// The length the media host announced, if any.
     pub fn content_length(&self) -> Option<u64> {
         self.resp.content_length()
