@@ -11,7 +11,7 @@ use crate::pipeline::{self, Work};
 use crate::reload::{ReloadHandle, ReloadOutcome, Reloader};
 use crate::state::{AppState, Snapshot, SnapshotError};
 use crate::store::{Store, StoreError};
-use crate::tls::{CertResolver, TlsError};
+use crate::tls::{TlsError, TlsSlot};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,7 +159,13 @@ impl Gateway {
             Some(files) => Some(crate::tls::load_certified_key(files)?),
             None => None,
         };
-        let resolver = cert.as_ref().map(|c| Arc::new(CertResolver::new(c)));
+        let webhook_tls = TlsSlot::new(cert.as_ref());
+        let resolver = webhook_tls.resolver();
+        let admin_cert = match &config.listen.admin_tls {
+            Some(files) => Some(crate::tls::load_certified_key(files)?),
+            None => None,
+        };
+        let admin_tls = TlsSlot::new(admin_cert.as_ref());
         let webhook_listener = bind("webhook", config.listen.webhook).await?;
         let admin_listener = bind("admin", config.listen.admin).await?;
         let local = |l: &TcpListener, what, addr| {
@@ -266,7 +272,7 @@ impl Gateway {
         let drain = listen.shutdown_timeout.get();
         let webhook_endpoint = Endpoint::start(
             "webhook",
-            true,
+            |l| l.tls.as_ref(),
             listen.webhook,
             webhook_listener,
             &listen,
@@ -289,11 +295,11 @@ impl Gateway {
         let admin_state = state.clone();
         let admin_endpoint = Endpoint::start(
             "admin",
-            false,
+            |l| l.admin_tls.as_ref(),
             listen.admin,
             admin_listener,
             &listen,
-            None,
+            admin_tls.resolver(),
             Box::new(move |_: &Listen| crate::admin::router(admin_state.clone())),
             crate::http::ConnMetrics::new(&state.metrics, "admin"),
             state.tracker.clone(),
@@ -310,7 +316,8 @@ impl Gateway {
                 state.clone(),
                 &loaded,
                 graph_base.clone(),
-                resolver.clone(),
+                webhook_tls,
+                admin_tls,
                 endpoints.clone(),
             );
             crate::reload::spawn(reloader, true, draining.clone())
@@ -323,6 +330,7 @@ impl Gateway {
         }
         // After the reloader exists, so a reload during the first pass triggers another.
         crate::reconcile::runner::spawn(state.clone());
+        crate::admin::spawn_store_gauges(state.clone());
         state.set_ready(true);
         tracing::info!(webhook = %webhook_addr, admin = %admin_addr, storage = state.store.kind(), replica = %replica, "wa-gateway serving");
         Ok(Self {

@@ -6,7 +6,7 @@
 //! for `LINGER` more (clients mid-connect, load balancers still pointing there) before closing
 //! it. Either way the retired generation finishes the requests it holds.
 
-use crate::config::Listen;
+use crate::config::{Listen, TlsFiles};
 use crate::tls::CertResolver;
 use axum::Router;
 use std::net::SocketAddr;
@@ -21,6 +21,10 @@ pub const LINGER: Duration = Duration::from_secs(2);
 
 /// Builds an endpoint's router from the listen settings (the webhook's body limits).
 pub type MakeRouter = Box<dyn Fn(&Listen) -> Router + Send + Sync>;
+
+/// The TLS files an endpoint serves with, if any (`listen.tls` for the webhook, `listen.admin_tls`
+/// for the admin listener).
+pub type TlsOf = fn(&Listen) -> Option<&TlsFiles>;
 
 /// What a generation serves with, beyond the socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,8 +60,8 @@ pub struct Prepared {
 /// One of the gateway's HTTP endpoints.
 pub struct Endpoint {
     what: &'static str,
-    /// Whether TLS (when configured) applies to this endpoint.
-    takes_tls: bool,
+    /// Which TLS files (when configured) apply to this endpoint.
+    tls_of: TlsOf,
     make_router: MakeRouter,
     metrics: crate::http::ConnMetrics,
     tracker: TaskTracker,
@@ -84,9 +88,9 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-fn settings(listen: &Listen, takes_tls: bool) -> Settings {
+fn settings(listen: &Listen, tls_of: TlsOf) -> Settings {
     Settings {
-        tls: takes_tls && listen.tls.is_some(),
+        tls: tls_of(listen).is_some(),
         limits: crate::http::Limits {
             header_timeout: listen.header_timeout.get(),
             idle_timeout: listen.idle_timeout.get(),
@@ -106,7 +110,7 @@ impl Endpoint {
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         what: &'static str,
-        takes_tls: bool,
+        tls_of: TlsOf,
         configured: SocketAddr,
         listener: TcpListener,
         listen: &Listen,
@@ -126,9 +130,9 @@ impl Endpoint {
             configured,
             bound,
             listener: Arc::new(listener),
-            settings: settings(listen, takes_tls),
+            settings: settings(listen, tls_of),
             router: make_router(listen),
-            tls: tls.filter(|_| takes_tls),
+            tls: tls.filter(|_| tls_of(listen).is_some()),
         };
         let stop = shutdown.child_token();
         let generation = Generation {
@@ -140,7 +144,7 @@ impl Endpoint {
         };
         let endpoint = Arc::new(Self {
             what,
-            takes_tls,
+            tls_of,
             make_router,
             metrics,
             tracker,
@@ -187,7 +191,7 @@ impl Endpoint {
         configured: SocketAddr,
         tls: Option<Arc<CertResolver>>,
     ) -> Result<Option<Prepared>, BindError> {
-        let wanted = settings(listen, self.takes_tls);
+        let wanted = settings(listen, self.tls_of);
         let (same_addr, same_settings, listener, bound) = {
             let g = self.lock();
             (
@@ -217,7 +221,7 @@ impl Endpoint {
             listener,
             settings: wanted,
             router: (self.make_router)(listen),
-            tls: tls.filter(|_| self.takes_tls),
+            tls: tls.filter(|_| (self.tls_of)(listen).is_some()),
         }))
     }
 

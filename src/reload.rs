@@ -3,10 +3,11 @@
 //! File changes, SIGHUP and `Gateway::reload_now` all funnel into the one task that owns this.
 
 use crate::app::Endpoints;
+use crate::config::TlsFiles;
 use crate::config::watch::DirWatcher;
 use crate::config::{Config, Loaded};
 use crate::state::{AppState, Snapshot};
-use crate::tls::{CertResolver, load_certified_key};
+use crate::tls::{LoadedCert, TlsSlot, load_certified_key};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,14 +31,26 @@ pub enum ReloadOutcome {
     Failed(String),
 }
 
-/// Owns what a reload needs: the file, the running config's fingerprint, the TLS resolver.
+/// Owns what a reload needs: the file, the running config's fingerprint, the TLS resolvers.
 pub struct Reloader {
     state: Arc<AppState>,
     path: PathBuf,
     graph_base: String,
     fingerprint: String,
-    tls: Option<Arc<CertResolver>>,
+    tls: TlsSlot,
+    admin_tls: TlsSlot,
     endpoints: Endpoints,
+}
+
+/// Loads `files` when set; the error names the config file.
+fn load_cert(
+    path: &std::path::Path,
+    files: Option<&TlsFiles>,
+) -> Result<Option<LoadedCert>, String> {
+    files
+        .map(load_certified_key)
+        .transpose()
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// SHA-256 over the file's hash and every resolved secret: a rotated `file:` secret changes it
@@ -85,7 +98,8 @@ impl Reloader {
         state: Arc<AppState>,
         loaded: &Loaded,
         graph_base: String,
-        tls: Option<Arc<CertResolver>>,
+        tls: TlsSlot,
+        admin_tls: TlsSlot,
         endpoints: Endpoints,
     ) -> Self {
         let reloader = Self {
@@ -94,6 +108,7 @@ impl Reloader {
             graph_base,
             fingerprint: fingerprint(loaded),
             tls,
+            admin_tls,
             endpoints,
         };
         reloader.record_in_force(&loaded.sha256);
@@ -116,7 +131,8 @@ impl Reloader {
     /// The files to watch (through their directories): the config file and the TLS files.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.path.clone()];
-        if let Some(tls) = &self.state.snapshot.load().config.listen.tls {
+        let listen = &self.state.snapshot.load().config.listen;
+        for tls in [&listen.tls, &listen.admin_tls].into_iter().flatten() {
             files.push(tls.cert.clone());
             files.push(tls.key.clone());
         }
@@ -178,12 +194,13 @@ impl Reloader {
                 restart.join(", ")
             ));
         }
-        let cert = match &loaded.config.listen.tls {
-            Some(files) => match load_certified_key(files) {
-                Ok(cert) => Some(cert),
-                Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.path.display())),
-            },
-            None => None,
+        let cert = match load_cert(&self.path, loaded.config.listen.tls.as_ref()) {
+            Ok(c) => c,
+            Err(why) => return ReloadOutcome::Failed(why),
+        };
+        let admin_cert = match load_cert(&self.path, loaded.config.listen.admin_tls.as_ref()) {
+            Ok(c) => c,
+            Err(why) => return ReloadOutcome::Failed(why),
         };
         let sha256 = loaded.sha256.clone();
         let listen = loaded.config.listen.clone();
@@ -192,11 +209,8 @@ impl Reloader {
             Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.path.display())),
         };
         // TLS turned on by this file gets a resolver of its own; turned off, none is served.
-        let resolver = match (&cert, &self.tls) {
-            (Some(_), Some(r)) => Some(r.clone()),
-            (Some(c), None) => Some(Arc::new(CertResolver::new(c))),
-            (None, _) => None,
-        };
+        let resolver = self.tls.prepare(cert.as_ref());
+        let admin_resolver = self.admin_tls.prepare(admin_cert.as_ref());
         // New addresses are bound before anything changes, so a port in use refuses the file.
         let webhook = match self
             .endpoints
@@ -210,7 +224,7 @@ impl Reloader {
         let admin = match self
             .endpoints
             .admin
-            .prepare(&listen, listen.admin, None)
+            .prepare(&listen, listen.admin, admin_resolver.clone())
             .await
         {
             Ok(p) => p,
@@ -224,15 +238,15 @@ impl Reloader {
             self.state.limiter.store(Arc::new(limiter));
         }
         self.state.snapshot.store(Arc::new(snapshot));
-        if let (Some(resolver), Some(cert)) = (&resolver, &cert) {
-            resolver.store(cert);
+        if let Some(cert) = &cert {
             self.state.metrics.register_tls();
             self.state
                 .metrics
                 .tls_cert_expiry
                 .set(cert.not_after.unwrap_or(0));
-            self.tls = Some(resolver.clone());
         }
+        self.tls.commit(resolver, cert.as_ref());
+        self.admin_tls.commit(admin_resolver, admin_cert.as_ref());
         let webhook_url = self.endpoints.webhook_url();
         if let Some(p) = webhook {
             self.endpoints.webhook.commit(p);
@@ -258,27 +272,17 @@ impl Reloader {
         ReloadOutcome::Applied { sha256 }
     }
 
-    /// Serves the certificate now on disk if it changed (cert-manager renewals change no config).
+    /// Serves the certificates now on disk if they changed (cert-manager renewals change no
+    /// config). The expiry gauge follows the webhook's certificate.
     fn refresh_tls(&self) {
-        let Some(resolver) = &self.tls else { return };
-        let Some(files) = self.state.snapshot.load().config.listen.tls.clone() else {
-            return;
-        };
-        match load_certified_key(&files) {
-            Ok(cert) => {
-                if resolver.store(&cert) {
-                    tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
-                }
-                self.state
-                    .metrics
-                    .tls_cert_expiry
-                    .set(cert.not_after.unwrap_or(0));
-            }
-            // Mid-rotation the key may not match the certificate yet; the next write retries.
-            Err(e) => {
-                tracing::warn!(error = %e, "TLS files not reloaded; serving the previous certificate")
-            }
+        let listen = self.state.snapshot.load().config.listen.clone();
+        if let Some(cert) = self.tls.refresh(listen.tls.as_ref()) {
+            self.state
+                .metrics
+                .tls_cert_expiry
+                .set(cert.not_after.unwrap_or(0));
         }
+        self.admin_tls.refresh(listen.admin_tls.as_ref());
     }
 }
 

@@ -1,5 +1,5 @@
-//! TLS for the webhook listener: loading a PEM certificate chain and key, the rustls server
-//! config (TLS 1.2 and 1.3, ALPN h2 and http/1.1), and a certificate resolver whose key is
+//! TLS for the webhook and admin listeners: loading a PEM certificate chain and key, the rustls
+//! server config (TLS 1.2 and 1.3, ALPN h2 and http/1.1), and a certificate resolver whose key is
 //! swapped in place when the files change, so the next handshake serves the renewed certificate.
 
 use crate::config::TlsFiles;
@@ -119,7 +119,64 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// The rustls server config of the webhook listener: TLS 1.3 and 1.2 only (rustls has no older
+/// One listener's TLS as reloads see it: the resolver serving its certificate while TLS is on.
+#[derive(Default)]
+pub struct TlsSlot {
+    resolver: Option<Arc<CertResolver>>,
+}
+
+impl TlsSlot {
+    /// A slot serving `cert`, or plain when `None`.
+    pub fn new(cert: Option<&LoadedCert>) -> Self {
+        Self {
+            resolver: cert.map(|c| Arc::new(CertResolver::new(c))),
+        }
+    }
+
+    /// The resolver in force.
+    pub fn resolver(&self) -> Option<Arc<CertResolver>> {
+        self.resolver.clone()
+    }
+
+    /// The resolver a new configuration serving `cert` needs: the one in force (swapped in
+    /// place at [`commit`](Self::commit)), a new one when TLS turns on, none when it turns off.
+    pub fn prepare(&self, cert: Option<&LoadedCert>) -> Option<Arc<CertResolver>> {
+        match (cert, &self.resolver) {
+            (Some(_), Some(r)) => Some(r.clone()),
+            (Some(c), None) => Some(Arc::new(CertResolver::new(c))),
+            (None, _) => None,
+        }
+    }
+
+    /// Puts a prepared resolver in force, serving `cert` from the next handshake on.
+    pub fn commit(&mut self, resolver: Option<Arc<CertResolver>>, cert: Option<&LoadedCert>) {
+        if let (Some(r), Some(c)) = (&resolver, cert) {
+            r.store(c);
+        }
+        self.resolver = resolver;
+    }
+
+    /// Serves the certificate now in `files` if it changed (renewals change no config); the
+    /// loaded certificate, or `None` when TLS is off or the files do not load yet.
+    pub fn refresh(&self, files: Option<&TlsFiles>) -> Option<LoadedCert> {
+        let (resolver, files) = (self.resolver.as_ref()?, files?);
+        match load_certified_key(files) {
+            Ok(cert) => {
+                if resolver.store(&cert) {
+                    tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+                }
+                Some(cert)
+            }
+            // Mid-rotation the key may not match the certificate yet; the next write retries.
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS files not reloaded; serving the previous certificate");
+                None
+            }
+        }
+    }
+}
+
+/// The rustls server config of a listener: TLS 1.3 and 1.2 only (rustls has no older
 /// versions), ALPN h2 then http/1.1, no client certificates.
 pub fn server_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())

@@ -1,7 +1,8 @@
-//! The status page in a real headless Chromium: badges, business name, display number and
-//! quality in the dumped DOM, screenshots kept under target/test-artifacts/, and the three-dot
-//! menu clicked through chromedriver (WebDriver): Test Connection shows each check, Disconnect
-//! and Connect flip the badge. Skips loudly without Chromium, fails in CI (`CI=true`).
+//! The status page in a real headless Chromium driven through chromedriver (WebDriver): the
+//! sign-in form (the token typed once, an HttpOnly cookie no script can read), badges, business
+//! name, display number and quality in the DOM, screenshots kept under target/test-artifacts/,
+//! and the three-dot menu: Test Connection shows each check, Disconnect and Connect flip the
+//! badge. Skips loudly without Chromium, fails in CI (`CI=true`).
 
 mod common;
 
@@ -80,29 +81,6 @@ async fn spawn() -> TestGateway {
     }
 }
 
-/// Runs Chromium headless on `url` with `extra` flags; returns stdout.
-async fn chromium(url: &str, extra: &[&str]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(CHROMIUM)
-        .args(FLAGS)
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(url)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("chromium finished within 60 s")
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn badge_of(dom: &str, id: &str) -> String {
     let card = dom
         .split(&format!("id=\"card-{id}\""))
@@ -117,20 +95,30 @@ async fn the_status_page_shows_badges_and_its_menu_disconnects_a_number() {
     if !have(CHROMIUM, "apt-get install -y chromium chromium-driver") {
         return;
     }
+    if !have(CHROMEDRIVER, "apt-get install -y chromium-driver") {
+        return;
+    }
     let mut t = spawn().await;
     let base = format!("http://{}", t.gw().admin_addr);
-    let page = format!("{base}/?token={TOKEN}");
     // A control-loop pass now, so the page shows what Meta says (the first runs at start).
     let res = t
         .http
         .post(format!("{base}/api/reconcile"))
         .bearer_auth(TOKEN)
+        .json(&json!({}))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
 
-    let dom = chromium(&page, &["--dump-dom"]).await;
+    let d = Driver::start().await;
+    sign_in(&d, &format!("{base}/")).await;
+    let dom = d
+        .eval("return document.documentElement.outerHTML")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(badge_of(&dom, PNID), "active", "{dom}");
     assert_eq!(badge_of(&dom, PNID2), "inactive", "{dom}");
     assert!(dom.contains("</span> Active</span>"), "status in words");
@@ -151,14 +139,41 @@ async fn the_status_page_shows_badges_and_its_menu_disconnects_a_number() {
         !card.contains("<dd class=\"status-since\">—</dd>"),
         "{card}"
     );
-    let shot = artifacts().join("status-page.png");
-    chromium(&page, &[&format!("--screenshot={}", shot.display())]).await;
-    assert!(std::fs::metadata(&shot).unwrap().len() > 1000, "{shot:?}");
-
-    if have(CHROMEDRIVER, "apt-get install -y chromium-driver") {
-        click_through_webdriver(&t, &page).await;
-    }
+    save_screenshot(&d, "status-page.png").await;
+    click_through(&d, &t).await;
+    d.stop().await;
     t.stop().await;
+}
+
+/// Opens `page`, which shows the sign-in form, types the token and waits for the numbers. The
+/// session is a cookie no script can read, and the address never holds the token.
+async fn sign_in(d: &Driver, page: &str) {
+    d.call(reqwest::Method::POST, "/url", json!({ "url": page }))
+        .await;
+    assert!(
+        d.wait_for("return document.body.dataset.ready || ''", "true")
+            .await
+    );
+    assert_eq!(d.eval("return document.body.dataset.locked").await, "true");
+    let field = d.find("#token").await;
+    d.call(
+        reqwest::Method::POST,
+        &format!("/element/{field}/value"),
+        json!({ "text": TOKEN }),
+    )
+    .await;
+    d.click("#login button[type=submit]").await;
+    assert!(
+        d.wait_for("return document.body.dataset.locked", "false")
+            .await,
+        "signed in"
+    );
+    assert_eq!(d.eval("return location.search").await, "");
+    assert_eq!(d.eval("return document.cookie").await, "", "HttpOnly");
+    let held = d
+        .eval("return JSON.stringify(sessionStorage) + JSON.stringify(localStorage)")
+        .await;
+    assert!(!held.as_str().unwrap().contains(TOKEN), "{held}");
 }
 
 /// A WebDriver session on a chromedriver of its own, spoken to with reqwest.
@@ -221,7 +236,8 @@ impl Driver {
         v["value"].clone()
     }
 
-    async fn click(&self, css: &str) {
+    /// The WebDriver id of the element `css` selects.
+    async fn find(&self, css: &str) -> String {
         let el = self
             .call(
                 reqwest::Method::POST,
@@ -229,14 +245,18 @@ impl Driver {
                 json!({ "using": "css selector", "value": css }),
             )
             .await;
-        let id = el
-            .as_object()
+        el.as_object()
             .unwrap()
             .values()
             .next()
             .unwrap()
             .as_str()
-            .unwrap();
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
         self.call(
             reqwest::Method::POST,
             &format!("/element/{id}/click"),
@@ -277,16 +297,7 @@ async fn save_screenshot(d: &Driver, name: &str) {
     std::fs::write(artifacts().join(name), bytes).unwrap();
 }
 
-async fn click_through_webdriver(t: &TestGateway, page: &str) {
-    let d = Driver::start().await;
-    d.call(reqwest::Method::POST, "/url", json!({ "url": page }))
-        .await;
-    // The token left the address bar for sessionStorage; the actions send it as a bearer header.
-    assert!(
-        d.wait_for("return document.body.dataset.ready || ''", "true")
-            .await
-    );
-    assert_eq!(d.eval("return location.search").await, "");
+async fn click_through(d: &Driver, t: &TestGateway) {
     let badge = format!("return document.querySelector('#card-{PNID} .badge').dataset.status");
     let msg = format!("return document.querySelector('#card-{PNID} .msg').textContent");
 
@@ -314,7 +325,7 @@ async fn click_through_webdriver(t: &TestGateway, page: &str) {
         shown.contains("Signed test event comes back") && shown.contains("PASS"),
         "{shown}"
     );
-    save_screenshot(&d, "status-page-test-connection.png").await;
+    save_screenshot(d, "status-page-test-connection.png").await;
 
     d.click(&format!("[data-menu=\"{PNID}\"]")).await;
     d.click(&format!(
@@ -330,7 +341,7 @@ async fn click_through_webdriver(t: &TestGateway, page: &str) {
         t.gw().state.disconnected.contains(PNID),
         "stored and in force"
     );
-    save_screenshot(&d, "status-page-after-disconnect.png").await;
+    save_screenshot(d, "status-page-after-disconnect.png").await;
 
     d.click(&format!("[data-menu=\"{PNID}\"]")).await;
     d.click(&format!(
@@ -339,5 +350,4 @@ async fn click_through_webdriver(t: &TestGateway, page: &str) {
     .await;
     assert!(d.wait_for(&badge, "active").await, "badge after Connect");
     assert!(!t.gw().state.disconnected.contains(PNID));
-    d.stop().await;
 }

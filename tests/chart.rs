@@ -134,6 +134,11 @@ fn bad_values() -> Vec<(&'static str, Value, &'static str)> {
             "secrets.values has no key WA_TOKEN_DEMO",
         ),
         (
+            "an admin port without a token",
+            json!({ "adminToken": { "enabled": false } }),
+            "adminToken.enabled must stay true",
+        ),
+        (
             "a PostgreSQL password key the created Secret lacks",
             json!({ "storage": { "kind": "postgres" } }),
             "secrets.values has no key PGPASSWORD",
@@ -603,16 +608,89 @@ fn the_rendered_config_passes_wa_gateway_validate() {
             "{id}: wa-gateway validate refuses the rendered config:\n{}\n--- gateway.yaml\n{yaml}",
             tools::said(&out)
         );
-        // The environment matters: without the app secret the same file is refused.
-        let mut without = env.clone();
-        without.remove("WA_APP_SECRET");
-        let out = run(&without);
-        let said = tools::said(&out);
-        assert!(
-            !out.status.success() && said.contains("WA_APP_SECRET"),
-            "{id}: validate passed without WA_APP_SECRET:\n{said}"
-        );
+        // The environment matters: without the app secret or the admin token the same file is
+        // refused.
+        for key in ["WA_APP_SECRET", "WA_ADMIN_TOKEN"] {
+            let mut without = env.clone();
+            without.remove(key);
+            let out = run(&without);
+            let said = tools::said(&out);
+            assert!(
+                !out.status.success() && said.contains(key),
+                "{id}: validate passed without {key}:\n{said}"
+            );
+        }
+        admin_needs_its_token(&id, &cfg, &env, bin);
     }
+}
+
+/// The chart's admin listener is on the pod's network, so its config must carry a token (one is
+/// generated when the values give none), and without it `wa-gateway validate` refuses the file.
+fn admin_needs_its_token(id: &str, cfg: &Value, env: &BTreeMap<String, String>, bin: &str) {
+    let listen = &cfg["listen"];
+    assert_eq!(listen["admin"], "0.0.0.0:9090", "{id}");
+    assert_eq!(
+        listen["admin_token"],
+        json!({ "env": "WA_ADMIN_TOKEN" }),
+        "{id}: the rendered config requires the admin token"
+    );
+    let token = &env["WA_ADMIN_TOKEN"];
+    assert!(
+        token.len() >= 12,
+        "{id}: admin token {token:?} is too short"
+    );
+    assert!(
+        listen["admin_hosts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(format!("{RELEASE}-admin.{NAMESPACE}.svc"))),
+        "{id}: {listen}"
+    );
+    let mut open = cfg.clone();
+    open["listen"]
+        .as_object_mut()
+        .unwrap()
+        .remove("admin_token");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, serde_norway::to_string(&open).unwrap()).unwrap();
+    let out = Command::new(bin)
+        .arg("validate")
+        .arg(&path)
+        .env_clear()
+        .envs(env)
+        .output()
+        .expect("run wa-gateway validate");
+    let said = tools::said(&out);
+    assert!(
+        !out.status.success() && said.contains("listen.admin") && said.contains("admin_token"),
+        "{id}: an admin on 0.0.0.0 without a token passed validate:\n{said}"
+    );
+}
+
+#[test]
+fn the_default_render_generates_an_admin_token_and_notes_say_how_to_read_it() {
+    let Some(all) = rendered() else { return };
+    let c = case(all, "chart defaults");
+    let secret = find(c, "Secret", RELEASE);
+    let token = secret["stringData"]["WA_ADMIN_TOKEN"].as_str().unwrap();
+    assert!(
+        token.len() == 48 && token.chars().all(|ch| ch.is_ascii_alphanumeric()),
+        "a generated token: {token:?}"
+    );
+    let notes = c["rendered"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.ends_with("NOTES.txt"))
+        .map(|(_, v)| v.as_str().unwrap())
+        .expect("NOTES.txt rendered");
+    assert!(
+        notes.contains("jsonpath='{.data.WA_ADMIN_TOKEN}'")
+            && notes.contains("kept across upgrades"),
+        "{notes}"
+    );
+    assert!(!notes.contains(token), "NOTES never print the token");
 }
 
 /// `wa_gateway_…` names in a PromQL expression or any text.

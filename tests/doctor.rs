@@ -35,6 +35,7 @@ impl Env {
         let res = self
             .http
             .post(format!("{}{path}", self.admin))
+            .json(&serde_json::json!({}))
             .send()
             .await
             .unwrap();

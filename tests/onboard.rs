@@ -271,6 +271,7 @@ async fn verify_then_register_with_the_pin(db: Db) {
             "http://{}/api/numbers/{PNID}/request_code",
             gw.admin_addr
         ))
+        .json(&json!({}))
         .send()
         .await
         .unwrap();
@@ -493,6 +494,30 @@ async fn signup_stores_an_encrypted_token_that_serves(db: Db) {
     assert_eq!(row.key_id, key_a.id());
     let token = Keyring::new(key_a, vec![]).open("acme", &row).unwrap();
     assert!(token.starts_with("EAA") && token != TOKEN, "a new token");
+    // A second signup under the same name is refused before the code is spent; nothing changes.
+    let second = env.signup_code().await;
+    let exists = refused(&cli(
+        &[
+            "signup",
+            "--code",
+            &second,
+            "--waba-id",
+            WABA,
+            "--name",
+            "acme",
+        ],
+        &empty,
+    ));
+    assert!(
+        exists.contains("already stored") && exists.contains("--replace"),
+        "{exists}"
+    );
+    let after = env.row("acme").await;
+    assert_eq!(
+        (&after.ciphertext, &after.nonce),
+        (&row.ciphertext, &row.nonce),
+        "the stored token is unchanged"
+    );
     for bytes in [
         &row.ciphertext,
         &row.nonce,
@@ -562,11 +587,36 @@ async fn signup_stores_an_encrypted_token_that_serves(db: Db) {
         !body.to_string().contains(&stored),
         "the answer never holds the token"
     );
+    let before = env.row(&format!("waba-{WABA}")).await;
     let (status, body) = env
         .admin_post(
             &gw,
             "/api/signup",
-            json!({ "code": fresh, "waba_id": WABA }),
+            json!({ "code": env.signup_code().await, "waba_id": WABA }),
+        )
+        .await;
+    assert_eq!(
+        status, 409,
+        "a second signup under an existing name: {body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"replace\": true"),
+        "{body}"
+    );
+    let after = env.row(&format!("waba-{WABA}")).await;
+    assert_eq!(
+        after.ciphertext, before.ciphertext,
+        "nothing was overwritten"
+    );
+    // Replacing on purpose goes on to Meta, which refuses the used code.
+    let (status, body) = env
+        .admin_post(
+            &gw,
+            "/api/signup",
+            json!({ "code": fresh, "waba_id": WABA, "replace": true }),
         )
         .await;
     assert_eq!(

@@ -297,6 +297,38 @@ async fn no_secret_value_anywhere() {
         }
     }
     gw.shutdown(Duration::from_secs(5)).await;
+    // Meta unreachable during Test Connection: a closed port, and a server that drops the
+    // connection mid-request. debug_token carries the number's token in its query string.
+    let resetting = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_url = format!("http://{}", resetting.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = resetting.accept().await {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 64];
+            let _ = conn.read(&mut buf).await;
+        }
+    });
+    for (what, graph) in [
+        ("closed port", format!("http://127.0.0.1:{}", free_port())),
+        ("reset", reset_url),
+    ] {
+        let broken = dir.join("broken.yaml");
+        std::fs::write(&broken, yaml.replace(&emu.url(), &graph)).unwrap();
+        let gw = wa_gateway::app::Gateway::start_from(&broken).await.unwrap();
+        let res = http
+            .post(format!("http://{}/api/numbers/{PNID}/test", gw.admin_addr))
+            .bearer_auth(SECRETS[3].1)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{what}");
+        let report = res.text().await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+        assert_eq!(v["checks"][0]["outcome"], "fail", "{what}: {report}");
+        outputs.push((format!("Test Connection, Meta {what}"), report));
+        gw.shutdown(Duration::from_secs(5)).await;
+    }
     outputs.push((
         "logs".into(),
         String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned(),

@@ -47,6 +47,7 @@ async fn pass_now(t: &TestGateway) -> Value {
     let res = t
         .http
         .post(admin(t, "/api/reconcile"))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();

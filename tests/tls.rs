@@ -1,5 +1,6 @@
 //! TLS on the webhook listener over real sockets: a certificate swapped on disk is served from the
-//! next handshake on, ALPN offers h2, and a TLS 1.1 ClientHello is refused.
+//! next handshake on, ALPN offers h2, and a TLS 1.1 ClientHello is refused. The admin listener's
+//! own TLS (`listen.admin_tls`) is reloaded the same way and marks the sign-in cookie Secure.
 
 mod common;
 
@@ -139,14 +140,7 @@ async fn a_certificate_swapped_on_disk_is_served_on_the_next_handshake() {
 
     install(&tls_dir, &two);
     // Each try is a fresh handshake: the swap must show without any restart.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let served = loop {
-        let (leaf, _) = handshake(addr, &roots).await;
-        if leaf == two.leaf_der || tokio::time::Instant::now() >= deadline {
-            break leaf;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let served = served_after_swap(addr, &roots, &two.leaf_der).await;
     assert_eq!(
         served,
         two.leaf_der,
@@ -194,5 +188,78 @@ async fn a_tls_1_1_client_hello_is_refused() {
     // The listener still serves modern clients.
     let (leaf, _) = handshake(tg.gw().webhook_addr, &[&one.ca_der]).await;
     assert_eq!(leaf, one.leaf_der);
+    tg.stop().await;
+}
+
+/// Waits until a fresh handshake with `addr` presents `want`; returns what it presented last.
+async fn served_after_swap(
+    addr: std::net::SocketAddr,
+    roots: &[&CertificateDer<'static>],
+    want: &CertificateDer<'static>,
+) -> CertificateDer<'static> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (leaf, _) = handshake(addr, roots).await;
+        if &leaf == want || tokio::time::Instant::now() >= deadline {
+            return leaf;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_serves_its_own_certificate_and_a_secure_cookie() {
+    let (one, two) = (pki("admin leaf one"), pki("admin leaf two"));
+    let storage = common::storage(Db::Sqlite).await.unwrap();
+    let tls_dir = storage.dir.path().join("admin-tls");
+    std::fs::create_dir(&tls_dir).unwrap();
+    install(&tls_dir, &one);
+    let yaml = common::config_yaml(&storage.url, &Options::default(), "echo").replace(
+        "  admin: 127.0.0.1:0\n",
+        &format!(
+            "  admin: 127.0.0.1:0\n  admin_token: {{ value: admin-secret }}\n  admin_tls: {{ cert: {}, key: {} }}\n",
+            tls_dir.join("tls.crt").display(),
+            tls_dir.join("tls.key").display()
+        ),
+    );
+    let mut tg = common::start_from_yaml(storage, &yaml).await;
+    let addr = tg.gw().admin_addr;
+    let roots = [&one.ca_der, &two.ca_der];
+    let (leaf, _) = handshake(addr, &roots).await;
+    assert_eq!(common_name(&leaf), "admin leaf one");
+    assert!(!tg.gw().tls, "the webhook listener stays plain");
+
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(&one.ca_der).unwrap())
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!("https://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = client
+        .post(format!("https://{addr}/api/session"))
+        .json(&serde_json::json!({ "token": "admin-secret" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        tg.http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "no plain HTTP on a TLS admin listener"
+    );
+
+    install(&tls_dir, &two);
+    let served = served_after_swap(addr, &roots, &two.leaf_der).await;
+    assert_eq!(common_name(&served), "admin leaf two");
+    assert_eq!(tg.gw().current_admin_addr(), addr);
     tg.stop().await;
 }

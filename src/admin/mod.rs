@@ -1,14 +1,17 @@
-//! The admin listener: /metrics (Prometheus text format), /healthz (the process is alive),
-//! /readyz (storage answers and the gateway is not shutting down), /config/status (the
-//! configuration in force and the last reload error), the status page at `/`, the JSON API
-//! under /api (numbers, Test Connection, a control-loop pass on demand) and /media (customer
-//! media); the last two need the admin token if set.
+//! The admin listener: /metrics (Prometheus text format, storage gauges refreshed on a timer),
+//! /healthz (the process is alive), /readyz (storage answers and the gateway is not shutting
+//! down), /config/status (the configuration in force and the last reload error), the status
+//! page at `/`, the JSON API under /api (numbers, Test Connection, a control-loop pass on
+//! demand) and /media (customer media). Every route checks `Host`; every change refuses
+//! cross-site requests; all but the page, health and metrics need the token when one is set.
 
 mod api;
 mod auth;
+mod guard;
 mod media;
 mod onboard;
 mod page;
+mod session;
 
 pub use api::{MetaView, NumberView, OPENAPI, effective_statuses, rfc3339};
 pub use page::escape;
@@ -21,6 +24,7 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The admin router.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -49,35 +53,72 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/config", get(api::config))
         .route("/api/cluster", get(api::cluster))
         .route("/api/openapi.json", get(api::openapi))
-        .route("/media/{phone_number_id}/{media_id}", get(media::download))
+        .route("/config/status", get(config_status))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ));
+    let media = Router::new()
+        .route("/media/{phone_number_id}/{media_id}", get(media::download))
+        .route_layer(axum::Extension(media::Downloads::default()))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_media_token,
         ));
     Router::new()
         .route("/", get(page::index))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/config/status", get(config_status))
+        .route(
+            "/api/session",
+            post(session::sign_in).delete(session::sign_out),
+        )
         .merge(protected)
+        .merge(media)
         .fallback(api::not_found)
+        // The last layer runs first: Host, then the cross-site rule, then the route's own.
+        .layer(middleware::from_fn(guard::refuse_cross_site))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_known_host,
+        ))
         .with_state(state)
 }
 
+/// How often the storage gauges (outbox backlog, last activity) are read: a scrape serves the
+/// latest values and never waits on storage, so scrapes cannot load the database.
+pub const STORE_GAUGES_EVERY: Duration = Duration::from_secs(5);
+
+/// Refreshes the storage gauges every [`STORE_GAUGES_EVERY`] until the gateway drains.
+pub fn spawn_store_gauges(st: Arc<AppState>) {
+    let tracker = st.tracker.clone();
+    tracker.spawn(async move {
+        let mut every = tokio::time::interval(STORE_GAUGES_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = st.draining.cancelled() => break,
+                _ = every.tick() => {}
+            }
+            let numbers: Vec<String> = st
+                .snapshot
+                .load()
+                .config
+                .numbers
+                .iter()
+                .map(|n| n.phone_number_id.to_string())
+                .collect();
+            st.metrics
+                .refresh_from_store(&st.store, &numbers, Duration::from_secs(2))
+                .await;
+        }
+    });
+}
+
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let numbers: Vec<String> = st
-        .snapshot
-        .load()
-        .config
-        .numbers
-        .iter()
-        .map(|n| n.phone_number_id.to_string())
-        .collect();
-    st.metrics
-        .refresh_from_store(&st.store, &numbers, std::time::Duration::from_secs(2))
-        .await;
-    // Computed at each scrape from what `/api/numbers` shows, so the two always agree.
+    // Computed at each scrape from what `/api/numbers` shows, so the two always agree (memory
+    // only: no storage read).
     api::record_status_metrics(&st);
     (
         [(

@@ -60,7 +60,9 @@ fn onboard_error(e: &OnboardError) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             r
         }
-        OnboardError::NoPin { .. } => error(StatusCode::CONFLICT, message),
+        OnboardError::NoPin { .. } | OnboardError::Exists(_) => {
+            error(StatusCode::CONFLICT, message)
+        }
         OnboardError::Invalid(_) => error(StatusCode::BAD_REQUEST, message),
         OnboardError::Meta {
             code, unavailable, ..
@@ -105,7 +107,7 @@ pub(super) async fn signup(State(st): State<Arc<AppState>>, bytes: Bytes) -> Res
                 StatusCode::BAD_REQUEST,
                 format!(
                     "send {{\"code\": \"…\", \"waba_id\": \"…\", \"phone_number_id\": \"…\"}} \
-                     (phone_number_id and name optional): {e}"
+                     (phone_number_id, name and replace optional): {e}"
                 ),
             );
         }

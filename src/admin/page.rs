@@ -1,15 +1,15 @@
 //! The status page at `/`: server-rendered HTML with inline CSS and a little vanilla JS, a card
-//! per number. Every value is escaped here. When a token is configured and none is presented,
-//! the page is a form; its script stores the token in sessionStorage and fetches `/` again.
+//! per number. Every value is escaped here. When a token is configured and the browser is not
+//! signed in, the page is a form; its script posts the token to `/api/session`, which answers
+//! with an HttpOnly cookie, and fetches `/` again. The token is never read from the URL.
 
 use super::api::{self, NumberView};
 use super::auth::{self, Access};
 use crate::reconcile::NumberState;
 use crate::state::AppState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -32,13 +32,8 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-pub(super) async fn index(
-    State(st): State<Arc<AppState>>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let presented = auth::bearer(&headers).or(query.get("token").map(String::as_str));
-    let access = auth::check(&st, presented);
+pub(super) async fn index(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let access = auth::check(&st, &headers, auth::Scope::Admin);
     // The launcher (and the policy that lets Facebook's SDK in) only for a signed-in operator.
     let launcher = access
         .allowed()
@@ -65,7 +60,7 @@ pub(super) async fn index(
     } else {
         // Nothing about the numbers or the config before the token is shown.
         let wrong = if access == Access::Wrong {
-            "<p class=\"alert\" role=\"alert\">That token is not the admin token.</p>"
+            "<p class=\"alert\" role=\"alert\">The sign-in has expired or the token changed: sign in again.</p>"
         } else {
             ""
         };
@@ -75,7 +70,8 @@ pub(super) async fn index(
                 "{wrong}<form id=\"login\" class=\"login\">\
                  <label for=\"token\">Admin token (<code>listen.admin_token</code>)</label>\
                  <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required>\
-                 <button type=\"submit\">Show status</button></form>"
+                 <button type=\"submit\">Sign in</button>\
+                 <p class=\"msg\" id=\"login-msg\" role=\"alert\"></p></form>"
             ),
             access,
         )

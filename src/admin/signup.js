@@ -35,13 +35,12 @@
     if (!code || !ids || sent) return;
     sent = true;
     say("Storing the token…");
-    const token = sessionStorage.getItem("wa-gateway-admin-token");
+    // The sign-in cookie goes along (same origin); the page never holds the token.
     const headers = { "Content-Type": "application/json" };
-    if (token) headers.Authorization = "Bearer " + token;
     const body = { code, waba_id: ids.waba_id };
     if (ids.phone_number_id) body.phone_number_id = ids.phone_number_id;
     try {
-      const res = await fetch("/api/signup", { method: "POST", headers, body: JSON.stringify(body) });
+      const res = await fetch("/api/signup", { method: "POST", headers, credentials: "same-origin", body: JSON.stringify(body) });
       const answer = await res.json().catch(() => ({}));
       if (!res.ok) { say(answer.error || "HTTP " + res.status, true); return; }
       say("Token stored as " + answer.name + ". Add these entries to the config, set the PIN, then run wa-gateway apply:");

@@ -1,25 +1,14 @@
-// The status page's behaviour: the admin token (sessionStorage, sent as a bearer header), the
-// three-dot menus, and the actions, which call the JSON API then re-render the page from `/`.
+// The status page's behaviour: the sign-in form (the token goes to POST /api/session once, which
+// answers with an HttpOnly cookie; no script ever holds it), the three-dot menus, and the
+// actions, which call the JSON API (JSON bodies, same origin) then re-render the page from `/`.
 (() => {
   "use strict";
-  const KEY = "wa-gateway-admin-token";
-  const params = new URLSearchParams(location.search);
-  if (params.has("token")) {
-    sessionStorage.setItem(KEY, params.get("token"));
-    params.delete("token");
-    // Keep the token out of the address bar and the history.
-    const rest = params.toString();
-    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));
-  }
-  const headers = () => {
-    const t = sessionStorage.getItem(KEY);
-    return t ? { Authorization: "Bearer " + t } : {};
-  };
+  const JSON_HEADERS = { "Content-Type": "application/json" };
   const byId = (id) => document.getElementById(id);
 
-  // Fetches `/` again with the token and swaps the page content (or just one card).
+  // Fetches `/` again (the cookie goes along) and swaps the page content (or just one card).
   async function refresh(onlyCard) {
-    const res = await fetch("/", { headers: headers(), cache: "no-store" });
+    const res = await fetch("/", { credentials: "same-origin", cache: "no-store" });
     const doc = new DOMParser().parseFromString(await res.text(), "text/html");
     if (onlyCard && doc.getElementById(onlyCard) && byId(onlyCard)) {
       byId(onlyCard).replaceWith(doc.getElementById(onlyCard));
@@ -76,7 +65,7 @@
     let text, failed;
     try {
       const res = await fetch("/api/numbers/" + encodeURIComponent(number) + "/" + action, {
-        method: "POST", headers: headers(),
+        method: "POST", headers: JSON_HEADERS, body: "{}", credentials: "same-origin",
       });
       const body = await res.json().catch(() => ({}));
       failed = !res.ok;
@@ -120,22 +109,21 @@
   document.addEventListener("submit", async (ev) => {
     if (ev.target.id !== "login") return;
     ev.preventDefault();
-    sessionStorage.setItem(KEY, ev.target.elements.token.value);
-    await refresh();
+    const field = ev.target.elements.token;
+    const res = await fetch("/api/session", {
+      method: "POST", headers: JSON_HEADERS, credentials: "same-origin",
+      body: JSON.stringify({ token: field.value }),
+    }).catch(() => null);
+    field.value = "";
+    if (res && res.ok) {
+      await refresh();
+      document.body.dataset.ready = "true";
+      return;
+    }
+    const msg = byId("login-msg");
+    if (msg) msg.textContent = res ? "That token is not the admin token." : "The gateway did not answer.";
+    document.body.dataset.signIn = "refused";
   });
 
-  // `?action=disconnect&number=…` clicks that menu item once the page is ready (used by the
-  // browser test; it goes through the same click path as a person).
-  async function start() {
-    if (document.body.dataset.locked === "true" && sessionStorage.getItem(KEY)) await refresh();
-    const action = params.get("action"), number = params.get("number");
-    if (action && number && document.body.dataset.locked !== "true") {
-      const dots = document.querySelector('[data-menu="' + CSS.escape(number) + '"]');
-      const item = document.querySelector(
-        '[data-action="' + CSS.escape(action) + '"][data-number="' + CSS.escape(number) + '"]');
-      if (dots && item) { dots.click(); item.click(); }
-    }
-    document.body.dataset.ready = "true";
-  }
-  start();
+  document.body.dataset.ready = "true";
 })();

@@ -45,8 +45,9 @@ pub struct Listen {
     pub webhook: SocketAddr,
     /// Address of the admin listener: /metrics, /healthz, /readyz, the status page and /api.
     pub admin: SocketAddr,
-    /// When set, the admin API (`/api/*`), the status page's data and `/media` require
-    /// `Authorization: Bearer <token>`; /healthz, /readyz and /metrics stay open.
+    /// When set, the admin API (`/api/*`), `/config/status`, the status page's data and `/media`
+    /// require `Authorization: Bearer <token>` (or the status page's sign-in cookie); /healthz,
+    /// /readyz and /metrics stay open. Required when `admin` is not a loopback address.
     pub admin_token: Option<Secret>,
     /// Largest webhook body accepted, in bytes; larger bodies get 413. Meta documents webhook
     /// bodies of up to 3 MB, hence the default of 3 MiB.
@@ -86,6 +87,18 @@ pub struct Listen {
     /// memory). A POST that finds none free waits up to `header_timeout`, then gets 503 (Meta
     /// delivers it again later).
     pub max_inflight_bodies: usize,
+    /// Host names the admin listener answers to besides its own address, `localhost` and
+    /// loopback addresses (and, when `admin` is 0.0.0.0 or `::`, any IP address): e.g. the
+    /// admin Service's DNS name. Requests naming another host get 421 (DNS-rebinding defence).
+    pub admin_hosts: Vec<String>,
+    /// Serve the admin listener over TLS with this certificate and key (PEM files), reloaded
+    /// like `tls`. The sign-in cookie is then marked `Secure`.
+    pub admin_tls: Option<TlsFiles>,
+    /// A read-only token for agents: `Authorization: Bearer <token>` with it is accepted on
+    /// `/media/*` only. Needs `admin_token`.
+    pub media_token: Option<Secret>,
+    /// Most `/media` downloads served at once; more get 503 with Retry-After.
+    pub media_concurrency: usize,
 }
 
 /// A certificate chain and its private key, as PEM files.
@@ -115,6 +128,10 @@ impl Default for Listen {
             h2_max_streams: 32,
             max_connections: 4096,
             max_inflight_bodies: 256,
+            admin_hosts: Vec::new(),
+            admin_tls: None,
+            media_token: None,
+            media_concurrency: 16,
         }
     }
 }
@@ -202,6 +219,15 @@ pub struct Meta {
     /// Embedded Signup (the status page's "Connect with Facebook" launcher); off when absent.
     #[serde(default)]
     pub embedded_signup: Option<EmbeddedSignup>,
+    /// Hosts `/media` may download from: the download URL Meta's media info returns is fetched
+    /// (with the number's token) only over HTTPS from one of these. Default: Meta's media CDN.
+    /// With `graph_url: emulator` the emulator's own address is allowed as well.
+    #[serde(default = "default_media_hosts")]
+    pub media_hosts: Vec<String>,
+}
+
+fn default_media_hosts() -> Vec<String> {
+    vec!["lookaside.fbsbx.com".into()]
 }
 
 /// The control loop inside `serve`: it reconciles at start, after each configuration reload
@@ -366,6 +392,9 @@ impl Config {
         ];
         if let Some(token) = &mut self.listen.admin_token {
             out.push(("listen.admin_token".to_owned(), token));
+        }
+        if let Some(token) = &mut self.listen.media_token {
+            out.push(("listen.media_token".to_owned(), token));
         }
         if let Some(key) = &mut self.meta.encryption_key {
             out.push(("meta.encryption_key".to_owned(), key));

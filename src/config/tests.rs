@@ -720,3 +720,28 @@ fn listen_limits_default_and_refuse_zero_with_their_position() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let open = with("admin: 127.0.0.1:9090", "admin: 0.0.0.0:9090");
+    let (at, text) = diagnostics(&open);
+    assert_eq!(at, ["4:10 listen.admin"], "{text}");
+    assert!(text.contains("listen.admin_token"), "{text}");
+    let with_token = with(
+        "admin: 127.0.0.1:9090",
+        "admin: 0.0.0.0:9090\n  admin_token: { value: s3cret }\n  admin_hosts: [wa-admin.wa.svc]",
+    );
+    parse(&with_token, Path::new("gateway.yaml")).unwrap();
+    let v6_loopback = with("admin: 127.0.0.1:9090", "admin: \"[::1]:9090\"");
+    parse(&v6_loopback, Path::new("gateway.yaml")).unwrap();
+
+    let (at, text) = diagnostics(&with(
+        "admin: 127.0.0.1:9090",
+        "admin: 127.0.0.1:9090\n  admin_hosts: [\"https://x.example\"]\n  media_token: { value: m }",
+    ));
+    assert_eq!(
+        at,
+        ["5:17 listen.admin_hosts[0]", "6:16 listen.media_token"],
+        "{text}"
+    );
+}

@@ -59,6 +59,7 @@ pub fn validate(config: &Config, map: &SourceMap) -> Vec<Issue> {
     check_waba_callbacks(config, &mut out);
     check_policies(config, &mut out);
     check_listen_limits(config, &mut out);
+    check_admin(config, &mut out);
     out.0
 }
 
@@ -520,6 +521,77 @@ fn check_stored_secrets(config: &Config, out: &mut Issues) {
     }
 }
 
+/// The admin listener is safe by default: off the machine only with a token, TLS files that
+/// load, host names that are names, and a media token only beside an admin token.
+fn check_admin(config: &Config, out: &mut Issues) {
+    let listen = &config.listen;
+    if listen.admin_token.is_none() && !listen.admin.ip().is_loopback() {
+        out.value(
+            "listen.admin",
+            format!(
+                "the admin listener on {} is reachable from the network without a token: set \
+                 listen.admin_token: {{ env: WA_ADMIN_TOKEN }} (or {{ file: PATH }}), or listen \
+                 on 127.0.0.1",
+                listen.admin
+            ),
+        );
+    }
+    if let Some(files) = &listen.admin_tls
+        && let Err(e) = crate::tls::load_certified_key(files)
+    {
+        let field = match e.is_key() {
+            true => "listen.admin_tls.key",
+            false => "listen.admin_tls.cert",
+        };
+        out.value(field, e.to_string());
+    }
+    for (i, host) in listen.admin_hosts.iter().enumerate() {
+        if !is_host_name(host) {
+            out.value(
+                format!("listen.admin_hosts[{i}]"),
+                format!("{host:?} is not a host name: write a DNS name such as wa-gateway-admin.wa.svc, without scheme or port"),
+            );
+        }
+    }
+    if listen.media_token.is_some() && listen.admin_token.is_none() {
+        out.value(
+            "listen.media_token",
+            "a media token only narrows access when listen.admin_token is set: set the admin \
+             token too, or remove media_token",
+        );
+    }
+    if listen.media_concurrency == 0 {
+        out.value(
+            "listen.media_concurrency",
+            "must be at least 1: the most /media downloads served at once (default 16)",
+        );
+    }
+    for (i, host) in config.meta.media_hosts.iter().enumerate() {
+        if !is_host_name(host) {
+            out.value(
+                format!("meta.media_hosts[{i}]"),
+                format!("{host:?} is not a host name: write one such as lookaside.fbsbx.com, without scheme, port or path"),
+            );
+        }
+    }
+}
+
+/// A DNS name: dot-separated labels of letters, digits and `-`, none empty or over 63 bytes.
+fn is_host_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// `Ok` when `s` is an absolute http(s) URL with a host; else why not, without repeating the URL
 /// (its userinfo or query may hold a credential).
 fn http_url(s: &str) -> Result<(), String> {
@@ -574,6 +646,18 @@ mod tests {
             ("a b", false),
         ] {
             assert_eq!(is_agent_name(s), want, "{s}");
+        }
+        for (s, want) in [
+            ("lookaside.fbsbx.com", true),
+            ("wa-gateway-admin.wa.svc.", true),
+            ("localhost", true),
+            ("", false),
+            ("https://x.example", false),
+            ("x.example:9090", false),
+            ("-x.example", false),
+            ("a..b", false),
+        ] {
+            assert_eq!(is_host_name(s), want, "{s}");
         }
         for (s, want) in [("123", true), ("", false), ("12a", false), ("١٢", false)] {
             assert_eq!(is_digits(s), want, "{s}");

@@ -88,6 +88,9 @@ impl GraphError {
         // A connect error means the request never left; a timeout or a broken response may
         // mean Meta accepted it and only the answer was lost.
         let ambiguous = !e.is_connect() && !e.is_builder();
+        // The URL can carry a secret (debug_token's input_token, the OAuth code exchange's
+        // client_secret): it never goes into the message.
+        let e = e.without_url();
         GraphError::Network {
             message: e.to_string(),
             ambiguous,

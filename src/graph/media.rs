@@ -43,18 +43,15 @@ impl GraphClient {
             .await
     }
 
-    /// GETs `url` (as [`MediaInfo::url`] gave it) with `token`: the Content-Type and the bytes.
-    /// A body larger than `max_bytes` is refused, before reading it when its length is announced.
-    pub async fn download_media(
+    /// GETs `url` (as [`MediaInfo::url`] gave it) with `token` and returns the open download,
+    /// its body not yet read. Refused when the announced length is over `max_bytes`.
+    pub async fn open_media(
         &self,
         url: &str,
         token: &str,
         max_bytes: u64,
-    ) -> Result<(String, bytes::Bytes), GraphError> {
-        let too_large = |size: u64| GraphError::Decode {
-            message: format!("media is {size} bytes or more, over the {max_bytes}-byte limit"),
-        };
-        let mut resp = self
+    ) -> Result<MediaDownload, GraphError> {
+        let resp = self
             .http
             .get(url)
             .bearer_auth(token)
@@ -67,8 +64,47 @@ impl GraphClient {
             let bytes = resp.bytes().await.map_err(GraphError::from_transport)?;
             return Err(GraphError::from_body(status.as_u16(), &bytes, retry_after));
         }
+        MediaDownload::new(resp, max_bytes)
+    }
+
+    /// As [`open_media`](Self::open_media), reading the whole body: the Content-Type and bytes.
+    pub async fn download_media(
+        &self,
+        url: &str,
+        token: &str,
+        max_bytes: u64,
+    ) -> Result<(String, bytes::Bytes), GraphError> {
+        let mut download = self.open_media(url, token, max_bytes).await?;
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = download.chunk().await? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok((download.mime, body.freeze()))
+    }
+}
+
+fn too_large(size: u64, max_bytes: u64) -> GraphError {
+    GraphError::Decode {
+        message: format!("media is {size} bytes or more, over the {max_bytes}-byte limit"),
+    }
+}
+
+/// A media download in progress: its type, then its body chunk by chunk, counted against the
+/// limit as it arrives (the announced length may be absent or wrong).
+pub struct MediaDownload {
+    /// The media host's Content-Type (`application/octet-stream` when it names none).
+    pub mime: String,
+    resp: reqwest::Response,
+    read: u64,
+    max_bytes: u64,
+}
+
+impl MediaDownload {
+    /// The download of a successful response; refused when its announced length is over
+    /// `max_bytes`.
+    pub fn new(resp: reqwest::Response, max_bytes: u64) -> Result<Self, GraphError> {
         if let Some(len) = resp.content_length().filter(|&len| len > max_bytes) {
-            return Err(too_large(len));
+            return Err(too_large(len, max_bytes));
         }
         let mime = resp
             .headers()
@@ -77,16 +113,34 @@ impl GraphClient {
             .filter(|v| !v.is_empty())
             .unwrap_or(OCTET_STREAM)
             .to_owned();
-        // The announced length may be absent (chunked) or wrong: count while reading.
-        let mut body = bytes::BytesMut::new();
-        while let Some(chunk) = resp.chunk().await.map_err(GraphError::from_transport)? {
-            let total = body.len() as u64 + chunk.len() as u64;
-            if total > max_bytes {
-                return Err(too_large(total));
-            }
-            body.extend_from_slice(&chunk);
+        Ok(Self {
+            mime,
+            resp,
+            read: 0,
+            max_bytes,
+        })
+    }
+
+    /// The length the media host announced, if any.
+    pub fn content_length(&self) -> Option<u64> {
+        self.resp.content_length()
+    }
+
+    /// The next chunk, `None` at the end; an error past the size limit.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, GraphError> {
+        let Some(chunk) = self
+            .resp
+            .chunk()
+            .await
+            .map_err(GraphError::from_transport)?
+        else {
+            return Ok(None);
+        };
+        self.read += chunk.len() as u64;
+        if self.read > self.max_bytes {
+            return Err(too_large(self.read, self.max_bytes));
         }
-        Ok((mime, body.freeze()))
+        Ok(Some(chunk))
     }
 }
 

@@ -11,7 +11,7 @@ pub use manage::{
     AppData, AppSubscription, CodeMethod, NUMBER_FIELDS, NumberInfo, SubscribedApp,
     SubscribedField, TokenInfo, WebhookConfiguration,
 };
-pub use media::MediaInfo;
+pub use media::{MediaDownload, MediaInfo};
 pub use oauth::ExchangedToken;
 
 use serde::Deserialize;
@@ -51,6 +51,11 @@ impl GraphClient {
             base: base.trim_end_matches('/').to_owned(),
             version: version.to_owned(),
         }
+    }
+
+    /// The base URL calls go to (e.g. `https://graph.facebook.com`, or the emulator's).
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn url(&self, path: &str) -> String {

@@ -28,6 +28,9 @@ pub struct SignupArgs {
     /// Name to store the token under (`{ stored: NAME }`); default `waba-<WABA id>`.
     #[arg(long)]
     pub name: Option<String>,
+    /// Overwrite a secret already stored under that name (refused otherwise).
+    #[arg(long)]
+    pub replace: bool,
 }
 
 /// Arguments of `wa-gateway number`.
@@ -150,6 +153,7 @@ pub async fn run_signup(args: SignupArgs) -> anyhow::Result<u8> {
         waba_id: args.waba_id,
         phone_number_id: args.phone_number_id,
         name: args.name,
+        replace: args.replace,
     };
     let done = Onboarding {
         config: &config,

@@ -52,6 +52,13 @@ pub enum OnboardError {
     /// Input refused before calling Meta.
     #[error("{0}")]
     Invalid(String),
+    /// A stored secret already has the name a signup would store under.
+    #[error(
+        "a secret named {0:?} is already stored, and it may be the token numbers use now: nothing \
+         was changed and the code was not spent. Choose another name, or replace it on purpose \
+         (`wa-gateway signup --replace`, or \"replace\": true)"
+    )]
+    Exists(String),
     /// Meta refused; `sentence` comes from `messages::refusal`.
     #[error("{sentence}")]
     Meta {

@@ -21,6 +21,10 @@ pub struct SignupRequest {
     /// The stored secret's name; `waba-<WABA id>` when absent.
     #[serde(default)]
     pub name: Option<String>,
+    /// Overwrite a stored secret of that name; without it an existing one is kept and the
+    /// signup refused (before the code is spent).
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// One number of the WABA as the YAML lists it.
@@ -88,6 +92,16 @@ impl Onboarding<'_> {
                  again with a new code",
                 crate::secrets::KEY_FORMAT
             )));
+        }
+        if !req.replace
+            && self
+                .store
+                .stored_secrets()
+                .await?
+                .iter()
+                .any(|s| s.name == name)
+        {
+            return Err(OnboardError::Exists(name));
         }
         let meta = &self.config.meta;
         let who = Subject {

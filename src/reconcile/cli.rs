@@ -314,7 +314,10 @@ async fn check_in_gateway(cfg: &Config, pnid: &str) -> anyhow::Result<Report> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(90))
         .build()?;
-    let mut req = http.post(format!("{base}/api/numbers/{pnid}/test"));
+    // The admin API takes changes as JSON only (its cross-site defence): `{}` for no arguments.
+    let mut req = http
+        .post(format!("{base}/api/numbers/{pnid}/test"))
+        .json(&serde_json::json!({}));
     if let Some(token) = &cfg.listen.admin_token {
         req = req.bearer_auth(token.expose());
     }

@@ -86,9 +86,10 @@ addresses, TLS files, the admin token reference, storage URL) filled in from the
 {{- else -}}
 {{- $_ := set $listen "plain_http" true -}}
 {{- end -}}
-{{- if .Values.adminToken.enabled -}}
 {{- $_ := set $listen "admin_token" (dict "env" .Values.adminToken.secretKey) -}}
-{{- end -}}
+{{- $admin := include "wa-gateway.adminName" . -}}
+{{- $hosts := list $admin (printf "%s.%s.svc" $admin .Release.Namespace) (printf "%s.%s.svc.cluster.local" $admin .Release.Namespace) -}}
+{{- $_ := set $listen "admin_hosts" (concat $hosts ((.Values.config.listen | default dict).admin_hosts | default list)) -}}
 {{- $_ := set $listen "shutdown_delay" (printf "%ds" (int .Values.shutdown.drainDelaySeconds)) -}}
 {{- $_ := set $listen "shutdown_timeout" (printf "%ds" (int .Values.shutdown.deadlineSeconds)) -}}
 {{- $_ := set $cfg "listen" (merge $listen (.Values.config.listen | default dict)) -}}
@@ -118,7 +119,6 @@ read must be one of its keys.
 {{- define "wa-gateway.checks" -}}
 {{- if not .Values.secrets.existingSecret -}}
 {{- $needed := splitList "\n" (include "wa-gateway.envRefs" .Values.config) -}}
-{{- if .Values.adminToken.enabled }}{{ $needed = append $needed .Values.adminToken.secretKey }}{{ end -}}
 {{- if eq .Values.storage.kind "postgres" }}{{ $needed = append $needed .Values.storage.postgres.passwordKey }}{{ end -}}
 {{- range $needed -}}
 {{- if and . (not (hasKey $.Values.secrets.values .)) -}}
@@ -126,7 +126,24 @@ read must be one of its keys.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- if not .Values.adminToken.enabled -}}
+{{- fail "adminToken.enabled must stay true: the admin port listens on the pod's network, and the gateway refuses an admin listener off loopback without a token (a random one is generated and kept when secrets.values has none)" -}}
+{{- end -}}
 {{- if and .Values.tls.enabled .Values.ingress.enabled (not (hasKey .Values.ingress.annotations "nginx.ingress.kubernetes.io/backend-protocol")) (eq .Values.ingress.className "nginx") -}}
 {{- fail "tls.enabled makes the pod speak HTTPS: set ingress.annotations.\"nginx.ingress.kubernetes.io/backend-protocol\": HTTPS" -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+The admin token of a chart-created Secret when secrets.values has none: the one already in the
+release's Secret (kept across upgrades), else a new random one.
+*/}}
+{{- define "wa-gateway.adminToken" -}}
+{{- $key := .Values.adminToken.secretKey -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "wa-gateway.fullname" .) -}}
+{{- if and $existing $existing.data (hasKey $existing.data $key) -}}
+{{- index $existing.data $key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 48 -}}
 {{- end -}}
 {{- end }}
