@@ -59,6 +59,8 @@ pub fn validate(config: &Config, map: &SourceMap) -> Vec<Issue> {
     check_waba_callbacks(config, &mut out);
     check_policies(config, &mut out);
     out.0
+        .extend(super::retention::check(&config.storage.retention));
+    out.0
 }
 
 const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
