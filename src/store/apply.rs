@@ -5,7 +5,7 @@
 //! writer task applies operations.
 
 use super::erase::{EraseOp, Erased, apply_erase};
-use super::retention::{PruneOp, Pruned, apply_prune, wamid_digest};
+use super::retention::{NOT_DELETED_BEFORE, PruneOp, Pruned, apply_prune, wamid_digest};
 use super::sql::{Arg, Sql, WriteTx};
 use super::{
     InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, Pool, Store, StoreError,
@@ -212,7 +212,7 @@ pub(super) async fn apply_ops(
     let mut inserted: HashMap<String, i64> = HashMap::new();
     for chunk in all.chunks(CHUNK) {
         // A wamid whose row retention or erasure deleted is known by its digest in
-        // `seen_wamids`: one primary-key lookup per message, in the same statement.
+        // `seen_wamids`: at most one primary-key lookup per message, in the same statement.
         let digests: Vec<String> = chunk.iter().map(|m| wamid_digest(&m.wamid)).collect();
         let mut sql = Sql::new(
             "INSERT INTO inbox (wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
@@ -236,10 +236,9 @@ pub(super) async fn apply_ops(
                 .bind(&m.detail)
                 .bind(digest.as_str());
         });
-        sql.push(
-            ") AS v WHERE NOT EXISTS (SELECT 1 FROM seen_wamids s WHERE s.wamid_hash = v.column14) \
-             ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid",
-        );
+        sql.push(") AS v WHERE ")
+            .push(NOT_DELETED_BEFORE)
+            .push(" ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid");
         let rows: Vec<(i64, String)> = tx.fetch(&sql).await?;
         inserted.extend(rows.into_iter().map(|(id, wamid)| (wamid, id)));
     }
