@@ -331,6 +331,7 @@ impl Gateway {
         // After the reloader exists, so a reload during the first pass triggers another.
         crate::reconcile::runner::spawn(state.clone());
         crate::admin::spawn_store_gauges(state.clone());
+        crate::retention::spawn(state.clone());
         state.set_ready(true);
         tracing::info!(webhook = %webhook_addr, admin = %admin_addr, storage = state.store.kind(), replica = %replica, "wa-gateway serving");
         Ok(Self {

@@ -1,5 +1,5 @@
 //! The `wa-gateway` command line: serve, validate, schema, plan, apply, status,
-//! test-connection, doctor, signup, number, secret, emulator, chat, bench.
+//! test-connection, doctor, signup, number, secret, customer, emulator, chat, bench.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -78,6 +78,8 @@ enum Command {
     Number(wa_gateway::onboard::cli::NumberArgs),
     /// Secrets kept encrypted in storage for `{ stored: NAME }`: put, list.
     Secret(wa_gateway::onboard::cli::SecretArgs),
+    /// A customer's stored data: erase (GDPR Art. 17) on every number.
+    Customer(wa_gateway::customer::CustomerArgs),
     /// Run the Cloud API emulator on its own.
     Emulator(wa_gateway::emulator::cli::EmulatorArgs),
     /// Be a customer in the terminal: write to a number through the emulator and see the replies.
@@ -162,6 +164,7 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Signup(args) => wa_gateway::onboard::cli::run_signup(args).await,
         Command::Number(args) => wa_gateway::onboard::cli::run_number(args).await,
         Command::Secret(args) => wa_gateway::onboard::cli::run_secret(args).await,
+        Command::Customer(args) => wa_gateway::customer::run(args).await,
         Command::Emulator(args) => wa_gateway::emulator::cli::run_emulator(args).await,
         Command::Chat(args) => wa_gateway::emulator::cli::run_chat(args).await,
         Command::Bench(args) => wa_gateway::bench::run(args).await,

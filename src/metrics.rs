@@ -4,8 +4,8 @@
 use crate::store::Store;
 use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Duration;
 
@@ -86,6 +86,8 @@ pub struct Metrics {
     pub reconcile_actions: IntCounterVec,
     /// The HTTP listeners' connections.
     pub http: HttpMetrics,
+    /// Storage retention: pruned rows, oldest rows, database size.
+    pub retention: RetentionMetrics,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -340,6 +342,7 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let retention = RetentionMetrics::new();
         // The TLS gauge is registered only once TLS is configured, but it is defined all the same.
         let mut families = vec![tls_cert_expiry.desc()[0].fq_name.clone()];
         for c in [
@@ -374,7 +377,10 @@ impl Metrics {
             Box::new(throttle_wait_seconds.clone()),
             Box::new(reconcile_drift.clone()),
             Box::new(reconcile_actions.clone()),
-        ] {
+        ]
+        .into_iter()
+        .chain(retention.collectors())
+        {
             families.extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry
                 .register(c)
@@ -424,6 +430,7 @@ impl Metrics {
             reconcile_drift,
             reconcile_actions,
             http,
+            retention,
         }
     }
 
@@ -536,6 +543,64 @@ impl HttpMetrics {
         [
             Box::new(self.connections_open.clone()),
             Box::new(self.connection_timeouts.clone()),
+        ]
+    }
+}
+
+/// Storage retention's metrics (set by the pruner, on the leader).
+#[derive(Clone)]
+pub struct RetentionMetrics {
+    /// Rows deleted by retention, by table (`seen_wamids` for forgotten wamid digests).
+    pub pruned_rows: IntCounterVec,
+    /// Age of each table's oldest row in seconds (0 when empty), after the last prune.
+    pub oldest_row_age: GaugeVec,
+    /// The database's size on disk, after the last prune.
+    pub database_size: IntGauge,
+    /// How long one prune batch held the group-commit writer.
+    pub prune_batch_seconds: Histogram,
+}
+
+impl RetentionMetrics {
+    fn new() -> Self {
+        Self {
+            pruned_rows: IntCounterVec::new(
+                Opts::new(
+                    "wa_gateway_store_pruned_rows_total",
+                    "Rows deleted by storage retention, by table.",
+                ),
+                &["table"],
+            )
+            .expect("valid metric"),
+            oldest_row_age: GaugeVec::new(
+                Opts::new(
+                    "wa_gateway_store_oldest_row_age_seconds",
+                    "Age of the oldest row of a table after the last prune (0 when empty), by table.",
+                ),
+                &["table"],
+            )
+            .expect("valid metric"),
+            database_size: IntGauge::new(
+                "wa_gateway_store_database_size_bytes",
+                "Size of the database on disk after the last prune (SQLite file, PostgreSQL database).",
+            )
+            .expect("valid metric"),
+            prune_batch_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "wa_gateway_store_prune_batch_seconds",
+                    "Time one prune batch held the group-commit writer.",
+                )
+                .buckets(latency_buckets()),
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.pruned_rows.clone()),
+            Box::new(self.oldest_row_age.clone()),
+            Box::new(self.database_size.clone()),
+            Box::new(self.prune_batch_seconds.clone()),
         ]
     }
 }

@@ -78,7 +78,14 @@ fn unix_now() -> u64 {
 /// changing them is refused whole rather than applied in part. (The listeners are not among
 /// them: a reload rebinds or reconfigures those.)
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let json = |v: &crate::config::Storage| serde_json::to_value(v).ok();
+    // Retention is read by the pruner at each cycle: it applies on reload like a policy.
+    let json = |v: &crate::config::Storage| {
+        serde_json::to_value(crate::config::Storage {
+            retention: Default::default(),
+            ..v.clone()
+        })
+        .ok()
+    };
     [
         ("storage", json(&old.storage) != json(&new.storage)),
         ("meta.graph_url", old.meta.graph_url != new.meta.graph_url),

@@ -8,7 +8,7 @@ use crate::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::policy::{KeywordMatcher, SendLimiter};
 use crate::store::writer::WriterHandle;
-use crate::store::{Disconnected, OptedOut, Store};
+use crate::store::{Disconnected, EraseOp, ErasureKey, OptedOut, Store};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub graph: GraphClient,
     /// The opt-out and resume keywords, normalised once.
     pub keywords: KeywordMatcher,
+    /// The key of erased customers' opt-out digests (from `meta.app_secret`).
+    pub erasure_key: ErasureKey,
 }
 
 /// Why a snapshot could not be built from a (validated) config.
@@ -88,11 +90,13 @@ impl Snapshot {
             std::time::Duration::from_secs(30),
         );
         let keywords = KeywordMatcher::new(&config.policies.opt_out);
+        let erasure_key = ErasureKey::derive(config.meta.app_secret.expose().as_bytes());
         Ok(Self {
             config: Arc::new(config),
             numbers,
             graph,
             keywords,
+            erasure_key,
         })
     }
 
@@ -232,14 +236,35 @@ impl AppState {
     /// Whether `customer` has opted out of `phone_number_id` now. With several replicas the
     /// answer comes from storage, since another replica may have recorded the change; `None`
     /// when shutting down.
+    /// A customer erased while opted out stays opted out: their opt-out is found under its keyed
+    /// digest and becomes theirs again (so STOP and START work as before).
     pub async fn opted_out_now(&self, phone_number_id: &str, customer: &str) -> Option<bool> {
-        if !self.store.is_shared() {
-            return Some(self.opted_out.contains(phone_number_id, customer));
+        let digest = self.snapshot.load().erasure_key.customer_digest(customer);
+        let (opted_out, erased) = if self.store.is_shared() {
+            self.persist("opt-out read", || {
+                self.store.opt_out_state(phone_number_id, customer, &digest)
+            })
+            .await?
+        } else if self.opted_out.contains(phone_number_id, customer) {
+            (true, false)
+        } else {
+            let erased = self.opted_out.contains(phone_number_id, &digest);
+            (erased, erased)
+        };
+        if erased {
+            let restore = || {
+                self.writer
+                    .maintain(crate::store::Op::Erase(EraseOp::RestoreOptOut {
+                        phone_number_id: phone_number_id.to_owned(),
+                        customer: customer.to_owned(),
+                        digest: digest.clone(),
+                    }))
+            };
+            self.persist("opt-out restore", restore).await?;
+            self.opted_out.set(phone_number_id, customer, true);
+            self.opted_out.set(phone_number_id, &digest, false);
         }
-        self.persist("opt-out read", || {
-            self.store.is_opted_out(phone_number_id, customer)
-        })
-        .await
+        Some(opted_out)
     }
 
     /// The configuration in force and the last reload's error.

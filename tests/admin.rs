@@ -296,6 +296,7 @@ async fn the_openapi_document_lists_every_route_and_the_config_is_shown() {
         ("/api/numbers/{phone_number_id}/register", "post"),
         ("/api/signup", "post"),
         ("/api/config", "get"),
+        ("/api/customers/{id}", "delete"),
         ("/api/cluster", "get"),
         ("/api/openapi.json", "get"),
         ("/api/session", "post"),

@@ -787,6 +787,7 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
         "WaGatewayCertificateExpiring",
         "WaGatewayReconcileDrift",
         "WaGatewayNoLeader",
+        "WaGatewayStorageGrowing",
     ]
     .into_iter()
     .map(String::from)

@@ -286,6 +286,14 @@ fn every_defined_family_passes_promtool() {
         .with_label_values(&["webhook", "header"])
         .inc();
     m.reconcile_runs.with_label_values(&["ok"]).inc();
+    m.retention
+        .pruned_rows
+        .with_label_values(&["inbox"])
+        .inc_by(3);
+    m.retention
+        .oldest_row_age
+        .with_label_values(&["inbox"])
+        .set(1.5);
     let text = m.render();
     for family in m.family_names() {
         assert!(

@@ -332,6 +332,26 @@ pub(super) async fn not_found() -> Response {
     )
 }
 
+/// `DELETE /api/customers/{id}`: erases every stored row of the customer (a wa_id or a BSUID) on
+/// every number; an opt-out in force is kept under a keyed digest. Answers the rows deleted per
+/// table.
+pub async fn erase_customer(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let id = match crate::store::CustomerId::parse(&id) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match crate::customer::erase_in_gateway(&st, &id).await {
+        Ok(erased) => Json(json!({
+            "customer": id.as_str(),
+            "rows": erased.total(),
+            "deleted": erased.deleted,
+            "opt_out_kept": !erased.opt_outs_kept.is_empty(),
+        }))
+        .into_response(),
+        Err(e) => storage_error(&e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

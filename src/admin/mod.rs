@@ -50,6 +50,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(onboard::register),
         )
         .route("/api/signup", post(onboard::signup))
+        .route(
+            "/api/customers/{id}",
+            axum::routing::delete(api::erase_customer),
+        )
         .route("/api/config", get(api::config))
         .route("/api/cluster", get(api::cluster))
         .route("/api/openapi.json", get(api::openapi))

@@ -92,6 +92,15 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         }
     }
     if diagnostics.is_empty() {
+        for (path, why) in super::retention::warnings(&config.storage.retention) {
+            let loc = map.nearest(&path);
+            tracing::warn!(
+                "{}:{}:{}: {path}: {why}",
+                origin.display(),
+                loc.line,
+                loc.column
+            );
+        }
         Ok(config)
     } else {
         Err(ConfigError::new(diagnostics))

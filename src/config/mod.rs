@@ -7,6 +7,7 @@ pub mod load;
 pub mod locate;
 pub mod model;
 pub mod policy;
+pub mod retention;
 pub mod schema;
 pub mod secret;
 pub mod summary;

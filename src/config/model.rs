@@ -156,6 +156,9 @@ pub struct Storage {
     /// without renewal. Claims are renewed every third of it; a replica that dies has its
     /// conversations taken over by another once its claims run out.
     pub lease: Duration,
+    /// What is deleted, and when: message rows after `messages`, the ids that recognise Meta's
+    /// redeliveries after `dedupe`; pruning runs every `interval`. Takes effect on a reload.
+    pub retention: super::retention::Retention,
 }
 
 impl Default for Storage {
@@ -167,6 +170,7 @@ impl Default for Storage {
             batch_max: 1024,
             commit_interval: Duration::from_millis(1),
             lease: Duration::from_secs(15),
+            retention: Default::default(),
         }
     }
 }

@@ -61,6 +61,8 @@ pub fn validate(config: &Config, map: &SourceMap) -> Vec<Issue> {
     check_listen_limits(config, &mut out);
     check_admin(config, &mut out);
     out.0
+        .extend(super::retention::check(&config.storage.retention));
+    out.0
 }
 
 const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);

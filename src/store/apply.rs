@@ -4,6 +4,8 @@
 //! sqlx ([`Store::apply`]), SQLite on the writer's own connection (`SqliteWriter::apply`). Only the
 //! writer task applies operations.
 
+use super::erase::{EraseOp, Erased, apply_erase};
+use super::retention::{NOT_DELETED_BEFORE, PruneOp, Pruned, apply_prune, wamid_digest};
 use super::sql::{Arg, Sql, WriteTx};
 use super::{
     InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, Pool, Store, StoreError,
@@ -63,6 +65,10 @@ pub enum Op {
         disconnected: bool,
         reason: Option<String>,
     },
+    /// One small batch of retention's pruning.
+    Prune(PruneOp),
+    /// A customer's erasure, or an erased customer's opt-out made theirs again.
+    Erase(EraseOp),
 }
 
 impl Op {
@@ -88,6 +94,10 @@ pub enum Done {
     Accepted(usize),
     /// Whether an attempt was recorded (false: a status webhook had already settled the row).
     Attempted(bool),
+    /// What a prune batch deleted and how long it took.
+    Pruned(Pruned),
+    /// What an erasure deleted.
+    Erased(Erased),
 }
 
 /// Rows per multi-row INSERT, well under SQLite's and PostgreSQL's bind-parameter limits.
@@ -201,11 +211,16 @@ pub(super) async fn apply_ops(
         .collect();
     let mut inserted: HashMap<String, i64> = HashMap::new();
     for chunk in all.chunks(CHUNK) {
+        // A wamid whose row retention or erasure deleted is known by its digest in
+        // `seen_wamids`: at most one primary-key lookup per message, in the same statement.
+        let digests: Vec<String> = chunk.iter().map(|m| wamid_digest(&m.wamid)).collect();
         let mut sql = Sql::new(
             "INSERT INTO inbox (wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
-             msg_type, text, payload, meta_ts, received_at, state, detail) ",
+             msg_type, text, payload, meta_ts, received_at, state, detail) SELECT column1, \
+             column2, column3, column4, column5, column6, column7, column8, column9, column10, \
+             column11, column12, column13 FROM (",
         );
-        sql.values(chunk.iter(), |t, m| {
+        sql.values(chunk.iter().zip(&digests), |t, (m, digest)| {
             t.bind(&m.wamid)
                 .bind(&m.phone_number_id)
                 .bind(&m.customer)
@@ -218,9 +233,12 @@ pub(super) async fn apply_ops(
                 .bind(m.meta_ts)
                 .bind(now)
                 .bind(m.state.as_str())
-                .bind(&m.detail);
+                .bind(&m.detail)
+                .bind(digest.as_str());
         });
-        sql.push(" ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid");
+        sql.push(") AS v WHERE ")
+            .push(NOT_DELETED_BEFORE)
+            .push(" ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid");
         let rows: Vec<(i64, String)> = tx.fetch(&sql).await?;
         inserted.extend(rows.into_iter().map(|(id, wamid)| (wamid, id)));
     }
@@ -693,6 +711,8 @@ pub(super) async fn apply_ops(
                 }
                 done.push(Done::Ok);
             }
+            Op::Prune(op) => done.push(Done::Pruned(apply_prune(tx, op, shared).await?)),
+            Op::Erase(op) => done.push(Done::Erased(apply_erase(tx, op, shared).await?)),
         }
     }
     Ok(done)

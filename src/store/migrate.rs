@@ -22,6 +22,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "onboarding",
         include_str!("migrations/sqlite/0005_onboarding.sql"),
     ),
+    (
+        7,
+        "retention",
+        include_str!("migrations/sqlite/0007_retention.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -51,6 +56,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "send_limits_unlogged",
         include_str!("migrations/postgres/0006_send_limits_unlogged.sql"),
+    ),
+    (
+        7,
+        "retention",
+        include_str!("migrations/postgres/0007_retention.sql"),
     ),
 ];
 

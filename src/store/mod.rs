@@ -4,9 +4,11 @@
 mod apply;
 pub mod cluster;
 mod conversation;
+mod erase;
 mod lock;
 mod migrate;
 mod overrides;
+mod retention;
 mod rows;
 mod secrets;
 mod sql;
@@ -15,7 +17,9 @@ pub mod writer;
 
 pub use apply::{Done, Op};
 pub use conversation::{HistoryEntry, OptedOut};
+pub use erase::{BadCustomerId, CustomerId, ERASE_PASSES, EraseOp, Erased, ErasureKey};
 pub use overrides::{Disconnected, NumberOverride};
+pub use retention::{Candidates, PruneOp, Pruned, PrunedTable, SEEN_WAMIDS, wamid_digest};
 pub use rows::*;
 pub use secrets::StoredSecretRow;
 pub use sqlite_writer::{SqliteFile, SqliteWriter};
@@ -188,6 +192,9 @@ impl Store {
                 .test_before_acquire(false)
                 .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
                 .await?;
+            if gateway && !in_memory {
+                retention::use_incremental_vacuum(&write_pool).await?;
+            }
             let read_pool = SqlitePoolOptions::new()
                 .max_connections(cfg.max_connections.max(2))
                 .test_before_acquire(false)

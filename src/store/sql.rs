@@ -178,6 +178,12 @@ pub trait WriteTx {
     /// Runs a statement and returns its rows.
     async fn fetch<R: Fetched>(&mut self, sql: &Sql<'_>) -> Result<Vec<R>, StoreError>;
 
+    /// Runs a statement to its end, stepping over whatever rows it yields without decoding
+    /// them (SQLite's `PRAGMA incremental_vacuum` frees one page per step); how many it yielded.
+    async fn drain(&mut self, sql: &Sql<'_>) -> Result<u64, StoreError> {
+        self.execute(sql).await
+    }
+
     /// Runs a statement whose text numbers its parameters `$1..$n` (see [`Sql::with`]) and
     /// returns no rows; how many rows it changed.
     async fn run<'a>(

@@ -148,6 +148,16 @@ impl WriteTx for Tx<'_> {
         Ok(self.prepare(sql)?.raw_execute()? as u64)
     }
 
+    async fn drain(&mut self, sql: &Sql<'_>) -> Result<u64, StoreError> {
+        let mut stmt = self.prepare(sql)?;
+        let mut rows = stmt.raw_query();
+        let mut n = 0;
+        while rows.next()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
     async fn fetch<R: Fetched>(&mut self, sql: &Sql<'_>) -> Result<Vec<R>, StoreError> {
         let mut stmt = self.prepare(sql)?;
         let mut rows = stmt.raw_query();

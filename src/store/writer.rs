@@ -156,6 +156,11 @@ impl WriterHandle {
         .map(drop)
     }
 
+    /// Applies a maintenance write (a prune batch, an erasure) in the next group commit.
+    pub async fn maintain(&self, op: Op) -> Result<Done, StoreError> {
+        self.run(op).await
+    }
+
     /// Records that an operator disconnected (`true`) or connected again a number.
     pub async fn set_number_override(
         &self,

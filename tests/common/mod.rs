@@ -119,6 +119,8 @@ pub struct Options {
     pub busy_timeout: &'static str,
     /// Where the in-process emulator listens (`127.0.0.1:0` picks a port).
     pub emulator_listen: String,
+    /// Extra YAML inside `storage:` (indented by 2), e.g. `  retention: { messages: 2s }\n`.
+    pub storage_extra: String,
 }
 
 impl Default for Options {
@@ -129,6 +131,7 @@ impl Default for Options {
             second_number: false,
             busy_timeout: "5s",
             emulator_listen: "127.0.0.1:0".into(),
+            storage_extra: String::new(),
         }
     }
 }
@@ -144,7 +147,7 @@ public_url: http://127.0.0.1:8080/webhook
 storage:
   url: "{storage_url}"
   busy_timeout: {busy}
-meta:
+{storage_extra}meta:
   graph_url: emulator
   app_id: "1000000000000001"
   app_secret: {{ value: {APP_SECRET} }}
@@ -159,6 +162,7 @@ agents:
     access_token: {{ value: token-one }}
 "#,
         busy = opts.busy_timeout,
+        storage_extra = opts.storage_extra,
         agents = opts.agents,
         emu_listen = opts.emulator_listen,
     );
