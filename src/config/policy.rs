@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Opt-out keywords matched by default (whole message; case-, accent- and width-insensitive).
+/// The README lists them between `default-stop-keywords` markers; a test keeps the two equal.
 pub const DEFAULT_STOP_KEYWORDS: &[&str] = &[
     // English
     "STOP",
     "STOP ALL",
     "UNSUBSCRIBE",
     "OPT OUT",
+    "OPT-OUT",
     "OPTOUT",
     "QUIT",
     // Spanish
@@ -39,6 +41,9 @@ pub const DEFAULT_STOP_KEYWORDS: &[&str] = &[
     // Arabic
     "توقف",
     "إيقاف",
+    // The same word as it is usually typed, without the hamza (a distinct keyword: combining
+    // marks outside Latin, Greek and Cyrillic are part of the letter, see policy::optout).
+    "ايقاف",
     "إلغاء الاشتراك",
     // Chinese
     "退订",
@@ -53,7 +58,8 @@ pub const DEFAULT_STOP_KEYWORDS: &[&str] = &[
     "ОТПИСКА",
 ];
 
-/// Resume keywords matched by default.
+/// Resume keywords matched by default (listed in the README between `default-resume-keywords`
+/// markers, kept equal by a test).
 pub const DEFAULT_RESUME_KEYWORDS: &[&str] = &[
     "START",
     "UNSTOP",

@@ -14,8 +14,8 @@
 //! 3. **Accents on Latin, Greek and Cyrillic letters**: `ARRÊT` equals `arret`, `désabonner`
 //!    equals `DESABONNER`, `ё` equals `е` (and `й` equals `и`). Combining marks on other
 //!    scripts are kept, because there they are part of the letter: `रोकें` does not match `रोके`,
-//!    `إيقاف` does not match `ايقاف`. Canonically equivalent spellings still match (a
-//!    precomposed `إ` or `क़` equals `ا`+hamza below or `क`+nukta).
+//!    `إيقاف` does not match `ايقاف` (both are default keywords). Canonically equivalent
+//!    spellings still match (a precomposed `إ` or `क़` equals `ا`+hamza below or `क`+nukta).
 //! 4. **Invisible characters** are ignored: zero-width space/joiner/non-joiner, soft hyphen,
 //!    byte-order mark, direction marks and the Arabic tatweel (`تـوقف` is `توقف`).
 //! 5. **Surroundings**: leading and trailing whitespace, punctuation, symbols and emoji are
@@ -266,6 +266,11 @@ mod tests {
             ("إيقاف", "إيقاف"),
             // The same word with alef + combining hamza below (canonically equivalent).
             ("\u{0627}\u{0655}يقاف", "إيقاف"),
+            // Without the hamza it is a keyword of its own, not a spelling of the one above.
+            ("ايقاف", "ايقاف"),
+            ("ايقاف!", "ايقاف"),
+            ("OPT-OUT", "OPT-OUT"),
+            ("opt-out.", "OPT-OUT"),
             ("退订", "退订"),
             ("退订。", "退订"),
             ("取消订阅！", "取消订阅"),
@@ -277,6 +282,64 @@ mod tests {
         ];
         for &(text, keyword) in cases {
             assert_eq!(m.classify(text), hit(Stop, keyword), "{text:?}");
+        }
+    }
+
+    /// The keywords the README lists between `<!-- name -->` and `<!-- /name -->`, in order.
+    fn readme_keywords(name: &str) -> Vec<String> {
+        let readme = include_str!("../../README.md");
+        let open = format!("<!-- {name} -->");
+        let close = format!("<!-- /{name} -->");
+        let start = readme.find(&open).map(|i| i + open.len());
+        let end = readme.find(&close);
+        let (Some(start), Some(end)) = (start, end) else {
+            panic!("README.md has no {open} … {close} list");
+        };
+        readme[start..end]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_lists_exactly_the_default_keywords_and_each_one_works() {
+        use crate::config::policy::{DEFAULT_RESUME_KEYWORDS, DEFAULT_STOP_KEYWORDS};
+        let m = matcher();
+        for (list, defaults, kind) in [
+            (
+                "default-stop-keywords",
+                DEFAULT_STOP_KEYWORDS,
+                KeywordKind::Stop,
+            ),
+            (
+                "default-resume-keywords",
+                DEFAULT_RESUME_KEYWORDS,
+                KeywordKind::Resume,
+            ),
+        ] {
+            let documented = readme_keywords(list);
+            let code: Vec<String> = defaults.iter().map(|k| (*k).to_owned()).collect();
+            assert_eq!(documented, code, "README list {list} differs from the code");
+            for keyword in &documented {
+                let lower = keyword.to_lowercase();
+                for said in [keyword.as_str(), lower.as_str()] {
+                    assert_eq!(
+                        m.classify(said).map(|h| h.kind),
+                        Some(kind),
+                        "README keyword {said:?}"
+                    );
+                }
+            }
+        }
+        // Named in the README's prose as defaults.
+        for named in ["OPT-OUT", "إيقاف", "ايقاف"] {
+            assert!(
+                readme_keywords("default-stop-keywords")
+                    .iter()
+                    .any(|k| k == named)
+            );
         }
     }
 
@@ -315,11 +378,9 @@ mod tests {
             "STOP2",
             "STOP²",
             "s t o p",
-            "opt-out",
             "stop stop",
             "रोके",
             "रोक",
-            "ايقاف",
             "退",
             "hello",
         ] {
