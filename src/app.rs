@@ -314,6 +314,18 @@ impl Gateway {
         }
         // After the reloader exists, so a reload during the first pass triggers another.
         crate::reconcile::runner::spawn(state.clone());
+        // The in-memory pacing state forgets customers whose bucket is full again.
+        let sweeper = state.clone();
+        state.tracker.spawn(async move {
+            let gauge = sweeper.metrics.bounds.pacing_customers.clone();
+            crate::policy::limits::sweep(
+                &sweeper.limiter,
+                crate::policy::limits::SWEEP_EVERY,
+                |n| gauge.set(i64::try_from(n).unwrap_or(i64::MAX)),
+                sweeper.draining.clone(),
+            )
+            .await
+        });
         state.set_ready(true);
         tracing::info!(webhook = %webhook_addr, admin = %admin_addr, storage = state.store.kind(), replica = %replica, "wa-gateway serving");
         Ok(Self {

@@ -25,4 +25,5 @@ pub mod reply;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod tls;

@@ -144,6 +144,10 @@ pub struct Policies {
     pub agent: AgentPolicy,
     /// How replies are retried when Meta or the network fails.
     pub delivery: Delivery,
+    /// Most messages one reply is sent as, after splitting at Meta's 4,096-character limit; a
+    /// longer reply is cut after the last part with an ellipsis (…) and counted in
+    /// `wa_gateway_reply_truncated_total`.
+    pub max_reply_parts: u32,
 }
 
 impl Default for Policies {
@@ -162,6 +166,7 @@ impl Default for Policies {
             customer_pacing: CustomerPacing::default(),
             agent: AgentPolicy::default(),
             delivery: Delivery::default(),
+            max_reply_parts: 10,
         }
     }
 }
@@ -235,6 +240,10 @@ pub struct AgentPolicy {
     pub breaker_failures: u32,
     /// How long an open breaker fails fast before letting one call probe the agent.
     pub breaker_cooldown: Duration,
+    /// Most agent calls in flight at once, over all agents and conversations of this process;
+    /// further turns wait for a free slot (a large backlog at start then drains at this pace
+    /// instead of flooding the agents and tripping their breakers).
+    pub max_concurrency: u32,
 }
 
 impl Default for AgentPolicy {
@@ -244,6 +253,7 @@ impl Default for AgentPolicy {
             retry_backoff: Duration::from_millis(500),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
+            max_concurrency: 64,
         }
     }
 }

@@ -42,6 +42,8 @@ impl Work {
 #[derive(Clone)]
 pub struct Dispatch {
     tx: mpsc::UnboundedSender<Work>,
+    /// The opt-outs the send path reads, told of each change as soon as it is committed.
+    opted_out: crate::store::OptedOut,
 }
 
 impl Dispatch {
@@ -55,6 +57,14 @@ impl Dispatch {
 impl Sink for Dispatch {
     fn push(&mut self, rows: Vec<InboxRow>) {
         for row in rows {
+            // A committed keyword row changed the customer's state (the commit kept no other):
+            // from now on nothing queued before it leaves.
+            if let Some(k) = &row.msg.keyword {
+                let stop = k.action == crate::store::OptAction::Stop;
+                let m = &row.msg;
+                self.opted_out
+                    .set(&m.phone_number_id, &m.customer, stop, row.received_at);
+            }
             self.send(Work::Inbound(row));
         }
     }
@@ -98,7 +108,10 @@ const WORKER_IDLE: Duration = Duration::from_secs(30);
 /// Starts the dispatcher. It stops at shutdown; workers finish their current item first.
 pub fn spawn(state: Arc<AppState>) -> Dispatch {
     let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
-    let dispatch = Dispatch { tx };
+    let dispatch = Dispatch {
+        tx,
+        opted_out: state.opted_out.clone(),
+    };
     if state.store.is_shared() {
         cluster::spawn(state, rx, dispatch.clone());
         return dispatch;

@@ -285,64 +285,6 @@ mod tests {
         }
     }
 
-    /// The keywords the README lists between `<!-- name -->` and `<!-- /name -->`, in order.
-    fn readme_keywords(name: &str) -> Vec<String> {
-        let readme = include_str!("../../README.md");
-        let open = format!("<!-- {name} -->");
-        let close = format!("<!-- /{name} -->");
-        let start = readme.find(&open).map(|i| i + open.len());
-        let end = readme.find(&close);
-        let (Some(start), Some(end)) = (start, end) else {
-            panic!("README.md has no {open} … {close} list");
-        };
-        readme[start..end]
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .map(str::to_owned)
-            .collect()
-    }
-
-    #[test]
-    fn the_readme_lists_exactly_the_default_keywords_and_each_one_works() {
-        use crate::config::policy::{DEFAULT_RESUME_KEYWORDS, DEFAULT_STOP_KEYWORDS};
-        let m = matcher();
-        for (list, defaults, kind) in [
-            (
-                "default-stop-keywords",
-                DEFAULT_STOP_KEYWORDS,
-                KeywordKind::Stop,
-            ),
-            (
-                "default-resume-keywords",
-                DEFAULT_RESUME_KEYWORDS,
-                KeywordKind::Resume,
-            ),
-        ] {
-            let documented = readme_keywords(list);
-            let code: Vec<String> = defaults.iter().map(|k| (*k).to_owned()).collect();
-            assert_eq!(documented, code, "README list {list} differs from the code");
-            for keyword in &documented {
-                let lower = keyword.to_lowercase();
-                for said in [keyword.as_str(), lower.as_str()] {
-                    assert_eq!(
-                        m.classify(said).map(|h| h.kind),
-                        Some(kind),
-                        "README keyword {said:?}"
-                    );
-                }
-            }
-        }
-        // Named in the README's prose as defaults.
-        for named in ["OPT-OUT", "إيقاف", "ايقاف"] {
-            assert!(
-                readme_keywords("default-stop-keywords")
-                    .iter()
-                    .any(|k| k == named)
-            );
-        }
-    }
-
     #[test]
     fn resume_keywords_match() {
         use KeywordKind::Resume;

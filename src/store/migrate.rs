@@ -22,6 +22,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "onboarding",
         include_str!("migrations/sqlite/0005_onboarding.sql"),
     ),
+    (
+        8,
+        "optout_commit_installation",
+        include_str!("migrations/sqlite/0008_optout_commit_installation.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -51,6 +56,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "send_limits_unlogged",
         include_str!("migrations/postgres/0006_send_limits_unlogged.sql"),
+    ),
+    (
+        8,
+        "optout_commit_installation",
+        include_str!("migrations/postgres/0008_optout_commit_installation.sql"),
     ),
 ];
 

@@ -136,26 +136,6 @@ impl WriterHandle {
         .map(drop)
     }
 
-    /// Records an opt-out (`opted_out`) or an opt-in, with the keyword and the message that said it.
-    pub async fn set_opt_out(
-        &self,
-        phone_number_id: &str,
-        customer: &str,
-        opted_out: bool,
-        keyword: &str,
-        wamid: &str,
-    ) -> Result<(), StoreError> {
-        self.run(Op::OptOut {
-            phone_number_id: phone_number_id.to_owned(),
-            customer: customer.to_owned(),
-            opted_out,
-            keyword: keyword.to_owned(),
-            wamid: wamid.to_owned(),
-        })
-        .await
-        .map(drop)
-    }
-
     /// Records that an operator disconnected (`true`) or connected again a number.
     pub async fn set_number_override(
         &self,
