@@ -460,22 +460,44 @@ pub(super) fn inbox_from(t: InboxTuple) -> InboxRow {
 }
 
 impl Store {
-    /// Inbound messages still waiting for their turn, oldest first (resumed at start).
-    pub async fn open_inbox(&self) -> Result<Vec<InboxRow>, StoreError> {
-        let sql = format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE state = 'received' ORDER BY id");
+    /// Up to `limit` inbound messages still waiting for their turn with an id above `after`,
+    /// oldest first: the backlog found at start, read a page at a time.
+    pub async fn open_inbox_page(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {INBOX_COLUMNS} FROM inbox WHERE state = 'received' AND id > $1 \
+             ORDER BY id LIMIT $2"
+        );
         on_pool!(self, |pool| {
-            let rows: Vec<InboxTuple> = sqlx::query_as(&sql).fetch_all(pool).await?;
+            let rows: Vec<InboxTuple> = sqlx::query_as(&sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
             Ok(rows.into_iter().map(inbox_from).collect())
         })
     }
 
-    /// Replies not yet settled (`pending` or `sending`), oldest first (resumed at start).
-    pub async fn open_outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+    /// Up to `limit` replies not yet settled (`pending` or `sending`) with an id above `after`,
+    /// oldest first (resumed at start, a page at a time).
+    pub async fn open_outbox_page(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         let sql = format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state IN ('pending', 'sending') ORDER BY id"
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state IN ('pending', 'sending') \
+             AND id > $1 ORDER BY id LIMIT $2"
         );
         on_pool!(self, |pool| {
-            let rows: Vec<OutboxTuple> = sqlx::query_as(&sql).fetch_all(pool).await?;
+            let rows: Vec<OutboxTuple> = sqlx::query_as(&sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
             Ok(rows.into_iter().map(outbox_from).collect())
         })
     }
