@@ -344,7 +344,41 @@ async fn status_for_another_installation_or_recipient_changes_nothing(db: Db) {
         t.wait_count("SELECT COUNT(*) FROM outbox WHERE state = 'read'", 1, WAIT)
             .await
     );
+    // A reply queued before the upgrade (its id at most legacy_outbox_max) still settles by
+    // the old `wagw:{id}` form, with the right recipient.
+    execute(
+        &t.storage.url,
+        &format!("UPDATE installation SET legacy_outbox_max = {id}"),
+    )
+    .await;
+    t.emu.deliver_envelope(status_envelope(
+        "failed",
+        &wamid,
+        customer,
+        &format!("wagw:{id}"),
+    ));
+    assert!(
+        t.wait_count(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'failed' AND error_code = 131026",
+            1,
+            WAIT
+        )
+        .await,
+        "the old form settles an old reply"
+    );
     t.stop().await;
+}
+
+/// Runs one statement on a database by URL.
+async fn execute(url: &str, sql: &str) {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.expect(sql);
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.expect(sql);
+    }
 }
 
 /// A text and a profile name with U+0000 are answered 200 and handled on both databases (the

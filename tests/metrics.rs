@@ -278,6 +278,7 @@ fn every_defined_family_passes_promtool() {
         .inc_by(0.5);
     m.reconcile_actions.with_label_values(&["ok"]).inc();
     m.reconcile_runs.with_label_values(&["ok"]).inc();
+    m.bounds.reply_truncated.with_label_values(&[PNID]).inc();
     let text = m.render();
     for family in m.family_names() {
         assert!(
