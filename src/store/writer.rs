@@ -306,8 +306,9 @@ pub fn spawn(
 
 fn answer(batch: &mut Vec<Request>, done: Vec<Done>, sink: &mut impl Sink) {
     let mut fresh = Vec::new();
-    for (req, d) in batch.drain(..).zip(done) {
-        let reply = match d {
+    let replies: Vec<Done> = done
+        .into_iter()
+        .map(|d| match d {
             // The rows go on to the pipeline; the webhook only needs to know how many were new.
             Done::Webhook(rows) => {
                 let new = rows.len();
@@ -315,11 +316,15 @@ fn answer(batch: &mut Vec<Request>, done: Vec<Done>, sink: &mut impl Sink) {
                 Done::Accepted(new)
             }
             other => other,
-        };
-        let _ = req.done.send(Ok(reply));
-    }
+        })
+        .collect();
+    // The pipeline hears of the commit before any waiter resumes, so an opt-out it records is
+    // in force for every send that starts after this commit.
     if !fresh.is_empty() {
         sink.push(fresh);
+    }
+    for (req, reply) in batch.drain(..).zip(replies) {
+        let _ = req.done.send(Ok(reply));
     }
 }
 
