@@ -7,7 +7,7 @@ use crate::emulator::{self, EmulatorConfig, EmulatorHandle};
 use crate::ingress::server::{self as webhook, WebhookState};
 use crate::listen::{BindError, Endpoint, bind};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Work};
+use crate::pipeline;
 use crate::reload::{ReloadHandle, ReloadOutcome, Reloader};
 use crate::state::{AppState, Snapshot, SnapshotError};
 use crate::store::{Store, StoreError};
@@ -225,9 +225,10 @@ impl Gateway {
 
         state.disconnected.load(&store).await?;
         state.opted_out.load(&store).await?;
-        // Resume before accepting anything new, so within a conversation old work runs first.
-        // With several replicas, unfinished work belongs to whoever holds its conversation;
-        // the leader takes over what no live replica holds.
+        // Old work runs first within a conversation: on one process the dispatcher hands out
+        // the backlog before anything the writer commits later. With several replicas,
+        // unfinished work belongs to whoever holds its conversation; the leader takes over what
+        // no live replica holds.
         let pipeline_runtime = PipelineRuntime(Some(
             pipeline::runtime().map_err(StartError::PipelineRuntime)?,
         ));
@@ -237,20 +238,14 @@ impl Gateway {
             pipeline::spawn(state.clone())
         };
         if !store.is_shared() {
-            let open_out = store.open_outbox().await?;
-            let open_in = store.open_inbox().await?;
-            if !open_out.is_empty() || !open_in.is_empty() {
+            // The dispatcher reads this backlog itself, a page at a time (pipeline/backlog.rs).
+            let open = store.counts().await?;
+            if open.outbox_open > 0 || open.inbox_open > 0 {
                 tracing::info!(
-                    replies = open_out.len(),
-                    messages = open_in.len(),
+                    replies = open.outbox_open,
+                    messages = open.inbox_open,
                     "resuming unfinished work"
                 );
-            }
-            for row in open_out {
-                dispatch.send(Work::Resume(row));
-            }
-            for row in open_in {
-                dispatch.send(Work::Inbound(row));
             }
         }
 
@@ -332,6 +327,18 @@ impl Gateway {
         crate::reconcile::runner::spawn(state.clone());
         crate::admin::spawn_store_gauges(state.clone());
         crate::retention::spawn(state.clone());
+        // The in-memory pacing state forgets customers whose bucket is full again.
+        let sweeper = state.clone();
+        state.tracker.spawn(async move {
+            let gauge = sweeper.metrics.bounds.pacing_customers.clone();
+            crate::policy::limits::sweep(
+                &sweeper.limiter,
+                crate::policy::limits::SWEEP_EVERY,
+                |n| gauge.set(i64::try_from(n).unwrap_or(i64::MAX)),
+                sweeper.draining.clone(),
+            )
+            .await
+        });
         state.set_ready(true);
         tracing::info!(webhook = %webhook_addr, admin = %admin_addr, storage = state.store.kind(), replica = %replica, "wa-gateway serving");
         Ok(Self {

@@ -91,10 +91,10 @@ pub async fn erase_in_gateway(state: &AppState, id: &CustomerId) -> Result<Erase
         }
     }
     for (pnid, customer) in &erased.forgotten {
-        state.opted_out.set(pnid, customer, false);
+        state.opted_out.set(pnid, customer, false, 0);
     }
     for (pnid, digest) in &erased.opt_outs_kept {
-        state.opted_out.set(pnid, digest, true);
+        state.opted_out.set(pnid, digest, true, 0);
     }
     // The id stays out of the log: the erasure is the point.
     tracing::info!(rows = erased.total(), "customer erased on request");

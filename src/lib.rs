@@ -27,4 +27,5 @@ pub mod retention;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod tls;

@@ -88,6 +88,57 @@ pub struct Metrics {
     pub http: HttpMetrics,
     /// Storage retention: pruned rows, oldest rows, database size.
     pub retention: RetentionMetrics,
+    /// Bounds on what a turn may cost: reply parts, agent calls in flight, pacing state.
+    pub bounds: BoundMetrics,
+}
+
+/// Metrics of the limits that keep a turn's cost bounded.
+#[derive(Clone)]
+pub struct BoundMetrics {
+    /// Replies cut at `policies.max_reply_parts`, by number.
+    pub reply_truncated: IntCounterVec,
+    /// Agent calls in flight now (at most `policies.agent.max_concurrency`).
+    pub agent_calls_in_flight: IntGauge,
+    /// (number, customer) pairs the in-memory pacing limiter remembers, after its last sweep.
+    pub pacing_customers: IntGauge,
+}
+
+impl BoundMetrics {
+    fn new(registry: &Registry, families: &mut Vec<String>) -> Self {
+        let reply_truncated = IntCounterVec::new(
+            Opts::new(
+                "wa_gateway_reply_truncated_total",
+                "Replies cut at policies.max_reply_parts messages, by number.",
+            ),
+            &["phone_number_id"],
+        )
+        .expect("valid metric");
+        let agent_calls_in_flight = IntGauge::new(
+            "wa_gateway_agent_calls_in_flight",
+            "Agent calls in flight now (bounded by policies.agent.max_concurrency).",
+        )
+        .expect("valid metric");
+        let pacing_customers = IntGauge::new(
+            "wa_gateway_pacing_customers",
+            "Customers the per-customer pacing limiter remembers after its last sweep.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(reply_truncated.clone()) as Box<dyn Collector>,
+            Box::new(agent_calls_in_flight.clone()),
+            Box::new(pacing_customers.clone()),
+        ] {
+            families.extend(c.desc().iter().map(|d| d.fq_name.clone()));
+            registry
+                .register(c)
+                .expect("each metric is registered once");
+        }
+        Self {
+            reply_truncated,
+            agent_calls_in_flight,
+            pacing_customers,
+        }
+    }
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -393,6 +444,7 @@ impl Metrics {
                 .register(c)
                 .expect("each metric is registered once");
         }
+        let bounds = BoundMetrics::new(&registry, &mut families);
         families.sort();
         Self {
             registry,
@@ -431,6 +483,7 @@ impl Metrics {
             reconcile_actions,
             http,
             retention,
+            bounds,
         }
     }
 

@@ -244,6 +244,9 @@ impl Reloader {
             limiter.carry_pauses_from(&self.state.limiter.load());
             self.state.limiter.store(Arc::new(limiter));
         }
+        self.state
+            .agent_slots
+            .resize(snapshot.config.policies.agent.max_concurrency);
         self.state.snapshot.store(Arc::new(snapshot));
         if let Some(cert) = &cert {
             self.state.metrics.register_tls();

@@ -1,7 +1,7 @@
 //! Shared application state: the current config snapshot (swapped whole on reload), the store,
 //! the metrics and the shutdown signal. Passed as `Arc<AppState>`; nothing here is global.
 
-use crate::agent::{Agent, ResilientAgent};
+use crate::agent::{Agent, AgentSlots, ResilientAgent};
 use crate::cluster::Leadership;
 use crate::config::{self, Config, CustomerPacing, Policies};
 use crate::graph::GraphClient;
@@ -154,8 +154,10 @@ pub struct AppState {
     pub store: Store,
     /// Numbers an operator disconnected from the admin API (loaded at start).
     pub disconnected: Disconnected,
-    /// Customers who opted out (loaded at start).
+    /// Customers who opted out (loaded at start; the writer records each change at commit).
     pub opted_out: OptedOut,
+    /// Slots for agent calls in flight (`policies.agent.max_concurrency`), resized on reload.
+    pub agent_slots: AgentSlots,
     pub metrics: Metrics,
     /// The control loop's latest statuses and report, and the sender's send health.
     pub reconcile: crate::reconcile::ReconcileState,
@@ -182,8 +184,13 @@ impl AppState {
         draining: CancellationToken,
         leadership: Leadership,
     ) -> Self {
+        let agent_slots = AgentSlots::new(
+            snapshot.config.policies.agent.max_concurrency,
+            metrics.bounds.agent_calls_in_flight.clone(),
+        );
         Self {
             writer,
+            agent_slots,
             limiter: ArcSwap::from_pointee(limiter_for(&snapshot, &store)),
             config_status: Mutex::new(ConfigStatus::default()),
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -261,10 +268,29 @@ impl AppState {
                     }))
             };
             self.persist("opt-out restore", restore).await?;
-            self.opted_out.set(phone_number_id, customer, true);
-            self.opted_out.set(phone_number_id, &digest, false);
+            // Erasure deleted every reply queued for them, so no queue time needs holding back.
+            self.opted_out.set(phone_number_id, customer, true, 0);
+            self.opted_out.set(phone_number_id, &digest, false, 0);
         }
         Some(opted_out)
+    }
+
+    /// Whether `row` may be sent now: the opt-out confirmation always; anything else only if
+    /// the customer is not opted out and did not opt out after it was queued. One process
+    /// answers from memory (changed at each commit); several replicas read storage (one
+    /// primary-key read). `None` when shutting down.
+    pub async fn reply_allowed(&self, row: &crate::store::OutboxRow) -> Option<bool> {
+        if row.kind == crate::store::OutboxKind::OptOutConfirmation {
+            return Some(true);
+        }
+        let (pnid, customer) = (row.phone_number_id.as_str(), row.customer.as_str());
+        if !self.store.is_shared() {
+            return Some(self.opted_out.allows(pnid, customer, row.created_at));
+        }
+        self.persist("opt-out read", || {
+            self.store.reply_allowed(pnid, customer, row.created_at)
+        })
+        .await
     }
 
     /// The configuration in force and the last reload's error.

@@ -294,6 +294,7 @@ fn every_defined_family_passes_promtool() {
         .oldest_row_age
         .with_label_values(&["inbox"])
         .set(1.5);
+    m.bounds.reply_truncated.with_label_values(&[PNID]).inc();
     let text = m.render();
     for family in m.family_names() {
         assert!(

@@ -262,6 +262,11 @@ async fn erasure_leaves_no_trace_and_an_opt_out_stays(db: Db) {
         wait_until(WAIT, || async { agent.count() == 2 }).await,
         "both answered"
     );
+    // A STOP cancels replies not yet sent, so both go out before it.
+    assert!(
+        t.emu.wait_sent(|s| s.len() >= 2, WAIT).await,
+        "both replies sent"
+    );
     t.emu.customer_says(PNID, gone, "Gone", "STOP").await;
     assert!(
         t.emu.wait_sent(|s| s.len() >= 3, WAIT).await,

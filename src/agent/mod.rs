@@ -7,6 +7,7 @@ mod echo;
 mod http;
 mod openai;
 mod resilient;
+mod slots;
 
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ pub use echo::EchoAgent;
 pub use http::HttpAgent;
 pub use openai::{ChatParams, OpenaiAgent};
 pub use resilient::{AgentFailure, ResilientAgent};
+pub use slots::{AgentSlots, Slot};
 
 use crate::config;
 use serde::{Deserialize, Serialize};

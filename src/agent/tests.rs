@@ -263,6 +263,7 @@ fn policy(retries: u32, breaker_failures: u32) -> AgentPolicy {
         retry_backoff: crate::config::Duration::from_millis(1),
         breaker_failures,
         breaker_cooldown: crate::config::Duration::from_secs(60),
+        ..AgentPolicy::default()
     }
 }
 

@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Opt-out keywords matched by default (whole message; case-, accent- and width-insensitive).
+/// The README lists them between `default-stop-keywords` markers; a test keeps the two equal.
 pub const DEFAULT_STOP_KEYWORDS: &[&str] = &[
     // English
     "STOP",
     "STOP ALL",
     "UNSUBSCRIBE",
     "OPT OUT",
+    "OPT-OUT",
     "OPTOUT",
     "QUIT",
     // Spanish
@@ -39,6 +41,9 @@ pub const DEFAULT_STOP_KEYWORDS: &[&str] = &[
     // Arabic
     "توقف",
     "إيقاف",
+    // The same word as it is usually typed, without the hamza (a distinct keyword: combining
+    // marks outside Latin, Greek and Cyrillic are part of the letter, see policy::optout).
+    "ايقاف",
     "إلغاء الاشتراك",
     // Chinese
     "退订",
@@ -53,7 +58,8 @@ pub const DEFAULT_STOP_KEYWORDS: &[&str] = &[
     "ОТПИСКА",
 ];
 
-/// Resume keywords matched by default.
+/// Resume keywords matched by default (listed in the README between `default-resume-keywords`
+/// markers, kept equal by a test).
 pub const DEFAULT_RESUME_KEYWORDS: &[&str] = &[
     "START",
     "UNSTOP",
@@ -138,6 +144,10 @@ pub struct Policies {
     pub agent: AgentPolicy,
     /// How replies are retried when Meta or the network fails.
     pub delivery: Delivery,
+    /// Most messages one reply is sent as, after splitting at Meta's 4,096-character limit; a
+    /// longer reply is cut after the last part with an ellipsis (…) and counted in
+    /// `wa_gateway_reply_truncated_total`.
+    pub max_reply_parts: u32,
 }
 
 impl Default for Policies {
@@ -156,6 +166,7 @@ impl Default for Policies {
             customer_pacing: CustomerPacing::default(),
             agent: AgentPolicy::default(),
             delivery: Delivery::default(),
+            max_reply_parts: 10,
         }
     }
 }
@@ -229,6 +240,10 @@ pub struct AgentPolicy {
     pub breaker_failures: u32,
     /// How long an open breaker fails fast before letting one call probe the agent.
     pub breaker_cooldown: Duration,
+    /// Most agent calls in flight at once, over all agents and conversations of this process;
+    /// further turns wait for a free slot (a large backlog at start then drains at this pace
+    /// instead of flooding the agents and tripping their breakers).
+    pub max_concurrency: u32,
 }
 
 impl Default for AgentPolicy {
@@ -238,6 +253,7 @@ impl Default for AgentPolicy {
             retry_backoff: Duration::from_millis(500),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
+            max_concurrency: 64,
         }
     }
 }

@@ -503,6 +503,16 @@ fn policy_rules_point_at_their_node() {
             "at least 1",
         ),
         (
+            format!("{EXAMPLE}policies:\n  max_reply_parts: 0\n"),
+            "23:20 policies.max_reply_parts",
+            "at least 1",
+        ),
+        (
+            format!("{EXAMPLE}policies:\n  agent: {{ max_concurrency: 0 }}\n"),
+            "23:29 policies.agent.max_concurrency",
+            "at least 1",
+        ),
+        (
             format!("{EXAMPLE}policies:\n  fallback_reply: {{ es: Lo siento }}\n"),
             "23:19 policies.fallback_reply",
             "`default`",
@@ -532,6 +542,8 @@ fn policy_defaults_cover_ten_languages_of_opt_out() {
     let p = &cfg.policies;
     assert_eq!(p.window.get(), std::time::Duration::from_secs(86_400));
     assert_eq!(p.throughput_per_number, 80);
+    assert_eq!(p.max_reply_parts, 10);
+    assert_eq!(p.agent.max_concurrency, 64);
     for keyword in [
         "STOP",
         "BAJA",

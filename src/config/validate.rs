@@ -113,6 +113,18 @@ fn check_policies(config: &Config, out: &mut Issues) {
             "must be at least 1: consecutive failures that open the breaker",
         );
     }
+    if p.agent.max_concurrency == 0 {
+        out.value(
+            "policies.agent.max_concurrency",
+            "must be at least 1: agent calls in flight at once (default 64)",
+        );
+    }
+    if p.max_reply_parts == 0 {
+        out.value(
+            "policies.max_reply_parts",
+            "must be at least 1: messages one reply may be sent as (default 10)",
+        );
+    }
     for (name, text) in [
         ("opt_out.confirmation", Some(&p.opt_out.confirmation)),
         (

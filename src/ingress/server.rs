@@ -4,9 +4,12 @@
 use super::envelope::{self, ChangeValue, Envelope};
 use super::intake::Intake;
 use super::{probe, signature};
+use crate::policy::KeywordKind;
 use crate::state::{AppState, Snapshot};
 use crate::store::writer::WriterHandle;
-use crate::store::{DeadLetter, InboxState, NewInbound, StatusUpdate, WebhookWrite};
+use crate::store::{
+    DeadLetter, InboxState, Keyword, NewInbound, OptAction, StatusUpdate, WebhookWrite,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -138,6 +141,23 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
 /// Inbound messages by (number label, type label), counted once their webhook is committed.
 type Counted = Vec<(String, &'static str)>;
 
+/// The compliance keyword a message to be answered is, if the whole message is one: the commit
+/// records the opt-out (or opt-in) with the message.
+fn keyword(snap: &Snapshot, row: &NewInbound) -> Option<Keyword> {
+    if row.state != InboxState::Received {
+        return None;
+    }
+    let hit = snap.keywords.classify(row.text.as_deref()?)?;
+    let action = match hit.kind {
+        KeywordKind::Stop => OptAction::Stop,
+        KeywordKind::Resume => OptAction::Resume,
+    };
+    Some(Keyword {
+        action,
+        keyword: hit.keyword,
+    })
+}
+
 /// Turns a parsed envelope into the rows to commit.
 fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
     let mut write = WebhookWrite::default();
@@ -200,7 +220,8 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
                         "unrouted"
                     },
                 ));
-                write.messages.push(NewInbound {
+                let text = super::content::render_text(msg);
+                let mut row = NewInbound {
                     wamid: msg.id.to_string(),
                     phone_number_id: pnid.clone(),
                     customer: customer.map(|c| c.0).unwrap_or_default(),
@@ -214,16 +235,23 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
                         }),
                     customer_name: contact.and_then(|c| c.name.clone()),
                     msg_type: msg.content.label().to_owned(),
-                    text: super::content::render_text(msg),
+                    text,
                     payload: msg.raw.to_string(),
                     meta_ts: msg.timestamp,
                     state,
                     detail,
-                });
+                    keyword: None,
+                };
+                row.strip_nul();
+                row.keyword = keyword(snap, &row);
+                write.messages.push(row);
             }
             for s in &value.statuses {
                 let first_error = s.errors.first();
                 write.statuses.push(StatusUpdate {
+                    phone_number_id: pnid.clone(),
+                    recipient_id: s.recipient_id.clone(),
+                    recipient_user_id: s.recipient_user_id.clone(),
                     wamid: s.id.to_string(),
                     status: s.status.as_str().to_owned(),
                     meta_ts: s.timestamp,

@@ -4,7 +4,7 @@
 
 use crate::graph::{GraphError, RetryClass};
 use crate::state::{AppState, NumberRuntime};
-use crate::store::{OutboxKind, OutboxRow, OutboxState, now_ms};
+use crate::store::{OutboxRow, OutboxState, now_ms};
 use backon::BackoffBuilder;
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ pub enum Outcome {
     Failed,
     /// Outside the 24-hour window (131047).
     Expired,
+    /// Not sent: the customer opted out after it was queued.
+    Cancelled,
     /// Shutdown interrupted it; it stays open in the outbox and is resumed at the next start.
     Interrupted,
 }
@@ -26,14 +28,12 @@ pub enum Outcome {
 pub struct Known {
     /// The latest customer message time (Unix seconds) the caller has seen.
     pub last_inbound: Option<i64>,
-    /// Whether the customer has opted out, when the caller knows it for sure.
-    pub opted_out: Option<bool>,
     /// The row's first attempt was recorded when it was queued (it is `sending` already).
     pub attempt_recorded: bool,
 }
 
-/// Builds the Graph request body for a row.
-pub fn request_body(row: &OutboxRow) -> serde_json::Value {
+/// Builds the Graph request body for a row queued in the database `installation`.
+pub fn request_body(row: &OutboxRow, installation: &str) -> serde_json::Value {
     let mut body: serde_json::Value =
         serde_json::from_str(&row.payload).unwrap_or_else(|_| serde_json::json!({}));
     if let Some(obj) = body.as_object_mut() {
@@ -47,7 +47,7 @@ pub fn request_body(row: &OutboxRow) -> serde_json::Value {
         }
         obj.insert(
             "biz_opaque_callback_data".into(),
-            row.callback_data().into(),
+            row.callback_data(installation).into(),
         );
     }
     body
@@ -69,7 +69,7 @@ pub async fn deliver(
         .with_jitter()
         .without_max_times()
         .build();
-    let body = request_body(row);
+    let body = request_body(row, state.store.installation());
     // Attempts made before this call; the one recorded with the row is about to be made here.
     let mut attempts = row.attempts - i64::from(known.attempt_recorded);
     let mut recorded = known.attempt_recorded;
@@ -103,6 +103,7 @@ pub async fn deliver(
                     .persist("outbox read", || state.store.outbox_row(row.id))
                     .await
                 {
+                    Some(Some(r)) if r.state == OutboxState::Cancelled => Outcome::Cancelled,
                     Some(Some(r)) if r.state.is_settled() => Outcome::Sent,
                     _ => {
                         tracing::warn!(
@@ -115,8 +116,8 @@ pub async fn deliver(
             }
             Some(true) => {}
         }
-        // The token is taken right before the call, so what Meta sees is paced, not what the
-        // database saw.
+        // The token is taken right before the call (only the opt-out check comes between), so
+        // what Meta sees is paced, not what the database saw.
         let limiter = state.limiter.load_full();
         let waiting = tokio::time::Instant::now();
         // Like the waits between retries, a pacing wait ends when the gateway drains: the row
@@ -130,6 +131,28 @@ pub async fn deliver(
             .throttle_wait_seconds
             .with_label_values(&[pnid])
             .inc_by(waiting.elapsed().as_secs_f64());
+        // The last moment before it leaves: an opt-out committed while it was queued, waited
+        // for its pace or for a retry stops it here (an attempt recorded for it is taken back).
+        match state.reply_allowed(row).await {
+            Some(true) => {}
+            Some(false) => {
+                tracing::info!(
+                    outbox_id = row.id,
+                    "reply cancelled: the customer opted out after it was queued"
+                );
+                give_up(
+                    state,
+                    row,
+                    OutboxState::Cancelled,
+                    None,
+                    "customer opted out",
+                    true,
+                )
+                .await;
+                return Outcome::Cancelled;
+            }
+            None => return Outcome::Interrupted,
+        }
         attempts += 1;
         let result = snap
             .graph
@@ -244,9 +267,9 @@ enum Gate {
     Stop(Outcome),
 }
 
-/// The policy checks a reply must pass right before it leaves: the 24-hour window, and the
-/// customer's opt-out (only the opt-out confirmation may reach an opted-out customer).
-/// `recorded`: an attempt was recorded for the row but not made yet; a stop takes it back.
+/// The 24-hour window, checked before each attempt (the customer's opt-out is checked later
+/// still, right before the call: see [`deliver`]). `recorded`: an attempt was recorded for the
+/// row but not made yet; a stop takes it back.
 async fn gate(
     state: &AppState,
     number: &NumberRuntime,
@@ -291,31 +314,6 @@ async fn gate(
         )
         .await;
         return Gate::Stop(Outcome::Expired);
-    }
-    if row.kind != OutboxKind::OptOutConfirmation {
-        let opted_out = match known.opted_out {
-            Some(known) => known,
-            None => match state.opted_out_now(pnid, &row.customer).await {
-                Some(now) => now,
-                None => return Gate::Stop(Outcome::Interrupted),
-            },
-        };
-        if opted_out {
-            tracing::info!(
-                outbox_id = row.id,
-                "reply cancelled: the customer opted out"
-            );
-            give_up(
-                state,
-                row,
-                OutboxState::Cancelled,
-                None,
-                "customer opted out",
-                recorded,
-            )
-            .await;
-            return Gate::Stop(Outcome::Failed);
-        }
     }
     Gate::Go
 }

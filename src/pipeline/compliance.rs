@@ -1,107 +1,57 @@
 //! Compliance texts of a turn: opt-out and opt-in keywords with their confirmations, and picking
 //! a system text in the customer's language.
 
-use super::turn::{Known, complete_and_send, finish_all, reply_rows};
-use crate::policy::{KeywordHit, KeywordKind};
+use super::turn::{Known, complete_and_send, reply_rows};
 use crate::state::{AppState, NumberRuntime};
-use crate::store::{InboxRow, InboxState, OutboxKind};
+use crate::store::{InboxRow, InboxState, Keyword, OptAction, OutboxKind};
 use std::sync::Arc;
 
-/// Handles an opt-out or opt-in keyword; returns false when the message is an ordinary turn after
-/// all (START from a customer who never opted out).
+/// Confirms an opt-out or opt-in that `row`'s commit recorded (see `store::keywords`): the
+/// confirmation is queued with the turn's completion, and no agent is called.
 pub(super) async fn keyword(
     state: &AppState,
     number: &Arc<NumberRuntime>,
     row: &InboxRow,
-    hit: &KeywordHit,
+    keyword: &Keyword,
     language: Option<&crate::policy::LanguageHint>,
     known: &mut Known,
-) -> bool {
+) {
     let pnid = row.msg.phone_number_id.as_str();
-    let customer = row.msg.customer.as_str();
-    let Some(opted_out) = known.opted_out(state, pnid, customer).await else {
-        return true;
-    };
     let opt_out = &number.policies.opt_out;
-    let said = row.msg.text.as_deref();
-    match hit.kind {
-        KeywordKind::Stop if opted_out => {
-            // The confirmation goes out once; a repeated STOP is recorded, not answered.
-            finish_all(
-                state,
-                std::slice::from_ref(row),
-                InboxState::Done,
-                "opt-out repeated",
-            )
-            .await;
-        }
-        KeywordKind::Stop => {
-            if state
-                .persist("turn", || {
-                    state
-                        .writer
-                        .set_opt_out(pnid, customer, true, &hit.keyword, &row.msg.wamid)
-                })
-                .await
-                .is_none()
-            {
-                return true;
-            }
-            known.opted_out = Some(true);
-            state.opted_out.set(pnid, customer, true);
-            state
-                .metrics
-                .opt_outs
-                .with_label_values(&[pnid, "stop"])
-                .inc();
-            tracing::info!(keyword = %hit.keyword, "customer opted out");
-            let text = localized(&opt_out.confirmation, said, language);
-            let replies = reply_rows(row, number, &[text], OutboxKind::OptOutConfirmation);
-            complete_and_send(
-                state,
-                number,
-                std::slice::from_ref(row),
-                InboxState::Done,
-                Some("opt-out"),
-                replies,
-            )
-            .await;
-        }
-        KeywordKind::Resume if opted_out => {
-            if state
-                .persist("turn", || {
-                    state
-                        .writer
-                        .set_opt_out(pnid, customer, false, &hit.keyword, &row.msg.wamid)
-                })
-                .await
-                .is_none()
-            {
-                return true;
-            }
-            known.opted_out = Some(false);
-            state.opted_out.set(pnid, customer, false);
-            state
-                .metrics
-                .opt_outs
-                .with_label_values(&[pnid, "resume"])
-                .inc();
-            tracing::info!(keyword = %hit.keyword, "customer opted back in");
-            let text = localized(&opt_out.resume_confirmation, said, language);
-            let replies = reply_rows(row, number, &[text], OutboxKind::ResumeConfirmation);
-            complete_and_send(
-                state,
-                number,
-                std::slice::from_ref(row),
-                InboxState::Done,
-                Some("opt-in"),
-                replies,
-            )
-            .await;
-        }
-        KeywordKind::Resume => return false,
-    }
-    true
+    let (opted_out, text, kind, detail, action) = match keyword.action {
+        OptAction::Stop => (
+            true,
+            &opt_out.confirmation,
+            OutboxKind::OptOutConfirmation,
+            "opt-out",
+            "stop",
+        ),
+        OptAction::Resume => (
+            false,
+            &opt_out.resume_confirmation,
+            OutboxKind::ResumeConfirmation,
+            "opt-in",
+            "resume",
+        ),
+    };
+    known.opted_out = Some(opted_out);
+    state
+        .metrics
+        .opt_outs
+        .with_label_values(&[pnid, action])
+        .inc();
+    tracing::info!(keyword = %keyword.keyword, action, "customer opt-out state changed; confirming");
+    let text = localized(text, row.msg.text.as_deref(), language);
+    let replies = reply_rows(row, number, &[text], kind);
+    complete_and_send(
+        state,
+        number,
+        std::slice::from_ref(row),
+        InboxState::Done,
+        Some(detail),
+        replies,
+    )
+    .await;
 }
 
 /// The language to pick a system text in: the hint when it is reliable, else the best guess

@@ -3,6 +3,7 @@
 //! Rows are pushed here by the group-commit writer; nothing polls. With several replicas on
 //! PostgreSQL, conversations are claimed through the database instead (`cluster.rs`).
 
+mod backlog;
 pub mod cluster;
 mod compliance;
 mod turn;
@@ -42,6 +43,8 @@ impl Work {
 #[derive(Clone)]
 pub struct Dispatch {
     tx: mpsc::UnboundedSender<Work>,
+    /// The opt-outs the send path reads, told of each change as soon as it is committed.
+    opted_out: crate::store::OptedOut,
 }
 
 impl Dispatch {
@@ -55,6 +58,14 @@ impl Dispatch {
 impl Sink for Dispatch {
     fn push(&mut self, rows: Vec<InboxRow>) {
         for row in rows {
+            // A committed keyword row changed the customer's state (the commit kept no other):
+            // from now on nothing queued before it leaves.
+            if let Some(k) = &row.msg.keyword {
+                let stop = k.action == crate::store::OptAction::Stop;
+                let m = &row.msg;
+                self.opted_out
+                    .set(&m.phone_number_id, &m.customer, stop, row.received_at);
+            }
             self.send(Work::Inbound(row));
         }
     }
@@ -95,51 +106,86 @@ fn lower_priority() {
 /// How long an idle conversation worker lives before it exits.
 const WORKER_IDLE: Duration = Duration::from_secs(30);
 
-/// Starts the dispatcher. It stops at shutdown; workers finish their current item first.
+/// Work on its way to a conversation worker; a backlog item holds its ticket until its turn is
+/// over, so only so many backlog items are in the pipeline at once.
+struct Queued {
+    work: Work,
+    ticket: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Starts the dispatcher. It stops at shutdown; workers finish their current item first. On one
+/// process it first hands out the work found open at start (`backlog.rs`).
 pub fn spawn(state: Arc<AppState>) -> Dispatch {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
-    let dispatch = Dispatch { tx };
+    let (tx, rx) = mpsc::unbounded_channel::<Work>();
+    let dispatch = Dispatch {
+        tx,
+        opted_out: state.opted_out.clone(),
+    };
     if state.store.is_shared() {
         cluster::spawn(state, rx, dispatch.clone());
         return dispatch;
     }
     let tracker = state.tracker.clone();
-    tracker.spawn(async move {
-        let mut workers: HashMap<(String, String), mpsc::UnboundedSender<Work>> = HashMap::new();
-        let mut next_sweep = 4096;
-        loop {
-            let work = tokio::select! {
-                w = rx.recv() => match w { Some(w) => w, None => break },
-                _ = state.draining.cancelled() => break,
-            };
-            let key = work.key();
-            let work = match workers.get(&key) {
-                Some(w) => match w.send(work) {
-                    Ok(()) => continue,
-                    // The worker went idle and closed: start a new one for this work.
-                    Err(mpsc::error::SendError(work)) => work,
-                },
-                None => work,
-            };
-            // Forget workers that went idle, amortised: sweep only when the map has doubled
-            // since the last sweep, so a spawn costs O(1) however many conversations are live.
-            if workers.len() >= next_sweep {
-                workers.retain(|_, w| !w.is_closed());
-                next_sweep = (workers.len() * 2).max(4096);
-            }
-            let (wtx, wrx) = mpsc::unbounded_channel();
-            let _ = wtx.send(work);
-            workers.insert(key, wtx);
-            state.tracker.spawn(worker(state.clone(), wrx));
-        }
-    });
+    tracker.spawn(dispatcher(state, rx));
     dispatch
 }
 
-async fn worker(state: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Work>) {
+async fn dispatcher(state: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Work>) {
+    let mut workers: HashMap<(String, String), mpsc::UnboundedSender<Queued>> = HashMap::new();
+    let mut next_sweep = 4096;
+    // A few backlog turns per agent slot keep the agents busy while memory stays bounded.
+    let slots = state.snapshot.load().config.policies.agent.max_concurrency as usize;
+    let mut backlog = backlog::Backlog::new(slots.saturating_mul(4).clamp(64, 4096));
+    loop {
+        let queued = tokio::select! {
+            biased;
+            _ = state.draining.cancelled() => break,
+            w = rx.recv() => match w {
+                // The backlog reads this row from storage in its turn (or has handed it out).
+                Some(Work::Inbound(row)) if backlog.covers(row.id) => continue,
+                Some(work) => Queued { work, ticket: None },
+                None => break,
+            },
+            ticket = backlog.ticket(), if backlog.is_open() => {
+                match backlog.next(&state).await {
+                    Some(work) => Queued { work, ticket: Some(ticket) },
+                    None => continue,
+                }
+            }
+        };
+        let key = queued.work.key();
+        let queued = match workers.get(&key) {
+            Some(w) => match w.send(queued) {
+                Ok(()) => continue,
+                // The worker went idle and closed: start a new one for this work.
+                Err(mpsc::error::SendError(queued)) => queued,
+            },
+            None => queued,
+        };
+        // Forget workers that went idle, amortised: sweep only when the map has doubled
+        // since the last sweep, so a spawn costs O(1) however many conversations are live.
+        if workers.len() >= next_sweep {
+            workers.retain(|_, w| !w.is_closed());
+            next_sweep = (workers.len() * 2).max(4096);
+        }
+        // A worker started for the backlog leaves as soon as it has nothing to do: a backlog
+        // touches many conversations once each, and idle workers would hold memory for each.
+        let idle = if queued.ticket.is_some() {
+            Duration::ZERO
+        } else {
+            WORKER_IDLE
+        };
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        let _ = wtx.send(queued);
+        workers.insert(key, wtx);
+        state.tracker.spawn(worker(state.clone(), wrx, idle));
+    }
+}
+
+async fn worker(state: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Queued>, idle: Duration) {
     state.metrics.conversation_workers.inc();
     // Work taken from the channel while coalescing that did not belong to the turn.
-    let mut next: Option<Work> = None;
+    let mut next: Option<Queued> = None;
     let mut known = turn::Known::default();
     loop {
         let work = match next.take() {
@@ -148,7 +194,7 @@ async fn worker(state: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Work>) {
                 biased;
                 _ = state.draining.cancelled() => break,
                 w = rx.recv() => match w { Some(w) => w, None => break },
-                _ = tokio::time::sleep(WORKER_IDLE) => {
+                _ = tokio::time::sleep(idle) => {
                     // Close first, then drain: anything sent before the close is still handled
                     // here, anything after makes the dispatcher start a new worker.
                     rx.close();
@@ -171,12 +217,14 @@ async fn worker(state: Arc<AppState>, mut rx: mpsc::UnboundedReceiver<Work>) {
 /// within the quiet period (coalescing) so they make one agent turn.
 async fn handle(
     state: &AppState,
-    rx: &mut mpsc::UnboundedReceiver<Work>,
-    work: Work,
-    next: &mut Option<Work>,
+    rx: &mut mpsc::UnboundedReceiver<Queued>,
+    queued: Queued,
+    next: &mut Option<Queued>,
     known: &mut turn::Known,
 ) {
-    let first = match work {
+    // Backlog tickets are given back when the turn is over.
+    let mut tickets: Vec<_> = queued.ticket.into_iter().collect();
+    let first = match queued.work {
         Work::Resume(row) => return turn::resume(state, row).await,
         Work::Inbound(row) => row,
         // Only the cluster dispatcher sees wakes.
@@ -192,7 +240,13 @@ async fn handle(
                 _ = state.draining.cancelled() => None,
             };
             match more {
-                Some(Work::Inbound(row)) if turn::coalescable(state, &row) => rows.push(row),
+                Some(Queued {
+                    work: Work::Inbound(row),
+                    ticket,
+                }) if turn::coalescable(state, &row) => {
+                    rows.push(row);
+                    tickets.extend(ticket);
+                }
                 Some(other) => {
                     *next = Some(other);
                     break;
@@ -202,4 +256,5 @@ async fn handle(
         }
     }
     turn::inbound(state, rows, known).await;
+    drop(tickets);
 }

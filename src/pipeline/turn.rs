@@ -18,14 +18,10 @@ pub fn coalesce_window(state: &AppState, row: &InboxRow) -> Option<Duration> {
     (!quiet.is_zero() && coalescable(state, row)).then_some(quiet)
 }
 
-/// Whether `row` may join another message's turn: plain customer text that is not a keyword.
-pub fn coalescable(state: &AppState, row: &InboxRow) -> bool {
-    if row.msg.msg_type != "text" {
-        return false;
-    }
-    let snap = state.snapshot.load();
-    let text = row.msg.text.as_deref().unwrap_or_default();
-    snap.keywords.classify(text).is_none()
+/// Whether `row` may join another message's turn: plain customer text that is not a keyword
+/// (the commit kept its keyword only if it changed the customer's opt-out state).
+pub fn coalescable(_state: &AppState, row: &InboxRow) -> bool {
+    row.msg.msg_type == "text" && row.msg.keyword.is_none()
 }
 
 /// Resumes a reply found open at start.
@@ -58,7 +54,9 @@ pub async fn resume(state: &AppState, row: OutboxRow) {
 }
 
 /// What a conversation worker already knows about its customer, so a turn need not ask the
-/// database again. Only this worker changes it (turns of one conversation run one at a time).
+/// database again (several replicas; one process reads its in-memory set every time).
+/// Opt-outs are committed with the keyword, possibly by another replica, but each one also
+/// reaches this worker as the conversation's next message, which sets it here.
 #[derive(Debug, Default)]
 pub struct Known {
     /// Whether the customer opted out of this number, once read.
@@ -73,6 +71,9 @@ impl Known {
         pnid: &str,
         customer: &str,
     ) -> Option<bool> {
+        if !state.store.is_shared() {
+            return state.opted_out_now(pnid, customer).await;
+        }
         if let Some(known) = self.opted_out {
             return Some(known);
         }
@@ -127,11 +128,9 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
         _ => text.as_deref().and_then(crate::policy::detect_language),
     };
 
-    if rows.len() == 1
-        && number.policies.opt_out.enabled
-        && let Some(hit) = snap.keywords.classify(text.as_deref().unwrap_or_default())
-        && super::compliance::keyword(state, &number, first, &hit, language.as_ref(), known).await
-    {
+    // A keyword that changed the customer's opt-out state when it was committed: confirm it.
+    if let Some(keyword) = &first.msg.keyword {
+        super::compliance::keyword(state, &number, first, keyword, language.as_ref(), known).await;
         return;
     }
     let Some(opted_out) = known.opted_out(state, pnid, customer).await else {
@@ -211,15 +210,34 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
         }
     };
     let turn = build_turn(&number, rows, text, language.clone(), history);
+    // At most `policies.agent.max_concurrency` calls in flight over the whole process; the
+    // wait is not the agent's time, so it starts the clock only once a slot is free.
+    let Some(_slot) = state.agent_slots.acquire(&state.shutdown).await else {
+        return;
+    };
     let started = Instant::now();
     let answer = tokio::select! {
         a = number.agent.call(&turn) => a,
         // Not recorded: the turn runs again at the next start.
         _ = state.shutdown.cancelled() => return,
     };
+    drop(_slot);
     let (result, inbox_state, detail, replies) = match answer {
         Ok(Some(reply)) => {
-            let parts = crate::reply::shape(&reply);
+            let mut parts = crate::reply::shape(&reply);
+            let max = number.policies.max_reply_parts as usize;
+            if crate::reply::limit_parts(&mut parts, max) {
+                tracing::warn!(
+                    max,
+                    "reply longer than policies.max_reply_parts messages; cut with an ellipsis"
+                );
+                state
+                    .metrics
+                    .bounds
+                    .reply_truncated
+                    .with_label_values(&[pnid])
+                    .inc();
+            }
             let replies = reply_rows(
                 rows.last().unwrap_or(first),
                 &number,
@@ -395,11 +413,10 @@ pub(super) async fn complete_and_send(
     else {
         return;
     };
-    // The turn's own messages prove the window open until their time + window; the customer
-    // cannot opt out in between, since their next message waits for this turn.
+    // The turn's own messages prove the window open until their time + window. An opt-out may
+    // be committed at any moment: the sender checks it right before each part leaves.
     let known = outbox::Known {
         last_inbound: rows.iter().map(|r| r.msg.meta_ts).max(),
-        opted_out: Some(false),
         attempt_recorded: attempt,
     };
     for row in out {

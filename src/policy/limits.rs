@@ -260,6 +260,32 @@ impl SendLimiter {
     }
 }
 
+/// How often the pacing state is swept (a customer's entry is forgotten once its bucket is full
+/// again, at most `burst × interval` after their last message).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Sweeps whichever limiter is in force (a reload replaces it) every `every` until `stop`, and
+/// reports how many customers it still remembers. Owned by the process (started with the
+/// gateway): without it, every customer ever answered would stay in memory.
+pub async fn sweep(
+    limiter: &arc_swap::ArcSwap<SendLimiter>,
+    every: Duration,
+    report: impl Fn(usize),
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let limiter = limiter.load();
+        limiter.housekeeping();
+        report(limiter.tracked_customers());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +406,53 @@ mod tests {
         assert_eq!(limiter.tracked_customers(), 0);
         assert!(limiter.throttled.lock().unwrap().is_empty());
         assert!(limiter.default_numbers.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_keeps_pacing_state_bounded() {
+        let limiter = Arc::new(arc_swap::ArcSwap::from_pointee(SendLimiter::new(
+            1000,
+            HashMap::new(),
+            &pacing(1, 2),
+        )));
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = {
+            let (limiter, seen, stop) = (limiter.clone(), seen.clone(), stop.clone());
+            tokio::spawn(async move {
+                let report = |n| seen.store(n, std::sync::atomic::Ordering::SeqCst);
+                sweep(&limiter, Duration::from_secs(10), report, stop).await
+            })
+        };
+        // Waves of new customers, each answered once: without the sweep the limiter would
+        // remember all of them; with it, only those of the last interval or two.
+        for wave in 0..20 {
+            for c in 0..500 {
+                limiter
+                    .load()
+                    .acquire("106540352242922", &format!("{wave}-{c}"))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            tokio::task::yield_now().await;
+            let remembered = seen.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(
+                remembered <= 1000,
+                "wave {wave}: {remembered} customers remembered"
+            );
+        }
+        // A reload's new limiter is the one swept from then on.
+        limiter.store(Arc::new(SendLimiter::new(
+            1000,
+            HashMap::new(),
+            &pacing(1, 2),
+        )));
+        limiter.load().acquire("106540352242922", "late").await;
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.load().tracked_customers(), 0);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+        stop.cancel();
+        task.await.unwrap();
     }
 }

@@ -400,3 +400,41 @@ proptest! {
         prop_assert!(!out.contains("\n\n\n"));
     }
 }
+
+#[test]
+fn a_reply_past_max_parts_is_cut_with_an_ellipsis_within_the_limit() {
+    let part = |c: char| c.to_string().repeat(MAX_TEXT_CHARS);
+    let mut parts: Vec<String> = ['a', 'b', 'c'].into_iter().map(part).collect();
+    assert!(!limit_parts(&mut parts, 3), "three parts fit in three");
+    assert!(limit_parts(&mut parts, 2));
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0], part('a'));
+    assert!(
+        parts[1].ends_with("b…"),
+        "{}",
+        &parts[1][parts[1].len() - 8..]
+    );
+    assert_eq!(parts[1].chars().count(), MAX_TEXT_CHARS);
+    // A short last part keeps all of itself; trailing whitespace gives way to the ellipsis.
+    let mut short = vec!["one ".to_owned(), "two".to_owned()];
+    assert!(limit_parts(&mut short, 1));
+    assert_eq!(short, ["one…"]);
+    // An emoji sequence at the cut is dropped whole, never split.
+    let family = "👨‍👩‍👧";
+    let mut emoji = vec![
+        format!("{}{family}", "x".repeat(MAX_TEXT_CHARS - 5)),
+        "y".into(),
+    ];
+    assert!(limit_parts(&mut emoji, 1));
+    assert_eq!(emoji[0], format!("{}…", "x".repeat(MAX_TEXT_CHARS - 5)));
+    // Zero means one: a reply is never dropped whole.
+    let mut zero = vec!["a".to_owned(), "b".to_owned()];
+    assert!(limit_parts(&mut zero, 0));
+    assert_eq!(zero, ["a…"]);
+}
+
+#[test]
+fn nul_characters_never_reach_a_part() {
+    assert_eq!(shape("he\0llo\0"), ["hello"]);
+    assert!(shape("\0\0").is_empty());
+}

@@ -6,12 +6,11 @@
 
 use super::erase::{EraseOp, Erased, apply_erase};
 use super::retention::{NOT_DELETED_BEFORE, PruneOp, Pruned, apply_prune, wamid_digest};
-use super::sql::{Arg, Sql, WriteTx};
+use super::sql::{Sql, WriteTx};
 use super::{
     InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, Pool, Store, StoreError,
-    WebhookWrite, now_ms, parse_callback_data,
+    WebhookWrite, now_ms,
 };
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 /// One write.
@@ -50,14 +49,6 @@ pub enum Op {
         message: String,
         /// The attempt recorded when the row was queued was never made: take it back.
         unattempted: bool,
-    },
-    /// An opt-out (or opt-in) by keyword.
-    OptOut {
-        phone_number_id: String,
-        customer: String,
-        opted_out: bool,
-        keyword: String,
-        wamid: String,
     },
     /// An operator disconnects (or connects again) a number from the admin API.
     NumberOverride {
@@ -120,31 +111,6 @@ const UPSERT_CONVERSATION_TAIL_PG: &str = " ON CONFLICT (phone_number_id, custom
      last_inbound_ts = GREATEST(conversations.last_inbound_ts, excluded.last_inbound_ts), \
      updated_at = excluded.updated_at";
 
-/// What one row of the outbox moves to: a status webhook's, or Meta's answer to the send
-/// (`sent`, with the wamid it gave).
-struct Settle<'a> {
-    state: OutboxState,
-    wamid: &'a str,
-    error_code: Option<i64>,
-    error_title: Option<&'a str>,
-}
-
-impl<'a> Settle<'a> {
-    /// Keeps the furthest state per row (the first one seen among equals).
-    fn merge_into<K>(self, entry: Entry<'_, K, Settle<'a>>) {
-        match entry {
-            Entry::Vacant(v) => {
-                v.insert(self);
-            }
-            Entry::Occupied(mut o) => {
-                if self.state.rank() > o.get().state.rank() {
-                    o.insert(self);
-                }
-            }
-        }
-    }
-}
-
 /// The latest facts per conversation in a batch (one upsert row each: PostgreSQL refuses to
 /// update the same row twice in one statement).
 fn conversations<'a>(messages: impl Iterator<Item = &'a NewInbound>) -> Vec<&'a NewInbound> {
@@ -178,19 +144,21 @@ impl Store {
             ));
         };
         let mut tx = pool.begin().await?;
-        let done = apply_ops(&mut tx, ops, true, self.replica()).await?;
+        let done = apply_ops(&mut tx, ops, true, self.replica(), self.installation()).await?;
         tx.commit().await?;
         Ok(done)
     }
 }
 
 /// Applies `ops` in order inside the open transaction `tx`. `shared`: PostgreSQL, where other
-/// replicas write too; `replica` names this one in the leases it holds.
+/// replicas write too; `replica` names this one in the leases it holds; `installation` is the
+/// database's id, which status webhooks must echo to settle a reply.
 pub(super) async fn apply_ops(
     tx: &mut impl WriteTx,
     ops: &[Op],
     shared: bool,
     replica: &str,
+    installation: &str,
 ) -> Result<Vec<Done>, StoreError> {
     let now = now_ms();
     let upsert_tail = if shared {
@@ -216,9 +184,9 @@ pub(super) async fn apply_ops(
         let digests: Vec<String> = chunk.iter().map(|m| wamid_digest(&m.wamid)).collect();
         let mut sql = Sql::new(
             "INSERT INTO inbox (wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
-             msg_type, text, payload, meta_ts, received_at, state, detail) SELECT column1, \
-             column2, column3, column4, column5, column6, column7, column8, column9, column10, \
-             column11, column12, column13 FROM (",
+             msg_type, text, payload, meta_ts, received_at, state, detail, opt_action, \
+             opt_keyword) SELECT column1, column2, column3, column4, column5, column6, column7, \
+             column8, column9, column10, column11, column12, column13, column14, column15 FROM (",
         );
         sql.values(chunk.iter().zip(&digests), |t, (m, digest)| {
             t.bind(&m.wamid)
@@ -234,6 +202,8 @@ pub(super) async fn apply_ops(
                 .bind(now)
                 .bind(m.state.as_str())
                 .bind(&m.detail)
+                .bind(m.keyword.as_ref().map(|k| k.action.as_str()))
+                .bind(m.keyword.as_ref().map(|k| k.keyword.as_str()))
                 .bind(digest.as_str());
         });
         sql.push(") AS v WHERE ")
@@ -275,117 +245,11 @@ pub(super) async fn apply_ops(
         sql.push(upsert_tail);
         tx.execute(&sql).await?;
     }
+    // Opt-outs take effect here, with the message that says so (before the turns below close,
+    // so a turn this keyword cuts off queues nothing).
+    let keywords = super::keywords::commit(tx, &all, &inserted, now).await?;
 
-    // Statuses of the whole batch, the highest per row: statuses arrive out of order and
-    // more than once, a row only moves forward, and PostgreSQL updates a row at most once
-    // per statement. The callback id finds a row whose send was never recorded (a crash
-    // between send and record), so it also fills in the wamid. Meta's answers to sends
-    // join them as `sent` with the wamid the answer gave: one statement for both.
-    let mut by_id: HashMap<i64, Settle> = HashMap::new();
-    let mut by_wamid: HashMap<&str, Settle> = HashMap::new();
-    for op in ops {
-        if let Op::Sent { id, wamid } = op {
-            Settle {
-                state: OutboxState::Sent,
-                wamid,
-                error_code: None,
-                error_title: None,
-            }
-            .merge_into(by_id.entry(*id));
-        }
-        let Op::Webhook(w) = op else { continue };
-        for st in &w.statuses {
-            if st.status == "failed" || st.error_code.is_some() {
-                tx.run(
-                    "INSERT INTO status_events (wamid, status, meta_ts, \
-                     biz_opaque_callback_data, error_code, error_title, received_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    [
-                        (&st.wamid).into(),
-                        (&st.status).into(),
-                        st.meta_ts.into(),
-                        (&st.callback).into(),
-                        st.error_code.into(),
-                        (&st.error_title).into(),
-                        now.into(),
-                    ],
-                )
-                .await?;
-            }
-            let Some(state) = OutboxState::parse(&st.status).filter(|s| s.is_settled()) else {
-                continue;
-            };
-            let settle = Settle {
-                state,
-                wamid: &st.wamid,
-                error_code: st.error_code,
-                error_title: st.error_title.as_deref(),
-            };
-            match st.callback.as_deref().and_then(parse_callback_data) {
-                Some(id) => settle.merge_into(by_id.entry(id)),
-                None => settle.merge_into(by_wamid.entry(st.wamid.as_str())),
-            }
-        }
-    }
-    // With several replicas, two batches may touch the same replies (one records Meta's
-    // answer, the other its status webhooks) in different orders: lock every reply this
-    // batch touches first, in id order, so they wait for each other instead of deadlocking.
-    if shared {
-        let mut ids: Vec<i64> = by_id.keys().copied().collect();
-        ids.extend(ops.iter().filter_map(|op| match op {
-            Op::Attempt { id }
-            | Op::Sent { id, .. }
-            | Op::Retry { id, .. }
-            | Op::GiveUp { id, .. } => Some(*id),
-            _ => None,
-        }));
-        ids.sort_unstable();
-        ids.dedup();
-        if !ids.is_empty() || !by_wamid.is_empty() {
-            let mut sql = Sql::new("SELECT id FROM outbox WHERE id IN (");
-            sql.list(std::iter::once(-1_i64).chain(ids));
-            sql.push(") OR wamid IN (");
-            sql.list(std::iter::once("").chain(by_wamid.keys().copied()));
-            sql.push(") ORDER BY id FOR UPDATE");
-            tx.execute(&sql).await?;
-        }
-    }
-    // One statement shape for both keys. The wamid is not in it: SQLite rewrites an index entry
-    // whenever its column is assigned, even to the value it has, and every status of every reply
-    // would rewrite a random page of `outbox_wamid`. A row found by id gets its wamid below, once.
-    let by_id: Vec<(Arg, Settle)> = by_id.into_iter().map(|(id, s)| (id.into(), s)).collect();
-    let by_wamid: Vec<(Arg, Settle)> = by_wamid.into_iter().map(|(w, s)| (w.into(), s)).collect();
-    for (rows, key) in [(&by_id, "id"), (&by_wamid, "wamid")] {
-        for chunk in rows.chunks(CHUNK) {
-            let mut sql = Sql::new(
-                "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
-                 error_code = COALESCE(v.column4, outbox.error_code), \
-                 error_message = COALESCE(v.column5, outbox.error_message), updated_at = ",
-            );
-            sql.bind(now).push(" FROM (");
-            sql.values(chunk.iter(), |t, (key, st)| {
-                t.bind(*key)
-                    .bind(st.state.as_str())
-                    .bind(st.state.rank())
-                    .bind(st.error_code)
-                    .bind(st.error_title);
-            });
-            sql.push(") AS v WHERE outbox.")
-                .push(key)
-                .push(" = v.column1 AND outbox.state_rank < v.column3");
-            tx.execute(&sql).await?;
-        }
-    }
-    // Meta's wamid for a reply whose send was never recorded (a crash between send and record;
-    // a status webhook that beat Meta's answer), or from the answer itself: only where missing.
-    for chunk in by_id.chunks(CHUNK) {
-        let mut sql = Sql::new("UPDATE outbox SET wamid = v.column2 FROM (");
-        sql.values(chunk.iter(), |t, (id, st)| {
-            t.bind(*id).bind(st.wamid);
-        });
-        sql.push(") AS v WHERE outbox.id = v.column1 AND outbox.wamid IS NULL");
-        tx.execute(&sql).await?;
-    }
+    super::settle::statuses(tx, ops, shared, installation, now).await?;
 
     // Turns close their messages first, and only a message still waiting can be closed:
     // if two replicas ever ran the same turn (one stalled past its lease), the second
@@ -555,14 +419,20 @@ pub(super) async fn apply_ops(
             Op::Webhook(w) => {
                 let mut fresh = Vec::new();
                 for m in &w.messages {
-                    // The first occurrence of a wamid in the batch takes the new row.
+                    // The first occurrence of a wamid in the batch takes the new row; rows a
+                    // keyword closed in this commit need no turn.
                     if m.state == InboxState::Received
                         && let Some(id) = inserted.remove(&m.wamid)
+                        && !keywords.closed.contains(&id)
                     {
+                        let mut msg = m.clone();
+                        if keywords.ordinary.contains(&id) {
+                            msg.keyword = None;
+                        }
                         fresh.push(InboxRow {
                             id,
                             received_at: now,
-                            msg: m.clone(),
+                            msg,
                         });
                     }
                 }
@@ -606,6 +476,7 @@ pub(super) async fn apply_ops(
                             wamid: None,
                             sending_since,
                             kind: r.kind,
+                            created_at: now,
                         })
                     })
                     .collect();
@@ -640,42 +511,6 @@ pub(super) async fn apply_ops(
                         now.into(),
                         (*id).into(),
                         i64::from(*unattempted).into(),
-                    ],
-                )
-                .await?;
-                done.push(Done::Ok);
-            }
-            Op::OptOut {
-                phone_number_id,
-                customer,
-                opted_out,
-                keyword,
-                wamid,
-            } => {
-                let flag = i64::from(*opted_out);
-                tx.run(
-                    "INSERT INTO opt_outs (phone_number_id, customer, opted_out, keyword, changed_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (phone_number_id, customer) DO UPDATE SET \
-                     opted_out = excluded.opted_out, keyword = excluded.keyword, changed_at = excluded.changed_at",
-                    [
-                        phone_number_id.into(),
-                        customer.into(),
-                        flag.into(),
-                        keyword.into(),
-                        now.into(),
-                    ],
-                )
-                .await?;
-                tx.run(
-                    "INSERT INTO opt_out_events (phone_number_id, customer, opted_out, keyword, wamid, at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    [
-                        phone_number_id.into(),
-                        customer.into(),
-                        flag.into(),
-                        keyword.into(),
-                        wamid.into(),
-                        now.into(),
                     ],
                 )
                 .await?;

@@ -5,7 +5,7 @@
 use super::apply::Op;
 use super::retention::{remember, wamid_digest};
 use super::sql::{Arg, Sql, WriteTx};
-use super::{Store, StoreError, on_pool};
+use super::{Callback, Store, StoreError, on_pool};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
@@ -356,15 +356,24 @@ impl Store {
             .into_iter()
             .map(|(id, w, at)| (id, wamid_digest(&w), at))
             .collect();
-        let mut sql = Sql::new("SELECT id, wamid FROM outbox WHERE ");
+        let mut sql = Sql::new("SELECT id, wamid, created_at FROM outbox WHERE ");
         any_column_in(&mut sql, &["customer", "recipient"], ids);
-        let outbox: Vec<(i64, Option<String>)> = read!(self, &sql, (i64, Option<String>))?;
-        plan.outbox = outbox.iter().map(|(id, _)| *id).collect();
-        // Status events name the reply by its wamid, or by the callback data it was sent with.
-        let wamids: Vec<String> = outbox.iter().filter_map(|(_, w)| w.clone()).collect();
+        let outbox: Vec<(i64, Option<String>, i64)> =
+            read!(self, &sql, (i64, Option<String>, i64))?;
+        plan.outbox = outbox.iter().map(|(id, _, _)| *id).collect();
+        // Status events name the reply by its wamid, or by the callback data it was sent with
+        // (this installation's, or the form sent before installations existed).
+        let wamids: Vec<String> = outbox.iter().filter_map(|(_, w, _)| w.clone()).collect();
         let callbacks: Vec<String> = outbox
             .iter()
-            .map(|(id, _)| super::callback_data(*id))
+            .flat_map(|&(id, _, created_at)| {
+                let row = Callback::Row {
+                    installation: self.installation().to_owned(),
+                    id,
+                    created_at,
+                };
+                [row.to_string(), Callback::Legacy(id).to_string()]
+            })
             .collect();
         for (col, list) in [("wamid", &wamids), ("biz_opaque_callback_data", &callbacks)] {
             for chunk in list.chunks(CHUNK) {

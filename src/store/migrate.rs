@@ -27,6 +27,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("migrations/sqlite/0007_retention.sql"),
     ),
+    (
+        8,
+        "optout_commit_installation",
+        include_str!("migrations/sqlite/0008_optout_commit_installation.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -61,6 +66,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         7,
         "retention",
         include_str!("migrations/postgres/0007_retention.sql"),
+    ),
+    (
+        8,
+        "optout_commit_installation",
+        include_str!("migrations/postgres/0008_optout_commit_installation.sql"),
     ),
 ];
 

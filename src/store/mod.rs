@@ -5,12 +5,14 @@ mod apply;
 pub mod cluster;
 mod conversation;
 mod erase;
+mod keywords;
 mod lock;
 mod migrate;
 mod overrides;
 mod retention;
 mod rows;
 mod secrets;
+mod settle;
 mod sql;
 mod sqlite_writer;
 pub mod writer;
@@ -104,6 +106,9 @@ pub struct Store {
     lock: Option<std::sync::Arc<lock::FileLock>>,
     /// PostgreSQL: this replica's id, the owner named in the leases it takes.
     replica: std::sync::Arc<str>,
+    /// This database's installation id (generated once, by migration 8), sent in every
+    /// `biz_opaque_callback_data` so a status from another database settles nothing here.
+    installation: std::sync::Arc<str>,
 }
 
 /// Runs the same sqlx code against whichever pool this store holds.
@@ -224,9 +229,18 @@ impl Store {
             sqlite,
             lock,
             replica: std::sync::Arc::from("local"),
+            installation: std::sync::Arc::from(""),
         };
         store.migrate().await?;
-        Ok(store)
+        let installation: String = on_pool!(store, |p| {
+            sqlx::query_scalar("SELECT installation_id FROM installation WHERE id = 1")
+                .fetch_one(p)
+                .await
+        })?;
+        Ok(Self {
+            installation: std::sync::Arc::from(installation),
+            ..store
+        })
     }
 
     /// Opens the SQLite writer's connection (`None` on PostgreSQL, which the writer reaches
@@ -234,7 +248,7 @@ impl Store {
     pub fn open_sqlite_writer(&self) -> Result<Option<SqliteWriter>, StoreError> {
         match (&self.write_pool, &self.sqlite) {
             (Pool::Postgres(_), _) => Ok(None),
-            (Pool::Sqlite(_), Some(file)) => SqliteWriter::open(file).map(Some),
+            (Pool::Sqlite(_), Some(file)) => SqliteWriter::open(file, &self.installation).map(Some),
             (Pool::Sqlite(p), None) => Err(StoreError::InMemory(
                 p.connect_options().get_filename().display().to_string(),
             )),
@@ -250,6 +264,11 @@ impl Store {
     /// This replica's id.
     pub fn replica(&self) -> &str {
         &self.replica
+    }
+
+    /// This database's installation id, which `biz_opaque_callback_data` carries.
+    pub fn installation(&self) -> &str {
+        &self.installation
     }
 
     /// Whether several replicas may share this database (PostgreSQL).

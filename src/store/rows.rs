@@ -31,6 +31,42 @@ impl InboxState {
     }
 }
 
+/// What a compliance keyword does to the customer's opt-out state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptAction {
+    /// The customer opts out.
+    Stop,
+    /// The customer opts back in.
+    Resume,
+}
+
+impl OptAction {
+    /// The stable string stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Resume => "resume",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stop" => Some(Self::Stop),
+            "resume" => Some(Self::Resume),
+            _ => None,
+        }
+    }
+}
+
+/// A message that is a compliance keyword, recognised when it arrived; the commit records the
+/// opt-out (or opt-in) it makes in the same transaction as the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyword {
+    pub action: OptAction,
+    /// The keyword as configured (e.g. `STOP` for a message `stop!`).
+    pub keyword: String,
+}
+
 /// An inbound message about to be committed.
 #[derive(Clone, Debug)]
 pub struct NewInbound {
@@ -48,6 +84,38 @@ pub struct NewInbound {
     pub meta_ts: i64,
     pub state: InboxState,
     pub detail: Option<String>,
+    /// The compliance keyword this message is. Committed, it is kept only when it changed the
+    /// customer's opt-out state (a repeated STOP, or START from a customer who never opted out,
+    /// keeps none): its turn then sends the confirmation instead of calling the agent.
+    pub keyword: Option<Keyword>,
+}
+
+impl NewInbound {
+    /// Removes NUL characters from every text field, so the row reads back the same from
+    /// either database and lookups by its ids never carry a character PostgreSQL refuses
+    /// (`crate::text`). The payload is JSON, where a NUL is escaped and kept.
+    pub fn strip_nul(&mut self) {
+        use crate::text::strip_nul;
+        for field in [
+            &mut self.wamid,
+            &mut self.phone_number_id,
+            &mut self.customer,
+            &mut self.msg_type,
+        ] {
+            strip_nul(field);
+        }
+        for field in [
+            &mut self.wa_id,
+            &mut self.user_id,
+            &mut self.customer_name,
+            &mut self.text,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            strip_nul(field);
+        }
+    }
 }
 
 /// A committed inbound message.
@@ -61,6 +129,11 @@ pub struct InboxRow {
 /// A delivery status from Meta.
 #[derive(Clone, Debug)]
 pub struct StatusUpdate {
+    /// The number the status webhook came for (its `metadata.phone_number_id`).
+    pub phone_number_id: String,
+    /// The customer the message went to: `recipient_id` (a wa_id) and `recipient_user_id`.
+    pub recipient_id: Option<String>,
+    pub recipient_user_id: Option<String>,
     pub wamid: String,
     pub status: String,
     pub meta_ts: i64,
@@ -215,23 +288,69 @@ pub struct OutboxRow {
     pub wamid: Option<String>,
     pub sending_since: Option<i64>,
     pub kind: OutboxKind,
+    /// When the row was queued (ms since the epoch): a reply queued before the customer's
+    /// latest opt-out is never sent.
+    pub created_at: i64,
 }
 
 impl OutboxRow {
-    /// The value sent as `biz_opaque_callback_data`, echoed by Meta in status webhooks.
-    pub fn callback_data(&self) -> String {
-        callback_data(self.id)
+    /// The value sent as `biz_opaque_callback_data` by the database `installation`, echoed by
+    /// Meta in status webhooks.
+    pub fn callback_data(&self, installation: &str) -> String {
+        Callback::Row {
+            installation: installation.to_owned(),
+            id: self.id,
+            created_at: self.created_at,
+        }
+        .to_string()
     }
 }
 
-/// `biz_opaque_callback_data` for outbox row `id`.
-pub fn callback_data(id: i64) -> String {
-    format!("wagw:{id}")
+/// What this gateway sends as `biz_opaque_callback_data` (at most 512 characters, Meta's limit;
+/// about 50 here). A status echoing it settles the row only if the row is the one that was sent:
+/// same database (`installation`), same row (`id` and `created_at`, which a restored or reset
+/// database does not repeat), same number and recipient (checked against the status).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Callback {
+    /// `wagw:{installation}:{id}:{created_at}`.
+    Row {
+        installation: String,
+        id: i64,
+        created_at: i64,
+    },
+    /// `wagw:{id}`, sent before installations existed: it settles only rows queued before the
+    /// upgrade (`installation.legacy_outbox_max`), with the same number and recipient.
+    Legacy(i64),
 }
 
-/// The outbox id inside a `biz_opaque_callback_data` this gateway sent.
-pub fn parse_callback_data(s: &str) -> Option<i64> {
-    s.strip_prefix("wagw:")?.parse().ok()
+impl Callback {
+    /// Reads a `biz_opaque_callback_data` this gateway sent; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Callback> {
+        let mut parts = s.strip_prefix("wagw:")?.split(':');
+        let first = parts.next()?;
+        match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => first.parse().ok().map(Callback::Legacy),
+            (Some(id), Some(created_at), None) if !first.is_empty() => Some(Callback::Row {
+                installation: first.to_owned(),
+                id: id.parse().ok()?,
+                created_at: created_at.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Callback::Row {
+                installation,
+                id,
+                created_at,
+            } => write!(f, "wagw:{installation}:{id}:{created_at}"),
+            Callback::Legacy(id) => write!(f, "wagw:{id}"),
+        }
+    }
 }
 
 /// Counters for health and metrics.
@@ -244,10 +363,10 @@ pub struct StoreCounts {
 }
 
 pub(super) const OUTBOX_COLUMNS: &str = "id, inbox_id, phone_number_id, customer, recipient, recipient_kind, \
-     part, payload, state, attempts, wamid, sending_since, kind";
+     part, payload, state, attempts, wamid, sending_since, kind, created_at";
 
 pub(super) const INBOX_COLUMNS: &str = "id, wamid, phone_number_id, customer, wa_id, user_id, customer_name, \
-     msg_type, text, payload, meta_ts, received_at, state, detail";
+     msg_type, text, payload, meta_ts, received_at, state, detail, opt_action, opt_keyword";
 
 pub(super) type OutboxTuple = (
     i64,
@@ -263,6 +382,7 @@ pub(super) type OutboxTuple = (
     Option<String>,
     Option<i64>,
     String,
+    i64,
 );
 
 pub(super) fn outbox_from(t: OutboxTuple) -> OutboxRow {
@@ -280,6 +400,7 @@ pub(super) fn outbox_from(t: OutboxTuple) -> OutboxRow {
         wamid: t.10,
         sending_since: t.11,
         kind: OutboxKind::parse(&t.12),
+        created_at: t.13,
     }
 }
 
@@ -297,6 +418,8 @@ pub(super) type InboxTuple = (
     i64,
     i64,
     String,
+    Option<String>,
+    Option<String>,
     Option<String>,
 );
 
@@ -324,27 +447,57 @@ pub(super) fn inbox_from(t: InboxTuple) -> InboxRow {
             meta_ts: t.10,
             state,
             detail: t.13,
+            keyword: t
+                .14
+                .as_deref()
+                .and_then(OptAction::parse)
+                .map(|action| Keyword {
+                    action,
+                    keyword: t.15.unwrap_or_default(),
+                }),
         },
     }
 }
 
 impl Store {
-    /// Inbound messages still waiting for their turn, oldest first (resumed at start).
-    pub async fn open_inbox(&self) -> Result<Vec<InboxRow>, StoreError> {
-        let sql = format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE state = 'received' ORDER BY id");
+    /// Up to `limit` inbound messages still waiting for their turn with an id above `after`,
+    /// oldest first: the backlog found at start, read a page at a time.
+    pub async fn open_inbox_page(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {INBOX_COLUMNS} FROM inbox WHERE state = 'received' AND id > $1 \
+             ORDER BY id LIMIT $2"
+        );
         on_pool!(self, |pool| {
-            let rows: Vec<InboxTuple> = sqlx::query_as(&sql).fetch_all(pool).await?;
+            let rows: Vec<InboxTuple> = sqlx::query_as(&sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
             Ok(rows.into_iter().map(inbox_from).collect())
         })
     }
 
-    /// Replies not yet settled (`pending` or `sending`), oldest first (resumed at start).
-    pub async fn open_outbox(&self) -> Result<Vec<OutboxRow>, StoreError> {
+    /// Up to `limit` replies not yet settled (`pending` or `sending`) with an id above `after`,
+    /// oldest first (resumed at start, a page at a time).
+    pub async fn open_outbox_page(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         let sql = format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state IN ('pending', 'sending') ORDER BY id"
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state IN ('pending', 'sending') \
+             AND id > $1 ORDER BY id LIMIT $2"
         );
         on_pool!(self, |pool| {
-            let rows: Vec<OutboxTuple> = sqlx::query_as(&sql).fetch_all(pool).await?;
+            let rows: Vec<OutboxTuple> = sqlx::query_as(&sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
             Ok(rows.into_iter().map(outbox_from).collect())
         })
     }
@@ -377,5 +530,35 @@ impl Store {
                 dead_letters: row.try_get(3)?,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_data_reads_back_and_old_rows_still_parse() {
+        let row = Callback::Row {
+            installation: "3f9a0c1d2e4b5a69".into(),
+            id: 42,
+            created_at: 1_764_081_600_123,
+        };
+        let text = row.to_string();
+        assert_eq!(text, "wagw:3f9a0c1d2e4b5a69:42:1764081600123");
+        assert!(text.len() <= 512, "Meta's limit");
+        assert_eq!(Callback::parse(&text), Some(row));
+        assert_eq!(Callback::parse("wagw:7"), Some(Callback::Legacy(7)));
+        for other in [
+            "",
+            "wagw:",
+            "wagw:x",
+            "wagw::1:2",
+            "wagw:a:1",
+            "wagw:a:1:2:3",
+            "turn-42",
+        ] {
+            assert_eq!(Callback::parse(other), None, "{other:?}");
+        }
     }
 }

@@ -202,7 +202,8 @@ fn pg_query<'q>(
         .iter()
         .fold(sqlx::query(&sql.text), |q, arg| match *arg {
             Arg::Int(v) => q.bind(v),
-            Arg::Text(v) => q.bind(v),
+            // PostgreSQL refuses NUL in text: stored without it, as on SQLite (`crate::text`).
+            Arg::Text(v) => q.bind(v.map(crate::text::without_nul)),
         })
 }
 

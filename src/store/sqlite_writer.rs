@@ -24,11 +24,13 @@ pub struct SqliteFile {
 pub struct SqliteWriter {
     conn: Connection,
     text: String,
+    /// The database's installation id (see `Store::installation`).
+    installation: String,
 }
 
 impl SqliteWriter {
     /// Opens the database (already created and migrated by the store) for writing.
-    pub fn open(file: &SqliteFile) -> Result<Self, StoreError> {
+    pub fn open(file: &SqliteFile, installation: &str) -> Result<Self, StoreError> {
         let conn = Connection::open(&file.path)?;
         conn.busy_timeout(file.busy_timeout)?;
         let mode: String =
@@ -54,6 +56,7 @@ impl SqliteWriter {
         Ok(Self {
             conn,
             text: String::new(),
+            installation: installation.to_owned(),
         })
     }
 
@@ -90,7 +93,7 @@ impl SqliteWriter {
             tx: &tx,
             text: &mut self.text,
         };
-        let done = apply_ops(&mut t, ops, false, "local").await?;
+        let done = apply_ops(&mut t, ops, false, "local", &self.installation).await?;
         tx.commit()?;
         Ok(done)
     }
@@ -137,7 +140,8 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> rusqlite::Resul
     for (i, arg) in args.iter().enumerate() {
         match *arg {
             Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v)?,
-            Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v)?,
+            // The same text PostgreSQL would store (see `crate::text`).
+            Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v.map(crate::text::without_nul))?,
         }
     }
     Ok(())

@@ -136,26 +136,6 @@ impl WriterHandle {
         .map(drop)
     }
 
-    /// Records an opt-out (`opted_out`) or an opt-in, with the keyword and the message that said it.
-    pub async fn set_opt_out(
-        &self,
-        phone_number_id: &str,
-        customer: &str,
-        opted_out: bool,
-        keyword: &str,
-        wamid: &str,
-    ) -> Result<(), StoreError> {
-        self.run(Op::OptOut {
-            phone_number_id: phone_number_id.to_owned(),
-            customer: customer.to_owned(),
-            opted_out,
-            keyword: keyword.to_owned(),
-            wamid: wamid.to_owned(),
-        })
-        .await
-        .map(drop)
-    }
-
     /// Applies a maintenance write (a prune batch, an erasure) in the next group commit.
     pub async fn maintain(&self, op: Op) -> Result<Done, StoreError> {
         self.run(op).await
@@ -331,8 +311,9 @@ pub fn spawn(
 
 fn answer(batch: &mut Vec<Request>, done: Vec<Done>, sink: &mut impl Sink) {
     let mut fresh = Vec::new();
-    for (req, d) in batch.drain(..).zip(done) {
-        let reply = match d {
+    let replies: Vec<Done> = done
+        .into_iter()
+        .map(|d| match d {
             // The rows go on to the pipeline; the webhook only needs to know how many were new.
             Done::Webhook(rows) => {
                 let new = rows.len();
@@ -340,11 +321,15 @@ fn answer(batch: &mut Vec<Request>, done: Vec<Done>, sink: &mut impl Sink) {
                 Done::Accepted(new)
             }
             other => other,
-        };
-        let _ = req.done.send(Ok(reply));
-    }
+        })
+        .collect();
+    // The pipeline hears of the commit before any waiter resumes, so an opt-out it records is
+    // in force for every send that starts after this commit.
     if !fresh.is_empty() {
         sink.push(fresh);
+    }
+    for (req, reply) in batch.drain(..).zip(replies) {
+        let _ = req.done.send(Ok(reply));
     }
 }
 

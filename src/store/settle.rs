@@ -1,0 +1,308 @@
+//! Settling replies: Meta's answers to sends and the status webhooks move outbox rows forward
+//! (never back: statuses arrive out of order and more than once). A status found by the
+//! `biz_opaque_callback_data` the gateway sent settles a row only if it is that row: the same
+//! database (installation), row (id and queue time), number and recipient. Anything else is
+//! recorded in `status_events` and changes nothing, so a late status after a database restore
+//! or reset cannot settle, or fail, a newer reply. Only the group-commit writer calls this.
+
+use super::sql::{Arg, Sql, WriteTx};
+use super::{Callback, Op, OutboxState, StatusUpdate, StoreError};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
+/// Rows per multi-row statement, well under both databases' bind-parameter limits.
+const CHUNK: usize = 1000;
+
+/// What one row of the outbox moves to: a status webhook's, or Meta's answer to the send
+/// (`sent`, with the wamid it gave).
+struct Settle<'a> {
+    state: OutboxState,
+    wamid: &'a str,
+    error_code: Option<i64>,
+    error_title: Option<&'a str>,
+    /// For a status found by its callback data: what the row must match, and the status.
+    guard: Option<Guard<'a>>,
+}
+
+/// What a row must be for a status echoing its callback data to settle it.
+struct Guard<'a> {
+    status: &'a StatusUpdate,
+    /// The row's queue time, from a callback of this installation; `None` for the old
+    /// `wagw:{id}` form, which settles only rows queued before the upgrade.
+    created_at: Option<i64>,
+}
+
+impl<'a> Settle<'a> {
+    /// Keeps the furthest state per row (the first one seen among equals).
+    fn merge_into<K>(self, entry: Entry<'_, K, Settle<'a>>) {
+        match entry {
+            Entry::Vacant(v) => {
+                v.insert(self);
+            }
+            Entry::Occupied(mut o) => {
+                if self.state.rank() > o.get().state.rank() {
+                    o.insert(self);
+                }
+            }
+        }
+    }
+}
+
+/// The condition a guarded row meets, over `VALUES (id, …, pnid, recipient_id,
+/// recipient_user_id, created_at)` as columns 1 and 6 to 9.
+const GUARD: &str = "outbox.id = v.column1 AND outbox.phone_number_id = v.column6 \
+     AND (outbox.recipient = v.column7 OR outbox.recipient = v.column8) \
+     AND CASE WHEN v.column9 IS NULL \
+     THEN outbox.id <= (SELECT legacy_outbox_max FROM installation) \
+     ELSE outbox.created_at = v.column9 END";
+
+/// Applies the statuses of every webhook and Meta's answers (`Op::Sent`) in `ops`.
+/// `installation` is this database's id; `shared`: PostgreSQL with several replicas.
+pub(super) async fn statuses(
+    tx: &mut impl WriteTx,
+    ops: &[Op],
+    shared: bool,
+    installation: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    // The highest per row: a row only moves forward, and PostgreSQL updates a row at most once
+    // per statement. Meta's answers are keyed by id and need no guard; statuses by their
+    // callback id (guarded) or, without one, by wamid (Meta's ids are unique).
+    let mut sent: HashMap<i64, Settle> = HashMap::new();
+    let mut by_callback: HashMap<i64, Settle> = HashMap::new();
+    let mut by_wamid: HashMap<&str, Settle> = HashMap::new();
+    for op in ops {
+        if let Op::Sent { id, wamid } = op {
+            Settle {
+                state: OutboxState::Sent,
+                wamid,
+                error_code: None,
+                error_title: None,
+                guard: None,
+            }
+            .merge_into(sent.entry(*id));
+        }
+        let Op::Webhook(w) = op else { continue };
+        for st in &w.statuses {
+            let callback = st.callback.as_deref().and_then(Callback::parse);
+            let foreign = matches!(&callback, Some(Callback::Row { installation: i, .. }) if i != installation);
+            if foreign || st.status == "failed" || st.error_code.is_some() {
+                record(tx, st, now).await?;
+            }
+            if foreign {
+                tracing::warn!(
+                    wamid = %st.wamid,
+                    "status for a reply another database sent (its callback data names another \
+                     installation); recorded, changes nothing"
+                );
+                continue;
+            }
+            let Some(state) = OutboxState::parse(&st.status).filter(|s| s.is_settled()) else {
+                continue;
+            };
+            let mut settle = Settle {
+                state,
+                wamid: &st.wamid,
+                error_code: st.error_code,
+                error_title: st.error_title.as_deref(),
+                guard: None,
+            };
+            match callback {
+                Some(Callback::Row { id, created_at, .. }) => {
+                    settle.guard = Some(Guard {
+                        status: st,
+                        created_at: Some(created_at),
+                    });
+                    settle.merge_into(by_callback.entry(id));
+                }
+                Some(Callback::Legacy(id)) => {
+                    settle.guard = Some(Guard {
+                        status: st,
+                        created_at: None,
+                    });
+                    settle.merge_into(by_callback.entry(id));
+                }
+                None => settle.merge_into(by_wamid.entry(st.wamid.as_str())),
+            }
+        }
+    }
+    if shared {
+        lock_rows(tx, ops, &sent, &by_callback, &by_wamid).await?;
+    }
+    let sent: Vec<(Arg, Settle)> = sent.into_iter().map(|(id, s)| (id.into(), s)).collect();
+    let by_wamid: Vec<(Arg, Settle)> = by_wamid.into_iter().map(|(w, s)| (w.into(), s)).collect();
+    let by_callback: Vec<(i64, Settle)> = by_callback.into_iter().collect();
+    for (rows, key) in [(&sent, "id"), (&by_wamid, "wamid")] {
+        for chunk in rows.chunks(CHUNK) {
+            let mut sql = update_state(chunk.iter().map(|(k, s)| (*k, s)), now);
+            sql.push(" WHERE outbox.")
+                .push(key)
+                .push(" = v.column1 AND outbox.state_rank < v.column3");
+            tx.execute(&sql).await?;
+        }
+    }
+    let mut settled: HashSet<i64> = HashSet::new();
+    for chunk in by_callback.chunks(CHUNK) {
+        let mut sql = update_state(chunk.iter().map(|(id, s)| ((*id).into(), s)), now);
+        sql.push(" WHERE ")
+            .push(GUARD)
+            .push(" AND outbox.state_rank < v.column3 RETURNING outbox.id");
+        let rows: Vec<(i64,)> = tx.fetch(&sql).await?;
+        settled.extend(rows.into_iter().map(|(id,)| id));
+    }
+    record_unmatched(tx, &by_callback, &settled, now).await?;
+    // Meta's wamid for a reply whose send was never recorded (a crash between send and record;
+    // a status webhook that beat Meta's answer), or from the answer itself: only where missing.
+    let wamids: Vec<(Arg, &str)> = sent
+        .iter()
+        .map(|(id, s)| (*id, s.wamid))
+        .chain(
+            by_callback
+                .iter()
+                .filter(|(id, _)| settled.contains(id))
+                .map(|(id, s)| ((*id).into(), s.wamid)),
+        )
+        .collect();
+    for chunk in wamids.chunks(CHUNK) {
+        let mut sql = Sql::new("UPDATE outbox SET wamid = v.column2 FROM (");
+        sql.values(chunk.iter(), |t, (id, wamid)| {
+            t.bind(*id).bind(*wamid);
+        });
+        sql.push(") AS v WHERE outbox.id = v.column1 AND outbox.wamid IS NULL");
+        tx.execute(&sql).await?;
+    }
+    Ok(())
+}
+
+/// `UPDATE outbox SET state … FROM (VALUES (key, state, rank, code, title, pnid, recipient_id,
+/// recipient_user_id, created_at), …) AS v`, to be followed by its `WHERE`. The wamid is not
+/// set here: SQLite rewrites an index entry whenever its column is assigned, even to the value
+/// it has, and every status would rewrite a random page of `outbox_wamid`.
+fn update_state<'s, 'a: 's>(
+    rows: impl Iterator<Item = (Arg<'a>, &'s Settle<'a>)>,
+    now: i64,
+) -> Sql<'a> {
+    let mut sql = Sql::new(
+        "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
+         error_code = COALESCE(v.column4, outbox.error_code), \
+         error_message = COALESCE(v.column5, outbox.error_message), updated_at = ",
+    );
+    sql.bind(now).push(" FROM (");
+    sql.values(rows, |t, (key, st)| {
+        let guard = st.guard.as_ref();
+        t.bind(key)
+            .bind(st.state.as_str())
+            .bind(st.state.rank())
+            .bind(st.error_code)
+            .bind(st.error_title)
+            .bind(guard.map(|g| g.status.phone_number_id.as_str()))
+            .bind(guard.and_then(|g| g.status.recipient_id.as_deref()))
+            .bind(guard.and_then(|g| g.status.recipient_user_id.as_deref()))
+            .bind(guard.and_then(|g| g.created_at));
+    });
+    sql.push(") AS v");
+    sql
+}
+
+/// Records a status as received.
+async fn record(tx: &mut impl WriteTx, st: &StatusUpdate, now: i64) -> Result<(), StoreError> {
+    tx.run(
+        "INSERT INTO status_events (wamid, status, meta_ts, biz_opaque_callback_data, \
+         error_code, error_title, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        [
+            (&st.wamid).into(),
+            (&st.status).into(),
+            st.meta_ts.into(),
+            (&st.callback).into(),
+            st.error_code.into(),
+            (&st.error_title).into(),
+            now.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records the guarded statuses that settled nothing because no row is the one they name
+/// (another number or recipient, a row a restored database queued anew); statuses that only
+/// came late for a row already further on are not recorded again.
+async fn record_unmatched(
+    tx: &mut impl WriteTx,
+    by_callback: &[(i64, Settle<'_>)],
+    settled: &HashSet<i64>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let unsettled: Vec<&(i64, Settle)> = by_callback
+        .iter()
+        .filter(|(id, _)| !settled.contains(id))
+        .collect();
+    for chunk in unsettled.chunks(CHUNK) {
+        let mut sql = Sql::new("SELECT v.column1 FROM (");
+        sql.values(chunk.iter(), |t, (id, st)| {
+            let g = st.guard.as_ref();
+            t.bind(*id)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(g.map(|g| g.status.phone_number_id.as_str()))
+                .bind(g.and_then(|g| g.status.recipient_id.as_deref()))
+                .bind(g.and_then(|g| g.status.recipient_user_id.as_deref()))
+                .bind(g.and_then(|g| g.created_at));
+        });
+        sql.push(") AS v WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE ")
+            .push(GUARD)
+            .push(")");
+        let strangers: Vec<(i64,)> = tx.fetch(&sql).await?;
+        for (id,) in strangers {
+            let Some(g) = chunk
+                .iter()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, s)| s.guard.as_ref())
+            else {
+                continue;
+            };
+            tracing::warn!(
+                outbox_id = id,
+                wamid = %g.status.wamid,
+                "status names a reply of this gateway but not its number, recipient or queue \
+                 time; recorded, changes nothing"
+            );
+            if g.status.status != "failed" && g.status.error_code.is_none() {
+                record(tx, g.status, now).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// With several replicas, two batches may touch the same replies (one records Meta's answer,
+/// the other its status webhooks) in different orders: every reply this batch touches is
+/// locked first, in id order, so they wait for each other instead of deadlocking.
+async fn lock_rows(
+    tx: &mut impl WriteTx,
+    ops: &[Op],
+    sent: &HashMap<i64, Settle<'_>>,
+    by_callback: &HashMap<i64, Settle<'_>>,
+    by_wamid: &HashMap<&str, Settle<'_>>,
+) -> Result<(), StoreError> {
+    let mut ids: Vec<i64> = sent.keys().chain(by_callback.keys()).copied().collect();
+    ids.extend(ops.iter().filter_map(|op| match op {
+        Op::Attempt { id } | Op::Sent { id, .. } | Op::Retry { id, .. } | Op::GiveUp { id, .. } => {
+            Some(*id)
+        }
+        _ => None,
+    }));
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() && by_wamid.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new("SELECT id FROM outbox WHERE id IN (");
+    sql.list(std::iter::once(-1_i64).chain(ids));
+    sql.push(") OR wamid IN (");
+    sql.list(std::iter::once("").chain(by_wamid.keys().copied()));
+    sql.push(") ORDER BY id FOR UPDATE");
+    tx.execute(&sql).await?;
+    Ok(())
+}
