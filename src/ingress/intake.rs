@@ -1,13 +1,14 @@
 //! Reading a webhook's body within bounds before anything looks at it: one of
 //! `max_inflight_bodies` slots, at most `max_body_bytes`, the whole body within `body_timeout`.
 //! The handler then finds the body in memory; refusals are counted in `wa_gateway_webhooks_total`.
+//! A body refused as too large is still read, and dropped, up to its limit again: a client that
+//! is still writing then reads the 413 rather than a reset connection.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prometheus::IntCounterVec;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,15 +60,61 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// How a body read under the limits ended.
+enum Read {
+    Whole(bytes::Bytes),
+    /// Past `max_bytes`; the rest was read and dropped (up to as much again), so that the
+    /// client, still writing, reads the 413 instead of a reset connection.
+    TooLarge,
+    ClientGone(axum::Error),
+    TimedOut,
+}
+
+/// Reads `body` whole if it holds at most `max` bytes. A larger one is kept no further: its rest
+/// is read and dropped up to `max` more bytes (a lingering close, as web servers do), and a body
+/// larger than that is left unread.
+async fn read_limited(body: Body, max: usize, timeout: Duration) -> Read {
+    let mut body = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let read = async {
+        use futures::StreamExt;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => return Read::ClientGone(e),
+            };
+            seen = seen.saturating_add(chunk.len());
+            if seen <= max {
+                buf.extend_from_slice(&chunk);
+            } else if seen > max.saturating_mul(2) {
+                return Read::TooLarge;
+            }
+        }
+        if seen > max {
+            Read::TooLarge
+        } else {
+            Read::Whole(std::mem::take(&mut buf).freeze())
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Read::TimedOut)
+}
+
 /// Middleware: reads the body under the limits, then runs the handler with a slot held.
 pub async fn read_body(State(intake): State<Intake>, req: Request, next: Next) -> Response {
     let max = intake.max_bytes;
-    if declared_length(req.headers()).is_some_and(|n| n > max as u64) {
-        return intake.refuse(
+    let too_large = || {
+        intake.refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("body larger than listen.max_body_bytes ({max} bytes)"),
-        );
+        )
+    };
+    // Far past the limit: refused before a byte of it is read.
+    if declared_length(req.headers()).is_some_and(|n| n > 2 * max as u64) {
+        return too_large();
     }
     let slot =
         match tokio::time::timeout(intake.slot_wait, intake.slots.clone().acquire_owned()).await {
@@ -81,21 +128,14 @@ pub async fn read_body(State(intake): State<Intake>, req: Request, next: Next) -
             }
         };
     let (parts, body) = req.into_parts();
-    let read = tokio::time::timeout(intake.body_timeout, Limited::new(body, max).collect()).await;
-    let bytes = match read {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return intake.refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("body larger than listen.max_body_bytes ({max} bytes)"),
-            );
-        }
-        Ok(Err(e)) => {
+    let bytes = match read_limited(body, max, intake.body_timeout).await {
+        Read::Whole(bytes) => bytes,
+        Read::TooLarge => return too_large(),
+        Read::ClientGone(e) => {
             tracing::debug!(error = %e, "webhook body not received: the client went away");
             return StatusCode::BAD_REQUEST.into_response();
         }
-        Err(_) => {
+        Read::TimedOut => {
             return intake.refuse(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
