@@ -65,6 +65,34 @@ pub enum SecretError {
     },
     #[error("{0} is empty")]
     Empty(String),
+    #[error(
+        "secret file {path} holds more than {MAX_SECRET_FILE_BYTES} bytes: point the reference at the file that holds only the secret"
+    )]
+    FileTooLarge { path: PathBuf },
+}
+
+/// The most a secret file may hold: tokens and keys are far shorter, and a reference to the
+/// wrong file (`/dev/zero`, a log) must not be read without end.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+fn read_bounded(path: &std::path::Path) -> Result<String, SecretError> {
+    use std::io::Read;
+    let file_error = |source| SecretError::File {
+        path: path.to_owned(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(file_error)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(file_error)?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(SecretError::FileTooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(text)
 }
 
 impl Secret {
@@ -104,11 +132,7 @@ impl Secret {
                 std::env::var(name).map_err(|_| SecretError::EnvMissing(name.clone()))?
             }
             SecretSource::File(path) => {
-                let mut text =
-                    std::fs::read_to_string(path).map_err(|source| SecretError::File {
-                        path: path.clone(),
-                        source,
-                    })?;
+                let mut text = read_bounded(path)?;
                 if text.ends_with('\n') {
                     text.pop();
                     if text.ends_with('\r') {
@@ -254,6 +278,19 @@ impl JsonSchema for Secret {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_secret_file_is_read_only_up_to_its_bound() {
+        let mut endless = super::Secret {
+            value: std::sync::Arc::from(""),
+            source: super::SecretSource::File("/dev/zero".into()),
+        };
+        let err = endless.resolve().expect_err("/dev/zero is no secret");
+        assert!(
+            err.to_string().contains("holds more than 65536 bytes"),
+            "{err}"
+        );
+    }
+
     use super::*;
 
     #[test]
