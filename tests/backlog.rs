@@ -11,7 +11,6 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,15 +18,6 @@ use std::time::{Duration, Instant};
 const MAX_CONCURRENCY: usize = 16;
 const MESSAGES_PER_CUSTOMER: usize = 4;
 const RSS_LIMIT_KIB: u64 = 256 * 1024;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An `http` agent that answers `re: <text>` after a few milliseconds and records the most
 /// calls it ever had in flight.
@@ -230,28 +220,9 @@ policies:
 
     let log = dir.join("gateway.log");
     let started = Instant::now();
-    let child = Command::new(&bin)
-        .args(["serve", "--config"])
-        .arg(&cfg_path)
-        .env("WA_GATEWAY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start wa-gateway");
-    let gateway = Proc(child);
-    let pid = gateway.0.id();
-    let http = reqwest::Client::new();
-    let ready = wait_until(Duration::from_secs(60), || {
-        let http = http.clone();
-        let admin = admin.clone();
-        async move {
-            http.get(format!("http://{admin}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
+    let gateway = spawn_gateway_binary(bin.as_ref(), &cfg_path, &log, "warn");
+    let pid = gateway.child.id();
+    let ready = wait_ready(&admin, Duration::from_secs(60)).await;
     assert!(
         ready,
         "gateway not ready: {}",
@@ -326,7 +297,7 @@ policies:
             .collect();
         assert_eq!(by_customer[c.as_str()], expected, "answers to {c}");
     }
-    let metrics = http
+    let metrics = reqwest::Client::new()
         .get(format!("http://{admin}/metrics"))
         .send()
         .await

@@ -5,49 +5,12 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_binary(config: &std::path::Path, log: &std::path::Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("WA_GATEWAY_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start wa-gateway");
-    Proc { child }
-}
-
-async fn wait_ready(admin: &str) -> bool {
-    let http = reqwest::Client::new();
-    wait_until(Duration::from_secs(30), || {
-        let http = http.clone();
-        async move {
-            http.get(format!("http://{admin}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await
+/// The binary this test builds.
+fn spawn_binary(config: &std::path::Path, log: &std::path::Path) -> GatewayProcess {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wa-gateway"));
+    spawn_gateway_binary(bin, config, log, "info")
 }
 
 async fn killed_gateway_answers_everything_once(db: Db) {
@@ -88,7 +51,7 @@ policies:
 
     let mut first = spawn_binary(&cfg_path, &log);
     assert!(
-        wait_ready(&admin).await,
+        wait_ready(&admin, Duration::from_secs(30)).await,
         "gateway did not become ready; log: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
@@ -135,7 +98,10 @@ policies:
 
     emu.set_latency(Duration::ZERO);
     let _second = spawn_binary(&cfg_path, &log);
-    assert!(wait_ready(&admin).await, "gateway did not restart");
+    assert!(
+        wait_ready(&admin, Duration::from_secs(30)).await,
+        "gateway did not restart"
+    );
     let all = emu
         .wait_sent(|s| s.len() >= 500, Duration::from_secs(90))
         .await;

@@ -515,3 +515,54 @@ pub fn text_envelope_at(ts: i64, entries: &[EntrySpec<'_>]) -> serde_json::Value
         .collect();
     serde_json::json!({ "object": "whatsapp_business_account", "entry": entry })
 }
+
+/// The gateway binary running as a process of its own (crash and memory tests); killed and
+/// reaped when dropped.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `bin serve --config config` with its log (at `level`) appended to `log`.
+pub fn spawn_gateway_binary(
+    bin: &std::path::Path,
+    config: &std::path::Path,
+    log: &std::path::Path,
+    level: &str,
+) -> GatewayProcess {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = std::process::Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("WA_GATEWAY_LOG", level)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start wa-gateway");
+    GatewayProcess { child }
+}
+
+/// Waits up to `within` for the admin listener at `admin` to answer /readyz with 200.
+pub async fn wait_ready(admin: &str, within: Duration) -> bool {
+    let http = reqwest::Client::new();
+    wait_until(within, || {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://{admin}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await
+}
