@@ -5,7 +5,7 @@
 //! writer task applies operations.
 
 use super::erase::{EraseOp, Erased, apply_erase};
-use super::retention::{NOT_DELETED_BEFORE, PruneOp, Pruned, apply_prune, wamid_digest};
+use super::retention::{PruneOp, Pruned, apply_prune, not_deleted_before, wamid_digest};
 use super::sql::{Sql, WriteTx};
 use super::{
     InboxRow, InboxState, NewInbound, NewOutbox, OutboxRow, OutboxState, Pool, Store, StoreError,
@@ -206,8 +206,9 @@ pub(super) async fn apply_ops(
                 .bind(m.keyword.as_ref().map(|k| k.keyword.as_str()))
                 .bind(digest.as_str());
         });
+        // The VALUES columns are numbered as bound above: meta_ts 10th, the digest 16th.
         sql.push(") AS v WHERE ")
-            .push(NOT_DELETED_BEFORE)
+            .push(&not_deleted_before("v.column10", "v.column16"))
             .push(" ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid");
         let rows: Vec<(i64, String)> = tx.fetch(&sql).await?;
         inserted.extend(rows.into_iter().map(|(id, wamid)| (wamid, id)));

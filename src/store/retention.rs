@@ -57,14 +57,18 @@ impl PrunedTable {
     }
 }
 
-/// The condition the inbox insert (`… FROM (VALUES …) AS v WHERE …`, `column10` Meta's
-/// timestamp in seconds, `column16` the wamid's digest) puts on each message: not remembered as
-/// deleted. Only a message sent before the newest deleted one was received (give or take the
-/// clock skew Meta's timestamps may have, 5 minutes) can be a redelivery of a deleted message, so newer ones, all of them in steady
-/// state, skip the lookup; the newest time is read once per statement, from an index.
-pub(super) const NOT_DELETED_BEFORE: &str = "v.column10 * 1000 > \
-     (SELECT COALESCE(MAX(received_at), 0) FROM seen_wamids) + 300000 \
-     OR NOT EXISTS (SELECT 1 FROM seen_wamids s WHERE s.wamid_hash = v.column16)";
+/// The condition the inbox insert (`… FROM (VALUES …) AS v WHERE …`) puts on each message, given
+/// the columns holding Meta's timestamp in seconds (`meta_ts`) and the wamid's digest (`digest`):
+/// not remembered as deleted. Only a message sent before the newest deleted one was received
+/// (give or take the clock skew Meta's timestamps may have, 5 minutes) can be a redelivery of a
+/// deleted message, so newer ones, all of them in steady state, skip the lookup; the newest time
+/// is read once per statement, from an index.
+pub(super) fn not_deleted_before(meta_ts: &str, digest: &str) -> String {
+    format!(
+        "{meta_ts} * 1000 > (SELECT COALESCE(MAX(received_at), 0) FROM seen_wamids) + 300000 \
+         OR NOT EXISTS (SELECT 1 FROM seen_wamids s WHERE s.wamid_hash = {digest})"
+    )
+}
 
 /// The label of the wamid digests in the pruned-rows metric.
 pub const SEEN_WAMIDS: &str = "seen_wamids";
