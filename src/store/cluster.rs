@@ -201,24 +201,6 @@ impl Store {
         })
     }
 
-    /// Whether `customer` has opted out of `phone_number_id`, as stored.
-    pub async fn is_opted_out(
-        &self,
-        phone_number_id: &str,
-        customer: &str,
-    ) -> Result<bool, StoreError> {
-        on_pool!(self, |pool| {
-            let flag: Option<i64> = sqlx::query_scalar(
-                "SELECT opted_out FROM opt_outs WHERE phone_number_id = $1 AND customer = $2",
-            )
-            .bind(phone_number_id)
-            .bind(customer)
-            .fetch_optional(pool)
-            .await?;
-            Ok(flag == Some(1))
-        })
-    }
-
     /// Takes one message from the cluster-wide bucket `key` (GCRA: one message every
     /// `interval`, bursts of `burst`), in one atomic statement, and returns how long to wait
     /// before sending it. The slot is taken even if the caller then gives up (errs slow).
