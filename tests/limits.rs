@@ -327,7 +327,7 @@ async fn http2_connection_is_idle_once_its_streams_end() {
     let request = axum::http::Request::post(format!("http://{}/webhook", t.gw().webhook_addr))
         .header(
             "x-hub-signature-256",
-            wa_gateway::ingress::signature::sign(APP_SECRET.as_bytes(), &body),
+            wa_gateway::cloudapi::signature::sign(APP_SECRET.as_bytes(), &body),
         )
         .body(())
         .unwrap();
@@ -420,7 +420,7 @@ async fn three_mib_is_accepted_and_one_byte_more_is_413(db: Db) {
     );
     // Without a Content-Length, the limit applies as the body streams in.
     let body = envelope_of_len("wamid.CHUNKED", MIB3 + 1);
-    let sig = wa_gateway::ingress::signature::sign(APP_SECRET.as_bytes(), &body);
+    let sig = wa_gateway::cloudapi::signature::sign(APP_SECRET.as_bytes(), &body);
     let mut s = BufReader::new(TcpStream::connect(t.gw().webhook_addr).await.unwrap());
     let head = format!(
         "POST /webhook HTTP/1.1\r\nHost: gw\r\nX-Hub-Signature-256: {sig}\r\nTransfer-Encoding: chunked\r\n\r\n"

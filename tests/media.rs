@@ -226,7 +226,7 @@ async fn customer_sends_media_through_the_control_api() {
     assert_eq!(payload["from"], "919812345678");
 
     // An agent follows the download_url the structured content gives it.
-    let msg = wa_gateway::ingress::envelope::parse(
+    let msg = wa_gateway::cloudapi::envelope::parse(
         &serde_json::to_vec(&json!({ "object": "whatsapp_business_account", "entry": [{
             "id": "1", "changes": [{ "field": "messages", "value": {
                 "metadata": { "display_phone_number": "1", "phone_number_id": PNID },
@@ -234,11 +234,11 @@ async fn customer_sends_media_through_the_control_api() {
         .unwrap(),
     )
     .unwrap();
-    let wa_gateway::ingress::envelope::ChangeValue::Messages(v) = &msg.entry[0].changes[0].value
+    let wa_gateway::cloudapi::envelope::ChangeValue::Messages(v) = &msg.entry[0].changes[0].value
     else {
         panic!("not a messages change");
     };
-    let content = wa_gateway::ingress::content::structured_for(&PNID.into(), &v.messages[0]);
+    let content = wa_gateway::cloudapi::content::structured_for(&PNID.into(), &v.messages[0]);
     let path = content["download_url"].as_str().unwrap();
     let r = t
         .http

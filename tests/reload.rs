@@ -281,7 +281,7 @@ async fn post_until_refused(
         )])
         .to_string();
         let sig =
-            wa_gateway::ingress::signature::sign(common::APP_SECRET.as_bytes(), body.as_bytes());
+            wa_gateway::cloudapi::signature::sign(common::APP_SECRET.as_bytes(), body.as_bytes());
         let r = http
             .post(format!("http://{addr}/webhook"))
             .header("content-type", "application/json")
@@ -424,7 +424,7 @@ async fn a_reload_moves_and_reconfigures_the_listeners_without_failing_a_request
     );
     assert_eq!(tg.gw().current_webhook_addr().port(), b);
     let big = vec![b'x'; 4096];
-    let sig = wa_gateway::ingress::signature::sign(common::APP_SECRET.as_bytes(), &big);
+    let sig = wa_gateway::cloudapi::signature::sign(common::APP_SECRET.as_bytes(), &big);
     let status = tg
         .http
         .post(tg.webhook_url())

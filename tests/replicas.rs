@@ -139,7 +139,7 @@ async fn post_text(
 ) -> Result<(), String> {
     let body = serde_json::to_vec(&text_envelope(&[(WABA, PNID, vec![(from, wamid, text)])]))
         .expect("envelope");
-    let sig = wa_gateway::ingress::signature::sign(APP_SECRET.as_bytes(), &body);
+    let sig = wa_gateway::cloudapi::signature::sign(APP_SECRET.as_bytes(), &body);
     match http
         .post(url)
         .header("content-type", "application/json")

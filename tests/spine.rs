@@ -73,8 +73,8 @@ async fn bad_signatures_store_nothing(db: Db) {
         vec![("919800000001", "wamid.SIGTEST1", "hi")],
     )]))
     .unwrap();
-    let good = wa_gateway::ingress::signature::sign(APP_SECRET.as_bytes(), &body);
-    let forged = wa_gateway::ingress::signature::sign(b"not-the-app-secret", &body);
+    let good = wa_gateway::cloudapi::signature::sign(APP_SECRET.as_bytes(), &body);
+    let forged = wa_gateway::cloudapi::signature::sign(b"not-the-app-secret", &body);
     let truncated = good[..good.len() - 8].to_owned();
     let cases: [(&str, Option<String>, Vec<u8>); 4] = [
         ("missing", None, body.clone()),

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wa_gateway::ingress::{envelope, signature};
+use wa_gateway::cloudapi::{envelope, signature};
 
 const SECRET: &[u8] = b"fuzz-app-secret";
 

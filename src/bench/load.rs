@@ -5,8 +5,8 @@
 use super::client::Pool;
 use super::payload::{Message, Number, Run};
 use super::report::{Acks, Replies};
+use crate::cloudapi::signature;
 use crate::emulator::EmulatorHandle;
-use crate::ingress::signature;
 use bytes::Bytes;
 use rand::Rng;
 use std::sync::{Arc, Mutex};

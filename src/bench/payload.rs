@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(m["id"], "wamid.HBgLBENCH00000ABC0000000000000007");
         assert_eq!(m["timestamp"], "1700000000");
         assert_eq!(m["text"]["body"], "bench-00000abc-7-1700000000123456");
-        let parsed = crate::ingress::envelope::parse(body.as_bytes()).expect("gateway parses it");
+        let parsed = crate::cloudapi::envelope::parse(body.as_bytes()).expect("gateway parses it");
         assert_eq!(parsed.entry.len(), 1);
     }
 

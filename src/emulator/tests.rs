@@ -2,7 +2,7 @@
 //! standing in for the gateway's /webhook on the other.
 
 use super::*;
-use crate::ingress::signature;
+use crate::cloudapi::signature;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};

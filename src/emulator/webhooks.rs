@@ -3,7 +3,7 @@
 //! One customer's webhooks are first attempted in order; redeliveries may overtake, as at Meta.
 
 use super::state::State;
-use crate::ingress::signature;
+use crate::cloudapi::signature;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -1,9 +1,6 @@
-//! Webhook ingress: the HTTP listener Meta calls, the verification handshake, the signature
-//! check and the Cloud API envelope types.
+//! Webhook ingress: the HTTP listener Meta calls (verification handshake and signed POSTs), the
+//! body intake limits and the Test Connection probe. The wire format itself lives in `cloudapi`.
 
-pub mod content;
-pub mod envelope;
 pub mod intake;
 pub mod probe;
 pub mod server;
-pub mod signature;

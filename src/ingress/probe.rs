@@ -3,7 +3,7 @@
 //! signature check. A probe is acknowledged and counted, never stored, never shown to an agent
 //! and never sent to anyone; the handler echoes its id so the checker knows a gateway saw it.
 
-use super::envelope::{ChangeValue, Envelope};
+use crate::cloudapi::envelope::{ChangeValue, Envelope};
 use serde_json::json;
 
 /// The prefix of a probe's `biz_opaque_callback_data` (outbox ids are numbers, so no reply
@@ -74,7 +74,7 @@ pub fn recognise(env: &Envelope) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::envelope::parse;
+    use crate::cloudapi::envelope::parse;
 
     #[test]
     fn a_probe_is_recognised_and_a_real_status_is_not() {

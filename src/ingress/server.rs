@@ -1,9 +1,10 @@
 //! The webhook listener: GET verification handshake and signed POSTs. A POST is answered 200
 //! only once everything in it is durable; a storage failure answers 503 so Meta redelivers.
 
-use super::envelope::{self, ChangeValue, Envelope};
 use super::intake::Intake;
-use super::{probe, signature};
+use super::probe;
+use crate::cloudapi::envelope::{self, ChangeValue, Envelope};
+use crate::cloudapi::{content, signature};
 use crate::policy::KeywordKind;
 use crate::state::{AppState, Snapshot};
 use crate::store::writer::WriterHandle;
@@ -220,7 +221,7 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
                         "unrouted"
                     },
                 ));
-                let text = super::content::render_text(msg);
+                let text = content::render_text(msg);
                 let mut row = NewInbound {
                     wamid: msg.id.to_string(),
                     phone_number_id: pnid.clone(),

@@ -3,7 +3,7 @@
 //! transaction) and sent in order.
 
 use crate::agent::{HistoryTurn, LanguageHint, Role, Turn, TurnCustomer, TurnMessage, TurnNumber};
-use crate::ingress::envelope::InboundMessage;
+use crate::cloudapi::envelope::InboundMessage;
 use crate::outbox::{self, Outcome};
 use crate::state::{AppState, NumberRuntime};
 use crate::store::{InboxRow, InboxState, NewOutbox, OutboxKind, OutboxRow, OutboxState};
@@ -306,7 +306,7 @@ fn build_turn(
             serde_json::from_str(&last.msg.payload).unwrap_or(serde_json::Value::Null);
         let structured = InboundMessage::from_raw(raw.clone())
             .map(|m| {
-                crate::ingress::content::structured_for(
+                crate::cloudapi::content::structured_for(
                     &last.msg.phone_number_id.as_str().into(),
                     &m,
                 )

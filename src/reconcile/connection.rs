@@ -7,8 +7,9 @@
 use super::desired::{Desired, DesiredNumber, REQUIRED_FIELDS};
 use super::observe::is_registered;
 use crate::agent::{Agent, AgentError, Turn, TurnCustomer, TurnMessage, TurnNumber};
+use crate::cloudapi::signature;
 use crate::graph::{GraphClient, GraphError, NumberInfo};
-use crate::ingress::{probe, signature};
+use crate::ingress::probe;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 

@@ -195,7 +195,7 @@ impl TestGateway {
 
     /// Signs and POSTs `body` to the webhook, returning the HTTP status.
     pub async fn post_signed(&self, body: &[u8]) -> u16 {
-        let sig = wa_gateway::ingress::signature::sign(APP_SECRET.as_bytes(), body);
+        let sig = wa_gateway::cloudapi::signature::sign(APP_SECRET.as_bytes(), body);
         self.http
             .post(self.webhook_url())
             .header("content-type", "application/json")

@@ -1,7 +1,7 @@
 //! Table tests of the structured content and text rendering, one row per message type.
 
 use super::*;
-use crate::ingress::envelope::{self, ChangeValue};
+use crate::cloudapi::envelope::{self, ChangeValue};
 
 const PNID: &str = "106540352242922";
 

@@ -934,5 +934,4 @@ fn interactive(v: &Value) -> Option<Interactive> {
 }
 
 #[cfg(test)]
-#[path = "envelope_tests.rs"]
 mod tests;
