@@ -186,11 +186,7 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
             }
             for msg in &value.messages {
                 let customer = msg.customer_key(&value.contacts);
-                let contact = value.contacts.iter().find(|c| {
-                    (c.wa_id.is_some() && c.wa_id == msg.from)
-                        || (c.user_id.is_some() && c.user_id == msg.from_user_id)
-                });
-                let contact = contact.or(value.contacts.first());
+                let contact = msg.contact(&value.contacts).or(value.contacts.first());
                 let (state, detail) = match (number, &customer) {
                     (None, _) => (
                         InboxState::Unrouted,
@@ -235,7 +231,7 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
                             contact.and_then(|c| c.user_id.as_ref().map(|u| u.to_string()))
                         }),
                     customer_name: contact.and_then(|c| c.name.clone()),
-                    msg_type: msg.content.label().to_owned(),
+                    msg_type: msg.content.message_type(),
                     text,
                     payload: msg.raw.to_string(),
                     meta_ts: msg.timestamp,

@@ -3,7 +3,7 @@
 //! transaction) and sent in order.
 
 use crate::agent::{HistoryTurn, LanguageHint, Role, Turn, TurnCustomer, TurnMessage, TurnNumber};
-use crate::cloudapi::envelope::InboundMessage;
+use crate::cloudapi::envelope::{InboundMessage, MessageType};
 use crate::outbox::{self, Outcome};
 use crate::state::{AppState, NumberRuntime};
 use crate::store::{InboxRow, InboxState, NewOutbox, OutboxKind, OutboxRow, OutboxState};
@@ -21,7 +21,7 @@ pub fn coalesce_window(state: &AppState, row: &InboxRow) -> Option<Duration> {
 /// Whether `row` may join another message's turn: plain customer text that is not a keyword
 /// (the commit kept its keyword only if it changed the customer's opt-out state).
 pub fn coalescable(_state: &AppState, row: &InboxRow) -> bool {
-    row.msg.msg_type == "text" && row.msg.keyword.is_none()
+    row.msg.msg_type == MessageType::Text && row.msg.keyword.is_none()
 }
 
 /// Resumes a reply found open at start.
@@ -146,8 +146,8 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
         return;
     }
     // Messages that are not a customer turn.
-    match first.msg.msg_type.as_str() {
-        "reaction" if !number.policies.reactions_start_turn => {
+    match &first.msg.msg_type {
+        MessageType::Reaction if !number.policies.reactions_start_turn => {
             finish_all(
                 state,
                 rows,
@@ -157,11 +157,11 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
             .await;
             return;
         }
-        "system" | "revoke" => {
+        MessageType::System | MessageType::Revoke => {
             finish_all(state, rows, InboxState::Skipped, "not a customer turn").await;
             return;
         }
-        "unsupported" => {
+        MessageType::Unsupported => {
             let reply = number
                 .policies
                 .unsupported_reply
@@ -326,7 +326,7 @@ fn build_turn(
         },
         message: TurnMessage {
             id: last.msg.wamid.clone(),
-            kind: last.msg.msg_type.clone(),
+            kind: last.msg.msg_type.as_str().to_owned(),
             text,
             timestamp: last.msg.meta_ts,
             content: raw,

@@ -195,7 +195,7 @@ pub(super) async fn apply_ops(
                 .bind(&m.wa_id)
                 .bind(&m.user_id)
                 .bind(&m.customer_name)
-                .bind(&m.msg_type)
+                .bind(m.msg_type.as_str())
                 .bind(&m.text)
                 .bind(&m.payload)
                 .bind(m.meta_ts)

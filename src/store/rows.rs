@@ -1,6 +1,7 @@
 //! Row types and the queries over them, written once for both dialects through `on_pool!`.
 
 use super::{Store, StoreError, on_pool};
+use crate::cloudapi::envelope::MessageType;
 use sqlx::Row;
 
 /// Lifecycle of an inbound message.
@@ -76,7 +77,7 @@ pub struct NewInbound {
     pub wa_id: Option<String>,
     pub user_id: Option<String>,
     pub customer_name: Option<String>,
-    pub msg_type: String,
+    pub msg_type: MessageType,
     pub text: Option<String>,
     /// The message object exactly as Meta sent it (JSON).
     pub payload: String,
@@ -100,9 +101,11 @@ impl NewInbound {
             &mut self.wamid,
             &mut self.phone_number_id,
             &mut self.customer,
-            &mut self.msg_type,
         ] {
             strip_nul(field);
+        }
+        if let MessageType::Other(name) = &mut self.msg_type {
+            strip_nul(name);
         }
         for field in [
             &mut self.wa_id,
@@ -441,7 +444,7 @@ pub(super) fn inbox_from(t: InboxTuple) -> InboxRow {
             wa_id: t.4,
             user_id: t.5,
             customer_name: t.6,
-            msg_type: t.7,
+            msg_type: MessageType::parse(&t.7),
             text: t.8,
             payload: t.9,
             meta_ts: t.10,

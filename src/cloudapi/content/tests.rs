@@ -27,13 +27,19 @@ fn msg(kind: &str, object: Value) -> InboundMessage {
     msg_with(kind, object, json!({}))
 }
 
+/// (type, object, structured, render_text) of one message case.
+type Case = (&'static str, Value, Value, Option<&'static str>);
+
 /// (type, object, structured, render_text) for every type in meta-cloud-api.md.
-fn cases() -> Vec<(&'static str, Value, Value, Option<&'static str>)> {
-    let nfm = r#"{"flow_token":"t","size":"m"}"#;
-    let card = json!({ "name": { "formatted_name": "Barbara J. Johnson", "first_name": "Barbara" },
-        "phones": [{ "phone": "+1 (650) 555-1234", "wa_id": "16505551234", "type": "HOME" }],
-        "emails": [{ "email": "b@example.com", "type": "WORK" }],
-        "org": { "company": "Lucky Shrub", "title": "Manager" } });
+fn cases() -> Vec<Case> {
+    let mut all = text_and_media();
+    all.extend(places_cards_and_replies());
+    all.extend(events_and_unknowns());
+    all
+}
+
+/// Text and the media types.
+fn text_and_media() -> Vec<Case> {
     vec![
         (
             "text",
@@ -105,6 +111,17 @@ fn cases() -> Vec<(&'static str, Value, Value, Option<&'static str>)> {
             "download_url": "/media/106540352242922/118" }),
             Some("[animated sticker]"),
         ),
+    ]
+}
+
+/// Location, shared contacts, interactive replies and template buttons.
+fn places_cards_and_replies() -> Vec<Case> {
+    let nfm = r#"{"flow_token":"t","size":"m"}"#;
+    let card = json!({ "name": { "formatted_name": "Barbara J. Johnson", "first_name": "Barbara" },
+        "phones": [{ "phone": "+1 (650) 555-1234", "wa_id": "16505551234", "type": "HOME" }],
+        "emails": [{ "email": "b@example.com", "type": "WORK" }],
+        "org": { "company": "Lucky Shrub", "title": "Manager" } });
+    vec![
         (
             "location",
             json!({ "latitude": 37.48, "longitude": -122.14, "name": "Main Street Beach",
@@ -164,6 +181,12 @@ fn cases() -> Vec<(&'static str, Value, Value, Option<&'static str>)> {
             json!({ "type": "button", "payload": "stop-promos", "text": "Unsubscribe" }),
             Some("[button] Unsubscribe"),
         ),
+    ]
+}
+
+/// Reactions, orders, system notices, edits, revokes, the welcome request and unknown types.
+fn events_and_unknowns() -> Vec<Case> {
+    vec![
         (
             "reaction",
             json!({ "message_id": "wamid.O", "emoji": "👍" }),
