@@ -1,9 +1,9 @@
-//! The webhook's raw wire shapes, as serde reads them: every field optional or defaulted, so
+//! The webhook's raw wire shapes, as serde reads them: the skeleton's fields are optional so
 //! that `convert` can say which one is missing. No meaning here, only the JSON's shape.
-//!
-//! The skeleton is deserialized straight from the bytes; a change's value is kept as a borrowed
-//! RawValue because Meta sends `value` before `field`, and only the field says how to read it.
-//! Messages go through `Value` once, since `raw` must keep the object exactly as received.
+
+// The skeleton is deserialized straight from the bytes; a change's value is kept as a borrowed
+// RawValue because Meta sends `value` before `field`, and only the field says how to read it.
+// Messages go through `Value` once, since `raw` must keep the object exactly as received.
 
 use std::fmt;
 
