@@ -3,7 +3,7 @@
 //! request, checks the bearer key when one is set and fails on request, in OpenAI's error shape.
 
 use super::EmulatorHandle;
-use super::state::now_ms;
+use super::clock::now_ms;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
