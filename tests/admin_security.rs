@@ -409,28 +409,10 @@ async fn media_is_not_fetched_from_a_host_off_the_allow_list() {
     let storage = common::storage(Db::Sqlite).await.unwrap();
     let dir = storage.dir.path().to_owned();
     let emu = common::standalone_emulator(&dir, Duration::from_millis(500)).await;
-    let yaml = format!(
-        r#"version: 1
-listen: {{ webhook: "127.0.0.1:0", admin: "127.0.0.1:0" }}
-public_url: http://127.0.0.1:8080/webhook
-storage: {{ url: "{url}" }}
-meta:
-  graph_url: {graph}
-  app_id: "1000000000000001"
-  app_secret: {{ file: {d}/app_secret }}
-  verify_token: {{ file: {d}/verify_token }}
-  media_hosts: [lookaside.fbsbx.com, "127.0.0.1"]
-agents:
-  echo: {{ kind: echo }}
-numbers:
-  - {{ phone_number_id: "{PNID}", waba_id: "{WABA}", agent: echo, access_token: {{ file: {d}/token }} }}
-"#,
-        url = storage.url,
-        graph = emu.url(),
-        d = dir.display(),
-    );
-    let path = dir.join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
+    let path = common::StandaloneConfig::new(&dir, &storage.url, &emu.url())
+        .meta("  media_hosts: [lookaside.fbsbx.com, \"127.0.0.1\"]\n")
+        .agents("  echo: { kind: echo }\n")
+        .write("gateway.yaml");
     let gw = wa_gateway::app::Gateway::start_from(&path).await.unwrap();
     let id = emu.add_media("image/jpeg", vec![1, 2, 3]);
     let res = reqwest::Client::new()

@@ -125,76 +125,30 @@ async fn a_backlog_of_100k_messages_starts_in_bounded_memory_and_drains_once() {
     let dir = storage.dir.path().to_owned();
     let agent = CountingAgent::start().await;
 
-    use wa_gateway::emulator::{self, EmulatorConfig, EmulatorNumber};
-    let emu = emulator::start(
-        EmulatorConfig {
-            app_id: "1000000000000001".into(),
-            app_secret: APP_SECRET.into(),
-            verify_token: VERIFY_TOKEN.into(),
-            numbers: vec![EmulatorNumber {
-                phone_number_id: PNID.into(),
-                waba_id: WABA.into(),
-                display_phone_number: "15550001111".into(),
-                access_token: "token-one".into(),
-            }],
-            // Status webhooks are not what this test is about; they would only slow it down.
-            statuses: false,
-            ..EmulatorConfig::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let emu = start_emulator(wa_gateway::emulator::EmulatorConfig {
+        // Status webhooks are not what this test is about; they would only slow it down.
+        statuses: false,
+        ..emulator_config()
+    })
+    .await;
+    // Inline secrets are accepted only with the built-in emulator: point at files instead.
+    write_secret_files(&dir);
     let (webhook_port, admin_port) = (free_port(), free_port());
     let admin = format!("127.0.0.1:{admin_port}");
-    let config = format!(
-        r#"version: 1
-listen: {{ webhook: "127.0.0.1:{webhook_port}", admin: "{admin}" }}
-public_url: http://127.0.0.1:{webhook_port}/webhook
-storage: {{ url: "{url}" }}
-meta:
-  graph_url: {graph}
-  app_id: "1000000000000001"
-  app_secret: {{ value: {APP_SECRET} }}
-  verify_token: {{ value: {VERIFY_TOKEN} }}
-  reconcile: {{ interval: 1h }}
-agents:
-  counted: {{ kind: http, url: "{agent}", timeout: 20s, history_turns: 0 }}
-numbers:
-  - {{ phone_number_id: "{PNID}", waba_id: "{WABA}", agent: counted, access_token: {{ value: token-one }} }}
-policies:
-  mark_read: false
-  throughput_per_number: 1000000
-  agent: {{ max_concurrency: {MAX_CONCURRENCY}, retries: 0, breaker_failures: 5 }}
-"#,
-        url = storage.url,
-        graph = emu.url(),
-        agent = agent.url,
-    );
-    // Inline secrets are accepted only with the built-in emulator: point at files instead.
-    let config = config
-        .replace(
-            &format!("{{ value: {APP_SECRET} }}"),
-            &format!("{{ file: {}/app_secret }}", dir.display()),
-        )
-        .replace(
-            &format!("{{ value: {VERIFY_TOKEN} }}"),
-            &format!("{{ file: {}/verify_token }}", dir.display()),
-        )
-        .replace(
-            "{ value: token-one }",
-            &format!("{{ file: {}/token }}", dir.display()),
-        );
-    for (name, value) in [
-        ("app_secret", APP_SECRET),
-        ("verify_token", VERIFY_TOKEN),
-        ("token", "token-one"),
-    ] {
-        std::fs::write(dir.join(name), value).unwrap();
-    }
-    let cfg_path = dir.join("gateway.yaml");
-    std::fs::write(&cfg_path, &config).unwrap();
+    let cfg_path = StandaloneConfig::new(&dir, &storage.url, &emu.url())
+        .webhook_port(webhook_port)
+        .admin(&admin)
+        .meta("  reconcile: { interval: 1h }\n")
+        .agents(&format!(
+            "  counted: {{ kind: http, url: \"{}\", timeout: 20s, history_turns: 0 }}\n",
+            agent.url
+        ))
+        .agent("counted")
+        .extra(&format!(
+            "policies:\n  mark_read: false\n  throughput_per_number: 1000000\n  \
+             agent: {{ max_concurrency: {MAX_CONCURRENCY}, retries: 0, breaker_failures: 5 }}\n"
+        ))
+        .write("gateway.yaml");
 
     // The schema, then the backlog, written with no gateway running.
     let cfg = wa_gateway::config::load(&cfg_path).expect("config valid");
@@ -220,7 +174,7 @@ policies:
 
     let log = dir.join("gateway.log");
     let started = Instant::now();
-    let gateway = spawn_gateway_binary(bin.as_ref(), &cfg_path, &log, "warn");
+    let gateway = spawn_gateway_binary(bin.as_ref(), &cfg_path, &log, "warn", &[]);
     let pid = gateway.child.id();
     let ready = wait_ready(&admin, Duration::from_secs(60)).await;
     assert!(
@@ -297,14 +251,7 @@ policies:
             .collect();
         assert_eq!(by_customer[c.as_str()], expected, "answers to {c}");
     }
-    let metrics = reqwest::Client::new()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape_metrics(&reqwest::Client::new(), &format!("http://{admin}")).await;
     assert!(
         metrics.contains("wa_gateway_agent_breaker_open{agent=\"counted\"} 0"),
         "the breaker stayed closed"

@@ -58,6 +58,18 @@ async fn window_closes_during_a_slow_agent(db: Db) {
     t.stop().await;
 }
 
+/// The opted-out `customer` writes `text`; whether the gateway then counts `n` messages recorded
+/// as from an opted-out customer.
+async fn says_while_opted_out(t: &TestGateway, customer: &str, text: &str, n: i64) -> bool {
+    t.emu.customer_says(PNID, customer, "O", text).await;
+    t.wait_count(
+        "SELECT COUNT(*) FROM inbox WHERE detail = 'customer opted out'",
+        n,
+        WAIT,
+    )
+    .await
+}
+
 async fn opt_out(db: Db, customer: &str, stop_word: &str) {
     let Some(mut t) = spawn_gateway(db, Options::default()).await else {
         return;
@@ -90,32 +102,16 @@ async fn opt_out(db: Db, customer: &str, stop_word: &str) {
     );
 
     t.restart().await;
-    t.emu
-        .customer_says(PNID, customer, "O", "hello after restart")
-        .await;
     assert!(
-        t.wait_count(
-            "SELECT COUNT(*) FROM inbox WHERE detail = 'customer opted out'",
-            2,
-            WAIT
-        )
-        .await,
+        says_while_opted_out(&t, customer, "hello after restart", 2).await,
         "still opted out after a restart"
     );
     assert!(t.emu.sent().is_empty(), "no reply after the restart");
     // A config reload (a new echo prefix) does not forget the opt-out either.
     t.reload_with(|yaml| yaml.replace("prefix: \"echo: \"", "prefix: \"reloaded: \""))
         .await;
-    t.emu
-        .customer_says(PNID, customer, "O", "hello after reload")
-        .await;
     assert!(
-        t.wait_count(
-            "SELECT COUNT(*) FROM inbox WHERE detail = 'customer opted out'",
-            3,
-            WAIT
-        )
-        .await,
+        says_while_opted_out(&t, customer, "hello after reload", 3).await,
         "still opted out after a reload"
     );
     assert!(t.emu.sent().is_empty(), "no reply after the reload");
@@ -569,27 +565,43 @@ async fn openai_agent_gets_history(db: Db) {
     t.stop().await;
 }
 
-/// The gateway stops while Meta is accepting a reply, so the reply is left in `sending`; after the
-/// restart, the status webhook that echoes its id settles it and it is never sent twice.
-async fn reply_left_sending_is_settled_by_status(db: Db) {
-    let Some(storage) = storage(db).await else {
-        return;
-    };
+/// A gateway on `db` with `policies`, calling a standalone emulator that outlives its restarts:
+/// its storage, the emulator, its config file and the gateway; `None` when `db` is skipped.
+async fn restartable(
+    db: Db,
+    policies: &str,
+) -> Option<(
+    Storage,
+    wa_gateway::emulator::EmulatorHandle,
+    std::path::PathBuf,
+    wa_gateway::app::Gateway,
+)> {
+    let storage = storage(db).await?;
     let dir = storage.dir.path().to_owned();
     let emu = standalone_emulator(&dir, Duration::from_millis(300)).await;
     let port = free_port();
-    let yaml = format!(
-        "version: 1\nlisten: {{ webhook: \"127.0.0.1:{port}\", admin: \"127.0.0.1:0\" }}\npublic_url: http://127.0.0.1:{port}/webhook\nstorage: {{ url: \"{url}\" }}\nmeta:\n  graph_url: {graph}\n  app_id: \"1000000000000001\"\n  app_secret: {{ file: {d}/app_secret }}\n  verify_token: {{ file: {d}/verify_token }}\nagents:\n  echo: {{ kind: echo, prefix: \"echo: \" }}\nnumbers:\n  - {{ phone_number_id: \"{PNID}\", waba_id: \"{WABA}\", agent: echo, access_token: {{ file: {d}/token }} }}\npolicies:\n  mark_read: false\n  delivery: {{ settle_grace: 2s }}\n",
-        url = storage.url,
-        graph = emu.url(),
-        d = dir.display()
-    );
-    let path = dir.join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
+    let path = StandaloneConfig::new(&dir, &storage.url, &emu.url())
+        .webhook_port(port)
+        .extra(policies)
+        .write("gateway.yaml");
     emu.set_webhook_url(format!("http://127.0.0.1:{port}/webhook"));
     let gw = wa_gateway::app::Gateway::start(wa_gateway::config::load(&path).unwrap())
         .await
         .unwrap();
+    Some((storage, emu, path, gw))
+}
+
+/// The gateway stops while Meta is accepting a reply, so the reply is left in `sending`; after the
+/// restart, the status webhook that echoes its id settles it and it is never sent twice.
+async fn reply_left_sending_is_settled_by_status(db: Db) {
+    let Some((storage, emu, path, gw)) = restartable(
+        db,
+        "policies:\n  mark_read: false\n  delivery: { settle_grace: 2s }\n",
+    )
+    .await
+    else {
+        return;
+    };
     emu.set_latency(Duration::from_millis(1500));
     emu.customer_says(PNID, "919896000001", "C", "hello").await;
     let url = storage.url.clone();
@@ -647,24 +659,9 @@ async fn reply_left_sending_is_settled_by_status(db: Db) {
 /// it waits for its number's pacing, it never left; after the restart it waits out the grace
 /// period for a status webhook, then goes exactly once.
 async fn reply_queued_sending_but_never_sent_goes_once_after_restart(db: Db) {
-    let Some(storage) = storage(db).await else {
+    let Some((storage, emu, path, gw)) = restartable(db, "policies:\n  mark_read: false\n  throughput_per_number: 1\n  delivery: { settle_grace: 2s }\n").await else {
         return;
     };
-    let dir = storage.dir.path().to_owned();
-    let emu = standalone_emulator(&dir, Duration::from_millis(300)).await;
-    let port = free_port();
-    let yaml = format!(
-        "version: 1\nlisten: {{ webhook: \"127.0.0.1:{port}\", admin: \"127.0.0.1:0\" }}\npublic_url: http://127.0.0.1:{port}/webhook\nstorage: {{ url: \"{url}\" }}\nmeta:\n  graph_url: {graph}\n  app_id: \"1000000000000001\"\n  app_secret: {{ file: {d}/app_secret }}\n  verify_token: {{ file: {d}/verify_token }}\nagents:\n  echo: {{ kind: echo, prefix: \"echo: \" }}\nnumbers:\n  - {{ phone_number_id: \"{PNID}\", waba_id: \"{WABA}\", agent: echo, access_token: {{ file: {d}/token }} }}\npolicies:\n  mark_read: false\n  throughput_per_number: 1\n  delivery: {{ settle_grace: 2s }}\n",
-        url = storage.url,
-        graph = emu.url(),
-        d = dir.display()
-    );
-    let path = dir.join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    emu.set_webhook_url(format!("http://127.0.0.1:{port}/webhook"));
-    let gw = wa_gateway::app::Gateway::start(wa_gateway::config::load(&path).unwrap())
-        .await
-        .unwrap();
     let customers = ["919896000011", "919896000012", "919896000013"];
     for c in customers {
         emu.customer_says(PNID, c, "C", "hello").await;

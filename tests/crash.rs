@@ -10,7 +10,7 @@ use std::time::Duration;
 /// The binary this test builds.
 fn spawn_binary(config: &std::path::Path, log: &std::path::Path) -> GatewayProcess {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wa-gateway"));
-    spawn_gateway_binary(bin, config, log, "info")
+    spawn_gateway_binary(bin, config, log, "info", &[])
 }
 
 async fn killed_gateway_answers_everything_once(db: Db) {
@@ -21,29 +21,14 @@ async fn killed_gateway_answers_everything_once(db: Db) {
     let emu = standalone_emulator(dir, Duration::from_millis(500)).await;
     let (webhook_port, admin_port) = (free_port(), free_port());
     let admin = format!("127.0.0.1:{admin_port}");
-    let config = format!(
-        r#"version: 1
-listen: {{ webhook: "127.0.0.1:{webhook_port}", admin: "{admin}" }}
-public_url: http://127.0.0.1:{webhook_port}/webhook
-storage: {{ url: "{url}", lease: 2s }}
-meta:
-  graph_url: {graph}
-  app_id: "1000000000000001"
-  app_secret: {{ file: {d}/app_secret }}
-  verify_token: {{ file: {d}/verify_token }}
-agents:
-  echo: {{ kind: echo, prefix: "echo: " }}
-numbers:
-  - {{ phone_number_id: "{PNID}", waba_id: "{WABA}", agent: echo, access_token: {{ file: {d}/token }} }}
-policies:
-  delivery: {{ initial_backoff: 20ms, max_backoff: 200ms, settle_grace: 2s }}
-"#,
-        url = storage.url,
-        graph = emu.url(),
-        d = dir.display(),
-    );
-    let cfg_path = dir.join("gateway.yaml");
-    std::fs::write(&cfg_path, config).unwrap();
+    let cfg_path = StandaloneConfig::new(dir, &storage.url, &emu.url())
+        .webhook_port(webhook_port)
+        .admin(&admin)
+        .storage_extra(", lease: 2s")
+        .extra(
+            "policies:\n  delivery: { initial_backoff: 20ms, max_backoff: 200ms, settle_grace: 2s }\n",
+        )
+        .write("gateway.yaml");
     let log = dir.join("gateway.log");
     emu.set_webhook_url(format!("http://127.0.0.1:{webhook_port}/webhook"));
     // Slow Graph calls keep replies in flight when the process dies.

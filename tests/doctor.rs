@@ -6,16 +6,15 @@
 
 mod common;
 
-use common::{APP_SECRET, PNID, VERIFY_TOKEN, WABA, free_port};
+use common::{PNID, StandaloneConfig, WABA, free_port};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use wa_gateway::app::Gateway;
-use wa_gateway::emulator::{self, EmulatorConfig, EmulatorHandle, EmulatorNumber};
+use wa_gateway::emulator::EmulatorHandle;
 use wa_gateway::graph::GraphClient;
 use wa_gateway::reload::ReloadOutcome;
 
-const APP_ID: &str = "1000000000000001";
 const TOKEN: &str = "token-one";
 
 struct Env {
@@ -74,54 +73,19 @@ impl Env {
     }
 }
 
-fn config(dir: &Path, graph: &str, webhook_port: u16, admin_port: u16) -> String {
-    let d = dir.display();
-    format!(
-        r#"version: 1
-listen: {{ webhook: "127.0.0.1:{webhook_port}", admin: "127.0.0.1:{admin_port}" }}
-public_url: http://127.0.0.1:{webhook_port}/webhook
-storage: {{ url: "sqlite://{d}/gateway.db" }}
-meta:
-  graph_url: {graph}
-  app_id: "{APP_ID}"
-  app_secret: {{ file: {d}/app_secret }}
-  verify_token: {{ file: {d}/verify_token }}
-agents:
-  echo: {{ kind: echo, prefix: "probe answered: " }}
-numbers:
-  - {{ phone_number_id: "{PNID}", waba_id: "{WABA}", agent: echo, display_name: Acme,
-       access_token: {{ file: {d}/token }}, pin: {{ file: {d}/pin }} }}
-"#
-    )
-}
-
 async fn start() -> (Env, Gateway) {
-    let emu = emulator::start(
-        EmulatorConfig {
-            app_id: APP_ID.into(),
-            app_secret: APP_SECRET.into(),
-            verify_token: VERIFY_TOKEN.into(),
-            numbers: vec![EmulatorNumber {
-                phone_number_id: PNID.into(),
-                waba_id: WABA.into(),
-                display_phone_number: "15550001111".into(),
-                access_token: TOKEN.into(),
-            }],
-            ..EmulatorConfig::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let emu = common::start_emulator(common::emulator_config()).await;
     let dir = tempfile::tempdir().unwrap();
+    common::write_secret_files(dir.path());
+    std::fs::write(dir.path().join("pin"), "123456").unwrap();
     let admin_port = free_port();
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &path,
-        config(dir.path(), &emu.url(), free_port(), admin_port),
-    )
-    .unwrap();
+    let d = dir.path().display();
+    let path = StandaloneConfig::new(dir.path(), &format!("sqlite://{d}/gateway.db"), &emu.url())
+        .webhook_port(free_port())
+        .admin(&format!("127.0.0.1:{admin_port}"))
+        .agents("  echo: { kind: echo, prefix: \"probe answered: \" }\n")
+        .number_extra(&format!(", display_name: Acme, pin: {{ file: {d}/pin }}"))
+        .write("gateway.yaml");
     let env = Env {
         emu,
         dir,
@@ -129,14 +93,6 @@ async fn start() -> (Env, Gateway) {
         admin: format!("http://127.0.0.1:{admin_port}"),
         http: reqwest::Client::new(),
     };
-    for (file, value) in [
-        ("app_secret", APP_SECRET),
-        ("verify_token", VERIFY_TOKEN),
-        ("token", TOKEN),
-        ("pin", "123456"),
-    ] {
-        env.write(file, value);
-    }
     let gateway = Gateway::start_from(&path).await.expect("gateway starts");
     (env, gateway)
 }
@@ -262,15 +218,7 @@ async fn test_connection_and_doctor_report_each_check() {
         .await
         .unwrap();
     assert_eq!(numbers["numbers"][0]["status"], "error");
-    let metrics = env
-        .http
-        .get(format!("{}/metrics", env.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::scrape_metrics(&env.http, &env.admin).await;
     assert!(
         metrics.contains(&format!(
             "wa_gateway_number_status{{phone_number_id=\"{PNID}\",status=\"error\"}} 1"

@@ -55,12 +55,7 @@ async fn signed_garbage_is_dead_lettered(db: Db) {
 }
 
 async fn undeclared_number_recorded_not_answered(db: Db) {
-    let rec = RecordingAgent::start().await;
-    let opts = Options {
-        agents: rec.agents_yaml(),
-        ..Options::default()
-    };
-    let Some(mut t) = spawn_gateway_with_agent(db, opts, "rec").await else {
+    let Some((rec, mut t)) = spawn_gateway_with_recorder(db).await else {
         return;
     };
     let env = text_envelope(&[(
@@ -113,15 +108,7 @@ async fn health_and_metrics(db: Db) {
             .wait_sent(|s| !s.is_empty(), Duration::from_secs(20))
             .await
     );
-    let text = t
-        .http
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = t.metrics().await;
     for needle in [
         "wa_gateway_webhooks_total{result=\"ok\"}",
         &format!("wa_gateway_messages_in_total{{phone_number_id=\"{PNID}\",type=\"text\"}} 1"),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use wa_gateway::app::Gateway;
-use wa_gateway::emulator::{self, EmulatorConfig, EmulatorHandle, EmulatorNumber};
+use wa_gateway::emulator::{EmulatorConfig, EmulatorHandle};
 use wa_gateway::secrets::{EncryptionKey, Keyring, Sealed};
 
 const APP_ID: &str = "1000000000000001";
@@ -33,36 +33,18 @@ struct Env {
 /// An emulator with two numbers of one WABA (token `token-one`), and the secret files.
 async fn env(db: Db) -> Option<Env> {
     let storage = storage(db).await?;
-    let emu = emulator::start(
-        EmulatorConfig {
-            app_id: APP_ID.into(),
-            app_secret: APP_SECRET.into(),
-            verify_token: VERIFY_TOKEN.into(),
-            numbers: [PNID, PNID2]
-                .iter()
-                .map(|id| EmulatorNumber {
-                    phone_number_id: (*id).into(),
-                    waba_id: WABA.into(),
-                    display_phone_number: "15550001111".into(),
-                    access_token: TOKEN.into(),
-                })
-                .collect(),
-            ..EmulatorConfig::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let emu = start_emulator(EmulatorConfig {
+        numbers: vec![emulator_number(PNID), emulator_number(PNID2)],
+        ..emulator_config()
+    })
+    .await;
     let e = Env {
         emu,
         storage,
         http: reqwest::Client::new(),
     };
+    write_secret_files(e.dir());
     for (name, value) in [
-        ("app_secret", APP_SECRET),
-        ("verify_token", VERIFY_TOKEN),
-        ("token", TOKEN),
         ("admin_token", ADMIN),
         ("pin1", "123456"),
         ("pin2", "654321"),
@@ -99,22 +81,11 @@ impl Env {
     /// A config calling the emulator; `meta_extra` lines go under `meta:`, `numbers` is the
     /// whole `numbers:` block.
     fn config(&self, name: &str, meta_extra: &str, numbers: &str) -> PathBuf {
-        let d = self.dir().display();
-        let text = format!(
-            "version: 1\n\
-             listen: {{ webhook: \"127.0.0.1:0\", admin: \"127.0.0.1:0\", admin_token: {{ file: {d}/admin_token }} }}\n\
-             public_url: http://127.0.0.1:8080/webhook\n\
-             storage: {{ url: \"{url}\" }}\n\
-             meta:\n  graph_url: {graph}\n  app_id: \"{APP_ID}\"\n  app_secret: {{ file: {d}/app_secret }}\n  \
-             verify_token: {{ file: {d}/verify_token }}\n{meta_extra}\
-             agents:\n  echo: {{ kind: echo, prefix: \"echo: \" }}\n\
-             {numbers}",
-            url = self.storage.url,
-            graph = self.emu.url(),
-        );
-        let path = self.dir().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
+        StandaloneConfig::new(self.dir(), &self.storage.url, &self.emu.url())
+            .admin_token_file()
+            .meta(meta_extra)
+            .numbers(numbers)
+            .write(name)
     }
 
     fn key(&self, file: &str) -> String {

@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wa_gateway::app::Gateway;
 use wa_gateway::config;
-use wa_gateway::emulator::{self, EmulatorConfig, EmulatorHandle, EmulatorNumber};
+use wa_gateway::emulator::EmulatorHandle;
 use wa_gateway::graph::GraphClient;
 use wa_gateway::reconcile::{self, Desired, NumberState, Op};
 
-const APP_ID: &str = "1000000000000001";
 const TOKEN: &str = "token-one";
 const PIN: &str = "123456";
 
@@ -24,42 +23,24 @@ struct Env {
     client: GraphClient,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Env {
     /// Writes a config whose secrets come from files named by the arguments; returns its path.
     fn config(&self, name: &str, verify_token_file: &str, pin_file: &str) -> PathBuf {
         let d = self.dir.path().display();
-        let text = format!(
-            r#"version: 1
-listen: {{ webhook: "127.0.0.1:{port}", admin: "127.0.0.1:0" }}
-public_url: http://127.0.0.1:{port}/webhook
-storage: {{ url: "sqlite://{d}/gateway.db" }}
-meta:
-  graph_url: {graph}
-  app_id: "{APP_ID}"
-  app_secret: {{ file: {d}/app_secret }}
-  verify_token: {{ file: {d}/{verify_token_file} }}
-  # The test drives plan and apply itself; the gateway's loop only watches.
-  reconcile: {{ apply: false }}
-agents:
-  echo: {{ kind: echo }}
-numbers:
-  - {{ phone_number_id: "{PNID}", waba_id: "{WABA}", agent: echo, display_name: Acme,
-       access_token: {{ file: {d}/token }}, pin: {{ file: {d}/{pin_file} }} }}
-"#,
-            port = self.webhook_port,
-            graph = self.emu.url(),
-        );
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
+        StandaloneConfig::new(
+            self.dir.path(),
+            &format!("sqlite://{d}/gateway.db"),
+            &self.emu.url(),
+        )
+        .webhook_port(self.webhook_port)
+        .verify_token_file(verify_token_file)
+        // The test drives plan and apply itself; the gateway's loop only watches.
+        .meta("  reconcile: { apply: false }\n")
+        .agents("  echo: { kind: echo }\n")
+        .number_extra(&format!(
+            ", display_name: Acme, pin: {{ file: {d}/{pin_file} }}"
+        ))
+        .write(name)
     }
 
     fn write(&self, file: &str, value: &str) {
@@ -81,25 +62,7 @@ async fn plan_ops(env: &Env, d: &Desired) -> Vec<Op> {
 }
 
 async fn start() -> (Env, Gateway) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let emu = emulator::start(
-        EmulatorConfig {
-            app_id: APP_ID.into(),
-            app_secret: APP_SECRET.into(),
-            verify_token: VERIFY_TOKEN.into(),
-            numbers: vec![EmulatorNumber {
-                phone_number_id: PNID.into(),
-                waba_id: WABA.into(),
-                display_phone_number: "15550001111".into(),
-                access_token: TOKEN.into(),
-            }],
-            ..EmulatorConfig::default()
-        },
-        listener,
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let emu = start_emulator(emulator_config()).await;
     let client = GraphClient::new(&emu.url(), "v23.0", Duration::from_secs(10));
     let env = Env {
         emu,
@@ -107,11 +70,9 @@ async fn start() -> (Env, Gateway) {
         webhook_port: free_port(),
         client,
     };
+    write_secret_files(env.dir.path());
     for (file, value) in [
-        ("app_secret", APP_SECRET),
-        ("verify_token", VERIFY_TOKEN),
         ("wrong_verify_token", "not-the-gateways-token"),
-        ("token", TOKEN),
         ("pin", PIN),
         ("wrong_pin", "654321"),
     ] {

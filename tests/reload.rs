@@ -167,15 +167,7 @@ async fn an_invalid_edit_changes_nothing_and_is_reported() {
         "{error}"
     );
     assert_eq!(status["sha256"], sha(&good));
-    let metrics = tg
-        .http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = tg.metrics().await;
     assert!(metrics.contains("wa_gateway_config_reloads_total{result=\"error\"} 1"));
     assert!(metrics.contains(&format!(
         "wa_gateway_config_info{{sha256=\"{}\"}} 1",

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,51 +25,34 @@ fn now_ms() -> i64 {
 /// One gateway process with its ports and log.
 struct Replica {
     id: String,
-    child: Option<Child>,
+    process: Option<GatewayProcess>,
     webhook: String,
     admin: String,
     log: std::path::PathBuf,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 impl Replica {
     /// Starts `wa-gateway serve` as replica `id` on `storage_url`, calling Graph at `graph`.
     fn start(dir: &std::path::Path, id: &str, storage_url: &str, graph: &str, extra: &str) -> Self {
         let (webhook_port, admin_port) = (free_port(), free_port());
-        let config = format!(
-            r#"version: 1
-listen: {{ webhook: "127.0.0.1:{webhook_port}", admin: "127.0.0.1:{admin_port}", shutdown_delay: 2s, shutdown_timeout: 10s }}
-public_url: http://127.0.0.1:{webhook_port}/webhook
-storage: {{ url: "{storage_url}", lease: 2s }}
-meta:
-  graph_url: {graph}
-  app_id: "1000000000000001"
-  app_secret: {{ file: {d}/app_secret }}
-  verify_token: {{ file: {d}/verify_token }}
-agents:
-  echo: {{ kind: echo, prefix: "echo: ", delay: 20ms }}
-numbers:
-  - {{ phone_number_id: "{PNID}", waba_id: "{WABA}", agent: echo, access_token: {{ file: {d}/token }} }}
-{extra}"#,
-            d = dir.display(),
-        );
-        let path = dir.join(format!("{id}.yaml"));
-        std::fs::write(&path, config).unwrap();
+        let admin = format!("127.0.0.1:{admin_port}");
+        let path = StandaloneConfig::new(dir, storage_url, graph)
+            .webhook_port(webhook_port)
+            .admin(&admin)
+            .listen_extra(", shutdown_delay: 2s, shutdown_timeout: 10s")
+            .storage_extra(", lease: 2s")
+            .agents("  echo: { kind: echo, prefix: \"echo: \", delay: 20ms }\n")
+            .extra(extra)
+            .write(&format!("{id}.yaml"));
         let log = dir.join(format!("{id}.log"));
-        let child = spawn(&path, &log, id);
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wa-gateway"));
+        let process =
+            spawn_gateway_binary(bin, &path, &log, "info", &[("WA_GATEWAY_REPLICA_ID", id)]);
         Self {
             id: id.to_owned(),
-            child: Some(child),
+            process: Some(process),
             webhook: format!("http://127.0.0.1:{webhook_port}/webhook"),
-            admin: format!("127.0.0.1:{admin_port}"),
+            admin,
             log,
         }
     }
@@ -79,18 +62,13 @@ numbers:
     }
 
     async fn wait_ready(&self) {
-        let http = reqwest::Client::new();
-        let ready = wait_until(Duration::from_secs(30), || {
-            let http = http.clone();
-            async move {
-                http.get(format!("http://{}/readyz", self.admin))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
+        let ready = wait_ready(&self.admin, Duration::from_secs(30)).await;
         assert!(ready, "{} not ready; log:\n{}", self.id, self.log_text());
+    }
+
+    /// The process's pid.
+    fn pid(&self) -> u32 {
+        self.process.as_ref().expect("running").child.id()
     }
 
     /// `/api/cluster`, or `None` when the replica does not answer.
@@ -106,27 +84,10 @@ numbers:
 
     /// SIGKILL: no graceful anything.
     fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let mut process = self.process.take().expect("running");
+        process.child.kill().unwrap();
+        process.child.wait().unwrap();
     }
-}
-
-fn spawn(config: &std::path::Path, log: &std::path::Path, id: &str) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("WA_GATEWAY_LOG", "info")
-        .env("WA_GATEWAY_REPLICA_ID", id)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start wa-gateway")
 }
 
 /// Posts one customer text to `url`, signed as Meta does; `Err` says why it was not a 200.
@@ -355,7 +316,7 @@ async fn three_replicas_answer_every_message_once_in_order_while_the_leader_dies
     assert_each_answered_once_in_order(&emu, &want);
 
     // Leadership moved to a survivor.
-    let survivors: Vec<&Replica> = replicas.iter().filter(|r| r.child.is_some()).collect();
+    let survivors: Vec<&Replica> = replicas.iter().filter(|r| r.process.is_some()).collect();
     let new_leader = the_leader(&http, &survivors).await;
     assert_ne!(new_leader, leader, "leadership did not move");
 
@@ -545,7 +506,7 @@ async fn sigterm_under_load_refuses_nothing_before_readyz_turns_503_and_loses_no
         wait_until(Duration::from_secs(30), || async { emu.sent().len() >= 50 }).await,
         "load under way"
     );
-    let pid = stopping.child.as_ref().unwrap().id();
+    let pid = stopping.pid();
     let sigterm_at = now_ms();
     let status = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -569,10 +530,10 @@ async fn sigterm_under_load_refuses_nothing_before_readyz_turns_503_and_loses_no
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     // The process drains and exits by itself, within the delay and the timeout.
-    let mut child = stopping.child.take().unwrap();
+    let mut process = stopping.process.take().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
+        if let Some(exit) = process.child.try_wait().unwrap() {
             break exit;
         }
         assert!(
@@ -637,11 +598,11 @@ async fn a_second_process_on_the_same_sqlite_file_is_refused() {
     let emu = standalone_emulator(dir, Duration::from_millis(300)).await;
     let mut first = Replica::start(dir, "first", &storage.url, &emu.url(), "");
     first.wait_ready().await;
-    let pid = first.child.as_ref().unwrap().id();
+    let pid = first.pid();
 
     let second = Replica::start(dir, "second", &storage.url, &emu.url(), "");
-    let mut child = second_child(second);
-    let status = child.wait().unwrap();
+    let mut process = second_process(second);
+    let status = process.child.wait().unwrap();
     let log = std::fs::read_to_string(dir.join("second.log")).unwrap();
     assert!(!status.success(), "the second process started; log:\n{log}");
     let db = storage.url.trim_start_matches("sqlite://");
@@ -664,8 +625,8 @@ async fn a_second_process_on_the_same_sqlite_file_is_refused() {
     third.wait_ready().await;
 }
 
-fn second_child(mut r: Replica) -> Child {
-    r.child.take().unwrap()
+fn second_process(mut r: Replica) -> GatewayProcess {
+    r.process.take().unwrap()
 }
 
 /// A message another replica commits late can carry a lower id than one this replica already

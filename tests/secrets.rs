@@ -57,39 +57,31 @@ async fn no_secret_value_anywhere() {
         std::fs::write(dir.join(name), value).unwrap();
     }
     // The emulator holds the same values, as Meta would.
-    let emu = wa_gateway::emulator::start(
-        wa_gateway::emulator::EmulatorConfig {
-            app_id: "1000000000000001".into(),
-            app_secret: SECRETS[0].1.into(),
-            verify_token: SECRETS[1].1.into(),
-            numbers: vec![wa_gateway::emulator::EmulatorNumber {
-                phone_number_id: PNID.into(),
-                waba_id: WABA.into(),
-                display_phone_number: "15550001111".into(),
-                access_token: SECRETS[2].1.into(),
-            }],
-            ..Default::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let emu = start_emulator(wa_gateway::emulator::EmulatorConfig {
+        app_secret: SECRETS[0].1.into(),
+        verify_token: SECRETS[1].1.into(),
+        numbers: vec![wa_gateway::emulator::EmulatorNumber {
+            access_token: SECRETS[2].1.into(),
+            ..emulator_number(PNID)
+        }],
+        ..emulator_config()
+    })
+    .await;
     let agent = RecordingAgent::start().await;
     let port = free_port();
     let d = dir.display();
-    let yaml = format!(
-        "version: 1\nlisten: {{ webhook: \"127.0.0.1:{port}\", admin: \"127.0.0.1:0\", admin_token: {{ file: {d}/admin_token }} }}\n\
-         public_url: http://127.0.0.1:{port}/webhook\nstorage: {{ url: \"{url}\" }}\n\
-         meta:\n  graph_url: {graph}\n  app_id: \"1000000000000001\"\n  app_secret: {{ file: {d}/app_secret }}\n  verify_token: {{ file: {d}/verify_token }}\n  encryption_key: {{ file: {d}/encryption_key }}\n\
-         agents:\n  rec: {{ kind: http, url: \"{agent}\", headers: {{ Authorization: {{ file: {d}/agent_key }} }} }}\n\
-         numbers:\n  - {{ phone_number_id: \"{PNID}\", waba_id: \"{WABA}\", agent: rec, access_token: {{ stored: acme }} }}\n",
-        url = storage.url,
-        graph = emu.url(),
-        agent = agent.url,
-    );
-    let path = dir.join("gateway.yaml");
-    std::fs::write(&path, &yaml).unwrap();
+    let config = StandaloneConfig::new(&dir, &storage.url, &emu.url())
+        .webhook_port(port)
+        .admin_token_file()
+        .meta(&format!("  encryption_key: {{ file: {d}/encryption_key }}\n"))
+        .agents(&format!(
+            "  rec: {{ kind: http, url: \"{}\", headers: {{ Authorization: {{ file: {d}/agent_key }} }} }}\n",
+            agent.url
+        ))
+        .agent("rec")
+        .access_token("{ stored: acme }");
+    let yaml = config.yaml();
+    let path = config.write("gateway.yaml");
     // The number's token is kept encrypted in storage, as `wa-gateway secret put acme` does.
     {
         let cfg = wa_gateway::config::load(&path).unwrap();
@@ -208,14 +200,7 @@ async fn no_secret_value_anywhere() {
             .unwrap();
         outputs.push((route.into(), body));
     }
-    let metrics = http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape_metrics(&http, &admin).await;
     assert!(
         metrics.contains("wa_gateway_meta_errors_total{code=\"190\"} 1"),
         "{metrics}"

@@ -59,12 +59,7 @@ async fn end_to_end_reply(db: Db) {
 }
 
 async fn bad_signatures_store_nothing(db: Db) {
-    let rec = RecordingAgent::start().await;
-    let opts = Options {
-        agents: rec.agents_yaml(),
-        ..Options::default()
-    };
-    let Some(mut t) = spawn_gateway_with_agent(db, opts, "rec").await else {
+    let Some((rec, mut t)) = spawn_gateway_with_recorder(db).await else {
         return;
     };
     let body = serde_json::to_vec(&text_envelope(&[(
@@ -111,12 +106,7 @@ async fn bad_signatures_store_nothing(db: Db) {
 }
 
 async fn redelivered_webhook_answered_once(db: Db) {
-    let rec = RecordingAgent::start().await;
-    let opts = Options {
-        agents: rec.agents_yaml(),
-        ..Options::default()
-    };
-    let Some(mut t) = spawn_gateway_with_agent(db, opts, "rec").await else {
+    let Some((rec, mut t)) = spawn_gateway_with_recorder(db).await else {
         return;
     };
     let env = text_envelope(&[(

@@ -185,63 +185,123 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     for target in &targets {
         wait_for_target(target.addr, Duration::from_secs(15)).await?;
     }
-
-    // The emulator gets its own threads so that its CPU can be told apart from the load's.
-    let emu_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(cpu::EMULATOR_THREAD)
-        .enable_all()
-        .build()
-        .context("starting the emulator's runtime")?;
-    let stop_emulator = CancellationToken::new();
-    let (listen, emu_cfg, token) = (
-        setup.emulator_listen,
-        setup.emulator.clone(),
-        stop_emulator.clone(),
-    );
-    let emulator = emu_rt
-        .spawn(async move {
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
-                format!("the bench's emulator cannot listen on {listen} (meta.graph_url); is another emulator running?")
-            })?;
-            crate::emulator::start(emu_cfg, listener, token)
-                .await
-                .context("starting the emulator")
-        })
-        .await??;
+    let emulator = BenchEmulator::start(&setup).await?;
 
     let run = Run { id: rand::random() };
     let replies = Arc::new(Mutex::new(Replies::new(run)));
-    let mut distinct_rx = replies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .distinct_tx
-        .subscribe();
     let stop_reader = CancellationToken::new();
     let reader = tokio::spawn(load::read_replies(
-        emulator.clone(),
+        emulator.handle.clone(),
         replies.clone(),
         stop_reader.clone(),
     ));
-
-    let max_connections = match (args.concurrency, args.rate) {
-        (Some(c), _) => c,
-        (None, rate) => args
-            .connections
-            .unwrap_or_else(|| (rate.unwrap_or(0) / 25).max(64) as usize),
-    };
     let load = Arc::new(Load {
         run,
         numbers: setup.numbers.clone(),
         customers: args.customers,
         per_webhook: args.messages_per_webhook,
         app_secret: setup.app_secret.clone().into_bytes(),
-        pool: client::Pool::new(targets, max_connections),
-        emulator: emulator.clone(),
+        pool: client::Pool::new(targets, max_connections(&args)),
+        emulator: emulator.handle.clone(),
         acks: Mutex::new(Acks::default()),
         start: Instant::now(),
         start_unix_us: load::unix_us(),
     });
+    let measured = drive(&args, &load).await?;
+
+    // Ingress alone (no number enabled): no reply is owed.
+    let acked: Vec<u64> = if setup.answered {
+        lock(&load.acks).acked.clone()
+    } else {
+        Vec::new()
+    };
+    let secs = drain(&replies, &emulator.handle, &acked, args.drain).await;
+    stop_reader.cancel();
+    let _ = reader.await;
+    let drained = Drained {
+        acked,
+        secs,
+        status: emulator.stop(),
+    };
+
+    let report = build_report(&args, setup, &load, &lock(&replies), measured, drained);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.text());
+    }
+    Ok(if report.passed { 0 } else { 1 })
+}
+
+/// Locks a mutex the bench shares; a panicked holder left plain data behind, keep using it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The bench's emulator, on threads of its own so that its CPU can be told apart from the load's.
+struct BenchEmulator {
+    runtime: tokio::runtime::Runtime,
+    stop: CancellationToken,
+    handle: crate::emulator::EmulatorHandle,
+}
+
+impl BenchEmulator {
+    async fn start(setup: &Setup) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(cpu::EMULATOR_THREAD)
+            .enable_all()
+            .build()
+            .context("starting the emulator's runtime")?;
+        let stop = CancellationToken::new();
+        let (listen, emu_cfg, token) =
+            (setup.emulator_listen, setup.emulator.clone(), stop.clone());
+        let handle = runtime
+            .spawn(async move {
+                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+                    format!("the bench's emulator cannot listen on {listen} (meta.graph_url); is another emulator running?")
+                })?;
+                crate::emulator::start(emu_cfg, listener, token)
+                    .await
+                    .context("starting the emulator")
+            })
+            .await??;
+        Ok(Self {
+            runtime,
+            stop,
+            handle,
+        })
+    }
+
+    /// Stops the emulator; its webhook counters as they ended.
+    fn stop(self) -> crate::emulator::WebhookStats {
+        let stats = self.handle.webhook_stats();
+        self.stop.cancel();
+        self.runtime.shutdown_background();
+        stats
+    }
+}
+
+/// Most connections: the closed loop's concurrency, or `--connections` [rate/25, ≥ 64].
+fn max_connections(args: &BenchArgs) -> usize {
+    match (args.concurrency, args.rate) {
+        (Some(c), _) => c,
+        (None, rate) => args
+            .connections
+            .unwrap_or_else(|| (rate.unwrap_or(0) / 25).max(64) as usize),
+    }
+}
+
+/// What the load phase measured.
+struct Measured {
+    webhooks_sent: u64,
+    load_secs: f64,
+    cpu: cpu::Usage,
+    disk_fsync_ms: Option<Percentiles>,
+}
+
+/// Runs the load (open or closed loop) with the CPU sampled and the disk probed around it.
+async fn drive(args: &BenchArgs, load: &Arc<Load>) -> anyhow::Result<Measured> {
     let probe = match &args.disk_probe {
         Some(dir) => Some(
             disk::Probe::start(dir)
@@ -256,7 +316,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         (None, None) => unreachable!("clap requires --rate or --concurrency"),
     };
     let load_secs = load.start.elapsed().as_secs_f64();
-    let cpu_usage = cpu::Usage::between(
+    let cpu = cpu::Usage::between(
         &cpu_before,
         &cpu::sample(&args.gateway_pids),
         &args.gateway_pids,
@@ -269,27 +329,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         )),
         None => None,
     };
+    Ok(Measured {
+        webhooks_sent,
+        load_secs,
+        cpu,
+        disk_fsync_ms,
+    })
+}
 
-    // Drain: until every acked message has a reply and the status webhooks are delivered.
+/// Waits, at most `within`, until every acked message has a reply and the status webhooks are
+/// delivered; returns how long it waited, in seconds.
+async fn drain(
+    replies: &Mutex<Replies>,
+    emulator: &crate::emulator::EmulatorHandle,
+    acked: &[u64],
+    within: Duration,
+) -> f64 {
     let drain_start = Instant::now();
-    let deadline = tokio::time::Instant::now() + args.drain;
-    let acked: Vec<u64> = if setup.answered {
-        load.acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .acked
-            .clone()
-    } else {
-        // Ingress alone: no reply is owed.
-        Vec::new()
-    };
+    let deadline = tokio::time::Instant::now() + within;
+    let mut distinct_rx = lock(replies).distinct_tx.subscribe();
     let want = acked.len() as u64;
     let _ = tokio::time::timeout_at(deadline, distinct_rx.wait_for(|&n| n >= want)).await;
     loop {
-        let (lost, _, _) = replies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .settle(&acked);
+        let (lost, _, _) = lock(replies).settle(acked);
         if lost == 0
             || tokio::time::timeout_at(deadline, distinct_rx.changed())
                 .await
@@ -301,19 +363,39 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     while emulator.webhook_stats().pending > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let drain_secs = drain_start.elapsed().as_secs_f64();
-    stop_reader.cancel();
-    let _ = reader.await;
-    let status_stats = emulator.webhook_stats();
-    stop_emulator.cancel();
-    emu_rt.shutdown_background();
+    drain_start.elapsed().as_secs_f64()
+}
 
-    let acks = load.acks.lock().unwrap_or_else(|e| e.into_inner());
-    let replies = replies.lock().unwrap_or_else(|e| e.into_inner());
-    let (lost, duplicated, replied_unacked) = replies.settle(&acked);
+/// What the drain ended with.
+struct Drained {
+    /// The messages owed a reply.
+    acked: Vec<u64>,
+    /// How long the drain took.
+    secs: f64,
+    /// The emulator's webhook counters when it stopped.
+    status: crate::emulator::WebhookStats,
+}
+
+/// The report of a finished run.
+fn build_report(
+    args: &BenchArgs,
+    setup: Setup,
+    load: &Load,
+    replies: &Replies,
+    measured: Measured,
+    drained: Drained,
+) -> Report {
+    let acks = lock(&load.acks);
+    let (lost, duplicated, replied_unacked) = replies.settle(&drained.acked);
+    let (drain_secs, status_stats) = (drained.secs, drained.status);
     let non_200 = report::non_200(&acks);
     let per = u64::from(args.messages_per_webhook);
-    let report = Report {
+    let Measured {
+        webhooks_sent,
+        load_secs,
+        ..
+    } = measured;
+    Report {
         mode: if args.rate.is_some() {
             "open"
         } else {
@@ -351,13 +433,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         status_webhooks_delivered: status_stats.delivered,
         status_webhooks_failed_attempts: status_stats.failed_attempts,
         status_webhooks_pending: status_stats.pending,
-        cpu: cpu_usage,
-        disk_fsync_ms,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", report.text());
+        cpu: measured.cpu,
+        disk_fsync_ms: measured.disk_fsync_ms,
     }
-    Ok(if report.passed { 0 } else { 1 })
 }

@@ -249,6 +249,28 @@ impl Report {
     /// The compact text report.
     pub fn text(&self) -> String {
         let mut s = String::new();
+        self.write_load(&mut s);
+        self.write_latency(&mut s);
+        self.write_replies(&mut s);
+        self.write_cpu(&mut s);
+        if let Some(d) = &self.disk_fsync_ms {
+            let _ = writeln!(
+                s,
+                "  disk      4 KiB fsync every 10 ms beside the database: p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms \
+                 (every durable ack waits for an fsync)",
+                d.p50, d.p99, d.max
+            );
+        }
+        let _ = write!(
+            s,
+            "  result    {}",
+            if self.passed { "PASS" } else { "FAIL" }
+        );
+        s
+    }
+
+    /// The heading and the `load` line: what was offered and what was acked.
+    fn write_load(&self, s: &mut String) {
         let load = match (self.mode, self.rate, self.concurrency) {
             ("open", Some(rate), _) => format!("open loop, {rate} msg/s"),
             (_, _, Some(c)) => format!("closed loop, {c} in flight"),
@@ -273,6 +295,10 @@ impl Report {
             self.webhooks_sent,
             self.connections_opened
         );
+    }
+
+    /// The `ack`, `non-200` and `e2e` lines.
+    fn write_latency(&self, s: &mut String) {
         let a = &self.ack_latency_us;
         let _ = writeln!(
             s,
@@ -298,6 +324,10 @@ impl Report {
             "  e2e       p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  (webhook sent -> reply accepted)",
             e.p50, e.p99, e.max
         );
+    }
+
+    /// The `replies` and `statuses` lines: what came back, lost or duplicated.
+    fn write_replies(&self, s: &mut String) {
         if !self.replies_expected {
             let _ = writeln!(
                 s,
@@ -331,6 +361,10 @@ impl Report {
             self.status_webhooks_failed_attempts,
             self.status_webhooks_pending
         );
+    }
+
+    /// The `cpu` line: the bench's cores and, with `--gateway-pid`, the gateway's.
+    fn write_cpu(&self, s: &mut String) {
         let c = &self.cpu;
         let percent =
             |cores: Option<f64>| cores.map_or("?".to_owned(), |g| format!("{:.0}%", g * 100.0));
@@ -354,20 +388,6 @@ impl Report {
             c.emulator_cores * 100.0,
             c.wall_secs
         );
-        if let Some(d) = &self.disk_fsync_ms {
-            let _ = writeln!(
-                s,
-                "  disk      4 KiB fsync every 10 ms beside the database: p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms \
-                 (every durable ack waits for an fsync)",
-                d.p50, d.p99, d.max
-            );
-        }
-        let _ = write!(
-            s,
-            "  result    {}",
-            if self.passed { "PASS" } else { "FAIL" }
-        );
-        s
     }
 }
 

@@ -129,230 +129,254 @@ fn positions_are_the_same_whatever_the_line_ends() {
     }
 }
 
+/// A case of `each_rule_points_at_its_node`: (text of the example to replace, its replacement,
+/// "line:column path" the diagnostic must point at, words the message must hold).
+type Case = (&'static str, &'static str, &'static str, &'static str);
+
+/// Syntax, then shape: unknown keys, types, required keys, durations.
+const SYNTAX_AND_SHAPE_CASES: &[Case] = &[
+    // Syntax.
+    (
+        "  admin: 127.0.0.1:9090",
+        "  admin: \"127.0.0.1:9090",
+        "4:10 ",
+        "YAML syntax error: invalid indentation in quoted scalar",
+    ),
+    (
+        "agents:\n",
+        "agents:\n   bad: 1\n  echo2: 2\n",
+        "16:8 ",
+        "YAML syntax error",
+    ),
+    // Shape: unknown keys, types, required keys, durations.
+    (
+        "  webhook:",
+        "  webhok:",
+        "3:3 listen.webhok",
+        "unknown key `webhok`: did you mean `webhook`?",
+    ),
+    (
+        "prefix:",
+        "prefx:",
+        "15:23 agents.echo.prefx",
+        "did you mean `prefix`?",
+    ),
+    (
+        "version: 1\n",
+        "version: 1\nversoin: 1\n",
+        "2:1 versoin",
+        "did you mean `version`?",
+    ),
+    ("version: 1", "version: x", "1:10 version", "invalid type"),
+    (
+        "    agent: echo\n",
+        "",
+        "17:5 numbers[0].agent",
+        "required key `agent` is missing",
+    ),
+    (
+        "public_url: http://127.0.0.1:8080/webhook\n",
+        "",
+        "1:1 public_url",
+        "required key",
+    ),
+    (
+        "agents:\n",
+        "agents:\n  o: { kind: http }\n",
+        "15:6 agents.o.url",
+        "required key `url`",
+    ),
+    (
+        "kind: echo,",
+        "kind: ech,",
+        "15:17 agents.echo.kind",
+        "unknown variant `ech`",
+    ),
+    (
+        "  admin: 127.0.0.1:9090\n",
+        "  admin: 127.0.0.1:9090\n  header_timeout: 5q\n",
+        "5:19 listen.header_timeout",
+        "invalid duration \"5q\": write e.g.",
+    ),
+    (
+        "  admin: 127.0.0.1:9090",
+        "  admin: localhost",
+        "4:10 listen.admin",
+        "socket address",
+    ),
+    (
+        "{ value: demo-access-token }",
+        "{ vault: x }",
+        "21:19 numbers[0].access_token",
+        "unknown variant `vault`",
+    ),
+];
+
+/// Semantics: versions, references, ids, URLs.
+const SEMANTIC_CASES: &[Case] = &[
+    // Semantics.
+    (
+        "version: 1",
+        "version: 2",
+        "1:10 version",
+        "version 2 is not supported",
+    ),
+    (
+        "agent: echo",
+        "agent: suport",
+        "20:12 numbers[0].agent",
+        "agent \"suport\" is not declared under `agents` (declared: echo)",
+    ),
+    (
+        "\"106540352242922\"",
+        "\"10654-0352\"",
+        "17:22 numbers[0].phone_number_id",
+        "digits only",
+    ),
+    (
+        "\"102290129340398\"",
+        "\"x1\"",
+        "18:14 numbers[0].waba_id",
+        "digits only",
+    ),
+    (
+        "\"1000000000000001\"",
+        "\"app\"",
+        "11:11 meta.app_id",
+        "digits only",
+    ),
+    (
+        "http://127.0.0.1:8080/webhook",
+        "ftp://127.0.0.1/webhook",
+        "5:13 public_url",
+        "not http or https",
+    ),
+    (
+        "http://127.0.0.1:8080/webhook",
+        "127.0.0.1:8080/webhook",
+        "5:13 public_url",
+        "absolute",
+    ),
+    (
+        "http://127.0.0.1:8080/webhook",
+        "http://127.0.0.1:8080/hook",
+        "5:13 public_url",
+        "/webhook",
+    ),
+    (
+        "graph_url: emulator",
+        "graph_url: graph.facebook.com",
+        "9:14 meta.graph_url",
+        "`emulator` or a base URL",
+    ),
+    (
+        "sqlite://data/gateway.db",
+        "mysql://db/gw",
+        "7:8 storage.url",
+        "sqlite://, postgres:// or postgresql://",
+    ),
+    (
+        "sqlite://data/gateway.db",
+        "sqlite://",
+        "7:8 storage.url",
+        "no location",
+    ),
+    ("v23.0", "23.0", "10:16 meta.api_version", "not like v23.0"),
+];
+
+/// Semantics: agent URLs, limits and names.
+const LIMIT_CASES: &[Case] = &[
+    (
+        "agents:\n",
+        "agents:\n  orders: { kind: http, url: \"ftp://x\" }\n",
+        "15:30 agents.orders.url",
+        "http:// or https://",
+    ),
+    (
+        "  admin: 127.0.0.1:9090\n",
+        "  admin: 127.0.0.1:9090\n  max_body_bytes: 0\n",
+        "5:19 listen.max_body_bytes",
+        "at least 1",
+    ),
+    (
+        "  url: sqlite://data/gateway.db\n",
+        "  url: sqlite://data/gateway.db\n  batch_max: 0\n",
+        "8:14 storage.batch_max",
+        "at least 1",
+    ),
+    (
+        "  url: sqlite://data/gateway.db\n",
+        "  url: sqlite://data/gateway.db\n  commit_interval: 1s\n",
+        "8:20 storage.commit_interval",
+        "at most 100ms",
+    ),
+    (
+        "agents:\n",
+        "policies:\n  delivery: { max_attempts: 0 }\nagents:\n",
+        "15:29 policies.delivery.max_attempts",
+        "at least 1",
+    ),
+    (
+        "agents:\n",
+        "agents:\n  Orders: { kind: echo }\n",
+        "15:3 agents.Orders",
+        "lowercase letters, digits",
+    ),
+];
+
+/// Inside an agent, then secrets.
+const AGENT_AND_SECRET_CASES: &[Case] = &[
+    // Inside an agent (serde loses the path below `agents`).
+    (
+        "prefix: \"echo: \" }",
+        "prefix: \"echo: \" }\n  zz:\n    kind: http\n    url: http://x\n    timeout: 5q",
+        "19:14 agents.zz.timeout",
+        "invalid duration \"5q\"",
+    ),
+    (
+        "prefix: \"echo: \" }",
+        "prefix: \"echo: \" }\n  zz:\n    kind: http\n    urll: http://x",
+        "18:5 agents.zz.urll",
+        "did you mean `url`?",
+    ),
+    (
+        "prefix: \"echo: \" }",
+        "prefix: \"echo: \" }\n  zz: { kind: http }",
+        "16:7 agents.zz.url",
+        "required key `url`",
+    ),
+    // Secrets.
+    (
+        "{ value: demo-access-token }",
+        "{ env: WA_GATEWAY_TEST_SURELY_UNSET }",
+        "21:19 numbers[0].access_token",
+        "environment variable WA_GATEWAY_TEST_SURELY_UNSET is not set",
+    ),
+    (
+        "{ value: demo-access-token }",
+        "{ file: /nonexistent/wa-gateway/token }",
+        "21:19 numbers[0].access_token",
+        "cannot read secret file /nonexistent/wa-gateway/token",
+    ),
+    (
+        "{ value: demo-access-token }",
+        "EAAG-pasted-token",
+        "21:19 numbers[0].access_token",
+        "not the value itself",
+    ),
+];
+
 #[test]
 fn each_rule_points_at_its_node() {
-    // (edit of the example, "line:column path", words the message must hold)
-    let cases: &[(&str, &str, &str, &str)] = &[
-        // Syntax.
-        (
-            "  admin: 127.0.0.1:9090",
-            "  admin: \"127.0.0.1:9090",
-            "4:10 ",
-            "YAML syntax error: invalid indentation in quoted scalar",
-        ),
-        (
-            "agents:\n",
-            "agents:\n   bad: 1\n  echo2: 2\n",
-            "16:8 ",
-            "YAML syntax error",
-        ),
-        // Shape: unknown keys, types, required keys, durations.
-        (
-            "  webhook:",
-            "  webhok:",
-            "3:3 listen.webhok",
-            "unknown key `webhok`: did you mean `webhook`?",
-        ),
-        (
-            "prefix:",
-            "prefx:",
-            "15:23 agents.echo.prefx",
-            "did you mean `prefix`?",
-        ),
-        (
-            "version: 1\n",
-            "version: 1\nversoin: 1\n",
-            "2:1 versoin",
-            "did you mean `version`?",
-        ),
-        ("version: 1", "version: x", "1:10 version", "invalid type"),
-        (
-            "    agent: echo\n",
-            "",
-            "17:5 numbers[0].agent",
-            "required key `agent` is missing",
-        ),
-        (
-            "public_url: http://127.0.0.1:8080/webhook\n",
-            "",
-            "1:1 public_url",
-            "required key",
-        ),
-        (
-            "agents:\n",
-            "agents:\n  o: { kind: http }\n",
-            "15:6 agents.o.url",
-            "required key `url`",
-        ),
-        (
-            "kind: echo,",
-            "kind: ech,",
-            "15:17 agents.echo.kind",
-            "unknown variant `ech`",
-        ),
-        (
-            "  admin: 127.0.0.1:9090\n",
-            "  admin: 127.0.0.1:9090\n  header_timeout: 5q\n",
-            "5:19 listen.header_timeout",
-            "invalid duration \"5q\": write e.g.",
-        ),
-        (
-            "  admin: 127.0.0.1:9090",
-            "  admin: localhost",
-            "4:10 listen.admin",
-            "socket address",
-        ),
-        (
-            "{ value: demo-access-token }",
-            "{ vault: x }",
-            "21:19 numbers[0].access_token",
-            "unknown variant `vault`",
-        ),
-        // Semantics.
-        (
-            "version: 1",
-            "version: 2",
-            "1:10 version",
-            "version 2 is not supported",
-        ),
-        (
-            "agent: echo",
-            "agent: suport",
-            "20:12 numbers[0].agent",
-            "agent \"suport\" is not declared under `agents` (declared: echo)",
-        ),
-        (
-            "\"106540352242922\"",
-            "\"10654-0352\"",
-            "17:22 numbers[0].phone_number_id",
-            "digits only",
-        ),
-        (
-            "\"102290129340398\"",
-            "\"x1\"",
-            "18:14 numbers[0].waba_id",
-            "digits only",
-        ),
-        (
-            "\"1000000000000001\"",
-            "\"app\"",
-            "11:11 meta.app_id",
-            "digits only",
-        ),
-        (
-            "http://127.0.0.1:8080/webhook",
-            "ftp://127.0.0.1/webhook",
-            "5:13 public_url",
-            "not http or https",
-        ),
-        (
-            "http://127.0.0.1:8080/webhook",
-            "127.0.0.1:8080/webhook",
-            "5:13 public_url",
-            "absolute",
-        ),
-        (
-            "http://127.0.0.1:8080/webhook",
-            "http://127.0.0.1:8080/hook",
-            "5:13 public_url",
-            "/webhook",
-        ),
-        (
-            "graph_url: emulator",
-            "graph_url: graph.facebook.com",
-            "9:14 meta.graph_url",
-            "`emulator` or a base URL",
-        ),
-        (
-            "sqlite://data/gateway.db",
-            "mysql://db/gw",
-            "7:8 storage.url",
-            "sqlite://, postgres:// or postgresql://",
-        ),
-        (
-            "sqlite://data/gateway.db",
-            "sqlite://",
-            "7:8 storage.url",
-            "no location",
-        ),
-        ("v23.0", "23.0", "10:16 meta.api_version", "not like v23.0"),
-        (
-            "agents:\n",
-            "agents:\n  orders: { kind: http, url: \"ftp://x\" }\n",
-            "15:30 agents.orders.url",
-            "http:// or https://",
-        ),
-        (
-            "  admin: 127.0.0.1:9090\n",
-            "  admin: 127.0.0.1:9090\n  max_body_bytes: 0\n",
-            "5:19 listen.max_body_bytes",
-            "at least 1",
-        ),
-        (
-            "  url: sqlite://data/gateway.db\n",
-            "  url: sqlite://data/gateway.db\n  batch_max: 0\n",
-            "8:14 storage.batch_max",
-            "at least 1",
-        ),
-        (
-            "  url: sqlite://data/gateway.db\n",
-            "  url: sqlite://data/gateway.db\n  commit_interval: 1s\n",
-            "8:20 storage.commit_interval",
-            "at most 100ms",
-        ),
-        (
-            "agents:\n",
-            "policies:\n  delivery: { max_attempts: 0 }\nagents:\n",
-            "15:29 policies.delivery.max_attempts",
-            "at least 1",
-        ),
-        (
-            "agents:\n",
-            "agents:\n  Orders: { kind: echo }\n",
-            "15:3 agents.Orders",
-            "lowercase letters, digits",
-        ),
-        // Inside an agent (serde loses the path below `agents`).
-        (
-            "prefix: \"echo: \" }",
-            "prefix: \"echo: \" }\n  zz:\n    kind: http\n    url: http://x\n    timeout: 5q",
-            "19:14 agents.zz.timeout",
-            "invalid duration \"5q\"",
-        ),
-        (
-            "prefix: \"echo: \" }",
-            "prefix: \"echo: \" }\n  zz:\n    kind: http\n    urll: http://x",
-            "18:5 agents.zz.urll",
-            "did you mean `url`?",
-        ),
-        (
-            "prefix: \"echo: \" }",
-            "prefix: \"echo: \" }\n  zz: { kind: http }",
-            "16:7 agents.zz.url",
-            "required key `url`",
-        ),
-        // Secrets.
-        (
-            "{ value: demo-access-token }",
-            "{ env: WA_GATEWAY_TEST_SURELY_UNSET }",
-            "21:19 numbers[0].access_token",
-            "environment variable WA_GATEWAY_TEST_SURELY_UNSET is not set",
-        ),
-        (
-            "{ value: demo-access-token }",
-            "{ file: /nonexistent/wa-gateway/token }",
-            "21:19 numbers[0].access_token",
-            "cannot read secret file /nonexistent/wa-gateway/token",
-        ),
-        (
-            "{ value: demo-access-token }",
-            "EAAG-pasted-token",
-            "21:19 numbers[0].access_token",
-            "not the value itself",
-        ),
-    ];
+    let cases = [
+        SYNTAX_AND_SHAPE_CASES,
+        SEMANTIC_CASES,
+        LIMIT_CASES,
+        AGENT_AND_SECRET_CASES,
+    ]
+    .concat();
     let mut failures = Vec::new();
-    for (from, to, want_at, want_text) in cases {
+    for (from, to, want_at, want_text) in &cases {
         let (at, text) = diagnostics(&with(from, to));
         let want_line = format!("gateway.yaml:{}: ", want_at.split(' ').next().unwrap());
         if !at.iter().any(|a| a == want_at)

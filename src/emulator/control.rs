@@ -3,7 +3,7 @@
 
 use super::faults::Fault;
 use super::state::{SentMessage, State};
-use super::webhooks::WebhookStats;
+use super::webhook_queue::WebhookStats;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State as AxState};

@@ -105,7 +105,7 @@ pub(crate) fn status(number: &EmulatorNumber, s: &Status<'_>) -> Value {
     // Meta gives the conversation's expiry only on the first status of a conversation's message.
     if s.status == "sent" {
         conversation["expiration_timestamp"] =
-            json!((s.unix_secs + super::state::WINDOW_SECS).to_string());
+            json!((s.unix_secs + super::clock::WINDOW_SECS).to_string());
     }
     let mut status = json!({
         "id": s.wamid,
@@ -178,7 +178,7 @@ pub(crate) fn inbound_messages(env: &Value) -> Vec<Inbound> {
                 .as_str()
                 .and_then(|t| t.parse().ok())
                 .or_else(|| m["timestamp"].as_i64())
-                .unwrap_or_else(|| super::state::now_ms() / 1000);
+                .unwrap_or_else(|| super::clock::now_ms() / 1000);
             found.push(Inbound {
                 phone_number_id: pnid.to_owned(),
                 wamid: wamid.to_owned(),

@@ -1,9 +1,10 @@
 //! The Graph endpoints the gateway calls, with Meta's checks and answers:
 //! `POST /{version}/{phone_number_id}/messages` (send, mark read + typing indicator).
 
+use super::clock::now_ms;
 use super::envelope::{self, Recipient, Status};
 use super::error::GraphError;
-use super::state::{SentMessage, State, now_ms};
+use super::state::{SentMessage, State};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};

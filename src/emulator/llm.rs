@@ -3,7 +3,7 @@
 //! request, checks the bearer key when one is set and fails on request, in OpenAI's error shape.
 
 use super::EmulatorHandle;
-use super::state::now_ms;
+use super::clock::now_ms;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -59,6 +59,18 @@ impl EmulatorHandle {
     }
 }
 
+/// An answer in OpenAI's error shape: the HTTP status and the body.
+struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
 /// OpenAI's error body.
 fn error(
     status: StatusCode,
@@ -66,10 +78,10 @@ fn error(
     message: &str,
     param: Option<&str>,
     code: Option<&str>,
-) -> Response {
+) -> ApiError {
     let body =
         json!({ "error": { "message": message, "type": kind, "param": param, "code": code } });
-    (status, Json(body)).into_response()
+    ApiError { status, body }
 }
 
 async fn chat_completions(
@@ -77,34 +89,8 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let expected = state.lock().api_key.clone();
-    if let Some(key) = expected {
-        let given = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            None => {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_request_error",
-                    "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                    None,
-                    None,
-                );
-            }
-            // Unlike OpenAI, not even a masked prefix of the wrong key is quoted back.
-            Some(k) if k != key => {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_request_error",
-                    "Incorrect API key provided.",
-                    None,
-                    Some("invalid_api_key"),
-                );
-            }
-            Some(_) => {}
-        }
+    if let Err(refused) = check_key(&state, &headers) {
+        return refused.into_response();
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error(
@@ -113,7 +99,8 @@ async fn chat_completions(
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly.)",
             None,
             None,
-        );
+        )
+        .into_response();
     };
     let (seq, fault) = {
         let mut inner = state.lock();
@@ -122,42 +109,89 @@ async fn chat_completions(
         (inner.seq, inner.faults.pop_front())
     };
     if let Some(status) = fault {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return match status {
-            StatusCode::TOO_MANY_REQUESTS => error(
-                status,
-                "requests",
-                "Rate limit reached for requests (emulated).",
-                None,
-                Some("rate_limit_exceeded"),
-            ),
-            _ => error(
-                status,
-                "server_error",
-                "The server had an error while processing your request (emulated).",
-                None,
-                None,
-            ),
-        };
+        return fault_error(status).into_response();
     }
+    match model_and_messages(&request) {
+        Ok((model, messages)) => completion(seq, model, messages),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Refuses a request without the expected bearer key, when one is set, as OpenAI words it.
+fn check_key(state: &LlmState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(key) = state.lock().api_key.clone() else {
+        return Ok(());
+    };
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            None,
+            None,
+        )),
+        // Unlike OpenAI, not even a masked prefix of the wrong key is quoted back.
+        Some(k) if k != key => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Incorrect API key provided.",
+            None,
+            Some("invalid_api_key"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The error a queued fault fails a request with, HTTP `status`.
+fn fault_error(status: u16) -> ApiError {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match status {
+        StatusCode::TOO_MANY_REQUESTS => error(
+            status,
+            "requests",
+            "Rate limit reached for requests (emulated).",
+            None,
+            Some("rate_limit_exceeded"),
+        ),
+        _ => error(
+            status,
+            "server_error",
+            "The server had an error while processing your request (emulated).",
+            None,
+            None,
+        ),
+    }
+}
+
+/// The request's model and messages, or OpenAI's refusal when either is missing or empty.
+fn model_and_messages(request: &Value) -> Result<(&str, &[Value]), ApiError> {
     let Some(model) = request["model"].as_str().filter(|m| !m.is_empty()) else {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "you must provide a model parameter",
             None,
             None,
-        );
+        ));
     };
     let Some(messages) = request["messages"].as_array().filter(|m| !m.is_empty()) else {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "'messages' must be a non-empty array",
             Some("messages"),
             None,
-        );
+        ));
     };
+    Ok((model, messages))
+}
+
+/// The `chat.completion` object answering request number `seq`.
+fn completion(seq: u64, model: &str, messages: &[Value]) -> Response {
     let content = answer(model, messages);
     let prompt_tokens: usize = messages.iter().map(|m| words(&text_of(m))).sum();
     let completion_tokens = words(&content);

@@ -5,7 +5,8 @@
 use super::error::GraphError;
 use super::graph::{bearer, is_version};
 use super::handshake::verify_callback;
-use super::setup::{AppSubscription, Caller, ExchangeError, WABA_FIELDS, number_info};
+use super::number_info::number_info;
+use super::setup::{AppSubscription, Caller, ExchangeError, WABA_FIELDS};
 use super::state::State;
 use axum::Json;
 use axum::Router;

@@ -1,6 +1,6 @@
 //! Media the emulator holds (added by tests or `POST /_emulator/media`), served as Meta serves it:
 //! `GET /{version}/{media-id}` gives a download URL, `GET /media-download/…` gives the bytes; both
-//! want the bearer token of one of the emulated numbers. Blobs live until the emulator stops.
+//! want the bearer token of one of the emulated numbers. The blobs themselves: `media_store.rs`.
 
 use super::error::GraphError;
 use super::graph::{bearer, is_version};
@@ -12,96 +12,11 @@ use axum::extract::{DefaultBodyLimit, Path, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rand::Rng;
-use rand::distr::Alphanumeric;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use serde_json::json;
+use std::sync::Arc;
 
 /// Largest blob the control API takes (Meta's largest media, a document, is 100 MB).
 pub const MAX_MEDIA_BYTES: usize = 100 * 1024 * 1024;
-
-struct Blob {
-    mime: String,
-    bytes: Bytes,
-    /// Hex SHA-256 of `bytes`, as Meta reports it.
-    sha256: String,
-    /// The opaque part of the download URL.
-    key: String,
-}
-
-#[derive(Default)]
-struct Blobs {
-    by_id: HashMap<String, Blob>,
-    /// Download key → media id.
-    by_key: HashMap<String, String>,
-}
-
-/// The emulator's media blobs by id.
-#[derive(Default)]
-pub(crate) struct MediaStore {
-    blobs: Mutex<Blobs>,
-}
-
-fn random_alnum(n: usize) -> String {
-    rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(n)
-        .map(char::from)
-        .collect()
-}
-
-impl MediaStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Blobs> {
-        self.blobs.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Stores `bytes` and returns a new media id, 16 digits like Meta's.
-    pub fn add(&self, mime: &str, bytes: Vec<u8>) -> String {
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        let mut blobs = self.lock();
-        let id = loop {
-            let id = rand::rng().random_range(1_000_000_000_000_000u64..10_000_000_000_000_000);
-            let id = id.to_string();
-            if !blobs.by_id.contains_key(&id) {
-                break id;
-            }
-        };
-        let key = random_alnum(32);
-        blobs.by_key.insert(key.clone(), id.clone());
-        blobs.by_id.insert(
-            id.clone(),
-            Blob {
-                mime: mime.to_owned(),
-                bytes: Bytes::from(bytes),
-                sha256,
-                key,
-            },
-        );
-        id
-    }
-
-    /// Fills `mime_type` and `sha256` of a media message object (`{type, <type>: {id, …}}`)
-    /// whose id is a stored blob, unless the caller gave them.
-    pub fn complete_message(&self, message: &mut Value) {
-        let Some(kind) = message["type"].as_str().map(str::to_owned) else {
-            return;
-        };
-        let Some(obj) = message.get_mut(&kind).and_then(Value::as_object_mut) else {
-            return;
-        };
-        let Some(id) = obj.get("id").and_then(Value::as_str) else {
-            return;
-        };
-        let blobs = self.lock();
-        let Some(blob) = blobs.by_id.get(id) else {
-            return;
-        };
-        obj.entry("mime_type").or_insert_with(|| json!(blob.mime));
-        obj.entry("sha256").or_insert_with(|| json!(blob.sha256));
-    }
-}
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
@@ -167,8 +82,7 @@ async fn info(
     if let Err(e) = check_token(&state, &headers) {
         return e.into_response();
     }
-    let blobs = state.media.lock();
-    let Some(blob) = blobs.by_id.get(&media_id) else {
+    let Some(blob) = state.media.get(&media_id) else {
         return GraphError::unknown_object("get", &media_id).into_response();
     };
     let url = format!(
@@ -195,15 +109,14 @@ async fn download(
     if let Err(e) = check_token(&state, &headers) {
         return e.into_response();
     }
-    let blobs = state.media.lock();
-    let Some(blob) = blobs.by_key.get(&key).and_then(|id| blobs.by_id.get(id)) else {
+    let Some(blob) = state.media.by_key(&key) else {
         let mut e = GraphError::unknown_object("get", &key);
         e.status = StatusCode::NOT_FOUND;
         return e.into_response();
     };
     let mime = HeaderValue::from_str(&blob.mime)
         .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
-    ([(header::CONTENT_TYPE, mime)], blob.bytes.clone()).into_response()
+    ([(header::CONTENT_TYPE, mime)], blob.bytes).into_response()
 }
 
 /// `POST /_emulator/media`: the raw body is the blob, its Content-Type the media's.

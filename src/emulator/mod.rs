@@ -2,6 +2,7 @@
 //! delivery with Meta's retries, a control API under `/_emulator/`, and fault injection.
 //! It refuses what Meta refuses, with Meta's error bodies; it never talks to Meta.
 
+mod clock;
 mod envelope;
 mod error;
 mod faults;
@@ -10,9 +11,12 @@ mod handshake;
 mod llm;
 mod manage;
 mod media;
+mod media_store;
+mod number_info;
 mod setup;
 mod setup_control;
 mod state;
+mod webhook_queue;
 mod webhooks;
 
 pub mod chat;
@@ -33,7 +37,7 @@ pub use client::ControlClient;
 pub use faults::{Fault, FaultKind};
 pub use setup_control::{IssueToken, SignupCode, SignupCodeRequest, TokenBody, VerificationCode};
 pub use state::SentMessage;
-pub use webhooks::WebhookStats;
+pub use webhook_queue::WebhookStats;
 
 use state::State;
 

@@ -1,22 +1,20 @@
 //! The emulator's shared state: numbers, what was sent and read, the customers' 24h windows,
 //! pending faults. Plain mutexes, never held across an await; waiters use a watch of the last seq.
 
+use super::clock::{WINDOW_SECS, now_ms};
 use super::envelope;
 use super::faults::{Fault, FaultKind, Faults};
-use super::media::MediaStore;
+use super::media_store::MediaStore;
 use super::setup::MetaSetup;
-use super::webhooks::{Delivery, WebhookCounters, WebhookStats};
+use super::webhook_queue::{Delivery, WebhookCounters, WebhookStats};
 use super::{EmulatorConfig, EmulatorNumber};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-
-/// The customer service window: after this long without a customer message only templates go.
-pub(crate) const WINDOW_SECS: i64 = 24 * 60 * 60;
 
 /// A message the gateway sent and the emulator accepted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,13 +61,6 @@ pub(crate) struct State {
     /// Subscriptions, registrations, PINs and tokens (the management endpoints).
     pub manage: MetaSetup,
     deliveries: mpsc::UnboundedSender<Delivery>,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl State {

@@ -242,7 +242,7 @@ async fn sends_outside_the_window_are_131047() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_meta_error(&body, 131047);
     // The customer wrote 25 hours ago: still closed.
-    let old = (state::now_ms() / 1000 - 25 * 3600).to_string();
+    let old = (clock::now_ms() / 1000 - 25 * 3600).to_string();
     let number = &emu.handle.state.cfg.numbers[0];
     let env = envelope::customer_text(
         number,

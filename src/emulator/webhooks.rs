@@ -3,13 +3,13 @@
 //! One customer's webhooks are first attempted in order; redeliveries may overtake, as at Meta.
 
 use super::state::State;
+use super::webhook_queue::Delivery;
 use crate::cloudapi::signature;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -19,45 +19,6 @@ use tokio_util::task::TaskTracker;
 const MAX_IN_FLIGHT: usize = 64;
 /// How long one POST may take before it counts as failed.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An envelope waiting for delivery; `key` (number/customer) orders first attempts, "" means
-/// no order.
-pub(crate) struct Delivery {
-    pub key: String,
-    pub body: Bytes,
-}
-
-/// Webhook delivery counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WebhookStats {
-    /// POSTs made.
-    pub attempts: u64,
-    /// Envelopes answered 2xx.
-    pub delivered: u64,
-    /// POSTs answered non-2xx or failed on the network.
-    pub failed_attempts: u64,
-    /// Envelopes queued and not yet delivered.
-    pub pending: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct WebhookCounters {
-    attempts: AtomicU64,
-    delivered: AtomicU64,
-    failed_attempts: AtomicU64,
-    pub pending: AtomicU64,
-}
-
-impl WebhookCounters {
-    pub fn snapshot(&self) -> WebhookStats {
-        WebhookStats {
-            attempts: self.attempts.load(Ordering::Relaxed),
-            delivered: self.delivered.load(Ordering::Relaxed),
-            failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
-            pending: self.pending.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// What every delivery task shares.
 struct Deliverer {

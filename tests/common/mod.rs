@@ -242,14 +242,7 @@ impl TestGateway {
 
     /// The admin listener's /metrics text.
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(format!("http://{}/metrics", self.gw().admin_addr))
-            .send()
-            .await
-            .expect("metrics scrape")
-            .text()
-            .await
-            .expect("metrics text")
+        scrape_metrics(&self.http, &format!("http://{}", self.gw().admin_addr)).await
     }
 
     /// Replies the emulator accepted for customer `to`, as text.
@@ -267,6 +260,17 @@ impl TestGateway {
             gw.shutdown(Duration::from_secs(10)).await;
         }
     }
+}
+
+/// The /metrics text of the admin listener at `admin` (`http://host:port`).
+pub async fn scrape_metrics(http: &reqwest::Client, admin: &str) -> String {
+    http.get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics scrape")
+        .text()
+        .await
+        .expect("metrics text")
 }
 
 /// Runs a scalar COUNT query on a database by URL.
@@ -307,6 +311,17 @@ pub async fn spawn_gateway_with_agent(db: Db, opts: Options, agent: &str) -> Opt
     })
 }
 
+/// As `spawn_gateway`, with the first number answered by a fresh [`RecordingAgent`] (`rec`).
+pub async fn spawn_gateway_with_recorder(db: Db) -> Option<(RecordingAgent, TestGateway)> {
+    let rec = RecordingAgent::start().await;
+    let opts = Options {
+        agents: rec.agents_yaml(),
+        ..Options::default()
+    };
+    let t = spawn_gateway_with_agent(db, opts, "rec").await?;
+    Some((rec, t))
+}
+
 /// Starts the gateway from the config file at `path` with its watcher, as `serve` runs it.
 pub async fn start_from_file(storage: Storage, path: std::path::PathBuf) -> TestGateway {
     let gw = Gateway::start_from(&path).await.expect("gateway starts");
@@ -326,33 +341,42 @@ pub async fn start_from_yaml(storage: Storage, yaml: &str) -> TestGateway {
     start_from_file(storage, path).await
 }
 
-/// A Cloud API emulator of its own (it outlives gateway restarts) serving number `PNID` with
-/// token `token-one`, redelivering webhooks after 50 ms, then up to every `retry_max`; and
-/// the secret files `app_secret`, `verify_token` and `token` written into `dir`.
-pub async fn standalone_emulator(dir: &std::path::Path, retry_max: Duration) -> EmulatorHandle {
-    use wa_gateway::emulator::{self, EmulatorConfig, EmulatorNumber};
-    let emu = emulator::start(
-        EmulatorConfig {
-            app_id: "1000000000000001".into(),
-            app_secret: APP_SECRET.into(),
-            verify_token: VERIFY_TOKEN.into(),
-            webhook_url: None,
-            numbers: vec![EmulatorNumber {
-                phone_number_id: PNID.into(),
-                waba_id: WABA.into(),
-                display_phone_number: "15550001111".into(),
-                access_token: "token-one".into(),
-            }],
-            statuses: true,
-            retry_initial: Duration::from_millis(50),
-            retry_max,
-            ..EmulatorConfig::default()
-        },
+/// The emulated Meta app the tests share: app `1000000000000001` with [`APP_SECRET`] and
+/// [`VERIFY_TOKEN`], owning number [`PNID`] (token `token-one`); the rest as the emulator's default.
+pub fn emulator_config() -> wa_gateway::emulator::EmulatorConfig {
+    wa_gateway::emulator::EmulatorConfig {
+        app_id: "1000000000000001".into(),
+        app_secret: APP_SECRET.into(),
+        verify_token: VERIFY_TOKEN.into(),
+        numbers: vec![emulator_number(PNID)],
+        ..wa_gateway::emulator::EmulatorConfig::default()
+    }
+}
+
+/// Number `pnid` of WABA [`WABA`] as the emulator owns it, with token `token-one`.
+pub fn emulator_number(pnid: &str) -> wa_gateway::emulator::EmulatorNumber {
+    wa_gateway::emulator::EmulatorNumber {
+        phone_number_id: pnid.into(),
+        waba_id: WABA.into(),
+        display_phone_number: "15550001111".into(),
+        access_token: "token-one".into(),
+    }
+}
+
+/// Starts a Cloud API emulator of its own (it outlives gateway restarts) on a free port.
+pub async fn start_emulator(cfg: wa_gateway::emulator::EmulatorConfig) -> EmulatorHandle {
+    wa_gateway::emulator::start(
+        cfg,
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         tokio_util::sync::CancellationToken::new(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Writes the secret files of [`emulator_config`] into `dir`: `app_secret`, `verify_token` and
+/// `token`, the files a [`StandaloneConfig`] reads.
+pub fn write_secret_files(dir: &std::path::Path) {
     for (name, value) in [
         ("app_secret", APP_SECRET),
         ("verify_token", VERIFY_TOKEN),
@@ -360,7 +384,195 @@ pub async fn standalone_emulator(dir: &std::path::Path, retry_max: Duration) -> 
     ] {
         std::fs::write(dir.join(name), value).unwrap();
     }
+}
+
+/// A Cloud API emulator of its own (it outlives gateway restarts) serving number `PNID` with
+/// token `token-one`, redelivering webhooks after 50 ms, then up to every `retry_max`; and
+/// the secret files `app_secret`, `verify_token` and `token` written into `dir`.
+pub async fn standalone_emulator(dir: &std::path::Path, retry_max: Duration) -> EmulatorHandle {
+    let emu = start_emulator(wa_gateway::emulator::EmulatorConfig {
+        webhook_url: None,
+        statuses: true,
+        retry_initial: Duration::from_millis(50),
+        retry_max,
+        ..emulator_config()
+    })
+    .await;
+    write_secret_files(dir);
     emu
+}
+
+/// The config of a gateway calling a standalone emulator at `graph` (not the built-in one), its
+/// secrets read from files in `dir` (see [`write_secret_files`]): the one place that YAML is
+/// written. By default it listens on port 0, declares the echo agent and number [`PNID`]
+/// answered by it; each method changes one part.
+#[derive(Clone)]
+pub struct StandaloneConfig {
+    dir: std::path::PathBuf,
+    storage_url: String,
+    graph: String,
+    webhook_port: Option<u16>,
+    admin: String,
+    listen_extra: String,
+    storage_extra: String,
+    verify_token_file: String,
+    meta: String,
+    agents: String,
+    agent: String,
+    access_token: String,
+    number_extra: String,
+    numbers: Option<String>,
+    extra: String,
+}
+
+impl StandaloneConfig {
+    pub fn new(dir: &std::path::Path, storage_url: &str, graph: &str) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            storage_url: storage_url.to_owned(),
+            graph: graph.to_owned(),
+            webhook_port: None,
+            admin: "127.0.0.1:0".into(),
+            listen_extra: String::new(),
+            storage_extra: String::new(),
+            verify_token_file: "verify_token".into(),
+            meta: String::new(),
+            agents: "  echo: { kind: echo, prefix: \"echo: \" }\n".into(),
+            agent: "echo".into(),
+            access_token: format!("{{ file: {}/token }}", dir.display()),
+            number_extra: String::new(),
+            numbers: None,
+            extra: String::new(),
+        }
+    }
+
+    /// Webhooks on this port, which `public_url` names (otherwise port 0 behind :8080).
+    pub fn webhook_port(mut self, port: u16) -> Self {
+        self.webhook_port = Some(port);
+        self
+    }
+
+    /// The admin listener's `host:port`.
+    pub fn admin(mut self, addr: &str) -> Self {
+        self.admin = addr.to_owned();
+        self
+    }
+
+    /// More of the `listen:` mapping, e.g. `, shutdown_delay: 2s`.
+    pub fn listen_extra(mut self, yaml: &str) -> Self {
+        self.listen_extra.push_str(yaml);
+        self
+    }
+
+    /// The admin token read from the file `admin_token` in the directory.
+    pub fn admin_token_file(self) -> Self {
+        let yaml = format!(
+            ", admin_token: {{ file: {}/admin_token }}",
+            self.dir.display()
+        );
+        self.listen_extra(&yaml)
+    }
+
+    /// More of the `storage:` mapping, e.g. `, lease: 2s`.
+    pub fn storage_extra(mut self, yaml: &str) -> Self {
+        self.storage_extra.push_str(yaml);
+        self
+    }
+
+    /// The verify token from this file of the directory instead of `verify_token`.
+    pub fn verify_token_file(mut self, name: &str) -> Self {
+        self.verify_token_file = name.to_owned();
+        self
+    }
+
+    /// Lines under `meta:` after the secrets (indented by 2).
+    pub fn meta(mut self, lines: &str) -> Self {
+        self.meta.push_str(lines);
+        self
+    }
+
+    /// The `agents:` mapping's lines (indented by 2) instead of the echo agent.
+    pub fn agents(mut self, lines: &str) -> Self {
+        self.agents = lines.to_owned();
+        self
+    }
+
+    /// The agent answering [`PNID`] instead of `echo`.
+    pub fn agent(mut self, name: &str) -> Self {
+        self.agent = name.to_owned();
+        self
+    }
+
+    /// [`PNID`]'s `access_token` instead of the file `token`.
+    pub fn access_token(mut self, yaml: &str) -> Self {
+        self.access_token = yaml.to_owned();
+        self
+    }
+
+    /// More keys of [`PNID`]'s mapping, e.g. `, display_name: Acme`.
+    pub fn number_extra(mut self, yaml: &str) -> Self {
+        self.number_extra.push_str(yaml);
+        self
+    }
+
+    /// The whole `numbers:` block (key included) instead of [`PNID`] alone.
+    pub fn numbers(mut self, block: &str) -> Self {
+        self.numbers = Some(block.to_owned());
+        self
+    }
+
+    /// Top-level YAML after the numbers (e.g. `policies:`).
+    pub fn extra(mut self, yaml: &str) -> Self {
+        self.extra.push_str(yaml);
+        self
+    }
+
+    /// The config's text.
+    pub fn yaml(&self) -> String {
+        let d = self.dir.display();
+        let (webhook, public) = match self.webhook_port {
+            Some(port) => (port, port),
+            None => (0, 8080),
+        };
+        let numbers = self.numbers.clone().unwrap_or_else(|| {
+            format!(
+                "numbers:\n  - {{ phone_number_id: \"{PNID}\", waba_id: \"{WABA}\", agent: {}, access_token: {}{} }}\n",
+                self.agent, self.access_token, self.number_extra
+            )
+        });
+        format!(
+            "version: 1\n\
+             listen: {{ webhook: \"127.0.0.1:{webhook}\", admin: \"{admin}\"{listen_extra} }}\n\
+             public_url: http://127.0.0.1:{public}/webhook\n\
+             storage: {{ url: \"{storage}\"{storage_extra} }}\n\
+             meta:\n\
+             \x20 graph_url: {graph}\n\
+             \x20 app_id: \"1000000000000001\"\n\
+             \x20 app_secret: {{ file: {d}/app_secret }}\n\
+             \x20 verify_token: {{ file: {d}/{verify_token} }}\n\
+             {meta}\
+             agents:\n\
+             {agents}\
+             {numbers}\
+             {extra}",
+            admin = self.admin,
+            listen_extra = self.listen_extra,
+            storage = self.storage_url,
+            storage_extra = self.storage_extra,
+            graph = self.graph,
+            verify_token = self.verify_token_file,
+            meta = self.meta,
+            agents = self.agents,
+            extra = self.extra,
+        )
+    }
+
+    /// Writes the config as `name` in the directory; its path.
+    pub fn write(&self, name: &str) -> std::path::PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, self.yaml()).expect("write config");
+        path
+    }
 }
 
 /// A port free on 127.0.0.1 right now.
@@ -529,12 +741,14 @@ impl Drop for GatewayProcess {
     }
 }
 
-/// Starts `bin serve --config config` with its log (at `level`) appended to `log`.
+/// Starts `bin serve --config config` with its log (at `level`) appended to `log`, and `env`
+/// set in its environment.
 pub fn spawn_gateway_binary(
     bin: &std::path::Path,
     config: &std::path::Path,
     log: &std::path::Path,
     level: &str,
+    env: &[(&str, &str)],
 ) -> GatewayProcess {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -545,6 +759,7 @@ pub fn spawn_gateway_binary(
         .args(["serve", "--config"])
         .arg(config)
         .env("WA_GATEWAY_LOG", level)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
