@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wa_gateway::cloudapi::{envelope, signature};
+use wa_gateway::cloudapi::{content, envelope, signature};
 
 const SECRET: &[u8] = b"fuzz-app-secret";
 
@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
             for change in &entry.changes {
                 if let envelope::ChangeValue::Messages(v) = &change.value {
                     for m in &v.messages {
-                        let _ = (m.type_name(), m.text(), m.customer_key(&v.contacts));
+                        let _ = (
+                            m.type_name(),
+                            content::render_text(m),
+                            m.customer_key(&v.contacts),
+                        );
                     }
                 }
             }

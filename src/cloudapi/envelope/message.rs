@@ -165,11 +165,6 @@ impl InboundMessage {
             .or_else(|| contact.and_then(|c| c.wa_id.as_ref()));
         CustomerKey::from_ids(user_id.map(UserId::as_str), wa_id.map(WaId::as_str))
     }
-
-    /// The text an agent should see, or None when the message carries none.
-    pub fn text(&self) -> Option<String> {
-        self.content.text()
-    }
 }
 
 impl Content {
@@ -206,54 +201,6 @@ impl Content {
             Content::Revoke { .. } => MessageType::Revoke,
             Content::RequestWelcome => MessageType::RequestWelcome,
             Content::Unsupported { .. } => MessageType::Unsupported,
-        }
-    }
-
-    /// The text an agent should see, or None when the content carries none.
-    pub fn text(&self) -> Option<String> {
-        match self {
-            Content::Text { body } => Some(body.clone()),
-            Content::Image(m)
-            | Content::Video(m)
-            | Content::Audio(m)
-            | Content::Document(m)
-            | Content::Sticker(m) => m.caption.clone(),
-            Content::Location {
-                latitude,
-                longitude,
-                name,
-                address,
-                ..
-            } => {
-                let mut s = format!("[location: {latitude},{longitude}");
-                for part in [name, address].into_iter().flatten() {
-                    s.push(' ');
-                    s.push_str(part);
-                }
-                s.push(']');
-                Some(s)
-            }
-            Content::Contacts(cards) => {
-                let names: Vec<&str> = cards
-                    .iter()
-                    .filter_map(|c| c.get("name")?.get("formatted_name")?.as_str())
-                    .collect();
-                (!names.is_empty()).then(|| names.join(", "))
-            }
-            Content::Interactive(Interactive::ButtonReply { title, .. })
-            | Content::Interactive(Interactive::ListReply { title, .. }) => Some(title.clone()),
-            Content::Interactive(Interactive::NfmReply { response_json, .. }) => {
-                Some(response_json.clone())
-            }
-            Content::Interactive(Interactive::Other(_)) => None,
-            Content::Button { text, .. } => Some(text.clone()),
-            Content::Order { text, .. } => text.clone(),
-            Content::Edit { message, .. } => message.text(),
-            Content::Reaction { .. }
-            | Content::System { .. }
-            | Content::Revoke { .. }
-            | Content::RequestWelcome
-            | Content::Unsupported { .. } => None,
         }
     }
 }

@@ -3,10 +3,10 @@
 
 use super::*;
 
-/// (type, object, content, text()) of one message fixture.
+/// (type, object, content, the text an agent sees: `render_text`) of one message fixture.
 pub(super) type Fixture = (&'static str, Option<Value>, Content, Option<&'static str>);
 
-/// One fixture per message type from meta-cloud-api.md: (type, object, content, text()).
+/// One fixture per message type from meta-cloud-api.md: (type, object, content, agent text).
 pub(super) fn fixtures() -> Vec<Fixture> {
     let mut all = text_and_media();
     all.extend(places_cards_and_replies());
@@ -37,7 +37,7 @@ fn text_and_media() -> Vec<Fixture> {
                 sha256: Some("WO+1".into()),
                 ..media("2754859441498128")
             }),
-            Some("This is a caption"),
+            Some("[image] This is a caption"),
         ),
         (
             "video",
@@ -47,7 +47,8 @@ fn text_and_media() -> Vec<Fixture> {
                 sha256: Some("v".into()),
                 ..media("5")
             }),
-            None,
+            // The agent's text, read from render_text: a video without a caption is its tag.
+            Some("[video]"),
         ),
         (
             "audio",
@@ -57,7 +58,7 @@ fn text_and_media() -> Vec<Fixture> {
                 voice: true,
                 ..media("6")
             }),
-            None,
+            Some("[voice message]"),
         ),
         (
             "document",
@@ -71,7 +72,7 @@ fn text_and_media() -> Vec<Fixture> {
                 mime_type: Some("application/pdf".into()),
                 ..media("7")
             }),
-            Some("Lucky Shrub Invoice"),
+            Some("[document invoice.pdf] Lucky Shrub Invoice"),
         ),
         (
             "sticker",
@@ -81,7 +82,7 @@ fn text_and_media() -> Vec<Fixture> {
                 animated: true,
                 ..media("8")
             }),
-            None,
+            Some("[animated sticker]"),
         ),
     ]
 }
@@ -104,7 +105,7 @@ fn places_cards_and_replies() -> Vec<Fixture> {
                 address: Some("1 Hacker Way".into()),
                 url: Some("https://www.facebook.com".into()),
             },
-            Some("[location: 37.483253479004,-122.14821624756 Main Street Beach 1 Hacker Way]"),
+            Some("[location] Main Street Beach, 1 Hacker Way (37.483253479004, -122.14821624756)"),
         ),
         (
             "contacts",
@@ -118,7 +119,7 @@ fn places_cards_and_replies() -> Vec<Fixture> {
                   "phones": [{ "phone": "+1 (650) 555-1234", "wa_id": "16505551234" }] }),
                 json!({ "name": { "formatted_name": "Kai" }, "emails": [] }),
             ]),
-            Some("Barbara J. Johnson, Kai"),
+            Some("[contact] Barbara J. Johnson +1 (650) 555-1234\n[contact] Kai"),
         ),
         (
             "interactive",
@@ -128,7 +129,7 @@ fn places_cards_and_replies() -> Vec<Fixture> {
                 id: "cancel-button".into(),
                 title: "Cancel".into(),
             }),
-            Some("Cancel"),
+            Some("[button reply] Cancel (cancel-button)"),
         ),
         (
             "interactive",
@@ -141,7 +142,7 @@ fn places_cards_and_replies() -> Vec<Fixture> {
                 title: "Express Shipping".into(),
                 description: Some("Next Day to 2 Days".into()),
             }),
-            Some("Express Shipping"),
+            Some("[list reply] Express Shipping (priority_express)"),
         ),
         (
             "interactive",
@@ -152,7 +153,7 @@ fn places_cards_and_replies() -> Vec<Fixture> {
                 body: Some("Sent".into()),
                 response_json: nfm.into(),
             }),
-            Some(nfm),
+            Some(r#"[form reply] {"flow_token":"AQAAAAACS5FpgQ_cAAAAAD0QI3s.","size":"m"}"#),
         ),
         (
             "button",
@@ -161,7 +162,7 @@ fn places_cards_and_replies() -> Vec<Fixture> {
                 payload: "stop-promos".into(),
                 text: "Unsubscribe from Promos".into(),
             },
-            Some("Unsubscribe from Promos"),
+            Some("[button] Unsubscribe from Promos"),
         ),
     ]
 }
@@ -176,7 +177,7 @@ fn events_and_unknowns() -> Vec<Fixture> {
                 message_id: "wamid.ORIG".into(),
                 emoji: Some("\u{1F600}".into()),
             },
-            None,
+            Some("[reaction \u{1F600}]"),
         ),
         (
             "reaction",
@@ -185,7 +186,7 @@ fn events_and_unknowns() -> Vec<Fixture> {
                 message_id: "wamid.ORIG".into(),
                 emoji: None,
             },
-            None,
+            Some("[reaction removed]"),
         ),
         (
             "reaction",
@@ -194,7 +195,7 @@ fn events_and_unknowns() -> Vec<Fixture> {
                 message_id: "wamid.ORIG".into(),
                 emoji: None,
             },
-            None,
+            Some("[reaction removed]"),
         ),
         (
             "order",
@@ -209,7 +210,7 @@ fn events_and_unknowns() -> Vec<Fixture> {
                 product_items: vec![json!({ "product_retailer_id": "di9ozbzfi4",
                     "quantity": 2, "item_price": 30, "currency": "USD" })],
             },
-            Some("Is this in stock?"),
+            Some("[order: 1 item] Is this in stock?"),
         ),
         (
             "system",
@@ -222,7 +223,7 @@ fn events_and_unknowns() -> Vec<Fixture> {
                 kind: Some("user_changed_number".into()),
                 new_wa_id: Some("16505559999".into()),
             },
-            None,
+            Some("[system] NAME changed from 16505551234 to 16505559999"),
         ),
         (
             "edit",
@@ -234,7 +235,7 @@ fn events_and_unknowns() -> Vec<Fixture> {
                     body: "Does it come in red?".into(),
                 }),
             },
-            Some("Does it come in red?"),
+            Some("[edited] Does it come in red?"),
         ),
         (
             "revoke",
@@ -244,14 +245,19 @@ fn events_and_unknowns() -> Vec<Fixture> {
             },
             None,
         ),
-        ("request_welcome", None, Content::RequestWelcome, None),
+        (
+            "request_welcome",
+            None,
+            Content::RequestWelcome,
+            Some("[opened the chat]"),
+        ),
         (
             "unsupported",
             Some(json!({ "type": "cart" })),
             Content::Unsupported {
                 type_name: "unsupported".into(),
             },
-            None,
+            Some("[unsupported message: cart]"),
         ),
         (
             "hologram",
@@ -259,7 +265,7 @@ fn events_and_unknowns() -> Vec<Fixture> {
             Content::Unsupported {
                 type_name: "hologram".into(),
             },
-            None,
+            Some("[unsupported message: hologram]"),
         ),
     ]
 }

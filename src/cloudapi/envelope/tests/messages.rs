@@ -10,7 +10,7 @@ fn every_message_type_parses_with_its_text() {
         let raw = message(kind, object);
         let m = one(raw.clone());
         assert_eq!(m.content, want, "{kind}");
-        assert_eq!(m.text().as_deref(), text, "{kind}");
+        assert_eq!(render_text(&m).as_deref(), text, "{kind}");
         assert_eq!(m.type_name(), kind);
         assert_eq!(m.id.as_str(), format!("wamid.{kind}"));
         assert_eq!(m.from.as_ref().map(WaId::as_str), Some("16505551234"));
@@ -85,7 +85,10 @@ fn unknown_interactive_reply_is_kept_raw() {
     let object = json!({ "type": "call_permission_reply", "call_permission_reply": {} });
     let m = one(message("interactive", Some(object.clone())));
     assert_eq!(m.content, Content::Interactive(Interactive::Other(object)));
-    assert_eq!(m.text(), None);
+    assert_eq!(
+        render_text(&m).as_deref(),
+        Some("[interactive call_permission_reply]")
+    );
 }
 
 #[test]
@@ -104,7 +107,11 @@ fn edit_of_unknown_content_is_still_an_edit() {
             }),
         }
     );
-    assert_eq!(m.text(), None);
+    // The agent's text, read from render_text: the edit's tag around the unknown type's name.
+    assert_eq!(
+        render_text(&m).as_deref(),
+        Some("[edited] [unsupported message: hologram]")
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Envelope parsing tests: the shared helpers; fixtures, messages, changes and properties are
 //! each in their own file.
 use super::*;
+// The text an agent sees is rendered one way, in content; the parser's tests check that one.
+use crate::cloudapi::content::render_text;
 use serde_json::json;
 
 mod changes;

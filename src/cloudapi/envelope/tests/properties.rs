@@ -146,7 +146,7 @@ proptest! {
         let env = parse_value(&envelope_of(messages_value(json!([m])))).unwrap();
         let got = &messages_of(&env).messages[0];
         prop_assert_eq!(got.type_name(), kind.as_str());
-        let _ = got.text();
+        let _ = render_text(got);
     }
 
     #[test]
