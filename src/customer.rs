@@ -3,7 +3,7 @@
 //! for the admin API (through its writer, keeping its in-memory opt-outs in step).
 
 use crate::state::AppState;
-use crate::store::{CustomerId, Done, ERASE_PASSES, Erased, ErasureKey, Store, StoreError};
+use crate::store::{CustomerId, ERASE_PASSES, Erased, ErasureKey, Op, Store, StoreError};
 use std::path::PathBuf;
 
 /// Arguments of `wa-gateway customer`.
@@ -65,12 +65,12 @@ async fn erase_directly(
         let Some(op) = store.erase_step(id, key).await? else {
             break;
         };
-        let ops = std::slice::from_ref(&op);
-        let done = match &mut sqlite {
-            Some(writer) => writer.apply(ops).await?,
-            None => store.apply(ops).await?,
+        let ops = [Op::Erase(op)];
+        let answers = match &mut sqlite {
+            Some(writer) => writer.apply(&ops).await?,
+            None => store.apply(&ops).await?,
         };
-        if let Some(Done::Erased(e)) = done.into_iter().next() {
+        for e in answers.erased {
             total.merge(e);
         }
     }
@@ -86,9 +86,7 @@ pub async fn erase_in_gateway(state: &AppState, id: &CustomerId) -> Result<Erase
         let Some(op) = state.store.erase_step(id, &key).await? else {
             break;
         };
-        if let Done::Erased(e) = state.writer.maintain(op).await? {
-            erased.merge(e);
-        }
+        erased.merge(state.writer.erase(op).await?);
     }
     for (pnid, customer) in &erased.forgotten {
         state.opted_out.set(pnid, customer, false, 0);

@@ -5,7 +5,7 @@
 
 use crate::config::retention::Retention;
 use crate::state::AppState;
-use crate::store::{Done, Op, PruneOp, Pruned, PrunedTable, SEEN_WAMIDS, StoreError, now_ms};
+use crate::store::{PruneOp, Pruned, PrunedTable, SEEN_WAMIDS, StoreError, now_ms};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,15 +147,11 @@ fn count(state: &AppState, table: &str, n: u64) {
 
 /// Runs one batch in the writer's next group commit; the rows it deleted.
 async fn submit(state: &AppState, op: PruneOp, batch: &mut Batch) -> Result<u64, StoreError> {
-    match state.writer.maintain(Op::Prune(op)).await? {
-        Done::Pruned(Pruned { rows, took }) => {
-            let m = &state.metrics.retention.prune_batch_seconds;
-            m.observe(took.as_secs_f64());
-            batch.adapt(took);
-            Ok(rows)
-        }
-        _ => Ok(0),
-    }
+    let Pruned { rows, took } = state.writer.prune(op).await?;
+    let m = &state.metrics.retention.prune_batch_seconds;
+    m.observe(took.as_secs_f64());
+    batch.adapt(took);
+    Ok(rows)
 }
 
 /// Sets the oldest-row ages and the database size.

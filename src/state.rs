@@ -260,12 +260,11 @@ impl AppState {
         };
         if erased {
             let restore = || {
-                self.writer
-                    .maintain(crate::store::Op::Erase(EraseOp::RestoreOptOut {
-                        phone_number_id: phone_number_id.to_owned(),
-                        customer: customer.to_owned(),
-                        digest: digest.clone(),
-                    }))
+                self.writer.erase(EraseOp::RestoreOptOut {
+                    phone_number_id: phone_number_id.to_owned(),
+                    customer: customer.to_owned(),
+                    digest: digest.clone(),
+                })
             };
             self.persist("opt-out restore", restore).await?;
             // Erasure deleted every reply queued for them, so no queue time needs holding back.

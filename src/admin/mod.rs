@@ -12,6 +12,7 @@ mod media;
 mod onboard;
 mod page;
 mod session;
+mod store_gauges;
 
 pub use api::{MetaView, NumberView, OPENAPI, effective_statuses, rfc3339};
 pub use page::escape;
@@ -113,9 +114,7 @@ pub fn spawn_store_gauges(st: Arc<AppState>) {
                 .iter()
                 .map(|n| n.phone_number_id.to_string())
                 .collect();
-            st.metrics
-                .refresh_from_store(&st.store, &numbers, Duration::from_secs(2))
-                .await;
+            store_gauges::refresh(&st.metrics, &st.store, &numbers, Duration::from_secs(2)).await;
         }
     });
 }

@@ -250,7 +250,7 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
                     recipient_id: s.recipient_id.clone(),
                     recipient_user_id: s.recipient_user_id.clone(),
                     wamid: s.id.to_string(),
-                    status: s.status.as_str().to_owned(),
+                    status: s.status.clone(),
                     meta_ts: s.timestamp,
                     callback: s.biz_opaque_callback_data.clone(),
                     error_code: first_error.map(|e| e.code),

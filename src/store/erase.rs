@@ -2,7 +2,6 @@
 //! ids (reads, off the writer), the writer's operation that deletes them in one transaction, and
 //! the keyed digest an opted-out customer's opt-out is kept under. Knows no HTTP and no config.
 
-use super::apply::Op;
 use super::retention::{remember, wamid_digest};
 use super::sql::{Arg, Sql, WriteTx};
 use super::{Callback, Store, StoreError, on_pool};
@@ -446,14 +445,12 @@ impl Store {
         &self,
         id: &CustomerId,
         key: &ErasureKey,
-    ) -> Result<Option<Op>, StoreError> {
+    ) -> Result<Option<EraseOp>, StoreError> {
         let ids = self.identities(id).await?;
         let plan = self.erase_plan(&ids).await?;
-        Ok((!plan.is_empty()).then(|| {
-            Op::Erase(EraseOp::Delete {
-                plan,
-                key: key.clone(),
-            })
+        Ok((!plan.is_empty()).then(|| EraseOp::Delete {
+            plan,
+            key: key.clone(),
         }))
     }
 

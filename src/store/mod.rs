@@ -17,7 +17,7 @@ mod sql;
 mod sqlite_writer;
 pub mod writer;
 
-pub use apply::{Done, Op};
+pub use apply::{Answers, Op, TurnEnd};
 pub use conversation::{HistoryEntry, OptedOut};
 pub use erase::{BadCustomerId, CustomerId, ERASE_PASSES, EraseOp, Erased, ErasureKey};
 pub use overrides::{Disconnected, NumberOverride};

@@ -1,7 +1,7 @@
 //! Row types and the queries over them, written once for both dialects through `on_pool!`.
 
 use super::{Store, StoreError, on_pool};
-use crate::cloudapi::envelope::MessageType;
+use crate::cloudapi::envelope::{MessageType, StatusKind};
 use sqlx::Row;
 
 /// Lifecycle of an inbound message.
@@ -138,7 +138,7 @@ pub struct StatusUpdate {
     pub recipient_id: Option<String>,
     pub recipient_user_id: Option<String>,
     pub wamid: String,
-    pub status: String,
+    pub status: StatusKind,
     pub meta_ts: i64,
     pub callback: Option<String>,
     pub error_code: Option<i64>,

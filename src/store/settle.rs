@@ -7,6 +7,8 @@
 
 use super::sql::{Arg, Sql, WriteTx};
 use super::{Callback, Op, OutboxState, StatusUpdate, StoreError};
+// Meta's status values; moving to `crate::cloudapi` (issue 14, engineer A).
+use crate::cloudapi::envelope::StatusKind;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
@@ -86,7 +88,7 @@ pub(super) async fn statuses(
         for st in &w.statuses {
             let callback = st.callback.as_deref().and_then(Callback::parse);
             let foreign = matches!(&callback, Some(Callback::Row { installation: i, .. }) if i != installation);
-            if foreign || st.status == "failed" || st.error_code.is_some() {
+            if foreign || st.status == StatusKind::Failed || st.error_code.is_some() {
                 record(tx, st, now).await?;
             }
             if foreign {
@@ -97,7 +99,8 @@ pub(super) async fn statuses(
                 );
                 continue;
             }
-            let Some(state) = OutboxState::parse(&st.status).filter(|s| s.is_settled()) else {
+            let Some(state) = OutboxState::parse(st.status.as_str()).filter(|s| s.is_settled())
+            else {
                 continue;
             };
             let mut settle = Settle {
@@ -211,7 +214,7 @@ async fn record(tx: &mut impl WriteTx, st: &StatusUpdate, now: i64) -> Result<()
          error_code, error_title, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         [
             (&st.wamid).into(),
-            (&st.status).into(),
+            st.status.as_str().into(),
             st.meta_ts.into(),
             (&st.callback).into(),
             st.error_code.into(),
@@ -268,7 +271,7 @@ async fn record_unmatched(
                 "status names a reply of this gateway but not its number, recipient or queue \
                  time; recorded, changes nothing"
             );
-            if g.status.status != "failed" && g.status.error_code.is_none() {
+            if g.status.status != StatusKind::Failed && g.status.error_code.is_none() {
                 record(tx, g.status, now).await?;
             }
         }

@@ -4,7 +4,7 @@
 
 use super::apply::apply_ops;
 use super::sql::{Arg, Fetched, Sql, WriteTx};
-use super::{Done, Op, StoreError};
+use super::{Answers, Op, StoreError};
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -83,7 +83,7 @@ impl SqliteWriter {
     }
 
     /// Applies `ops` in one transaction, in order: every op is durable, or none is.
-    pub async fn apply(&mut self, ops: &[Op]) -> Result<Vec<Done>, StoreError> {
+    pub async fn apply(&mut self, ops: &[Op]) -> Result<Answers, StoreError> {
         // IMMEDIATE: the write lock is taken (waiting up to the busy timeout) before anything is
         // read, so a commit never fails halfway on a snapshot another connection moved past.
         let tx = self
@@ -238,7 +238,7 @@ mod tests {
             disconnected: true,
             reason: Some("maintenance".into()),
         };
-        assert!(matches!(writer.apply(&[op]).await.unwrap()[..], [Done::Ok]));
+        assert_eq!(writer.apply(&[op]).await.unwrap().writes, 1);
         let read = store.number_overrides().await.unwrap();
         assert_eq!(read.len(), 1, "{read:?}");
     }

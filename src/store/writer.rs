@@ -4,8 +4,8 @@
 //! writer ever waits in SQLite and no statement crosses a thread.
 
 use super::{
-    Done, InboxRow, InboxState, NewOutbox, Op, OutboxRow, OutboxState, SqliteWriter, Store,
-    StoreError, WebhookWrite,
+    Answers, EraseOp, Erased, InboxRow, InboxState, NewOutbox, Op, OutboxRow, OutboxState, PruneOp,
+    Pruned, SqliteWriter, Store, StoreError, TurnEnd, WebhookWrite,
 };
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -15,9 +15,96 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Where one op's answer goes, typed by what that op answers.
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// The callers waiting on a batch, grouped as [`Answers`] are: one per op, each group in the
+/// order of its ops, so group and answers pair up in order.
+#[derive(Default)]
+struct Waiting {
+    webhooks: Vec<Reply<usize>>,
+    turns: Vec<Reply<Vec<OutboxRow>>>,
+    attempts: Vec<Reply<bool>>,
+    writes: Vec<Reply<()>>,
+    pruned: Vec<Reply<Pruned>>,
+    erased: Vec<Reply<Erased>>,
+}
+
+impl Waiting {
+    /// Adds the callers of the ops that follow.
+    fn extend(&mut self, other: Waiting) {
+        let Waiting {
+            webhooks,
+            turns,
+            attempts,
+            writes,
+            pruned,
+            erased,
+        } = other;
+        self.webhooks.extend(webhooks);
+        self.turns.extend(turns);
+        self.attempts.extend(attempts);
+        self.writes.extend(writes);
+        self.pruned.extend(pruned);
+        self.erased.extend(erased);
+    }
+
+    /// Hands the committed rows to the pipeline, then answers every caller. The pipeline hears
+    /// of the commit before any waiter resumes, so an opt-out it records is in force for every
+    /// send that starts after this commit.
+    fn answer(self, answers: Answers, sink: &mut impl Sink) {
+        let Answers {
+            webhooks,
+            turns,
+            attempts,
+            writes: _,
+            pruned,
+            erased,
+        } = answers;
+        // The rows go on to the pipeline; a webhook only needs to know how many were new.
+        let new: Vec<usize> = webhooks.iter().map(Vec::len).collect();
+        let fresh: Vec<InboxRow> = webhooks.into_iter().flatten().collect();
+        if !fresh.is_empty() {
+            sink.push(fresh);
+        }
+        send(self.webhooks, new);
+        send(self.turns, turns);
+        send(self.attempts, attempts);
+        send(self.writes, std::iter::repeat(()));
+        send(self.pruned, pruned);
+        send(self.erased, erased);
+    }
+
+    /// Tells every caller that their batch failed: the first one hears `e`, the others copies.
+    fn fail(self, e: StoreError) {
+        let copy = e.shallow_clone();
+        let mut e = Some(e);
+        let mut next = || e.take().unwrap_or_else(|| copy.shallow_clone());
+        fail(self.webhooks, &mut next);
+        fail(self.turns, &mut next);
+        fail(self.attempts, &mut next);
+        fail(self.writes, &mut next);
+        fail(self.pruned, &mut next);
+        fail(self.erased, &mut next);
+    }
+}
+
+fn send<T>(replies: Vec<Reply<T>>, answers: impl IntoIterator<Item = T>) {
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        let _ = reply.send(Ok(answer));
+    }
+}
+
+fn fail<T>(replies: Vec<Reply<T>>, error: &mut impl FnMut() -> StoreError) {
+    for reply in replies {
+        let _ = reply.send(Err(error()));
+    }
+}
+
+/// One op and who waits for its answer.
 struct Request {
     op: Op,
-    done: oneshot::Sender<Result<Done, StoreError>>,
+    waiting: Waiting,
 }
 
 /// Where committed rows go next (the pipeline's dispatcher).
@@ -33,10 +120,17 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    async fn run(&self, op: Op) -> Result<Done, StoreError> {
-        let (done, rx) = oneshot::channel();
+    /// Queues `op`, its caller waiting in `group` (the one that answers what `op` answers).
+    async fn run<T>(
+        &self,
+        op: Op,
+        group: fn(&mut Waiting) -> &mut Vec<Reply<T>>,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let mut waiting = Waiting::default();
+        group(&mut waiting).push(reply);
         self.tx
-            .send(Request { op, done })
+            .send(Request { op, waiting })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -45,10 +139,7 @@ impl WriterHandle {
     /// Commits a webhook (with whatever else is waiting) and returns how many of its messages
     /// were new. Returns only once the data is durable, or with the storage error.
     pub async fn submit(&self, write: WebhookWrite) -> Result<usize, StoreError> {
-        match self.run(Op::Webhook(write)).await? {
-            Done::Accepted(new) => Ok(new),
-            _ => Ok(0),
-        }
+        self.run(Op::Webhook(write), |w| &mut w.webhooks).await
     }
 
     /// Ends a turn: queues its replies and closes the inbound message(s), atomically, so a crash
@@ -63,7 +154,7 @@ impl WriterHandle {
         coalesced: &[i64],
         attempt: bool,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let op = Op::CompleteTurn {
+        let op = Op::CompleteTurn(TurnEnd {
             inbox_id: inbox.id,
             phone_number_id: inbox.msg.phone_number_id.clone(),
             customer: inbox.msg.customer.clone(),
@@ -72,30 +163,20 @@ impl WriterHandle {
             replies: replies.to_vec(),
             coalesced: coalesced.to_vec(),
             attempt,
-        };
-        match self.run(op).await? {
-            Done::Turn(rows) => Ok(rows),
-            _ => Ok(Vec::new()),
-        }
+        });
+        self.run(op, |w| &mut w.turns).await
     }
 
     /// Records that an attempt to send outbox row `id` starts now. `false`: the row is already
     /// settled (a status webhook proved Meta has it), so it must not be sent.
     pub async fn outbox_attempt(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(matches!(
-            self.run(Op::Attempt { id }).await?,
-            Done::Attempted(true)
-        ))
+        self.run(Op::Attempt { id }, |w| &mut w.attempts).await
     }
 
     /// Meta accepted row `id` as `wamid`. A status webhook may have got there first.
     pub async fn outbox_sent(&self, id: i64, wamid: &str) -> Result<(), StoreError> {
-        self.run(Op::Sent {
-            id,
-            wamid: wamid.to_owned(),
-        })
-        .await
-        .map(drop)
+        let wamid = wamid.to_owned();
+        self.run(Op::Sent { id, wamid }, |w| &mut w.writes).await
     }
 
     /// A retryable failure; the row goes back to `pending` with the error.
@@ -105,13 +186,9 @@ impl WriterHandle {
         code: Option<i64>,
         message: &str,
     ) -> Result<(), StoreError> {
-        self.run(Op::Retry {
-            id,
-            code,
-            message: message.to_owned(),
-        })
-        .await
-        .map(drop)
+        let message = message.to_owned();
+        self.run(Op::Retry { id, code, message }, |w| &mut w.writes)
+            .await
     }
 
     /// Row `id` ends without delivery, keeping Meta's code and message. `unattempted`: it ends
@@ -125,20 +202,24 @@ impl WriterHandle {
         message: &str,
         unattempted: bool,
     ) -> Result<(), StoreError> {
-        self.run(Op::GiveUp {
+        let op = Op::GiveUp {
             id,
             state,
             code,
             message: message.to_owned(),
             unattempted,
-        })
-        .await
-        .map(drop)
+        };
+        self.run(op, |w| &mut w.writes).await
     }
 
-    /// Applies a maintenance write (a prune batch, an erasure) in the next group commit.
-    pub async fn maintain(&self, op: Op) -> Result<Done, StoreError> {
-        self.run(op).await
+    /// Applies one batch of retention's pruning in the next group commit.
+    pub async fn prune(&self, op: PruneOp) -> Result<Pruned, StoreError> {
+        self.run(Op::Prune(op), |w| &mut w.pruned).await
+    }
+
+    /// Applies an erasure (or gives an erased customer's opt-out back) in the next group commit.
+    pub async fn erase(&self, op: EraseOp) -> Result<Erased, StoreError> {
+        self.run(Op::Erase(op), |w| &mut w.erased).await
     }
 
     /// Records that an operator disconnected (`true`) or connected again a number.
@@ -148,13 +229,12 @@ impl WriterHandle {
         disconnected: bool,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.run(Op::NumberOverride {
+        let op = Op::NumberOverride {
             phone_number_id: phone_number_id.to_owned(),
             disconnected,
             reason: reason.map(str::to_owned),
-        })
-        .await
-        .map(drop)
+        };
+        self.run(op, |w| &mut w.writes).await
     }
 }
 
@@ -179,11 +259,73 @@ enum Backend {
 }
 
 impl Backend {
-    async fn apply(&mut self, ops: &[Op]) -> Result<Vec<Done>, StoreError> {
+    async fn apply(&mut self, ops: &[Op]) -> Result<Answers, StoreError> {
         match self {
             Backend::Sqlite(w) => w.apply(ops).await,
             Backend::Shared(store) => store.apply(ops).await,
         }
+    }
+
+    /// Answers the callers of `batch` with `result`, the outcome of applying it, and empties it.
+    /// SQLite: after a commit, the log starts over if `restart_wal` asks.
+    async fn answer(
+        &mut self,
+        result: Result<Answers, StoreError>,
+        batch: &mut Batch,
+        sink: &mut impl Sink,
+        restart_wal: &AtomicBool,
+    ) {
+        let (ops, waiting) = (&mut batch.ops, &mut batch.waiting);
+        batch.messages = 0;
+        match result {
+            Ok(answers) => {
+                let mut all = Waiting::default();
+                for w in waiting.drain(..) {
+                    all.extend(w);
+                }
+                all.answer(answers, sink);
+                if let Backend::Sqlite(w) = self
+                    && restart_wal.swap(false, Ordering::Relaxed)
+                    && let Err(e) = w.restart_wal()
+                {
+                    tracing::debug!(error = %e, "the write-ahead log did not start over");
+                }
+            }
+            Err(e) if ops.len() > 1 => {
+                // One bad operation must not keep failing the others with it: apply each
+                // alone, so only the one that fails hears about it.
+                tracing::warn!(error = %e, ops = ops.len(), "group commit failed; applying its operations one by one");
+                for (op, w) in ops.drain(..).zip(waiting.drain(..)) {
+                    match self.apply(std::slice::from_ref(&op)).await {
+                        Ok(answers) => w.answer(answers, sink),
+                        Err(e) => w.fail(e),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "write failed; a webhook is answered 503 so Meta redelivers it");
+                for w in waiting.drain(..) {
+                    w.fail(e.shallow_clone());
+                }
+            }
+        }
+        ops.clear();
+    }
+}
+
+/// The ops of the next commit and their callers, in arrival order.
+struct Batch {
+    ops: Vec<Op>,
+    waiting: Vec<Waiting>,
+    /// Inbound messages the ops carry (the writer caps a batch by them).
+    messages: usize,
+}
+
+impl Batch {
+    fn push(&mut self, r: Request) {
+        self.messages += r.op.messages();
+        self.ops.push(r.op);
+        self.waiting.push(r.waiting);
     }
 }
 
@@ -223,7 +365,11 @@ pub fn spawn(
         .expect("a current-thread runtime starts");
     // Made on the writer's thread: the SQLite connection may move there, but not be shared.
     let writer = move || async move {
-        let mut batch: Vec<Request> = Vec::with_capacity(batch_max);
+        let mut batch = Batch {
+            ops: Vec::with_capacity(batch_max),
+            waiting: Vec::with_capacity(batch_max),
+            messages: 0,
+        };
         let mut last_start: Option<Instant> = None;
         loop {
             let first = tokio::select! {
@@ -231,7 +377,6 @@ pub fn spawn(
                 r = rx.recv() => match r { Some(r) => r, None => break },
                 _ = stop.cancelled() => match rx.try_recv() { Ok(r) => r, Err(_) => break },
             };
-            let mut messages = first.op.messages();
             batch.push(first);
             // Commits start at most once per `commit_interval`: what arrives meanwhile joins the
             // next one. Every commit writes its B-trees' hot pages again and waits for an fsync,
@@ -245,56 +390,22 @@ pub fn spawn(
                 }
             }
             // Everything that queued up while the previous commit ran joins this one.
-            while messages < batch_max {
+            while batch.messages < batch_max {
                 match rx.try_recv() {
-                    Ok(r) => {
-                        messages += r.op.messages();
-                        batch.push(r);
-                    }
+                    Ok(r) => batch.push(r),
                     Err(_) => break,
                 }
             }
-            let ops: Vec<Op> = batch
-                .iter_mut()
-                .map(|r| std::mem::replace(&mut r.op, Op::Attempt { id: -1 }))
-                .collect();
             let started = Instant::now();
             last_start = Some(started);
-            let result = backend.apply(&ops).await;
+            let result = backend.apply(&batch.ops).await;
             metrics
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
-            metrics.commit_batch_messages.observe(messages as f64);
-            match result {
-                Ok(done) => {
-                    answer(&mut batch, done, &mut sink);
-                    if let Backend::Sqlite(w) = &mut backend
-                        && restart_wal.swap(false, Ordering::Relaxed)
-                        && let Err(e) = w.restart_wal()
-                    {
-                        tracing::debug!(error = %e, "the write-ahead log did not start over");
-                    }
-                }
-                Err(e) if batch.len() > 1 => {
-                    // One bad operation must not keep failing the others with it: apply each
-                    // alone, so only the one that fails hears about it.
-                    tracing::warn!(error = %e, ops = batch.len(), "group commit failed; applying its operations one by one");
-                    for (req, op) in batch.drain(..).zip(ops) {
-                        match backend.apply(std::slice::from_ref(&op)).await {
-                            Ok(done) => answer(&mut vec![req], done, &mut sink),
-                            Err(e) => {
-                                let _ = req.done.send(Err(e));
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "write failed; a webhook is answered 503 so Meta redelivers it");
-                    for req in batch.drain(..) {
-                        let _ = req.done.send(Err(e.shallow_clone()));
-                    }
-                }
-            }
+            metrics.commit_batch_messages.observe(batch.messages as f64);
+            backend
+                .answer(result, &mut batch, &mut sink, &restart_wal)
+                .await;
         }
     };
     std::thread::Builder::new()
@@ -307,30 +418,6 @@ pub fn spawn(
     Ok(tokio::spawn(async move {
         let _ = done_rx.await;
     }))
-}
-
-fn answer(batch: &mut Vec<Request>, done: Vec<Done>, sink: &mut impl Sink) {
-    let mut fresh = Vec::new();
-    let replies: Vec<Done> = done
-        .into_iter()
-        .map(|d| match d {
-            // The rows go on to the pipeline; the webhook only needs to know how many were new.
-            Done::Webhook(rows) => {
-                let new = rows.len();
-                fresh.extend(rows);
-                Done::Accepted(new)
-            }
-            other => other,
-        })
-        .collect();
-    // The pipeline hears of the commit before any waiter resumes, so an opt-out it records is
-    // in force for every send that starts after this commit.
-    if !fresh.is_empty() {
-        sink.push(fresh);
-    }
-    for (req, reply) in batch.drain(..).zip(replies) {
-        let _ = req.done.send(Ok(reply));
-    }
 }
 
 #[cfg(test)]
