@@ -6,6 +6,7 @@ pub mod admin;
 pub mod agent;
 pub mod app;
 pub mod bench;
+pub mod cloudapi;
 pub mod cluster;
 pub mod config;
 pub mod customer;

@@ -362,7 +362,7 @@ pub(super) async fn apply_ops(
                 .bind(*pnid)
                 .bind(*customer)
                 .bind(&r.recipient)
-                .bind(&r.recipient_kind)
+                .bind(r.recipient_kind.as_str())
                 .bind(r.part)
                 .bind(&r.payload)
                 .bind(state.as_str())
@@ -469,7 +469,7 @@ pub(super) async fn apply_ops(
                             phone_number_id: phone_number_id.clone(),
                             customer: customer.clone(),
                             recipient: r.recipient.clone(),
-                            recipient_kind: r.recipient_kind.clone(),
+                            recipient_kind: r.recipient_kind,
                             part: r.part,
                             payload: r.payload.clone(),
                             state,
