@@ -168,8 +168,11 @@ pub enum AgentBuildError {
 /// The kinds of agent, named as in the config (`echo`, `http`, `openai`) in metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AgentKind {
+    /// [`EchoAgent`].
     Echo,
+    /// [`HttpAgent`].
     Http,
+    /// [`OpenaiAgent`].
     Openai,
 }
 

@@ -36,6 +36,7 @@ impl RecipientKind {
 /// optionally, the customer message it quotes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    /// What the message carries, with its `type`.
     #[serde(flatten)]
     pub content: Content,
     /// The customer message shown quoted above this one.
@@ -47,13 +48,14 @@ pub struct Message {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Content {
-    /// A text message.
+    /// A text message. (Media, buttons and lists join here as variants of their own `type`.)
     Text { text: Text },
 }
 
 /// The `text` object of a text message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Text {
+    /// The text itself (at most 4096 characters; `reply::shape` cuts longer replies).
     pub body: String,
     /// Whether WhatsApp shows a preview of the first URL in `body`.
     pub preview_url: bool,
@@ -62,6 +64,7 @@ pub struct Text {
 /// The `context` of a reply: the message it quotes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Context {
+    /// The wamid of the quoted message.
     pub message_id: String,
 }
 

@@ -341,7 +341,7 @@ enum Gate {
 }
 
 /// The 24-hour window, checked before each attempt (the customer's opt-out is checked later
-/// still, right before the call: see [`deliver`]). `recorded`: an attempt was recorded for the
+/// still, right before the call: see [`before_send`]). `recorded`: an attempt was recorded for the
 /// row but not made yet; a stop takes it back.
 async fn gate(
     state: &AppState,
