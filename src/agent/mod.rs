@@ -12,6 +12,8 @@ mod slots;
 #[cfg(test)]
 mod tests;
 
+/// The language hint of a turn is the policy's own detection result.
+pub use crate::policy::LanguageHint;
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use echo::EchoAgent;
 pub use http::HttpAgent;
@@ -68,17 +70,6 @@ pub struct TurnMessage {
     /// The type-specific content in the gateway's own shape (`null` when there is none).
     #[serde(default)]
     pub structured: serde_json::Value,
-}
-
-/// A detected language: ISO 639-1 `code` ("hi"), English `name` ("Hindi").
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LanguageHint {
-    pub code: String,
-    pub name: String,
-    /// The detector's confidence, 0 to 1.
-    pub confidence: f64,
-    /// Whether the detector considers the guess reliable; agents should ignore it otherwise.
-    pub reliable: bool,
 }
 
 /// One earlier message of the conversation.
@@ -174,6 +165,40 @@ pub enum AgentBuildError {
     ApiKey,
 }
 
+/// The kinds of agent, named as in the config (`echo`, `http`, `openai`) in metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentKind {
+    /// [`EchoAgent`].
+    Echo,
+    /// [`HttpAgent`].
+    Http,
+    /// [`OpenaiAgent`].
+    Openai,
+}
+
+impl AgentKind {
+    /// The kind's name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentKind::Echo => "echo",
+            AgentKind::Http => "http",
+            AgentKind::Openai => "openai",
+        }
+    }
+
+    /// Whether the agent reads more of a turn than its text: the language hint, the message
+    /// as Meta sent it and its structured content. The echo agent reads only the text.
+    pub fn reads_more_than_text(self) -> bool {
+        self != AgentKind::Echo
+    }
+}
+
+impl std::fmt::Display for AgentKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A ready-to-call agent built from its config.
 #[derive(Clone, Debug)]
 pub enum Agent {
@@ -233,12 +258,12 @@ impl Agent {
         }
     }
 
-    /// `echo`, `http` or `openai`, for metrics and logs.
-    pub fn kind(&self) -> &'static str {
+    /// Which kind of agent this is.
+    pub fn kind(&self) -> AgentKind {
         match self {
-            Agent::Echo(_) => "echo",
-            Agent::Http(_) => "http",
-            Agent::Openai(_) => "openai",
+            Agent::Echo(_) => AgentKind::Echo,
+            Agent::Http(_) => AgentKind::Http,
+            Agent::Openai(_) => AgentKind::Openai,
         }
     }
 

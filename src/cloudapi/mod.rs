@@ -1,6 +1,7 @@
-//! Meta's Cloud API wire format, in one home: webhook envelopes, what an agent sees of a message
-//! and the webhook signature. It speaks the wire and imports nothing above `ids` and `text`.
+//! Meta's Cloud API wire format, in one home: webhook envelopes, what an agent sees of a message,
+//! the webhook signature and the outbound message payloads. It imports nothing above `ids`.
 
 pub mod content;
 pub mod envelope;
+pub mod outbound;
 pub mod signature;

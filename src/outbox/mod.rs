@@ -2,11 +2,15 @@
 //! jitter, Retry-After honoured) and records the outcome. It is called by the conversation
 //! worker, so replies of one conversation leave in order.
 
-use crate::graph::{GraphError, RetryClass};
+use crate::cloudapi::outbound::Envelope;
+use crate::graph::{GraphClient, GraphError};
 use crate::state::{AppState, NumberRuntime};
 use crate::store::{OutboxRow, OutboxState, now_ms};
-use backon::BackoffBuilder;
+use retry::{Retries, after_failure};
+use std::ops::ControlFlow;
 use std::time::Duration;
+
+mod retry;
 
 /// How a delivery ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,26 +38,15 @@ pub struct Known {
 
 /// Builds the Graph request body for a row queued in the database `installation`.
 pub fn request_body(row: &OutboxRow, installation: &str) -> serde_json::Value {
-    let mut body: serde_json::Value =
-        serde_json::from_str(&row.payload).unwrap_or_else(|_| serde_json::json!({}));
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert("messaging_product".into(), "whatsapp".into());
-        obj.entry("recipient_type")
-            .or_insert_with(|| "individual".into());
-        if row.recipient_kind == "user_id" {
-            obj.insert("recipient".into(), row.recipient.clone().into());
-        } else {
-            obj.insert("to".into(), row.recipient.clone().into());
-        }
-        obj.insert(
-            "biz_opaque_callback_data".into(),
-            row.callback_data(installation).into(),
-        );
-    }
-    body
+    // The message goes out as it was queued, whatever its type: the sender only addresses it.
+    let message: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&row.payload).unwrap_or_default();
+    let callback = row.callback_data(installation);
+    Envelope::new(&message, row.recipient_kind, &row.recipient, &callback).to_value()
 }
 
-/// Sends `row` for `number` until it is settled, failed or the gateway stops.
+/// Sends `row` for `number` until it is settled, failed or the gateway stops: each round checks
+/// that the row may still leave, makes one attempt, and on a failure decides whether to retry.
 pub async fn deliver(
     state: &AppState,
     number: &NumberRuntime,
@@ -61,205 +54,150 @@ pub async fn deliver(
     known: &Known,
 ) -> Outcome {
     let snap = state.snapshot.load_full();
-    let policy = &snap.config.policies.delivery;
-    let pnid = row.phone_number_id.as_str();
-    let mut delays = backon::ExponentialBuilder::default()
-        .with_min_delay(policy.initial_backoff.get())
-        .with_max_delay(policy.max_backoff.get())
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut retries = Retries::new(&snap.config.policies.delivery, row, known);
     let body = request_body(row, state.store.installation());
-    // Attempts made before this call; the one recorded with the row is about to be made here.
-    let mut attempts = row.attempts - i64::from(known.attempt_recorded);
     let mut recorded = known.attempt_recorded;
     loop {
-        if state.shutdown.is_cancelled() {
-            return Outcome::Interrupted;
+        if let ControlFlow::Break(outcome) =
+            before_send(state, number, row, known, &mut recorded).await
+        {
+            return outcome;
         }
-        // Checked at send time, not only when queued: the window may have closed while the
-        // agent thought or while this reply waited for a retry.
-        match gate(state, number, row, known, recorded).await {
-            Gate::Go => {}
-            Gate::Stop(outcome) => return outcome,
-        }
-        let attempt = if std::mem::take(&mut recorded) {
-            Some(true)
-        } else {
-            state
-                .persist("outbox attempt", || state.writer.outbox_attempt(row.id))
-                .await
-        };
-        match attempt {
-            None => return Outcome::Interrupted,
-            // A status webhook settled it first: Meta has it, sending again would duplicate it.
-            // With several replicas, the row may instead belong to a conversation whose lease
-            // this replica lost: the new owner sends it.
-            Some(false) => {
-                if !state.store.is_shared() {
-                    return Outcome::Sent;
-                }
-                return match state
-                    .persist("outbox read", || state.store.outbox_row(row.id))
-                    .await
-                {
-                    Some(Some(r)) if r.state == OutboxState::Cancelled => Outcome::Cancelled,
-                    Some(Some(r)) if r.state.is_settled() => Outcome::Sent,
-                    _ => {
-                        tracing::warn!(
-                            outbox_id = row.id,
-                            "not sent: this replica no longer holds the conversation's lease"
-                        );
-                        Outcome::Interrupted
-                    }
-                };
-            }
-            Some(true) => {}
-        }
-        // The token is taken right before the call (only the opt-out check comes between), so
-        // what Meta sees is paced, not what the database saw.
-        let limiter = state.limiter.load_full();
-        let waiting = tokio::time::Instant::now();
-        // Like the waits between retries, a pacing wait ends when the gateway drains: the row
-        // stays open for whoever comes next.
-        tokio::select! {
-            _ = limiter.acquire(pnid, &row.customer) => {}
-            _ = state.draining.cancelled() => return Outcome::Interrupted,
-        }
-        state
-            .metrics
-            .throttle_wait_seconds
-            .with_label_values(&[pnid])
-            .inc_by(waiting.elapsed().as_secs_f64());
-        // The last moment before it leaves: an opt-out committed while it was queued, waited
-        // for its pace or for a retry stops it here (an attempt recorded for it is taken back).
-        match state.reply_allowed(row).await {
-            Some(true) => {}
-            Some(false) => {
-                tracing::info!(
-                    outbox_id = row.id,
-                    "reply cancelled: the customer opted out after it was queued"
-                );
-                give_up(
-                    state,
-                    row,
-                    OutboxState::Cancelled,
-                    None,
-                    "customer opted out",
-                    true,
-                )
-                .await;
-                return Outcome::Cancelled;
-            }
-            None => return Outcome::Interrupted,
-        }
-        attempts += 1;
-        let result = snap
-            .graph
-            .send_message(pnid, number.cfg.access_token.expose(), &body)
-            .await;
-        let err = match result {
-            Ok(wamid) => {
-                state.reconcile.send_health.record_sent(pnid);
-                state
-                    .persist("outbox sent", || state.writer.outbox_sent(row.id, &wamid))
-                    .await;
-                state
-                    .metrics
-                    .messages_out
-                    .with_label_values(&[pnid, "sent"])
-                    .inc();
-                tracing::debug!(outbox_id = row.id, %wamid, "reply accepted by Meta");
-                return Outcome::Sent;
-            }
+        retries.attempts += 1;
+        let err = match send(state, &snap.graph, number, row, &body).await {
+            Ok(()) => return Outcome::Sent,
             Err(e) => e,
         };
-        let code = err.code();
-        if let Some(c) = code {
-            state
-                .metrics
-                .meta_errors
-                .with_label_values(&[&c.to_string()])
-                .inc();
-        }
-        let message = err.to_string();
-        match err.class() {
-            RetryClass::OutsideWindow => {
-                state
-                    .metrics
-                    .window_expired
-                    .with_label_values(&[pnid])
-                    .inc();
-                tracing::warn!(
-                    outbox_id = row.id,
-                    phone_number_id = pnid,
-                    "reply not sent: more than 24 h since the customer's last message (131047)"
-                );
-                give_up(state, row, OutboxState::Expired, code, &message, false).await;
-                return Outcome::Expired;
-            }
-            RetryClass::Fatal => {
-                tracing::error!(outbox_id = row.id, phone_number_id = pnid, error = %message, "reply failed; Meta refused it and it is not retried");
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                state
-                    .reconcile
-                    .send_health
-                    .record_refused(pnid, code, &message, now);
-                give_up(state, row, OutboxState::Failed, code, &message, false).await;
-                return Outcome::Failed;
-            }
-            class @ (RetryClass::Retry | RetryClass::Throttle) => {
-                if attempts >= i64::from(policy.max_attempts) {
-                    tracing::error!(outbox_id = row.id, attempts, error = %message, "reply failed after the last retry");
-                    give_up(state, row, OutboxState::Failed, code, &message, false).await;
-                    return Outcome::Failed;
-                }
-                let reason = match (class, &err) {
-                    (_, GraphError::Network { .. }) => "network",
-                    (RetryClass::Throttle, _) => "throttle",
-                    _ => "retry",
-                };
-                state
-                    .metrics
-                    .send_retries
-                    .with_label_values(&[pnid, reason])
-                    .inc();
-                let backoff = delays.next().unwrap_or(policy.max_backoff.get());
-                let wait = err.retry_after().map_or(backoff, |ra| ra.max(backoff));
-                if class == RetryClass::Throttle {
-                    // The whole number pauses, not just this conversation; others keep sending.
-                    let limiter = state.limiter.load_full();
-                    limiter.throttle(pnid, tokio::time::Instant::now() + wait);
-                    limiter.pause_cluster(pnid, wait).await;
-                    state.metrics.throttled.with_label_values(&[pnid]).inc();
-                }
-                if err.is_ambiguous() {
-                    // Meta may have taken it: wait for a status webhook echoing our id before
-                    // sending again, or a retry could deliver it twice.
-                    match settle(state, row, policy.settle_grace.get().max(wait)).await {
-                        Some(true) => return Outcome::Sent,
-                        Some(false) => {}
-                        None => return Outcome::Interrupted,
-                    }
-                } else {
-                    state
-                        .persist("outbox retry", || {
-                            state.writer.outbox_retry(row.id, code, &message)
-                        })
-                        .await;
-                    tracing::info!(outbox_id = row.id, ?wait, error = %message, "send failed; retrying");
-                    // A draining gateway does not wait out retries: the row stays open for
-                    // whoever works on the conversation next.
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = state.draining.cancelled() => return Outcome::Interrupted,
-                    }
-                }
-            }
+        if let ControlFlow::Break(outcome) = after_failure(state, row, &err, &mut retries).await {
+            return outcome;
         }
     }
+}
+
+/// Everything checked before one attempt, in order: shutdown, the 24-hour window, recording the
+/// attempt, the number's pace, and the customer's opt-out. `recorded`: an attempt was recorded
+/// for the row when it was queued and is not made yet (the first round only).
+async fn before_send(
+    state: &AppState,
+    number: &NumberRuntime,
+    row: &OutboxRow,
+    known: &Known,
+    recorded: &mut bool,
+) -> ControlFlow<Outcome> {
+    if state.shutdown.is_cancelled() {
+        return ControlFlow::Break(Outcome::Interrupted);
+    }
+    // Checked at send time, not only when queued: the window may have closed while the
+    // agent thought or while this reply waited for a retry.
+    match gate(state, number, row, known, *recorded).await {
+        Gate::Go => {}
+        Gate::Stop(outcome) => return ControlFlow::Break(outcome),
+    }
+    record_attempt(state, row, std::mem::take(recorded)).await?;
+    pace(state, row).await?;
+    // The last moment before it leaves: an opt-out committed while it was queued, waited
+    // for its pace or for a retry stops it here (an attempt recorded for it is taken back).
+    match state.reply_allowed(row).await {
+        Some(true) => ControlFlow::Continue(()),
+        Some(false) => {
+            tracing::info!(
+                outbox_id = row.id,
+                "reply cancelled: the customer opted out after it was queued"
+            );
+            give_up(
+                state,
+                row,
+                OutboxState::Cancelled,
+                None,
+                "customer opted out",
+                true,
+            )
+            .await;
+            ControlFlow::Break(Outcome::Cancelled)
+        }
+        None => ControlFlow::Break(Outcome::Interrupted),
+    }
+}
+
+/// Records the attempt about to be made (unless it was `recorded` with the row), which fails
+/// when the row was settled meanwhile.
+async fn record_attempt(state: &AppState, row: &OutboxRow, recorded: bool) -> ControlFlow<Outcome> {
+    let attempt = if recorded {
+        Some(true)
+    } else {
+        state
+            .persist("outbox attempt", || state.writer.outbox_attempt(row.id))
+            .await
+    };
+    match attempt {
+        Some(true) => ControlFlow::Continue(()),
+        None => ControlFlow::Break(Outcome::Interrupted),
+        // A status webhook settled it first: Meta has it, sending again would duplicate it.
+        // With several replicas, the row may instead belong to a conversation whose lease
+        // this replica lost: the new owner sends it.
+        Some(false) if !state.store.is_shared() => ControlFlow::Break(Outcome::Sent),
+        Some(false) => ControlFlow::Break(
+            match state
+                .persist("outbox read", || state.store.outbox_row(row.id))
+                .await
+            {
+                Some(Some(r)) if r.state == OutboxState::Cancelled => Outcome::Cancelled,
+                Some(Some(r)) if r.state.is_settled() => Outcome::Sent,
+                _ => {
+                    tracing::warn!(
+                        outbox_id = row.id,
+                        "not sent: this replica no longer holds the conversation's lease"
+                    );
+                    Outcome::Interrupted
+                }
+            },
+        ),
+    }
+}
+
+/// Waits for the number's pace. The token is taken right before the call (only the opt-out
+/// check comes between), so what Meta sees is paced, not what the database saw.
+async fn pace(state: &AppState, row: &OutboxRow) -> ControlFlow<Outcome> {
+    let pnid = row.phone_number_id.as_str();
+    let limiter = state.limiter.load_full();
+    let waiting = tokio::time::Instant::now();
+    // Like the waits between retries, a pacing wait ends when the gateway drains: the row
+    // stays open for whoever comes next.
+    tokio::select! {
+        _ = limiter.acquire(pnid, &row.customer) => {}
+        _ = state.draining.cancelled() => return ControlFlow::Break(Outcome::Interrupted),
+    }
+    state
+        .metrics
+        .throttle_wait_seconds
+        .with_label_values(&[pnid])
+        .inc_by(waiting.elapsed().as_secs_f64());
+    ControlFlow::Continue(())
+}
+
+/// One attempt; on success the row is recorded sent.
+async fn send(
+    state: &AppState,
+    graph: &GraphClient,
+    number: &NumberRuntime,
+    row: &OutboxRow,
+    body: &serde_json::Value,
+) -> Result<(), GraphError> {
+    let pnid = row.phone_number_id.as_str();
+    let wamid = graph
+        .send_message(pnid, number.cfg.access_token.expose(), body)
+        .await?;
+    state.reconcile.send_health.record_sent(pnid);
+    state
+        .persist("outbox sent", || state.writer.outbox_sent(row.id, &wamid))
+        .await;
+    state
+        .metrics
+        .messages_out
+        .with_label_values(&[pnid, "sent"])
+        .inc();
+    tracing::debug!(outbox_id = row.id, %wamid, "reply accepted by Meta");
+    Ok(())
 }
 
 enum Gate {
@@ -268,7 +206,7 @@ enum Gate {
 }
 
 /// The 24-hour window, checked before each attempt (the customer's opt-out is checked later
-/// still, right before the call: see [`deliver`]). `recorded`: an attempt was recorded for the
+/// still, right before the call: see [`before_send`]). `recorded`: an attempt was recorded for the
 /// row but not made yet; a stop takes it back.
 async fn gate(
     state: &AppState,

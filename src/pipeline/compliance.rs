@@ -1,7 +1,7 @@
 //! Compliance texts of a turn: opt-out and opt-in keywords with their confirmations, and picking
 //! a system text in the customer's language.
 
-use super::turn::{Known, complete_and_send, reply_rows};
+use super::finish::{complete_and_send, reply_rows};
 use crate::state::{AppState, NumberRuntime};
 use crate::store::{InboxRow, InboxState, Keyword, OptAction, OutboxKind};
 use std::sync::Arc;
@@ -14,27 +14,23 @@ pub(super) async fn keyword(
     row: &InboxRow,
     keyword: &Keyword,
     language: Option<&crate::policy::LanguageHint>,
-    known: &mut Known,
 ) {
     let pnid = row.msg.phone_number_id.as_str();
     let opt_out = &number.policies.opt_out;
-    let (opted_out, text, kind, detail, action) = match keyword.action {
+    let (text, kind, detail, action) = match keyword.action {
         OptAction::Stop => (
-            true,
             &opt_out.confirmation,
             OutboxKind::OptOutConfirmation,
             "opt-out",
             "stop",
         ),
         OptAction::Resume => (
-            false,
             &opt_out.resume_confirmation,
             OutboxKind::ResumeConfirmation,
             "opt-in",
             "resume",
         ),
     };
-    known.opted_out = Some(opted_out);
     state
         .metrics
         .opt_outs

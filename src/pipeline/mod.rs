@@ -6,6 +6,8 @@
 mod backlog;
 pub mod cluster;
 mod compliance;
+mod decide;
+mod finish;
 mod turn;
 
 use crate::state::AppState;

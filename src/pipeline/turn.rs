@@ -1,12 +1,18 @@
-//! One conversation turn: compliance keywords, message kinds, the agent call with history and a
-//! language hint, reply shaping, then the replies queued (with the turn's completion, in one
-//! transaction) and sent in order.
+//! One conversation turn, executed as `decide.rs` decided it: rows skipped, a keyword confirmed,
+//! the reply for unsupported messages, or the agent called with history and a language hint and
+//! its reply shaped. Completing the turn and sending its replies is `finish.rs`'s.
 
-use crate::agent::{HistoryTurn, LanguageHint, Role, Turn, TurnCustomer, TurnMessage, TurnNumber};
+use super::compliance;
+use super::decide::{Decision, Facts, NumberState, SkipReason, decide};
+use super::finish::{complete_and_send, finish_all, reply_rows};
+use crate::agent::{
+    AgentFailure, HistoryTurn, LanguageHint, Role, Turn, TurnCustomer, TurnMessage, TurnNumber,
+};
 use crate::cloudapi::envelope::{InboundMessage, MessageType};
-use crate::outbox::{self, Outcome};
-use crate::state::{AppState, NumberRuntime};
-use crate::store::{InboxRow, InboxState, NewOutbox, OutboxKind, OutboxRow, OutboxState};
+use crate::outbox;
+use crate::state::{AppState, NumberRuntime, Snapshot};
+use crate::store::{InboxRow, InboxState, Keyword, NewOutbox, OptAction, OutboxKind};
+use crate::store::{OutboxRow, OutboxState};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -97,109 +103,113 @@ pub async fn inbound(state: &AppState, rows: Vec<InboxRow>, known: &mut Known) {
     run(state, &rows, known).instrument(span).await
 }
 
+/// Decides what the rows call for, then does it.
 async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
-    let first = &rows[0];
+    let msg = &rows[0].msg;
     let snap = state.snapshot.load_full();
-    let Some(number) = snap.numbers.get(&first.msg.phone_number_id).cloned() else {
-        finish_all(
-            state,
-            rows,
-            InboxState::Skipped,
-            "number no longer declared",
-        )
-        .await;
+    let number = snap.numbers.get(&msg.phone_number_id).cloned();
+    let facts = Facts {
+        reactions_start_turn: number
+            .as_ref()
+            .is_some_and(|n| n.policies.reactions_start_turn),
+        number: match number {
+            None => NumberState::Undeclared,
+            Some(n) if !n.cfg.enabled => NumberState::Disabled,
+            Some(_) if state.disconnected.contains(&msg.phone_number_id) => {
+                NumberState::Disconnected
+            }
+            Some(n) => NumberState::Ready(n),
+        },
+        keyword: msg.keyword.as_ref(),
+        msg_type: &msg.msg_type,
+    };
+    let opted_out = known.opted_out(state, &msg.phone_number_id, &msg.customer);
+    // `None`: shutting down before the opt-out state could be read; not recorded, so the turn
+    // runs again at the next start.
+    let Some(decision) = decide(facts, opted_out).await else {
         return;
     };
-    if !number.cfg.enabled {
-        finish_all(state, rows, InboxState::Skipped, "number disabled").await;
-        return;
+    match decision {
+        Decision::Skip(reason) => skip(state, rows, reason).await,
+        Decision::Confirm(number, keyword) => confirm(state, &number, rows, keyword, known).await,
+        Decision::Unsupported(number) => unsupported(state, &number, rows).await,
+        Decision::AgentTurn(number) => agent_turn(state, &snap, &number, rows).await,
     }
-    if state.disconnected.contains(&first.msg.phone_number_id) {
-        finish_all(state, rows, InboxState::Skipped, "number disconnected").await;
-        return;
-    }
-    let pnid = first.msg.phone_number_id.as_str();
-    let customer = first.msg.customer.as_str();
-    let text = joined_text(rows);
-    // Only agents that take the hint need it (detection costs a few microseconds per message);
-    // system texts pick their language among their own translations.
-    let language = match number.agent.agent().kind() {
-        "echo" => None,
-        _ => text.as_deref().and_then(crate::policy::detect_language),
-    };
+}
 
-    // A keyword that changed the customer's opt-out state when it was committed: confirm it.
-    if let Some(keyword) = &first.msg.keyword {
-        super::compliance::keyword(state, &number, first, keyword, language.as_ref(), known).await;
-        return;
-    }
-    let Some(opted_out) = known.opted_out(state, pnid, customer).await else {
-        return;
-    };
-    if opted_out {
+/// Closes the rows as skipped.
+async fn skip(state: &AppState, rows: &[InboxRow], reason: SkipReason) {
+    if reason == SkipReason::OptedOut {
         state
             .metrics
             .opt_out_suppressed
-            .with_label_values(&[pnid])
+            .with_label_values(&[&rows[0].msg.phone_number_id])
             .inc();
-        finish_all(state, rows, InboxState::Skipped, "customer opted out").await;
-        return;
     }
-    // Messages that are not a customer turn.
-    match &first.msg.msg_type {
-        MessageType::Reaction if !number.policies.reactions_start_turn => {
-            finish_all(
-                state,
-                rows,
-                InboxState::Skipped,
-                "reaction (policies.reactions_start_turn is off)",
-            )
-            .await;
-            return;
-        }
-        MessageType::System | MessageType::Revoke => {
-            finish_all(state, rows, InboxState::Skipped, "not a customer turn").await;
-            return;
-        }
-        MessageType::Unsupported => {
-            let reply = number
-                .policies
-                .unsupported_reply
-                .as_ref()
-                .map(|t| super::compliance::localized(t, text.as_deref(), language.as_ref()));
-            let replies = reply
-                .map(|t| reply_rows(first, &number, &[t], OutboxKind::Unsupported))
-                .unwrap_or_default();
-            complete_and_send(
-                state,
-                &number,
-                rows,
-                InboxState::Done,
-                Some("unsupported message type"),
-                replies,
-            )
-            .await;
-            return;
-        }
-        _ => {}
-    }
+    finish_all(state, rows, InboxState::Skipped, reason.detail()).await;
+}
 
+/// Confirms the opt-out or opt-in that the first row's keyword recorded.
+async fn confirm(
+    state: &AppState,
+    number: &std::sync::Arc<NumberRuntime>,
+    rows: &[InboxRow],
+    keyword: &Keyword,
+    known: &mut Known,
+) {
+    known.opted_out = Some(keyword.action == OptAction::Stop);
+    let (_, language) = text_and_language(number, rows);
+    compliance::keyword(state, number, &rows[0], keyword, language.as_ref()).await;
+}
+
+/// Answers a message type the gateway does not handle with the number's reply for it, if any.
+async fn unsupported(state: &AppState, number: &NumberRuntime, rows: &[InboxRow]) {
+    let (text, language) = text_and_language(number, rows);
+    let reply = number
+        .policies
+        .unsupported_reply
+        .as_ref()
+        .map(|t| compliance::localized(t, text.as_deref(), language.as_ref()));
+    let replies = reply
+        .map(|t| reply_rows(&rows[0], number, &[t], OutboxKind::Unsupported))
+        .unwrap_or_default();
+    complete_and_send(
+        state,
+        number,
+        rows,
+        InboxState::Done,
+        Some("unsupported message type"),
+        replies,
+    )
+    .await;
+}
+
+/// The turn's text, and its language for agents that take the hint (detection costs a few
+/// microseconds per message); system texts pick their language among their own translations.
+fn text_and_language(
+    number: &NumberRuntime,
+    rows: &[InboxRow],
+) -> (Option<String>, Option<LanguageHint>) {
+    let text = joined_text(rows);
+    let language = if number.agent.agent().kind().reads_more_than_text() {
+        text.as_deref().and_then(crate::policy::detect_language)
+    } else {
+        None
+    };
+    (text, language)
+}
+
+/// Calls the agent with the turn and its history, then completes the turn with the agent's
+/// reply, or with the fallback reply when the agent gave none.
+async fn agent_turn(state: &AppState, snap: &Snapshot, number: &NumberRuntime, rows: &[InboxRow]) {
+    let first = &rows[0];
     if number.policies.mark_read {
-        let graph = snap.graph.clone();
-        let token = number.cfg.access_token.clone();
-        let wamid = rows.last().map(|r| r.msg.wamid.clone()).unwrap_or_default();
-        let pnid = pnid.to_owned();
-        let typing = number.policies.typing_indicator;
-        state.tracker.spawn(async move {
-            if let Err(e) = graph.mark_read(&pnid, token.expose(), &wamid, typing).await {
-                tracing::warn!(%wamid, error = %e, "could not mark the customer's message read");
-            }
-        });
+        mark_read(state, snap, number, rows);
     }
-
     let history = match number.agent.agent().history_turns() {
         0 => Vec::new(),
         n => {
+            let (pnid, customer) = (&first.msg.phone_number_id, &first.msg.customer);
             let Some(h) = state
                 .persist("turn", || state.store.history(pnid, customer, first.id, n))
                 .await
@@ -209,60 +219,22 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
             h
         }
     };
-    let turn = build_turn(&number, rows, text, language.clone(), history);
-    // At most `policies.agent.max_concurrency` calls in flight over the whole process; the
-    // wait is not the agent's time, so it starts the clock only once a slot is free.
-    let Some(_slot) = state.agent_slots.acquire(&state.shutdown).await else {
+    let (text, language) = text_and_language(number, rows);
+    let turn = build_turn(number, rows, text, language, history);
+    let Some((answer, elapsed)) = call_agent(state, number, &turn).await else {
         return;
     };
-    let started = Instant::now();
-    let answer = tokio::select! {
-        a = number.agent.call(&turn) => a,
-        // Not recorded: the turn runs again at the next start.
-        _ = state.shutdown.cancelled() => return,
+    let result = match &answer {
+        Ok(Some(_)) => "ok",
+        Ok(None) => "empty",
+        Err(e) => e.label(),
     };
-    drop(_slot);
-    let (result, inbox_state, detail, replies) = match answer {
-        Ok(Some(reply)) => {
-            let mut parts = crate::reply::shape(&reply);
-            let max = number.policies.max_reply_parts as usize;
-            if crate::reply::limit_parts(&mut parts, max) {
-                tracing::warn!(
-                    max,
-                    "reply longer than policies.max_reply_parts messages; cut with an ellipsis"
-                );
-                state
-                    .metrics
-                    .bounds
-                    .reply_truncated
-                    .with_label_values(&[pnid])
-                    .inc();
-            }
-            let replies = reply_rows(
-                rows.last().unwrap_or(first),
-                &number,
-                &parts,
-                OutboxKind::Reply,
-            );
-            ("ok", InboxState::Done, None, replies)
-        }
-        Ok(None) => ("empty", InboxState::Done, None, Vec::new()),
-        Err(e) => {
-            tracing::warn!(agent = %number.agent_name, error = %e, "agent gave no answer");
-            let fallback = number.policies.fallback_reply.as_ref().map(|t| {
-                super::compliance::localized(t, turn.message.text.as_deref(), language.as_ref())
-            });
-            let replies = fallback
-                .map(|t| reply_rows(first, &number, &[t], OutboxKind::Fallback))
-                .unwrap_or_default();
-            (e.label(), InboxState::Failed, Some(e.to_string()), replies)
-        }
-    };
+    let (inbox_state, detail, replies) = answered(state, number, rows, &turn, answer);
     state
         .metrics
         .agent_seconds
         .with_label_values(&[&number.agent_name, result])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
     state
         .metrics
         .agent_breaker_open
@@ -270,15 +242,89 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
         .set(i64::from(
             number.agent.breaker_state() != crate::agent::BreakerState::Closed,
         ));
-    complete_and_send(
-        state,
-        &number,
-        rows,
-        inbox_state,
-        detail.as_deref(),
-        replies,
-    )
-    .await;
+    complete_and_send(state, number, rows, inbox_state, detail.as_deref(), replies).await;
+}
+
+/// Marks the customer's last message read (with the typing indicator if configured), in the
+/// background: the turn does not wait for it.
+fn mark_read(state: &AppState, snap: &Snapshot, number: &NumberRuntime, rows: &[InboxRow]) {
+    let graph = snap.graph.clone();
+    let token = number.cfg.access_token.clone();
+    let wamid = rows.last().map(|r| r.msg.wamid.clone()).unwrap_or_default();
+    let pnid = rows[0].msg.phone_number_id.clone();
+    let typing = number.policies.typing_indicator;
+    state.tracker.spawn(async move {
+        if let Err(e) = graph.mark_read(&pnid, token.expose(), &wamid, typing).await {
+            tracing::warn!(%wamid, error = %e, "could not mark the customer's message read");
+        }
+    });
+}
+
+/// The agent's answer to `turn` and the time it took; `None` when shutting down first.
+async fn call_agent(
+    state: &AppState,
+    number: &NumberRuntime,
+    turn: &Turn,
+) -> Option<(Result<Option<String>, AgentFailure>, Duration)> {
+    // At most `policies.agent.max_concurrency` calls in flight over the whole process; the
+    // wait is not the agent's time, so it starts the clock only once a slot is free.
+    let _slot = state.agent_slots.acquire(&state.shutdown).await?;
+    let started = Instant::now();
+    let answer = tokio::select! {
+        a = number.agent.call(turn) => a,
+        // Not recorded: the turn runs again at the next start.
+        _ = state.shutdown.cancelled() => return None,
+    };
+    Some((answer, started.elapsed()))
+}
+
+/// What the agent's answer makes of the turn: the rows' state and detail, and the replies.
+fn answered(
+    state: &AppState,
+    number: &NumberRuntime,
+    rows: &[InboxRow],
+    turn: &Turn,
+    answer: Result<Option<String>, AgentFailure>,
+) -> (InboxState, Option<String>, Vec<NewOutbox>) {
+    let first = &rows[0];
+    match answer {
+        Ok(Some(reply)) => {
+            let parts = reply_parts(state, number, &first.msg.phone_number_id, &reply);
+            let last = rows.last().unwrap_or(first);
+            let replies = reply_rows(last, number, &parts, OutboxKind::Reply);
+            (InboxState::Done, None, replies)
+        }
+        Ok(None) => (InboxState::Done, None, Vec::new()),
+        Err(e) => {
+            tracing::warn!(agent = %number.agent_name, error = %e, "agent gave no answer");
+            let fallback = number.policies.fallback_reply.as_ref().map(|t| {
+                compliance::localized(t, turn.message.text.as_deref(), turn.language.as_ref())
+            });
+            let replies = fallback
+                .map(|t| reply_rows(first, number, &[t], OutboxKind::Fallback))
+                .unwrap_or_default();
+            (InboxState::Failed, Some(e.to_string()), replies)
+        }
+    }
+}
+
+/// The agent's reply cut into WhatsApp messages, at most `policies.max_reply_parts` of them.
+fn reply_parts(state: &AppState, number: &NumberRuntime, pnid: &str, reply: &str) -> Vec<String> {
+    let mut parts = crate::reply::shape(reply);
+    let max = number.policies.max_reply_parts as usize;
+    if crate::reply::limit_parts(&mut parts, max) {
+        tracing::warn!(
+            max,
+            "reply longer than policies.max_reply_parts messages; cut with an ellipsis"
+        );
+        state
+            .metrics
+            .bounds
+            .reply_truncated
+            .with_label_values(&[pnid])
+            .inc();
+    }
+    parts
 }
 
 fn joined_text(rows: &[InboxRow]) -> Option<String> {
@@ -294,12 +340,12 @@ fn build_turn(
     number: &NumberRuntime,
     rows: &[InboxRow],
     text: Option<String>,
-    language: Option<crate::policy::LanguageHint>,
+    language: Option<LanguageHint>,
     history: Vec<crate::store::HistoryEntry>,
 ) -> Turn {
     let last = rows.last().unwrap_or(&rows[0]);
     // The echo agent reads only the text: spare it parsing the message twice more.
-    let (raw, structured) = if number.agent.agent().kind() == "echo" {
+    let (raw, structured) = if !number.agent.agent().kind().reads_more_than_text() {
         (serde_json::Value::Null, serde_json::Value::Null)
     } else {
         let raw: serde_json::Value =
@@ -332,12 +378,7 @@ fn build_turn(
             content: raw,
             structured,
         },
-        language: language.map(|l| LanguageHint {
-            code: l.code,
-            name: l.name,
-            confidence: l.confidence,
-            reliable: l.reliable,
-        }),
+        language,
         history: history
             .into_iter()
             .map(|h| HistoryTurn {
@@ -351,97 +392,4 @@ fn build_turn(
             })
             .collect(),
     }
-}
-
-/// Outbox rows for text `parts` answering `row`.
-pub(super) fn reply_rows(
-    row: &InboxRow,
-    number: &NumberRuntime,
-    parts: &[String],
-    kind: OutboxKind,
-) -> Vec<NewOutbox> {
-    let (recipient, recipient_kind) = match (&row.msg.wa_id, &row.msg.user_id) {
-        (Some(wa), _) => (wa.clone(), "wa_id"),
-        (None, Some(user)) => (user.clone(), "user_id"),
-        (None, None) => (row.msg.customer.clone(), "wa_id"),
-    };
-    parts
-        .iter()
-        .filter(|p| !p.trim().is_empty())
-        .enumerate()
-        .map(|(i, part)| {
-            let mut payload = serde_json::json!({
-                "type": "text",
-                "text": { "body": part, "preview_url": crate::reply::has_url(part) },
-            });
-            // Quote the customer's message on the first part only.
-            if number.policies.quote_customer && i == 0 {
-                payload["context"] = serde_json::json!({ "message_id": row.msg.wamid });
-            }
-            NewOutbox {
-                recipient: recipient.clone(),
-                recipient_kind: recipient_kind.into(),
-                part: i as i64,
-                payload: payload.to_string(),
-                kind,
-            }
-        })
-        .collect()
-}
-
-pub(super) async fn complete_and_send(
-    state: &AppState,
-    number: &NumberRuntime,
-    rows: &[InboxRow],
-    to: InboxState,
-    detail: Option<&str>,
-    replies: Vec<NewOutbox>,
-) {
-    let first = &rows[0];
-    let coalesced: Vec<i64> = rows[1..].iter().map(|r| r.id).collect();
-    // With one writer, the replies' first attempt is recorded with the turn (the sender starts
-    // on them at once). With several replicas, an attempt must also prove the conversation's
-    // lease at send time, so it stays a write of its own.
-    let attempt = !state.store.is_shared();
-    let Some(out) = state
-        .persist("turn", || {
-            state
-                .writer
-                .complete_turn(first, to, detail, &replies, &coalesced, attempt)
-        })
-        .await
-    else {
-        return;
-    };
-    // The turn's own messages prove the window open until their time + window. An opt-out may
-    // be committed at any moment: the sender checks it right before each part leaves.
-    let known = outbox::Known {
-        last_inbound: rows.iter().map(|r| r.msg.meta_ts).max(),
-        attempt_recorded: attempt,
-    };
-    for row in out {
-        let outcome = outbox::deliver(state, number, &row, &known).await;
-        if outcome == Outcome::Sent {
-            let age_ms = crate::store::now_ms() - first.received_at;
-            state
-                .metrics
-                .reply_seconds
-                .observe(age_ms.max(0) as f64 / 1000.0);
-        }
-        if outcome == Outcome::Interrupted {
-            return;
-        }
-    }
-}
-
-pub(super) async fn finish_all(state: &AppState, rows: &[InboxRow], to: InboxState, detail: &str) {
-    let first = &rows[0];
-    let coalesced: Vec<i64> = rows[1..].iter().map(|r| r.id).collect();
-    state
-        .persist("turn", || {
-            state
-                .writer
-                .complete_turn(first, to, Some(detail), &[], &coalesced, false)
-        })
-        .await;
 }

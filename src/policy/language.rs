@@ -1,10 +1,12 @@
 //! A hint of the language a customer writes in (whatlang), used to pick localized system texts.
 //! A hint, not a fact: short or mixed messages give none or an unreliable one.
 
+use serde::{Deserialize, Serialize};
 use whatlang::{Detector, Lang, Script};
 
-/// The language a text seems to be written in.
-#[derive(Clone, Debug, PartialEq)]
+/// The language a text seems to be written in. Agents receive it as the turn's `language`
+/// (`agent::Turn`), so its fields are part of their JSON contract.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LanguageHint {
     /// ISO 639-1 code when the language has one (`hi`, `ar`, `es`, `zh`), else ISO 639-3.
     pub code: String,
@@ -12,7 +14,8 @@ pub struct LanguageHint {
     pub name: String,
     /// whatlang's confidence, 0.0 to 1.0.
     pub confidence: f64,
-    /// Whether the hint is worth acting on (enough text and a clear winner).
+    /// Whether the hint is worth acting on (enough text and a clear winner); agents should
+    /// ignore it otherwise.
     pub reliable: bool,
 }
 

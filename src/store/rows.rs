@@ -2,6 +2,7 @@
 
 use super::{Store, StoreError, on_pool};
 use crate::cloudapi::envelope::{MessageType, StatusKind};
+use crate::cloudapi::outbound::RecipientKind;
 use sqlx::Row;
 
 /// Lifecycle of an inbound message.
@@ -268,7 +269,7 @@ pub struct NewOutbox {
     /// `wa_id` or BSUID the reply goes to.
     pub recipient: String,
     /// `to` (a wa_id) or `recipient` (a BSUID).
-    pub recipient_kind: String,
+    pub recipient_kind: RecipientKind,
     pub part: i64,
     /// The message object to send, without `to`/`recipient` and `biz_opaque_callback_data`.
     pub payload: String,
@@ -283,7 +284,7 @@ pub struct OutboxRow {
     pub phone_number_id: String,
     pub customer: String,
     pub recipient: String,
-    pub recipient_kind: String,
+    pub recipient_kind: RecipientKind,
     pub part: i64,
     pub payload: String,
     pub state: OutboxState,
@@ -395,7 +396,7 @@ pub(super) fn outbox_from(t: OutboxTuple) -> OutboxRow {
         phone_number_id: t.2,
         customer: t.3,
         recipient: t.4,
-        recipient_kind: t.5,
+        recipient_kind: RecipientKind::parse(&t.5),
         part: t.6,
         payload: t.7,
         state: OutboxState::parse(&t.8).unwrap_or(OutboxState::Pending),

@@ -144,7 +144,7 @@ pub(super) async fn queue_replies(
                 .bind(*pnid)
                 .bind(*customer)
                 .bind(&r.recipient)
-                .bind(&r.recipient_kind)
+                .bind(r.recipient_kind.as_str())
                 .bind(r.part)
                 .bind(&r.payload)
                 .bind(state.as_str())
@@ -183,7 +183,7 @@ pub(super) fn queued(
                 phone_number_id: turn.phone_number_id.clone(),
                 customer: turn.customer.clone(),
                 recipient: r.recipient.clone(),
-                recipient_kind: r.recipient_kind.clone(),
+                recipient_kind: r.recipient_kind,
                 part: r.part,
                 payload: r.payload.clone(),
                 state,
