@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wa_gateway::app::Gateway;
+use wa_gateway::app::ReloadOutcome;
 use wa_gateway::emulator::{self, EmulatorConfig, EmulatorHandle, EmulatorNumber};
 use wa_gateway::graph::GraphClient;
-use wa_gateway::reload::ReloadOutcome;
 
 const APP_ID: &str = "1000000000000001";
 const TOKEN: &str = "token-one";

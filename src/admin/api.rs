@@ -2,10 +2,10 @@
 //! configuration in force and the OpenAPI document. Errors are `{"error": "<what to do>"}`.
 //! Never returns a secret.
 
+use crate::doctor::connection::{Target, test_connection};
 use crate::ids::PhoneNumberId;
-use crate::reconcile::connection::{Target, test_connection};
 use crate::reconcile::{Desired, Effective, NumberState, NumberStatus, effective, record_metrics};
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use crate::store::StoreError;
 use axum::Json;
 use axum::body::Bytes;

@@ -4,7 +4,7 @@
 //! `listen.media_concurrency` downloads run at once. It caches nothing and never reveals the token.
 
 use crate::graph::{GraphError, MediaDownload};
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};

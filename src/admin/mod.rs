@@ -16,7 +16,7 @@ mod session;
 pub use api::{MetaView, NumberView, OPENAPI, effective_statuses, rfc3339};
 pub use page::escape;
 
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

@@ -5,7 +5,7 @@ use super::envelope::{self, ChangeValue, Envelope};
 use super::intake::Intake;
 use super::{probe, signature};
 use crate::policy::KeywordKind;
-use crate::state::{AppState, Snapshot};
+use crate::serve::state::{AppState, Snapshot};
 use crate::store::writer::WriterHandle;
 use crate::store::{
     DeadLetter, InboxState, Keyword, NewInbound, OptAction, StatusUpdate, WebhookWrite,

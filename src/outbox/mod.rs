@@ -3,7 +3,7 @@
 //! worker, so replies of one conversation leave in order.
 
 use crate::graph::{GraphError, RetryClass};
-use crate::state::{AppState, NumberRuntime};
+use crate::serve::state::{AppState, NumberRuntime};
 use crate::store::{OutboxRow, OutboxState, now_ms};
 use backon::BackoffBuilder;
 use std::time::Duration;

@@ -8,7 +8,7 @@ pub mod cluster;
 mod compliance;
 mod turn;
 
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use crate::store::writer::Sink;
 use crate::store::{InboxRow, OutboxRow};
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 use crate::agent::{HistoryTurn, LanguageHint, Role, Turn, TurnCustomer, TurnMessage, TurnNumber};
 use crate::ingress::envelope::InboundMessage;
 use crate::outbox::{self, Outcome};
-use crate::state::{AppState, NumberRuntime};
+use crate::serve::state::{AppState, NumberRuntime};
 use crate::store::{InboxRow, InboxState, NewOutbox, OutboxKind, OutboxRow, OutboxState};
 use std::time::{Duration, Instant};
 use tracing::Instrument;

@@ -160,7 +160,7 @@ pub struct AppState {
     pub agent_slots: AgentSlots,
     pub metrics: Metrics,
     /// The control loop's latest statuses and report, and the sender's send health.
-    pub reconcile: crate::reconcile::ReconcileState,
+    pub reconcile: Arc<crate::reconcile::ReconcileState>,
     /// Stop now: in-flight agent calls and sends are abandoned (their work stays open in
     /// storage). Cancelled after `draining`, once the shutdown deadline has passed.
     pub shutdown: CancellationToken,
