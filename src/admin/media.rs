@@ -125,7 +125,7 @@ pub(super) async fn download(
 
 async fn fetch(st: Arc<AppState>, pnid: String, media_id: String, slot: Slot) -> Response {
     let snapshot = st.snapshot.load_full();
-    let Some(number) = snapshot.numbers.get(&pnid) else {
+    let Some(number) = snapshot.numbers.get(pnid.as_str()) else {
         let message = format!(
             "phone number id {pnid} is not served by this gateway: declare it under `numbers:` \
              in the config"

@@ -176,7 +176,7 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
                 }
             };
             let pnid = value.metadata.phone_number_id.to_string();
-            let number = snap.numbers.get(&pnid);
+            let number = snap.numbers.get(pnid.as_str());
             if number.is_none() && !value.messages.is_empty() {
                 tracing::warn!(phone_number_id = %pnid, "message for a phone_number_id this gateway does not declare; recorded, not answered");
             }

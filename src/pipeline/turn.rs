@@ -13,7 +13,7 @@ use tracing::Instrument;
 /// The quiet period to wait for more messages before `row`'s turn, if coalescing applies to it.
 pub fn coalesce_window(state: &AppState, row: &InboxRow) -> Option<Duration> {
     let snap = state.snapshot.load();
-    let number = snap.numbers.get(&row.msg.phone_number_id)?;
+    let number = snap.numbers.get(row.msg.phone_number_id.as_str())?;
     let quiet = number.policies.coalesce.get();
     (!quiet.is_zero() && coalescable(state, row)).then_some(quiet)
 }
@@ -30,7 +30,7 @@ pub async fn resume(state: &AppState, row: OutboxRow) {
         tracing::info_span!("resume", outbox_id = row.id, phone_number_id = %row.phone_number_id);
     async {
         let snap = state.snapshot.load_full();
-        match snap.numbers.get(&row.phone_number_id) {
+        match snap.numbers.get(row.phone_number_id.as_str()) {
             Some(number) => {
                 outbox::resume(state, number, &row).await;
             }
@@ -100,7 +100,11 @@ pub async fn inbound(state: &AppState, rows: Vec<InboxRow>, known: &mut Known) {
 async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
     let first = &rows[0];
     let snap = state.snapshot.load_full();
-    let Some(number) = snap.numbers.get(&first.msg.phone_number_id).cloned() else {
+    let Some(number) = snap
+        .numbers
+        .get(first.msg.phone_number_id.as_str())
+        .cloned()
+    else {
         finish_all(
             state,
             rows,
