@@ -185,30 +185,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     for target in &targets {
         wait_for_target(target.addr, Duration::from_secs(15)).await?;
     }
-
-    // The emulator gets its own threads so that its CPU can be told apart from the load's.
-    let emu_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(cpu::EMULATOR_THREAD)
-        .enable_all()
-        .build()
-        .context("starting the emulator's runtime")?;
-    let stop_emulator = CancellationToken::new();
-    let (listen, emu_cfg, token) = (
-        setup.emulator_listen,
-        setup.emulator.clone(),
-        stop_emulator.clone(),
-    );
-    let emulator = emu_rt
-        .spawn(async move {
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
-                format!("the bench's emulator cannot listen on {listen} (meta.graph_url); is another emulator running?")
-            })?;
-            crate::emulator::start(emu_cfg, listener, token)
-                .await
-                .context("starting the emulator")
-        })
-        .await??;
+    let emu = BenchEmulator::start(&setup).await?;
 
     let run = Run { id: rand::random() };
     let replies = Arc::new(Mutex::new(Replies::new(run)));
@@ -219,60 +196,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         .subscribe();
     let stop_reader = CancellationToken::new();
     let reader = tokio::spawn(load::read_replies(
-        emulator.clone(),
+        emu.handle.clone(),
         replies.clone(),
         stop_reader.clone(),
     ));
 
-    let max_connections = match (args.concurrency, args.rate) {
-        (Some(c), _) => c,
-        (None, rate) => args
-            .connections
-            .unwrap_or_else(|| (rate.unwrap_or(0) / 25).max(64) as usize),
-    };
-    let load = Arc::new(Load {
-        run,
-        numbers: setup.numbers.clone(),
-        customers: args.customers,
-        per_webhook: args.messages_per_webhook,
-        app_secret: setup.app_secret.clone().into_bytes(),
-        pool: client::Pool::new(targets, max_connections),
-        emulator: emulator.clone(),
-        acks: Mutex::new(Acks::default()),
-        start: Instant::now(),
-        start_unix_us: load::unix_us(),
-    });
-    let probe = match &args.disk_probe {
-        Some(dir) => Some(
-            disk::Probe::start(dir)
-                .with_context(|| format!("the disk probe cannot write in {}", dir.display()))?,
-        ),
-        None => None,
-    };
-    let cpu_before = cpu::sample(&args.gateway_pids);
-    let webhooks_sent = match (args.rate, args.concurrency) {
-        (Some(rate), _) => load::open_loop(load.clone(), rate, args.duration).await,
-        (None, Some(c)) => load::closed_loop(load.clone(), c, args.duration).await,
-        (None, None) => unreachable!("clap requires --rate or --concurrency"),
-    };
-    let load_secs = load.start.elapsed().as_secs_f64();
-    let cpu_usage = cpu::Usage::between(
-        &cpu_before,
-        &cpu::sample(&args.gateway_pids),
-        &args.gateway_pids,
-        load_secs,
-    );
-    let disk_fsync_ms = match probe {
-        Some(p) => Some(Percentiles::of(
-            &p.finish().context("the disk probe failed")?,
-            1000.0,
-        )),
-        None => None,
-    };
+    let load = load_for(&args, &setup, targets, run, &emu.handle);
+    let measured = measure(&args, &load).await?;
 
     // Drain: until every acked message has a reply and the status webhooks are delivered.
     let drain_start = Instant::now();
-    let deadline = tokio::time::Instant::now() + args.drain;
     let acked: Vec<u64> = if setup.answered {
         load.acks
             .lock()
@@ -283,37 +216,82 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         // Ingress alone: no reply is owed.
         Vec::new()
     };
-    let want = acked.len() as u64;
-    let _ = tokio::time::timeout_at(deadline, distinct_rx.wait_for(|&n| n >= want)).await;
-    loop {
-        let (lost, _, _) = replies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .settle(&acked);
-        if lost == 0
-            || tokio::time::timeout_at(deadline, distinct_rx.changed())
-                .await
-                .is_err()
-        {
-            break;
-        }
-    }
-    while emulator.webhook_stats().pending > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    drain(&replies, &mut distinct_rx, &acked, &emu.handle, args.drain).await;
     let drain_secs = drain_start.elapsed().as_secs_f64();
     stop_reader.cancel();
     let _ = reader.await;
-    let status_stats = emulator.webhook_stats();
-    stop_emulator.cancel();
-    emu_rt.shutdown_background();
+    let status_stats = emu.stop();
 
+    let drained = Drained {
+        acked,
+        drain_secs,
+        status: status_stats,
+    };
+    let report = build_report(&args, setup, &load, &replies, measured, drained);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.text());
+    }
+    Ok(if report.passed { 0 } else { 1 })
+}
+
+/// The load to send: the numbers and customers to write as, the connections to the targets.
+fn load_for(
+    args: &BenchArgs,
+    setup: &Setup,
+    targets: Vec<client::Target>,
+    run: Run,
+    emulator: &crate::emulator::EmulatorHandle,
+) -> Arc<Load> {
+    let max_connections = match (args.concurrency, args.rate) {
+        (Some(c), _) => c,
+        (None, rate) => args
+            .connections
+            .unwrap_or_else(|| (rate.unwrap_or(0) / 25).max(64) as usize),
+    };
+    Arc::new(Load {
+        run,
+        numbers: setup.numbers.clone(),
+        customers: args.customers,
+        per_webhook: args.messages_per_webhook,
+        app_secret: setup.app_secret.clone().into_bytes(),
+        pool: client::Pool::new(targets, max_connections),
+        emulator: emulator.clone(),
+        acks: Mutex::new(Acks::default()),
+        start: Instant::now(),
+        start_unix_us: load::unix_us(),
+    })
+}
+
+/// What the drain found: the messages acked, how long it took, the status webhooks' fate.
+struct Drained {
+    acked: Vec<u64>,
+    drain_secs: f64,
+    status: crate::emulator::WebhookStats,
+}
+
+/// The run's report from what was sent, acked, replied and measured.
+fn build_report(
+    args: &BenchArgs,
+    setup: Setup,
+    load: &Load,
+    replies: &Mutex<Replies>,
+    measured: Measured,
+    drained: Drained,
+) -> Report {
     let acks = load.acks.lock().unwrap_or_else(|e| e.into_inner());
     let replies = replies.lock().unwrap_or_else(|e| e.into_inner());
-    let (lost, duplicated, replied_unacked) = replies.settle(&acked);
+    let (lost, duplicated, replied_unacked) = replies.settle(&drained.acked);
     let non_200 = report::non_200(&acks);
     let per = u64::from(args.messages_per_webhook);
-    let report = Report {
+    let Measured {
+        webhooks_sent,
+        load_secs,
+        cpu_usage,
+        disk_fsync_ms,
+    } = measured;
+    Report {
         mode: if args.rate.is_some() {
             "open"
         } else {
@@ -347,17 +325,132 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         duplicated,
         replied_unacked,
         foreign_replies: replies.foreign,
-        drain_secs,
-        status_webhooks_delivered: status_stats.delivered,
-        status_webhooks_failed_attempts: status_stats.failed_attempts,
-        status_webhooks_pending: status_stats.pending,
+        drain_secs: drained.drain_secs,
+        status_webhooks_delivered: drained.status.delivered,
+        status_webhooks_failed_attempts: drained.status.failed_attempts,
+        status_webhooks_pending: drained.status.pending,
         cpu: cpu_usage,
         disk_fsync_ms,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{}", report.text());
     }
-    Ok(if report.passed { 0 } else { 1 })
+}
+
+/// The bench's own Cloud API emulator, on threads of its own so that its CPU can be told apart
+/// from the load's.
+struct BenchEmulator {
+    runtime: tokio::runtime::Runtime,
+    stop: CancellationToken,
+    handle: crate::emulator::EmulatorHandle,
+}
+
+impl BenchEmulator {
+    async fn start(setup: &Setup) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(cpu::EMULATOR_THREAD)
+            .enable_all()
+            .build()
+            .context("starting the emulator's runtime")?;
+        let stop = CancellationToken::new();
+        let (listen, emu_cfg, token) =
+            (setup.emulator_listen, setup.emulator.clone(), stop.clone());
+        let handle = runtime
+            .spawn(async move {
+                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+                    format!("the bench's emulator cannot listen on {listen} (meta.graph_url); is another emulator running?")
+                })?;
+                crate::emulator::start(emu_cfg, listener, token)
+                    .await
+                    .context("starting the emulator")
+            })
+            .await??;
+        Ok(Self {
+            runtime,
+            stop,
+            handle,
+        })
+    }
+
+    /// Stops the emulator; what became of the status webhooks it sent.
+    fn stop(self) -> crate::emulator::WebhookStats {
+        let stats = self.handle.webhook_stats();
+        self.stop.cancel();
+        self.runtime.shutdown_background();
+        stats
+    }
+}
+
+/// What the load phase measured.
+struct Measured {
+    webhooks_sent: u64,
+    load_secs: f64,
+    cpu_usage: cpu::Usage,
+    disk_fsync_ms: Option<Percentiles>,
+}
+
+/// Sends the load (open or closed loop) for `args.duration`, sampling the gateway's CPU and,
+/// with `--disk-probe`, its disk meanwhile.
+async fn measure(args: &BenchArgs, load: &Arc<Load>) -> anyhow::Result<Measured> {
+    let probe = match &args.disk_probe {
+        Some(dir) => Some(
+            disk::Probe::start(dir)
+                .with_context(|| format!("the disk probe cannot write in {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let cpu_before = cpu::sample(&args.gateway_pids);
+    let webhooks_sent = match (args.rate, args.concurrency) {
+        (Some(rate), _) => load::open_loop(load.clone(), rate, args.duration).await,
+        (None, Some(c)) => load::closed_loop(load.clone(), c, args.duration).await,
+        (None, None) => unreachable!("clap requires --rate or --concurrency"),
+    };
+    let load_secs = load.start.elapsed().as_secs_f64();
+    let cpu_usage = cpu::Usage::between(
+        &cpu_before,
+        &cpu::sample(&args.gateway_pids),
+        &args.gateway_pids,
+        load_secs,
+    );
+    let disk_fsync_ms = match probe {
+        Some(p) => Some(Percentiles::of(
+            &p.finish().context("the disk probe failed")?,
+            1000.0,
+        )),
+        None => None,
+    };
+    Ok(Measured {
+        webhooks_sent,
+        load_secs,
+        cpu_usage,
+        disk_fsync_ms,
+    })
+}
+
+/// Waits, up to `drain`, until every acked message has a reply and the emulator has delivered
+/// its status webhooks.
+async fn drain(
+    replies: &Mutex<Replies>,
+    distinct_rx: &mut tokio::sync::watch::Receiver<u64>,
+    acked: &[u64],
+    emulator: &crate::emulator::EmulatorHandle,
+    drain: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + drain;
+    let want = acked.len() as u64;
+    let _ = tokio::time::timeout_at(deadline, distinct_rx.wait_for(|&n| n >= want)).await;
+    loop {
+        let (lost, _, _) = replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .settle(acked);
+        if lost == 0
+            || tokio::time::timeout_at(deadline, distinct_rx.changed())
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+    while emulator.webhook_stats().pending > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -298,6 +298,33 @@ impl Report {
             "  e2e       p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  (webhook sent -> reply accepted)",
             e.p50, e.p99, e.max
         );
+        self.write_replies(&mut s);
+        let _ = writeln!(
+            s,
+            "  statuses  {} status webhooks delivered, {} failed attempts, {} pending",
+            self.status_webhooks_delivered,
+            self.status_webhooks_failed_attempts,
+            self.status_webhooks_pending
+        );
+        self.write_cpu(&mut s);
+        if let Some(d) = &self.disk_fsync_ms {
+            let _ = writeln!(
+                s,
+                "  disk      4 KiB fsync every 10 ms beside the database: p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms \
+                 (every durable ack waits for an fsync)",
+                d.p50, d.p99, d.max
+            );
+        }
+        let _ = write!(
+            s,
+            "  result    {}",
+            if self.passed { "PASS" } else { "FAIL" }
+        );
+        s
+    }
+
+    /// The replies line: what came back, or that none was owed.
+    fn write_replies(&self, s: &mut String) {
         if !self.replies_expected {
             let _ = writeln!(
                 s,
@@ -324,13 +351,10 @@ impl Report {
                 self.drain_secs
             );
         }
-        let _ = writeln!(
-            s,
-            "  statuses  {} status webhooks delivered, {} failed attempts, {} pending",
-            self.status_webhooks_delivered,
-            self.status_webhooks_failed_attempts,
-            self.status_webhooks_pending
-        );
+    }
+
+    /// The CPU line: the bench's own threads and, when asked, the gateway's processes.
+    fn write_cpu(&self, s: &mut String) {
         let c = &self.cpu;
         let percent =
             |cores: Option<f64>| cores.map_or("?".to_owned(), |g| format!("{:.0}%", g * 100.0));
@@ -354,20 +378,6 @@ impl Report {
             c.emulator_cores * 100.0,
             c.wall_secs
         );
-        if let Some(d) = &self.disk_fsync_ms {
-            let _ = writeln!(
-                s,
-                "  disk      4 KiB fsync every 10 ms beside the database: p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms \
-                 (every durable ack waits for an fsync)",
-                d.p50, d.p99, d.max
-            );
-        }
-        let _ = write!(
-            s,
-            "  result    {}",
-            if self.passed { "PASS" } else { "FAIL" }
-        );
-        s
     }
 }
 
