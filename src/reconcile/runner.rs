@@ -37,6 +37,7 @@ pub struct Parts {
     pub current: Current,
     /// Where each pass's statuses and report go, and where the loop's handle is kept.
     pub state: Arc<ReconcileState>,
+    /// Counts passes and actions, and the drift left.
     pub metrics: Metrics,
     /// Records leader-only passes on PostgreSQL.
     pub store: Store,
@@ -45,6 +46,7 @@ pub struct Parts {
     /// Draining, not the hard stop: a pass in progress is abandoned at once, so shutdown does
     /// not wait for Meta.
     pub stop: CancellationToken,
+    /// Tracks the loop's task, so shutdown waits for it.
     pub tracker: TaskTracker,
 }
 

@@ -19,7 +19,9 @@ use tokio_util::task::TaskTracker;
 /// The running HTTP endpoints, which a reload may move or reconfigure.
 #[derive(Clone)]
 pub struct Endpoints {
+    /// Where Meta delivers webhooks.
     pub webhook: Arc<Endpoint>,
+    /// The admin API and status page.
     pub admin: Arc<Endpoint>,
 }
 
