@@ -2,7 +2,7 @@
 //! storage directly like the other storage commands, and the erasure a running gateway performs
 //! for the admin API (through its writer, keeping its in-memory opt-outs in step).
 
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use crate::store::{CustomerId, ERASE_PASSES, Erased, ErasureKey, Op, Store, StoreError};
 use std::path::PathBuf;
 

@@ -51,6 +51,14 @@ id_newtype!(
     UserId,
 );
 
+// The declared numbers are keyed by their id; lookups from a stored row's `&str` need no copy.
+// (Same hash as the string's: the derived `Hash` hashes the one field.)
+impl std::borrow::Borrow<str> for PhoneNumberId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The key a conversation is identified by: the BSUID when Meta sent one, else the wa_id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

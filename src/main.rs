@@ -159,8 +159,8 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::TestConnection {
             phone_number_id,
             config,
-        } => wa_gateway::reconcile::cli::run_test_connection(&config, &phone_number_id).await,
-        Command::Doctor { config } => wa_gateway::reconcile::cli::run_doctor(&config).await,
+        } => wa_gateway::doctor::cli::run_test_connection(&config, &phone_number_id).await,
+        Command::Doctor { config } => wa_gateway::doctor::cli::run_doctor(&config).await,
         Command::Signup(args) => wa_gateway::onboard::cli::run_signup(args).await,
         Command::Number(args) => wa_gateway::onboard::cli::run_number(args).await,
         Command::Secret(args) => wa_gateway::onboard::cli::run_secret(args).await,

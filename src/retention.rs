@@ -4,7 +4,7 @@
 //! forgets wamid digests older than `dedupe`, gives SQLite's free pages back, sets the metrics.
 
 use crate::config::retention::Retention;
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use crate::store::{PruneOp, Pruned, PrunedTable, SEEN_WAMIDS, StoreError, now_ms};
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 use wa_gateway::app::Gateway;
+use wa_gateway::app::ReloadOutcome;
 use wa_gateway::emulator::EmulatorHandle;
 use wa_gateway::graph::GraphClient;
-use wa_gateway::reload::ReloadOutcome;
 
 const TOKEN: &str = "token-one";
 

@@ -217,7 +217,7 @@ async fn a_refused_reload_shows_in_the_last_reload_gauge_until_a_good_one() {
     .unwrap();
     let refused = tg.gw().reload_now().await;
     assert!(
-        matches!(refused, wa_gateway::reload::ReloadOutcome::Failed(_)),
+        matches!(refused, wa_gateway::app::ReloadOutcome::Failed(_)),
         "{refused:?}"
     );
     let text = tg.metrics().await;
@@ -234,7 +234,7 @@ async fn a_refused_reload_shows_in_the_last_reload_gauge_until_a_good_one() {
     std::fs::write(&tg.config_path, good.replace("Test One", "Test Uno")).unwrap();
     let applied = tg.gw().reload_now().await;
     assert!(
-        matches!(applied, wa_gateway::reload::ReloadOutcome::Applied { .. }),
+        matches!(applied, wa_gateway::app::ReloadOutcome::Applied { .. }),
         "{applied:?}"
     );
     let text = tg.metrics().await;

@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use wa_gateway::app::Gateway;
 use wa_gateway::emulator::{EmulatorConfig, EmulatorHandle};
-use wa_gateway::secrets::{EncryptionKey, Keyring, Sealed};
+use wa_gateway::vault::{EncryptionKey, Keyring, Sealed};
 
 const APP_ID: &str = "1000000000000001";
 const TOKEN: &str = "token-one";
@@ -360,7 +360,7 @@ async fn verify_then_register_with_the_pin(db: Db) {
     env.write("pin2", "111111");
     assert!(matches!(
         gw.reload_now().await,
-        wa_gateway::reload::ReloadOutcome::Applied { .. }
+        wa_gateway::app::ReloadOutcome::Applied { .. }
     ));
     let (status, body) = env
         .admin_post(&gw, &format!("/api/numbers/{PNID2}/register"), json!({}))
@@ -669,7 +669,7 @@ async fn key_rotation_re_encrypts_on_start(db: Db) {
     )
     .unwrap();
     match gw.reload_now().await {
-        wa_gateway::reload::ReloadOutcome::Failed(why) => assert!(
+        wa_gateway::app::ReloadOutcome::Failed(why) => assert!(
             why.contains("b.yaml:14:") && why.contains("stored secret nobody is not in storage"),
             "{why}"
         ),

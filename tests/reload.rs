@@ -193,7 +193,7 @@ async fn an_invalid_edit_changes_nothing_and_is_reported() {
     assert_eq!(tg.gw().state.config_status().last_reload_error, None);
     assert_eq!(
         tg.gw().reload_now().await,
-        wa_gateway::reload::ReloadOutcome::Unchanged
+        wa_gateway::app::ReloadOutcome::Unchanged
     );
     assert_eq!(reloads(&tg, "ok"), 1);
     tg.emu

@@ -256,9 +256,9 @@ async fn no_secret_value_anywhere() {
                 .fetch_one(&mut c)
                 .await
                 .unwrap();
-        let key = wa_gateway::secrets::EncryptionKey::parse(SECRETS[5].1).unwrap();
-        let ring = wa_gateway::secrets::Keyring::new(key, vec![]);
-        let sealed = wa_gateway::secrets::Sealed {
+        let key = wa_gateway::vault::EncryptionKey::parse(SECRETS[5].1).unwrap();
+        let ring = wa_gateway::vault::Keyring::new(key, vec![]);
+        let sealed = wa_gateway::vault::Sealed {
             key_id,
             nonce,
             ciphertext,

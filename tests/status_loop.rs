@@ -8,8 +8,8 @@ mod common;
 use common::{Db, Options, PNID, PNID2, TestGateway, WABA, wait_until};
 use serde_json::{Value, json};
 use std::time::Duration;
+use wa_gateway::app::ReloadOutcome;
 use wa_gateway::emulator::{Fault, FaultKind};
-use wa_gateway::reload::ReloadOutcome;
 
 const WAIT: Duration = Duration::from_secs(15);
 

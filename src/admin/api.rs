@@ -2,10 +2,10 @@
 //! configuration in force and the OpenAPI document. Errors are `{"error": "<what to do>"}`.
 //! Never returns a secret.
 
+use crate::doctor::connection::{Target, test_connection};
 use crate::ids::PhoneNumberId;
-use crate::reconcile::connection::{Target, test_connection};
 use crate::reconcile::{Desired, Effective, NumberState, NumberStatus, effective, record_metrics};
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use crate::store::StoreError;
 use axum::Json;
 use axum::body::Bytes;
@@ -289,7 +289,7 @@ pub(super) async fn connect(
 /// Answers 200 with the report whether the checks pass or not; `ok` says which.
 pub(super) async fn test(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let snapshot = st.snapshot.load_full();
-    let Some(number) = snapshot.numbers.get(&id) else {
+    let Some(number) = snapshot.numbers.get(id.as_str()) else {
         return unknown_number(&id);
     };
     let desired = Desired::from_config(&snapshot.config);

@@ -5,7 +5,7 @@
 //! takes effect at once. The token never travels in a URL.
 
 use super::api::error;
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;

@@ -4,7 +4,7 @@
 //! forgery). Two middleware layers over pure decisions; neither reads storage.
 
 use super::api::error;
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;

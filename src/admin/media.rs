@@ -4,7 +4,7 @@
 //! `listen.media_concurrency` downloads run at once. It caches nothing and never reveals the token.
 
 use crate::graph::{GraphError, MediaDownload};
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
@@ -125,7 +125,7 @@ pub(super) async fn download(
 
 async fn fetch(st: Arc<AppState>, pnid: String, media_id: String, slot: Slot) -> Response {
     let snapshot = st.snapshot.load_full();
-    let Some(number) = snapshot.numbers.get(&pnid) else {
+    let Some(number) = snapshot.numbers.get(pnid.as_str()) else {
         let message = format!(
             "phone number id {pnid} is not served by this gateway: declare it under `numbers:` \
              in the config"

@@ -17,7 +17,7 @@ mod store_gauges;
 pub use api::{MetaView, NumberView, OPENAPI, effective_statuses, rfc3339};
 pub use page::escape;
 
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

@@ -4,7 +4,7 @@
 
 use super::api::error;
 use crate::onboard::{OnboardError, Onboarding, SignupRequest, verify};
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};

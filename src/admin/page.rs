@@ -6,7 +6,7 @@
 use super::api::{self, NumberView};
 use super::auth::{self, Access};
 use crate::reconcile::NumberState;
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -4,7 +4,7 @@
 
 use super::api::error;
 use super::auth;
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

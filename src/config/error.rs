@@ -4,6 +4,17 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// A broken rule: the field path, whether to point at its key rather than its value, and why.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// Field path such as `numbers[0].agent`.
+    pub path: String,
+    /// Point at the mapping key (e.g. a bad agent name) instead of the value.
+    pub at_key: bool,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
 /// One problem in a configuration file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {

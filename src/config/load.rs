@@ -85,7 +85,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
             diagnostics.push(at(map.nearest(&path), &path, format!("secret: {e}")));
         } else if is_encryption_key(&path)
             && secret.stored_name().is_none()
-            && let Err(e) = crate::secrets::EncryptionKey::parse(secret.expose())
+            && let Err(e) = crate::vault::EncryptionKey::parse(secret.expose())
         {
             // KeyError says how long the key is, never what it holds.
             diagnostics.push(at(map.nearest(&path), &path, e.to_string()));

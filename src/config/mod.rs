@@ -1,6 +1,7 @@
 //! Configuration: the gateway.yaml model, loading with file:line:column diagnostics, secret
 //! references and the JSON Schema. A `Config` returned by `load` is validated and its secrets resolved.
 
+pub mod cert;
 pub mod duration;
 pub mod error;
 pub mod load;

@@ -2,7 +2,7 @@
 //! redeliveries are kept, and how often pruning runs; its rules and its load-time warnings.
 
 use super::duration::Duration;
-use super::validate::Issue;
+use super::error::Issue;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -1,22 +1,12 @@
 //! Rules a deserialized `Config` must satisfy as a whole (references, formats, limits). Every
 //! broken rule is reported, not just the first; secrets are checked by kind, never read here.
 
+use super::error::Issue;
 use super::locate::{SourceMap, join_key};
 use super::model::{Agent, Config};
 use super::policy::LocalizedText;
 use super::secret::{SecretSource, is_stored_name};
 use std::collections::HashMap;
-
-/// A broken rule: the field path, whether to point at its key rather than its value, and why.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Issue {
-    /// Field path such as `numbers[0].agent`.
-    pub path: String,
-    /// Point at the mapping key (e.g. a bad agent name) instead of the value.
-    pub at_key: bool,
-    /// What is wrong and what to do.
-    pub message: String,
-}
 
 struct Issues(Vec<Issue>);
 
@@ -315,7 +305,7 @@ fn check_tls(config: &Config, out: &mut Issues) {
     let listen = &config.listen;
     match &listen.tls {
         Some(files) => {
-            if let Err(e) = crate::tls::load_certified_key(files) {
+            if let Err(e) = super::cert::load_certified_key(files) {
                 let field = match e.is_key() {
                     true => "listen.tls.key",
                     false => "listen.tls.cert",
@@ -514,7 +504,7 @@ fn check_stored_secrets(config: &Config, out: &mut Issues) {
                 format!(
                     "stored secret {name:?} is kept encrypted, but meta.encryption_key is not set: add \
                      meta.encryption_key: {{ env: WA_ENCRYPTION_KEY }} holding {}",
-                    crate::secrets::KEY_FORMAT
+                    crate::vault::KEY_FORMAT
                 ),
             );
         } else if !is_stored_name(name) {
@@ -551,7 +541,7 @@ fn check_admin(config: &Config, out: &mut Issues) {
         );
     }
     if let Some(files) = &listen.admin_tls
-        && let Err(e) = crate::tls::load_certified_key(files)
+        && let Err(e) = super::cert::load_certified_key(files)
     {
         let field = match e.is_key() {
             true => "listen.admin_tls.key",

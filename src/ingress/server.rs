@@ -6,7 +6,7 @@ use super::probe;
 use crate::cloudapi::envelope::{self, ChangeValue, Envelope};
 use crate::cloudapi::{content, signature};
 use crate::policy::KeywordKind;
-use crate::state::{AppState, Snapshot};
+use crate::serve::state::{AppState, Snapshot};
 use crate::store::writer::WriterHandle;
 use crate::store::{
     DeadLetter, InboxState, Keyword, NewInbound, OptAction, StatusUpdate, WebhookWrite,
@@ -177,7 +177,7 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
                 }
             };
             let pnid = value.metadata.phone_number_id.to_string();
-            let number = snap.numbers.get(&pnid);
+            let number = snap.numbers.get(pnid.as_str());
             if number.is_none() && !value.messages.is_empty() {
                 tracing::warn!(phone_number_id = %pnid, "message for a phone_number_id this gateway does not declare; recorded, not answered");
             }

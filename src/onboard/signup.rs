@@ -90,7 +90,7 @@ impl Onboarding<'_> {
                 "meta.encryption_key is not set, so the token could not be stored encrypted: add \
                  meta.encryption_key: {{ env: WA_ENCRYPTION_KEY }} holding {}, then run signup \
                  again with a new code",
-                crate::secrets::KEY_FORMAT
+                crate::vault::KEY_FORMAT
             )));
         }
         if !req.replace

@@ -4,7 +4,7 @@
 
 use crate::cloudapi::outbound::Envelope;
 use crate::graph::{GraphClient, GraphError};
-use crate::state::{AppState, NumberRuntime};
+use crate::serve::state::{AppState, NumberRuntime};
 use crate::store::{OutboxRow, OutboxState, now_ms};
 use retry::{Retries, after_failure};
 use std::ops::ControlFlow;

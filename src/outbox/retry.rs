@@ -4,7 +4,7 @@
 use super::{Known, Outcome, give_up, settle};
 use crate::config::Delivery;
 use crate::graph::{GraphError, RetryClass};
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use crate::store::{OutboxRow, OutboxState};
 use backon::BackoffBuilder;
 use std::ops::ControlFlow;

@@ -5,7 +5,7 @@
 //! to the newest row), which keeps every conversation in arrival order.
 
 use super::Work;
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

@@ -5,7 +5,7 @@
 //! whose lease ran out (a replica died). Nothing polls on the message path.
 
 use super::{Dispatch, Work, turn};
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use crate::store::InboxRow;
 use crate::store::cluster::{OVERRIDES_CHANNEL, WORK_CHANNEL, parse_work_payload};
 use std::collections::{HashMap, HashSet};

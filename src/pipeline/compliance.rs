@@ -2,7 +2,7 @@
 //! a system text in the customer's language.
 
 use super::finish::{complete_and_send, reply_rows};
-use crate::state::{AppState, NumberRuntime};
+use crate::serve::state::{AppState, NumberRuntime};
 use crate::store::{InboxRow, InboxState, Keyword, OptAction, OutboxKind};
 use std::sync::Arc;
 

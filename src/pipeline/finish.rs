@@ -3,7 +3,7 @@
 
 use crate::cloudapi::outbound::{Message, RecipientKind};
 use crate::outbox::{self, Outcome};
-use crate::state::{AppState, NumberRuntime};
+use crate::serve::state::{AppState, NumberRuntime};
 use crate::store::{InboxRow, InboxState, NewOutbox, OutboxKind};
 
 /// Outbox rows for text `parts` answering `row`.

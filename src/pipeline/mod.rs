@@ -10,7 +10,7 @@ mod decide;
 mod finish;
 mod turn;
 
-use crate::state::AppState;
+use crate::serve::state::AppState;
 use crate::store::writer::Sink;
 use crate::store::{InboxRow, OutboxRow};
 use std::collections::HashMap;

@@ -10,7 +10,7 @@ use crate::agent::{
 };
 use crate::cloudapi::envelope::{InboundMessage, MessageType};
 use crate::outbox;
-use crate::state::{AppState, NumberRuntime, Snapshot};
+use crate::serve::state::{AppState, NumberRuntime, Snapshot};
 use crate::store::{InboxRow, InboxState, Keyword, NewOutbox, OptAction, OutboxKind};
 use crate::store::{OutboxRow, OutboxState};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use tracing::Instrument;
 /// The quiet period to wait for more messages before `row`'s turn, if coalescing applies to it.
 pub fn coalesce_window(state: &AppState, row: &InboxRow) -> Option<Duration> {
     let snap = state.snapshot.load();
-    let number = snap.numbers.get(&row.msg.phone_number_id)?;
+    let number = snap.numbers.get(row.msg.phone_number_id.as_str())?;
     let quiet = number.policies.coalesce.get();
     (!quiet.is_zero() && coalescable(state, row)).then_some(quiet)
 }
@@ -36,7 +36,7 @@ pub async fn resume(state: &AppState, row: OutboxRow) {
         tracing::info_span!("resume", outbox_id = row.id, phone_number_id = %row.phone_number_id);
     async {
         let snap = state.snapshot.load_full();
-        match snap.numbers.get(&row.phone_number_id) {
+        match snap.numbers.get(row.phone_number_id.as_str()) {
             Some(number) => {
                 outbox::resume(state, number, &row).await;
             }
@@ -107,7 +107,7 @@ pub async fn inbound(state: &AppState, rows: Vec<InboxRow>, known: &mut Known) {
 async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
     let msg = &rows[0].msg;
     let snap = state.snapshot.load_full();
-    let number = snap.numbers.get(&msg.phone_number_id).cloned();
+    let number = snap.numbers.get(msg.phone_number_id.as_str()).cloned();
     let facts = Facts {
         reactions_start_turn: number
             .as_ref()

@@ -1,13 +1,11 @@
-//! The `plan`, `apply`, `status`, `test-connection` and `doctor` commands: load the file,
-//! observe Meta through `meta.graph_url` (and `status` asks the running gateway first), print.
+//! The `plan`, `apply` and `status` commands: load the file, observe Meta through
+//! `meta.graph_url` (and `status` asks the running gateway first), print. `test-connection`
+//! and `doctor` are in `crate::doctor`.
 //! Exit codes follow terraform's -detailed-exitcode for `plan`.
 
-use super::connection::{Outcome, Report, Target, test_connection};
 use super::{Desired, NumberState, apply, derive_statuses, observe, plan};
-use crate::agent::Agent;
 use crate::config::Config;
 use crate::graph::GraphClient;
-use crate::ids::PhoneNumberId;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,11 +18,11 @@ async fn load(path: &Path) -> anyhow::Result<(Config, GraphClient)> {
 }
 
 /// The file with its secrets resolved (`stored:` ones from storage).
-async fn load_config(path: &Path) -> anyhow::Result<Config> {
+pub(crate) async fn load_config(path: &Path) -> anyhow::Result<Config> {
     crate::secrets::load_resolved(path).await
 }
 
-fn with_client(cfg: Config) -> anyhow::Result<(Config, GraphClient)> {
+pub(crate) fn with_client(cfg: Config) -> anyhow::Result<(Config, GraphClient)> {
     if cfg.uses_emulator() {
         anyhow::bail!(
             "meta.graph_url is `emulator`: the built-in emulator lives inside `serve` and cannot be \
@@ -114,7 +112,7 @@ pub async fn run_apply(path: &Path) -> anyhow::Result<u8> {
 }
 
 /// The admin listener of the gateway running this file, as a client would reach it.
-fn admin_base(cfg: &Config) -> Option<String> {
+pub(crate) fn admin_base(cfg: &Config) -> Option<String> {
     let mut addr: SocketAddr = cfg.listen.admin;
     if addr.port() == 0 {
         return None;
@@ -234,194 +232,8 @@ fn row(
     ]
 }
 
-/// Runs Test Connection for the declared number `pnid` of `cfg` from here: Graph through
-/// `meta.graph_url`, the probe webhook through `public_url`, the agent from the file.
-async fn check_number(
-    cfg: &Config,
-    client: &GraphClient,
-    desired: &Desired,
-    pnid: &PhoneNumberId,
-) -> anyhow::Result<Report> {
-    let declared = desired.number(pnid).ok_or_else(|| {
-        let ids: Vec<String> = desired
-            .numbers
-            .iter()
-            .map(|n| n.phone_number_id.to_string())
-            .collect();
-        anyhow::anyhow!(
-            "number {pnid} is not declared in the file; declared: {}",
-            ids.join(", ")
-        )
-    })?;
-    let number = cfg
-        .numbers
-        .iter()
-        .find(|n| &n.phone_number_id == pnid)
-        .expect("declared numbers come from the file");
-    let agent_cfg = cfg.agents.get(&number.agent).ok_or_else(|| {
-        anyhow::anyhow!(
-            "numbers[{}].agent {} is not declared",
-            declared.index,
-            number.agent
-        )
-    })?;
-    let agent = Agent::from_config(agent_cfg)
-        .map_err(|e| anyhow::anyhow!("agent {}: {e}", number.agent))?;
-    let target = Target {
-        client,
-        desired,
-        number: declared,
-        agent_name: &number.agent,
-        agent: &agent,
-        probe_url: cfg.public_url.clone(),
-        app_secret: cfg.meta.app_secret.expose(),
-    };
-    Ok(test_connection(&target).await)
-}
-
-/// A report as people read it: one line per check, the fix under a failure.
-pub fn render_report(r: &Report) -> String {
-    let mut out = format!(
-        "{} {} ({})\n",
-        if r.ok { "OK  " } else { "FAIL" },
-        r.phone_number_id,
-        r.display_name
-    );
-    let width = r.checks.iter().map(|c| c.title.len()).max().unwrap_or(0);
-    for c in &r.checks {
-        out.push_str(&format!(
-            "  {}  {:<width$}  {}\n",
-            c.outcome.label(),
-            c.title,
-            c.detail
-        ));
-        if let Some(fix) = &c.fix {
-            out.push_str(&format!("        {:<width$}  fix: {fix}\n", ""));
-        }
-    }
-    out
-}
-
-/// With the built-in emulator (it lives inside `serve`), Test Connection runs in the gateway:
-/// `POST /api/numbers/{pnid}/test` on its admin listener.
-async fn check_in_gateway(cfg: &Config, pnid: &str) -> anyhow::Result<Report> {
-    let Some(base) = admin_base(cfg) else {
-        anyhow::bail!(
-            "meta.graph_url is `emulator` and listen.admin has port 0: the checks run inside the \
-             gateway, so give listen.admin a fixed port and start `wa-gateway serve`"
-        );
-    };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()?;
-    // The admin API takes changes as JSON only (its cross-site defence): `{}` for no arguments.
-    let mut req = http
-        .post(format!("{base}/api/numbers/{pnid}/test"))
-        .json(&serde_json::json!({}));
-    if let Some(token) = &cfg.listen.admin_token {
-        req = req.bearer_auth(token.expose());
-    }
-    let res = req.send().await.map_err(|e| {
-        anyhow::anyhow!(
-            "meta.graph_url is `emulator`, so the checks run inside the gateway, but none answers at {base}: start `wa-gateway serve` ({})",
-            e.without_url()
-        )
-    })?;
-    if !res.status().is_success() {
-        let status = res.status().as_u16();
-        let body: serde_json::Value = res.json().await.unwrap_or_default();
-        anyhow::bail!(
-            "the gateway at {base} answered HTTP {status}: {}",
-            body["error"].as_str().unwrap_or("no reason given")
-        );
-    }
-    Ok(res.json().await?)
-}
-
-/// Test Connection for `pnid`: from here against Meta, or in the gateway with the emulator.
-async fn check(cfg: &Config, pnid: &PhoneNumberId) -> anyhow::Result<Report> {
-    if cfg.uses_emulator() {
-        return check_in_gateway(cfg, pnid.as_str()).await;
-    }
-    let (cfg, client) = with_client(cfg.clone())?;
-    let desired = Desired::from_config(&cfg);
-    check_number(&cfg, &client, &desired, pnid).await
-}
-
-/// `wa-gateway test-connection ID`: 0 when every check passed, 1 otherwise.
-pub async fn run_test_connection(path: &Path, pnid: &str) -> anyhow::Result<u8> {
-    let cfg = load_config(path).await?;
-    let report = check(&cfg, &PhoneNumberId::from(pnid)).await?;
-    print!("{}", render_report(&report));
-    Ok(u8::from(!report.ok))
-}
-
-/// `wa-gateway doctor`: Test Connection for every enabled number, a summary table, then each
-/// failing number's checks; 0 when all passed, 1 otherwise.
-pub async fn run_doctor(path: &Path) -> anyhow::Result<u8> {
-    let cfg = load_config(path).await?;
-    let desired = Desired::from_config(&cfg);
-    let mut reports = Vec::new();
-    let mut rows = Vec::new();
-    for n in &desired.numbers {
-        if !n.enabled {
-            rows.push([
-                n.phone_number_id.to_string(),
-                n.display_name.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "not tested: enabled: false".into(),
-            ]);
-            continue;
-        }
-        let r = check(&cfg, &n.phone_number_id).await?;
-        let count = |o: Outcome| {
-            r.checks
-                .iter()
-                .filter(|c| c.outcome == o)
-                .count()
-                .to_string()
-        };
-        let first_fail = r
-            .checks
-            .iter()
-            .find(|c| c.outcome == Outcome::Fail)
-            .map_or_else(
-                || "all checks passed".to_owned(),
-                |c| format!("{}: {}", c.title, c.detail),
-            );
-        rows.push([
-            r.phone_number_id.clone(),
-            r.display_name.clone(),
-            count(Outcome::Pass),
-            count(Outcome::Fail),
-            count(Outcome::Skip),
-            first_fail,
-        ]);
-        reports.push(r);
-    }
-    print!(
-        "{}",
-        table(
-            ["NUMBER", "NAME", "PASS", "FAIL", "SKIP", "FIRST PROBLEM"],
-            &rows
-        )
-    );
-    let failing: Vec<&Report> = reports.iter().filter(|r| !r.ok).collect();
-    for r in &failing {
-        print!("\n{}", render_report(r));
-    }
-    if failing.is_empty() {
-        println!("\nEvery number passed Test Connection.");
-    } else {
-        println!("\n{} of {} number(s) failed.", failing.len(), reports.len());
-    }
-    Ok(u8::from(!failing.is_empty()))
-}
-
 /// Left-aligned columns, two spaces apart.
-fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

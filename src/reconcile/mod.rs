@@ -4,12 +4,12 @@
 
 pub mod apply;
 pub mod cli;
-pub mod connection;
 pub mod desired;
 pub mod health;
 pub mod observe;
 pub mod plan;
 pub mod runner;
+pub mod state;
 pub mod status;
 
 pub use apply::{ApplyError, apply, explain};
@@ -17,7 +17,8 @@ pub use desired::{Desired, DesiredNumber, DesiredWaba};
 pub use health::SendHealth;
 pub use observe::{Failure, Observed, ObservedApp, ObservedWaba, observe};
 pub use plan::{Action, Op, plan};
-pub use runner::{CycleReport, ReconcileState, run_cycle};
+pub use runner::{Parts, run_cycle};
+pub use state::{CycleReport, Mode, ReconcileHandle, ReconcileState};
 pub use status::{
     Effective, NumberState, NumberStatus, derive_statuses, effective, record_metrics, statuses,
 };

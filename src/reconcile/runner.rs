@@ -2,18 +2,25 @@
 //! `meta.reconcile.apply` allows, observe again and derive every number's status. `spawn` is
 //! the thin driver that runs a pass at start, after each reload, on request and every
 //! `meta.reconcile.interval`, backing off exponentially after a failed pass. With several
-//! replicas only the elected leader runs passes (each recorded in `leader_runs`).
+//! replicas only the elected leader runs passes (each recorded in `leader_runs`). It is handed
+//! the parts of the gateway it needs (`Parts`), never the gateway's whole state.
 
-use super::health::SendHealth;
-use super::status::{NumberStatus, derive_statuses};
-use super::{Action, Desired, apply, observe, plan};
+use super::state::{CycleReport, Mode, ReconcileHandle, ReconcileState, Request};
+use super::status::derive_statuses;
+use super::{Desired, apply, observe, plan};
+use crate::cluster::Leadership;
 use crate::config::Config;
-use crate::state::AppState;
-use backon::{BackoffBuilder, ExponentialBuilder};
-use serde::Serialize;
-use std::sync::{Arc, Mutex, OnceLock};
+use crate::graph::GraphClient;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long a pass asked of a replica that does not lead waits for it to be elected.
 const ELECTION_GRACE: Duration = Duration::from_secs(3);
@@ -21,37 +28,26 @@ const ELECTION_GRACE: Duration = Duration::from_secs(3);
 /// First delay after a failed pass; it doubles up to the interval.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Whether a pass carries out its plan or only reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    Apply,
-    Plan,
-}
+/// The configuration in force and the Graph client built for it, read afresh at each pass.
+pub type Current = Arc<dyn Fn() -> (Arc<Config>, GraphClient) + Send + Sync>;
 
-/// What one pass found and did.
-#[derive(Clone, Debug, Serialize)]
-pub struct CycleReport {
-    /// Unix seconds.
-    pub started_at: u64,
-    pub finished_at: u64,
-    pub mode: Mode,
-    /// Actions carried out in this pass.
-    pub applied: Vec<Action>,
-    /// The drift left after the pass: actions still to do (all of them in `plan` mode).
-    pub pending: Vec<Action>,
-    /// Why applying stopped, with what to do.
-    pub error: Option<String>,
-    /// Graph reads that failed (what, and Meta's answer).
-    pub read_failures: Vec<String>,
-}
-
-impl CycleReport {
-    /// A pass is ok when every read succeeded and nothing was refused. Drift left in `plan`
-    /// mode is not an error: it is what that mode reports.
-    pub fn is_ok(&self) -> bool {
-        self.error.is_none() && self.read_failures.is_empty()
-    }
+/// What the loop needs of the running gateway.
+pub struct Parts {
+    /// The configuration in force (swapped by reloads) and its Graph client.
+    pub current: Current,
+    /// Where each pass's statuses and report go, and where the loop's handle is kept.
+    pub state: Arc<ReconcileState>,
+    /// Counts passes and actions, and the drift left.
+    pub metrics: Metrics,
+    /// Records leader-only passes on PostgreSQL.
+    pub store: Store,
+    /// Only the leader runs passes.
+    pub leadership: Leadership,
+    /// Draining, not the hard stop: a pass in progress is abandoned at once, so shutdown does
+    /// not wait for Meta.
+    pub stop: CancellationToken,
+    /// Tracks the loop's task, so shutdown waits for it.
+    pub tracker: TaskTracker,
 }
 
 fn unix_now() -> u64 {
@@ -60,76 +56,16 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The loop's results, shared with the admin API and the sender; plain mutexes, never held
-/// across an await.
-#[derive(Default)]
-pub struct ReconcileState {
-    statuses: Mutex<Vec<NumberStatus>>,
-    last: Mutex<Option<CycleReport>>,
-    /// Runs of refused sends per number, fed by the sender.
-    pub send_health: SendHealth,
-    handle: OnceLock<ReconcileHandle>,
-    /// The webhook listener's own URL, when the built-in emulator stands in for Meta.
-    local_webhook: OnceLock<String>,
-}
-
-impl ReconcileState {
-    /// The numbers' statuses from the latest observation (empty before the first pass).
-    pub fn statuses(&self) -> Vec<NumberStatus> {
-        self.statuses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The latest pass's report.
-    pub fn last(&self) -> Option<CycleReport> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn store(&self, statuses: Vec<NumberStatus>, report: CycleReport) {
-        *self.statuses.lock().unwrap_or_else(|e| e.into_inner()) = statuses;
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
-    }
-
-    /// Records where the in-process emulator delivers webhooks (the listener itself).
-    pub fn set_local_webhook(&self, url: String) {
-        let _ = self.local_webhook.set(url);
-    }
-
-    /// Where Test Connection sends its probe: `public_url`, or with the built-in emulator the
-    /// listener it calls instead.
-    pub fn probe_url(&self, cfg: &Config) -> String {
-        match self.local_webhook.get() {
-            Some(url) if cfg.uses_emulator() => url.clone(),
-            _ => cfg.public_url.clone(),
-        }
-    }
-
-    /// Asks the loop for a pass soon (after a reload); no-op when no loop runs.
-    pub fn trigger(&self) {
-        if let Some(h) = self.handle.get() {
-            h.trigger();
-        }
-    }
-
-    /// Runs a pass now and returns its report; `None` when no loop runs or it stopped.
-    pub async fn run_now(&self) -> Option<CycleReport> {
-        self.handle.get()?.run_now().await
-    }
-}
-
 /// One pass; `previous` is the configuration of the last successful pass, so WABAs a reload
-/// removed can be pruned. Stores the statuses and the report in `state`.
-pub async fn run_cycle(state: &AppState, previous: Option<&Config>) -> CycleReport {
+/// removed can be pruned. Stores the statuses and the report in `parts.state`.
+pub async fn run_cycle(parts: &Parts, previous: Option<&Config>) -> CycleReport {
     let started_at = unix_now();
-    let snap = state.snapshot.load_full();
-    let cfg = &snap.config;
+    let (cfg, graph) = (parts.current)();
+    let (cfg, graph) = (&cfg, &graph);
     let mut desired = Desired::from_config(cfg);
     if let Some(prev) = previous {
         desired = desired.with_previous(prev);
     }
-    let graph = &snap.graph;
     let mode = if cfg.meta.reconcile.apply {
         Mode::Apply
     } else {
@@ -164,7 +100,7 @@ pub async fn run_cycle(state: &AppState, previous: Option<&Config>) -> CycleRepo
     for f in &read_failures {
         tracing::warn!(failure = %f, "reconcile: cannot read the state at Meta");
     }
-    let previous_statuses = state.reconcile.statuses();
+    let previous_statuses = parts.state.statuses();
     let statuses = derive_statuses(&desired, &observed, &previous_statuses, unix_now());
     let report = CycleReport {
         started_at,
@@ -175,7 +111,13 @@ pub async fn run_cycle(state: &AppState, previous: Option<&Config>) -> CycleRepo
         error,
         read_failures,
     };
-    let m = &state.metrics;
+    record(&parts.metrics, &report);
+    parts.state.store(statuses, report.clone());
+    report
+}
+
+/// The pass's counters and the drift gauge.
+fn record(m: &Metrics, report: &CycleReport) {
     m.reconcile_runs
         .with_label_values(&[if report.is_ok() { "ok" } else { "error" }])
         .inc();
@@ -186,39 +128,9 @@ pub async fn run_cycle(state: &AppState, previous: Option<&Config>) -> CycleRepo
         m.reconcile_actions.with_label_values(&["error"]).inc();
     }
     m.reconcile_drift.set(report.pending.len() as i64);
-    state.reconcile.store(statuses, report.clone());
-    report
 }
 
-enum Request {
-    /// A pass soon; nobody waits for it.
-    Trigger,
-    /// A pass now; its report goes back.
-    RunNow(oneshot::Sender<CycleReport>),
-}
-
-/// Asks the loop for passes; cheap to clone.
-#[derive(Clone)]
-pub struct ReconcileHandle {
-    tx: mpsc::Sender<Request>,
-}
-
-impl ReconcileHandle {
-    /// A pass soon; requests made while one is queued fold into it.
-    pub fn trigger(&self) {
-        // A full queue already holds a pass that will see the same state.
-        let _ = self.tx.try_send(Request::Trigger);
-    }
-
-    /// A pass now; returns its report, or `None` when the loop stopped.
-    pub async fn run_now(&self) -> Option<CycleReport> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Request::RunNow(tx)).await.ok()?;
-        rx.await.ok()
-    }
-}
-
-fn backoff(interval: Duration) -> impl Iterator<Item = Duration> {
+fn backoff(interval: Duration) -> ExponentialBackoff {
     ExponentialBuilder::default()
         .with_min_delay(FIRST_BACKOFF.min(interval))
         .with_max_delay(interval)
@@ -228,113 +140,157 @@ fn backoff(interval: Duration) -> impl Iterator<Item = Duration> {
 }
 
 /// Starts the loop: a first pass at once, then as described in the module doc. Its handle is
-/// kept in `state.reconcile` for the reload hook and the admin API.
-pub fn spawn(state: Arc<AppState>) -> ReconcileHandle {
-    let (tx, mut rx) = mpsc::channel::<Request>(16);
+/// kept in `parts.state` for the reload hook and the admin API.
+pub fn spawn(parts: Parts) -> ReconcileHandle {
+    let (tx, rx) = mpsc::channel::<Request>(16);
     let handle = ReconcileHandle { tx };
-    let _ = state.reconcile.handle.set(handle.clone());
-    // Draining, not the hard stop: a pass in progress is abandoned at once, so shutdown does
-    // not wait for Meta.
-    let stop = state.draining.clone();
-    let tracker = state.tracker.clone();
-    tracker.spawn(async move {
-        let mut last_ok: Option<Arc<Config>> = None;
-        let interval = || state.snapshot.load().config.meta.reconcile.interval.get();
-        let mut delays = backoff(interval());
-        let mut next = tokio::time::Instant::now();
-        // Passes asked of a replica that does not lead (yet): served by its first pass if it
-        // is elected within `ELECTION_GRACE` (just after start, say), else told who runs them.
-        let mut held: Vec<(oneshot::Sender<CycleReport>, tokio::time::Instant)> = Vec::new();
+    parts.state.set_handle(handle.clone());
+    let tracker = parts.tracker.clone();
+    let interval = parts.interval();
+    let driver = Driver {
+        parts,
+        rx,
+        last_ok: None,
+        delays: backoff(interval),
+        next: Instant::now(),
+        held: Vec::new(),
+    };
+    tracker.spawn(driver.run());
+    handle
+}
+
+/// The loop's own state between passes.
+struct Driver {
+    parts: Parts,
+    rx: mpsc::Receiver<Request>,
+    /// The configuration of the last successful pass.
+    last_ok: Option<Arc<Config>>,
+    delays: ExponentialBackoff,
+    /// When the next scheduled pass is due.
+    next: Instant,
+    /// Passes asked of a replica that does not lead (yet): served by its first pass if it is
+    /// elected within `ELECTION_GRACE` (just after start, say), else told who runs them.
+    held: Vec<(oneshot::Sender<CycleReport>, Instant)>,
+}
+
+impl Parts {
+    fn interval(&self) -> Duration {
+        (self.current)().0.meta.reconcile.interval.get()
+    }
+}
+
+impl Driver {
+    async fn run(mut self) {
         loop {
             // Only the leader reconciles; the others start with a pass the moment they are
             // elected.
-            if !state.leadership.is_leader() {
-                let expiry = held.iter().map(|(_, at)| *at).min();
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    true = state.leadership.wait_until_leader(&stop) => {
-                        tracing::info!("reconcile: this replica leads now; running a pass");
-                        next = tokio::time::Instant::now();
-                    }
-                    _ = tokio::time::sleep_until(expiry.unwrap_or_else(tokio::time::Instant::now)), if expiry.is_some() => {
-                        let now = tokio::time::Instant::now();
-                        let (expired, kept): (Vec<_>, Vec<_>) =
-                            held.drain(..).partition(|(_, at)| *at <= now);
-                        held = kept;
-                        for (reply, _) in expired {
-                            let _ = reply.send(not_leader_report());
-                        }
-                    }
-                    req = rx.recv() => match req {
-                        Some(Request::RunNow(reply)) => {
-                            held.push((reply, tokio::time::Instant::now() + ELECTION_GRACE));
-                        }
-                        Some(Request::Trigger) => {}
-                        None => break,
-                    },
-                }
-                continue;
-            }
-            let mut waiters: Vec<_> = held.drain(..).map(|(reply, _)| reply).collect();
-            // Passes held while not leading run at once.
-            let at = if waiters.is_empty() {
-                next
+            let flow = if self.parts.leadership.is_leader() {
+                self.lead().await
             } else {
-                tokio::time::Instant::now()
+                self.follow().await
             };
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep_until(at) => {}
-                req = rx.recv() => match req {
-                    Some(Request::RunNow(reply)) => waiters.push(reply),
-                    Some(Request::Trigger) => {}
-                    None => break,
-                },
-            }
-            // Everything asked for meanwhile is served by this one pass.
-            while let Ok(req) = rx.try_recv() {
-                if let Request::RunNow(reply) = req {
-                    waiters.push(reply);
-                }
-            }
-            let config = state.snapshot.load().config.clone();
-            let pass = state.leadership.run_cycle(
-                &state.store,
-                "reconcile",
-                run_cycle(&state, last_ok.as_deref()),
-            );
-            let report = tokio::select! {
-                _ = stop.cancelled() => break,
-                r = pass => match r {
-                    Some(r) => r,
-                    // Leadership was lost (or its start could not be recorded): not run.
-                    None => {
-                        for reply in waiters {
-                            let _ = reply.send(not_leader_report());
-                        }
-                        continue;
-                    }
-                },
-            };
-            let wait = if report.is_ok() {
-                last_ok = Some(config);
-                delays = backoff(interval());
-                interval()
-            } else {
-                let wait = delays.next().unwrap_or_else(interval);
-                tracing::info!(
-                    ?wait,
-                    "reconcile: the pass failed; trying again after a backoff"
-                );
-                wait
-            };
-            next = tokio::time::Instant::now() + wait;
-            for reply in waiters {
-                let _ = reply.send(report.clone());
+            if flow.is_break() {
+                break;
             }
         }
-    });
-    handle
+    }
+
+    /// While not leading: wait to be elected, answer held requests whose grace ran out.
+    async fn follow(&mut self) -> ControlFlow<()> {
+        let expiry = self.held.iter().map(|(_, at)| *at).min();
+        tokio::select! {
+            _ = self.parts.stop.cancelled() => return ControlFlow::Break(()),
+            true = self.parts.leadership.wait_until_leader(&self.parts.stop) => {
+                tracing::info!("reconcile: this replica leads now; running a pass");
+                self.next = Instant::now();
+            }
+            _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
+                let now = Instant::now();
+                let (expired, kept): (Vec<_>, Vec<_>) =
+                    self.held.drain(..).partition(|(_, at)| *at <= now);
+                self.held = kept;
+                for (reply, _) in expired {
+                    let _ = reply.send(not_leader_report());
+                }
+            }
+            req = self.rx.recv() => match req {
+                Some(Request::RunNow(reply)) => {
+                    self.held.push((reply, Instant::now() + ELECTION_GRACE));
+                }
+                Some(Request::Trigger) => {}
+                None => return ControlFlow::Break(()),
+            },
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// While leading: wait for the next pass (due, or asked for), run it, schedule the next.
+    async fn lead(&mut self) -> ControlFlow<()> {
+        let waiters = self.wait_for_pass().await?;
+        let config = (self.parts.current)().0;
+        let pass = self.parts.leadership.run_cycle(
+            &self.parts.store,
+            "reconcile",
+            run_cycle(&self.parts, self.last_ok.as_deref()),
+        );
+        let report = tokio::select! {
+            _ = self.parts.stop.cancelled() => return ControlFlow::Break(()),
+            r = pass => match r {
+                Some(r) => r,
+                // Leadership was lost (or its start could not be recorded): not run.
+                None => {
+                    for reply in waiters {
+                        let _ = reply.send(not_leader_report());
+                    }
+                    return ControlFlow::Continue(());
+                }
+            },
+        };
+        let wait = if report.is_ok() {
+            self.last_ok = Some(config);
+            self.delays = backoff(self.parts.interval());
+            self.parts.interval()
+        } else {
+            let wait = self.delays.next().unwrap_or_else(|| self.parts.interval());
+            tracing::info!(
+                ?wait,
+                "reconcile: the pass failed; trying again after a backoff"
+            );
+            wait
+        };
+        self.next = Instant::now() + wait;
+        for reply in waiters {
+            let _ = reply.send(report.clone());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Waits until a pass is due or asked for; returns who waits for its report.
+    async fn wait_for_pass(&mut self) -> ControlFlow<(), Vec<oneshot::Sender<CycleReport>>> {
+        let mut waiters: Vec<_> = self.held.drain(..).map(|(reply, _)| reply).collect();
+        // Passes held while not leading run at once.
+        let at = if waiters.is_empty() {
+            self.next
+        } else {
+            Instant::now()
+        };
+        tokio::select! {
+            _ = self.parts.stop.cancelled() => return ControlFlow::Break(()),
+            _ = tokio::time::sleep_until(at) => {}
+            req = self.rx.recv() => match req {
+                Some(Request::RunNow(reply)) => waiters.push(reply),
+                Some(Request::Trigger) => {}
+                None => return ControlFlow::Break(()),
+            },
+        }
+        // Everything asked for meanwhile is served by this one pass.
+        while let Ok(req) = self.rx.try_recv() {
+            if let Request::RunNow(reply) = req {
+                waiters.push(reply);
+            }
+        }
+        ControlFlow::Continue(waiters)
+    }
 }
 
 /// The answer to a pass asked of a replica that does not lead.

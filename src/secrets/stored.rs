@@ -2,9 +2,9 @@
 //! every reload, in the CLI commands that call Meta), re-encrypting values still under a previous
 //! key when asked to; and storing a new value. Names appear in logs and errors, values never.
 
-use super::crypto::{EncryptionKey, Keyring, Sealed};
 use crate::config::Config;
 use crate::store::{Store, StoreError, StoredSecretRow};
+use crate::vault::{EncryptionKey, KEY_FORMAT, Keyring, Sealed};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -234,7 +234,7 @@ pub async fn put(
             issue(format!(
                 "is not set, so nothing can be stored encrypted: add meta.encryption_key: \
                  {{ env: WA_ENCRYPTION_KEY }} holding {}",
-                super::KEY_FORMAT
+                KEY_FORMAT
             ))
         })?;
     let sealed = ring.seal(name, value);

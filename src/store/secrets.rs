@@ -9,7 +9,7 @@ use super::{Store, StoreError, now_ms, on_pool};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredSecretRow {
     pub name: String,
-    /// Id of the key the value is encrypted under (see `secrets::EncryptionKey::id`).
+    /// Id of the key the value is encrypted under (see `vault::EncryptionKey::id`).
     pub key_id: String,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,

@@ -229,7 +229,7 @@ impl TestGateway {
         let text = std::fs::read_to_string(&self.config_path).expect("config readable");
         std::fs::write(&self.config_path, edit(text)).expect("config writable");
         match self.gw().reload_now().await {
-            wa_gateway::reload::ReloadOutcome::Applied { .. } => {}
+            wa_gateway::app::ReloadOutcome::Applied { .. } => {}
             other => panic!("reload not applied: {other:?}"),
         }
     }

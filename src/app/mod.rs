@@ -1,38 +1,23 @@
-//! Starting and stopping the whole gateway: bind listeners, connect storage, resume unfinished
-//! work, start the writer, the pipeline and the servers; on shutdown drain them in order.
+//! The top of the gateway, which wires every part: starting it (connect storage, bind listeners,
+//! resume unfinished work, start the writer, the pipeline and the servers), reloading its file,
+//! and on shutdown draining them in order. Nothing below imports this module.
 
-use crate::config::Listen;
+pub mod reload;
+mod start;
+
+pub use reload::ReloadOutcome;
+
+use crate::config::cert::TlsError;
 use crate::config::{Config, ConfigError, Loaded};
-use crate::emulator::{self, EmulatorConfig, EmulatorHandle};
-use crate::ingress::server::{self as webhook, WebhookState};
-use crate::listen::{BindError, Endpoint, bind};
+use crate::emulator::EmulatorHandle;
 use crate::metrics::Metrics;
-use crate::pipeline;
-use crate::reload::{ReloadHandle, ReloadOutcome, Reloader};
-use crate::state::{AppState, Snapshot, SnapshotError};
-use crate::store::{Store, StoreError};
-use crate::tls::{TlsError, TlsSlot};
+use crate::serve::listen::{BindError, Endpoints};
+use crate::serve::state::{AppState, Snapshot, SnapshotError};
+use crate::store::StoreError;
+use reload::{ReloadHandle, Reloader};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-
-/// The running HTTP endpoints, which a reload may move or reconfigure.
-#[derive(Clone)]
-pub struct Endpoints {
-    pub webhook: Arc<Endpoint>,
-    pub admin: Arc<Endpoint>,
-    /// The in-process emulator, told where the webhook endpoint moved.
-    pub emulator: Option<EmulatorHandle>,
-}
-
-impl Endpoints {
-    /// The webhook endpoint's URL as bound now.
-    pub fn webhook_url(&self) -> String {
-        let scheme = if self.webhook.tls() { "https" } else { "http" };
-        format!("{scheme}://{}/webhook", self.webhook.addr())
-    }
-}
 use tokio_util::sync::CancellationToken;
 
 /// Why the gateway could not start.
@@ -81,10 +66,10 @@ pub struct Gateway {
     _pipeline_runtime: PipelineRuntime,
 }
 
-/// The pipeline's runtime ([`pipeline::runtime`]). Dropped (with the gateway, possibly inside
+/// The pipeline's runtime ([`crate::pipeline::runtime`]). Dropped (with the gateway, possibly inside
 /// another runtime) it stops at once without waiting: [`Gateway::shutdown`] has already let its
 /// tasks finish, and a gateway dropped without one is being abandoned anyway.
-struct PipelineRuntime(Option<tokio::runtime::Runtime>);
+pub(crate) struct PipelineRuntime(Option<tokio::runtime::Runtime>);
 
 impl PipelineRuntime {
     fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
@@ -133,81 +118,25 @@ impl Gateway {
     ) -> Result<Self, StartError> {
         let shutdown = CancellationToken::new();
         // Storage first: `stored:` secrets come from it, and the emulator and the snapshot need
-        // their values. Values under a previous key are re-encrypted under the current one here.
+        // their values.
         let replica = crate::cluster::replica_id();
-        let store = Store::connect(&config.storage)
-            .await?
-            .with_replica(&replica);
-        match crate::secrets::resolve_stored(&mut config, &store, true).await {
-            Ok(done) if !done.rotated.is_empty() => tracing::info!(
-                rotated = done.rotated.len(),
-                "stored secrets re-encrypted under meta.encryption_key"
-            ),
-            Ok(_) => {}
-            Err(e) => {
-                store.close().await;
-                return Err(StartError::StoredSecrets(match &loaded {
-                    Some(l) => e.located(&l.path),
-                    None => e.to_string(),
-                }));
-            }
-        }
-        if let Some(loaded) = &mut loaded {
-            loaded.config = config.clone();
-        }
-        let cert = match &config.listen.tls {
-            Some(files) => Some(crate::tls::load_certified_key(files)?),
-            None => None,
-        };
-        let webhook_tls = TlsSlot::new(cert.as_ref());
-        let resolver = webhook_tls.resolver();
-        let admin_cert = match &config.listen.admin_tls {
-            Some(files) => Some(crate::tls::load_certified_key(files)?),
-            None => None,
-        };
-        let admin_tls = TlsSlot::new(admin_cert.as_ref());
-        let webhook_listener = bind("webhook", config.listen.webhook).await?;
-        let admin_listener = bind("admin", config.listen.admin).await?;
-        let local = |l: &TcpListener, what, addr| {
-            l.local_addr()
-                .map_err(|source| StartError::Bind(BindError { what, addr, source }))
-        };
-        let webhook_addr = local(&webhook_listener, "webhook", config.listen.webhook)?;
-        let admin_addr = local(&admin_listener, "admin", config.listen.admin)?;
-
-        let (graph_base, emulator) = if config.meta.graph_url == "emulator" {
-            let listener = bind("emulator", config.meta.emulator.listen).await?;
-            let mut emu_cfg = EmulatorConfig::from_gateway(&config);
-            // In-process, the emulator calls the listener directly, whatever public_url says.
-            let scheme = if cert.is_some() { "https" } else { "http" };
-            emu_cfg.webhook_url = Some(format!("{scheme}://{webhook_addr}/webhook"));
-            emu_cfg.pin_callbacks = true;
-            // Like the test number a new Meta app comes with: usable before any PIN is set.
-            emu_cfg.preregistered = true;
-            let handle = emulator::start(emu_cfg, listener, shutdown.child_token())
-                .await
-                .map_err(StartError::Emulator)?;
-            tracing::info!(url = %handle.url(), "built-in Cloud API emulator running");
-            (handle.url(), Some(handle))
-        } else {
-            (config.meta.graph_url.clone(), None)
-        };
+        let store = start::open_store(&mut config, &mut loaded, &replica).await?;
+        let tls = start::load_tls(&config.listen)?;
+        let listeners = start::bind_listeners(&config.listen).await?;
+        let (webhook_addr, admin_addr) = (listeners.webhook_addr, listeners.admin_addr);
+        let (graph_base, emulator) =
+            start::start_emulator(&config, tls.cert.is_some(), webhook_addr, &shutdown).await?;
 
         let metrics = Metrics::new();
         // Draining is a child of the hard stop, so a hard stop also drains.
         let draining = shutdown.child_token();
-        let (leadership, election) = if store.is_shared() {
-            let (leadership, task) =
-                crate::cluster::spawn_election(&store, metrics.clone(), draining.clone());
-            (leadership, Some(task))
-        } else {
-            metrics.leader.set(1);
-            (crate::cluster::Leadership::always(&replica), None)
-        };
+        let (leadership, election) = start::elect(&store, &metrics, &draining, &replica);
         let listen = config.listen.clone();
-        let batch_max = config.storage.batch_max;
-        let commit_interval = config.storage.commit_interval.get();
-        if let Some(cert) = &cert {
+        let (batch_max, commit_interval) = (
+            config.storage.batch_max,
+            config.storage.commit_interval.get(),
+        );
+        if let Some(cert) = &tls.cert {
             metrics.register_tls();
             metrics.tls_cert_expiry.set(cert.not_after.unwrap_or(0));
         }
@@ -222,33 +151,7 @@ impl Gateway {
             draining.clone(),
             leadership,
         ));
-
-        state.disconnected.load(&store).await?;
-        state.opted_out.load(&store).await?;
-        // Old work runs first within a conversation: on one process the dispatcher hands out
-        // the backlog before anything the writer commits later. With several replicas,
-        // unfinished work belongs to whoever holds its conversation; the leader takes over what
-        // no live replica holds.
-        let pipeline_runtime = PipelineRuntime(Some(
-            pipeline::runtime().map_err(StartError::PipelineRuntime)?,
-        ));
-        let dispatch = {
-            // Everything the dispatcher starts runs on the pipeline's runtime.
-            let _on_pipeline = pipeline_runtime.enter();
-            pipeline::spawn(state.clone())
-        };
-        if !store.is_shared() {
-            // The dispatcher reads this backlog itself, a page at a time (pipeline/backlog.rs).
-            let open = store.counts().await?;
-            if open.outbox_open > 0 || open.inbox_open > 0 {
-                tracing::info!(
-                    replies = open.outbox_open,
-                    messages = open.inbox_open,
-                    "resuming unfinished work"
-                );
-            }
-        }
-
+        let (pipeline_runtime, dispatch) = start::start_pipeline(&state, &store).await?;
         let writer_stop = CancellationToken::new();
         let writer_task = crate::store::writer::spawn(
             store,
@@ -259,86 +162,28 @@ impl Gateway {
             metrics,
             writer_stop.clone(),
         )?;
-        let hook_state = WebhookState {
-            app: state.clone(),
-            writer,
-        };
-        // Requests already in flight when the listeners close get the shutdown timeout.
-        let drain = listen.shutdown_timeout.get();
-        let webhook_endpoint = Endpoint::start(
-            "webhook",
-            |l| l.tls.as_ref(),
-            listen.webhook,
-            webhook_listener,
-            &listen,
-            resolver.clone(),
-            Box::new(move |l: &Listen| {
-                let intake = crate::ingress::intake::Intake::new(
-                    l.max_body_bytes,
-                    l.body_timeout.get(),
-                    l.max_inflight_bodies,
-                    l.header_timeout.get(),
-                    hook_state.app.metrics.webhooks.clone(),
-                );
-                webhook::router(hook_state.clone(), intake)
-            }),
-            crate::http::ConnMetrics::new(&state.metrics, "webhook"),
-            state.tracker.clone(),
-            draining.clone(),
-            drain,
-        )?;
-        let admin_state = state.clone();
-        let admin_endpoint = Endpoint::start(
-            "admin",
-            |l| l.admin_tls.as_ref(),
-            listen.admin,
-            admin_listener,
-            &listen,
-            admin_tls.resolver(),
-            Box::new(move |_: &Listen| crate::admin::router(admin_state.clone())),
-            crate::http::ConnMetrics::new(&state.metrics, "admin"),
-            state.tracker.clone(),
-            draining.clone(),
-            drain,
-        )?;
-        let endpoints = Endpoints {
-            webhook: webhook_endpoint,
-            admin: admin_endpoint,
-            emulator: emulator.clone(),
-        };
+        let endpoints = start::start_endpoints(&state, writer, listeners, &listen, &tls)?;
+        let webhook_tls = tls.webhook.resolver().is_some();
         let reload = loaded.map(|loaded| {
             let reloader = Reloader::new(
                 state.clone(),
                 &loaded,
                 graph_base.clone(),
-                webhook_tls,
-                admin_tls,
+                tls.webhook,
+                tls.admin,
                 endpoints.clone(),
+                emulator.clone(),
             );
-            crate::reload::spawn(reloader, true, draining.clone())
+            reload::spawn(reloader, true, draining.clone())
         });
         if emulator.is_some() {
-            let scheme = if resolver.is_some() { "https" } else { "http" };
+            let scheme = if webhook_tls { "https" } else { "http" };
             state
                 .reconcile
                 .set_local_webhook(format!("{scheme}://{webhook_addr}/webhook"));
         }
         // After the reloader exists, so a reload during the first pass triggers another.
-        crate::reconcile::runner::spawn(state.clone());
-        crate::admin::spawn_store_gauges(state.clone());
-        crate::retention::spawn(state.clone());
-        // The in-memory pacing state forgets customers whose bucket is full again.
-        let sweeper = state.clone();
-        state.tracker.spawn(async move {
-            let gauge = sweeper.metrics.bounds.pacing_customers.clone();
-            crate::policy::limits::sweep(
-                &sweeper.limiter,
-                crate::policy::limits::SWEEP_EVERY,
-                |n| gauge.set(i64::try_from(n).unwrap_or(i64::MAX)),
-                sweeper.draining.clone(),
-            )
-            .await
-        });
+        start::spawn_loops(&state);
         state.set_ready(true);
         tracing::info!(webhook = %webhook_addr, admin = %admin_addr, storage = state.store.kind(), replica = %replica, "wa-gateway serving");
         Ok(Self {
@@ -346,7 +191,7 @@ impl Gateway {
             admin_addr,
             emulator,
             state,
-            tls: resolver.is_some(),
+            tls: webhook_tls,
             endpoints,
             reload,
             shutdown,

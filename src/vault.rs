@@ -1,6 +1,7 @@
 //! The encryption of stored secrets: 32-byte keys (base64 or hex), a key id per key, AES-256-GCM
 //! with a random 96-bit nonce per value and the secret's name as associated data, so a row copied
-//! under another name does not decrypt. Pure functions; no I/O, nothing logged.
+//! under another name does not decrypt. Pure functions; no I/O, nothing logged. Below `config`
+//! (which checks `meta.encryption_key` with it) and `secrets` (which resolves stored references).
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};

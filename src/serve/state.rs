@@ -5,6 +5,7 @@ use crate::agent::{Agent, AgentSlots, ResilientAgent};
 use crate::cluster::Leadership;
 use crate::config::{self, Config, CustomerPacing, Policies};
 use crate::graph::GraphClient;
+use crate::ids::PhoneNumberId;
 use crate::metrics::Metrics;
 use crate::policy::{KeywordMatcher, SendLimiter};
 use crate::store::writer::WriterHandle;
@@ -30,7 +31,8 @@ pub struct NumberRuntime {
 #[derive(Debug)]
 pub struct Snapshot {
     pub config: Arc<Config>,
-    pub numbers: HashMap<String, Arc<NumberRuntime>>,
+    /// The declared numbers by their id.
+    pub numbers: HashMap<PhoneNumberId, Arc<NumberRuntime>>,
     pub graph: GraphClient,
     /// The opt-out and resume keywords, normalised once.
     pub keywords: KeywordMatcher,
@@ -75,7 +77,7 @@ impl Snapshot {
                         agent: n.agent.clone(),
                     })?;
             numbers.insert(
-                n.phone_number_id.to_string(),
+                n.phone_number_id.clone(),
                 Arc::new(NumberRuntime {
                     cfg: n.clone(),
                     agent_name: n.agent.clone(),
@@ -105,7 +107,7 @@ impl Snapshot {
         let per_number = self
             .numbers
             .iter()
-            .map(|(id, n)| (id.clone(), n.policies.throughput_per_number))
+            .map(|(id, n)| (id.to_string(), n.policies.throughput_per_number))
             .collect();
         (
             self.config.policies.throughput_per_number,
@@ -160,7 +162,7 @@ pub struct AppState {
     pub agent_slots: AgentSlots,
     pub metrics: Metrics,
     /// The control loop's latest statuses and report, and the sender's send health.
-    pub reconcile: crate::reconcile::ReconcileState,
+    pub reconcile: Arc<crate::reconcile::ReconcileState>,
     /// Stop now: in-flight agent calls and sends are abandoned (their work stays open in
     /// storage). Cancelled after `draining`, once the shutdown deadline has passed.
     pub shutdown: CancellationToken,

@@ -4,12 +4,12 @@
 //! A check whose prerequisite failed is skipped. Reads only: nothing changes at Meta, nothing
 //! is stored, nothing reaches a customer.
 
-use super::desired::{Desired, DesiredNumber, REQUIRED_FIELDS};
-use super::observe::is_registered;
 use crate::agent::{Agent, AgentError, Turn, TurnCustomer, TurnMessage, TurnNumber};
 use crate::cloudapi::signature;
 use crate::graph::{GraphClient, GraphError, NumberInfo};
 use crate::ingress::probe;
+use crate::reconcile::desired::{Desired, DesiredNumber, REQUIRED_FIELDS};
+use crate::reconcile::observe::is_registered;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 //! it. Either way the retired generation finishes the requests it holds.
 
 use crate::config::{Listen, TlsFiles};
-use crate::tls::CertResolver;
+use crate::serve::tls::CertResolver;
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
@@ -15,6 +15,23 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// The running HTTP endpoints, which a reload may move or reconfigure.
+#[derive(Clone)]
+pub struct Endpoints {
+    /// Where Meta delivers webhooks.
+    pub webhook: Arc<Endpoint>,
+    /// The admin API and status page.
+    pub admin: Arc<Endpoint>,
+}
+
+impl Endpoints {
+    /// The webhook endpoint's URL as bound now.
+    pub fn webhook_url(&self) -> String {
+        let scheme = if self.webhook.tls() { "https" } else { "http" };
+        format!("{scheme}://{}/webhook", self.webhook.addr())
+    }
+}
 
 /// How long a moved endpoint's old address keeps accepting after the new one serves.
 pub const LINGER: Duration = Duration::from_secs(2);
@@ -30,7 +47,7 @@ pub type TlsOf = fn(&Listen) -> Option<&TlsFiles>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Settings {
     tls: bool,
-    limits: crate::http::Limits,
+    limits: crate::serve::http::Limits,
     max_body_bytes: usize,
     body_timeout: Duration,
     max_inflight_bodies: usize,
@@ -63,7 +80,7 @@ pub struct Endpoint {
     /// Which TLS files (when configured) apply to this endpoint.
     tls_of: TlsOf,
     make_router: MakeRouter,
-    metrics: crate::http::ConnMetrics,
+    metrics: crate::serve::http::ConnMetrics,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     /// How long a retired generation waits for its open requests.
@@ -91,7 +108,7 @@ pub struct BindError {
 fn settings(listen: &Listen, tls_of: TlsOf) -> Settings {
     Settings {
         tls: tls_of(listen).is_some(),
-        limits: crate::http::Limits {
+        limits: crate::serve::http::Limits {
             header_timeout: listen.header_timeout.get(),
             idle_timeout: listen.idle_timeout.get(),
             h2_max_streams: listen.h2_max_streams,
@@ -116,7 +133,7 @@ impl Endpoint {
         listen: &Listen,
         tls: Option<Arc<CertResolver>>,
         make_router: MakeRouter,
-        metrics: crate::http::ConnMetrics,
+        metrics: crate::serve::http::ConnMetrics,
         tracker: TaskTracker,
         shutdown: CancellationToken,
         drain: Duration,
@@ -157,10 +174,10 @@ impl Endpoint {
     }
 
     fn spawn(&self, p: Prepared, stop: CancellationToken) {
-        self.tracker.spawn(crate::http::serve(
+        self.tracker.spawn(crate::serve::http::serve(
             p.listener,
             p.router,
-            p.tls.map(crate::tls::server_config),
+            p.tls.map(crate::serve::tls::server_config),
             p.settings.limits,
             self.metrics.clone(),
             stop,

@@ -2,12 +2,14 @@
 //! new snapshot off to the side, then swap it in one step; a failed attempt changes nothing.
 //! File changes, SIGHUP and `Gateway::reload_now` all funnel into the one task that owns this.
 
-use crate::app::Endpoints;
 use crate::config::TlsFiles;
+use crate::config::cert::{LoadedCert, load_certified_key};
 use crate::config::watch::DirWatcher;
 use crate::config::{Config, Loaded};
-use crate::state::{AppState, Snapshot};
-use crate::tls::{LoadedCert, TlsSlot, load_certified_key};
+use crate::emulator::EmulatorHandle;
+use crate::serve::listen::{Endpoints, Prepared};
+use crate::serve::state::{AppState, Snapshot};
+use crate::serve::tls::{CertResolver, TlsSlot};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +42,20 @@ pub struct Reloader {
     tls: TlsSlot,
     admin_tls: TlsSlot,
     endpoints: Endpoints,
+    /// The in-process emulator, told where the webhook endpoint moved.
+    emulator: Option<EmulatorHandle>,
+}
+
+/// A new configuration built off to the side, ready to swap in whole.
+struct Staged {
+    sha256: String,
+    snapshot: Snapshot,
+    cert: Option<LoadedCert>,
+    admin_cert: Option<LoadedCert>,
+    resolver: Option<Arc<CertResolver>>,
+    admin_resolver: Option<Arc<CertResolver>>,
+    webhook: Option<Prepared>,
+    admin: Option<Prepared>,
 }
 
 /// Loads `files` when set; the error names the config file.
@@ -108,6 +124,7 @@ impl Reloader {
         tls: TlsSlot,
         admin_tls: TlsSlot,
         endpoints: Endpoints,
+        emulator: Option<EmulatorHandle>,
     ) -> Self {
         let reloader = Self {
             state,
@@ -117,6 +134,7 @@ impl Reloader {
             tls,
             admin_tls,
             endpoints,
+            emulator,
         };
         reloader.record_in_force(&loaded.sha256);
         reloader
@@ -168,23 +186,10 @@ impl Reloader {
     }
 
     async fn reload_config(&mut self) -> ReloadOutcome {
-        let path = self.path.clone();
-        // Reading files and secrets blocks; keep it off the runtime's workers.
-        let mut loaded = match tokio::task::spawn_blocking(move || Loaded::from_path(&path)).await {
-            Ok(Ok(loaded)) => loaded,
-            Ok(Err(e)) => return ReloadOutcome::Failed(e.to_string()),
-            Err(e) => return ReloadOutcome::Failed(format!("the loader panicked: {e}")),
+        let loaded = match self.read().await {
+            Ok(loaded) => loaded,
+            Err(why) => return ReloadOutcome::Failed(why),
         };
-        // Stored secrets are read (and moved to a new key) before anything is compared or built,
-        // so a rotated stored value counts as a change and a missing one refuses the file.
-        match crate::secrets::resolve_stored(&mut loaded.config, &self.state.store, true).await {
-            Ok(done) if !done.rotated.is_empty() => tracing::info!(
-                rotated = done.rotated.len(),
-                "stored secrets re-encrypted under meta.encryption_key"
-            ),
-            Ok(_) => {}
-            Err(e) => return ReloadOutcome::Failed(e.located(&self.path)),
-        }
         let fingerprint = fingerprint(&loaded);
         if fingerprint == self.fingerprint {
             // The file in force was read again (e.g. a bad edit reverted): nothing is wrong now.
@@ -201,74 +206,13 @@ impl Reloader {
                 restart.join(", ")
             ));
         }
-        let cert = match load_cert(&self.path, loaded.config.listen.tls.as_ref()) {
-            Ok(c) => c,
+        let staged = match self.stage(loaded).await {
+            Ok(staged) => staged,
             Err(why) => return ReloadOutcome::Failed(why),
         };
-        let admin_cert = match load_cert(&self.path, loaded.config.listen.admin_tls.as_ref()) {
-            Ok(c) => c,
-            Err(why) => return ReloadOutcome::Failed(why),
-        };
-        let sha256 = loaded.sha256.clone();
-        let listen = loaded.config.listen.clone();
-        let snapshot = match Snapshot::build(loaded.config, &self.graph_base) {
-            Ok(s) => s,
-            Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.path.display())),
-        };
-        // TLS turned on by this file gets a resolver of its own; turned off, none is served.
-        let resolver = self.tls.prepare(cert.as_ref());
-        let admin_resolver = self.admin_tls.prepare(admin_cert.as_ref());
-        // New addresses are bound before anything changes, so a port in use refuses the file.
-        let webhook = match self
-            .endpoints
-            .webhook
-            .prepare(&listen, listen.webhook, resolver.clone())
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.path.display())),
-        };
-        let admin = match self
-            .endpoints
-            .admin
-            .prepare(&listen, listen.admin, admin_resolver.clone())
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.path.display())),
-        };
-
         // Everything is built: from here on nothing can fail, so the change applies whole.
-        if snapshot.limiter_spec() != old.limiter_spec() {
-            let limiter = self.state.limiter_for(&snapshot);
-            limiter.carry_pauses_from(&self.state.limiter.load());
-            self.state.limiter.store(Arc::new(limiter));
-        }
-        self.state
-            .agent_slots
-            .resize(snapshot.config.policies.agent.max_concurrency);
-        self.state.snapshot.store(Arc::new(snapshot));
-        if let Some(cert) = &cert {
-            self.state.metrics.register_tls();
-            self.state
-                .metrics
-                .tls_cert_expiry
-                .set(cert.not_after.unwrap_or(0));
-        }
-        self.tls.commit(resolver, cert.as_ref());
-        self.admin_tls.commit(admin_resolver, admin_cert.as_ref());
-        let webhook_url = self.endpoints.webhook_url();
-        if let Some(p) = webhook {
-            self.endpoints.webhook.commit(p);
-        }
-        if let Some(p) = admin {
-            self.endpoints.admin.commit(p);
-        }
-        if self.endpoints.webhook_url() != webhook_url
-            && let Some(emulator) = &self.endpoints.emulator
-        {
-            emulator.set_webhook_url(self.endpoints.webhook_url());
-        }
+        let sha256 = staged.sha256.clone();
+        self.swap(staged, &old);
         self.fingerprint = fingerprint;
         self.record_in_force(&sha256);
         self.state
@@ -280,6 +224,102 @@ impl Reloader {
         // Meta's side and the statuses follow the new file.
         self.state.reconcile.trigger();
         ReloadOutcome::Applied { sha256 }
+    }
+
+    /// Reads the file and its secrets. Stored secrets are read (and moved to a new key) before
+    /// anything is compared or built, so a rotated stored value counts as a change and a
+    /// missing one refuses the file.
+    async fn read(&self) -> Result<Loaded, String> {
+        let path = self.path.clone();
+        // Reading files and secrets blocks; keep it off the runtime's workers.
+        let mut loaded = match tokio::task::spawn_blocking(move || Loaded::from_path(&path)).await {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(e) => return Err(format!("the loader panicked: {e}")),
+        };
+        match crate::secrets::resolve_stored(&mut loaded.config, &self.state.store, true).await {
+            Ok(done) if !done.rotated.is_empty() => tracing::info!(
+                rotated = done.rotated.len(),
+                "stored secrets re-encrypted under meta.encryption_key"
+            ),
+            Ok(_) => {}
+            Err(e) => return Err(e.located(&self.path)),
+        }
+        Ok(loaded)
+    }
+
+    /// Builds everything the new file needs off to the side: certificates, the snapshot, TLS
+    /// resolvers and the endpoints' new generations. Nothing serving changes here.
+    async fn stage(&self, loaded: Loaded) -> Result<Staged, String> {
+        let located = |e: &dyn std::fmt::Display| format!("{}: {e}", self.path.display());
+        let cert = load_cert(&self.path, loaded.config.listen.tls.as_ref())?;
+        let admin_cert = load_cert(&self.path, loaded.config.listen.admin_tls.as_ref())?;
+        let sha256 = loaded.sha256.clone();
+        let listen = loaded.config.listen.clone();
+        let snapshot = Snapshot::build(loaded.config, &self.graph_base).map_err(|e| located(&e))?;
+        // TLS turned on by this file gets a resolver of its own; turned off, none is served.
+        let resolver = self.tls.prepare(cert.as_ref());
+        let admin_resolver = self.admin_tls.prepare(admin_cert.as_ref());
+        // New addresses are bound before anything changes, so a port in use refuses the file.
+        let webhook = self
+            .endpoints
+            .webhook
+            .prepare(&listen, listen.webhook, resolver.clone())
+            .await
+            .map_err(|e| located(&e))?;
+        let admin = self
+            .endpoints
+            .admin
+            .prepare(&listen, listen.admin, admin_resolver.clone())
+            .await
+            .map_err(|e| located(&e))?;
+        Ok(Staged {
+            sha256,
+            snapshot,
+            cert,
+            admin_cert,
+            resolver,
+            admin_resolver,
+            webhook,
+            admin,
+        })
+    }
+
+    /// Puts a staged configuration in force: limiter, agent slots, snapshot, certificates,
+    /// endpoints, and tells the emulator when the webhook moved.
+    fn swap(&mut self, staged: Staged, old: &Snapshot) {
+        let snapshot = staged.snapshot;
+        if snapshot.limiter_spec() != old.limiter_spec() {
+            let limiter = self.state.limiter_for(&snapshot);
+            limiter.carry_pauses_from(&self.state.limiter.load());
+            self.state.limiter.store(Arc::new(limiter));
+        }
+        self.state
+            .agent_slots
+            .resize(snapshot.config.policies.agent.max_concurrency);
+        self.state.snapshot.store(Arc::new(snapshot));
+        if let Some(cert) = &staged.cert {
+            self.state.metrics.register_tls();
+            self.state
+                .metrics
+                .tls_cert_expiry
+                .set(cert.not_after.unwrap_or(0));
+        }
+        self.tls.commit(staged.resolver, staged.cert.as_ref());
+        self.admin_tls
+            .commit(staged.admin_resolver, staged.admin_cert.as_ref());
+        let webhook_url = self.endpoints.webhook_url();
+        if let Some(p) = staged.webhook {
+            self.endpoints.webhook.commit(p);
+        }
+        if let Some(p) = staged.admin {
+            self.endpoints.admin.commit(p);
+        }
+        if self.endpoints.webhook_url() != webhook_url
+            && let Some(emulator) = &self.emulator
+        {
+            emulator.set_webhook_url(self.endpoints.webhook_url());
+        }
     }
 
     /// Serves the certificates now on disk if they changed (cert-manager renewals change no
