@@ -77,7 +77,7 @@ impl References {
             Some("super") => self.module.clone(),
             _ => return,
         };
-        let mut rest = &segments[..];
+        let mut rest = segments;
         if rest[0] == "crate" {
             rest = &rest[1..];
         }
@@ -249,8 +249,7 @@ fn circles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
             }
             if self.low[v] == self.index[v] {
                 let at = self.stack.iter().rposition(|x| *x == v).expect("on stack");
-                let component: Vec<String> =
-                    self.stack.drain(at..).map(str::to_owned).collect();
+                let component: Vec<String> = self.stack.drain(at..).map(str::to_owned).collect();
                 if component.len() > 1 {
                     self.out.push(component);
                 }
@@ -289,10 +288,7 @@ fn no_import_circle_between_top_level_modules_or_inside_a_folder() {
     let graphs = import_graphs();
     let mut problems = Vec::new();
     for circle in circles(&graphs.top) {
-        problems.push(format!(
-            "src/: {}",
-            describe(&graphs.top, &circle)
-        ));
+        problems.push(format!("src/: {}", describe(&graphs.top, &circle)));
     }
     for (folder, graph) in &graphs.folders {
         for circle in circles(graph) {
@@ -348,10 +344,16 @@ fn every_function_in_src_fits_on_a_screen() {
         let (_, file) = parse(&path);
         let mut fns = Functions::default();
         fns.visit_file(&file);
-        let rel = path.strip_prefix(src_dir()).expect("under src").display().to_string();
+        let rel = path
+            .strip_prefix(src_dir())
+            .expect("under src")
+            .display()
+            .to_string();
         for (name, start, end) in fns.0 {
             let lines = end - start + 1;
-            let allowed = LONG_FN_ALLOWED.iter().any(|(n, _)| *n == format!("{rel}::{name}"));
+            let allowed = LONG_FN_ALLOWED
+                .iter()
+                .any(|(n, _)| *n == format!("{rel}::{name}"));
             if lines > MAX_FN_LINES && !allowed {
                 long.push(format!("src/{rel}:{start} {name}: {lines} lines"));
             }
@@ -433,7 +435,11 @@ fn invariant_rows() -> Vec<(String, Vec<String>)> {
 fn every_invariant_in_architecture_md_names_tests_that_exist() {
     let defined = defined_functions();
     let rows = invariant_rows();
-    assert!(rows.len() >= 12, "the invariant table lists {} rows", rows.len());
+    assert!(
+        rows.len() >= 12,
+        "the invariant table lists {} rows",
+        rows.len()
+    );
     let mut problems = Vec::new();
     for (invariant, tests) in &rows {
         if tests.is_empty() {
