@@ -7,7 +7,6 @@
 
 use super::sql::{Arg, Sql, WriteTx};
 use super::{Callback, Op, OutboxState, StatusUpdate, StoreError};
-// Meta's status values; moving to `crate::cloudapi` (issue 14, engineer A).
 use crate::cloudapi::envelope::StatusKind;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
