@@ -190,12 +190,26 @@ pub(super) fn start_endpoints(
     };
     // Requests already in flight when the listeners close get the shutdown timeout.
     let drain = listen.shutdown_timeout.get();
-    let webhook = Endpoint::start(
+    let start = |what, tls_of, configured, listener, tls, make_router| {
+        Endpoint::start(
+            what,
+            tls_of,
+            configured,
+            listener,
+            listen,
+            tls,
+            make_router,
+            crate::serve::http::ConnMetrics::new(&state.metrics, what),
+            state.tracker.clone(),
+            state.draining.clone(),
+            drain,
+        )
+    };
+    let webhook = start(
         "webhook",
         |l| l.tls.as_ref(),
         listen.webhook,
         listeners.webhook,
-        listen,
         tls.webhook.resolver(),
         Box::new(move |l: &Listen| {
             let intake = crate::ingress::intake::Intake::new(
@@ -207,24 +221,15 @@ pub(super) fn start_endpoints(
             );
             webhook::router(hook_state.clone(), intake)
         }),
-        crate::serve::http::ConnMetrics::new(&state.metrics, "webhook"),
-        state.tracker.clone(),
-        state.draining.clone(),
-        drain,
     )?;
     let admin_state = state.clone();
-    let admin = Endpoint::start(
+    let admin = start(
         "admin",
         |l| l.admin_tls.as_ref(),
         listen.admin,
         listeners.admin,
-        listen,
         tls.admin.resolver(),
         Box::new(move |_: &Listen| crate::admin::router(admin_state.clone())),
-        crate::serve::http::ConnMetrics::new(&state.metrics, "admin"),
-        state.tracker.clone(),
-        state.draining.clone(),
-        drain,
     )?;
     Ok(Endpoints { webhook, admin })
 }
