@@ -18,93 +18,88 @@ use tokio_util::sync::CancellationToken;
 /// Where one op's answer goes, typed by what that op answers.
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// The callers waiting on a batch, grouped as [`Answers`] are: one per op, each group in the
-/// order of its ops, so group and answers pair up in order.
-#[derive(Default)]
-struct Waiting {
-    webhooks: Vec<Reply<usize>>,
-    turns: Vec<Reply<Vec<OutboxRow>>>,
-    attempts: Vec<Reply<bool>>,
-    writes: Vec<Reply<()>>,
-    pruned: Vec<Reply<Pruned>>,
-    erased: Vec<Reply<Erased>>,
+/// Who waits for one op's answer, typed by what that op answers.
+enum Waiter {
+    Webhook(Reply<usize>),
+    Turn(Reply<Vec<OutboxRow>>),
+    Attempt(Reply<bool>),
+    Write(Reply<()>),
+    Prune(Reply<Pruned>),
+    Erase(Reply<Erased>),
 }
 
-impl Waiting {
-    /// Adds the callers of the ops that follow.
-    fn extend(&mut self, other: Waiting) {
-        let Waiting {
-            webhooks,
-            turns,
-            attempts,
-            writes,
-            pruned,
-            erased,
-        } = other;
-        self.webhooks.extend(webhooks);
-        self.turns.extend(turns);
-        self.attempts.extend(attempts);
-        self.writes.extend(writes);
-        self.pruned.extend(pruned);
-        self.erased.extend(erased);
-    }
-
-    /// Hands the committed rows to the pipeline, then answers every caller. The pipeline hears
-    /// of the commit before any waiter resumes, so an opt-out it records is in force for every
-    /// send that starts after this commit.
-    fn answer(self, answers: Answers, sink: &mut impl Sink) {
-        let Answers {
-            webhooks,
-            turns,
-            attempts,
-            writes: _,
-            pruned,
-            erased,
-        } = answers;
-        // The rows go on to the pipeline; a webhook only needs to know how many were new.
-        let new: Vec<usize> = webhooks.iter().map(Vec::len).collect();
-        let fresh: Vec<InboxRow> = webhooks.into_iter().flatten().collect();
-        if !fresh.is_empty() {
-            sink.push(fresh);
-        }
-        send(self.webhooks, new);
-        send(self.turns, turns);
-        send(self.attempts, attempts);
-        send(self.writes, std::iter::repeat(()));
-        send(self.pruned, pruned);
-        send(self.erased, erased);
-    }
-
-    /// Tells every caller that their batch failed: the first one hears `e`, the others copies.
+impl Waiter {
+    /// Tells the caller that its op failed.
     fn fail(self, e: StoreError) {
-        let copy = e.shallow_clone();
-        let mut e = Some(e);
-        let mut next = || e.take().unwrap_or_else(|| copy.shallow_clone());
-        fail(self.webhooks, &mut next);
-        fail(self.turns, &mut next);
-        fail(self.attempts, &mut next);
-        fail(self.writes, &mut next);
-        fail(self.pruned, &mut next);
-        fail(self.erased, &mut next);
+        match self {
+            Waiter::Webhook(r) => {
+                let _ = r.send(Err(e));
+            }
+            Waiter::Turn(r) => {
+                let _ = r.send(Err(e));
+            }
+            Waiter::Attempt(r) => {
+                let _ = r.send(Err(e));
+            }
+            Waiter::Write(r) => {
+                let _ = r.send(Err(e));
+            }
+            Waiter::Prune(r) => {
+                let _ = r.send(Err(e));
+            }
+            Waiter::Erase(r) => {
+                let _ = r.send(Err(e));
+            }
+        }
     }
 }
 
-fn send<T>(replies: Vec<Reply<T>>, answers: impl IntoIterator<Item = T>) {
-    for (reply, answer) in replies.into_iter().zip(answers) {
-        let _ = reply.send(Ok(answer));
+/// Hands a commit's new rows to the pipeline, then answers `waiters` (one per op, in op order),
+/// each from the group of [`Answers`] of its kind, in order. The pipeline hears of the commit
+/// before any waiter resumes, so an opt-out it records is in force for every send that starts
+/// after this commit.
+fn answer(waiters: impl IntoIterator<Item = Waiter>, answers: Answers, sink: &mut impl Sink) {
+    let Answers {
+        webhooks,
+        turns,
+        attempts,
+        writes: _,
+        pruned,
+        erased,
+    } = answers;
+    // The rows go on to the pipeline; a webhook only needs to know how many were new.
+    let new: Vec<usize> = webhooks.iter().map(Vec::len).collect();
+    let fresh: Vec<InboxRow> = webhooks.into_iter().flatten().collect();
+    if !fresh.is_empty() {
+        sink.push(fresh);
+    }
+    let mut new = new.into_iter();
+    let (mut turns, mut attempts) = (turns.into_iter(), attempts.into_iter());
+    let (mut pruned, mut erased) = (pruned.into_iter(), erased.into_iter());
+    for waiter in waiters {
+        match waiter {
+            Waiter::Webhook(r) => reply(r, new.next()),
+            Waiter::Turn(r) => reply(r, turns.next()),
+            Waiter::Attempt(r) => reply(r, attempts.next()),
+            Waiter::Write(r) => reply(r, Some(())),
+            Waiter::Prune(r) => reply(r, pruned.next()),
+            Waiter::Erase(r) => reply(r, erased.next()),
+        }
     }
 }
 
-fn fail<T>(replies: Vec<Reply<T>>, error: &mut impl FnMut() -> StoreError) {
-    for reply in replies {
-        let _ = reply.send(Err(error()));
+/// Sends `answer` to one caller. (Every op has its answer; were one missing, the caller would
+/// hear that the writer is gone.)
+fn reply<T>(r: Reply<T>, answer: Option<T>) {
+    if let Some(answer) = answer {
+        let _ = r.send(Ok(answer));
     }
 }
 
 /// One op and who waits for its answer.
 struct Request {
     op: Op,
-    waiting: Waiting,
+    waiter: Waiter,
 }
 
 /// Where committed rows go next (the pipeline's dispatcher).
@@ -120,17 +115,14 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Queues `op`, its caller waiting in `group` (the one that answers what `op` answers).
-    async fn run<T>(
-        &self,
-        op: Op,
-        group: fn(&mut Waiting) -> &mut Vec<Reply<T>>,
-    ) -> Result<T, StoreError> {
+    /// Queues `op`, its caller waiting as `waiter` (the kind that answers what `op` answers).
+    async fn run<T>(&self, op: Op, waiter: fn(Reply<T>) -> Waiter) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        let mut waiting = Waiting::default();
-        group(&mut waiting).push(reply);
         self.tx
-            .send(Request { op, waiting })
+            .send(Request {
+                op,
+                waiter: waiter(reply),
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -139,7 +131,7 @@ impl WriterHandle {
     /// Commits a webhook (with whatever else is waiting) and returns how many of its messages
     /// were new. Returns only once the data is durable, or with the storage error.
     pub async fn submit(&self, write: WebhookWrite) -> Result<usize, StoreError> {
-        self.run(Op::Webhook(write), |w| &mut w.webhooks).await
+        self.run(Op::Webhook(write), Waiter::Webhook).await
     }
 
     /// Ends a turn: queues its replies and closes the inbound message(s), atomically, so a crash
@@ -164,19 +156,19 @@ impl WriterHandle {
             coalesced: coalesced.to_vec(),
             attempt,
         });
-        self.run(op, |w| &mut w.turns).await
+        self.run(op, Waiter::Turn).await
     }
 
     /// Records that an attempt to send outbox row `id` starts now. `false`: the row is already
     /// settled (a status webhook proved Meta has it), so it must not be sent.
     pub async fn outbox_attempt(&self, id: i64) -> Result<bool, StoreError> {
-        self.run(Op::Attempt { id }, |w| &mut w.attempts).await
+        self.run(Op::Attempt { id }, Waiter::Attempt).await
     }
 
     /// Meta accepted row `id` as `wamid`. A status webhook may have got there first.
     pub async fn outbox_sent(&self, id: i64, wamid: &str) -> Result<(), StoreError> {
         let wamid = wamid.to_owned();
-        self.run(Op::Sent { id, wamid }, |w| &mut w.writes).await
+        self.run(Op::Sent { id, wamid }, Waiter::Write).await
     }
 
     /// A retryable failure; the row goes back to `pending` with the error.
@@ -187,7 +179,7 @@ impl WriterHandle {
         message: &str,
     ) -> Result<(), StoreError> {
         let message = message.to_owned();
-        self.run(Op::Retry { id, code, message }, |w| &mut w.writes)
+        self.run(Op::Retry { id, code, message }, Waiter::Write)
             .await
     }
 
@@ -209,17 +201,17 @@ impl WriterHandle {
             message: message.to_owned(),
             unattempted,
         };
-        self.run(op, |w| &mut w.writes).await
+        self.run(op, Waiter::Write).await
     }
 
     /// Applies one batch of retention's pruning in the next group commit.
     pub async fn prune(&self, op: PruneOp) -> Result<Pruned, StoreError> {
-        self.run(Op::Prune(op), |w| &mut w.pruned).await
+        self.run(Op::Prune(op), Waiter::Prune).await
     }
 
     /// Applies an erasure (or gives an erased customer's opt-out back) in the next group commit.
     pub async fn erase(&self, op: EraseOp) -> Result<Erased, StoreError> {
-        self.run(Op::Erase(op), |w| &mut w.erased).await
+        self.run(Op::Erase(op), Waiter::Erase).await
     }
 
     /// Records that an operator disconnected (`true`) or connected again a number.
@@ -234,7 +226,7 @@ impl WriterHandle {
             disconnected,
             reason: reason.map(str::to_owned),
         };
-        self.run(op, |w| &mut w.writes).await
+        self.run(op, Waiter::Write).await
     }
 }
 
@@ -279,11 +271,7 @@ impl Backend {
         batch.messages = 0;
         match result {
             Ok(answers) => {
-                let mut all = Waiting::default();
-                for w in waiting.drain(..) {
-                    all.extend(w);
-                }
-                all.answer(answers, sink);
+                answer(waiting.drain(..), answers, sink);
                 if let Backend::Sqlite(w) = self
                     && restart_wal.swap(false, Ordering::Relaxed)
                     && let Err(e) = w.restart_wal()
@@ -297,7 +285,7 @@ impl Backend {
                 tracing::warn!(error = %e, ops = ops.len(), "group commit failed; applying its operations one by one");
                 for (op, w) in ops.drain(..).zip(waiting.drain(..)) {
                     match self.apply(std::slice::from_ref(&op)).await {
-                        Ok(answers) => w.answer(answers, sink),
+                        Ok(answers) => answer([w], answers, sink),
                         Err(e) => w.fail(e),
                     }
                 }
@@ -316,7 +304,7 @@ impl Backend {
 /// The ops of the next commit and their callers, in arrival order.
 struct Batch {
     ops: Vec<Op>,
-    waiting: Vec<Waiting>,
+    waiting: Vec<Waiter>,
     /// Inbound messages the ops carry (the writer caps a batch by them).
     messages: usize,
 }
@@ -325,7 +313,7 @@ impl Batch {
     fn push(&mut self, r: Request) {
         self.messages += r.op.messages();
         self.ops.push(r.op);
-        self.waiting.push(r.waiting);
+        self.waiting.push(r.waiter);
     }
 }
 
