@@ -610,8 +610,11 @@ async fn reply_left_sending_is_settled_by_status(db: Db) {
             count(&url, "SELECT COUNT(*) FROM outbox WHERE state = 'sending'").await == 1
         })
         .await,
-        "the reply is on its way"
+        "the reply is queued"
     );
+    // `sending` is recorded when the reply is queued, before its last checks and the call:
+    // wait for the request to reach Meta, so the stop falls inside Meta's handling of it.
+    assert!(emu.wait_received(1, WAIT).await, "the reply is on its way");
     // Stop before Meta's answer arrives: the send completes at Meta, the gateway never hears.
     gw.shutdown(Duration::from_millis(200)).await;
     assert!(

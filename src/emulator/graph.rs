@@ -79,6 +79,7 @@ async fn messages(
     // Once the request has reached Meta it is processed even if the caller hangs up while
     // waiting (the case `biz_opaque_callback_data` settles): the work runs in a task of its own,
     // which dropping this handler does not cancel.
+    state.request_received();
     let work = tokio::spawn(async move {
         let latency = state.latency();
         if !latency.is_zero() {

@@ -279,6 +279,12 @@ impl EmulatorHandle {
         self.state.webhook_stats()
     }
 
+    /// Waits until at least `n` send requests have reached the emulator (accepted, refused or
+    /// still in its latency), or `timeout` passes; true if they did.
+    pub async fn wait_received(&self, n: u64, timeout: Duration) -> bool {
+        self.state.wait_received(n, timeout).await
+    }
+
     /// Waits until `pred` holds for the sent messages, or `timeout` passes; true if it held.
     pub async fn wait_sent(
         &self,

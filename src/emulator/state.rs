@@ -53,6 +53,9 @@ pub(crate) struct State {
     numbers: HashMap<String, EmulatorNumber>,
     inner: Mutex<Inner>,
     last_seq: watch::Sender<u64>,
+    /// How many send requests (`POST /{phone_number_id}/messages`) reached the emulator, answered
+    /// or not yet: a request counts here before its latency and its checks.
+    received: watch::Sender<u64>,
     webhook_url: watch::Sender<Option<String>>,
     latency_ms: AtomicU64,
     pub counters: WebhookCounters,
@@ -75,6 +78,7 @@ impl State {
             numbers,
             inner: Mutex::new(Inner::default()),
             last_seq: watch::Sender::new(0),
+            received: watch::Sender::new(0),
             webhook_url: watch::Sender::new(cfg.webhook_url.clone()),
             latency_ms: AtomicU64::new(0),
             counters: WebhookCounters::default(),
@@ -225,6 +229,19 @@ impl State {
                 _ => return Vec::new(),
             }
         }
+    }
+
+    /// Counts a send request that reached the emulator.
+    pub fn request_received(&self) {
+        self.received.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until at least `n` send requests have reached the emulator, or `timeout` passes.
+    pub async fn wait_received(&self, n: u64, timeout: Duration) -> bool {
+        let mut rx = self.received.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|got| *got >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     pub async fn wait_sent(
