@@ -105,6 +105,9 @@ pub struct ErasePlan {
     dead_letters: Vec<i64>,
     conversations: Vec<(String, String)>,
     opt_outs: Vec<OptOutRow>,
+    /// Their paused conversations and the handoff notifications about them.
+    pauses: Vec<(String, String)>,
+    handoff_notifications: Vec<i64>,
     /// PostgreSQL: conversation leases and pacing buckets.
     leases: Vec<(String, String)>,
     send_limits: Vec<String>,
@@ -119,6 +122,8 @@ impl ErasePlan {
             && self.dead_letters.is_empty()
             && self.conversations.is_empty()
             && self.opt_outs.is_empty()
+            && self.pauses.is_empty()
+            && self.handoff_notifications.is_empty()
             && self.leases.is_empty()
             && self.send_limits.is_empty()
     }
@@ -128,7 +133,10 @@ impl ErasePlan {
 #[derive(Debug)]
 pub enum EraseOp {
     /// Delete the rows of `plan`; opt-outs in force are kept under `key`'s digest.
-    Delete { plan: ErasePlan, key: ErasureKey },
+    Delete {
+        plan: Box<ErasePlan>,
+        key: ErasureKey,
+    },
     /// An erased customer wrote again: their opt-out, kept under `digest`, is theirs again
     /// (so STOP and START work as before).
     RestoreOptOut {
@@ -248,6 +256,14 @@ async fn delete(
     delete_ids(tx, "opt_out_events", &plan.opt_out_events, &mut out).await?;
     delete_ids(tx, "dead_letters", &plan.dead_letters, &mut out).await?;
     delete_keyed(tx, "conversations", &plan.conversations, &mut out).await?;
+    delete_keyed(tx, "paused_conversations", &plan.pauses, &mut out).await?;
+    delete_ids(
+        tx,
+        "handoff_notifications",
+        &plan.handoff_notifications,
+        &mut out,
+    )
+    .await?;
     let opt_keys: Vec<(String, String)> = plan
         .opt_outs
         .iter()
@@ -404,6 +420,13 @@ impl Store {
         let mut sql = Sql::new("SELECT phone_number_id, customer FROM conversations WHERE ");
         any_column_in(&mut sql, &who, ids);
         plan.conversations = read!(self, &sql, (String, String))?;
+        let mut sql = Sql::new("SELECT phone_number_id, customer FROM paused_conversations WHERE ");
+        any_column_in(&mut sql, &["customer"], ids);
+        plan.pauses = read!(self, &sql, (String, String))?;
+        let mut sql = Sql::new("SELECT id FROM handoff_notifications WHERE ");
+        any_column_in(&mut sql, &["customer"], ids);
+        let rows: Vec<(i64,)> = read!(self, &sql, (i64,))?;
+        plan.handoff_notifications = rows.into_iter().map(|(id,)| id).collect();
         let mut sql = Sql::new(
             "SELECT phone_number_id, customer, opted_out, keyword, changed_at FROM opt_outs WHERE ",
         );
@@ -449,7 +472,7 @@ impl Store {
         let ids = self.identities(id).await?;
         let plan = self.erase_plan(&ids).await?;
         Ok((!plan.is_empty()).then(|| EraseOp::Delete {
-            plan,
+            plan: Box::new(plan),
             key: key.clone(),
         }))
     }

@@ -15,16 +15,18 @@ pub enum PrunedTable {
     StatusEvents,
     DeadLetters,
     OptOutEvents,
+    HandoffNotifications,
 }
 
 impl PrunedTable {
     /// Every table pruned by `storage.retention.messages`, in the order they are pruned.
-    pub const ALL: [PrunedTable; 5] = [
+    pub const ALL: [PrunedTable; 6] = [
         Self::Inbox,
         Self::Outbox,
         Self::StatusEvents,
         Self::DeadLetters,
         Self::OptOutEvents,
+        Self::HandoffNotifications,
     ];
 
     /// The table's name (also the metrics label).
@@ -35,13 +37,14 @@ impl PrunedTable {
             Self::StatusEvents => "status_events",
             Self::DeadLetters => "dead_letters",
             Self::OptOutEvents => "opt_out_events",
+            Self::HandoffNotifications => "handoff_notifications",
         }
     }
 
     /// When a row was written, in milliseconds since the epoch.
     fn time_column(self) -> &'static str {
         match self {
-            Self::Outbox => "created_at",
+            Self::Outbox | Self::HandoffNotifications => "created_at",
             Self::OptOutEvents => "at",
             _ => "received_at",
         }
@@ -52,6 +55,7 @@ impl PrunedTable {
         match self {
             Self::Inbox => "state = 'received'",
             Self::Outbox => "state IN ('pending', 'sending')",
+            Self::HandoffNotifications => "state = 'pending'",
             _ => "1 = 0",
         }
     }
@@ -291,7 +295,8 @@ impl Store {
     pub async fn vacuum_pruned(&self) -> Result<(), StoreError> {
         if let Pool::Postgres(p) = &self.pool {
             sqlx::raw_sql(
-                "VACUUM inbox, outbox, status_events, dead_letters, opt_out_events, seen_wamids",
+                "VACUUM inbox, outbox, status_events, dead_letters, opt_out_events, \
+                 handoff_notifications, seen_wamids",
             )
             .execute(p)
             .await?;

@@ -4,8 +4,8 @@
 //! writer ever waits in SQLite and no statement crosses a thread.
 
 use super::{
-    Answers, EraseOp, Erased, InboxRow, InboxState, NewOutbox, Op, OutboxRow, OutboxState, PruneOp,
-    Pruned, SqliteWriter, Store, StoreError, TurnEnd, WebhookWrite,
+    Answers, EraseOp, Erased, HandoffOp, InboxRow, InboxState, NewOutbox, Op, OutboxRow,
+    OutboxState, PruneOp, Pruned, SqliteWriter, Store, StoreError, TurnEnd, WebhookWrite,
 };
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -212,6 +212,12 @@ impl WriterHandle {
     /// Applies an erasure (or gives an erased customer's opt-out back) in the next group commit.
     pub async fn erase(&self, op: EraseOp) -> Result<Erased, StoreError> {
         self.run(Op::Erase(op), Waiter::Erase).await
+    }
+
+    /// Pauses or resumes a conversation, or records a handoff notification's outcome, in the
+    /// next group commit.
+    pub async fn handoff(&self, op: HandoffOp) -> Result<(), StoreError> {
+        self.run(Op::Handoff(op), Waiter::Write).await
     }
 
     /// Records that an operator disconnected (`true`) or connected again a number.

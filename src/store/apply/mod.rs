@@ -1,9 +1,10 @@
 //! Every write the gateway makes, as operations the group-commit writer applies in one
 //! transaction per batch: webhooks (multi-row inserts), turn completions, send attempts and
-//! outcomes, opt-outs, number overrides. Written once over [`WriteTx`]: PostgreSQL runs it through
-//! sqlx ([`Store::apply`]), SQLite on the writer's own connection (`SqliteWriter::apply`). Only the
-//! writer task applies operations. The phases live beside this file, one per kind of write;
-//! this file fixes their order, which is part of the contract (see `apply_ops`).
+//! outcomes, opt-outs, number overrides, paused conversations. Written once over [`WriteTx`]:
+//! PostgreSQL runs it through sqlx ([`Store::apply`]), SQLite on the writer's own connection
+//! (`SqliteWriter::apply`). Only the writer task applies operations. The phases live beside
+//! this file, one per kind of write; this file fixes their order, which is part of the contract
+//! (see `apply_ops`).
 
 mod inbound;
 mod operator;
@@ -11,6 +12,7 @@ mod outbox;
 mod turns;
 
 use super::erase::{EraseOp, Erased, apply_erase};
+use super::pause::{HandoffOp, apply_handoff};
 use super::retention::{PruneOp, Pruned, apply_prune};
 use super::sql::WriteTx;
 use super::{
@@ -55,6 +57,8 @@ pub enum Op {
     Prune(PruneOp),
     /// A customer's erasure, or an erased customer's opt-out made theirs again.
     Erase(EraseOp),
+    /// A conversation paused or resumed (human handoff), or a handoff notification's outcome.
+    Handoff(HandoffOp),
 }
 
 /// The end of a turn, as [`Op::CompleteTurn`] carries it.
@@ -94,7 +98,7 @@ pub struct Answers {
     /// settled the row).
     pub attempts: Vec<bool>,
     /// How many ops answer only that they are durable ([`Op::Sent`], [`Op::Retry`],
-    /// [`Op::GiveUp`], [`Op::NumberOverride`]).
+    /// [`Op::GiveUp`], [`Op::NumberOverride`], [`Op::Handoff`]).
     pub writes: usize,
     /// Per [`Op::Prune`]: what it deleted and how long it took.
     pub pruned: Vec<Pruned>,
@@ -219,6 +223,10 @@ async fn each_op(
             }
             Op::Prune(op) => answers.pruned.push(apply_prune(tx, op, shared).await?),
             Op::Erase(op) => answers.erased.push(apply_erase(tx, op, shared).await?),
+            Op::Handoff(op) => {
+                apply_handoff(tx, op, now).await?;
+                answers.writes += 1;
+            }
         }
     }
     Ok(answers)
