@@ -419,6 +419,12 @@ impl Config {
                 Agent::Openai { .. } | Agent::Echo { .. } => {}
             }
         }
+        if let Some(notify) = &mut self.policies.handoff.notify {
+            out.push((
+                "policies.handoff.notify.secret".to_owned(),
+                &mut notify.secret,
+            ));
+        }
         for (i, number) in self.numbers.iter_mut().enumerate() {
             out.push((
                 format!("numbers[{i}].access_token"),

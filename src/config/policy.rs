@@ -2,6 +2,7 @@
 //! Meta's pacing limits, agent resilience and delivery retries, with per-number overrides.
 
 use super::duration::Duration;
+use super::secret::Secret;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -148,6 +149,8 @@ pub struct Policies {
     /// longer reply is cut after the last part with an ellipsis (…) and counted in
     /// `wa_gateway_reply_truncated_total`.
     pub max_reply_parts: u32,
+    /// Handing a conversation to a person: how long a pause lasts, and who hears of it.
+    pub handoff: Handoff,
 }
 
 impl Default for Policies {
@@ -167,8 +170,45 @@ impl Default for Policies {
             agent: AgentPolicy::default(),
             delivery: Delivery::default(),
             max_reply_parts: 10,
+            handoff: Handoff::default(),
         }
     }
+}
+
+/// Human handoff: a paused conversation gets no agent turn until it is resumed or its pause ends.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Handoff {
+    /// How long a pause lasts when it names no `for` (the conversation resumes by itself after).
+    pub pause_for: Duration,
+    /// Where each pause is announced: a signed HTTP POST (JSON), retried like a reply.
+    pub notify: Option<HandoffNotify>,
+}
+
+impl Default for Handoff {
+    fn default() -> Self {
+        Self {
+            pause_for: Duration::from_secs(24 * 3600),
+            notify: None,
+        }
+    }
+}
+
+/// The helpdesk endpoint that hears of every pause.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffNotify {
+    /// The http(s) URL the notification is POSTed to.
+    pub url: String,
+    /// The key of the body's HMAC-SHA256, sent as `X-Wa-Gateway-Signature-256: sha256=<hex>`.
+    pub secret: Secret,
+    /// How long one attempt may take.
+    #[serde(default = "notify_timeout")]
+    pub timeout: Duration,
+}
+
+fn notify_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// Opt-out keywords and confirmations.

@@ -537,6 +537,23 @@ fn policy_rules_point_at_their_node() {
             "at least 1",
         ),
         (
+            format!("{EXAMPLE}policies:\n  handoff: {{ pause_for: 0s }}\n"),
+            "23:25 policies.handoff.pause_for",
+            "at most 30d",
+        ),
+        (
+            format!("{EXAMPLE}policies:\n  handoff: {{ pause_for: 31d }}\n"),
+            "23:25 policies.handoff.pause_for",
+            "more than 0s",
+        ),
+        (
+            format!(
+                "{EXAMPLE}policies:\n  handoff: {{ notify: {{ url: helpdesk, secret: {{ value: s }} }} }}\n"
+            ),
+            "23:29 policies.handoff.notify.url",
+            "http:// or https://",
+        ),
+        (
             format!("{EXAMPLE}policies:\n  fallback_reply: {{ es: Lo siento }}\n"),
             "23:19 policies.fallback_reply",
             "`default`",
@@ -568,6 +585,11 @@ fn policy_defaults_cover_ten_languages_of_opt_out() {
     assert_eq!(p.throughput_per_number, 80);
     assert_eq!(p.max_reply_parts, 10);
     assert_eq!(p.agent.max_concurrency, 64);
+    assert_eq!(
+        p.handoff.pause_for.get(),
+        std::time::Duration::from_secs(86_400)
+    );
+    assert!(p.handoff.notify.is_none());
     for keyword in [
         "STOP",
         "BAJA",

@@ -128,6 +128,7 @@ fn check_policies(config: &Config, out: &mut Issues) {
             check_text(format!("policies.{name}"), text, out);
         }
     }
+    check_handoff(&p.handoff, out);
     if p.opt_out.enabled && p.opt_out.keywords.iter().all(|k| k.trim().is_empty()) {
         out.value(
             "policies.opt_out.keywords",
@@ -152,6 +153,34 @@ fn check_policies(config: &Config, out: &mut Issues) {
             if let Some(text) = text {
                 check_text(format!("numbers[{i}].policies.{name}"), text, out);
             }
+        }
+    }
+}
+
+/// The longest a conversation may be paused, by the setting or by one pause.
+pub const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+fn check_handoff(h: &super::policy::Handoff, out: &mut Issues) {
+    let pause_for = h.pause_for.get();
+    if pause_for.is_zero() || pause_for > MAX_PAUSE {
+        out.value(
+            "policies.handoff.pause_for",
+            "must be more than 0s and at most 30d: how long a pause lasts when it names no \
+             `for` (default 24h)",
+        );
+    }
+    if let Some(notify) = &h.notify {
+        if let Err(why) = http_url(&notify.url) {
+            out.value(
+                "policies.handoff.notify.url",
+                format!("{why}; handoff notifications are POSTed to an http:// or https:// URL"),
+            );
+        }
+        if notify.timeout.get().is_zero() {
+            out.value(
+                "policies.handoff.notify.timeout",
+                "must be more than 0s: how long one notification attempt may take (default 10s)",
+            );
         }
     }
 }
