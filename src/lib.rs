@@ -73,6 +73,9 @@ pub mod app;
 // Erasing a customer on request.
 pub mod customer;
 
+// Handing a conversation to a person: pause, resume, the helpdesk notification.
+pub mod handoff;
+
 // The identifiers Meta hands out, as newtypes.
 pub mod ids;
 

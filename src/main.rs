@@ -1,5 +1,6 @@
 //! The `wa-gateway` command line: serve, validate, schema, plan, apply, status,
-//! test-connection, doctor, signup, number, secret, customer, emulator, chat, bench.
+//! test-connection, doctor, signup, number, secret, customer, conversation, emulator, chat,
+//! bench.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -80,6 +81,8 @@ enum Command {
     Secret(wa_gateway::onboard::cli::SecretArgs),
     /// A customer's stored data: erase (GDPR Art. 17) on every number.
     Customer(wa_gateway::customer::CustomerArgs),
+    /// Hand a conversation to a person and back: pause, resume, list (through the running gateway).
+    Conversation(wa_gateway::handoff::cli::ConversationArgs),
     /// Run the Cloud API emulator on its own.
     Emulator(wa_gateway::emulator::cli::EmulatorArgs),
     /// Be a customer in the terminal: write to a number through the emulator and see the replies.
@@ -165,6 +168,7 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Number(args) => wa_gateway::onboard::cli::run_number(args).await,
         Command::Secret(args) => wa_gateway::onboard::cli::run_secret(args).await,
         Command::Customer(args) => wa_gateway::customer::run(args).await,
+        Command::Conversation(args) => wa_gateway::handoff::cli::run(args).await,
         Command::Emulator(args) => wa_gateway::emulator::cli::run_emulator(args).await,
         Command::Chat(args) => wa_gateway::emulator::cli::run_chat(args).await,
         Command::Bench(args) => wa_gateway::bench::run(args).await,

@@ -243,6 +243,25 @@ metrics! {
             "Opt-outs and opt-ins, by number and action.",
         )
         .labels(&["phone_number_id", "action"]),
+        /// Conversations paused for a person, by number and who paused them (operator, cli,
+        /// agent, business_app, handover).
+        pub handoff_pauses: IntCounterVec = spec(
+            "wa_gateway_handoff_pauses_total",
+            "Conversations paused for a person, by number and who paused them.",
+        )
+        .labels(&["phone_number_id", "by"]),
+        /// Customer messages stored without an agent turn because their conversation was paused.
+        pub handoff_held: IntCounterVec = spec(
+            "wa_gateway_handoff_held_messages_total",
+            "Customer messages stored without an agent turn because the conversation was paused.",
+        )
+        .labels(&["phone_number_id"]),
+        /// Handoff notification attempts, by result (sent, retry, failed).
+        pub handoff_notifications: IntCounterVec = spec(
+            "wa_gateway_handoff_notifications_total",
+            "Handoff notification delivery attempts, by result (sent, retry, failed).",
+        )
+        .labels(&["result"]),
         /// Customer messages not answered because the customer opted out, by number.
         pub opt_out_suppressed: IntCounterVec = spec(
             "wa_gateway_opt_out_suppressed_total",

@@ -297,6 +297,15 @@ async fn the_openapi_document_lists_every_route_and_the_config_is_shown() {
         ("/api/signup", "post"),
         ("/api/config", "get"),
         ("/api/customers/{id}", "delete"),
+        ("/api/conversations", "get"),
+        (
+            "/api/conversations/{phone_number_id}/{customer}/pause",
+            "post",
+        ),
+        (
+            "/api/conversations/{phone_number_id}/{customer}/resume",
+            "post",
+        ),
         ("/api/cluster", "get"),
         ("/api/openapi.json", "get"),
         ("/api/session", "post"),

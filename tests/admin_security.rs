@@ -74,6 +74,7 @@ async fn observed(t: &TestGateway, auth: &HeaderMap) -> Value {
     json!({
         "numbers": numbers,
         "overrides": t.count("SELECT COUNT(*) FROM number_overrides").await,
+        "pauses": t.count("SELECT COUNT(*) FROM paused_conversations").await,
         "secrets": t.count("SELECT COUNT(*) FROM stored_secrets").await,
         "verifications": t.count("SELECT COUNT(*) FROM verification_requests").await,
         "reconcile_runs": runs,
@@ -386,6 +387,7 @@ async fn operations_at(
         .flat_map(|(path, item)| {
             let path = path
                 .replace("{phone_number_id}", PNID)
+                .replace("{customer}", "15550009999")
                 .replace("{media_id}", "1");
             item.as_object()
                 .unwrap()

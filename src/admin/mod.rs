@@ -2,11 +2,13 @@
 //! /healthz (the process is alive), /readyz (storage answers and the gateway is not shutting
 //! down), /config/status (the configuration in force and the last reload error), the status
 //! page at `/`, the JSON API under /api (numbers, Test Connection, a control-loop pass on
-//! demand) and /media (customer media). Every route checks `Host`; every change refuses
-//! cross-site requests; all but the page, health and metrics need the token when one is set.
+//! demand, paused conversations) and /media (customer media). Every route checks `Host`; every
+//! change refuses cross-site requests; all but the page, health and metrics need the token when
+//! one is set.
 
 mod api;
 mod auth;
+mod conversations;
 mod guard;
 mod media;
 mod onboard;
@@ -54,6 +56,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/customers/{id}",
             axum::routing::delete(api::erase_customer),
+        )
+        .route("/api/conversations", get(conversations::list))
+        .route(
+            "/api/conversations/{phone_number_id}/{customer}/pause",
+            post(conversations::pause),
+        )
+        .route(
+            "/api/conversations/{phone_number_id}/{customer}/resume",
+            post(conversations::resume),
         )
         .route("/api/config", get(api::config))
         .route("/api/cluster", get(api::cluster))

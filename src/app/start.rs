@@ -143,7 +143,7 @@ pub(super) fn elect(
     }
 }
 
-/// Loads the disconnected numbers and opt-outs, then starts the pipeline's dispatcher on a
+/// Loads the disconnected numbers, opt-outs and paused conversations, then starts the pipeline's dispatcher on a
 /// runtime of its own. Old work runs first within a conversation: on one process the
 /// dispatcher hands out the backlog before anything the writer commits later. With several
 /// replicas, unfinished work belongs to whoever holds its conversation; the leader takes over
@@ -154,6 +154,7 @@ pub(super) async fn start_pipeline(
 ) -> Result<(PipelineRuntime, pipeline::Dispatch), StartError> {
     state.disconnected.load(store).await?;
     state.opted_out.load(store).await?;
+    state.paused.load(store).await?;
     let pipeline_runtime = PipelineRuntime(Some(
         pipeline::runtime().map_err(StartError::PipelineRuntime)?,
     ));
@@ -234,12 +235,13 @@ pub(super) fn start_endpoints(
     Ok(Endpoints { webhook, admin })
 }
 
-/// The loops that run beside the servers: the reconciler, the store gauges, retention, and the
-/// pacing sweeper.
+/// The loops that run beside the servers: the reconciler, the store gauges, retention, the
+/// handoff notifier, and the pacing sweeper.
 pub(super) fn spawn_loops(state: &Arc<AppState>) {
     crate::reconcile::runner::spawn(reconcile_parts(state));
     crate::admin::spawn_store_gauges(state.clone());
     crate::retention::spawn(state.clone());
+    crate::handoff::spawn(state.clone());
     // The in-memory pacing state forgets customers whose bucket is full again.
     let sweeper = state.clone();
     state.tracker.spawn(async move {

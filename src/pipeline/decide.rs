@@ -1,5 +1,6 @@
 //! What a turn's inbox rows call for (an agent turn, a keyword confirmation, the reply for
-//! unsupported messages, or nothing), decided from facts alone. Executing it is `turn.rs`'s job.
+//! unsupported messages, holding them for a person, or nothing), decided from facts alone.
+//! Executing it is `turn.rs`'s job.
 
 use crate::cloudapi::envelope::MessageType;
 use crate::store::Keyword;
@@ -41,6 +42,9 @@ pub(super) enum Decision<'a, N> {
     Confirm(N, &'a Keyword),
     /// Answer with the number's reply for unsupported messages, if it has one.
     Unsupported(N),
+    /// The conversation is paused for a person: the rows are kept as its history (and marked
+    /// read), but no agent is called and nothing is sent.
+    Paused(N),
     /// Call the agent.
     AgentTurn(N),
 }
@@ -73,11 +77,14 @@ impl SkipReason {
 }
 
 /// What the rows described by `facts` call for. `opted_out` (whether the customer opted out of
-/// the number) is awaited only when the answer matters, since reading it may cost a database
-/// read; `None` from it (shutting down) gives `None`: the turn is left for the next start.
+/// the number) and `paused` (whether the conversation is paused for a person) are awaited only
+/// when the answer matters, since reading them may cost a database read; `None` from either
+/// (shutting down) gives `None`: the turn is left for the next start. A keyword is confirmed
+/// even in a paused conversation: opting out never waits for a person.
 pub(super) async fn decide<'a, N>(
     facts: Facts<'a, N>,
     opted_out: impl Future<Output = Option<bool>>,
+    paused: impl Future<Output = Option<bool>>,
 ) -> Option<Decision<'a, N>> {
     let number = match facts.number {
         NumberState::Undeclared => return Some(Decision::Skip(SkipReason::Undeclared)),
@@ -98,6 +105,7 @@ pub(super) async fn decide<'a, N>(
             Decision::Skip(SkipReason::Reaction)
         }
         MessageType::System | MessageType::Revoke => Decision::Skip(SkipReason::NotCustomerTurn),
+        _ if paused.await? => Decision::Paused(number),
         MessageType::Unsupported => Decision::Unsupported(number),
         _ => Decision::AgentTurn(number),
     })
@@ -127,6 +135,7 @@ mod tests {
             Option<Decision<'a, ()>>,
             bool,
         );
+        let not_paused = || async { Some(false) };
         #[rustfmt::skip]
         let cases: &[Case] = &[
             (Undeclared, false, None, MessageType::Text, Some(false), Some(Skip(SkipReason::Undeclared)), false),
@@ -154,12 +163,66 @@ mod tests {
                 keyword: *keyword,
                 msg_type,
             };
-            let got = futures::executor::block_on(decide(facts, async {
-                asked.set(true);
-                *opted_out
-            }));
+            let got = futures::executor::block_on(decide(
+                facts,
+                async {
+                    asked.set(true);
+                    *opted_out
+                },
+                not_paused(),
+            ));
             assert_eq!(&got, want, "case {i}");
             assert_eq!(asked.get(), *read, "case {i}: opt-out read");
+        }
+    }
+
+    #[test]
+    fn a_paused_conversation_gets_no_agent_turn_but_its_keywords_are_confirmed() {
+        let stop = Keyword {
+            action: OptAction::Stop,
+            keyword: "STOP".into(),
+        };
+        use Decision::*;
+        use NumberState::*;
+        // (number, keyword, type, opted out, paused, decision, pause read)
+        type Case<'a> = (
+            NumberState<()>,
+            Option<&'a Keyword>,
+            MessageType,
+            bool,
+            Option<bool>,
+            Option<Decision<'a, ()>>,
+            bool,
+        );
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            (Ready(()), None, MessageType::Text, false, Some(true), Some(Paused(())), true),
+            (Ready(()), None, MessageType::Image, false, Some(true), Some(Paused(())), true),
+            (Ready(()), None, MessageType::Unsupported, false, Some(true), Some(Paused(())), true),
+            (Ready(()), None, MessageType::Text, false, Some(false), Some(AgentTurn(())), true),
+            (Ready(()), Some(&stop), MessageType::Text, false, Some(true), Some(Confirm((), &stop)), false),
+            (Ready(()), None, MessageType::Text, true, Some(true), Some(Skip(SkipReason::OptedOut)), false),
+            (Ready(()), None, MessageType::System, false, Some(true), Some(Skip(SkipReason::NotCustomerTurn)), false),
+            (Disabled, None, MessageType::Text, false, Some(true), Some(Skip(SkipReason::Disabled)), false),
+            (Ready(()), None, MessageType::Text, false, None, None, true),
+        ];
+        for (i, (number, keyword, msg_type, opted_out, paused, want, read)) in
+            cases.iter().enumerate()
+        {
+            let asked = Cell::new(false);
+            let facts = Facts {
+                number: *number,
+                reactions_start_turn: false,
+                keyword: *keyword,
+                msg_type,
+            };
+            let got =
+                futures::executor::block_on(decide(facts, async { Some(*opted_out) }, async {
+                    asked.set(true);
+                    *paused
+                }));
+            assert_eq!(&got, want, "case {i}");
+            assert_eq!(asked.get(), *read, "case {i}: pause read");
         }
     }
 }

@@ -124,17 +124,34 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
         msg_type: &msg.msg_type,
     };
     let opted_out = known.opted_out(state, &msg.phone_number_id, &msg.customer);
-    // `None`: shutting down before the opt-out state could be read; not recorded, so the turn
-    // runs again at the next start.
-    let Some(decision) = decide(facts, opted_out).await else {
+    let paused = crate::handoff::is_paused(state, &msg.phone_number_id, &msg.customer);
+    // `None`: shutting down before the opt-out or pause state could be read; not recorded, so
+    // the turn runs again at the next start.
+    let Some(decision) = decide(facts, opted_out, paused).await else {
         return;
     };
     match decision {
         Decision::Skip(reason) => skip(state, rows, reason).await,
         Decision::Confirm(number, keyword) => confirm(state, &number, rows, keyword, known).await,
         Decision::Unsupported(number) => unsupported(state, &number, rows).await,
+        Decision::Paused(number) => held(state, &snap, &number, rows).await,
         Decision::AgentTurn(number) => agent_turn(state, &snap, &number, rows).await,
     }
+}
+
+/// Keeps the rows of a paused conversation for the person handling it: marked read per policy
+/// (without the typing indicator: no agent is writing), closed as `done` so that the agent's
+/// first turn after the pause has them as history, and nothing sent.
+async fn held(state: &AppState, snap: &Snapshot, number: &NumberRuntime, rows: &[InboxRow]) {
+    if number.policies.mark_read {
+        mark_read(state, snap, number, rows, false);
+    }
+    state
+        .metrics
+        .handoff_held
+        .with_label_values(&[&rows[0].msg.phone_number_id])
+        .inc_by(rows.len() as u64);
+    finish_all(state, rows, InboxState::Done, "conversation paused").await;
 }
 
 /// Closes the rows as skipped.
@@ -204,7 +221,7 @@ fn text_and_language(
 async fn agent_turn(state: &AppState, snap: &Snapshot, number: &NumberRuntime, rows: &[InboxRow]) {
     let first = &rows[0];
     if number.policies.mark_read {
-        mark_read(state, snap, number, rows);
+        mark_read(state, snap, number, rows, number.policies.typing_indicator);
     }
     let history = match number.agent.agent().history_turns() {
         0 => Vec::new(),
@@ -245,14 +262,19 @@ async fn agent_turn(state: &AppState, snap: &Snapshot, number: &NumberRuntime, r
     complete_and_send(state, number, rows, inbox_state, detail.as_deref(), replies).await;
 }
 
-/// Marks the customer's last message read (with the typing indicator if configured), in the
+/// Marks the customer's last message read (with the typing indicator if `typing`), in the
 /// background: the turn does not wait for it.
-fn mark_read(state: &AppState, snap: &Snapshot, number: &NumberRuntime, rows: &[InboxRow]) {
+fn mark_read(
+    state: &AppState,
+    snap: &Snapshot,
+    number: &NumberRuntime,
+    rows: &[InboxRow],
+    typing: bool,
+) {
     let graph = snap.graph.clone();
     let token = number.cfg.access_token.clone();
     let wamid = rows.last().map(|r| r.msg.wamid.clone()).unwrap_or_default();
     let pnid = rows[0].msg.phone_number_id.clone();
-    let typing = number.policies.typing_indicator;
     state.tracker.spawn(async move {
         if let Err(e) = graph.mark_read(&pnid, token.expose(), &wamid, typing).await {
             tracing::warn!(%wamid, error = %e, "could not mark the customer's message read");

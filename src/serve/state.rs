@@ -9,7 +9,7 @@ use crate::ids::PhoneNumberId;
 use crate::metrics::Metrics;
 use crate::policy::{KeywordMatcher, SendLimiter};
 use crate::store::writer::WriterHandle;
-use crate::store::{Disconnected, EraseOp, ErasureKey, OptedOut, Store};
+use crate::store::{Disconnected, EraseOp, ErasureKey, OptedOut, Paused, Store};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -158,6 +158,11 @@ pub struct AppState {
     pub disconnected: Disconnected,
     /// Customers who opted out (loaded at start; the writer records each change at commit).
     pub opted_out: OptedOut,
+    /// Conversations paused for a person (loaded at start; `handoff` records each change once
+    /// committed). One process decides on it; several replicas read storage at each turn.
+    pub paused: Paused,
+    /// Wakes the handoff notifier when a pause queued a notification.
+    pub handoff_queued: tokio::sync::Notify,
     /// Slots for agent calls in flight (`policies.agent.max_concurrency`), resized on reload.
     pub agent_slots: AgentSlots,
     pub metrics: Metrics,
@@ -199,6 +204,8 @@ impl AppState {
             store,
             disconnected: Disconnected::default(),
             opted_out: OptedOut::default(),
+            paused: Paused::default(),
+            handoff_queued: tokio::sync::Notify::new(),
             metrics,
             draining,
             reconcile: Default::default(),

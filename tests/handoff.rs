@@ -1,0 +1,481 @@
+//! Handing a conversation to a person, on SQLite and PostgreSQL: paused through the admin API
+//! and the CLI, its messages are stored and marked read but no agent is called; after the pause
+//! (resumed, or ended by itself) the next turn has them as history; STOP still opts out; the
+//! helpdesk hears of every pause, signed, retried after a 500.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+const CUSTOMER: &str = "15550007001";
+const HELD: &str = "SELECT COUNT(*) FROM inbox WHERE detail = 'conversation paused'";
+/// The admin token of the gateways that set one (the others ignore it).
+const TOKEN: &str = "handoff-admin-token";
+
+/// The default test policies with `handoff` set to `handoff` (YAML flow mapping).
+fn options(agent: &RecordingAgent, handoff: &str) -> Options {
+    Options {
+        agents: agent.agents_yaml(),
+        extra: format!("{}  handoff: {handoff}\n", Options::default().extra),
+        ..Options::default()
+    }
+}
+
+/// A gateway whose first number is answered by a fresh recording agent.
+async fn spawn(db: Db, handoff: &str) -> Option<(RecordingAgent, TestGateway)> {
+    let agent = RecordingAgent::start().await;
+    let t = spawn_gateway_with_agent(db, options(&agent, handoff), "rec").await?;
+    Some((agent, t))
+}
+
+fn admin(t: &TestGateway) -> String {
+    format!("http://{}", t.gw().admin_addr)
+}
+
+/// POSTs `body` to the admin API; the status and the JSON answer.
+async fn post(t: &TestGateway, path: &str, body: Value) -> (u16, Value) {
+    let res = t
+        .http
+        .post(format!("{}{path}", admin(t)))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin POST");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// The customers of the pauses in force that `GET /api/conversations` lists with `query`.
+async fn paused_customers(t: &TestGateway, query: &str) -> Vec<String> {
+    let v: Value = t
+        .http
+        .get(format!("{}/api/conversations?{query}", admin(t)))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("admin GET")
+        .json()
+        .await
+        .expect("JSON");
+    v["conversations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no list: {v}"))
+        .iter()
+        .map(|c| c["customer"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn pause_path(customer: &str, action: &str) -> String {
+    format!("/api/conversations/{PNID}/{customer}/{action}")
+}
+
+/// The texts of the history the agent was given in `call`.
+fn history(call: &Value) -> Vec<String> {
+    call["history"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|h| h["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn paused_through_the_api_its_messages_wait_for_the_next_turn_after_resume(db: Db) {
+    let Some((agent, mut t)) = spawn(db, "{}").await else {
+        return;
+    };
+    t.emu.customer_says(PNID, CUSTOMER, "Ana", "hello").await;
+    assert!(t.emu.wait_sent(|s| s.len() == 1, WAIT).await, "answered");
+    assert_eq!(agent.count(), 1);
+
+    let (status, v) = post(
+        &t,
+        &pause_path(CUSTOMER, "pause"),
+        json!({ "for": "1h", "reason": "wants a refund" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["paused"], true, "{v}");
+    assert_eq!(v["by"], "operator", "{v}");
+    assert_eq!(v["reason"], "wants a refund", "{v}");
+    assert_eq!(paused_customers(&t, "paused=true").await, [CUSTOMER]);
+    assert_eq!(
+        paused_customers(&t, &format!("paused=true&number={PNID}")).await,
+        [CUSTOMER]
+    );
+    assert!(
+        paused_customers(&t, &format!("number={PNID2}"))
+            .await
+            .is_empty()
+    );
+
+    // While paused: stored, closed as the conversation's history, marked read, never answered.
+    let first = t
+        .emu
+        .customer_says(PNID, CUSTOMER, "Ana", "I need a person")
+        .await;
+    let second = t
+        .emu
+        .customer_says(PNID, CUSTOMER, "Ana", "are you there?")
+        .await;
+    assert!(t.wait_count(HELD, 2, WAIT).await, "both held");
+    assert!(
+        wait_until(WAIT, || async {
+            let read = t.emu.read_receipts();
+            read.contains(&first) && read.contains(&second)
+        })
+        .await,
+        "marked read: {:?}",
+        t.emu.read_receipts()
+    );
+    assert_eq!(agent.count(), 1, "no agent call while paused");
+    assert_eq!(t.emu.sent().len(), 1, "nothing sent while paused");
+
+    // A pause survives a restart (it lives in the database).
+    t.restart().await;
+    let third = t.emu.customer_says(PNID, CUSTOMER, "Ana", "hello?").await;
+    assert!(t.wait_count(HELD, 3, WAIT).await, "held after a restart");
+    assert_eq!(agent.count(), 1);
+    assert!(!third.is_empty());
+
+    let (status, v) = post(&t, &pause_path(CUSTOMER, "resume"), json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["was_paused"], true, "{v}");
+    assert!(paused_customers(&t, "paused=true").await.is_empty());
+
+    t.emu
+        .customer_says(PNID, CUSTOMER, "Ana", "thanks, back to the bot")
+        .await;
+    assert!(
+        wait_until(WAIT, || async { agent.count() == 2 }).await,
+        "answered after resume"
+    );
+    let seen = history(&agent.calls()[1]);
+    for held in ["I need a person", "are you there?", "hello?"] {
+        assert!(
+            seen.iter().any(|h| h == held),
+            "{held:?} in the history {seen:?}"
+        );
+    }
+    // The emulator started afresh with the gateway: this is the first reply it sees.
+    assert!(t.emu.wait_sent(|s| s.len() == 1, WAIT).await, "reply sent");
+    t.stop().await;
+}
+
+async fn a_refused_pause_changes_nothing(db: Db) {
+    let Some((_agent, mut t)) = spawn(db, "{}").await else {
+        return;
+    };
+    let cases = [
+        (
+            format!("/api/conversations/999/{CUSTOMER}/pause"),
+            json!({}),
+            404,
+        ),
+        (pause_path("not a customer", "pause"), json!({}), 400),
+        (pause_path(CUSTOMER, "pause"), json!({ "for": "0s" }), 400),
+        (pause_path(CUSTOMER, "pause"), json!({ "for": "90d" }), 400),
+        (pause_path(CUSTOMER, "pause"), json!({ "for": "soon" }), 400),
+        (pause_path(CUSTOMER, "pause"), json!({ "by": "agent" }), 400),
+        (pause_path(CUSTOMER, "pause"), json!({ "until": "1h" }), 400),
+    ];
+    for (path, body, want) in cases {
+        let (status, v) = post(&t, &path, body.clone()).await;
+        assert_eq!(status, want, "{path} {body}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM paused_conversations").await,
+        0
+    );
+    let res = t
+        .http
+        .get(format!("{}/api/conversations?paused=false", admin(&t)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    t.stop().await;
+}
+
+async fn stop_during_a_pause_still_opts_out_and_is_confirmed(db: Db) {
+    let Some((agent, mut t)) = spawn(db, "{}").await else {
+        return;
+    };
+    let (status, v) = post(&t, &pause_path(CUSTOMER, "pause"), json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    t.emu.customer_says(PNID, CUSTOMER, "Ana", "STOP").await;
+    assert!(
+        t.emu
+            .wait_sent(
+                |s| s.iter().any(|m| m
+                    .text
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with("You will not receive more messages"))),
+                WAIT
+            )
+            .await,
+        "confirmed: {:?}",
+        t.texts_to(CUSTOMER)
+    );
+    assert_eq!(
+        t.count(&format!(
+            "SELECT COUNT(*) FROM opt_outs WHERE customer = '{CUSTOMER}' AND opted_out = 1"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(agent.count(), 0);
+    assert_eq!(t.texts_to(CUSTOMER).len(), 1, "only the confirmation");
+    t.stop().await;
+}
+
+async fn a_pause_ends_by_itself_after_its_time(db: Db) {
+    // No `for`: the setting's 1s applies.
+    let Some((agent, mut t)) = spawn(db, "{ pause_for: 1s }").await else {
+        return;
+    };
+    let (status, v) = post(&t, &pause_path(CUSTOMER, "pause"), json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    let at = humantime::parse_rfc3339(v["paused_at"].as_str().unwrap()).unwrap();
+    let until = humantime::parse_rfc3339(v["paused_until"].as_str().unwrap()).unwrap();
+    assert!(
+        until.duration_since(at).unwrap() <= Duration::from_secs(2),
+        "{v}"
+    );
+    t.emu.customer_says(PNID, CUSTOMER, "Ana", "anyone?").await;
+    assert!(t.wait_count(HELD, 1, WAIT).await, "held while paused");
+    assert!(
+        wait_until(WAIT, || async {
+            paused_customers(&t, "paused=true").await.is_empty()
+        })
+        .await,
+        "the pause ended by itself"
+    );
+    assert_eq!(
+        agent.count(),
+        0,
+        "the end of a pause calls no agent by itself"
+    );
+    t.emu
+        .customer_says(PNID, CUSTOMER, "Ana", "hello again")
+        .await;
+    assert!(
+        wait_until(WAIT, || async { agent.count() == 1 }).await,
+        "answered once the pause ended"
+    );
+    assert!(history(&agent.calls()[0]).contains(&"anyone?".to_owned()));
+    t.stop().await;
+}
+
+/// One POST as the helpdesk got it: its headers and raw body.
+type Received = (axum::http::HeaderMap, Vec<u8>);
+
+/// A helpdesk that records each POST and answers 500 to the first.
+#[derive(Clone, Default)]
+struct Helpdesk {
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Helpdesk {
+    async fn start(&self) -> String {
+        use axum::{Router, extract::State, http::StatusCode, routing::post};
+        async fn hook(
+            State(h): State<Helpdesk>,
+            headers: axum::http::HeaderMap,
+            body: axum::body::Bytes,
+        ) -> StatusCode {
+            let mut got = h.got.lock().unwrap();
+            got.push((headers, body.to_vec()));
+            if got.len() == 1 {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            }
+        }
+        let app = Router::new()
+            .route("/hook", post(hook))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}/hook")
+    }
+
+    fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+}
+
+/// HMAC-SHA256 of `body` keyed with `secret`, as `sha256=<hex>`.
+fn signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn the_helpdesk_hears_of_a_pause_signed_and_again_after_a_500(db: Db) {
+    let helpdesk = Helpdesk::default();
+    let url = helpdesk.start().await;
+    let secret = "helpdesk-shared-secret";
+    let handoff = format!("{{ notify: {{ url: \"{url}\", secret: {{ value: {secret} }} }} }}");
+    let Some((_agent, mut t)) = spawn(db, &handoff).await else {
+        return;
+    };
+    t.emu.customer_says(PNID, CUSTOMER, "Ana", "hello").await;
+    // The reply is history once its row records that Meta accepted it.
+    assert!(
+        t.wait_count(
+            "SELECT COUNT(*) FROM outbox WHERE state_rank BETWEEN 2 AND 4",
+            1,
+            WAIT
+        )
+        .await,
+        "answered"
+    );
+    let (status, v) = post(
+        &t,
+        &pause_path(CUSTOMER, "pause"),
+        json!({ "for": "2h", "reason": "refund" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        wait_until(WAIT, || async { helpdesk.count() >= 2 }).await,
+        "retried after the 500: {} POSTs",
+        helpdesk.count()
+    );
+    assert!(
+        t.wait_count(
+            "SELECT COUNT(*) FROM handoff_notifications WHERE state = 'sent' AND attempts = 2",
+            1,
+            WAIT
+        )
+        .await,
+        "recorded as sent on the second attempt"
+    );
+    let got = helpdesk.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "nothing more once accepted");
+    let (headers, body) = &got[1];
+    assert_eq!(got[0].1, *body, "the same body each time");
+    let sig = headers["x-wa-gateway-signature-256"].to_str().unwrap();
+    assert_eq!(sig, signature(secret, body), "signed with the secret");
+    assert_ne!(sig, signature("another secret", body));
+    assert_eq!(
+        got[0].0["x-wa-gateway-delivery"],
+        headers["x-wa-gateway-delivery"]
+    );
+    let v: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v["number"], PNID, "{v}");
+    assert_eq!(v["customer"], CUSTOMER, "{v}");
+    assert_eq!(v["reason"], "refund", "{v}");
+    assert_eq!(v["by"], "operator", "{v}");
+    assert!(
+        v["paused_until"].as_str().is_some_and(|s| s.ends_with('Z')),
+        "{v}"
+    );
+    let last: Vec<&str> = v["last_messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(last, ["hello", "re: hello"], "{v}");
+    assert!(
+        t.metrics()
+            .await
+            .contains("wa_gateway_handoff_notifications_total{result=\"retry\"} 1"),
+        "counted"
+    );
+    t.stop().await;
+}
+
+on_both_dbs!(
+    paused_through_the_api_its_messages_wait_for_the_next_turn_after_resume,
+    a_refused_pause_changes_nothing,
+    stop_during_a_pause_still_opts_out_and_is_confirmed,
+    a_pause_ends_by_itself_after_its_time,
+    the_helpdesk_hears_of_a_pause_signed_and_again_after_a_500,
+    the_cli_pauses_lists_and_resumes,
+);
+
+/// Runs `wa-gateway conversation …args --config path`: exit code, stdout, stderr.
+async fn conversation(path: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
+        .arg("conversation")
+        .args(args)
+        .arg("--config")
+        .arg(path)
+        .output()
+        .await
+        .expect("run wa-gateway");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn the_cli_pauses_lists_and_resumes(db: Db) {
+    let agent = RecordingAgent::start().await;
+    let Some(storage) = storage(db).await else {
+        return;
+    };
+    // The CLI finds the gateway at its configured admin address, so it needs a fixed port.
+    let port = free_port();
+    let yaml = config_yaml(&storage.url, &options(&agent, "{}"), "rec").replace(
+        "  admin: 127.0.0.1:0\n",
+        &format!("  admin: 127.0.0.1:{port}\n  admin_token: {{ value: {TOKEN} }}\n"),
+    );
+    let mut t = start_from_yaml(storage, &yaml).await;
+    let path = t.config_path.clone();
+
+    let (code, out, err) = conversation(
+        &path,
+        &["pause", PNID, CUSTOMER, "--for", "2h", "--reason", "VIP"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("Paused {CUSTOMER} on {PNID} until")),
+        "{out}"
+    );
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM paused_conversations WHERE paused_by = 'cli'")
+            .await,
+        1
+    );
+    let (code, out, err) = conversation(&path, &["list"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(CUSTOMER) && out.contains("VIP") && out.contains("cli"),
+        "{out}"
+    );
+
+    t.emu.customer_says(PNID, CUSTOMER, "Ana", "hello").await;
+    assert!(t.wait_count(HELD, 1, WAIT).await, "held");
+    assert_eq!(agent.count(), 0);
+
+    let (code, out, err) = conversation(&path, &["pause", "999", CUSTOMER]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("not served by this gateway"), "{err}");
+
+    let (code, out, err) = conversation(&path, &["resume", PNID, CUSTOMER]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Resumed"), "{out}");
+    let (_, out, _) = conversation(&path, &["list", "--number", PNID]).await;
+    assert!(out.contains("No conversation is paused"), "{out}");
+    t.emu.customer_says(PNID, CUSTOMER, "Ana", "hi again").await;
+    assert!(
+        wait_until(WAIT, || async { agent.count() == 1 }).await,
+        "answered after resume"
+    );
+    assert!(history(&agent.calls()[0]).contains(&"hello".to_owned()));
+    t.stop().await;
+}
