@@ -6,49 +6,12 @@
 
 mod common;
 
-use common::{Db, Options, PNID, PNID2, TestGateway, wait_until};
-use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+use common::browser::{Driver, chromium_available, save_screenshot, sign_in};
+use common::{Db, Options, PNID, PNID2, TestGateway};
+use serde_json::json;
 use wa_gateway::app::Gateway;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const TOKEN: &str = "page-token";
-const WAIT: Duration = Duration::from_secs(20);
-const FLAGS: &[&str] = &[
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1200,900",
-];
-
-/// Whether `path` exists; if not, skips loudly, or fails in CI.
-fn have(path: &str, install: &str) -> bool {
-    if Path::new(path).exists() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{path} is required in CI: {install}");
-    }
-    eprintln!("\n*** SKIPPED ({path} is not installed): {install} ***\n");
-    false
-}
-
-fn artifacts() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .join("test-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A gateway with a token and a second, disabled number.
 async fn spawn() -> TestGateway {
@@ -92,10 +55,7 @@ fn badge_of(dom: &str, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_badges_and_its_menu_disconnects_a_number() {
-    if !have(CHROMIUM, "apt-get install -y chromium chromium-driver") {
-        return;
-    }
-    if !have(CHROMEDRIVER, "apt-get install -y chromium-driver") {
+    if !chromium_available() {
         return;
     }
     let mut t = spawn().await;
@@ -112,7 +72,7 @@ async fn the_status_page_shows_badges_and_its_menu_disconnects_a_number() {
     assert_eq!(res.status().as_u16(), 200);
 
     let d = Driver::start().await;
-    sign_in(&d, &format!("{base}/")).await;
+    sign_in(&d, &format!("{base}/"), TOKEN).await;
     let dom = d
         .eval("return document.documentElement.outerHTML")
         .await
@@ -143,158 +103,6 @@ async fn the_status_page_shows_badges_and_its_menu_disconnects_a_number() {
     click_through(&d, &t).await;
     d.stop().await;
     t.stop().await;
-}
-
-/// Opens `page`, which shows the sign-in form, types the token and waits for the numbers. The
-/// session is a cookie no script can read, and the address never holds the token.
-async fn sign_in(d: &Driver, page: &str) {
-    d.call(reqwest::Method::POST, "/url", json!({ "url": page }))
-        .await;
-    assert!(
-        d.wait_for("return document.body.dataset.ready || ''", "true")
-            .await
-    );
-    assert_eq!(d.eval("return document.body.dataset.locked").await, "true");
-    let field = d.find("#token").await;
-    d.call(
-        reqwest::Method::POST,
-        &format!("/element/{field}/value"),
-        json!({ "text": TOKEN }),
-    )
-    .await;
-    d.click("#login button[type=submit]").await;
-    assert!(
-        d.wait_for("return document.body.dataset.locked", "false")
-            .await,
-        "signed in"
-    );
-    assert_eq!(d.eval("return location.search").await, "");
-    assert_eq!(d.eval("return document.cookie").await, "", "HttpOnly");
-    let held = d
-        .eval("return JSON.stringify(sessionStorage) + JSON.stringify(localStorage)")
-        .await;
-    assert!(!held.as_str().unwrap().contains(TOKEN), "{held}");
-}
-
-/// A WebDriver session on a chromedriver of its own, spoken to with reqwest.
-struct Driver {
-    http: reqwest::Client,
-    url: String,
-    child: tokio::process::Child,
-}
-
-impl Driver {
-    async fn start() -> Self {
-        let port = common::free_port();
-        let child = tokio::process::Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver starts");
-        let http = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
-        let up = wait_until(WAIT, || async {
-            http.get(format!("{base}/status")).send().await.is_ok()
-        })
-        .await;
-        assert!(up, "chromedriver answers");
-        let profile = std::env::temp_dir().join(format!("wagw-chrome-{port}"));
-        let mut args: Vec<String> = FLAGS.iter().map(|s| s.to_string()).collect();
-        args.push(format!("--user-data-dir={}", profile.display()));
-        let caps = json!({ "capabilities": { "alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": args }
-        } } });
-        let res: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = res["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {res}"));
-        Self {
-            url: format!("{base}/session/{session}"),
-            http,
-            child,
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let mut req = self.http.request(method, format!("{}{path}", self.url));
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        let v: Value = req.send().await.unwrap().json().await.unwrap();
-        assert!(v["value"]["error"].is_null(), "{path}: {v}");
-        v["value"].clone()
-    }
-
-    /// The WebDriver id of the element `css` selects.
-    async fn find(&self, css: &str) -> String {
-        let el = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                json!({ "using": "css selector", "value": css }),
-            )
-            .await;
-        el.as_object()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            json!({}),
-        )
-        .await;
-    }
-
-    async fn eval(&self, script: &str) -> Value {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            json!({ "script": script, "args": [] }),
-        )
-        .await
-    }
-
-    async fn wait_for(&self, script: &str, want: &str) -> bool {
-        wait_until(WAIT, || async { self.eval(script).await == want }).await
-    }
-
-    async fn stop(mut self) {
-        let _ = self.http.delete(&self.url).send().await;
-        let _ = self.child.kill().await;
-    }
-}
-
-/// Saves the browser's screenshot as a test artifact.
-async fn save_screenshot(d: &Driver, name: &str) {
-    let png = d
-        .call(reqwest::Method::GET, "/screenshot", Value::Null)
-        .await;
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(png.as_str().unwrap())
-        .unwrap();
-    assert!(bytes.len() > 1000, "a real screenshot");
-    std::fs::write(artifacts().join(name), bytes).unwrap();
 }
 
 async fn click_through(d: &Driver, t: &TestGateway) {

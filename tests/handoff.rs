@@ -1,7 +1,8 @@
-//! Handing a conversation to a person, on SQLite and PostgreSQL: paused through the admin API
-//! and the CLI, its messages are stored and marked read but no agent is called; after the pause
-//! (resumed, or ended by itself) the next turn has them as history; STOP still opts out; the
-//! helpdesk hears of every pause, signed, retried after a 500.
+//! Handing a conversation to a person, on SQLite and PostgreSQL: paused through the admin API,
+//! the CLI and the status page (headless Chromium), its messages are stored and marked read but
+//! no agent is called; after the pause (resumed, or ended by itself) the next turn has them as
+//! history; STOP still opts out; the helpdesk hears of every pause, signed, retried after a 500;
+//! and with three replicas a pause made through one holds for messages received by another.
 
 mod common;
 
@@ -477,5 +478,78 @@ async fn the_cli_pauses_lists_and_resumes(db: Db) {
         "answered after resume"
     );
     assert!(history(&agent.calls()[0]).contains(&"hello".to_owned()));
+    t.stop().await;
+}
+
+/// The status page, signed in, in headless Chromium: its card's form pauses a conversation, which
+/// the card then lists with a Resume button; clicking it gives the conversation back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_pauses_a_conversation_and_its_resume_button_gives_it_back() {
+    use common::browser::{Driver, chromium_available, save_screenshot, sign_in};
+    if !chromium_available() {
+        return;
+    }
+    let agent = RecordingAgent::start().await;
+    let storage = storage(Db::Sqlite).await.expect("SQLite always runs");
+    let yaml = config_yaml(&storage.url, &options(&agent, "{}"), "rec").replace(
+        "  admin: 127.0.0.1:0\n",
+        &format!("  admin: 127.0.0.1:0\n  admin_token: {{ value: {TOKEN} }}\n"),
+    );
+    let mut t = start_from_yaml(storage, &yaml).await;
+    let d = Driver::start().await;
+    sign_in(&d, &format!("{}/", admin(&t)), TOKEN).await;
+    let card = format!("#card-{PNID}");
+    let items = format!(
+        "return String(document.querySelectorAll('{card} .paused-item[data-customer=\"{CUSTOMER}\"]').length)"
+    );
+    assert_eq!(d.eval(&items).await, "0", "nothing paused yet");
+
+    let form = format!("{card} .pause-form");
+    d.type_into(&format!("{form} input[name=customer]"), CUSTOMER)
+        .await;
+    d.type_into(&format!("{form} input[name=for]"), "2h").await;
+    d.type_into(&format!("{form} input[name=reason]"), "angry customer")
+        .await;
+    d.click(&format!("{form} button[type=submit]")).await;
+    assert!(d.wait_for(&items, "1").await, "listed on the card");
+    let shown = d
+        .eval(&format!(
+            "return document.querySelector('{card} .paused-item').innerText"
+        ))
+        .await;
+    let shown = shown.as_str().unwrap_or_default();
+    assert!(
+        shown.contains("angry customer") && shown.contains("by operator"),
+        "{shown}"
+    );
+    assert_eq!(paused_customers(&t, "paused=true").await, [CUSTOMER]);
+    t.emu.customer_says(PNID, CUSTOMER, "Ana", "hello?").await;
+    assert!(t.wait_count(HELD, 1, WAIT).await, "held while paused");
+    assert_eq!(agent.count(), 0);
+    save_screenshot(&d, "status-page-paused-conversation.png").await;
+
+    d.click(&format!(
+        "{card} [data-action=\"resume\"][data-customer=\"{CUSTOMER}\"]"
+    ))
+    .await;
+    assert!(d.wait_for(&items, "0").await, "gone from the card");
+    let msg = d
+        .eval(&format!(
+            "return document.querySelector('{card} .msg').textContent"
+        ))
+        .await;
+    assert!(
+        msg.as_str().is_some_and(|m| m.starts_with("Resumed")),
+        "{msg}"
+    );
+    assert!(paused_customers(&t, "paused=true").await.is_empty());
+    t.emu
+        .customer_says(PNID, CUSTOMER, "Ana", "still there?")
+        .await;
+    assert!(
+        wait_until(WAIT, || async { agent.count() == 1 }).await,
+        "answered after Resume"
+    );
+    d.stop().await;
     t.stop().await;
 }

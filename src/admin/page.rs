@@ -5,6 +5,7 @@
 
 use super::api::{self, NumberView};
 use super::auth::{self, Access};
+use crate::handoff::Pause;
 use crate::reconcile::NumberState;
 use crate::serve::state::AppState;
 use axum::extract::State;
@@ -40,9 +41,14 @@ pub(super) async fn index(State(st): State<Arc<AppState>>, headers: HeaderMap) -
         .then(|| super::onboard::launcher_html(&st))
         .flatten();
     let body = if access.allowed() {
-        match api::number_views(&st).await {
-            Ok(views) => {
-                let main = cards_html(&views) + launcher.as_deref().unwrap_or_default();
+        let read = async {
+            let views = api::number_views(&st).await?;
+            let pauses = crate::handoff::paused(&st, None).await?;
+            Ok::<_, crate::store::StoreError>((views, pauses))
+        };
+        match read.await {
+            Ok((views, pauses)) => {
+                let main = cards_html(&views, &pauses) + launcher.as_deref().unwrap_or_default();
                 page(&header_html(&st), &main, access)
             }
             Err(e) => {
@@ -147,20 +153,24 @@ fn header_html(st: &AppState) -> String {
     )
 }
 
-fn cards_html(views: &[NumberView]) -> String {
+fn cards_html(views: &[NumberView], pauses: &[Pause]) -> String {
     if views.is_empty() {
         return "<p>No numbers are declared: add them under <code>numbers:</code> in the config.</p>"
             .into();
     }
     let mut out = String::from("<section class=\"cards\">");
     for v in views {
-        out.push_str(&card_html(v));
+        let paused: Vec<&Pause> = pauses
+            .iter()
+            .filter(|p| p.phone_number_id == v.phone_number_id)
+            .collect();
+        out.push_str(&card_html(v, &paused));
     }
     out.push_str("</section>");
     out
 }
 
-fn card_html(v: &NumberView) -> String {
+fn card_html(v: &NumberView, paused: &[&Pause]) -> String {
     let id = escape(&v.phone_number_id);
     let title = if v.display_name.is_empty() {
         &v.phone_number_id
@@ -238,9 +248,53 @@ fn card_html(v: &NumberView) -> String {
     if let Some(reason) = &v.override_reason {
         row("Disconnected because", "override-reason", reason);
     }
+    out.push_str("</dl>");
+    out.push_str(&paused_html(&v.phone_number_id, paused));
     out.push_str(
-        "</dl><p class=\"msg\" role=\"status\" aria-live=\"polite\"></p>\
+        "<p class=\"msg\" role=\"status\" aria-live=\"polite\"></p>\
          <ol class=\"checks\" hidden></ol></article>",
+    );
+    out
+}
+
+/// A number's paused conversations, each with its Resume button, and the form that pauses one.
+fn paused_html(number: &str, paused: &[&Pause]) -> String {
+    let id = escape(number);
+    let mut out = String::from(
+        "<section class=\"paused\" aria-label=\"Paused conversations\"><h3>Paused conversations</h3>",
+    );
+    if paused.is_empty() {
+        out.push_str("<p class=\"none\">None: the agent answers every customer.</p>");
+    } else {
+        out.push_str("<ul class=\"paused-list\">");
+        for p in paused {
+            let customer = escape(&p.customer);
+            let reason = p
+                .reason
+                .as_deref()
+                .map(|r| format!(" · {}", escape(r)))
+                .unwrap_or_default();
+            let _ = write!(
+                out,
+                "<li class=\"paused-item\" data-customer=\"{customer}\">\
+                 <span class=\"customer\">{customer}</span> until \
+                 <time>{}</time> · by {}{reason} \
+                 <button type=\"button\" data-action=\"resume\" data-number=\"{id}\" \
+                 data-customer=\"{customer}\">Resume</button></li>",
+                escape(&api::rfc3339(p.paused_until)),
+                p.by.as_str(),
+            );
+        }
+        out.push_str("</ul>");
+    }
+    let _ = write!(
+        out,
+        "<form class=\"pause-form\" data-number=\"{id}\">\
+         <input name=\"customer\" aria-label=\"Customer to pause (wa_id or user id)\" \
+         placeholder=\"customer wa_id\" required>\
+         <input name=\"for\" aria-label=\"For how long\" placeholder=\"for (24h)\" size=\"8\">\
+         <input name=\"reason\" aria-label=\"Reason\" placeholder=\"reason\">\
+         <button type=\"submit\">Pause</button></form></section>"
     );
     out
 }
@@ -278,7 +332,25 @@ mod tests {
             last_activity: None,
             queued_replies: 0,
         };
-        let html = card_html(&v);
+        let pause = Pause {
+            phone_number_id: "1065".into(),
+            customer: "15551234567".into(),
+            paused_at: 0,
+            paused_until: 7_200_000,
+            reason: Some("<refund>".into()),
+            by: crate::handoff::PausedBy::Agent,
+        };
+        let html = card_html(&v, &[&pause]);
+        assert!(
+            html.contains(
+                "data-action=\"resume\" data-number=\"1065\" data-customer=\"15551234567\""
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;refund&gt;") && html.contains("by agent"),
+            "{html}"
+        );
         assert!(!html.contains("<b>Acme</b>"), "{html}");
         assert!(html.contains("&lt;b&gt;Acme&lt;/b&gt;"), "{html}");
         assert!(html.contains("a&quot;gent"), "{html}");

@@ -1,6 +1,7 @@
 // The status page's behaviour: the sign-in form (the token goes to POST /api/session once, which
-// answers with an HttpOnly cookie; no script ever holds it), the three-dot menus, and the
-// actions, which call the JSON API (JSON bodies, same origin) then re-render the page from `/`.
+// answers with an HttpOnly cookie; no script ever holds it), the three-dot menus, the actions
+// (number actions, and pausing or resuming a conversation), which call the JSON API (JSON bodies,
+// same origin) then re-render the card from `/`.
 (() => {
   "use strict";
   const JSON_HEADERS = { "Content-Type": "application/json" };
@@ -82,6 +83,11 @@
       failed = true;
       text = "The gateway did not answer: " + e;
     }
+    report(cardId, action, text, failed);
+  }
+
+  // Shows what an action did in its card, and records it for whoever watches the page.
+  function report(cardId, action, text, failed) {
     const msg = byId(cardId) && byId(cardId).querySelector(".msg");
     if (msg) {
       msg.textContent = text;
@@ -89,6 +95,29 @@
     }
     document.body.dataset.lastAction = action + ":" + (failed ? "error" : "ok");
     document.body.dataset.actions = String(Number(document.body.dataset.actions || 0) + 1);
+  }
+
+  // Pauses (the card's form) or resumes (a paused conversation's button) one conversation.
+  async function converse(number, customer, action, body) {
+    const cardId = "card-" + number;
+    let text, failed;
+    try {
+      const url = "/api/conversations/" + encodeURIComponent(number) + "/" +
+        encodeURIComponent(customer) + "/" + action;
+      const res = await fetch(url, {
+        method: "POST", headers: JSON_HEADERS, body: JSON.stringify(body), credentials: "same-origin",
+      });
+      const got = await res.json().catch(() => ({}));
+      failed = !res.ok;
+      if (failed) text = got.error || "HTTP " + res.status;
+      else if (action === "pause") text = "Paused " + customer + " until " + got.paused_until + ".";
+      else text = "Resumed " + customer + ": the agent answers again.";
+      if (res.ok) await refresh(cardId);
+    } catch (e) {
+      failed = true;
+      text = "The gateway did not answer: " + e;
+    }
+    report(cardId, action, text, failed);
   }
 
   document.addEventListener("click", (ev) => {
@@ -103,9 +132,20 @@
     }
     const item = ev.target.closest("[data-action]");
     closeMenus();
-    if (item) act(item.dataset.number, item.dataset.action);
+    if (item && item.dataset.customer) converse(item.dataset.number, item.dataset.customer, item.dataset.action, {});
+    else if (item) act(item.dataset.number, item.dataset.action);
   });
   document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") closeMenus(); });
+  document.addEventListener("submit", (ev) => {
+    const form = ev.target.closest(".pause-form");
+    if (!form) return;
+    ev.preventDefault();
+    const f = form.elements;
+    const body = {};
+    if (f.for.value.trim()) body.for = f.for.value.trim();
+    if (f.reason.value.trim()) body.reason = f.reason.value.trim();
+    converse(form.dataset.number, f.customer.value.trim(), "pause", body);
+  });
   document.addEventListener("submit", async (ev) => {
     if (ev.target.id !== "login") return;
     ev.preventDefault();

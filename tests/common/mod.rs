@@ -2,6 +2,8 @@
 //! new PostgreSQL database) with the built-in emulator, and wait on conditions with deadlines.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
