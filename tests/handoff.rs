@@ -2,7 +2,8 @@
 //! the CLI and the status page (headless Chromium), its messages are stored and marked read but
 //! no agent is called; after the pause (resumed, or ended by itself) the next turn has them as
 //! history; STOP still opts out; the helpdesk hears of every pause, signed, retried after a 500;
-//! and with three replicas a pause made through one holds for messages received by another.
+//! and with three replicas on PostgreSQL a pause made through one holds for messages received by
+//! another.
 
 mod common;
 
@@ -53,9 +54,13 @@ async fn post(t: &TestGateway, path: &str, body: Value) -> (u16, Value) {
 
 /// The customers of the pauses in force that `GET /api/conversations` lists with `query`.
 async fn paused_customers(t: &TestGateway, query: &str) -> Vec<String> {
-    let v: Value = t
-        .http
-        .get(format!("{}/api/conversations?{query}", admin(t)))
+    paused_at(&t.http, &admin(t), query).await
+}
+
+/// As [`paused_customers`], from the admin listener at `admin` (`http://host:port`).
+async fn paused_at(http: &reqwest::Client, admin: &str, query: &str) -> Vec<String> {
+    let v: Value = http
+        .get(format!("{admin}/api/conversations?{query}"))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -552,4 +557,130 @@ async fn the_status_page_pauses_a_conversation_and_its_resume_button_gives_it_ba
     );
     d.stop().await;
     t.stop().await;
+}
+
+/// One gateway process of a cluster on PostgreSQL: its webhook URL and admin address.
+struct Replica {
+    _process: GatewayProcess,
+    webhook: String,
+    admin: String,
+    log: std::path::PathBuf,
+}
+
+impl Replica {
+    /// Starts `wa-gateway serve` as replica `id`, answering [`PNID`] with `agent`.
+    fn start(dir: &std::path::Path, id: &str, storage: &str, graph: &str, agent: &str) -> Self {
+        let cfg = StandaloneConfig::new(dir, storage, graph)
+            .storage_extra(", lease: 2s")
+            .agents(agent)
+            .agent("rec")
+            .extra("policies:\n  delivery: { initial_backoff: 20ms, max_backoff: 200ms }\n");
+        let (process, webhook, admin, log) = spawn_replica(dir, id, cfg);
+        Self {
+            _process: process,
+            webhook,
+            admin,
+            log,
+        }
+    }
+
+    /// POSTs `body` to this replica's admin API; the JSON answer of a 200.
+    async fn post(&self, http: &reqwest::Client, path: &str, body: Value) -> Value {
+        let res = http
+            .post(format!("http://{}{path}", self.admin))
+            .json(&body)
+            .send()
+            .await
+            .expect("admin POST");
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        res.json().await.expect("JSON")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_through_one_replica_holds_for_messages_received_by_another() {
+    let Some(storage) = storage(Db::Postgres).await else {
+        return;
+    };
+    let dir = storage.dir.path();
+    let emu = standalone_emulator(dir, Duration::from_millis(300)).await;
+    let agent = RecordingAgent::start().await;
+    let replicas: Vec<Replica> = (0..3)
+        .map(|n| {
+            let id = format!("handoff-{n}");
+            Replica::start(dir, &id, &storage.url, &emu.url(), &agent.agents_yaml())
+        })
+        .collect();
+    let _logs = LogsOnFailure(replicas.iter().map(|r| r.log.clone()).collect());
+    for r in &replicas {
+        assert!(wait_ready(&r.admin, Duration::from_secs(30)).await, "ready");
+    }
+    let http = reqwest::Client::new();
+    let customer_says = |replica: usize, n: usize, text: &'static str| {
+        let (http, emu, url) = (http.clone(), emu.clone(), replicas[replica].webhook.clone());
+        async move {
+            let wamid = format!("wamid.HANDOFF.{n}");
+            emu.record_inbound(PNID, CUSTOMER, &wamid, now_secs());
+            post_text(&http, &url, CUSTOMER, &wamid, text)
+                .await
+                .expect("webhook accepted");
+        }
+    };
+    let held = |n: i64| count_is(&storage.url, HELD, n);
+
+    // Replica 1 answers the customer first, so it holds the conversation's lease.
+    customer_says(1, 0, "hello").await;
+    assert!(emu.wait_sent(|s| s.len() == 1, WAIT).await, "answered");
+    assert_eq!(agent.count(), 1);
+
+    // Paused through replica 0: messages received by replica 1 (holding the conversation) and
+    // by replica 2 are held; every replica lists the pause.
+    replicas[0]
+        .post(
+            &http,
+            &pause_path(CUSTOMER, "pause"),
+            json!({ "for": "1h" }),
+        )
+        .await;
+    customer_says(1, 1, "a person, please").await;
+    assert!(
+        held(1).await,
+        "held by the replica holding the conversation"
+    );
+    customer_says(2, 2, "hello?").await;
+    assert!(held(2).await, "held when another replica received it");
+    for r in &replicas {
+        let listed = paused_at(&http, &format!("http://{}", r.admin), "paused=true").await;
+        assert_eq!(listed, [CUSTOMER], "listed by {}", r.admin);
+    }
+    assert_eq!(agent.count(), 1, "no agent call while paused");
+    assert_eq!(emu.sent().len(), 1, "nothing sent while paused");
+
+    // Resumed through replica 2: the next message, wherever it lands, is answered with the
+    // messages of the pause as history.
+    let v = replicas[2]
+        .post(&http, &pause_path(CUSTOMER, "resume"), json!({}))
+        .await;
+    assert_eq!(v["was_paused"], true, "{v}");
+    customer_says(0, 3, "thanks").await;
+    assert!(
+        wait_until(WAIT, || async { agent.count() == 2 }).await,
+        "answered after resume"
+    );
+    let seen = history(&agent.calls()[1]);
+    for text in ["a person, please", "hello?"] {
+        assert!(seen.iter().any(|h| h == text), "{text:?} in {seen:?}");
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Waits until `sql` (a COUNT) on the database at `url` gives `n`.
+async fn count_is(url: &str, sql: &str, n: i64) -> bool {
+    wait_until(WAIT, || async { count(url, sql).await == n }).await
 }

@@ -34,24 +34,16 @@ struct Replica {
 impl Replica {
     /// Starts `wa-gateway serve` as replica `id` on `storage_url`, calling Graph at `graph`.
     fn start(dir: &std::path::Path, id: &str, storage_url: &str, graph: &str, extra: &str) -> Self {
-        let (webhook_port, admin_port) = (free_port(), free_port());
-        let admin = format!("127.0.0.1:{admin_port}");
-        let path = StandaloneConfig::new(dir, storage_url, graph)
-            .webhook_port(webhook_port)
-            .admin(&admin)
+        let cfg = StandaloneConfig::new(dir, storage_url, graph)
             .listen_extra(", shutdown_delay: 2s, shutdown_timeout: 10s")
             .storage_extra(", lease: 2s")
             .agents("  echo: { kind: echo, prefix: \"echo: \", delay: 20ms }\n")
-            .extra(extra)
-            .write(&format!("{id}.yaml"));
-        let log = dir.join(format!("{id}.log"));
-        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wa-gateway"));
-        let process =
-            spawn_gateway_binary(bin, &path, &log, "info", &[("WA_GATEWAY_REPLICA_ID", id)]);
+            .extra(extra);
+        let (process, webhook, admin, log) = spawn_replica(dir, id, cfg);
         Self {
             id: id.to_owned(),
             process: Some(process),
-            webhook: format!("http://127.0.0.1:{webhook_port}/webhook"),
+            webhook,
             admin,
             log,
         }
@@ -87,31 +79,6 @@ impl Replica {
         let mut process = self.process.take().expect("running");
         process.child.kill().unwrap();
         process.child.wait().unwrap();
-    }
-}
-
-/// Posts one customer text to `url`, signed as Meta does; `Err` says why it was not a 200.
-async fn post_text(
-    http: &reqwest::Client,
-    url: &str,
-    from: &str,
-    wamid: &str,
-    text: &str,
-) -> Result<(), String> {
-    let body = serde_json::to_vec(&text_envelope(&[(WABA, PNID, vec![(from, wamid, text)])]))
-        .expect("envelope");
-    let sig = wa_gateway::cloudapi::signature::sign(APP_SECRET.as_bytes(), &body);
-    match http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", sig)
-        .body(body)
-        .send()
-        .await
-    {
-        Ok(r) if r.status().as_u16() == 200 => Ok(()),
-        Ok(r) => Err(format!("HTTP {}", r.status())),
-        Err(e) => Err(format!("{e}")),
     }
 }
 
@@ -193,23 +160,6 @@ async fn the_leader(http: &reqwest::Client, replicas: &[&Replica]) -> String {
             "no single leader among the replicas: {leaders:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Prints the end of each replica's log if the test fails (the directory goes with it).
-struct LogsOnFailure(Vec<std::path::PathBuf>);
-
-impl Drop for LogsOnFailure {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for path in &self.0 {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-            eprintln!("--- {} (last 40 lines):\n{tail}", path.display());
-        }
     }
 }
 

@@ -769,6 +769,27 @@ pub fn spawn_gateway_binary(
     GatewayProcess { child }
 }
 
+/// Starts `wa-gateway serve` (the real binary) as replica `id` of a cluster, on fresh ports, with
+/// `cfg` (its webhook port and admin address are set here) written as `<id>.yaml` in `dir`: the
+/// process, its webhook URL, its admin address (`host:port`) and its log file.
+pub fn spawn_replica(
+    dir: &std::path::Path,
+    id: &str,
+    cfg: StandaloneConfig,
+) -> (GatewayProcess, String, String, std::path::PathBuf) {
+    let (webhook_port, admin_port) = (free_port(), free_port());
+    let admin = format!("127.0.0.1:{admin_port}");
+    let path = cfg
+        .webhook_port(webhook_port)
+        .admin(&admin)
+        .write(&format!("{id}.yaml"));
+    let log = dir.join(format!("{id}.log"));
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wa-gateway"));
+    let process = spawn_gateway_binary(bin, &path, &log, "info", &[("WA_GATEWAY_REPLICA_ID", id)]);
+    let webhook = format!("http://127.0.0.1:{webhook_port}/webhook");
+    (process, webhook, admin, log)
+}
+
 /// Waits up to `within` for the admin listener at `admin` to answer /readyz with 200.
 pub async fn wait_ready(admin: &str, within: Duration) -> bool {
     let http = reqwest::Client::new();
@@ -782,4 +803,47 @@ pub async fn wait_ready(admin: &str, within: Duration) -> bool {
         }
     })
     .await
+}
+
+/// Posts one customer text to [`PNID`] at `url`, signed as Meta does; `Err` says why it was not
+/// a 200.
+pub async fn post_text(
+    http: &reqwest::Client,
+    url: &str,
+    from: &str,
+    wamid: &str,
+    text: &str,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(&text_envelope(&[(WABA, PNID, vec![(from, wamid, text)])]))
+        .expect("envelope");
+    let sig = wa_gateway::cloudapi::signature::sign(APP_SECRET.as_bytes(), &body);
+    match http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sig)
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) if r.status().as_u16() == 200 => Ok(()),
+        Ok(r) => Err(format!("HTTP {}", r.status())),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
+/// Prints the end of each process's log if the test fails (the directory goes with it).
+pub struct LogsOnFailure(pub Vec<std::path::PathBuf>);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for path in &self.0 {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!("--- {} (last 40 lines):\n{tail}", path.display());
+        }
+    }
 }
