@@ -1,6 +1,6 @@
 //! Erasing a customer on request (GDPR Art. 17): the `customer erase` command, which opens
 //! storage directly like the other storage commands, and the erasure a running gateway performs
-//! for the admin API (through its writer, keeping its in-memory opt-outs in step).
+//! for the admin API (through its writer, keeping its in-memory opt-outs and pauses in step).
 
 use crate::serve::state::AppState;
 use crate::store::{CustomerId, ERASE_PASSES, Erased, ErasureKey, Op, Store, StoreError};
@@ -78,7 +78,7 @@ async fn erase_directly(
 }
 
 /// Erases inside a running gateway (the admin API): through its writer, then its in-memory
-/// opt-outs follow what storage now says.
+/// opt-outs and pauses follow what storage now says.
 pub async fn erase_in_gateway(state: &AppState, id: &CustomerId) -> Result<Erased, StoreError> {
     let key = state.snapshot.load().erasure_key.clone();
     let mut erased = Erased::default();
@@ -93,6 +93,9 @@ pub async fn erase_in_gateway(state: &AppState, id: &CustomerId) -> Result<Erase
     }
     for (pnid, digest) in &erased.opt_outs_kept {
         state.opted_out.set(pnid, digest, true, 0);
+    }
+    for (pnid, customer) in &erased.unpaused {
+        state.paused.clear(pnid, customer);
     }
     // The id stays out of the log: the erasure is the point.
     tracing::info!(rows = erased.total(), "customer erased on request");

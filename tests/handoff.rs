@@ -331,7 +331,7 @@ async fn the_helpdesk_hears_of_a_pause_signed_and_again_after_a_500(db: Db) {
     let url = helpdesk.start().await;
     let secret = "helpdesk-shared-secret";
     let handoff = format!("{{ notify: {{ url: \"{url}\", secret: {{ value: {secret} }} }} }}");
-    let Some((_agent, mut t)) = spawn(db, &handoff).await else {
+    let Some((agent, mut t)) = spawn(db, &handoff).await else {
         return;
     };
     t.emu.customer_says(PNID, CUSTOMER, "Ana", "hello").await;
@@ -398,6 +398,26 @@ async fn the_helpdesk_hears_of_a_pause_signed_and_again_after_a_500(db: Db) {
             .await
             .contains("wa_gateway_handoff_notifications_total{result=\"retry\"} 1"),
         "counted"
+    );
+
+    // Erasing the customer takes the pause and the notification with the rest.
+    let res = t
+        .http
+        .delete(format!("{}/api/customers/{CUSTOMER}", admin(&t)))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let report: Value = res.json().await.unwrap();
+    assert_eq!(report["deleted"]["paused_conversations"], 1, "{report}");
+    assert_eq!(report["deleted"]["handoff_notifications"], 1, "{report}");
+    t.emu
+        .customer_says(PNID, CUSTOMER, "Ana", "hello again")
+        .await;
+    assert!(
+        wait_until(WAIT, || async { agent.count() == 2 }).await,
+        "no longer paused once erased"
     );
     t.stop().await;
 }

@@ -127,15 +127,19 @@ async fn send_one(state: &AppState, http: &reqwest::Client, n: &Notification) {
         Some(cfg) => {
             let signature =
                 crate::cloudapi::signature::sign(cfg.secret.expose().as_bytes(), n.body.as_bytes());
-            let sent = http
+            let request = http
                 .post(&cfg.url)
                 .timeout(cfg.timeout.get())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header(SIGNATURE_HEADER, signature)
                 .header(DELIVERY_HEADER, n.id.to_string())
                 .body(n.body.clone())
-                .send()
-                .await;
+                .send();
+            let sent = tokio::select! {
+                sent = request => sent,
+                // Not recorded: the attempt is made again after the restart.
+                _ = state.shutdown.cancelled() => return,
+            };
             match sent {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => Err(format!(

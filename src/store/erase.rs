@@ -157,6 +157,9 @@ pub struct Erased {
     /// `(number, customer)` whose opt-out state was removed (kept or not).
     #[serde(skip)]
     pub forgotten: Vec<(String, String)>,
+    /// `(number, customer)` whose pause was deleted.
+    #[serde(skip)]
+    pub unpaused: Vec<(String, String)>,
 }
 
 impl Erased {
@@ -171,6 +174,7 @@ impl Erased {
         }
         self.opt_outs_kept.extend(other.opt_outs_kept);
         self.forgotten.extend(other.forgotten);
+        self.unpaused.extend(other.unpaused);
     }
 
     /// Rows deleted in all.
@@ -257,6 +261,7 @@ async fn delete(
     delete_ids(tx, "dead_letters", &plan.dead_letters, &mut out).await?;
     delete_keyed(tx, "conversations", &plan.conversations, &mut out).await?;
     delete_keyed(tx, "paused_conversations", &plan.pauses, &mut out).await?;
+    out.unpaused = plan.pauses.clone();
     delete_ids(
         tx,
         "handoff_notifications",
