@@ -295,6 +295,11 @@ fn every_defined_family_passes_promtool() {
         .with_label_values(&["inbox"])
         .set(1.5);
     m.bounds.reply_truncated.with_label_values(&[PNID]).inc();
+    m.handoff_pauses
+        .with_label_values(&[PNID, "operator"])
+        .inc();
+    m.handoff_held.with_label_values(&[PNID]).inc();
+    m.handoff_notifications.with_label_values(&["sent"]).inc();
     let text = m.render();
     for family in m.family_names() {
         assert!(
