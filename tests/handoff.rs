@@ -422,6 +422,45 @@ async fn the_helpdesk_hears_of_a_pause_signed_and_again_after_a_500(db: Db) {
     t.stop().await;
 }
 
+async fn standby_messages_are_history_and_never_answered(db: Db) {
+    let Some((agent, mut t)) = spawn(db, "{}").await else {
+        return;
+    };
+    // Conversation routing gave the conversation to another app: this one gets a copy of each
+    // customer message on `standby`, STOP included, and answers none of them.
+    for (wamid, text) in [
+        ("wamid.STANDBY.1", "I asked the other bot"),
+        ("wamid.STANDBY.2", "STOP"),
+    ] {
+        let mut env = text_envelope(&[(WABA, PNID, vec![(CUSTOMER, wamid, text)])]);
+        env["entry"][0]["changes"][0]["field"] = json!("standby");
+        assert_eq!(t.post_signed(env.to_string().as_bytes()).await, 200);
+    }
+    assert!(
+        t.wait_count(
+            "SELECT COUNT(*) FROM inbox WHERE state = 'done' AND detail LIKE 'standby%'",
+            2,
+            WAIT
+        )
+        .await,
+        "stored as history"
+    );
+    assert_eq!(t.count("SELECT COUNT(*) FROM opt_outs").await, 0);
+    // Once the conversation comes back on `messages`, the agent answers with the copy as
+    // history; nothing was ever sent for the standby messages.
+    t.emu
+        .customer_says(PNID, CUSTOMER, "Ana", "now you, please")
+        .await;
+    assert!(
+        wait_until(WAIT, || async { agent.count() == 1 }).await,
+        "answered on messages"
+    );
+    assert!(history(&agent.calls()[0]).contains(&"I asked the other bot".to_owned()));
+    assert!(t.emu.wait_sent(|s| !s.is_empty(), WAIT).await);
+    assert_eq!(t.texts_to(CUSTOMER), ["re: now you, please"]);
+    t.stop().await;
+}
+
 on_both_dbs!(
     paused_through_the_api_its_messages_wait_for_the_next_turn_after_resume,
     a_refused_pause_changes_nothing,
@@ -429,6 +468,7 @@ on_both_dbs!(
     a_pause_ends_by_itself_after_its_time,
     the_helpdesk_hears_of_a_pause_signed_and_again_after_a_500,
     the_cli_pauses_lists_and_resumes,
+    standby_messages_are_history_and_never_answered,
 );
 
 /// Runs `wa-gateway conversation …args --config path`: exit code, stdout, stderr.

@@ -159,14 +159,19 @@ fn keyword(snap: &Snapshot, row: &NewInbound) -> Option<Keyword> {
     })
 }
 
+/// The detail of a customer message that came on the `standby` field.
+pub const STANDBY: &str = "standby: another app handles the conversation";
+
 /// Turns a parsed envelope into the rows to commit.
 fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
     let mut write = WebhookWrite::default();
     let mut counted = Counted::new();
     for entry in env.entry {
         for change in entry.changes {
-            let value = match change.value {
-                ChangeValue::Messages(v) => v,
+            let (value, standby) = match change.value {
+                ChangeValue::Messages(v) => (v, false),
+                // Conversation routing: another app (e.g. Meta's Business Agent) is in control.
+                ChangeValue::Standby(v) => (v, true),
                 ChangeValue::Echoes(v) => {
                     tracing::debug!(phone_number_id = %v.metadata.phone_number_id, echoes = v.message_echoes.len(), "message echoes from the WhatsApp Business app (not customer turns)");
                     continue;
@@ -185,26 +190,6 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
                 tracing::warn!(phone_number_id = %pnid, code = e.code, title = ?e.title, "Meta reported an error in a webhook");
             }
             for msg in &value.messages {
-                let customer = msg.customer_key(&value.contacts);
-                let contact = msg.contact(&value.contacts).or(value.contacts.first());
-                let (state, detail) = match (number, &customer) {
-                    (None, _) => (
-                        InboxState::Unrouted,
-                        Some("phone_number_id not declared".to_owned()),
-                    ),
-                    (Some(_), None) => (
-                        InboxState::Skipped,
-                        Some("message carries no customer id".to_owned()),
-                    ),
-                    (Some(_), Some(_)) if msg.group_id.is_some() => (
-                        InboxState::Skipped,
-                        Some("group messages are not served".to_owned()),
-                    ),
-                    (Some(n), Some(_)) if !n.cfg.enabled => {
-                        (InboxState::Skipped, Some("number disabled".to_owned()))
-                    }
-                    (Some(_), Some(_)) => (InboxState::Received, None),
-                };
                 counted.push((
                     if number.is_some() {
                         pnid.clone()
@@ -217,31 +202,20 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
                         "unrouted"
                     },
                 ));
-                let text = content::render_text(msg);
-                let mut row = NewInbound {
-                    wamid: msg.id.to_string(),
-                    phone_number_id: pnid.clone(),
-                    customer: customer.map(|c| c.0).unwrap_or_default(),
-                    wa_id: msg.from.as_ref().map(|w| w.to_string()),
-                    user_id: msg
-                        .from_user_id
-                        .as_ref()
-                        .map(|u| u.to_string())
-                        .or_else(|| {
-                            contact.and_then(|c| c.user_id.as_ref().map(|u| u.to_string()))
-                        }),
-                    customer_name: contact.and_then(|c| c.name.clone()),
-                    msg_type: msg.content.message_type(),
-                    text,
-                    payload: msg.raw.to_string(),
-                    meta_ts: msg.timestamp,
-                    state,
-                    detail,
-                    keyword: None,
-                };
-                row.strip_nul();
-                row.keyword = keyword(snap, &row);
+                let mut row = message_row(snap, number, &pnid, &value, msg);
+                if standby && row.state == InboxState::Received {
+                    // Stored as the conversation's history, never answered: the app in control
+                    // answers, keywords included (a confirmation from here would be a service
+                    // message, which takes the conversation over from that app).
+                    row.state = InboxState::Done;
+                    row.detail = Some(STANDBY.to_owned());
+                    row.keyword = None;
+                }
                 write.messages.push(row);
+            }
+            if standby {
+                // Statuses of what the app in control sent: nothing of ours to settle.
+                continue;
             }
             for s in &value.statuses {
                 let first_error = s.errors.first();
@@ -261,4 +235,58 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
         }
     }
     (write, counted)
+}
+
+/// The row of one customer message to `number` (`None`: not declared), with the state it is
+/// stored in and the compliance keyword it is.
+fn message_row(
+    snap: &Snapshot,
+    number: Option<&Arc<crate::serve::state::NumberRuntime>>,
+    pnid: &str,
+    value: &envelope::MessagesValue,
+    msg: &envelope::InboundMessage,
+) -> NewInbound {
+    let customer = msg.customer_key(&value.contacts);
+    let contact = msg.contact(&value.contacts).or(value.contacts.first());
+    let (state, detail) = match (number, &customer) {
+        (None, _) => (
+            InboxState::Unrouted,
+            Some("phone_number_id not declared".to_owned()),
+        ),
+        (Some(_), None) => (
+            InboxState::Skipped,
+            Some("message carries no customer id".to_owned()),
+        ),
+        (Some(_), Some(_)) if msg.group_id.is_some() => (
+            InboxState::Skipped,
+            Some("group messages are not served".to_owned()),
+        ),
+        (Some(n), Some(_)) if !n.cfg.enabled => {
+            (InboxState::Skipped, Some("number disabled".to_owned()))
+        }
+        (Some(_), Some(_)) => (InboxState::Received, None),
+    };
+    let text = content::render_text(msg);
+    let mut row = NewInbound {
+        wamid: msg.id.to_string(),
+        phone_number_id: pnid.to_owned(),
+        customer: customer.map(|c| c.0).unwrap_or_default(),
+        wa_id: msg.from.as_ref().map(|w| w.to_string()),
+        user_id: msg
+            .from_user_id
+            .as_ref()
+            .map(|u| u.to_string())
+            .or_else(|| contact.and_then(|c| c.user_id.as_ref().map(|u| u.to_string()))),
+        customer_name: contact.and_then(|c| c.name.clone()),
+        msg_type: msg.content.message_type(),
+        text,
+        payload: msg.raw.to_string(),
+        meta_ts: msg.timestamp,
+        state,
+        detail,
+        keyword: None,
+    };
+    row.strip_nul();
+    row.keyword = keyword(snap, &row);
+    row
 }

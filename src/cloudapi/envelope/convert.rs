@@ -94,6 +94,7 @@ fn change(at: ChangeAt, raw: RawChange<'_>) -> Result<Change, EnvelopeError> {
     let value = match field.as_str() {
         "messages" => ChangeValue::Messages(messages_value(at, raw.value)?),
         "smb_message_echoes" => ChangeValue::Echoes(messages_value(at, raw.value)?),
+        "standby" => ChangeValue::Standby(messages_value(at, raw.value)?),
         _ => ChangeValue::Other(match raw.value {
             Some(v) => {
                 serde_json::from_str(v.get()).map_err(|e| invalid(format_args!("{at}.value"), e))?

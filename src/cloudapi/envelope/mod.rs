@@ -66,11 +66,14 @@ pub enum ChangeValue {
     /// `smb_message_echoes`: what the business sent from the Business app (`message_echoes`);
     /// the business speaking, never a customer turn.
     Echoes(MessagesValue),
+    /// `standby`: conversation routing gave the conversation to another app (for example Meta's
+    /// Business Agent); this app gets a copy, shaped like `messages`, and must not answer.
+    Standby(MessagesValue),
     /// Any other field (account_update, user_preferences, calls, templates…), kept as received.
     Other(Value),
 }
 
-/// The value of a `messages` or `smb_message_echoes` change.
+/// The value of a `messages`, `smb_message_echoes` or `standby` change.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessagesValue {
     pub metadata: Metadata,

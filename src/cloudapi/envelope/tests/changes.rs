@@ -181,3 +181,23 @@ fn value_level_errors_and_malformed_items_are_tolerated() {
     assert_eq!(v.errors[0].code, 131000);
     assert_eq!(v.contacts.len(), 1);
 }
+
+#[test]
+fn standby_messages_parse_like_messages_but_stay_apart() {
+    let metadata = json!({ "display_phone_number": "15550783881", "phone_number_id": PNID });
+    let env = parse_value(&json!({ "object": "whatsapp_business_account", "entry": [{
+        "id": "1", "changes": [{ "field": "standby", "value": {
+            "messaging_product": "whatsapp", "metadata": metadata,
+            "contacts": [{ "profile": { "name": "Ana" }, "wa_id": "16505551234" }],
+            "messages": [{ "from": "16505551234", "id": "wamid.S1", "timestamp": "1750263773",
+                "type": "text", "text": { "body": "to the other app" } }] } }] }] }))
+    .unwrap();
+    match &env.entry[0].changes[0].value {
+        ChangeValue::Standby(v) => {
+            assert_eq!(v.metadata.phone_number_id.as_str(), PNID);
+            assert_eq!(v.messages.len(), 1);
+            assert_eq!(v.messages[0].id.to_string(), "wamid.S1");
+        }
+        other => panic!("{other:?}"),
+    }
+}

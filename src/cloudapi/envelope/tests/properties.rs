@@ -74,7 +74,7 @@ fn inject(v: &mut Value, path: &mut Vec<String>, extras: &[(String, Value)], n: 
             o.insert(k.clone(), x.clone());
             let typed_value = matches!(
                 o.get("field").and_then(Value::as_str),
-                Some("messages" | "smb_message_echoes")
+                Some("messages" | "smb_message_echoes" | "standby")
             );
             for (key, child) in o.iter_mut() {
                 if key == k
