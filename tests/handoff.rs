@@ -461,6 +461,58 @@ async fn standby_messages_are_history_and_never_answered(db: Db) {
     t.stop().await;
 }
 
+/// A `messaging_handovers` notification of `kind` about [`CUSTOMER`] on [`PNID`].
+fn handover(kind: &str) -> Vec<u8> {
+    let mut value = json!({
+        "messaging_product": "whatsapp",
+        "type": kind,
+        "sender": { "phone_number": CUSTOMER },
+        "recipient": { "phone_number_id": PNID, "display_phone_number": "15550001111" },
+    });
+    value[kind] = json!({ "previous_owner_app_role": "primary" });
+    let env = json!({ "object": "whatsapp_business_account", "entry": [{ "id": WABA,
+        "changes": [{ "field": "messaging_handovers", "value": value }] }] });
+    env.to_string().into_bytes()
+}
+
+async fn handovers_pause_and_resume_the_conversation(db: Db) {
+    let Some((agent, mut t)) = spawn(db, "{}").await else {
+        return;
+    };
+    let by_handover = "SELECT COUNT(*) FROM paused_conversations WHERE paused_by = 'handover'";
+    // Another app took the conversation: paused; passed back: resumed.
+    assert_eq!(t.post_signed(&handover("control_taken")).await, 200);
+    assert_eq!(t.count(by_handover).await, 1);
+    assert_eq!(paused_customers(&t, "paused=true").await, [CUSTOMER]);
+    assert_eq!(t.post_signed(&handover("control_passed")).await, 200);
+    assert!(paused_customers(&t, "paused=true").await.is_empty());
+
+    // Taken again, then released (which Meta does not announce): the customer's next message
+    // comes on `messages`, so the conversation is this app's again and is answered.
+    assert_eq!(t.post_signed(&handover("control_taken")).await, 200);
+    assert_eq!(t.post_signed(&handover("control_taken")).await, 200);
+    assert_eq!(t.count(by_handover).await, 1, "a redelivery pauses once");
+    t.emu.customer_says(PNID, CUSTOMER, "Ana", "hello?").await;
+    assert!(
+        wait_until(WAIT, || async { agent.count() == 1 }).await,
+        "answered once routed here again"
+    );
+    assert!(paused_customers(&t, "paused=true").await.is_empty());
+
+    // A person's pause is theirs: passing the conversation to this app leaves it in force.
+    let (status, _) = post(&t, &pause_path(CUSTOMER, "pause"), json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(t.post_signed(&handover("control_passed")).await, 200);
+    assert_eq!(t.post_signed(&handover("control_taken")).await, 200);
+    assert_eq!(paused_customers(&t, "paused=true").await, [CUSTOMER]);
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM paused_conversations WHERE paused_by = 'operator'")
+            .await,
+        1
+    );
+    t.stop().await;
+}
+
 on_both_dbs!(
     paused_through_the_api_its_messages_wait_for_the_next_turn_after_resume,
     a_refused_pause_changes_nothing,
@@ -469,6 +521,7 @@ on_both_dbs!(
     the_helpdesk_hears_of_a_pause_signed_and_again_after_a_500,
     the_cli_pauses_lists_and_resumes,
     standby_messages_are_history_and_never_answered,
+    handovers_pause_and_resume_the_conversation,
 );
 
 /// Runs `wa-gateway conversation …args --config path`: exit code, stdout, stderr.

@@ -1,5 +1,6 @@
 //! Handing a conversation (number, customer) to a person: pausing it (an operator, the CLI, an
-//! agent's `handoff`, the Business app, Meta's routing), resuming it, and whether a turn may run.
+//! agent's `handoff`, the Business app, Meta's routing and its handovers), resuming it, and
+//! whether a turn may run.
 //! A paused conversation's messages are stored and marked read but get no agent turn; the pause
 //! ends by itself after its time. Every pause queues a signed notification (`notify.rs`).
 
@@ -9,6 +10,7 @@ mod notify;
 pub use crate::store::{Pause, PausedBy};
 pub use notify::{SIGNATURE_HEADER, spawn};
 
+use crate::cloudapi::envelope::{Handover, HandoverKind};
 use crate::serve::state::AppState;
 use crate::store::{BadCustomerId, CustomerId, HandoffOp, StoreError, now_ms};
 use std::time::Duration;
@@ -145,13 +147,73 @@ pub async fn paused(state: &AppState, number: Option<&str>) -> Result<Vec<Pause>
 /// Whether `customer`'s conversation with `pnid` is paused now, for a turn about to run. One
 /// process answers from memory (every pause goes through it); with several replicas a pause may
 /// have been made through another one, so storage is read at each turn (one primary-key read).
-/// `None` when shutting down before it could be read.
+/// A pause made because conversation routing gave the conversation to another app ends here:
+/// a message on `messages` means Meta routes the conversation to this app again (a release
+/// sends no handover notification). `None` when shutting down before it could be read.
 pub async fn is_paused(state: &AppState, pnid: &str, customer: &str) -> Option<bool> {
-    if !state.store.is_shared() {
-        return Some(state.paused.holds(pnid, customer, now_ms()));
+    let by = if state.store.is_shared() {
+        let pause = state
+            .persist("pause read", || state.store.pause_of(pnid, customer))
+            .await?;
+        pause.filter(|p| p.holds_at(now_ms())).map(|p| p.by)
+    } else {
+        state.paused.by(pnid, customer, now_ms())
+    };
+    match by {
+        None => Some(false),
+        Some(PausedBy::Handover) => {
+            let op = || {
+                state.writer.handoff(HandoffOp::Resume {
+                    phone_number_id: pnid.to_owned(),
+                    customer: customer.to_owned(),
+                })
+            };
+            state.persist("pause end", op).await?;
+            state.paused.clear(pnid, customer);
+            tracing::info!(
+                phone_number_id = pnid,
+                "conversation routed to this app again: its handover pause ends"
+            );
+            Some(false)
+        }
+        Some(_) => Some(true),
     }
-    let pause = state
-        .persist("pause read", || state.store.pause_of(pnid, customer))
-        .await?;
-    Some(pause.is_some_and(|p| p.holds_at(now_ms())))
+}
+
+/// Applies a `messaging_handovers` notification: another app took the conversation (unless it
+/// is paused already, it is paused by `handover` and the helpdesk told), or the conversation
+/// was passed to this app (a pause by `handover` ends; one a person or the agent made stays).
+pub async fn handover(state: &AppState, h: &Handover) -> Result<(), HandoffError> {
+    let (number, customer) = (h.phone_number_id.as_str(), h.customer.as_str());
+    match h.kind {
+        HandoverKind::ControlTaken => {
+            let now = now_ms();
+            let current = state.store.pause_of(number, customer).await?;
+            if current.is_some_and(|p| p.holds_at(now)) {
+                // Paused already (by a person, the agent, or this handover redelivered): that
+                // pause stays as it is, with no second notification.
+                return Ok(());
+            }
+            let role = h.detail["previous_owner_app_role"]
+                .as_str()
+                .or(h.detail["new_owner_app_role"].as_str());
+            let reason = match role {
+                Some(role) => format!("conversation routing: another app took it (was {role})"),
+                None => "conversation routing: another app took it".to_owned(),
+            };
+            let request = PauseRequest {
+                for_: None,
+                reason: Some(reason),
+                by: PausedBy::Handover,
+            };
+            pause(state, number, customer, request).await.map(|_| ())
+        }
+        HandoverKind::ControlPassed => {
+            let by = state.store.pause_of(number, customer).await?.map(|p| p.by);
+            if by == Some(PausedBy::Handover) {
+                resume(state, number, customer).await?;
+            }
+            Ok(())
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use super::intake::Intake;
 use super::probe;
-use crate::cloudapi::envelope::{self, ChangeValue, Envelope};
+use crate::cloudapi::envelope::{self, ChangeValue, Envelope, Handover};
 use crate::cloudapi::{content, signature};
 use crate::policy::KeywordKind;
 use crate::serve::state::{AppState, Snapshot};
@@ -93,10 +93,10 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
         tracing::info!(probe = %id, "Test Connection probe webhook acknowledged");
         return (StatusCode::OK, [(probe::ECHO_HEADER, id)], "probe seen\n").into_response();
     }
-    let (write, counted, result) = match parsed {
+    let (write, counted, handovers, result) = match parsed {
         Ok(env) => {
-            let (write, counted) = to_write(&snap, env);
-            (write, counted, "ok")
+            let (write, counted, handovers) = to_write(&snap, env);
+            (write, counted, handovers, "ok")
         }
         Err(e) => {
             tracing::warn!(error = %e, bytes = body.len(), "signed webhook is not a Cloud API envelope; kept as a dead letter and acknowledged");
@@ -109,12 +109,25 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
                     ..Default::default()
                 },
                 Counted::new(),
+                Vec::new(),
                 "dead_letter",
             )
         }
     };
-    match st.writer.submit(write).await {
-        Ok(_) => {
+    let stored = async {
+        st.writer.submit(write).await?;
+        // After the messages before them: a handover pauses or resumes the conversation (its
+        // own commit). A failure answers 503, and Meta's redelivery applies it again (the
+        // messages are recognised; a pause by handover in force is left as it is).
+        for h in &handovers {
+            crate::handoff::handover(&st.app, h).await.map_err(|e| {
+                crate::store::StoreError::Batch(format!("handover not applied: {e}"))
+            })?;
+        }
+        Ok::<_, crate::store::StoreError>(())
+    };
+    match stored.await {
+        Ok(()) => {
             metrics.webhooks.with_label_values(&[result]).inc();
             for (number, kind) in &counted {
                 metrics
@@ -162,16 +175,26 @@ fn keyword(snap: &Snapshot, row: &NewInbound) -> Option<Keyword> {
 /// The detail of a customer message that came on the `standby` field.
 pub const STANDBY: &str = "standby: another app handles the conversation";
 
-/// Turns a parsed envelope into the rows to commit.
-fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
+/// Turns a parsed envelope into the rows to commit, and the handovers of declared numbers to
+/// apply once they are committed.
+fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted, Vec<Handover>) {
     let mut write = WebhookWrite::default();
     let mut counted = Counted::new();
+    let mut handovers = Vec::new();
     for entry in env.entry {
         for change in entry.changes {
             let (value, standby) = match change.value {
                 ChangeValue::Messages(v) => (v, false),
                 // Conversation routing: another app (e.g. Meta's Business Agent) is in control.
                 ChangeValue::Standby(v) => (v, true),
+                ChangeValue::Handover(h) if snap.numbers.contains_key(&h.phone_number_id) => {
+                    handovers.push(h);
+                    continue;
+                }
+                ChangeValue::Handover(h) => {
+                    tracing::warn!(phone_number_id = %h.phone_number_id, "handover for a phone_number_id this gateway does not declare; acknowledged, not applied");
+                    continue;
+                }
                 ChangeValue::Echoes(v) => {
                     tracing::debug!(phone_number_id = %v.metadata.phone_number_id, echoes = v.message_echoes.len(), "message echoes from the WhatsApp Business app (not customer turns)");
                     continue;
@@ -234,7 +257,7 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted) {
             }
         }
     }
-    (write, counted)
+    (write, counted, handovers)
 }
 
 /// The row of one customer message to `number` (`None`: not declared), with the state it is

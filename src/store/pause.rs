@@ -296,19 +296,28 @@ impl Store {
 /// has to remove it then. Cheap to clone: clones share the set.
 #[derive(Clone, Default)]
 pub struct Paused {
-    set: std::sync::Arc<std::sync::Mutex<HashMap<(String, String), i64>>>,
+    set: std::sync::Arc<std::sync::Mutex<PauseSet>>,
 }
 
+/// Until when (ms) and by whom each conversation (number, customer) is paused.
+type PauseSet = HashMap<(String, String), (i64, PausedBy)>;
+
 impl Paused {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), i64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PauseSet> {
         self.set.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Who paused the conversation, if it is paused at `now` (ms).
+    pub fn by(&self, phone_number_id: &str, customer: &str, now: i64) -> Option<PausedBy> {
+        self.lock()
+            .get(&(phone_number_id.to_owned(), customer.to_owned()))
+            .filter(|(until, _)| now < *until)
+            .map(|(_, by)| *by)
     }
 
     /// Whether the conversation is paused at `now` (ms).
     pub fn holds(&self, phone_number_id: &str, customer: &str, now: i64) -> bool {
-        self.lock()
-            .get(&(phone_number_id.to_owned(), customer.to_owned()))
-            .is_some_and(|until| now < *until)
+        self.by(phone_number_id, customer, now).is_some()
     }
 
     /// Records a committed pause.
@@ -316,8 +325,8 @@ impl Paused {
         let key = (pause.phone_number_id.clone(), pause.customer.clone());
         let mut set = self.lock();
         // Forget the ones that ended by themselves, so the set holds what is in force.
-        set.retain(|_, until| *until > pause.paused_at);
-        set.insert(key, pause.paused_until);
+        set.retain(|_, (until, _)| *until > pause.paused_at);
+        set.insert(key, (pause.paused_until, pause.by));
     }
 
     /// Records a committed resume.
@@ -332,7 +341,7 @@ impl Paused {
         let n = pauses.len();
         *self.lock() = pauses
             .into_iter()
-            .map(|p| ((p.phone_number_id, p.customer), p.paused_until))
+            .map(|p| ((p.phone_number_id, p.customer), (p.paused_until, p.by)))
             .collect();
         Ok(n)
     }
@@ -372,6 +381,7 @@ mod tests {
         let set = Paused::default();
         set.set(&pause);
         assert!(set.holds("1", "2", 1_500));
+        assert_eq!(set.by("1", "2", 1_500), Some(PausedBy::Agent));
         assert!(!set.holds("1", "2", 2_000));
         assert!(!set.holds("1", "3", 1_500));
         set.clear("1", "2");

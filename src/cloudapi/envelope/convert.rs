@@ -95,12 +95,17 @@ fn change(at: ChangeAt, raw: RawChange<'_>) -> Result<Change, EnvelopeError> {
         "messages" => ChangeValue::Messages(messages_value(at, raw.value)?),
         "smb_message_echoes" => ChangeValue::Echoes(messages_value(at, raw.value)?),
         "standby" => ChangeValue::Standby(messages_value(at, raw.value)?),
-        _ => ChangeValue::Other(match raw.value {
-            Some(v) => {
-                serde_json::from_str(v.get()).map_err(|e| invalid(format_args!("{at}.value"), e))?
+        _ => {
+            let value = match raw.value {
+                Some(v) => serde_json::from_str(v.get())
+                    .map_err(|e| invalid(format_args!("{at}.value"), e))?,
+                None => Value::Null,
+            };
+            match super::handover::read(&value) {
+                Some(h) if field == "messaging_handovers" => ChangeValue::Handover(h),
+                _ => ChangeValue::Other(value),
             }
-            None => Value::Null,
-        }),
+        }
     };
     Ok(Change { field, value })
 }

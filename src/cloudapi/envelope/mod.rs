@@ -8,9 +8,11 @@ use serde_json::Value;
 use crate::ids::{CustomerKey, PhoneNumberId, UserId, WaId, WabaId, Wamid};
 
 mod convert;
+mod handover;
 mod message;
 mod wire;
 
+pub use handover::{Handover, HandoverKind};
 pub use message::{Content, Context, InboundMessage, Interactive, Media, MessageType};
 
 /// The only `object` a WhatsApp Business Account webhook carries.
@@ -69,6 +71,8 @@ pub enum ChangeValue {
     /// `standby`: conversation routing gave the conversation to another app (for example Meta's
     /// Business Agent); this app gets a copy, shaped like `messages`, and must not answer.
     Standby(MessagesValue),
+    /// `messaging_handovers`: conversation routing moved a conversation between apps.
+    Handover(Handover),
     /// Any other field (account_update, user_preferences, calls, templates…), kept as received.
     Other(Value),
 }
