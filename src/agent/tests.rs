@@ -243,7 +243,7 @@ async fn http_agent_sends_the_extended_turn_with_its_history_cut() {
     t.language = hindi(true);
     t.message.structured = json!({ "kind": "text" });
     let reply = server.agent(2).reply(&t).await.unwrap();
-    assert_eq!(reply.as_deref(), Some("ok"));
+    assert_eq!(reply, Answer::text("ok"));
     let seen = server.seen.lock().unwrap()[0].clone();
     assert_eq!(
         seen["history"],
@@ -276,7 +276,7 @@ async fn retries_transient_failures_up_to_the_policy() {
     let server = Scripted::start(vec![server_error(), server_error()]).await;
     let agent = ResilientAgent::new("bot", server.agent(10), policy(2, 5));
     let reply = agent.call(&turn(Some("hi"), "text")).await.unwrap();
-    assert_eq!(reply.as_deref(), Some("ok"));
+    assert_eq!(reply, Answer::text("ok"));
     assert_eq!(server.calls(), 3);
 
     let server = Scripted::start(vec![server_error(); 3]).await;

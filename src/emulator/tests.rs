@@ -236,6 +236,57 @@ async fn invalid_sends_are_code_100_with_details() {
 }
 
 #[tokio::test]
+async fn rich_sends_are_checked_against_metas_limits() {
+    let emu = emulator(None, false).await;
+    emu.handle.customer_says(PNID, CUSTOMER, "Asha", "hi").await;
+    let send = |kind: &str, object: Value| {
+        let mut m = json!({ "messaging_product": "whatsapp", "to": CUSTOMER, "type": kind });
+        m[kind] = object;
+        m
+    };
+    let buttons = |n: usize, title: &str| {
+        let b: Vec<Value> = (0..n)
+            .map(|i| json!({ "type": "reply", "reply": { "id": format!("b{i}"), "title": format!("{title}{i}") } }))
+            .collect();
+        send(
+            "interactive",
+            json!({ "type": "button", "body": { "text": "Pick" }, "action": { "buttons": b } }),
+        )
+    };
+    for (case, code) in [
+        (buttons(4, "B"), 131009),
+        (buttons(1, &"a".repeat(20)), 131009),
+        (send("image", json!({ "link": "not a url" })), 131009),
+        (send("location", json!({ "latitude": "north" })), 100),
+        (
+            send(
+                "interactive",
+                json!({ "type": "carousel", "body": { "text": "x" } }),
+            ),
+            100,
+        ),
+    ] {
+        let (status, _, body) = emu.post(PNID, TOKEN, case.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{case}");
+        assert_meta_error(&body, code);
+        assert!(body["error"]["error_data"]["details"].is_string(), "{body}");
+    }
+    assert!(emu.handle.sent().is_empty(), "nothing refused was sent");
+    for ok in [
+        buttons(3, "B"),
+        send(
+            "image",
+            json!({ "link": "https://x.example/a.jpg", "caption": "c" }),
+        ),
+        send("location", json!({ "latitude": 1.5, "longitude": 2.5 })),
+    ] {
+        let (status, _, body) = emu.post(PNID, TOKEN, ok.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{ok}: {body}");
+    }
+    assert_eq!(emu.handle.sent().len(), 3);
+}
+
+#[tokio::test]
 async fn sends_outside_the_window_are_131047() {
     let emu = emulator(None, false).await;
     let (status, _, body) = emu.send_text("hello?").await;

@@ -32,6 +32,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "optout_commit_installation",
         include_str!("migrations/sqlite/0008_optout_commit_installation.sql"),
     ),
+    (
+        9,
+        "outbox_history_text",
+        include_str!("migrations/sqlite/0009_outbox_history_text.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -71,6 +76,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         8,
         "optout_commit_installation",
         include_str!("migrations/postgres/0008_optout_commit_installation.sql"),
+    ),
+    (
+        9,
+        "outbox_history_text",
+        include_str!("migrations/postgres/0009_outbox_history_text.sql"),
     ),
 ];
 
