@@ -213,6 +213,43 @@ async fn button_press_reaches_the_agent(db: Db) {
     t.stop().await;
 }
 
+/// An `openai` agent offered `tools: [buttons, handoff]` (the emulator's LLM calls the function
+/// the customer names): its `send_buttons` call reaches Meta as reply buttons.
+async fn openai_agent_calls_the_buttons_tool(db: Db) {
+    let port = free_port();
+    let opts = Options {
+        agents: format!(
+            "  gpt: {{ kind: openai, url: \"http://127.0.0.1:{port}/v1\", model: acme-small, tools: [buttons, handoff] }}\n"
+        ),
+        emulator_listen: format!("127.0.0.1:{port}"),
+        ..Options::default()
+    };
+    let Some(mut t) = spawn_gateway_with_agent(db, opts, "gpt").await else {
+        return;
+    };
+    let args = r#"{"body": "Track or return?", "buttons": [{"id": "track", "title": "Track"}, {"id": "return", "title": "Return"}]}"#;
+    t.emu
+        .customer_says(
+            PNID,
+            "919874000001",
+            "O",
+            &format!("call send_buttons {args}"),
+        )
+        .await;
+    assert!(t.emu.wait_sent(|s| s.len() == 1, WAIT).await, "one message");
+    let body = &t.emu.sent()[0].body;
+    assert_eq!(body["type"], "interactive");
+    assert_eq!(body["interactive"]["type"], "button");
+    assert_eq!(body["interactive"]["body"]["text"], "Track or return?");
+    assert_eq!(
+        body["interactive"]["action"]["buttons"][1]["reply"],
+        json!({ "id": "return", "title": "Return" })
+    );
+    let offered = &t.emu.llm_requests()[0]["tools"];
+    assert_eq!(offered.as_array().map(Vec::len), Some(2), "{offered}");
+    t.stop().await;
+}
+
 /// What a new user reads in the README holds: `customer.user_id` is the webhook's BSUID,
 /// `language` is absent when the text is too short to tell, and `history` holds the agent's
 /// Markdown. Every request validates against the published schema.
@@ -324,4 +361,5 @@ on_both_dbs!(
     items_breaking_meta_limits_are_refused,
     button_press_reaches_the_agent,
     requests_match_the_published_contract,
+    openai_agent_calls_the_buttons_tool,
 );

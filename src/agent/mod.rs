@@ -11,6 +11,7 @@ mod openai;
 mod resilient;
 pub mod schema;
 mod slots;
+mod tools;
 
 #[cfg(test)]
 mod tests;
@@ -252,6 +253,7 @@ impl Agent {
                 max_tokens,
                 timeout,
                 history_turns,
+                tools,
             } => Agent::Openai(OpenaiAgent::new(
                 url,
                 api_key.as_ref(),
@@ -262,6 +264,7 @@ impl Agent {
                     temperature: *temperature,
                     max_tokens: *max_tokens,
                     history_turns: *history_turns,
+                    tools: tools.clone(),
                 },
             )?),
         })
@@ -287,12 +290,11 @@ impl Agent {
 
     /// Asks the agent for its answer to `turn` once (an empty answer is "no reply").
     pub async fn reply(&self, turn: &Turn) -> Result<Answer, AgentError> {
-        let text = match self {
-            Agent::Echo(a) => a.reply(turn).await,
-            Agent::Http(a) => return a.reply(turn).await,
-            Agent::Openai(a) => a.reply(turn).await?,
-        };
-        Ok(text.map(Answer::text).unwrap_or_default())
+        match self {
+            Agent::Echo(a) => Ok(a.reply(turn).await.map(Answer::text).unwrap_or_default()),
+            Agent::Http(a) => a.reply(turn).await,
+            Agent::Openai(a) => a.reply(turn).await,
+        }
     }
 }
 
