@@ -288,6 +288,72 @@ async fn requests_match_the_published_contract(db: Db) {
     t.stop().await;
 }
 
+/// `wa-gateway chat` shows buttons as a readable line, and `/press 2` sends the second button's
+/// reply, which reaches the agent with its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_shows_buttons_and_presses_one() {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let agent = RecordingAgent::scripted(Arc::new(|turn: &Value| {
+        let answer = match turn["message"]["structured"]["id"].as_str() {
+            Some(id) => json!({ "replies": [ { "text": format!("pressed {id}") } ] }),
+            None => json!({ "replies": [ { "buttons": { "body": "Pick one", "buttons": [
+                { "id": "yes", "title": "Yes" }, { "id": "no", "title": "No" } ] } } ] }),
+        };
+        (200, answer)
+    }))
+    .await;
+    let Some(mut t) = spawn_gateway_with_agent(Db::Sqlite, options(&agent), "rec").await else {
+        return;
+    };
+    let mut chat = Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
+        .args([
+            "chat",
+            "--number",
+            PNID,
+            "--from",
+            "15550100009",
+            "--emulator",
+        ])
+        .arg(t.emu.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = chat.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stdin = chat.stdin.take().unwrap();
+    let mut seen = Vec::new();
+    let mut read_until = async |want: &str, seen: &mut Vec<String>| {
+        while !seen.iter().any(|l| l == want) {
+            match tokio::time::timeout(WAIT, lines.recv()).await {
+                Ok(Some(line)) => seen.push(line),
+                _ => panic!("{want:?} never printed; got {seen:?}"),
+            }
+        }
+    };
+    writeln!(stdin, "hello").unwrap();
+    read_until("  [buttons] Yes | No", &mut seen).await;
+    assert!(seen.contains(&"< Pick one".to_owned()), "{seen:?}");
+    writeln!(stdin, "/press 2").unwrap();
+    read_until("< pressed no", &mut seen).await;
+    drop(stdin);
+    assert!(chat.wait().unwrap().success());
+    let pressed = &agent.calls()[1]["message"]["structured"];
+    assert_eq!(pressed["type"], "button_reply");
+    assert_eq!(pressed["title"], "No");
+    t.stop().await;
+}
+
 /// A webhook as Meta sends it in 2026: the contact and the message carry the customer's BSUID.
 fn bsuid_envelope(wamid: &str, text: &str) -> Value {
     let now = std::time::SystemTime::now()
