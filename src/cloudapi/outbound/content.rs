@@ -23,7 +23,8 @@ pub enum Content {
 pub struct Text {
     /// The text itself (at most 4096 characters; `reply::shape` cuts longer replies).
     pub body: String,
-    /// Whether WhatsApp shows a preview of the first URL in `body`.
+    /// Whether WhatsApp shows a preview of the first URL in `body` (optional at Meta: no).
+    #[serde(default)]
     pub preview_url: bool,
 }
 
