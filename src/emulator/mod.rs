@@ -331,6 +331,15 @@ impl EmulatorHandle {
         self.state.manage.app().map(|a| a.callback_url)
     }
 
+    /// The webhook fields of the app's subscription, sorted (empty without one).
+    pub fn app_fields(&self) -> Vec<String> {
+        self.state
+            .manage
+            .app()
+            .map(|a| a.fields.into_iter().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether WABA `waba` is subscribed to the app.
     pub fn waba_subscribed(&self, waba: &str) -> bool {
         self.state.manage.waba(waba).is_some()
