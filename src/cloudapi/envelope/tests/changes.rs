@@ -60,8 +60,7 @@ fn echoes_preferences_and_account_updates_are_not_messages() {
             assert_eq!(echo.message.id.as_str(), "wamid.E1");
             assert_eq!(echo.message.timestamp, 1750263773);
             assert_eq!(
-                echo.message.raw,
-                changes[0]["value"]["message_echoes"][0],
+                echo.message.raw, changes[0]["value"]["message_echoes"][0],
                 "kept as Meta sent it"
             );
             assert_eq!(v.metadata.phone_number_id.as_str(), PNID);
