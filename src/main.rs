@@ -38,8 +38,13 @@ enum Command {
         #[arg(default_value = "gateway.yaml")]
         file: PathBuf,
     },
-    /// Print the JSON Schema of the configuration file.
-    Schema,
+    /// Print the JSON Schema of the configuration file, or with `--agent` the OpenAPI document
+    /// of the `http` agent API (the request each turn sends and the answers it reads).
+    Schema {
+        /// The agent API instead of the configuration file.
+        #[arg(long)]
+        agent: bool,
+    },
     /// Show what `apply` would change at Meta: exit 0 when nothing, 2 when changes are pending, 1 on error.
     Plan {
         /// The configuration file.
@@ -121,8 +126,12 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Schema => {
-            let schema = config::json_schema();
+        Command::Schema { agent } => {
+            let schema = if agent {
+                wa_gateway::agent::schema::openapi()
+            } else {
+                config::json_schema()
+            };
             println!(
                 "{}",
                 serde_json::to_string_pretty(&schema).expect("a schema serialises")
@@ -172,7 +181,9 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Emulator(args) => wa_gateway::emulator::cli::run_emulator(args).await,
         Command::Chat(args) => wa_gateway::emulator::cli::run_chat(args).await,
         Command::Bench(args) => wa_gateway::bench::run(args).await,
-        Command::Validate { .. } | Command::Schema => unreachable!("handled without a runtime"),
+        Command::Validate { .. } | Command::Schema { .. } => {
+            unreachable!("handled without a runtime")
+        }
     }
 }
 

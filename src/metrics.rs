@@ -183,7 +183,7 @@ metrics! {
             "Replies that ended, by number and result.",
         )
         .labels(&["phone_number_id", "result"]),
-        /// Agent call latency by agent and result: ok, empty, error.
+        /// Agent call latency by agent and result: ok, empty, refused, or the failure.
         pub agent_seconds: HistogramVec = spec(
             "wa_gateway_agent_seconds",
             "Agent call latency, by agent and result.",

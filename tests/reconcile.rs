@@ -125,6 +125,11 @@ async fn plan_apply_converge_and_explain_refusals() {
     assert!(plan_ops(&env, &d).await.is_empty(), "converged");
     assert!(env.emu.is_registered(PNID));
     assert_eq!(env.emu.app_callback_url(), Some(url));
+    assert_eq!(
+        env.emu.app_fields(),
+        ["messages", "smb_message_echoes"],
+        "customer messages, and the Business app's echoes (coexistence)"
+    );
 
     // The binary agrees: exit 0 when nothing is to do (it blocks this thread; the emulator
     // and gateway run on the other worker).

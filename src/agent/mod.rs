@@ -1,19 +1,27 @@
 //! Agents: what answers a customer. `echo` (demos, tests), `http` (any service speaking the JSON
-//! contract of [`Turn`]) and `openai` (any chat-completions server). An agent sees one turn and
-//! returns the reply text, or none; retries and the circuit breaker live in [`ResilientAgent`].
+//! contract of [`Turn`] and [`Answer`]) and `openai` (any chat-completions server). An agent sees
+//! one turn and answers with messages, or none; retries and the circuit breaker live in
+//! [`ResilientAgent`].
 
+mod answer;
 mod breaker;
 mod echo;
 mod http;
 mod openai;
 mod resilient;
+pub mod schema;
 mod slots;
+mod tools;
 
 #[cfg(test)]
 mod tests;
 
 /// The language hint of a turn is the policy's own detection result.
 pub use crate::policy::LanguageHint;
+pub use answer::{
+    Answer, ButtonsItem, ChoiceItem, CtaUrlItem, Handoff, ListItem, LocationItem, MediaItem,
+    ReactionItem, ReplyItem, RowItem, SectionItem, TextItem,
+};
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use echo::EchoAgent;
 pub use http::HttpAgent;
@@ -22,18 +30,20 @@ pub use resilient::{AgentFailure, ResilientAgent};
 pub use slots::{AgentSlots, Slot};
 
 use crate::config;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// What an agent is told about one customer turn (also the `http` agent's request body: fields
-/// are only ever added to it).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// are only ever added to it). A field the gateway does not know is absent, never `null`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Turn {
     pub number: TurnNumber,
     pub customer: TurnCustomer,
     pub message: TurnMessage,
-    /// The language the customer writes in, as far as the gateway could tell.
-    #[serde(default)]
+    /// The language the customer writes in, as far as the gateway could tell; absent when the
+    /// text is too short to tell (or the agent is `echo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<LanguageHint>,
     /// Earlier turns of this conversation, oldest first, without the current message.
     #[serde(default)]
@@ -41,48 +51,57 @@ pub struct Turn {
 }
 
 /// The business number the customer wrote to.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TurnNumber {
     pub phone_number_id: String,
     pub display_name: String,
 }
 
 /// The customer: `user_id` is the business-scoped id, `wa_id` the phone while it is shared.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TurnCustomer {
+    /// The phone-based WhatsApp id, present only while the customer shares their number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wa_id: Option<String>,
+    /// Meta's business-scoped user id (BSUID), on every webhook since 2026.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The profile name the customer chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
 /// The customer's message.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TurnMessage {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,
-    /// The text, or a text rendering of a non-text message.
+    /// The text, or a text rendering of a non-text message; absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// Meta's timestamp, Unix seconds.
     pub timestamp: i64,
     /// The message object exactly as Meta delivered it.
     pub content: serde_json::Value,
-    /// The type-specific content in the gateway's own shape (`null` when there is none).
-    #[serde(default)]
+    /// The type-specific content in the gateway's own shape (absent when there is none).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub structured: serde_json::Value,
 }
 
 /// One earlier message of the conversation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryTurn {
     pub role: Role,
+    /// The customer's text (or its rendering); for the agent, the Markdown it wrote, or a
+    /// summary of a message that was not text (`[image] caption`, `body\n[buttons] Yes | No`).
     pub text: String,
     /// Unix seconds.
     pub timestamp: i64,
 }
 
 /// Who wrote a history message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Customer,
@@ -234,6 +253,7 @@ impl Agent {
                 max_tokens,
                 timeout,
                 history_turns,
+                tools,
             } => Agent::Openai(OpenaiAgent::new(
                 url,
                 api_key.as_ref(),
@@ -244,6 +264,7 @@ impl Agent {
                     temperature: *temperature,
                     max_tokens: *max_tokens,
                     history_turns: *history_turns,
+                    tools: tools.clone(),
                 },
             )?),
         })
@@ -267,10 +288,10 @@ impl Agent {
         }
     }
 
-    /// Asks the agent for the reply to `turn` once; `Ok(None)` means "no reply".
-    pub async fn reply(&self, turn: &Turn) -> Result<Option<String>, AgentError> {
+    /// Asks the agent for its answer to `turn` once (an empty answer is "no reply").
+    pub async fn reply(&self, turn: &Turn) -> Result<Answer, AgentError> {
         match self {
-            Agent::Echo(a) => Ok(a.reply(turn).await),
+            Agent::Echo(a) => Ok(a.reply(turn).await.map(Answer::text).unwrap_or_default()),
             Agent::Http(a) => a.reply(turn).await,
             Agent::Openai(a) => a.reply(turn).await,
         }

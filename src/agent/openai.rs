@@ -1,8 +1,10 @@
 //! The `openai` agent: any OpenAI-compatible chat-completions server. A turn becomes
-//! `[system, …history, user]`; the answer is `choices[0].message.content`.
+//! `[system, …history, user]`, with the configured tools offered as functions; the answer is
+//! `choices[0].message.content` followed by what its tool calls make (`tools.rs`).
 
-use super::{AgentBuildError, AgentError, Role, Turn, http_client, render_for_text_agent};
-use crate::config::Secret;
+use super::tools::{self, ToolCall};
+use super::{AgentBuildError, AgentError, Answer, Role, Turn, http_client, render_for_text_agent};
+use crate::config::{AgentTool, Secret};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -17,6 +19,8 @@ pub struct ChatParams {
     pub max_tokens: Option<u32>,
     /// Earlier messages sent along, at most.
     pub history_turns: usize,
+    /// The tools offered to the model.
+    pub tools: Vec<AgentTool>,
 }
 
 /// A chat-completions client for one configured agent.
@@ -40,6 +44,8 @@ pub(super) struct ChatRequest<'a> {
     pub temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, PartialEq, Serialize)]
@@ -62,6 +68,8 @@ struct Choice {
 struct AnswerMessage {
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<ToolCall>,
 }
 
 /// OpenAI's error body: `{"error": {"message": …, "type": …, "code": …}}`.
@@ -150,10 +158,11 @@ impl OpenaiAgent {
             messages,
             temperature: p.temperature,
             max_tokens: p.max_tokens,
+            tools: tools::definitions(&p.tools),
         }
     }
 
-    pub(super) async fn reply(&self, turn: &Turn) -> Result<Option<String>, AgentError> {
+    pub(super) async fn reply(&self, turn: &Turn) -> Result<Answer, AgentError> {
         let mut req = self.client.post(&self.endpoint).json(&self.request(turn));
         if let Some(auth) = &self.auth {
             req = req.header(AUTHORIZATION, auth.clone());
@@ -188,7 +197,11 @@ impl OpenaiAgent {
             .into_iter()
             .next()
             .ok_or_else(|| AgentError::BadAnswer("the answer has no choices".into()))?;
-        Ok(first.message.content.filter(|c| !c.trim().is_empty()))
+        tools::answer(
+            &self.params.tools,
+            first.message.content,
+            first.message.tool_calls,
+        )
     }
 
     /// Servers quote a wrong key back ("Incorrect API key provided: sk-…"); ours never leaves.

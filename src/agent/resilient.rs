@@ -2,7 +2,7 @@
 //! failures that may pass (timeouts, transport, 5xx), and a circuit breaker per agent.
 
 use super::breaker::{BreakerState, CircuitBreaker};
-use super::{Agent, AgentError, Turn};
+use super::{Agent, AgentError, Answer, Turn};
 use crate::config::AgentPolicy;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::time::Duration;
@@ -68,9 +68,9 @@ impl ResilientAgent {
         self.breaker.state()
     }
 
-    /// Asks the agent for the reply to `turn`, retrying what may pass; `Ok(None)` is "no reply".
-    /// One call, whatever its retries, counts once towards the breaker.
-    pub async fn call(&self, turn: &Turn) -> Result<Option<String>, AgentFailure> {
+    /// Asks the agent for its answer to `turn`, retrying what may pass (an empty answer is "no
+    /// reply"). One call, whatever its retries, counts once towards the breaker.
+    pub async fn call(&self, turn: &Turn) -> Result<Answer, AgentFailure> {
         let permit = self
             .breaker
             .try_acquire()

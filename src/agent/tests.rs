@@ -57,6 +57,15 @@ fn hindi(reliable: bool) -> Option<LanguageHint> {
 }
 
 fn openai(url: &str, key: Option<&str>, history_turns: usize) -> OpenaiAgent {
+    openai_with_tools(url, key, history_turns, Vec::new())
+}
+
+fn openai_with_tools(
+    url: &str,
+    key: Option<&str>,
+    history_turns: usize,
+    tools: Vec<crate::config::AgentTool>,
+) -> OpenaiAgent {
     let key = key.map(Secret::inline);
     OpenaiAgent::new(
         url,
@@ -68,6 +77,7 @@ fn openai(url: &str, key: Option<&str>, history_turns: usize) -> OpenaiAgent {
             temperature: Some(0.2),
             max_tokens: None,
             history_turns,
+            tools,
         },
     )
     .unwrap()
@@ -136,8 +146,8 @@ async fn openai_agent_talks_to_the_emulator_llm() {
     t.language = hindi(true);
     let reply = agent.reply(&t).await.unwrap();
     assert_eq!(
-        reply.as_deref(),
-        Some("[m1] you said: where is my order? (history: 2 messages)")
+        reply,
+        Answer::text("[m1] you said: where is my order? (history: 2 messages)")
     );
     let seen = emu.llm_requests();
     assert_eq!(seen.len(), 1);
@@ -243,7 +253,7 @@ async fn http_agent_sends_the_extended_turn_with_its_history_cut() {
     t.language = hindi(true);
     t.message.structured = json!({ "kind": "text" });
     let reply = server.agent(2).reply(&t).await.unwrap();
-    assert_eq!(reply.as_deref(), Some("ok"));
+    assert_eq!(reply, Answer::text("ok"));
     let seen = server.seen.lock().unwrap()[0].clone();
     assert_eq!(
         seen["history"],
@@ -276,7 +286,7 @@ async fn retries_transient_failures_up_to_the_policy() {
     let server = Scripted::start(vec![server_error(), server_error()]).await;
     let agent = ResilientAgent::new("bot", server.agent(10), policy(2, 5));
     let reply = agent.call(&turn(Some("hi"), "text")).await.unwrap();
-    assert_eq!(reply.as_deref(), Some("ok"));
+    assert_eq!(reply, Answer::text("ok"));
     assert_eq!(server.calls(), 3);
 
     let server = Scripted::start(vec![server_error(); 3]).await;
@@ -323,4 +333,74 @@ async fn breaker_opens_after_failed_calls_and_fails_fast() {
     assert!(matches!(err, AgentFailure::CircuitOpen { ref agent, .. } if agent == "bot"));
     assert_eq!(err.label(), "circuit_open");
     assert_eq!(server.calls(), 4, "an open breaker does not call the agent");
+}
+
+#[tokio::test]
+async fn openai_tools_are_offered_and_their_calls_become_items_and_a_handoff() {
+    use crate::config::AgentTool;
+    let (emu, stop) = emulator().await;
+    let tools = vec![AgentTool::Buttons, AgentTool::Media, AgentTool::Handoff];
+    let agent = openai_with_tools(&format!("{}/v1", emu.url()), None, 0, tools);
+    let said = |text: &str| turn(Some(text), "text");
+
+    let reply = agent
+        .reply(&said(
+            r#"call send_buttons {"body": "Pick", "buttons": [{"id": "y", "title": "Yes"}]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(reply.replies.len(), 1);
+    let ReplyItem::Buttons { buttons } = &reply.replies[0] else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(buttons.buttons[0].id, "y");
+    let requests = emu.llm_requests();
+    let offered: Vec<&str> = requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(offered, ["send_buttons", "send_media", "hand_off"]);
+    let params = &requests[0]["tools"][0]["function"]["parameters"];
+    assert_eq!(params["type"], "object");
+    assert_eq!(params["properties"]["buttons"]["maxItems"], 3);
+
+    let reply = agent
+        .reply(&said(r#"call send_media {"kind": "document", "url": "https://x.example/a.pdf", "filename": "a.pdf"}"#))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&reply.replies[0], ReplyItem::Document { document } if document.url.as_deref() == Some("https://x.example/a.pdf"))
+    );
+
+    let reply = agent
+        .reply(&said(
+            r#"call hand_off {"reason": "wants a person", "for": "30m"}"#,
+        ))
+        .await
+        .unwrap();
+    assert!(reply.replies.is_empty());
+    assert_eq!(
+        reply.handoff.unwrap().reason.as_deref(),
+        Some("wants a person")
+    );
+
+    let plain = agent.reply(&said("hello")).await.unwrap();
+    assert_eq!(
+        plain,
+        Answer::text("[m1] you said: hello (history: 0 messages)")
+    );
+
+    let err = agent
+        .reply(&said(r#"call send_buttons {"body": 5}"#))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`send_buttons` with arguments that do not fit"),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    stop.cancel();
 }

@@ -343,7 +343,25 @@ pub enum Agent {
         /// Previous turns of the conversation (customer and agent messages) sent as history.
         #[serde(default = "default_history_turns")]
         history_turns: usize,
+        /// What the model may do besides answering with text, offered as functions it can call:
+        /// `buttons`, `list`, `media`, `handoff`. None by default.
+        #[serde(default)]
+        tools: Vec<AgentTool>,
     },
+}
+
+/// A power an `openai` agent's model may use, offered to it as a function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentTool {
+    /// `send_buttons`: a message with 1 to 3 reply buttons.
+    Buttons,
+    /// `send_list`: a list of up to 10 options.
+    List,
+    /// `send_media`: an image, video, audio, document or sticker from a URL.
+    Media,
+    /// `hand_off`: hands the conversation to a person.
+    Handoff,
 }
 
 fn default_history_turns() -> usize {

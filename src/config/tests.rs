@@ -803,3 +803,24 @@ fn an_admin_listener_off_loopback_needs_a_token() {
         "{text}"
     );
 }
+
+#[test]
+fn openai_tools_are_named_from_a_fixed_set() {
+    let gpt =
+        "  gpt: { kind: openai, url: \"http://llm/v1\", model: m, tools: [buttons, handoff] }\n";
+    let ok = with("  echo: { kind: echo, prefix: \"echo: \" }\n", gpt)
+        .replace("agent: echo", "agent: gpt");
+    let cfg = parse(&ok, Path::new("gateway.yaml")).expect("valid");
+    let Agent::Openai { tools, .. } = &cfg.agents["gpt"] else {
+        panic!("an openai agent")
+    };
+    assert_eq!(tools, &[AgentTool::Buttons, AgentTool::Handoff]);
+    let (places, text) = diagnostics(&ok.replace("[buttons, handoff]", "[buttons, carousel]"));
+    assert_eq!(places, ["15:8 agents.gpt"], "{text}");
+    assert!(
+        text.contains(
+            "unknown variant `carousel`, expected one of `buttons`, `list`, `media`, `handoff`"
+        ),
+        "{text}"
+    );
+}

@@ -496,17 +496,23 @@ async fn agent_probe(t: &Target<'_>) -> Found {
         .unwrap_or(Err(AgentError::Timeout(PROBE_TIMEOUT)));
     let ms = started.elapsed().as_millis();
     match answer {
-        Ok(Some(text)) => {
-            let shown: String = text.chars().take(80).collect();
-            pass(format!(
-                "agent {name} ({}) answered in {ms} ms: {shown:?}",
+        Ok(answer) => match answer.replies.first() {
+            None => pass(format!(
+                "agent {name} ({}) answered in {ms} ms, with no reply",
                 t.agent.kind()
-            ))
-        }
-        Ok(None) => pass(format!(
-            "agent {name} ({}) answered in {ms} ms, with no reply",
-            t.agent.kind()
-        )),
+            )),
+            Some(first) => {
+                let shown: String = match first {
+                    crate::agent::ReplyItem::Text(t) => t.text.chars().take(80).collect(),
+                    other => format!("[{}]", other.kind()),
+                };
+                pass(format!(
+                    "agent {name} ({}) answered in {ms} ms with {} message(s): {shown:?}",
+                    t.agent.kind(),
+                    answer.replies.len()
+                ))
+            }
+        },
         Err(e) => {
             let fix = match &e {
                 AgentError::Timeout(_) => format!(

@@ -1,8 +1,11 @@
 //! `wa-gateway chat`: a customer in the terminal. Sends through the emulator's control API and
-//! prints the gateway's replies (`< text`) as the emulator records them.
+//! prints the gateway's replies as the emulator records them: `< text`, `< [image] caption`,
+//! `< Pick one` + `  [buttons] Yes | No`; `/press N` presses the last message's Nth button or row.
 
 use super::client::ControlClient;
 use super::state::SentMessage;
+use crate::cloudapi::outbound::{Action, Button, Content, Message};
+use serde_json::{Value, json};
 use std::io::Write;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -33,18 +36,64 @@ pub async fn chat(
     }
 }
 
-/// How a sent message reads in the terminal.
+/// How a sent message reads in the terminal: its summary (`cloudapi::outbound`), each line after
+/// the first indented under the `< `.
 fn render(m: &SentMessage) -> String {
-    match &m.text {
-        Some(text) => format!("< {text}"),
-        None => {
-            let kind = m.body["type"].as_str().unwrap_or("message");
-            match m.body[kind]["caption"].as_str() {
-                Some(caption) => format!("< [{kind}] {caption}"),
-                None => format!("< [{kind}]"),
-            }
-        }
+    let summary = match serde_json::from_value::<Message>(m.body.clone()) {
+        Ok(message) => message.summary(),
+        // A type the gateway does not send as a typed message (a template): its type.
+        Err(_) => format!("[{}]", m.body["type"].as_str().unwrap_or("message")),
+    };
+    format!("< {}", summary.replace('\n', "\n  "))
+}
+
+/// The replies a customer can press in `m`, in order: reply buttons, or a list's rows, each as
+/// the interactive message that pressing it sends back.
+fn choices(m: &SentMessage) -> Vec<Value> {
+    let Ok(Message {
+        content: Content::Interactive { interactive },
+        ..
+    }) = serde_json::from_value::<Message>(m.body.clone())
+    else {
+        return Vec::new();
+    };
+    let context = json!({ "from": m.phone_number_id, "id": m.wamid });
+    match interactive.action {
+        Action::Button(b) => b
+            .buttons
+            .into_iter()
+            .map(|Button::Reply { reply }| {
+                json!({ "type": "interactive", "context": context, "interactive": {
+                    "type": "button_reply", "button_reply": { "id": reply.id, "title": reply.title } } })
+            })
+            .collect(),
+        Action::List(l) => l
+            .sections
+            .into_iter()
+            .flat_map(|s| s.rows)
+            .map(|row| {
+                json!({ "type": "interactive", "context": context, "interactive": {
+                    "type": "list_reply", "list_reply": { "id": row.id, "title": row.title,
+                                                          "description": row.description } } })
+            })
+            .collect(),
+        Action::CtaUrl(_) => Vec::new(),
     }
+}
+
+/// The choice `/press N` names among `choices`, or why there is none.
+fn pressed(line: &str, choices: &[Value]) -> Option<Result<Value, String>> {
+    let n = line.trim().strip_prefix("/press")?.trim();
+    let picked = n
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| choices.get(i));
+    Some(match (picked, choices.len()) {
+        (Some(choice), _) => Ok(choice.clone()),
+        (None, 0) => Err("nothing to press: the last message has no buttons or list".into()),
+        (None, k) => Err(format!("press a number from 1 to {k}, e.g. `/press 1`")),
+    })
 }
 
 fn no_answer(timeout: Duration, pnid: &str) -> String {
@@ -112,7 +161,10 @@ async fn interactive(
     out: &mut impl Write,
 ) -> anyhow::Result<i32> {
     let after = baseline(client, pnid, from).await?;
-    eprintln!("chatting with number {pnid} as {name} ({from}); type a message, Ctrl-D to quit");
+    eprintln!(
+        "chatting with number {pnid} as {name} ({from}); type a message, `/press N` to press a \
+         button or list row, Ctrl-D to quit"
+    );
     let (tx, mut replies) = mpsc::unbounded_channel();
     let poller = tokio::spawn(poll_replies(
         client.clone(),
@@ -124,19 +176,33 @@ async fn interactive(
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     // Whether the last line sent still waits for its first reply.
     let mut awaiting = false;
+    // What `/press N` picks from: the last message's buttons or rows.
+    let mut last_choices = Vec::new();
     let code = loop {
         tokio::select! {
             line = lines.next_line() => match line? {
                 Some(line) if line.trim().is_empty() => {}
-                Some(line) => {
-                    client.customer_says(pnid, from, Some(name), &line).await?;
-                    awaiting = true;
-                }
+                Some(line) => match pressed(&line, &last_choices) {
+                    Some(Ok(choice)) => {
+                        client.customer_sends(pnid, from, Some(name), choice).await?;
+                        awaiting = true;
+                    }
+                    Some(Err(why)) => eprintln!("{why}"),
+                    None => {
+                        client.customer_says(pnid, from, Some(name), &line).await?;
+                        awaiting = true;
+                    }
+                },
                 None => break drain(&mut replies, awaiting, timeout, pnid, out).await?,
             },
             Some(m) = replies.recv() => {
                 writeln!(out, "{}", render(&m))?;
                 out.flush()?;
+                // A later message without buttons (a text after them) keeps them pressable.
+                let new = choices(&m);
+                if !new.is_empty() {
+                    last_choices = new;
+                }
                 awaiting = false;
             }
         }
@@ -199,5 +265,89 @@ async fn poll_replies(
         if tx.is_closed() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(body: Value) -> SentMessage {
+        SentMessage {
+            seq: 1,
+            phone_number_id: "106".into(),
+            to: "1555".into(),
+            wamid: "wamid.OUT".into(),
+            text: body["text"]["body"].as_str().map(str::to_owned),
+            body,
+            biz_opaque_callback_data: None,
+            context_message_id: None,
+            received_at_ms: 0,
+        }
+    }
+
+    fn buttons() -> SentMessage {
+        sent(
+            json!({ "type": "interactive", "interactive": { "type": "button", "body": { "text": "Pick one" },
+            "action": { "buttons": [ { "type": "reply", "reply": { "id": "y", "title": "Yes" } },
+                                     { "type": "reply", "reply": { "id": "n", "title": "No" } } ] } } }),
+        )
+    }
+
+    #[test]
+    fn every_kind_reads_as_a_line() {
+        let list = sent(
+            json!({ "type": "interactive", "interactive": { "type": "list", "body": { "text": "Topics" },
+            "action": { "button": "Open", "sections": [ { "rows": [ { "id": "a", "title": "Track" }, { "id": "b", "title": "Return" } ] } ] } } }),
+        );
+        for (m, line) in [
+            (
+                sent(json!({ "type": "text", "text": { "body": "hi", "preview_url": false } })),
+                "< hi",
+            ),
+            (buttons(), "< Pick one\n  [buttons] Yes | No"),
+            (list, "< Topics\n  [list] Open: Track | Return"),
+            (
+                sent(json!({ "type": "image", "image": { "id": "1", "caption": "photo.jpg" } })),
+                "< [image] photo.jpg",
+            ),
+            (
+                sent(
+                    json!({ "type": "location", "location": { "latitude": 1.5, "longitude": 2.0, "name": "Store" } }),
+                ),
+                "< [location] Store (1.5, 2)",
+            ),
+            (
+                sent(
+                    json!({ "type": "reaction", "reaction": { "message_id": "wamid.A", "emoji": "👍" } }),
+                ),
+                "< [reaction] 👍",
+            ),
+            (
+                sent(json!({ "type": "template", "template": { "name": "hello" } })),
+                "< [template]",
+            ),
+        ] {
+            assert_eq!(render(&m), line);
+        }
+    }
+
+    #[test]
+    fn press_sends_the_chosen_reply_quoting_the_message() {
+        let choices = choices(&buttons());
+        let Some(Ok(second)) = pressed("/press 2", &choices) else {
+            panic!("a choice")
+        };
+        assert_eq!(
+            second["interactive"]["button_reply"],
+            json!({ "id": "n", "title": "No" })
+        );
+        assert_eq!(second["context"]["id"], "wamid.OUT");
+        assert_eq!(pressed("hello", &choices), None, "not a command");
+        assert_eq!(
+            pressed("/press 3", &choices),
+            Some(Err("press a number from 1 to 2, e.g. `/press 1`".into()))
+        );
+        assert!(matches!(pressed("/press 1", &[]), Some(Err(e)) if e.contains("nothing to press")));
     }
 }

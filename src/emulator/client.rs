@@ -82,14 +82,37 @@ impl ControlClient {
         name: Option<&str>,
         text: &str,
     ) -> Result<String, ControlError> {
-        let what = "a customer message";
-        let body = CustomerMessage {
+        self.customer_message(CustomerMessage {
             phone_number_id: pnid.to_owned(),
             from: from.to_owned(),
             name: name.map(str::to_owned),
             text: text.to_owned(),
             message: None,
-        };
+        })
+        .await
+    }
+
+    /// A customer sends `message`, any message object (`{"type": "interactive", …}`), to
+    /// number `pnid`; returns the wamid.
+    pub async fn customer_sends(
+        &self,
+        pnid: &str,
+        from: &str,
+        name: Option<&str>,
+        message: serde_json::Value,
+    ) -> Result<String, ControlError> {
+        self.customer_message(CustomerMessage {
+            phone_number_id: pnid.to_owned(),
+            from: from.to_owned(),
+            name: name.map(str::to_owned),
+            text: String::new(),
+            message: Some(message),
+        })
+        .await
+    }
+
+    async fn customer_message(&self, body: CustomerMessage) -> Result<String, ControlError> {
+        let what = "a customer message";
         let sent = self
             .http
             .post(self.url("customers/messages"))

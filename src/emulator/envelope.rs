@@ -25,13 +25,34 @@ fn metadata(number: &EmulatorNumber) -> Value {
 }
 
 fn wrap(number: &EmulatorNumber, value: Value) -> Value {
+    wrap_field(number, "messages", value)
+}
+
+fn wrap_field(number: &EmulatorNumber, field: &str, value: Value) -> Value {
     json!({
         "object": "whatsapp_business_account",
         "entry": [{
             "id": number.waba_id,
-            "changes": [{ "field": "messages", "value": value }],
+            "changes": [{ "field": field, "value": value }],
         }],
     })
+}
+
+/// The echo of a message a person sent to customer `to` from the WhatsApp Business app on
+/// `number` (coexistence): `message` is the message object, without `from`/`to`, which this
+/// fills (`from` is the business).
+pub(crate) fn business_echo(number: &EmulatorNumber, to: &str, mut message: Value) -> Value {
+    message["from"] = Value::from(number.display_phone_number.as_str());
+    message["to"] = Value::from(to);
+    wrap_field(
+        number,
+        "smb_message_echoes",
+        json!({
+            "messaging_product": "whatsapp",
+            "metadata": metadata(number),
+            "message_echoes": [message],
+        }),
+    )
 }
 
 /// A customer's text message to `number`.
@@ -193,6 +214,22 @@ pub(crate) fn inbound_messages(env: &Value) -> Vec<Inbound> {
 /// The ordering key of an envelope: its first number and customer, so that one customer's
 /// webhooks are first attempted in the order they were queued.
 pub(crate) fn order_key(env: &Value) -> String {
+    // An echo of the business's message goes in its customer's lane too.
+    let echoes = env["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["changes"].as_array().into_iter().flatten())
+        .filter(|c| c["field"] == "smb_message_echoes");
+    for change in echoes {
+        let value = &change["value"];
+        if let Some(to) = value["message_echoes"][0]["to"].as_str() {
+            return format!(
+                "{}/{to}",
+                value["metadata"]["phone_number_id"].as_str().unwrap_or("")
+            );
+        }
+    }
     for value in values(env) {
         let pnid = value["metadata"]["phone_number_id"].as_str().unwrap_or("");
         let customer = value["messages"][0]["from"]

@@ -91,6 +91,16 @@ impl GraphError {
         Self::new(StatusCode::BAD_REQUEST, 100, "(#100) Invalid parameter").details(details)
     }
 
+    /// 131009: a parameter breaks one of Meta's limits (too many buttons, a title too long).
+    pub fn invalid_value(details: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            131009,
+            "(#131009) Parameter value is not valid",
+        )
+        .details(details)
+    }
+
     /// 131047: more than 24 hours since the customer last wrote (or never).
     pub fn re_engagement() -> Self {
         Self::new(

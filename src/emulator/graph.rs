@@ -5,6 +5,7 @@ use super::clock::now_ms;
 use super::envelope::{self, Recipient, Status};
 use super::error::GraphError;
 use super::state::{SentMessage, State};
+use crate::cloudapi::outbound::{MAX_TEXT_CHARS, Message};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
@@ -15,8 +16,6 @@ use serde_json::{Value, json};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-/// Longest text body Meta accepts.
-const MAX_TEXT_CHARS: usize = 4096;
 /// Longest `biz_opaque_callback_data` Meta accepts.
 const MAX_CALLBACK_DATA_CHARS: usize = 512;
 /// Message types a business may send; `template` is the only one allowed outside the window.
@@ -233,6 +232,7 @@ fn validate_content(request: &Value) -> Result<(&str, Option<String>), GraphErro
         }
         Some(body.to_owned())
     } else {
+        check_content(kind, request)?;
         None
     };
     match request.get("biz_opaque_callback_data") {
@@ -246,6 +246,19 @@ fn validate_content(request: &Value) -> Result<(&str, Option<String>), GraphErro
         }
     }
     Ok((kind, text))
+}
+
+/// Meta's checks on the types the gateway sends besides text: the shape of the type's object
+/// (error 100), then its limits (error 131009). Templates and contacts are taken as they come.
+fn check_content(kind: &str, request: &Value) -> Result<(), GraphError> {
+    if matches!(kind, "template" | "contacts") {
+        return Ok(());
+    }
+    let message: Message = serde_json::from_value(request.clone())
+        .map_err(|e| GraphError::invalid_parameter(format!("Param {kind} is not valid: {e}")))?;
+    message
+        .check()
+        .map_err(|e| GraphError::invalid_value(e.to_string()))
 }
 
 fn send(state: &State, pnid: &str, request: Value) -> Result<Value, GraphError> {

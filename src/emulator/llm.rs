@@ -1,6 +1,8 @@
 //! A deterministic OpenAI-compatible chat-completions server under `/v1` for tests and the demo:
-//! it answers what it was told ("[model] you said: … (history: n messages)"), records each
-//! request, checks the bearer key when one is set and fails on request, in OpenAI's error shape.
+//! it answers what it was told ("[model] you said: … (history: n messages)"), or, when the
+//! customer says `call <function> <json arguments>` and that function is among the request's
+//! `tools`, calls it. It records each request, checks the bearer key when one is set and fails
+//! on request, in OpenAI's error shape.
 
 use super::EmulatorHandle;
 use super::clock::now_ms;
@@ -112,7 +114,7 @@ async fn chat_completions(
         return fault_error(status).into_response();
     }
     match model_and_messages(&request) {
-        Ok((model, messages)) => completion(seq, model, messages),
+        Ok((model, messages)) => completion(seq, model, messages, &request["tools"]),
         Err(refused) => refused.into_response(),
     }
 }
@@ -190,21 +192,32 @@ fn model_and_messages(request: &Value) -> Result<(&str, &[Value]), ApiError> {
     Ok((model, messages))
 }
 
-/// The `chat.completion` object answering request number `seq`.
-fn completion(seq: u64, model: &str, messages: &[Value]) -> Response {
-    let content = answer(model, messages);
+/// The `chat.completion` object answering request number `seq`: a tool call when the last user
+/// message asks for one of `tools`, else the deterministic text.
+fn completion(seq: u64, model: &str, messages: &[Value], tools: &Value) -> Response {
     let prompt_tokens: usize = messages.iter().map(|m| words(&text_of(m))).sum();
-    let completion_tokens = words(&content);
+    let (message, finish_reason, completion_tokens) = match tool_call(seq, messages, tools) {
+        Some(call) => {
+            let tokens = words(call["function"]["arguments"].as_str().unwrap_or_default());
+            let message = json!({ "role": "assistant", "content": null, "tool_calls": [call] });
+            (message, "tool_calls", tokens)
+        }
+        None => {
+            let content = answer(model, messages);
+            let tokens = words(&content);
+            (
+                json!({ "role": "assistant", "content": content }),
+                "stop",
+                tokens,
+            )
+        }
+    };
     Json(json!({
         "id": format!("chatcmpl-emu-{seq}"),
         "object": "chat.completion",
         "created": now_ms() / 1000,
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": { "role": "assistant", "content": content },
-            "finish_reason": "stop",
-        }],
+        "choices": [{ "index": 0, "message": message, "finish_reason": finish_reason }],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -212,6 +225,23 @@ fn completion(seq: u64, model: &str, messages: &[Value]) -> Response {
         },
     }))
     .into_response()
+}
+
+/// The tool call the last user message asks for (`call <name> <arguments>`), if `name` is
+/// among the offered `tools`: OpenAI's shape, with the arguments as a JSON text (`{}` if none).
+fn tool_call(seq: u64, messages: &[Value], tools: &Value) -> Option<Value> {
+    let last = messages.iter().rev().find(|m| m["role"] == "user")?;
+    let said = text_of(last);
+    let rest = said.trim().strip_prefix("call ")?.trim_start();
+    let (name, arguments) = rest.split_once(char::is_whitespace).unwrap_or((rest, "{}"));
+    let offered = tools
+        .as_array()?
+        .iter()
+        .any(|t| t["function"]["name"] == name);
+    offered.then(|| {
+        json!({ "id": format!("call_emu_{seq}"), "type": "function",
+                "function": { "name": name, "arguments": arguments.trim() } })
+    })
 }
 
 async fn models() -> Json<Value> {
@@ -266,6 +296,27 @@ mod tests {
             answer("m1", &messages),
             "[m1] you said: where is my order (history: 2 messages)"
         );
+    }
+
+    #[test]
+    fn calls_a_function_only_when_it_is_offered() {
+        let tools = json!([{ "type": "function", "function": { "name": "send_buttons", "parameters": {} } }]);
+        let said = |text: &str| vec![json!({ "role": "user", "content": text })];
+        let call = tool_call(7, &said("call send_buttons {\"body\": \"Pick\"}"), &tools).unwrap();
+        assert_eq!(call["id"], "call_emu_7");
+        assert_eq!(call["function"]["name"], "send_buttons");
+        assert_eq!(call["function"]["arguments"], "{\"body\": \"Pick\"}");
+        let bare = tool_call(1, &said("call send_buttons"), &tools).unwrap();
+        assert_eq!(bare["function"]["arguments"], "{}");
+        assert!(
+            tool_call(1, &said("call hand_off"), &tools).is_none(),
+            "not offered"
+        );
+        assert!(
+            tool_call(1, &said("call send_buttons"), &Value::Null).is_none(),
+            "no tools"
+        );
+        assert!(tool_call(1, &said("please call send_buttons"), &tools).is_none());
     }
 
     #[test]

@@ -232,6 +232,19 @@ impl EmulatorHandle {
         self.state.customer_sends(pnid, from_wa_id, name, message)
     }
 
+    /// A person writes `text` to customer `to` from the WhatsApp Business app on number `pnid`
+    /// (coexistence); the gateway gets its echo on `smb_message_echoes`. Returns the wamid.
+    pub fn business_app_says(&self, pnid: &str, to: &str, text: &str) -> String {
+        let message = serde_json::json!({ "type": "text", "text": { "body": text } });
+        self.state.business_app_sends(pnid, to, message)
+    }
+
+    /// Echoes the gateway's own message `wamid` on `smb_message_echoes`, as a coexistence
+    /// number may; false if the gateway sent no such message.
+    pub fn echo_sent(&self, wamid: &str) -> bool {
+        self.state.echo_sent(wamid)
+    }
+
     /// Stores a media blob served at `GET /{version}/{media-id}`; returns the new media id.
     pub fn add_media(&self, mime: &str, bytes: Vec<u8>) -> String {
         self.state.media.add(mime, bytes)
@@ -329,6 +342,15 @@ impl EmulatorHandle {
     /// The app's webhook callback URL, once `POST /{app}/subscriptions` set it.
     pub fn app_callback_url(&self) -> Option<String> {
         self.state.manage.app().map(|a| a.callback_url)
+    }
+
+    /// The webhook fields of the app's subscription, sorted (empty without one).
+    pub fn app_fields(&self) -> Vec<String> {
+        self.state
+            .manage
+            .app()
+            .map(|a| a.fields.into_iter().collect())
+            .unwrap_or_default()
     }
 
     /// Whether WABA `waba` is subscribed to the app.

@@ -306,6 +306,52 @@ impl State {
         wamid
     }
 
+    /// A person sends `message` (a message object) to customer `to` from the WhatsApp Business
+    /// app on number `pnid` (coexistence): Meta echoes it on `smb_message_echoes`. Returns its
+    /// wamid.
+    pub fn business_app_sends(&self, pnid: &str, to: &str, message: Value) -> String {
+        let wamid = envelope::new_wamid();
+        let mut message = match message {
+            Value::Object(_) => message,
+            _ => Value::Object(Map::new()),
+        };
+        message["id"] = Value::from(wamid.as_str());
+        message["timestamp"] = Value::from((now_ms() / 1000).to_string());
+        let env = envelope::business_echo(&self.number_or_stray(pnid), to, message);
+        self.enqueue(envelope::order_key(&env), env);
+        wamid
+    }
+
+    /// Echoes a message the gateway sent (`wamid`) on `smb_message_echoes`, as a coexistence
+    /// number may; false if no such message was sent.
+    pub fn echo_sent(&self, wamid: &str) -> bool {
+        let Some(sent) = self.lock().sent.iter().find(|m| m.wamid == wamid).cloned() else {
+            return false;
+        };
+        let mut message = sent.body.clone();
+        if let Some(o) = message.as_object_mut() {
+            for envelope_key in [
+                "messaging_product",
+                "recipient_type",
+                "to",
+                "recipient",
+                "biz_opaque_callback_data",
+                "context",
+            ] {
+                o.remove(envelope_key);
+            }
+        }
+        message["id"] = Value::from(wamid);
+        message["timestamp"] = Value::from((sent.received_at_ms / 1000).to_string());
+        let env = envelope::business_echo(
+            &self.number_or_stray(&sent.phone_number_id),
+            &sent.to,
+            message,
+        );
+        self.enqueue(envelope::order_key(&env), env);
+        true
+    }
+
     /// The number `pnid`, or a bare stand-in: an unknown number still gets its webhook, since
     /// the gateway must cope with strays.
     fn number_or_stray(&self, pnid: &str) -> EmulatorNumber {

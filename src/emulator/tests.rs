@@ -236,6 +236,57 @@ async fn invalid_sends_are_code_100_with_details() {
 }
 
 #[tokio::test]
+async fn rich_sends_are_checked_against_metas_limits() {
+    let emu = emulator(None, false).await;
+    emu.handle.customer_says(PNID, CUSTOMER, "Asha", "hi").await;
+    let send = |kind: &str, object: Value| {
+        let mut m = json!({ "messaging_product": "whatsapp", "to": CUSTOMER, "type": kind });
+        m[kind] = object;
+        m
+    };
+    let buttons = |n: usize, title: &str| {
+        let b: Vec<Value> = (0..n)
+            .map(|i| json!({ "type": "reply", "reply": { "id": format!("b{i}"), "title": format!("{title}{i}") } }))
+            .collect();
+        send(
+            "interactive",
+            json!({ "type": "button", "body": { "text": "Pick" }, "action": { "buttons": b } }),
+        )
+    };
+    for (case, code) in [
+        (buttons(4, "B"), 131009),
+        (buttons(1, &"a".repeat(20)), 131009),
+        (send("image", json!({ "link": "not a url" })), 131009),
+        (send("location", json!({ "latitude": "north" })), 100),
+        (
+            send(
+                "interactive",
+                json!({ "type": "carousel", "body": { "text": "x" } }),
+            ),
+            100,
+        ),
+    ] {
+        let (status, _, body) = emu.post(PNID, TOKEN, case.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{case}");
+        assert_meta_error(&body, code);
+        assert!(body["error"]["error_data"]["details"].is_string(), "{body}");
+    }
+    assert!(emu.handle.sent().is_empty(), "nothing refused was sent");
+    for ok in [
+        buttons(3, "B"),
+        send(
+            "image",
+            json!({ "link": "https://x.example/a.jpg", "caption": "c" }),
+        ),
+        send("location", json!({ "latitude": 1.5, "longitude": 2.5 })),
+    ] {
+        let (status, _, body) = emu.post(PNID, TOKEN, ok.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{ok}: {body}");
+    }
+    assert_eq!(emu.handle.sent().len(), 3);
+}
+
+#[tokio::test]
 async fn sends_outside_the_window_are_131047() {
     let emu = emulator(None, false).await;
     let (status, _, body) = emu.send_text("hello?").await;
@@ -644,4 +695,46 @@ fn from_gateway_takes_numbers_tokens_and_secrets() {
         }]
     );
     assert!(emu.statuses);
+}
+
+#[tokio::test]
+async fn business_app_messages_and_echoes_of_sends_arrive_as_message_echoes() {
+    use crate::cloudapi::envelope::{self, ChangeValue};
+    let gw = fake_gateway(0).await;
+    let emu = emulator(Some(gw.url.clone()), false).await;
+    emu.handle.customer_says(PNID, CUSTOMER, "Asha", "hi").await;
+    let from_app = emu.handle.business_app_says(PNID, CUSTOMER, "A person here");
+    let (_, _, answer) = emu.send_text("from the gateway").await;
+    let sent = answer["messages"][0]["id"].as_str().unwrap().to_owned();
+    assert!(emu.handle.echo_sent(&sent));
+    assert!(!emu.handle.echo_sent("wamid.never"), "only sent messages echo");
+    gw.wait_for(3).await;
+    let echoes: Vec<(String, String, Option<String>)> = gw
+        .bodies()
+        .iter()
+        .filter_map(|b| {
+            let env = envelope::parse(&serde_json::to_vec(b).unwrap()).unwrap();
+            let change = env.entry.into_iter().next()?.changes.into_iter().next()?;
+            match change.value {
+                ChangeValue::Echoes(v) => v.message_echoes.into_iter().next().map(|e| {
+                    let text = crate::cloudapi::content::render_text(&e.message);
+                    (e.message.id.to_string(), e.to.unwrap().to_string(), text)
+                }),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(
+        echoes,
+        [
+            (from_app, CUSTOMER.to_owned(), Some("A person here".to_owned())),
+            (sent, CUSTOMER.to_owned(), Some("from the gateway".to_owned())),
+        ]
+    );
+    // An echo is the business speaking: it opens no window for a customer who never wrote.
+    let stranger = "15550009999";
+    emu.handle.business_app_says(PNID, stranger, "hello from the app");
+    let (status, _, body) = emu.post(PNID, TOKEN, text_to(stranger, "and the API")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_meta_error(&body, 131047);
 }

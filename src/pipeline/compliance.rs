@@ -1,7 +1,7 @@
 //! Compliance texts of a turn: opt-out and opt-in keywords with their confirmations, and picking
 //! a system text in the customer's language.
 
-use super::finish::{complete_and_send, reply_rows};
+use super::finish::{complete_and_send, text_rows};
 use crate::serve::state::{AppState, NumberRuntime};
 use crate::store::{InboxRow, InboxState, Keyword, OptAction, OutboxKind};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub(super) async fn keyword(
         .inc();
     tracing::info!(keyword = %keyword.keyword, action, "customer opt-out state changed; confirming");
     let text = localized(text, row.msg.text.as_deref(), language);
-    let replies = reply_rows(row, number, &[text], kind);
+    let replies = text_rows(row, number, text, kind);
     complete_and_send(
         state,
         number,

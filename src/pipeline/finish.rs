@@ -1,16 +1,17 @@
 //! The end of every turn: its reply rows built, the turn completed with them in one transaction,
 //! and the replies sent in order. It decides nothing about what a turn answers.
 
-use crate::cloudapi::outbound::{Message, RecipientKind};
+use crate::cloudapi::outbound::{Content, RecipientKind};
 use crate::outbox::{self, Outcome};
+use crate::reply::Outgoing;
 use crate::serve::state::{AppState, NumberRuntime};
 use crate::store::{InboxRow, InboxState, NewOutbox, OutboxKind};
 
-/// Outbox rows for text `parts` answering `row`.
+/// Outbox rows for `messages` answering `row`, in order.
 pub(super) fn reply_rows(
     row: &InboxRow,
     number: &NumberRuntime,
-    parts: &[String],
+    messages: Vec<Outgoing>,
     kind: OutboxKind,
 ) -> Vec<NewOutbox> {
     let (recipient, recipient_kind) = match (&row.msg.wa_id, &row.msg.user_id) {
@@ -18,25 +19,41 @@ pub(super) fn reply_rows(
         (None, Some(user)) => (user.clone(), RecipientKind::UserId),
         (None, None) => (row.msg.customer.clone(), RecipientKind::WaId),
     };
-    parts
-        .iter()
-        .filter(|p| !p.trim().is_empty())
+    // Quote the customer's message on the first message that can quote (a reaction cannot).
+    let mut quote = number.policies.quote_customer;
+    messages
+        .into_iter()
         .enumerate()
-        .map(|(i, part)| {
-            let mut message = Message::text(part.as_str(), crate::reply::has_url(part));
-            // Quote the customer's message on the first part only.
-            if number.policies.quote_customer && i == 0 {
+        .map(|(i, out)| {
+            let mut message = out.message;
+            if quote && !matches!(message.content, Content::Reaction { .. }) {
                 message = message.quoting(row.msg.wamid.as_str());
+                quote = false;
             }
             NewOutbox {
                 recipient: recipient.clone(),
                 recipient_kind,
                 part: i as i64,
                 payload: message.to_stored(),
+                history: out.history,
                 kind,
             }
         })
         .collect()
+}
+
+/// Outbox rows for one system text answering `row` (a confirmation, the fallback, the reply to
+/// an unsupported message); none for a blank text.
+pub(super) fn text_rows(
+    row: &InboxRow,
+    number: &NumberRuntime,
+    text: String,
+    kind: OutboxKind,
+) -> Vec<NewOutbox> {
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    reply_rows(row, number, vec![Outgoing::text(text)], kind)
 }
 
 /// Completes the turn of `rows` as `to` with `replies` queued, then sends them in order.

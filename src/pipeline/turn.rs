@@ -4,9 +4,10 @@
 
 use super::compliance;
 use super::decide::{Decision, Facts, NumberState, SkipReason, decide};
-use super::finish::{complete_and_send, finish_all, reply_rows};
+use super::finish::{complete_and_send, finish_all, reply_rows, text_rows};
 use crate::agent::{
-    AgentFailure, HistoryTurn, LanguageHint, Role, Turn, TurnCustomer, TurnMessage, TurnNumber,
+    AgentFailure, Answer, HistoryTurn, LanguageHint, Role, Turn, TurnCustomer, TurnMessage,
+    TurnNumber,
 };
 use crate::cloudapi::envelope::{InboundMessage, MessageType};
 use crate::outbox;
@@ -188,7 +189,7 @@ async fn unsupported(state: &AppState, number: &NumberRuntime, rows: &[InboxRow]
         .as_ref()
         .map(|t| compliance::localized(t, text.as_deref(), language.as_ref()));
     let replies = reply
-        .map(|t| reply_rows(&rows[0], number, &[t], OutboxKind::Unsupported))
+        .map(|t| text_rows(&rows[0], number, t, OutboxKind::Unsupported))
         .unwrap_or_default();
     complete_and_send(
         state,
@@ -241,16 +242,11 @@ async fn agent_turn(state: &AppState, snap: &Snapshot, number: &NumberRuntime, r
     let Some((answer, elapsed)) = call_agent(state, number, &turn).await else {
         return;
     };
-    let result = match &answer {
-        Ok(Some(_)) => "ok",
-        Ok(None) => "empty",
-        Err(e) => e.label(),
-    };
-    let (inbox_state, detail, replies) = answered(state, number, rows, &turn, answer);
+    let end = answered(state, number, rows, &turn, answer);
     state
         .metrics
         .agent_seconds
-        .with_label_values(&[&number.agent_name, result])
+        .with_label_values(&[&number.agent_name, end.result])
         .observe(elapsed.as_secs_f64());
     state
         .metrics
@@ -259,7 +255,15 @@ async fn agent_turn(state: &AppState, snap: &Snapshot, number: &NumberRuntime, r
         .set(i64::from(
             number.agent.breaker_state() != crate::agent::BreakerState::Closed,
         ));
-    complete_and_send(state, number, rows, inbox_state, detail.as_deref(), replies).await;
+    complete_and_send(
+        state,
+        number,
+        rows,
+        end.state,
+        end.detail.as_deref(),
+        end.replies,
+    )
+    .await;
 }
 
 /// Marks the customer's last message read (with the typing indicator if `typing`), in the
@@ -287,7 +291,7 @@ async fn call_agent(
     state: &AppState,
     number: &NumberRuntime,
     turn: &Turn,
-) -> Option<(Result<Option<String>, AgentFailure>, Duration)> {
+) -> Option<(Result<Answer, AgentFailure>, Duration)> {
     // At most `policies.agent.max_concurrency` calls in flight over the whole process; the
     // wait is not the agent's time, so it starts the clock only once a slot is free.
     let _slot = state.agent_slots.acquire(&state.shutdown).await?;
@@ -300,53 +304,84 @@ async fn call_agent(
     Some((answer, started.elapsed()))
 }
 
-/// What the agent's answer makes of the turn: the rows' state and detail, and the replies.
+/// What an agent's answer makes of a turn.
+struct AgentTurnEnd {
+    /// The rows' final state and its detail.
+    state: InboxState,
+    detail: Option<String>,
+    replies: Vec<NewOutbox>,
+    /// The call's result for metrics: `ok`, `empty`, `refused` (an item broke Meta's limits)
+    /// or the failure's label.
+    result: &'static str,
+}
+
+/// What the agent's answer makes of the turn: its messages, or the fallback reply when the
+/// agent gave none or an item of its answer breaks Meta's limits.
 fn answered(
     state: &AppState,
     number: &NumberRuntime,
     rows: &[InboxRow],
     turn: &Turn,
-    answer: Result<Option<String>, AgentFailure>,
-) -> (InboxState, Option<String>, Vec<NewOutbox>) {
+    answer: Result<Answer, AgentFailure>,
+) -> AgentTurnEnd {
     let first = &rows[0];
-    match answer {
-        Ok(Some(reply)) => {
-            let parts = reply_parts(state, number, &first.msg.phone_number_id, &reply);
-            let last = rows.last().unwrap_or(first);
-            let replies = reply_rows(last, number, &parts, OutboxKind::Reply);
-            (InboxState::Done, None, replies)
+    let failed = |detail: String, result: &'static str| {
+        let fallback = number.policies.fallback_reply.as_ref().map(|t| {
+            compliance::localized(t, turn.message.text.as_deref(), turn.language.as_ref())
+        });
+        AgentTurnEnd {
+            state: InboxState::Failed,
+            detail: Some(detail),
+            replies: fallback
+                .map(|t| text_rows(first, number, t, OutboxKind::Fallback))
+                .unwrap_or_default(),
+            result,
         }
-        Ok(None) => (InboxState::Done, None, Vec::new()),
+    };
+    let answer = match answer {
+        Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(agent = %number.agent_name, error = %e, "agent gave no answer");
-            let fallback = number.policies.fallback_reply.as_ref().map(|t| {
-                compliance::localized(t, turn.message.text.as_deref(), turn.language.as_ref())
-            });
-            let replies = fallback
-                .map(|t| reply_rows(first, number, &[t], OutboxKind::Fallback))
-                .unwrap_or_default();
-            (InboxState::Failed, Some(e.to_string()), replies)
+            return failed(e.to_string(), e.label());
+        }
+    };
+    let max = number.policies.max_reply_parts as usize;
+    match crate::reply::messages(&answer.replies, &first.msg.wamid, max) {
+        Ok(shaped) => {
+            if shaped.truncated {
+                reply_truncated(state, number, &first.msg.phone_number_id);
+            }
+            let last = rows.last().unwrap_or(first);
+            AgentTurnEnd {
+                state: InboxState::Done,
+                detail: None,
+                result: if shaped.messages.is_empty() {
+                    "empty"
+                } else {
+                    "ok"
+                },
+                replies: reply_rows(last, number, shaped.messages, OutboxKind::Reply),
+            }
+        }
+        Err(refused) => {
+            tracing::warn!(agent = %number.agent_name, error = %refused, "agent answer refused before sending");
+            failed(refused.to_string(), "refused")
         }
     }
 }
 
-/// The agent's reply cut into WhatsApp messages, at most `policies.max_reply_parts` of them.
-fn reply_parts(state: &AppState, number: &NumberRuntime, pnid: &str, reply: &str) -> Vec<String> {
-    let mut parts = crate::reply::shape(reply);
-    let max = number.policies.max_reply_parts as usize;
-    if crate::reply::limit_parts(&mut parts, max) {
-        tracing::warn!(
-            max,
-            "reply longer than policies.max_reply_parts messages; cut with an ellipsis"
-        );
-        state
-            .metrics
-            .bounds
-            .reply_truncated
-            .with_label_values(&[pnid])
-            .inc();
-    }
-    parts
+/// Counts a text item cut at `policies.max_reply_parts` messages.
+fn reply_truncated(state: &AppState, number: &NumberRuntime, pnid: &str) {
+    tracing::warn!(
+        max = number.policies.max_reply_parts,
+        "reply longer than policies.max_reply_parts messages; cut with an ellipsis"
+    );
+    state
+        .metrics
+        .bounds
+        .reply_truncated
+        .with_label_values(&[pnid])
+        .inc();
 }
 
 fn joined_text(rows: &[InboxRow]) -> Option<String> {

@@ -6,7 +6,7 @@ use whatlang::{Detector, Lang, Script};
 
 /// The language a text seems to be written in. Agents receive it as the turn's `language`
 /// (`agent::Turn`), so its fields are part of their JSON contract.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LanguageHint {
     /// ISO 639-1 code when the language has one (`hi`, `ar`, `es`, `zh`), else ISO 639-3.
     pub code: String,

@@ -5,8 +5,10 @@ use crate::config::{Config, Secret};
 use crate::ids::{PhoneNumberId, WabaId};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Webhook fields the gateway needs; others already subscribed are kept.
-pub const REQUIRED_FIELDS: &[&str] = &["messages"];
+/// Webhook fields the gateway needs; others already subscribed are kept. `smb_message_echoes`
+/// carries what a person sends from the WhatsApp Business app on a coexistence number: the
+/// gateway pauses the agent for that conversation.
+pub const REQUIRED_FIELDS: &[&str] = &["messages", "smb_message_echoes"];
 
 /// The Meta-side state the configuration asks for, with the secrets `apply` needs.
 #[derive(Clone, Debug)]

@@ -1,18 +1,20 @@
 //! Shapes an agent's reply for WhatsApp: Markdown becomes WhatsApp formatting, then parts within
-//! Meta's text limit. Pure functions of the text; sending them belongs to the outbox.
+//! Meta's text limit; the other items of an answer become Meta's messages (`items.rs`). Pure
+//! functions; sending them belongs to the outbox.
 
+mod items;
 mod markdown;
 mod split;
 #[cfg(test)]
 mod tests;
 
+pub use items::{Outgoing, Refused, Shaped, messages};
 pub use markdown::to_whatsapp;
 pub use split::split;
 
 use linkify::{LinkFinder, LinkKind};
 
-/// Meta's limit on a text message body, in characters.
-pub const MAX_TEXT_CHARS: usize = 4096;
+pub use crate::cloudapi::outbound::MAX_TEXT_CHARS;
 
 /// Whether the text holds a URL (sets Meta's preview_url).
 pub fn has_url(text: &str) -> bool {

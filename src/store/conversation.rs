@@ -57,9 +57,12 @@ impl Store {
             .bind(limit)
             .fetch_all(pool)
             .await?;
-            let outbound: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT payload, created_at FROM outbox WHERE phone_number_id = $1 AND customer = $2 \
-                 AND (inbox_id IS NULL OR inbox_id < $3) AND state_rank BETWEEN 2 AND 4 \
+            // A reply's `history_text` is what the history keeps of it ('' for later parts of
+            // a split text); replies queued before it existed have their text body read.
+            let outbound: Vec<(Option<String>, String, i64)> = sqlx::query_as(
+                "SELECT history_text, payload, created_at FROM outbox WHERE phone_number_id = $1 \
+                 AND customer = $2 AND (inbox_id IS NULL OR inbox_id < $3) \
+                 AND state_rank BETWEEN 2 AND 4 AND (history_text IS NULL OR history_text <> '') \
                  ORDER BY id DESC LIMIT $4",
             )
             .bind(phone_number_id)
@@ -69,33 +72,45 @@ impl Store {
             .fetch_all(pool)
             .await?;
             // Order by arrival time in milliseconds; replies are created after their message.
-            let mut all: Vec<(i64, HistoryEntry)> = inbound
-                .into_iter()
-                .filter_map(|(text, meta_ts, received_at)| {
-                    text.map(|text| {
-                        (
-                            received_at,
-                            HistoryEntry {
-                                from_customer: true,
-                                text,
-                                timestamp: meta_ts,
-                            },
-                        )
+            // Both lists came newest first: read oldest first, so that the stable sort keeps
+            // rows of the same millisecond (the parts and items of one reply) in id order.
+            let mut all: Vec<(i64, HistoryEntry)> =
+                inbound
+                    .into_iter()
+                    .rev()
+                    .filter_map(|(text, meta_ts, received_at)| {
+                        text.map(|text| {
+                            (
+                                received_at,
+                                HistoryEntry {
+                                    from_customer: true,
+                                    text,
+                                    timestamp: meta_ts,
+                                },
+                            )
+                        })
                     })
-                })
-                .chain(outbound.into_iter().filter_map(|(payload, created_at)| {
-                    let v: serde_json::Value = serde_json::from_str(&payload).ok()?;
-                    let text = v["text"]["body"].as_str()?.to_owned();
-                    Some((
-                        created_at,
-                        HistoryEntry {
-                            from_customer: false,
-                            text,
-                            timestamp: created_at / 1000,
+                    .chain(outbound.into_iter().rev().filter_map(
+                        |(history, payload, created_at)| {
+                            let text = match history {
+                                Some(text) => text,
+                                None => {
+                                    let v: serde_json::Value =
+                                        serde_json::from_str(&payload).ok()?;
+                                    v["text"]["body"].as_str()?.to_owned()
+                                }
+                            };
+                            Some((
+                                created_at,
+                                HistoryEntry {
+                                    from_customer: false,
+                                    text,
+                                    timestamp: created_at / 1000,
+                                },
+                            ))
                         },
                     ))
-                }))
-                .collect();
+                    .collect();
             all.sort_by_key(|(at, _)| *at);
             let skip = all.len().saturating_sub(turns);
             Ok(all.into_iter().skip(skip).map(|(_, e)| e).collect())

@@ -33,6 +33,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0008_optout_commit_installation.sql"),
     ),
     (
+        9,
+        "outbox_history_text",
+        include_str!("migrations/sqlite/0009_outbox_history_text.sql"),
+    ),
+    (
         10,
         "paused_conversations",
         include_str!("migrations/sqlite/0010_paused_conversations.sql"),
@@ -76,6 +81,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         8,
         "optout_commit_installation",
         include_str!("migrations/postgres/0008_optout_commit_installation.sql"),
+    ),
+    (
+        9,
+        "outbox_history_text",
+        include_str!("migrations/postgres/0009_outbox_history_text.sql"),
     ),
     (
         10,

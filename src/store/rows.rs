@@ -273,6 +273,9 @@ pub struct NewOutbox {
     pub part: i64,
     /// The message object to send, without `to`/`recipient` and `biz_opaque_callback_data`.
     pub payload: String,
+    /// What the conversation's history keeps of it: the Markdown an agent wrote (on a text's
+    /// first part), a summary of other messages, or nothing (later parts of a text).
+    pub history: String,
     pub kind: OutboxKind,
 }
 

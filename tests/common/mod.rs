@@ -215,6 +215,11 @@ impl TestGateway {
         count(&self.storage.url, sql).await
     }
 
+    /// One text value from the database.
+    pub async fn scalar(&self, sql: &str) -> String {
+        scalar(&self.storage.url, sql).await
+    }
+
     /// Stops the gateway and starts it again on the same config and database (the in-process
     /// emulator starts afresh).
     pub async fn restart(&mut self) {
@@ -277,6 +282,19 @@ pub async fn scrape_metrics(http: &reqwest::Client, admin: &str) -> String {
 
 /// Runs a scalar COUNT query on a database by URL.
 pub async fn count(url: &str, sql: &str) -> i64 {
+    scalar(url, sql).await
+}
+
+/// Runs a query for one value on a database by URL.
+pub async fn scalar<T>(url: &str, sql: &str) -> T
+where
+    T: Send
+        + Unpin
+        + for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>,
+{
     use sqlx::Connection;
     if url.starts_with("sqlite:") {
         let mut c = sqlx::SqliteConnection::connect(url)

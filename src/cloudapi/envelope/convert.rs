@@ -15,7 +15,7 @@ use super::wire::{
     UnixSeconds,
 };
 use super::{
-    ApiError, Change, ChangeValue, Contact, Content, Context, Entry, Envelope, EnvelopeError,
+    ApiError, Change, ChangeValue, Contact, Content, Context, Echo, Entry, Envelope, EnvelopeError,
     InboundMessage, Interactive, MessagesValue, Metadata, OBJECT, Status, StatusKind,
 };
 use crate::ids::{UserId, WaId, Wamid};
@@ -134,6 +134,14 @@ fn messages_value(at: ChangeAt, value: Option<&RawValue>) -> Result<MessagesValu
             inbound_message(m).map_err(|p| invalid(format_args!("{at}.value.messages[{k}]"), p))
         })
         .collect::<Result<_, _>>()?;
+    let message_echoes = raw
+        .message_echoes
+        .into_iter()
+        .enumerate()
+        .map(|(k, e)| {
+            echo(e).map_err(|p| invalid(format_args!("{at}.value.message_echoes[{k}]"), p))
+        })
+        .collect::<Result<_, _>>()?;
     let statuses = raw
         .statuses
         .into_iter()
@@ -149,7 +157,22 @@ fn messages_value(at: ChangeAt, value: Option<&RawValue>) -> Result<MessagesValu
         messages,
         statuses,
         errors: raw.errors.into_iter().map(ApiError::from).collect(),
-        message_echoes: raw.message_echoes,
+        message_echoes,
+    })
+}
+
+fn echo(raw: Value) -> Result<Echo, &'static str> {
+    let (to, to_user_id) = match &raw {
+        Value::Object(o) => (
+            str_field(o, "to").map(WaId::from),
+            str_field(o, "to_user_id").map(UserId::from),
+        ),
+        _ => (None, None),
+    };
+    Ok(Echo {
+        to,
+        to_user_id,
+        message: inbound_message(raw)?,
     })
 }
 

@@ -86,8 +86,28 @@ pub struct MessagesValue {
     pub statuses: Vec<Status>,
     /// Errors not tied to one message.
     pub errors: Vec<ApiError>,
-    /// Raw echoes of messages the business sent from the WhatsApp Business app.
-    pub message_echoes: Vec<Value>,
+    /// Messages the business sent from the WhatsApp Business app (`smb_message_echoes`).
+    pub message_echoes: Vec<Echo>,
+}
+
+/// A message a person sent to a customer from the WhatsApp Business app on a number the
+/// gateway also serves (coexistence), echoed to the gateway: shaped like a customer message,
+/// but `from` is the business and `to`/`to_user_id` the customer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Echo {
+    pub to: Option<WaId>,
+    pub to_user_id: Option<UserId>,
+    pub message: InboundMessage,
+}
+
+impl Echo {
+    /// The customer's key: the BSUID when Meta sent one, else the phone-based id.
+    pub fn customer_key(&self) -> Option<CustomerKey> {
+        CustomerKey::from_ids(
+            self.to_user_id.as_ref().map(UserId::as_str),
+            self.to.as_ref().map(WaId::as_str),
+        )
+    }
 }
 
 /// Which of our numbers the change concerns.

@@ -136,7 +136,8 @@ pub(super) async fn queue_replies(
     for chunk in replies.chunks(CHUNK) {
         let mut sql = Sql::new(
             "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, recipient_kind, \
-             part, payload, state, state_rank, attempts, sending_since, created_at, updated_at, kind) ",
+             part, payload, state, state_rank, attempts, sending_since, created_at, updated_at, kind, \
+             history_text) ",
         );
         sql.values(chunk.iter(), |t, (inbox_id, pnid, customer, attempt, r)| {
             let (state, attempts, sending_since) = queued_as(*attempt, now);
@@ -153,7 +154,8 @@ pub(super) async fn queue_replies(
                 .bind(sending_since)
                 .bind(now)
                 .bind(now)
-                .bind(r.kind.as_str());
+                .bind(r.kind.as_str())
+                .bind(&r.history);
         });
         sql.push(" RETURNING id, inbox_id, part");
         let rows: Vec<(i64, i64, i64)> = tx.fetch(&sql).await?;

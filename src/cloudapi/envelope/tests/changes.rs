@@ -52,12 +52,16 @@ fn echoes_preferences_and_account_updates_are_not_messages() {
     match &c[0].value {
         ChangeValue::Echoes(v) => {
             assert!(v.messages.is_empty());
+            let [echo] = v.message_echoes.as_slice() else {
+                panic!("one echo: {:?}", v.message_echoes)
+            };
+            assert_eq!(echo.to.as_ref().map(|w| w.as_str()), Some("16505551234"));
+            assert_eq!(echo.customer_key().unwrap().as_str(), BSUID);
+            assert_eq!(echo.message.id.as_str(), "wamid.E1");
+            assert_eq!(echo.message.timestamp, 1750263773);
             assert_eq!(
-                v.message_echoes,
-                changes[0]["value"]["message_echoes"]
-                    .as_array()
-                    .unwrap()
-                    .clone()
+                echo.message.raw, changes[0]["value"]["message_echoes"][0],
+                "kept as Meta sent it"
             );
             assert_eq!(v.metadata.phone_number_id.as_str(), PNID);
         }

@@ -1,5 +1,15 @@
 //! Meta's outbound message payloads (`POST /{phone-number-id}/messages`): the message a reply is
-//! queued as, and the envelope that addresses it when it leaves. No storage and no HTTP here.
+//! queued as (its content in `content.rs`, Meta's limits on it in `limits.rs`), and the envelope
+//! that addresses it when it leaves. No storage and no HTTP here.
+
+mod content;
+pub mod limits;
+
+pub use content::{
+    Action, Body, Button, Buttons, Choice, Content, CtaUrl, Footer, Header, Interactive, List,
+    Location, Media, MediaKind, Reaction, Row, Section, Text,
+};
+pub use limits::{LimitError, MAX_TEXT_CHARS};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,23 +54,6 @@ pub struct Message {
     pub context: Option<Context>,
 }
 
-/// What a message carries, tagged by Meta's `type` (the object of that name holds it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Content {
-    /// A text message. (Media, buttons and lists join here as variants of their own `type`.)
-    Text { text: Text },
-}
-
-/// The `text` object of a text message.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Text {
-    /// The text itself (at most 4096 characters; `reply::shape` cuts longer replies).
-    pub body: String,
-    /// Whether WhatsApp shows a preview of the first URL in `body`.
-    pub preview_url: bool,
-}
-
 /// The `context` of a reply: the message it quotes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Context {
@@ -69,17 +62,22 @@ pub struct Context {
 }
 
 impl Message {
-    /// A text message with `body`.
-    pub fn text(body: impl Into<String>, preview_url: bool) -> Self {
+    /// A message carrying `content`, quoting nothing.
+    pub fn new(content: Content) -> Self {
         Message {
-            content: Content::Text {
-                text: Text {
-                    body: body.into(),
-                    preview_url,
-                },
-            },
+            content,
             context: None,
         }
+    }
+
+    /// A text message with `body`.
+    pub fn text(body: impl Into<String>, preview_url: bool) -> Self {
+        Message::new(Content::Text {
+            text: Text {
+                body: body.into(),
+                preview_url,
+            },
+        })
     }
 
     /// This message quoting the customer's message `wamid`.
@@ -90,6 +88,11 @@ impl Message {
             }),
             ..self
         }
+    }
+
+    /// The message as one readable text (see [`Content::summary`]).
+    pub fn summary(&self) -> String {
+        self.content.summary()
     }
 
     /// The JSON the outbox stores. Keys come out sorted (a `serde_json::Value` object), as every
