@@ -703,11 +703,16 @@ async fn business_app_messages_and_echoes_of_sends_arrive_as_message_echoes() {
     let gw = fake_gateway(0).await;
     let emu = emulator(Some(gw.url.clone()), false).await;
     emu.handle.customer_says(PNID, CUSTOMER, "Asha", "hi").await;
-    let from_app = emu.handle.business_app_says(PNID, CUSTOMER, "A person here");
+    let from_app = emu
+        .handle
+        .business_app_says(PNID, CUSTOMER, "A person here");
     let (_, _, answer) = emu.send_text("from the gateway").await;
     let sent = answer["messages"][0]["id"].as_str().unwrap().to_owned();
     assert!(emu.handle.echo_sent(&sent));
-    assert!(!emu.handle.echo_sent("wamid.never"), "only sent messages echo");
+    assert!(
+        !emu.handle.echo_sent("wamid.never"),
+        "only sent messages echo"
+    );
     gw.wait_for(3).await;
     let echoes: Vec<(String, String, Option<String>)> = gw
         .bodies()
@@ -727,14 +732,25 @@ async fn business_app_messages_and_echoes_of_sends_arrive_as_message_echoes() {
     assert_eq!(
         echoes,
         [
-            (from_app, CUSTOMER.to_owned(), Some("A person here".to_owned())),
-            (sent, CUSTOMER.to_owned(), Some("from the gateway".to_owned())),
+            (
+                from_app,
+                CUSTOMER.to_owned(),
+                Some("A person here".to_owned())
+            ),
+            (
+                sent,
+                CUSTOMER.to_owned(),
+                Some("from the gateway".to_owned())
+            ),
         ]
     );
     // An echo is the business speaking: it opens no window for a customer who never wrote.
     let stranger = "15550009999";
-    emu.handle.business_app_says(PNID, stranger, "hello from the app");
-    let (status, _, body) = emu.post(PNID, TOKEN, text_to(stranger, "and the API")).await;
+    emu.handle
+        .business_app_says(PNID, stranger, "hello from the app");
+    let (status, _, body) = emu
+        .post(PNID, TOKEN, text_to(stranger, "and the API"))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_meta_error(&body, 131047);
 }
