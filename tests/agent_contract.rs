@@ -216,14 +216,7 @@ async fn button_press_reaches_the_agent(db: Db) {
 /// An `openai` agent offered `tools: [buttons, handoff]` (the emulator's LLM calls the function
 /// the customer names): its `send_buttons` call reaches Meta as reply buttons.
 async fn openai_agent_calls_the_buttons_tool(db: Db) {
-    let port = free_port();
-    let opts = Options {
-        agents: format!(
-            "  gpt: {{ kind: openai, url: \"http://127.0.0.1:{port}/v1\", model: acme-small, tools: [buttons, handoff] }}\n"
-        ),
-        emulator_listen: format!("127.0.0.1:{port}"),
-        ..Options::default()
-    };
+    let opts = emulated_llm_options("model: acme-small, tools: [buttons, handoff]");
     let Some(mut t) = spawn_gateway_with_agent(db, opts, "gpt").await else {
         return;
     };

@@ -509,14 +509,8 @@ async fn rich_messages_reach_the_agent_structured(db: Db) {
 }
 
 async fn openai_agent_gets_history(db: Db) {
-    let port = free_port();
-    let opts = Options {
-        agents: format!(
-            "  gpt: {{ kind: openai, url: \"http://127.0.0.1:{port}/v1\", model: acme-small, system_prompt: \"Be brief.\", history_turns: 10 }}\n  echo: {{ kind: echo }}\n"
-        ),
-        emulator_listen: format!("127.0.0.1:{port}"),
-        ..Options::default()
-    };
+    let opts =
+        emulated_llm_options("model: acme-small, system_prompt: \"Be brief.\", history_turns: 10");
     let Some(mut t) = spawn_gateway_with_agent(db, opts, "gpt").await else {
         return;
     };

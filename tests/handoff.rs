@@ -59,6 +59,15 @@ async fn paused_customers(t: &TestGateway, query: &str) -> Vec<String> {
 
 /// As [`paused_customers`], from the admin listener at `admin` (`http://host:port`).
 async fn paused_at(http: &reqwest::Client, admin: &str, query: &str) -> Vec<String> {
+    conversations_at(http, admin, query)
+        .await
+        .iter()
+        .map(|c| c["customer"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The pauses in force that `GET /api/conversations` lists with `query`, at `admin`.
+async fn conversations_at(http: &reqwest::Client, admin: &str, query: &str) -> Vec<Value> {
     let v: Value = http
         .get(format!("{admin}/api/conversations?{query}"))
         .bearer_auth(TOKEN)
@@ -71,9 +80,7 @@ async fn paused_at(http: &reqwest::Client, admin: &str, query: &str) -> Vec<Stri
     v["conversations"]
         .as_array()
         .unwrap_or_else(|| panic!("no list: {v}"))
-        .iter()
-        .map(|c| c["customer"].as_str().unwrap_or_default().to_owned())
-        .collect()
+        .clone()
 }
 
 fn pause_path(customer: &str, action: &str) -> String {
@@ -513,7 +520,90 @@ async fn handovers_pause_and_resume_the_conversation(db: Db) {
     t.stop().await;
 }
 
+/// An http agent answers with a reply and a `handoff`: the reply goes out, the conversation is
+/// paused (by the agent, with its reason and length), and the customer's next message is held.
+async fn an_agents_handoff_pauses_after_its_reply(db: Db) {
+    let agent = RecordingAgent::scripted(Arc::new(|_: &Value| {
+        (
+            200,
+            json!({ "replies": [ { "text": "A colleague will take over." } ],
+                      "handoff": { "reason": "asked for a refund", "for": "2h" } }),
+        )
+    }))
+    .await;
+    let Some(mut t) = spawn_gateway_with_agent(db, options(&agent, "{}"), "rec").await else {
+        return;
+    };
+    t.emu
+        .customer_says(PNID, CUSTOMER, "Ana", "I want a refund")
+        .await;
+    assert!(
+        t.emu.wait_sent(|s| s.len() == 1, WAIT).await,
+        "the reply goes out"
+    );
+    assert_eq!(t.texts_to(CUSTOMER), ["A colleague will take over."]);
+    assert!(
+        wait_until(WAIT, || async {
+            paused_customers(&t, "paused=true").await == [CUSTOMER]
+        })
+        .await,
+        "paused"
+    );
+    let listed = conversations_at(&t.http, &admin(&t), "paused=true").await;
+    let pause = &listed[0];
+    assert_eq!(pause["by"], "agent", "{pause}");
+    assert_eq!(pause["reason"], "asked for a refund", "{pause}");
+    let at = |key: &str| {
+        let text = pause[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: {pause}"));
+        humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{key} {text}: {e}"))
+    };
+    let length = at("paused_until").duration_since(at("paused_at")).unwrap();
+    assert_eq!(length, Duration::from_secs(2 * 3600), "{pause}");
+    t.emu.customer_says(PNID, CUSTOMER, "Ana", "hello?").await;
+    assert!(t.wait_count(HELD, 1, WAIT).await, "held");
+    assert_eq!(agent.count(), 1, "no agent call while paused");
+    t.stop().await;
+}
+
+/// An `openai` agent offered `tools: [handoff]` calls `hand_off`: the conversation is paused.
+async fn an_openai_agent_calls_the_handoff_tool(db: Db) {
+    let opts = emulated_llm_options("model: m, tools: [handoff]");
+    let Some(mut t) = spawn_gateway_with_agent(db, opts, "gpt").await else {
+        return;
+    };
+    t.emu
+        .customer_says(
+            PNID,
+            CUSTOMER,
+            "Ana",
+            r#"call hand_off {"reason": "wants a person"}"#,
+        )
+        .await;
+    assert!(
+        wait_until(WAIT, || async {
+            paused_customers(&t, "paused=true").await == [CUSTOMER]
+        })
+        .await,
+        "paused by the model's call"
+    );
+    t.emu
+        .customer_says(PNID, CUSTOMER, "Ana", "still there?")
+        .await;
+    assert!(t.wait_count(HELD, 1, WAIT).await, "held");
+    assert_eq!(
+        t.emu.llm_requests().len(),
+        1,
+        "the model is not asked again"
+    );
+    assert!(t.emu.sent().is_empty(), "a call without text sends nothing");
+    t.stop().await;
+}
+
 on_both_dbs!(
+    an_agents_handoff_pauses_after_its_reply,
+    an_openai_agent_calls_the_handoff_tool,
     paused_through_the_api_its_messages_wait_for_the_next_turn_after_resume,
     a_refused_pause_changes_nothing,
     stop_during_a_pause_still_opts_out_and_is_confirmed,

@@ -1,7 +1,9 @@
 //! The end of every turn: its reply rows built, the turn completed with them in one transaction,
 //! and the replies sent in order. It decides nothing about what a turn answers.
 
+use crate::agent::Handoff;
 use crate::cloudapi::outbound::{Content, RecipientKind};
+use crate::handoff::{PauseRequest, PausedBy};
 use crate::outbox::{self, Outcome};
 use crate::reply::Outgoing;
 use crate::serve::state::{AppState, NumberRuntime};
@@ -65,6 +67,20 @@ pub(super) async fn complete_and_send(
     detail: Option<&str>,
     replies: Vec<NewOutbox>,
 ) {
+    complete_hand_off_and_send(state, number, rows, (to, detail), replies, None).await;
+}
+
+/// As [`complete_and_send`], and when the agent asked for a `handoff`, pauses the conversation
+/// once the turn is committed, before its replies leave: the replies still go out (they are
+/// queued), the next message gets no agent turn.
+pub(super) async fn complete_hand_off_and_send(
+    state: &AppState,
+    number: &NumberRuntime,
+    rows: &[InboxRow],
+    (to, detail): (InboxState, Option<&str>),
+    replies: Vec<NewOutbox>,
+    handoff: Option<Handoff>,
+) {
     let first = &rows[0];
     let coalesced: Vec<i64> = rows[1..].iter().map(|r| r.id).collect();
     // With one writer, the replies' first attempt is recorded with the turn (the sender starts
@@ -81,6 +97,9 @@ pub(super) async fn complete_and_send(
     else {
         return;
     };
+    if let Some(handoff) = handoff {
+        hand_off(state, first, handoff).await;
+    }
     // The turn's own messages prove the window open until their time + window. An opt-out may
     // be committed at any moment: the sender checks it right before each part leaves.
     let known = outbox::Known {
@@ -99,6 +118,20 @@ pub(super) async fn complete_and_send(
         if outcome == Outcome::Interrupted {
             return;
         }
+    }
+}
+
+/// Pauses `row`'s conversation as the agent's `handoff` asks. A failure is logged: the turn is
+/// complete and its replies go out either way.
+async fn hand_off(state: &AppState, row: &InboxRow, handoff: Handoff) {
+    let request = PauseRequest {
+        for_: handoff.pause_for.map(|d| d.get()),
+        reason: handoff.reason,
+        by: PausedBy::Agent,
+    };
+    let (pnid, customer) = (&row.msg.phone_number_id, &row.msg.customer);
+    if let Err(e) = crate::handoff::pause(state, pnid, customer, request).await {
+        tracing::warn!(error = %e, "the agent's handoff could not pause the conversation");
     }
 }
 

@@ -4,10 +4,12 @@
 
 use super::compliance;
 use super::decide::{Decision, Facts, NumberState, SkipReason, decide};
-use super::finish::{complete_and_send, finish_all, reply_rows, text_rows};
+use super::finish::{
+    complete_and_send, complete_hand_off_and_send, finish_all, reply_rows, text_rows,
+};
 use crate::agent::{
-    AgentFailure, Answer, HistoryTurn, LanguageHint, Role, Turn, TurnCustomer, TurnMessage,
-    TurnNumber,
+    AgentFailure, Answer, Handoff, HistoryTurn, LanguageHint, Role, Turn, TurnCustomer,
+    TurnMessage, TurnNumber,
 };
 use crate::cloudapi::envelope::{InboundMessage, MessageType};
 use crate::outbox;
@@ -255,15 +257,8 @@ async fn agent_turn(state: &AppState, snap: &Snapshot, number: &NumberRuntime, r
         .set(i64::from(
             number.agent.breaker_state() != crate::agent::BreakerState::Closed,
         ));
-    complete_and_send(
-        state,
-        number,
-        rows,
-        end.state,
-        end.detail.as_deref(),
-        end.replies,
-    )
-    .await;
+    let outcome = (end.state, end.detail.as_deref());
+    complete_hand_off_and_send(state, number, rows, outcome, end.replies, end.handoff).await;
 }
 
 /// Marks the customer's last message read (with the typing indicator if `typing`), in the
@@ -313,6 +308,9 @@ struct AgentTurnEnd {
     /// The call's result for metrics: `ok`, `empty`, `refused` (an item broke Meta's limits)
     /// or the failure's label.
     result: &'static str,
+    /// The conversation goes to a person once the turn is committed (also when the answer's
+    /// items were refused: the agent still asked for one).
+    handoff: Option<Handoff>,
 }
 
 /// What the agent's answer makes of the turn: its messages, or the fallback reply when the
@@ -325,7 +323,7 @@ fn answered(
     answer: Result<Answer, AgentFailure>,
 ) -> AgentTurnEnd {
     let first = &rows[0];
-    let failed = |detail: String, result: &'static str| {
+    let failed = |detail: String, result: &'static str, handoff: Option<Handoff>| {
         let fallback = number.policies.fallback_reply.as_ref().map(|t| {
             compliance::localized(t, turn.message.text.as_deref(), turn.language.as_ref())
         });
@@ -336,13 +334,14 @@ fn answered(
                 .map(|t| text_rows(first, number, t, OutboxKind::Fallback))
                 .unwrap_or_default(),
             result,
+            handoff,
         }
     };
     let answer = match answer {
         Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(agent = %number.agent_name, error = %e, "agent gave no answer");
-            return failed(e.to_string(), e.label());
+            return failed(e.to_string(), e.label(), None);
         }
     };
     let max = number.policies.max_reply_parts as usize;
@@ -361,11 +360,12 @@ fn answered(
                     "ok"
                 },
                 replies: reply_rows(last, number, shaped.messages, OutboxKind::Reply),
+                handoff: answer.handoff,
             }
         }
         Err(refused) => {
             tracing::warn!(agent = %number.agent_name, error = %refused, "agent answer refused before sending");
-            failed(refused.to_string(), "refused")
+            failed(refused.to_string(), "refused", answer.handoff)
         }
     }
 }

@@ -307,6 +307,19 @@ where
     }
 }
 
+/// Options whose agent `gpt` is an `openai` agent of the in-process emulator's deterministic
+/// LLM, with `fields` (`model: m, tools: [buttons]`), and the emulator on a port of its own.
+pub fn emulated_llm_options(fields: &str) -> Options {
+    let port = free_port();
+    Options {
+        agents: format!(
+            "  gpt: {{ kind: openai, url: \"http://127.0.0.1:{port}/v1\", {fields} }}\n  echo: {{ kind: echo }}\n"
+        ),
+        emulator_listen: format!("127.0.0.1:{port}"),
+        ..Options::default()
+    }
+}
+
 /// Starts a gateway on `db` with `opts`; `None` when the database is skipped.
 pub async fn spawn_gateway(db: Db, opts: Options) -> Option<TestGateway> {
     spawn_gateway_with_agent(db, opts, "echo").await
