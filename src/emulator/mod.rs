@@ -35,6 +35,7 @@ use tokio_util::task::TaskTracker;
 
 pub use client::ControlClient;
 pub use faults::{Fault, FaultKind};
+pub use media_store::UploadedMedia;
 pub use setup_control::{IssueToken, SignupCode, SignupCodeRequest, TokenBody, VerificationCode};
 pub use state::SentMessage;
 pub use webhook_queue::WebhookStats;
@@ -235,6 +236,12 @@ impl EmulatorHandle {
     /// Stores a media blob served at `GET /{version}/{media-id}`; returns the new media id.
     pub fn add_media(&self, mime: &str, bytes: Vec<u8>) -> String {
         self.state.media.add(mime, bytes)
+    }
+
+    /// Every file the numbers uploaded with `POST /{version}/{phone-number-id}/media`, in
+    /// order (refused uploads are not here).
+    pub fn uploads(&self) -> Vec<UploadedMedia> {
+        self.state.media.uploads()
     }
 
     /// Queues any envelope for signed delivery; inbound messages in it open the 24h window.
