@@ -295,6 +295,7 @@ fn every_defined_family_passes_promtool() {
         .with_label_values(&["inbox"])
         .set(1.5);
     m.bounds.reply_truncated.with_label_values(&[PNID]).inc();
+    m.media_files.with_label_values(&[PNID, "uploaded"]).inc();
     let text = m.render();
     for family in m.family_names() {
         assert!(

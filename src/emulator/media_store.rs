@@ -97,6 +97,17 @@ impl MediaStore {
         id
     }
 
+    /// Forgets media `id`, as Meta forgets an upload after 30 days (or when it is deleted).
+    /// False if it was not known.
+    pub fn forget(&self, id: &str) -> bool {
+        let mut blobs = self.lock();
+        let Some(blob) = blobs.by_id.remove(id) else {
+            return false;
+        };
+        blobs.by_key.remove(&blob.key);
+        true
+    }
+
     /// Whether number `pnid` uploaded the media `id` (a number sends only its own uploads).
     pub fn owned_by(&self, id: &str, pnid: &str) -> bool {
         self.lock()

@@ -239,9 +239,15 @@ impl EmulatorHandle {
     }
 
     /// Every file the numbers uploaded with `POST /{version}/{phone-number-id}/media`, in
-    /// order (refused uploads are not here).
+    /// order (refused and forgotten uploads are not here).
     pub fn uploads(&self) -> Vec<UploadedMedia> {
         self.state.media.uploads()
+    }
+
+    /// Forgets media `id` (an upload Meta no longer keeps); sends naming it are refused from now
+    /// on. False if it was not known.
+    pub fn forget_media(&self, id: &str) -> bool {
+        self.state.media.forget(id)
     }
 
     /// Queues any envelope for signed delivery; inbound messages in it open the 24h window.

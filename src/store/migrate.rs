@@ -37,6 +37,12 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "outbox_history_text",
         include_str!("migrations/sqlite/0009_outbox_history_text.sql"),
     ),
+    // 10 is another change's (merged separately).
+    (
+        11,
+        "media_uploads",
+        include_str!("migrations/sqlite/0011_media_uploads.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -81,6 +87,12 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         9,
         "outbox_history_text",
         include_str!("migrations/postgres/0009_outbox_history_text.sql"),
+    ),
+    // 10 is another change's (merged separately).
+    (
+        11,
+        "media_uploads",
+        include_str!("migrations/postgres/0011_media_uploads.sql"),
     ),
 ];
 
