@@ -33,17 +33,33 @@ pub async fn chat(
     }
 }
 
-/// How a sent message reads in the terminal.
+/// How a sent message reads in the terminal: its text, or `[image] photo.jpg (34 KB) caption`.
 fn render(m: &SentMessage) -> String {
-    match &m.text {
-        Some(text) => format!("< {text}"),
-        None => {
-            let kind = m.body["type"].as_str().unwrap_or("message");
-            match m.body[kind]["caption"].as_str() {
-                Some(caption) => format!("< [{kind}] {caption}"),
-                None => format!("< [{kind}]"),
-            }
+    if let Some(text) = &m.text {
+        return format!("< {text}");
+    }
+    let kind = m.body["type"].as_str().unwrap_or("message");
+    let mut line = format!("< [{kind}]");
+    if let Some(file) = &m.media {
+        if let Some(name) = &file.filename {
+            line.push(' ');
+            line.push_str(name);
         }
+        line.push_str(&format!(" ({})", kilobytes(file.size)));
+    }
+    if let Some(caption) = m.body[kind]["caption"].as_str() {
+        line.push(' ');
+        line.push_str(caption);
+    }
+    line
+}
+
+/// A file size as people read it: `34 KB`, `1.5 MB`.
+fn kilobytes(size: u64) -> String {
+    match size {
+        s if s < 1024 => format!("{s} B"),
+        s if s < 1024 * 1024 => format!("{} KB", (s + 512) / 1024),
+        s => format!("{:.1} MB", s as f64 / (1024.0 * 1024.0)),
     }
 }
 
@@ -199,5 +215,35 @@ async fn poll_replies(
         if tx.is_closed() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn media_reads_with_its_file() {
+        let mut m = SentMessage {
+            seq: 1,
+            phone_number_id: "1".into(),
+            to: "2".into(),
+            wamid: "wamid.1".into(),
+            text: None,
+            body: json!({ "type": "image", "image": { "id": "9", "caption": "Your order" } }),
+            biz_opaque_callback_data: None,
+            context_message_id: None,
+            received_at_ms: 0,
+            media: Some(super::super::media_store::SentFile {
+                filename: Some("photo.jpg".into()),
+                size: 34 * 1024 + 100,
+            }),
+        };
+        assert_eq!(render(&m), "< [image] photo.jpg (34 KB) Your order");
+        m.media = None;
+        m.body = json!({ "type": "sticker", "sticker": { "link": "https://x.example/s.webp" } });
+        assert_eq!(render(&m), "< [sticker]");
+        assert_eq!(kilobytes(3 * 1024 * 1024 / 2), "1.5 MB");
     }
 }

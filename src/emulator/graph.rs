@@ -277,11 +277,13 @@ fn send(state: &State, pnid: &str, request: Value) -> Result<Value, GraphError> 
     let (to, by_user_id) = recipient(&request)?;
     let (kind, text) = validate_content(&request)?;
     // Media by id names an upload of this very number.
-    if let Some(id) = media_id(kind, &request)
+    let media = media_id(kind, &request);
+    if let Some(id) = media
         && !state.media.owned_by(id, pnid)
     {
         return Err(GraphError::unknown_media(kind));
     }
+    let media = media.and_then(|id| state.media.file(id));
     let now = now_ms();
     if kind != "template" && !state.window_open(pnid, &to, now / 1000) {
         return Err(GraphError::re_engagement());
@@ -300,6 +302,7 @@ fn send(state: &State, pnid: &str, request: Value) -> Result<Value, GraphError> 
         biz_opaque_callback_data: callback.clone(),
         body: request,
         received_at_ms: now,
+        media,
     });
     if state.cfg.statuses {
         queue_statuses(state, &sent, by_user_id);

@@ -26,6 +26,14 @@ pub(crate) struct Blob {
     pub filename: Option<String>,
 }
 
+/// The uploaded file a media message names, as a sent message records it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SentFile {
+    /// The name the upload carried.
+    pub filename: Option<String>,
+    pub size: u64,
+}
+
 /// A file a number uploaded, as the emulator received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadedMedia {
@@ -106,6 +114,16 @@ impl MediaStore {
         };
         blobs.by_key.remove(&blob.key);
         true
+    }
+
+    /// The name and size of the media `id`.
+    pub fn file(&self, id: &str) -> Option<SentFile> {
+        let blobs = self.lock();
+        let blob = blobs.by_id.get(id)?;
+        Some(SentFile {
+            filename: blob.filename.clone(),
+            size: blob.bytes.len() as u64,
+        })
     }
 
     /// Whether number `pnid` uploaded the media `id` (a number sends only its own uploads).
