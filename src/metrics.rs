@@ -183,6 +183,13 @@ metrics! {
             "Replies that ended, by number and result.",
         )
         .labels(&["phone_number_id", "result"]),
+        /// Media files agents named by URL, by number and result: uploaded, cached (an earlier
+        /// upload of the same bytes reused), failed (not fetched, refused or not uploaded).
+        pub media_files: IntCounterVec = spec(
+            "wa_gateway_media_files_total",
+            "Media files named by URL and sent by upload, by number and result.",
+        )
+        .labels(&["phone_number_id", "result"]),
         /// Agent call latency by agent and result: ok, empty, refused, or the failure.
         pub agent_seconds: HistogramVec = spec(
             "wa_gateway_agent_seconds",

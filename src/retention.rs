@@ -1,11 +1,12 @@
 //! The pruning loop of `storage.retention`: every `interval`, on the leader, deletes the closed
 //! rows older than `messages` in small batches through the group-commit writer (so on SQLite it
 //! never contends for the file's lock, and each batch holds the writer a few milliseconds),
-//! forgets wamid digests older than `dedupe`, gives SQLite's free pages back, sets the metrics.
+//! forgets wamid digests older than `dedupe` and media uploads older than
+//! `policies.media.cache_for`, gives SQLite's free pages back, sets the metrics.
 
 use crate::config::retention::Retention;
 use crate::serve::state::AppState;
-use crate::store::{PruneOp, Pruned, PrunedTable, SEEN_WAMIDS, StoreError, now_ms};
+use crate::store::{MEDIA_UPLOADS, PruneOp, Pruned, PrunedTable, SEEN_WAMIDS, StoreError, now_ms};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,8 +42,9 @@ async fn run(state: Arc<AppState>) {
             return;
         }
         // Read at every cycle: a reload changes retention from the next one on.
-        let retention = state.snapshot.load().config.storage.retention.clone();
-        let cycle = prune_once(&state, &retention);
+        let config = state.snapshot.load().config.clone();
+        let retention = config.storage.retention.clone();
+        let cycle = prune_once(&state, &retention, &config.policies.media.cache_for);
         match state
             .leadership
             .run_cycle(&state.store, "prune", cycle)
@@ -65,8 +67,13 @@ fn ms(d: &crate::config::Duration) -> i64 {
     i64::try_from(d.get().as_millis()).unwrap_or(i64::MAX)
 }
 
-/// One cycle: every table, then the digests, then the vacuum; returns the rows deleted.
-async fn prune_once(state: &AppState, r: &Retention) -> Result<u64, StoreError> {
+/// One cycle: every table, then the digests and the media uploads past `media_cache_for`, then
+/// the vacuum; returns the rows deleted.
+async fn prune_once(
+    state: &AppState,
+    r: &Retention,
+    media_cache_for: &crate::config::Duration,
+) -> Result<u64, StoreError> {
     let now = now_ms();
     let before = now.saturating_sub(ms(&r.messages));
     let mut batch = Batch(200);
@@ -75,19 +82,22 @@ async fn prune_once(state: &AppState, r: &Retention) -> Result<u64, StoreError> 
         total += prune_table(state, table, before, &mut batch).await?;
     }
     let forget_before = now.saturating_sub(ms(&r.dedupe));
-    loop {
-        let limit = batch.0 as i64;
-        let op = PruneOp::ExpireSeen {
+    total += expire(state, SEEN_WAMIDS, &mut batch, |limit| {
+        PruneOp::ExpireSeen {
             before_ms: forget_before,
             limit,
-        };
-        let n = submit(state, op, &mut batch).await?;
-        count(state, SEEN_WAMIDS, n);
-        total += n;
-        if (n as i64) < limit || state.draining.is_cancelled() {
-            break;
         }
-    }
+    })
+    .await?;
+    // A cached upload past `cache_for` is never used again (its id may be gone at Meta).
+    let uploads_before = now.saturating_sub(ms(media_cache_for));
+    total += expire(state, MEDIA_UPLOADS, &mut batch, |limit| {
+        PruneOp::ExpireMediaUploads {
+            before_ms: uploads_before,
+            limit,
+        }
+    })
+    .await?;
     if total > 0 {
         state.store.vacuum_pruned().await?;
     }
@@ -100,6 +110,26 @@ async fn prune_once(state: &AppState, r: &Retention) -> Result<u64, StoreError> 
     }
     observe(state).await?;
     Ok(total)
+}
+
+/// Runs the batches `op` makes (given the batch size) until one deletes less than a batch;
+/// counts them under `label`.
+async fn expire(
+    state: &AppState,
+    label: &str,
+    batch: &mut Batch,
+    op: impl Fn(i64) -> PruneOp,
+) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let limit = batch.0 as i64;
+        let n = submit(state, op(limit), batch).await?;
+        count(state, label, n);
+        total += n;
+        if (n as i64) < limit || state.draining.is_cancelled() {
+            return Ok(total);
+        }
+    }
 }
 
 /// Deletes `table`'s closed rows written before `before`, oldest first, a batch at a time.

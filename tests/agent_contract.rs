@@ -1,6 +1,7 @@
 //! The `http` agent contract v2 over the wire, on SQLite and PostgreSQL: rich replies reach Meta
-//! in order and once each, items that break Meta's limits are refused before anything is sent,
-//! and the requests an agent receives (and every answer shape) match the published schemas.
+//! in order and once each (an image by URL uploaded first), items that break Meta's limits are
+//! refused before anything is sent, and the requests an agent receives (and every answer shape)
+//! match the published schemas.
 
 mod common;
 
@@ -29,11 +30,11 @@ fn options(agent: &RecordingAgent) -> Options {
     }
 }
 
-/// One answer with every kind of item but media by id.
-fn rich_answer() -> Value {
+/// One answer with every kind of item but media by id; the image is `image_url`.
+fn rich_answer(image_url: &str) -> Value {
     json!({ "replies": [
         { "text": "**Got** it, here is your order:" },
-        { "image": { "url": "https://cdn.example.com/order.jpg", "caption": "Order **A-1**" } },
+        { "image": { "url": image_url, "caption": "Order **A-1**" } },
         { "buttons": { "body": "Is this right?", "footer": "Acme", "buttons": [
             { "id": "yes", "title": "Yes" }, { "id": "no", "title": "No" } ] } },
         { "list": { "body": "Or pick a topic", "button": "Topics", "sections": [
@@ -46,7 +47,11 @@ fn rich_answer() -> Value {
 }
 
 async fn rich_reply_reaches_meta_in_order_once(db: Db) {
-    let agent = RecordingAgent::scripted(Arc::new(|_: &Value| (200, rich_answer()))).await;
+    let host = MediaServer::start().await;
+    let photo = jpeg(20 * 1024);
+    let image_url = host.serve("order.jpg", "image/jpeg", photo.clone());
+    let agent =
+        RecordingAgent::scripted(Arc::new(move |_: &Value| (200, rich_answer(&image_url)))).await;
     let Some(mut t) = spawn_gateway_with_agent(db, options(&agent), "rec").await else {
         return;
     };
@@ -85,10 +90,13 @@ async fn rich_reply_reaches_meta_in_order_once(db: Db) {
         wamid.as_str(),
         "the first quotes"
     );
-    assert_eq!(
-        bodies[1]["image"]["link"],
-        "https://cdn.example.com/order.jpg"
-    );
+    // The image went through a media upload first and is sent by its id.
+    let uploads = t.emu.uploads();
+    assert_eq!(uploads.len(), 1, "one upload");
+    assert_eq!(uploads[0].bytes, photo);
+    assert_eq!(uploads[0].mime_type, "image/jpeg");
+    assert_eq!(bodies[1]["image"]["id"], uploads[0].id.as_str());
+    assert!(bodies[1]["image"].get("link").is_none(), "by id, not link");
     assert_eq!(bodies[1]["image"]["caption"], "Order *A-1*");
     let buttons = &bodies[2]["interactive"];
     assert_eq!(buttons["type"], "button");
@@ -389,7 +397,8 @@ fn answer_shapes_match_the_published_schema() {
         json!({ "video": { "url": "https://cdn.example.com/clip.mp4" } }),
         json!({ "sticker": { "media_id": "5678" } }),
     ];
-    let mut shapes: Vec<Value> = rich_answer()["replies"].as_array().unwrap().clone();
+    let cdn = "https://cdn.example.com/order.jpg";
+    let mut shapes: Vec<Value> = rich_answer(cdn)["replies"].as_array().unwrap().clone();
     shapes.extend(media);
     shapes.push(json!({ "text": "see https://acme.example", "preview_url": false }));
     for item in &shapes {
@@ -399,7 +408,7 @@ fn answer_shapes_match_the_published_schema() {
     }
     for ok in [
         json!({ "replies": [], "handoff": { "reason": "asked for a person", "for": "2h" } }),
-        rich_answer(),
+        rich_answer(cdn),
     ] {
         assert!(answer.is_valid(&ok), "{ok}");
     }

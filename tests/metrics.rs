@@ -300,6 +300,7 @@ fn every_defined_family_passes_promtool() {
         .inc();
     m.handoff_held.with_label_values(&[PNID]).inc();
     m.handoff_notifications.with_label_values(&["sent"]).inc();
+    m.media_files.with_label_values(&[PNID, "uploaded"]).inc();
     let text = m.render();
     for family in m.family_names() {
         assert!(

@@ -151,6 +151,8 @@ pub struct Policies {
     pub max_reply_parts: u32,
     /// Handing a conversation to a person: how long a pause lasts, and who hears of it.
     pub handoff: Handoff,
+    /// What the gateway does with the `url` of an agent's media item.
+    pub media: MediaPolicy,
 }
 
 impl Default for Policies {
@@ -171,6 +173,7 @@ impl Default for Policies {
             delivery: Delivery::default(),
             max_reply_parts: 10,
             handoff: Handoff::default(),
+            media: MediaPolicy::default(),
         }
     }
 }
@@ -194,6 +197,34 @@ impl Default for Handoff {
     }
 }
 
+/// Meta keeps an uploaded media file for 30 days; a cached upload is reused for less than that.
+pub const META_MEDIA_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Outbound media by URL.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaPolicy {
+    /// Download the file an agent names by `url` (with Meta's type and size limits), upload it
+    /// to Meta and send it by id. `false` sends the `link` for Meta to fetch itself, which can
+    /// fail with 131053 when Meta's fetches from the host are throttled.
+    pub upload: bool,
+    /// How long an upload is reused for the same bytes on the same number (cached by SHA-256,
+    /// shared by replicas); under Meta's 30 days, after which its media id no longer works.
+    pub cache_for: Duration,
+    /// The longest a file's download, and then its upload to Meta, may take each.
+    pub timeout: Duration,
+}
+
+impl Default for MediaPolicy {
+    fn default() -> Self {
+        Self {
+            upload: true,
+            cache_for: Duration::from_secs(29 * 24 * 3600),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// The helpdesk endpoint that hears of every pause.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -209,6 +240,13 @@ pub struct HandoffNotify {
 
 fn notify_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+/// Per-number overrides of `policies.media`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct NumberMediaPolicy {
+    pub upload: Option<bool>,
 }
 
 /// Opt-out keywords and confirmations.
@@ -337,6 +375,7 @@ pub struct NumberPolicies {
     pub fallback_reply: Option<LocalizedText>,
     pub unsupported_reply: Option<LocalizedText>,
     pub throughput_per_number: Option<u32>,
+    pub media: NumberMediaPolicy,
 }
 
 impl Policies {
@@ -370,6 +409,9 @@ impl Policies {
         if let Some(v) = o.throughput_per_number {
             p.throughput_per_number = v;
         }
+        if let Some(v) = o.media.upload {
+            p.media.upload = v;
+        }
         p
     }
 }
@@ -400,5 +442,15 @@ mod tests {
         let p = base.with_overrides(&o);
         assert_eq!(p.throughput_per_number, 5);
         assert_eq!(p.window, base.window);
+        assert!(p.media.upload, "uploads by default");
+        let off = NumberPolicies {
+            media: NumberMediaPolicy {
+                upload: Some(false),
+            },
+            ..Default::default()
+        };
+        let p = base.with_overrides(&off);
+        assert!(!p.media.upload);
+        assert_eq!(p.media.cache_for, base.media.cache_for);
     }
 }

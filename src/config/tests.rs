@@ -554,6 +554,16 @@ fn policy_rules_point_at_their_node() {
             "http:// or https://",
         ),
         (
+            format!("{EXAMPLE}policies:\n  media: {{ cache_for: 30d }}\n"),
+            "23:23 policies.media.cache_for",
+            "under 30d",
+        ),
+        (
+            format!("{EXAMPLE}policies:\n  media: {{ timeout: 0s }}\n"),
+            "23:21 policies.media.timeout",
+            "more than 0s",
+        ),
+        (
             format!("{EXAMPLE}policies:\n  fallback_reply: {{ es: Lo siento }}\n"),
             "23:19 policies.fallback_reply",
             "`default`",

@@ -129,6 +129,7 @@ fn check_policies(config: &Config, out: &mut Issues) {
         }
     }
     check_handoff(&p.handoff, out);
+    check_media(&p.media, out);
     if p.opt_out.enabled && p.opt_out.keywords.iter().all(|k| k.trim().is_empty()) {
         out.value(
             "policies.opt_out.keywords",
@@ -182,6 +183,24 @@ fn check_handoff(h: &super::policy::Handoff, out: &mut Issues) {
                 "must be more than 0s: how long one notification attempt may take (default 10s)",
             );
         }
+    }
+}
+
+fn check_media(media: &super::policy::MediaPolicy, out: &mut Issues) {
+    let cache_for = media.cache_for.get();
+    if cache_for.is_zero() || cache_for >= super::policy::META_MEDIA_LIFETIME {
+        out.value(
+            "policies.media.cache_for",
+            "must be more than 0s and under 30d: Meta keeps an uploaded file for 30 days, and a \
+             media id reused after that is refused (default 29d)",
+        );
+    }
+    if media.timeout.get().is_zero() {
+        out.value(
+            "policies.media.timeout",
+            "must be more than 0s: a media file's download and upload each get this long \
+             (default 60s)",
+        );
     }
 }
 

@@ -37,14 +37,39 @@ pub async fn chat(
 }
 
 /// How a sent message reads in the terminal: its summary (`cloudapi::outbound`), each line after
-/// the first indented under the `< `.
+/// the first indented under the `< `; media by upload with its file, `[image] photo.jpg (34 KB)
+/// caption`.
 fn render(m: &SentMessage) -> String {
     let summary = match serde_json::from_value::<Message>(m.body.clone()) {
-        Ok(message) => message.summary(),
+        Ok(message) => match (&m.media, message.content.as_media()) {
+            (Some(file), Some((kind, media))) => {
+                let mut line = format!("[{}]", kind.as_str());
+                if let Some(name) = &file.filename {
+                    line.push(' ');
+                    line.push_str(name);
+                }
+                line.push_str(&format!(" ({})", kilobytes(file.size)));
+                if let Some(caption) = &media.caption {
+                    line.push(' ');
+                    line.push_str(caption);
+                }
+                line
+            }
+            _ => message.summary(),
+        },
         // A type the gateway does not send as a typed message (a template): its type.
         Err(_) => format!("[{}]", m.body["type"].as_str().unwrap_or("message")),
     };
     format!("< {}", summary.replace('\n', "\n  "))
+}
+
+/// A file size as people read it: `34 KB`, `1.5 MB`.
+fn kilobytes(size: u64) -> String {
+    match size {
+        s if s < 1024 => format!("{s} B"),
+        s if s < 1024 * 1024 => format!("{} KB", (s + 512) / 1024),
+        s => format!("{:.1} MB", s as f64 / (1024.0 * 1024.0)),
+    }
 }
 
 /// The replies a customer can press in `m`, in order: reply buttons, or a list's rows, each as
@@ -283,6 +308,7 @@ mod tests {
             biz_opaque_callback_data: None,
             context_message_id: None,
             received_at_ms: 0,
+            media: None,
         }
     }
 
@@ -349,5 +375,29 @@ mod tests {
             Some(Err("press a number from 1 to 2, e.g. `/press 1`".into()))
         );
         assert!(matches!(pressed("/press 1", &[]), Some(Err(e)) if e.contains("nothing to press")));
+    }
+
+    #[test]
+    fn media_reads_with_its_file() {
+        let mut m = SentMessage {
+            seq: 1,
+            phone_number_id: "1".into(),
+            to: "2".into(),
+            wamid: "wamid.1".into(),
+            text: None,
+            body: json!({ "type": "image", "image": { "id": "9", "caption": "Your order" } }),
+            biz_opaque_callback_data: None,
+            context_message_id: None,
+            received_at_ms: 0,
+            media: Some(super::super::media_store::SentFile {
+                filename: Some("photo.jpg".into()),
+                size: 34 * 1024 + 100,
+            }),
+        };
+        assert_eq!(render(&m), "< [image] photo.jpg (34 KB) Your order");
+        m.media = None;
+        m.body = json!({ "type": "sticker", "sticker": { "link": "https://x.example/s.webp" } });
+        assert_eq!(render(&m), "< [sticker]");
+        assert_eq!(kilobytes(3 * 1024 * 1024 / 2), "1.5 MB");
     }
 }

@@ -101,6 +101,54 @@ impl GraphError {
         .details(details)
     }
 
+    /// 100: a media message names an id that is not one of the number's uploads. Meta gives
+    /// it without `error_data`.
+    pub fn unknown_media(kind: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            100,
+            format!(
+                "(#100) Param {kind}['id'] is not a valid whatsapp business account media \
+                 attachment ID"
+            ),
+        )
+    }
+
+    /// 100: an upload's file is of a type no kind of media takes; Meta lists the types it
+    /// takes and names the one received, without `error_data`.
+    pub fn upload_type(received: &str, accepted: &[&str]) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            100,
+            format!(
+                "(#100) Param file must be a file with one of the following types: {}. \
+                 Received file of type '{received}'.",
+                accepted.join(", ")
+            ),
+        )
+    }
+
+    /// 100: a required parameter is missing, as the upload endpoint says it (without
+    /// `error_data`).
+    pub fn param_required(name: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            100,
+            format!("(#100) The parameter {name} is required."),
+        )
+    }
+
+    /// 131053: Meta could not take the media (too large for its type, or not the format its
+    /// type says).
+    pub fn media_upload(details: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            131053,
+            "(#131053) Media upload error",
+        )
+        .details(details)
+    }
+
     /// 131047: more than 24 hours since the customer last wrote (or never).
     pub fn re_engagement() -> Self {
         Self::new(

@@ -94,13 +94,14 @@ async fn messages(
     }
 }
 
-fn handle(
+/// Meta's checks before any number's endpoint: the version, the token, then the number (a
+/// stranger learns nothing about ids), then its registration when the emulator is strict.
+pub(super) fn authorize(
     state: &State,
     version: &str,
     pnid: &str,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Value, GraphError> {
+) -> Result<(), GraphError> {
     if !is_version(version) {
         return Err(GraphError::unknown_path(version));
     }
@@ -120,6 +121,17 @@ fn handle(
     if state.cfg.strict_registration && !state.manage.is_registered(pnid) {
         return Err(GraphError::not_registered());
     }
+    Ok(())
+}
+
+fn handle(
+    state: &State,
+    version: &str,
+    pnid: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, GraphError> {
+    authorize(state, version, pnid, headers)?;
     let request: Value = serde_json::from_slice(body).map_err(|e| {
         GraphError::invalid_parameter(format!("The request body is not valid JSON: {e}"))
     })?;
@@ -264,6 +276,14 @@ fn check_content(kind: &str, request: &Value) -> Result<(), GraphError> {
 fn send(state: &State, pnid: &str, request: Value) -> Result<Value, GraphError> {
     let (to, by_user_id) = recipient(&request)?;
     let (kind, text) = validate_content(&request)?;
+    // Media by id names an upload of this very number.
+    let media = media_id(kind, &request);
+    if let Some(id) = media
+        && !state.media.owned_by(id, pnid)
+    {
+        return Err(GraphError::unknown_media(kind));
+    }
+    let media = media.and_then(|id| state.media.file(id));
     let now = now_ms();
     if kind != "template" && !state.window_open(pnid, &to, now / 1000) {
         return Err(GraphError::re_engagement());
@@ -282,6 +302,7 @@ fn send(state: &State, pnid: &str, request: Value) -> Result<Value, GraphError> 
         biz_opaque_callback_data: callback.clone(),
         body: request,
         received_at_ms: now,
+        media,
     });
     if state.cfg.statuses {
         queue_statuses(state, &sent, by_user_id);
@@ -296,6 +317,12 @@ fn send(state: &State, pnid: &str, request: Value) -> Result<Value, GraphError> 
         "contacts": [contact],
         "messages": [{ "id": wamid }],
     }))
+}
+
+/// The media id a media message names, if it names one.
+fn media_id<'a>(kind: &str, request: &'a Value) -> Option<&'a str> {
+    let media = ["image", "video", "audio", "document", "sticker"].contains(&kind);
+    media.then(|| request[kind]["id"].as_str()).flatten()
 }
 
 /// Queues `sent` then `delivered` for an accepted message, on the customer's ordered lane.

@@ -1,14 +1,18 @@
-//! Media the emulator holds (added by tests or `POST /_emulator/media`), served as Meta serves it:
-//! `GET /{version}/{media-id}` gives a download URL, `GET /media-download/…` gives the bytes; both
-//! want the bearer token of one of the emulated numbers. The blobs themselves: `media_store.rs`.
+//! Media the emulator holds (uploaded by a number with `POST /{version}/{phone-number-id}/media`,
+//! with Meta's checks and errors, or added by tests or `POST /_emulator/media`), served as Meta
+//! serves it: `GET /{version}/{media-id}` gives a download URL, `GET /media-download/…` gives the
+//! bytes; both want the bearer token of one of the emulated numbers. The blobs themselves:
+//! `media_store.rs`.
 
 use super::error::GraphError;
-use super::graph::{bearer, is_version};
+use super::graph::{authorize, bearer, is_version};
 use super::state::State;
+use crate::cloudapi::outbound::media_file::{UploadRefused, check_upload, upload_types};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State as AxState};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +21,8 @@ use std::sync::Arc;
 
 /// Largest blob the control API takes (Meta's largest media, a document, is 100 MB).
 pub const MAX_MEDIA_BYTES: usize = 100 * 1024 * 1024;
+/// Room for the multipart framing and the other fields of an upload.
+const UPLOAD_OVERHEAD: usize = 64 * 1024;
 
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
@@ -24,6 +30,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route(
             "/{version}/{media_id}",
             get(object).post(super::manage::post_object_handler),
+        )
+        .route(
+            "/{version}/{phone_number_id}/media",
+            post(upload_media).layer(DefaultBodyLimit::max(MAX_MEDIA_BYTES + UPLOAD_OVERHEAD)),
         )
         .route("/media-download/{key}", get(download))
         .route(
@@ -132,4 +142,94 @@ async fn upload(AxState(state): AxState<Arc<State>>, headers: HeaderMap, body: B
         .unwrap_or("application/octet-stream");
     let id = state.media.add(mime, body.to_vec());
     (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
+}
+
+/// The fields of an upload's multipart body.
+#[derive(Default)]
+struct UploadForm {
+    messaging_product: Option<String>,
+    file: Option<UploadPart>,
+}
+
+struct UploadPart {
+    /// The part's own Content-Type: what Meta judges the file by (not the `type` field).
+    content_type: String,
+    filename: Option<String>,
+    bytes: Bytes,
+}
+
+async fn read_form(mut multipart: Multipart) -> Result<UploadForm, GraphError> {
+    let unreadable = |e: axum::extract::multipart::MultipartError| {
+        GraphError::invalid_parameter(format!("The multipart body could not be read: {e}"))
+    };
+    let mut form = UploadForm::default();
+    while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
+        match field.name() {
+            Some("messaging_product") => {
+                form.messaging_product = Some(field.text().await.map_err(unreadable)?);
+            }
+            Some("file") => {
+                let content_type = field
+                    .content_type()
+                    .unwrap_or("application/octet-stream")
+                    .to_owned();
+                let filename = field.file_name().map(str::to_owned);
+                let bytes = field.bytes().await.map_err(unreadable)?;
+                form.file = Some(UploadPart {
+                    content_type,
+                    filename,
+                    bytes,
+                });
+            }
+            // `type` and anything else: Meta goes by the file part's own type.
+            _ => {}
+        }
+    }
+    Ok(form)
+}
+
+/// Meta's checks on an upload, in Meta's order: the product, the file, its type, then the file
+/// against its type's limits.
+fn accept_upload(state: &State, pnid: &str, form: UploadForm) -> Result<String, GraphError> {
+    if form.messaging_product.as_deref() != Some("whatsapp") {
+        return Err(GraphError::param_required("messaging_product"));
+    }
+    let Some(file) = form.file.filter(|f| !f.bytes.is_empty()) else {
+        return Err(GraphError::param_required("file"));
+    };
+    match check_upload(&file.content_type, &file.bytes) {
+        Ok(()) => {}
+        Err(UploadRefused::Type(received)) => {
+            return Err(GraphError::upload_type(&received, &upload_types()));
+        }
+        Err(UploadRefused::File(e)) => return Err(GraphError::media_upload(e.to_string())),
+    }
+    Ok(state
+        .media
+        .upload(pnid, &file.content_type, file.bytes.to_vec(), file.filename))
+}
+
+/// `POST /{version}/{phone_number_id}/media`: a number uploads a file to send by id.
+async fn upload_media(
+    AxState(state): AxState<Arc<State>>,
+    Path((version, pnid)): Path<(String, String)>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let latency = state.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Err(e) = authorize(&state, &version, &pnid, &headers) {
+        return e.into_response();
+    }
+    let form = match multipart {
+        Ok(m) => read_form(m).await,
+        // Not a multipart body: no file came with it.
+        Err(_) => Err(GraphError::param_required("file")),
+    };
+    match form.and_then(|form| accept_upload(&state, &pnid, form)) {
+        Ok(id) => Json(json!({ "id": id })).into_response(),
+        Err(e) => e.into_response(),
+    }
 }

@@ -35,6 +35,7 @@ use tokio_util::task::TaskTracker;
 
 pub use client::ControlClient;
 pub use faults::{Fault, FaultKind};
+pub use media_store::UploadedMedia;
 pub use setup_control::{IssueToken, SignupCode, SignupCodeRequest, TokenBody, VerificationCode};
 pub use state::SentMessage;
 pub use webhook_queue::WebhookStats;
@@ -248,6 +249,18 @@ impl EmulatorHandle {
     /// Stores a media blob served at `GET /{version}/{media-id}`; returns the new media id.
     pub fn add_media(&self, mime: &str, bytes: Vec<u8>) -> String {
         self.state.media.add(mime, bytes)
+    }
+
+    /// Every file the numbers uploaded with `POST /{version}/{phone-number-id}/media`, in
+    /// order (refused and forgotten uploads are not here).
+    pub fn uploads(&self) -> Vec<UploadedMedia> {
+        self.state.media.uploads()
+    }
+
+    /// Forgets media `id` (an upload Meta no longer keeps); sends naming it are refused from now
+    /// on. False if it was not known.
+    pub fn forget_media(&self, id: &str) -> bool {
+        self.state.media.forget(id)
     }
 
     /// Queues any envelope for signed delivery; inbound messages in it open the 24h window.

@@ -4,7 +4,7 @@
 use super::clock::{WINDOW_SECS, now_ms};
 use super::envelope;
 use super::faults::{Fault, FaultKind, Faults};
-use super::media_store::MediaStore;
+use super::media_store::{MediaStore, SentFile};
 use super::setup::MetaSetup;
 use super::webhook_queue::{Delivery, WebhookCounters, WebhookStats};
 use super::{EmulatorConfig, EmulatorNumber};
@@ -35,6 +35,9 @@ pub struct SentMessage {
     pub context_message_id: Option<String>,
     /// Unix milliseconds at acceptance.
     pub received_at_ms: i64,
+    /// The file a media message sent by id carries (the number's upload), for the chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<SentFile>,
 }
 
 #[derive(Default)]

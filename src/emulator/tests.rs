@@ -754,3 +754,159 @@ async fn business_app_messages_and_echoes_of_sends_arrive_as_message_echoes() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_meta_error(&body, 131047);
 }
+
+impl Emu {
+    /// `POST /v23.0/{PNID}/media` as Meta's docs show it: the file part with its own type.
+    async fn upload(
+        &self,
+        fields: &[(&str, &str)],
+        file: Option<(&str, Vec<u8>)>,
+    ) -> (StatusCode, Value) {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in fields {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        if let Some((mime, bytes)) = file {
+            let part = reqwest::multipart::Part::bytes(bytes)
+                .file_name("photo.jpg")
+                .mime_str(mime)
+                .unwrap();
+            form = form.part("file", part);
+        }
+        let r = self
+            .http
+            .post(format!("{}/v23.0/{PNID}/media", self.handle.url()))
+            .bearer_auth(TOKEN)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        (status, r.json().await.unwrap())
+    }
+}
+
+const JPEG: &[u8] = &[
+    0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F', 0, 1,
+];
+
+#[tokio::test]
+async fn uploads_are_checked_as_meta_checks_them_and_sends_name_known_ids() {
+    let emu = emulator(None, false).await;
+    emu.handle.customer_says(PNID, CUSTOMER, "Asha", "hi").await;
+    let product = [("messaging_product", "whatsapp"), ("type", "image/jpeg")];
+    let (status, body) = emu
+        .upload(&product, Some(("image/jpeg", JPEG.to_vec())))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = body["id"].as_str().expect("an id").to_owned();
+    let uploads = emu.handle.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].id, id);
+    assert_eq!(uploads[0].phone_number_id, PNID);
+    assert_eq!(uploads[0].mime_type, "image/jpeg");
+    assert_eq!(uploads[0].filename.as_deref(), Some("photo.jpg"));
+    assert_eq!(uploads[0].bytes, JPEG);
+    // The upload is served like any media.
+    let info: Value = emu
+        .http
+        .get(format!("{}/v23.0/{id}", emu.handle.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["file_size"], JPEG.len());
+
+    let mut big = JPEG.to_vec();
+    big.resize(5 * 1024 * 1024 + 1, 0);
+    for (fields, file, code, says) in [
+        (
+            &product[..],
+            Some(("text/html", b"<html></html>".to_vec())),
+            100,
+            "Param file must be a file with one of the following types: image/jpeg, image/png",
+        ),
+        (
+            &product[..],
+            Some(("image/jpeg", big)),
+            131053,
+            "Media upload error",
+        ),
+        (
+            &product[..],
+            Some(("image/jpeg", b"<html></html>".to_vec())),
+            131053,
+            "Media upload error",
+        ),
+        (
+            &[("type", "image/jpeg")][..],
+            Some(("image/jpeg", JPEG.to_vec())),
+            100,
+            "(#100) The parameter messaging_product is required.",
+        ),
+        (
+            &product[..],
+            None,
+            100,
+            "(#100) The parameter file is required.",
+        ),
+    ] {
+        let (status, body) = emu.upload(fields, file).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_meta_error(&body, code);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{says}: {body}");
+    }
+    let (_, body) = emu
+        .upload(&product, Some(("text/html", b"<html>".to_vec())))
+        .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Received file of type 'text/html'."),
+        "{body}"
+    );
+    assert_eq!(
+        emu.handle.uploads().len(),
+        1,
+        "refused uploads store nothing"
+    );
+
+    let image = |id: &str| {
+        json!({ "messaging_product": "whatsapp", "to": CUSTOMER, "type": "image",
+                "image": { "id": id, "caption": "c" } })
+    };
+    let (status, _, body) = emu.post(PNID, TOKEN, image(&id)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A customer's media id is not the number's upload, and an unknown one is nobody's.
+    let inbound = emu.handle.add_media("image/jpeg", JPEG.to_vec());
+    for unknown in ["1234567890123456", inbound.as_str()] {
+        let (status, _, body) = emu.post(PNID, TOKEN, image(unknown)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_meta_error(&body, 100);
+        assert_eq!(
+            body["error"]["message"],
+            "(#100) Param image['id'] is not a valid whatsapp business account media attachment ID"
+        );
+    }
+    assert_eq!(emu.handle.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn an_upload_needs_the_numbers_token() {
+    let emu = emulator(None, false).await;
+    let r = emu
+        .http
+        .post(format!("{}/v23.0/{PNID}/media", emu.handle.url()))
+        .bearer_auth("not-a-token")
+        .multipart(reqwest::multipart::Form::new().text("messaging_product", "whatsapp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_meta_error(&r.json().await.unwrap(), 190);
+}

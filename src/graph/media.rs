@@ -1,5 +1,6 @@
-//! Media retrieval: `GET /{media-id}` for the short-lived download URL, then the bytes from that
-//! URL (another host, same bearer token) with a size limit. It stores nothing.
+//! Media: `GET /{media-id}` for the short-lived download URL, then the bytes from that URL
+//! (another host, same bearer token) with a size limit; and `POST /{phone-number-id}/media`,
+//! the upload of a file for sending by id. It stores nothing.
 
 use super::{GraphClient, GraphError, error};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -32,6 +33,14 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+/// A file to upload: its bytes, its type and the name Meta keeps with it.
+#[derive(Clone, Debug)]
+pub struct UploadFile<'a> {
+    pub bytes: bytes::Bytes,
+    pub mime: &'a str,
+    pub filename: &'a str,
+}
+
 /// The type to assume when the media host names none.
 const OCTET_STREAM: &str = "application/octet-stream";
 
@@ -41,6 +50,40 @@ impl GraphClient {
         let req = self.http.get(self.url(media_id)).bearer_auth(token);
         self.call(req, &format!("the media info of {media_id}"))
             .await
+    }
+
+    /// `POST /{phone_number_id}/media`: uploads `bytes` as a file named `filename` of type
+    /// `mime` (multipart, as Meta's docs show it), within `timeout`; the media id Meta gave it.
+    pub async fn upload_media(
+        &self,
+        phone_number_id: &str,
+        token: &str,
+        file: UploadFile<'_>,
+        timeout: std::time::Duration,
+    ) -> Result<String, GraphError> {
+        #[derive(Deserialize)]
+        struct Uploaded {
+            id: String,
+        }
+        let length = file.bytes.len() as u64;
+        let part = reqwest::multipart::Part::stream_with_length(file.bytes, length)
+            .file_name(file.filename.to_owned())
+            .mime_str(file.mime)
+            .map_err(|e| GraphError::Decode {
+                message: format!("media type {:?} is not a MIME type: {e}", file.mime),
+            })?;
+        let form = reqwest::multipart::Form::new()
+            .text("messaging_product", "whatsapp")
+            .text("type", file.mime.to_owned())
+            .part("file", part);
+        let req = self
+            .http
+            .post(self.url(&format!("{phone_number_id}/media")))
+            .bearer_auth(token)
+            .timeout(timeout)
+            .multipart(form);
+        let uploaded: Uploaded = self.call(req, "a media upload").await?;
+        Ok(uploaded.id)
     }
 
     /// GETs `url` (as [`MediaInfo::url`] gave it) with `token` and returns the open download,

@@ -11,7 +11,7 @@ pub use manage::{
     AppData, AppSubscription, CodeMethod, NUMBER_FIELDS, NumberInfo, SubscribedApp,
     SubscribedField, TokenInfo, WebhookConfiguration,
 };
-pub use media::{MediaDownload, MediaInfo};
+pub use media::{MediaDownload, MediaInfo, UploadFile};
 pub use oauth::ExchangedToken;
 
 use serde::Deserialize;

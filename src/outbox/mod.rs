@@ -1,15 +1,19 @@
 //! The sender: posts one outbox row to the Graph API with retries (exponential backoff with
-//! jitter, Retry-After honoured) and records the outcome. It is called by the conversation
-//! worker, so replies of one conversation leave in order.
+//! jitter, Retry-After honoured) and records the outcome; a media row's file is uploaded first
+//! (`media.rs`). It is called by the conversation worker, so replies of one conversation leave
+//! in order.
 
 use crate::cloudapi::outbound::Envelope;
 use crate::graph::{GraphClient, GraphError};
 use crate::serve::state::{AppState, NumberRuntime};
 use crate::store::{OutboxRow, OutboxState, now_ms};
-use retry::{Retries, after_failure};
+use media::{MediaError, Uploaded};
+use retry::{Failure, Retries, after_failure};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+mod fetch;
+mod media;
 mod retry;
 
 /// How a delivery ended.
@@ -47,6 +51,8 @@ pub fn request_body(row: &OutboxRow, installation: &str) -> serde_json::Value {
 
 /// Sends `row` for `number` until it is settled, failed or the gateway stops: each round checks
 /// that the row may still leave, makes one attempt, and on a failure decides whether to retry.
+/// A media row sent by upload gets its media id in the first round that reaches it; the id
+/// is kept for the rounds after.
 pub async fn deliver(
     state: &AppState,
     number: &NumberRuntime,
@@ -55,29 +61,64 @@ pub async fn deliver(
 ) -> Outcome {
     let snap = state.snapshot.load_full();
     let mut retries = Retries::new(&snap.config.policies.delivery, row, known);
-    let body = request_body(row, state.store.installation());
+    let queued = request_body(row, state.store.installation());
+    let to_upload = media::link_to_upload(&queued, number.policies.media.upload);
+    let mut uploaded: Option<Uploaded> = None;
+    // Set once Meta refused a cached media id: the file is uploaded again, not looked up.
+    let mut fresh = false;
     let mut recorded = known.attempt_recorded;
     loop {
-        if let ControlFlow::Break(outcome) =
-            before_send(state, number, row, known, &mut recorded).await
-        {
+        if let ControlFlow::Break(outcome) = admit(state, number, row, known, &mut recorded).await {
             return outcome;
         }
         retries.attempts += 1;
+        let body = match (&to_upload, &uploaded) {
+            (None, _) => queued.clone(),
+            (Some((kind, _)), Some(u)) => media::by_id(&queued, *kind, &u.media_id),
+            (Some((kind, link)), None) => {
+                match media::upload(state, number, *kind, link, &queued, fresh).await {
+                    Ok(u) => {
+                        let body = media::by_id(&queued, *kind, &u.media_id);
+                        uploaded = Some(u);
+                        body
+                    }
+                    Err(MediaError::Interrupted) => return Outcome::Interrupted,
+                    Err(e) => {
+                        match after_failure(state, row, Failure::Media(&e), &mut retries).await {
+                            ControlFlow::Break(outcome) => return outcome,
+                            ControlFlow::Continue(()) => continue,
+                        }
+                    }
+                }
+            }
+        };
+        if let ControlFlow::Break(outcome) = last_checks(state, row).await {
+            return outcome;
+        }
         let err = match send(state, &snap.graph, number, row, &body).await {
             Ok(()) => return Outcome::Sent,
             Err(e) => e,
         };
-        if let ControlFlow::Break(outcome) = after_failure(state, row, &err, &mut retries).await {
+        if !fresh && uploaded.as_ref().is_some_and(|u| u.cached) && media::unknown_media_id(&err) {
+            tracing::warn!(
+                outbox_id = row.id,
+                "Meta no longer knows the cached media id; uploading the file again"
+            );
+            (uploaded, fresh) = (None, true);
+            continue;
+        }
+        if let ControlFlow::Break(outcome) =
+            after_failure(state, row, Failure::Send(&err), &mut retries).await
+        {
             return outcome;
         }
     }
 }
 
-/// Everything checked before one attempt, in order: shutdown, the 24-hour window, recording the
-/// attempt, the number's pace, and the customer's opt-out. `recorded`: an attempt was recorded
-/// for the row when it was queued and is not made yet (the first round only).
-async fn before_send(
+/// What is checked before one attempt, in order: shutdown, the 24-hour window and recording
+/// the attempt (then, right before the call, [`last_checks`]). `recorded`: an attempt was
+/// recorded for the row when it was queued and is not made yet (the first round only).
+async fn admit(
     state: &AppState,
     number: &NumberRuntime,
     row: &OutboxRow,
@@ -93,7 +134,12 @@ async fn before_send(
         Gate::Go => {}
         Gate::Stop(outcome) => return ControlFlow::Break(outcome),
     }
-    record_attempt(state, row, std::mem::take(recorded)).await?;
+    record_attempt(state, row, std::mem::take(recorded)).await
+}
+
+/// What is checked last, right before the call (after a media file's upload, which may take a
+/// while): the number's pace, and the customer's opt-out.
+async fn last_checks(state: &AppState, row: &OutboxRow) -> ControlFlow<Outcome> {
     pace(state, row).await?;
     // The last moment before it leaves: an opt-out committed while it was queued, waited
     // for its pace or for a retry stops it here (an attempt recorded for it is taken back).
@@ -206,7 +252,7 @@ enum Gate {
 }
 
 /// The 24-hour window, checked before each attempt (the customer's opt-out is checked later
-/// still, right before the call: see [`before_send`]). `recorded`: an attempt was recorded for the
+/// still, right before the call: see [`last_checks`]). `recorded`: an attempt was recorded for the
 /// row but not made yet; a stop takes it back.
 async fn gate(
     state: &AppState,

@@ -1,6 +1,8 @@
-//! What a failed send leads to: given up (outside the window, refused, out of retries) or a
-//! wait before the next attempt, with backoff, Retry-After and throttling. It never sends.
+//! What a failed send (or the media upload before it) leads to: given up (outside the window,
+//! refused, out of retries) or a wait before the next attempt, with backoff, Retry-After and
+//! throttling. It never sends.
 
+use super::media::MediaError;
 use super::{Known, Outcome, give_up, settle};
 use crate::config::Delivery;
 use crate::graph::{GraphError, RetryClass};
@@ -8,6 +10,66 @@ use crate::serve::state::AppState;
 use crate::store::{OutboxRow, OutboxState};
 use backon::BackoffBuilder;
 use std::ops::ControlFlow;
+
+/// A failed attempt: the send itself, or making its media file a media id first.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Failure<'a> {
+    Send(&'a GraphError),
+    Media(&'a MediaError),
+}
+
+impl Failure<'_> {
+    /// Meta's answer, when Meta gave it (to the send or to the upload).
+    fn graph(&self) -> Option<&GraphError> {
+        match *self {
+            Failure::Send(e) | Failure::Media(MediaError::Upload { source: e, .. }) => Some(e),
+            Failure::Media(_) => None,
+        }
+    }
+
+    fn code(&self) -> Option<i64> {
+        self.graph().and_then(GraphError::code)
+    }
+
+    /// A media host's failure is retried when it may pass (never as Meta's throttling, which
+    /// would pause the whole number); a file Meta would refuse never is.
+    fn class(&self) -> RetryClass {
+        match self {
+            Failure::Media(MediaError::Fetch { source, .. }) if source.is_temporary() => {
+                RetryClass::Retry
+            }
+            _ => self.graph().map_or(RetryClass::Fatal, GraphError::class),
+        }
+    }
+
+    /// Whether Meta may have taken the message although the call failed (only a send can be:
+    /// an upload that may have happened is simply made again).
+    fn is_ambiguous(&self) -> bool {
+        matches!(self, Failure::Send(e) if e.is_ambiguous())
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Failure::Media(MediaError::Fetch { source, .. }) => source.retry_after(),
+            _ => self.graph().and_then(GraphError::retry_after),
+        }
+    }
+
+    fn is_network(&self) -> bool {
+        matches!(self.graph(), Some(GraphError::Network { .. }))
+            || matches!(self, Failure::Media(MediaError::Fetch { source, .. })
+                if matches!(source, super::fetch::FetchError::Network(_)))
+    }
+}
+
+impl std::fmt::Display for Failure<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Send(e) => e.fmt(f),
+            Failure::Media(e) => e.fmt(f),
+        }
+    }
+}
 
 /// The attempts made and the waits between them, for one delivery.
 pub(super) struct Retries<'a> {
@@ -40,7 +102,7 @@ impl<'a> Retries<'a> {
 pub(super) async fn after_failure(
     state: &AppState,
     row: &OutboxRow,
-    err: &GraphError,
+    err: Failure<'_>,
     retries: &mut Retries<'_>,
 ) -> ControlFlow<Outcome> {
     let pnid = row.phone_number_id.as_str();
@@ -69,14 +131,18 @@ pub(super) async fn after_failure(
             ControlFlow::Break(Outcome::Expired)
         }
         RetryClass::Fatal => {
-            tracing::error!(outbox_id = row.id, phone_number_id = pnid, error = %message, "reply failed; Meta refused it and it is not retried");
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            state
-                .reconcile
-                .send_health
-                .record_refused(pnid, code, &message, now);
+            tracing::error!(outbox_id = row.id, phone_number_id = pnid, error = %message, "reply failed and is not retried");
+            // A file its host would not give, or that Meta would not take, says nothing about
+            // the number's health; Meta refusing a call does.
+            if err.graph().is_some() {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                state
+                    .reconcile
+                    .send_health
+                    .record_refused(pnid, code, &message, now);
+            }
             give_up(state, row, OutboxState::Failed, code, &message, false).await;
             ControlFlow::Break(Outcome::Failed)
         }
@@ -97,15 +163,15 @@ pub(super) async fn after_failure(
 async fn retry_later(
     state: &AppState,
     row: &OutboxRow,
-    err: &GraphError,
+    err: Failure<'_>,
     class: RetryClass,
     retries: &mut Retries<'_>,
 ) -> ControlFlow<Outcome> {
     let pnid = row.phone_number_id.as_str();
     let policy = retries.policy;
-    let reason = match (class, err) {
-        (_, GraphError::Network { .. }) => "network",
-        (RetryClass::Throttle, _) => "throttle",
+    let reason = match class {
+        _ if err.is_network() => "network",
+        RetryClass::Throttle => "throttle",
         _ => "retry",
     };
     state

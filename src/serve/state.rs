@@ -34,6 +34,8 @@ pub struct Snapshot {
     /// The declared numbers by their id.
     pub numbers: HashMap<PhoneNumberId, Arc<NumberRuntime>>,
     pub graph: GraphClient,
+    /// Downloads the files agents name by `url` (`policies.media.timeout` each).
+    pub media_http: reqwest::Client,
     /// The opt-out and resume keywords, normalised once.
     pub keywords: KeywordMatcher,
     /// The key of erased customers' opt-out digests (from `meta.app_secret`).
@@ -91,12 +93,19 @@ impl Snapshot {
             &config.meta.api_version,
             std::time::Duration::from_secs(30),
         );
+        let media_http = reqwest::Client::builder()
+            .timeout(config.policies.media.timeout.get())
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("wa-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the TLS backend is compiled in");
         let keywords = KeywordMatcher::new(&config.policies.opt_out);
         let erasure_key = ErasureKey::derive(config.meta.app_secret.expose().as_bytes());
         Ok(Self {
             config: Arc::new(config),
             numbers,
             graph,
+            media_http,
             keywords,
             erasure_key,
         })

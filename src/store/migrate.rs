@@ -42,6 +42,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "paused_conversations",
         include_str!("migrations/sqlite/0010_paused_conversations.sql"),
     ),
+    (
+        11,
+        "media_uploads",
+        include_str!("migrations/sqlite/0011_media_uploads.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -91,6 +96,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         10,
         "paused_conversations",
         include_str!("migrations/postgres/0010_paused_conversations.sql"),
+    ),
+    (
+        11,
+        "media_uploads",
+        include_str!("migrations/postgres/0011_media_uploads.sql"),
     ),
 ];
 

@@ -1,5 +1,6 @@
 //! Storage: one interface over SQLite (embedded, WAL) and PostgreSQL, with migrations.
-//! Owns the inbox, outbox, conversations, dead letters and status events; knows no HTTP.
+//! Owns the inbox, outbox, conversations, dead letters, status events and the cache of media
+//! uploads; knows no HTTP.
 
 mod apply;
 pub mod cluster;
@@ -7,6 +8,7 @@ mod conversation;
 mod erase;
 mod keywords;
 mod lock;
+mod media;
 mod migrate;
 mod overrides;
 mod pause;
@@ -21,9 +23,12 @@ pub mod writer;
 pub use apply::{Answers, Op, TurnEnd};
 pub use conversation::{HistoryEntry, OptedOut};
 pub use erase::{BadCustomerId, CustomerId, ERASE_PASSES, EraseOp, Erased, ErasureKey};
+pub use media::MediaUpload;
 pub use overrides::{Disconnected, NumberOverride};
 pub use pause::{HandoffOp, Notification, Notified, Pause, Paused, PausedBy};
-pub use retention::{Candidates, PruneOp, Pruned, PrunedTable, SEEN_WAMIDS, wamid_digest};
+pub use retention::{
+    Candidates, MEDIA_UPLOADS, PruneOp, Pruned, PrunedTable, SEEN_WAMIDS, wamid_digest,
+};
 pub use rows::*;
 pub use secrets::StoredSecretRow;
 pub use sqlite_writer::{SqliteFile, SqliteWriter};

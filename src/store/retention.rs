@@ -76,6 +76,8 @@ pub(super) fn not_deleted_before(meta_ts: &str, digest: &str) -> String {
 
 /// The label of the wamid digests in the pruned-rows metric.
 pub const SEEN_WAMIDS: &str = "seen_wamids";
+/// The label of the cached media uploads in the pruned-rows metric.
+pub const MEDIA_UPLOADS: &str = "media_uploads";
 
 /// The digest a deleted inbound message's wamid is remembered by: the first 16 bytes of its
 /// SHA-256, hex. A wamid carries the customer's phone number; its digest does not show it, and
@@ -105,6 +107,8 @@ pub enum PruneOp {
     Delete { table: PrunedTable, ids: Vec<i64> },
     /// Forget up to `limit` wamid digests received before `before_ms`.
     ExpireSeen { before_ms: i64, limit: i64 },
+    /// Forget up to `limit` cached media uploads made before `before_ms`.
+    ExpireMediaUploads { before_ms: i64, limit: i64 },
     /// SQLite: give up to `pages` free pages back to the file system.
     Vacuum { pages: i64 },
 }
@@ -139,6 +143,9 @@ pub(super) async fn apply_prune(
                 [(*before_ms).into(), (*limit).into()],
             )
             .await?
+        }
+        PruneOp::ExpireMediaUploads { before_ms, limit } => {
+            super::media::expire(tx, *before_ms, *limit).await?
         }
         // PostgreSQL's autovacuum reuses the space by itself.
         PruneOp::Vacuum { .. } if shared => 0,

@@ -209,6 +209,11 @@ impl WriterHandle {
         self.run(Op::Prune(op), Waiter::Prune).await
     }
 
+    /// Caches `upload`'s media id for the same bytes sent again by the same number.
+    pub async fn media_uploaded(&self, upload: super::MediaUpload) -> Result<(), StoreError> {
+        self.run(Op::MediaUploaded(upload), Waiter::Write).await
+    }
+
     /// Applies an erasure (or gives an erased customer's opt-out back) in the next group commit.
     pub async fn erase(&self, op: EraseOp) -> Result<Erased, StoreError> {
         self.run(Op::Erase(op), Waiter::Erase).await

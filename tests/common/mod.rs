@@ -878,3 +878,103 @@ impl Drop for LogsOnFailure {
         }
     }
 }
+
+/// A file a [`MediaServer`] serves.
+#[derive(Clone)]
+struct Served {
+    content_type: String,
+    bytes: Vec<u8>,
+    /// Requests answered 500 before the file is served.
+    fail_first: usize,
+}
+
+/// A media host on 127.0.0.1, standing in for the CDN an agent's media URLs point at: serves
+/// files by path with a Content-Type, optionally failing first, and counts the requests.
+#[derive(Clone)]
+pub struct MediaServer {
+    base: String,
+    files: Arc<Mutex<std::collections::HashMap<String, Served>>>,
+    hits: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl MediaServer {
+    pub async fn start() -> Self {
+        use axum::extract::{Path, State};
+        use axum::http::{StatusCode, header};
+        use axum::response::IntoResponse;
+        type Shared = (
+            Arc<Mutex<std::collections::HashMap<String, Served>>>,
+            Arc<Mutex<std::collections::HashMap<String, usize>>>,
+        );
+        async fn get(
+            State((files, hits)): State<Shared>,
+            Path(path): Path<String>,
+        ) -> axum::response::Response {
+            let n = {
+                let mut hits = hits.lock().unwrap();
+                let n = hits.entry(path.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            let Some(file) = files.lock().unwrap().get(&path).cloned() else {
+                return StatusCode::NOT_FOUND.into_response();
+            };
+            if n <= file.fail_first {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            ([(header::CONTENT_TYPE, file.content_type)], file.bytes).into_response()
+        }
+        let server = MediaServer {
+            base: String::new(),
+            files: Arc::default(),
+            hits: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .route("/{*path}", axum::routing::get(get))
+            .with_state((server.files.clone(), server.hits.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        MediaServer {
+            base: format!("http://{addr}"),
+            ..server
+        }
+    }
+
+    /// Serves `bytes` at `path` as `content_type`; the file's URL.
+    pub fn serve(&self, path: &str, content_type: &str, bytes: Vec<u8>) -> String {
+        self.serve_failing(path, content_type, bytes, 0)
+    }
+
+    /// As [`MediaServer::serve`], answering the first `fail_first` requests 500.
+    pub fn serve_failing(
+        &self,
+        path: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+        fail_first: usize,
+    ) -> String {
+        let file = Served {
+            content_type: content_type.to_owned(),
+            bytes,
+            fail_first,
+        };
+        self.files.lock().unwrap().insert(path.to_owned(), file);
+        format!("{}/{path}", self.base)
+    }
+
+    /// Requests for `path` so far.
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+/// A JPEG's first bytes followed by filler: `len` bytes in all (what the gateway and the
+/// emulator check of a JPEG is its magic bytes).
+pub fn jpeg(len: usize) -> Vec<u8> {
+    let mut b = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01,
+    ];
+    b.extend((0..len.saturating_sub(12)).map(|i| (i * 31 % 251) as u8));
+    b
+}

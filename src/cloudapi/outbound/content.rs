@@ -72,20 +72,31 @@ impl MediaKind {
         }
     }
 
-    /// The MIME types Meta accepts for this kind (`None`: any, for documents).
-    pub fn mime_types(self) -> Option<&'static [&'static str]> {
+    /// The MIME types Meta accepts for this kind (a file's upload type is one of these; Ogg is
+    /// Opus audio only, and a document one of the types WhatsApp opens).
+    pub fn mime_types(self) -> &'static [&'static str] {
         match self {
-            MediaKind::Image => Some(&["image/jpeg", "image/png"]),
-            MediaKind::Video => Some(&["video/mp4", "video/3gpp"]),
-            MediaKind::Audio => Some(&[
+            MediaKind::Image => &["image/jpeg", "image/png"],
+            MediaKind::Video => &["video/mp4", "video/3gpp"],
+            MediaKind::Audio => &[
                 "audio/aac",
                 "audio/amr",
                 "audio/mpeg",
                 "audio/mp4",
                 "audio/ogg",
-            ]),
-            MediaKind::Document => None,
-            MediaKind::Sticker => Some(&["image/webp"]),
+                "audio/opus",
+            ],
+            MediaKind::Document => &[
+                "application/pdf",
+                "text/plain",
+                "application/msword",
+                "application/vnd.ms-excel",
+                "application/vnd.ms-powerpoint",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+            ],
+            MediaKind::Sticker => &["image/webp"],
         }
     }
 

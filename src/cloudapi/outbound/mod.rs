@@ -1,9 +1,11 @@
 //! Meta's outbound message payloads (`POST /{phone-number-id}/messages`): the message a reply is
-//! queued as (its content in `content.rs`, Meta's limits on it in `limits.rs`), and the envelope
-//! that addresses it when it leaves. No storage and no HTTP here.
+//! queued as (its content in `content.rs`, Meta's limits on it in `limits.rs`, on a media file
+//! in `media_file.rs`), and the envelope that addresses it when it leaves. No storage and no
+//! HTTP here.
 
 mod content;
 pub mod limits;
+pub mod media_file;
 
 pub use content::{
     Action, Body, Button, Buttons, Choice, Content, CtaUrl, Footer, Header, Interactive, List,

@@ -16,8 +16,8 @@ use super::pause::{HandoffOp, apply_handoff};
 use super::retention::{PruneOp, Pruned, apply_prune};
 use super::sql::WriteTx;
 use super::{
-    InboxRow, InboxState, NewOutbox, OutboxRow, OutboxState, Pool, Store, StoreError, WebhookWrite,
-    now_ms,
+    InboxRow, InboxState, MediaUpload, NewOutbox, OutboxRow, OutboxState, Pool, Store, StoreError,
+    WebhookWrite, now_ms,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -47,6 +47,8 @@ pub enum Op {
         /// The attempt recorded when the row was queued was never made: take it back.
         unattempted: bool,
     },
+    /// A number uploaded a media file to Meta: cache its media id by the file's hash.
+    MediaUploaded(MediaUpload),
     /// An operator disconnects (or connects again) a number from the admin API.
     NumberOverride {
         phone_number_id: String,
@@ -98,7 +100,7 @@ pub struct Answers {
     /// settled the row).
     pub attempts: Vec<bool>,
     /// How many ops answer only that they are durable ([`Op::Sent`], [`Op::Retry`],
-    /// [`Op::GiveUp`], [`Op::NumberOverride`], [`Op::Handoff`]).
+    /// [`Op::GiveUp`], [`Op::MediaUploaded`], [`Op::NumberOverride`], [`Op::Handoff`]).
     pub writes: usize,
     /// Per [`Op::Prune`]: what it deleted and how long it took.
     pub pruned: Vec<Pruned>,
@@ -209,6 +211,10 @@ async fn each_op(
                 unattempted,
             } => {
                 outbox::give_up(tx, *id, *state, *code, message, *unattempted, now).await?;
+                answers.writes += 1;
+            }
+            Op::MediaUploaded(upload) => {
+                super::media::record(tx, upload).await?;
                 answers.writes += 1;
             }
             Op::NumberOverride {
