@@ -601,7 +601,110 @@ async fn an_openai_agent_calls_the_handoff_tool(db: Db) {
     t.stop().await;
 }
 
+/// Coexistence: a person answers from the WhatsApp Business app on the same number. Its echo is
+/// kept as the business's turn and pauses the agent for `echo_pause`; after the pause the agent
+/// sees it in the history. The echo of the gateway's own reply changes nothing.
+async fn an_answer_from_the_business_app_pauses_the_agent_and_an_echo_of_our_own_does_not(db: Db) {
+    let Some((agent, mut t)) = spawn(db, "{ echo_pause: 1h }").await else {
+        return;
+    };
+    let other = "15550007002";
+    t.emu.customer_says(PNID, CUSTOMER, "Ana", "hello").await;
+    t.emu.customer_says(PNID, other, "Ben", "hi").await;
+    assert!(
+        t.emu.wait_sent(|s| s.len() == 2, WAIT).await,
+        "both answered"
+    );
+
+    t.emu
+        .business_app_says(PNID, CUSTOMER, "Hi Ana, Maria here. Let me check.");
+    let own = t.emu.sent().into_iter().find(|m| m.to == other).unwrap();
+    assert!(t.emu.echo_sent(&own.wamid));
+    assert!(
+        wait_until(WAIT, || async {
+            paused_customers(&t, "paused=true").await == [CUSTOMER]
+        })
+        .await,
+        "the person's answer pauses that conversation"
+    );
+    let listed = conversations_at(&t.http, &admin(&t), "paused=true").await;
+    assert_eq!(listed[0]["by"], "business_app", "{listed:?}");
+    // Both echoes are acknowledged (each only after what it does is durable).
+    assert!(
+        wait_until(WAIT, || async { t.emu.webhook_stats().pending == 0 }).await,
+        "echoes delivered"
+    );
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM outbox WHERE kind = 'business_app'")
+            .await,
+        1,
+        "only the person's message is kept as theirs"
+    );
+
+    // Coexistence's sync of past chats is acknowledged and never answered.
+    t.emu.deliver_envelope(json!({ "object": "whatsapp_business_account", "entry": [{ "id": WABA,
+        "changes": [{ "field": "history", "value": { "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15550001111", "phone_number_id": PNID },
+            "history": [{ "metadata": { "phase": 0, "chunk_order": 1, "progress": 100 },
+                          "threads": [{ "id": CUSTOMER, "messages": [{ "from": CUSTOMER, "id": "wamid.OLD",
+                              "timestamp": "1700000000", "type": "text", "text": { "body": "old chat" } }] }] }] } }] }] }));
+    assert!(
+        wait_until(WAIT, || async { t.emu.webhook_stats().pending == 0 }).await,
+        "the history sync is acknowledged"
+    );
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM dead_letters").await,
+        0,
+        "understood, not a dead letter"
+    );
+    t.emu
+        .customer_says(PNID, CUSTOMER, "Ana", "thanks Maria")
+        .await;
+    assert!(
+        t.wait_count(HELD, 1, WAIT).await,
+        "held while a person answers"
+    );
+    t.emu
+        .customer_says(PNID, other, "Ben", "still there?")
+        .await;
+    assert!(
+        wait_until(WAIT, || async { agent.count() == 3 }).await,
+        "the other conversation is answered: an echo of our own reply pauses nothing"
+    );
+
+    let (status, _) = post(&t, &pause_path(CUSTOMER, "resume"), json!({})).await;
+    assert_eq!(status, 200);
+    t.emu
+        .customer_says(PNID, CUSTOMER, "Ana", "ok, and now?")
+        .await;
+    assert!(wait_until(WAIT, || async { agent.count() == 4 }).await);
+    let last = agent.calls().pop().unwrap();
+    let turns: Vec<(String, String)> = last["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["role"].as_str().unwrap().to_owned(),
+                h["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let person = (
+        "agent".to_owned(),
+        "Hi Ana, Maria here. Let me check.".to_owned(),
+    );
+    let held = ("customer".to_owned(), "thanks Maria".to_owned());
+    let (p, h) = (
+        turns.iter().position(|x| *x == person),
+        turns.iter().position(|x| *x == held),
+    );
+    assert!(matches!((p, h), (Some(p), Some(h)) if p < h), "{turns:?}");
+    t.stop().await;
+}
+
 on_both_dbs!(
+    an_answer_from_the_business_app_pauses_the_agent_and_an_echo_of_our_own_does_not,
     an_agents_handoff_pauses_after_its_reply,
     an_openai_agent_calls_the_handoff_tool,
     paused_through_the_api_its_messages_wait_for_the_next_turn_after_resume,

@@ -186,6 +186,9 @@ pub struct Handoff {
     pub pause_for: Duration,
     /// Where each pause is announced: a signed HTTP POST (JSON), retried like a reply.
     pub notify: Option<HandoffNotify>,
+    /// How long a conversation pauses when a person answers the customer from the WhatsApp
+    /// Business app on the same number (coexistence: Meta echoes the message).
+    pub echo_pause: Duration,
 }
 
 impl Default for Handoff {
@@ -193,6 +196,7 @@ impl Default for Handoff {
         Self {
             pause_for: Duration::from_secs(24 * 3600),
             notify: None,
+            echo_pause: Duration::from_secs(30 * 60),
         }
     }
 }

@@ -547,6 +547,11 @@ fn policy_rules_point_at_their_node() {
             "more than 0s",
         ),
         (
+            format!("{EXAMPLE}policies:\n  handoff: {{ echo_pause: 0s }}\n"),
+            "23:26 policies.handoff.echo_pause",
+            "WhatsApp Business app",
+        ),
+        (
             format!(
                 "{EXAMPLE}policies:\n  handoff: {{ notify: {{ url: helpdesk, secret: {{ value: s }} }} }}\n"
             ),

@@ -170,6 +170,14 @@ fn check_handoff(h: &super::policy::Handoff, out: &mut Issues) {
              `for` (default 24h)",
         );
     }
+    let echo_pause = h.echo_pause.get();
+    if echo_pause.is_zero() || echo_pause > MAX_PAUSE {
+        out.value(
+            "policies.handoff.echo_pause",
+            "must be more than 0s and at most 30d: how long an answer from the WhatsApp Business \
+             app pauses the agent (default 30m)",
+        );
+    }
     if let Some(notify) = &h.notify {
         if let Err(why) = http_url(&notify.url) {
             out.value(

@@ -114,8 +114,10 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
             )
         }
     };
+    let echoes = write.echoes.clone();
     let stored = async {
         st.writer.submit(write).await?;
+        super::echoes::pause_for_people(&st.app, &echoes).await?;
         // After the messages before them: a handover pauses or resumes the conversation (its
         // own commit). A failure answers 503, and Meta's redelivery applies it again (the
         // messages are recognised; a pause by handover in force is left as it is).
@@ -196,7 +198,15 @@ fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted, Vec<Hando
                     continue;
                 }
                 ChangeValue::Echoes(v) => {
-                    tracing::debug!(phone_number_id = %v.metadata.phone_number_id, echoes = v.message_echoes.len(), "message echoes from the WhatsApp Business app (not customer turns)");
+                    write.echoes.extend(super::echoes::rows(snap, &v));
+                    continue;
+                }
+                // Coexistence's past chats and contacts, sent when a number joins: recorded in
+                // the log, never a turn.
+                ChangeValue::Other(_)
+                    if matches!(change.field.as_str(), "history" | "smb_app_state_sync") =>
+                {
+                    tracing::info!(field = %change.field, waba_id = %entry.id, "coexistence sync webhook acknowledged and recorded; nothing is answered");
                     continue;
                 }
                 ChangeValue::Other(_) => {

@@ -1,7 +1,7 @@
 //! Per-conversation facts the policies decide on: the last inbound time (the 24-hour window),
 //! the opt-out state, and the turn history an agent is given.
 
-use super::{Store, StoreError, on_pool};
+use super::{OutboxKind, Store, StoreError, on_pool};
 use std::collections::HashMap;
 
 /// One past turn of a conversation.
@@ -30,6 +30,18 @@ impl Store {
             .fetch_optional(pool)
             .await?;
             Ok(ts)
+        })
+    }
+
+    /// The kind of the outbox row that has `wamid` (the first, if several), if any.
+    pub async fn outbox_kind_of(&self, wamid: &str) -> Result<Option<OutboxKind>, StoreError> {
+        on_pool!(self, |pool| {
+            let kind: Option<String> =
+                sqlx::query_scalar("SELECT kind FROM outbox WHERE wamid = $1 ORDER BY id LIMIT 1")
+                    .bind(wamid)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(kind.as_deref().map(OutboxKind::parse))
         })
     }
 

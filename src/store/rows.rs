@@ -159,6 +159,24 @@ pub struct WebhookWrite {
     pub messages: Vec<NewInbound>,
     pub statuses: Vec<StatusUpdate>,
     pub dead_letter: Option<DeadLetter>,
+    /// Messages a person sent from the WhatsApp Business app (coexistence).
+    pub echoes: Vec<NewEcho>,
+}
+
+/// A message a person sent to a customer from the WhatsApp Business app, echoed by Meta: kept
+/// as the business's own turn of the conversation (an outbox row of kind `business_app`, already
+/// `sent`), unless it is the echo of one of the gateway's own sends (same wamid).
+#[derive(Clone, Debug)]
+pub struct NewEcho {
+    pub phone_number_id: String,
+    pub customer: String,
+    pub recipient: String,
+    pub recipient_kind: RecipientKind,
+    pub wamid: String,
+    /// The message object as Meta echoed it.
+    pub payload: String,
+    /// Its text as the conversation's history keeps it.
+    pub history: String,
 }
 
 /// Lifecycle of a reply. The rank orders states so late or repeated status webhooks never move
@@ -237,6 +255,8 @@ pub enum OutboxKind {
     Fallback,
     /// The reply to a message type the gateway cannot hand to an agent.
     Unsupported,
+    /// A person's message from the WhatsApp Business app (an echo): history, never sent.
+    BusinessApp,
 }
 
 impl OutboxKind {
@@ -248,6 +268,7 @@ impl OutboxKind {
             Self::ResumeConfirmation => "resume_confirmation",
             Self::Fallback => "fallback",
             Self::Unsupported => "unsupported",
+            Self::BusinessApp => "business_app",
         }
     }
 
@@ -258,6 +279,7 @@ impl OutboxKind {
             "resume_confirmation" => Self::ResumeConfirmation,
             "fallback" => Self::Fallback,
             "unsupported" => Self::Unsupported,
+            "business_app" => Self::BusinessApp,
             _ => Self::Reply,
         }
     }

@@ -6,7 +6,9 @@ use super::{CHUNK, Op};
 use crate::store::keywords::Committed;
 use crate::store::retention::{not_deleted_before, wamid_digest};
 use crate::store::sql::{Sql, WriteTx};
-use crate::store::{InboxRow, InboxState, NewInbound, StoreError, WebhookWrite, cluster};
+use crate::store::{
+    InboxRow, InboxState, NewInbound, OutboxKind, OutboxState, StoreError, WebhookWrite, cluster,
+};
 use std::collections::HashMap;
 
 const UPSERT_CONVERSATION: &str = "INSERT INTO conversations (phone_number_id, customer, \
@@ -209,6 +211,41 @@ pub(super) async fn dead_letter(
         tx.run(
             "INSERT INTO dead_letters (received_at, reason, body) VALUES ($1, $2, $3)",
             [now.into(), (&d.reason).into(), (&d.body).into()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Stores webhook `w`'s echoes of the WhatsApp Business app as the business's turns (already
+/// `sent`), each once: an echo whose wamid an outbox row already has (one of the gateway's own
+/// sends, or the same echo delivered again) adds nothing.
+pub(super) async fn echoes(
+    tx: &mut impl WriteTx,
+    w: &WebhookWrite,
+    now: i64,
+) -> Result<(), StoreError> {
+    let sent = OutboxState::Sent;
+    for e in &w.echoes {
+        tx.run(
+            "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, recipient_kind, \
+             part, payload, state, state_rank, attempts, wamid, created_at, updated_at, kind, \
+             history_text) \
+             SELECT NULL, $1, $2, $3, $4, 0, $5, $6, $7, 0, $8, $9, $9, $10, $11 \
+             WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE wamid = $8)",
+            [
+                (&e.phone_number_id).into(),
+                (&e.customer).into(),
+                (&e.recipient).into(),
+                e.recipient_kind.as_str().into(),
+                (&e.payload).into(),
+                sent.as_str().into(),
+                sent.rank().into(),
+                (&e.wamid).into(),
+                now.into(),
+                OutboxKind::BusinessApp.as_str().into(),
+                (&e.history).into(),
+            ],
         )
         .await?;
     }

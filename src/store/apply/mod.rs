@@ -191,6 +191,7 @@ async fn each_op(
             Op::Webhook(w) => {
                 let fresh = inbound::fresh_rows(w, &mut batch.inserted, &batch.keywords, now);
                 inbound::dead_letter(tx, w, now).await?;
+                inbound::echoes(tx, w, now).await?;
                 answers.webhooks.push(fresh);
             }
             Op::CompleteTurn(turn) => {
