@@ -435,14 +435,11 @@ async fn standby_messages_are_history_and_never_answered(db: Db) {
     };
     // Conversation routing gave the conversation to another app: this one gets a copy of each
     // customer message on `standby`, STOP included, and answers none of them.
-    for (wamid, text) in [
-        ("wamid.STANDBY.1", "I asked the other bot"),
-        ("wamid.STANDBY.2", "STOP"),
-    ] {
-        let mut env = text_envelope(&[(WABA, PNID, vec![(CUSTOMER, wamid, text)])]);
-        env["entry"][0]["changes"][0]["field"] = json!("standby");
-        assert_eq!(t.post_signed(env.to_string().as_bytes()).await, 200);
-    }
+    t.emu
+        .customer_says_on_standby(PNID, CUSTOMER, "Ana", "I asked the other bot");
+    let mut env = text_envelope(&[(WABA, PNID, vec![(CUSTOMER, "wamid.STANDBY.2", "STOP")])]);
+    env["entry"][0]["changes"][0]["field"] = json!("standby");
+    assert_eq!(t.post_signed(env.to_string().as_bytes()).await, 200);
     assert!(
         t.wait_count(
             "SELECT COUNT(*) FROM inbox WHERE state = 'done' AND detail LIKE 'standby%'",

@@ -233,6 +233,18 @@ impl EmulatorHandle {
         self.state.customer_sends(pnid, from_wa_id, name, message)
     }
 
+    /// Customer `from` writes `text` while another app is in control of the conversation (Meta's
+    /// conversation routing): the gateway gets a copy on the `standby` field. Returns the wamid.
+    pub fn customer_says_on_standby(
+        &self,
+        pnid: &str,
+        from: &str,
+        name: &str,
+        text: &str,
+    ) -> String {
+        self.state.customer_says_on_standby(pnid, from, name, text)
+    }
+
     /// A person writes `text` to customer `to` from the WhatsApp Business app on number `pnid`
     /// (coexistence); the gateway gets its echo on `smb_message_echoes`. Returns the wamid.
     pub fn business_app_says(&self, pnid: &str, to: &str, text: &str) -> String {

@@ -309,6 +309,23 @@ impl State {
         wamid
     }
 
+    /// Customer `from` writes `text` to number `pnid` while another app (Meta's conversation
+    /// routing) is in control: this app gets a copy on the `standby` field. Returns the wamid.
+    pub fn customer_says_on_standby(
+        &self,
+        pnid: &str,
+        from: &str,
+        name: &str,
+        text: &str,
+    ) -> String {
+        let wamid = envelope::new_wamid();
+        let number = self.number_or_stray(pnid);
+        let mut env = envelope::customer_text(&number, from, name, &wamid, now_ms() / 1000, text);
+        env["entry"][0]["changes"][0]["field"] = Value::from("standby");
+        self.enqueue(format!("{pnid}/{from}"), env);
+        wamid
+    }
+
     /// A person sends `message` (a message object) to customer `to` from the WhatsApp Business
     /// app on number `pnid` (coexistence): Meta echoes it on `smb_message_echoes`. Returns its
     /// wamid.
