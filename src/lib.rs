@@ -82,6 +82,9 @@ pub mod ids;
 // Every metric, defined once.
 pub mod metrics;
 
+// Where the gateway may fetch from for an agent: public addresses only, by default.
+pub mod net;
+
 // Onboarding numbers: Embedded Signup, registration, verification.
 pub mod onboard;
 

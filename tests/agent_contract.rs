@@ -24,7 +24,8 @@ fn options(agent: &RecordingAgent) -> Options {
     Options {
         agents: agents_yaml(agent),
         extra: "policies:\n  delivery: { initial_backoff: 20ms, max_backoff: 200ms, settle_grace: 2s }\n  \
-                fallback_reply: \"Sorry, something went wrong.\"\n  quote_customer: true\n"
+                fallback_reply: \"Sorry, something went wrong.\"\n  quote_customer: true\n  \
+                media: { private_hosts: true }\n"
             .into(),
         ..Options::default()
     }

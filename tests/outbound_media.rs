@@ -33,13 +33,26 @@ async fn gateway(
             agent.url
         ),
         extra: format!(
-            "policies:\n  delivery: {{ initial_backoff: 20ms, max_backoff: 200ms, settle_grace: 2s }}\n{policies}"
+            "policies:\n  delivery: {{ initial_backoff: 20ms, max_backoff: 200ms, settle_grace: 2s }}\n{}",
+            local_media_host(policies)
         ),
         storage_extra: storage.to_owned(),
         ..Options::default()
     };
     let t = spawn_gateway_with_agent(db, opts, "rec").await?;
     Some((agent, t))
+}
+
+/// `policies` allowing downloads from the test's media host on 127.0.0.1 (off by default),
+/// unless they say `private_hosts` themselves.
+fn local_media_host(policies: &str) -> String {
+    if policies.contains("private_hosts") {
+        policies.to_owned()
+    } else if policies.contains("media: {") {
+        policies.replacen("media: {", "media: { private_hosts: true,", 1)
+    } else {
+        format!("{policies}  media: {{ private_hosts: true }}\n")
+    }
 }
 
 fn image(url: &str, caption: &str) -> Value {
@@ -102,6 +115,69 @@ async fn image_by_url_is_uploaded_once_and_sent_by_id(db: Db) {
 
 /// A 6 MB "image" and an HTML page served as an image fail their rows with the reason, never
 /// reach Meta, and the items after them still go, in order.
+/// Each `(customer, text, _)` writes `text`; the agent answers a text, an image, a text. Waits
+/// until every image failed and the texts went out in order; returns each image's recorded
+/// error.
+async fn images_fail_between_texts(t: &TestGateway, cases: &[(&str, &str, &str)]) -> Vec<String> {
+    for (customer, text, _) in cases {
+        t.emu.customer_says(PNID, customer, "M", text).await;
+    }
+    let failed = "SELECT COUNT(*) FROM outbox WHERE state = 'failed'";
+    assert!(
+        t.wait_count(failed, cases.len() as i64, WAIT).await,
+        "every image failed"
+    );
+    assert!(
+        t.emu.wait_sent(|s| s.len() == 2 * cases.len(), WAIT).await,
+        "the texts"
+    );
+    let mut recorded = Vec::new();
+    for (customer, _, _) in cases {
+        assert_eq!(t.texts_to(customer), ["before", "after"], "in order");
+        recorded.push(
+            t.scalar(&format!(
+                "SELECT error_message FROM outbox WHERE customer = '{customer}' AND state = 'failed'"
+            ))
+            .await,
+        );
+    }
+    recorded
+}
+
+/// By default a media URL inside the network (here the test's host on 127.0.0.1, and a cloud
+/// metadata address) is never fetched: its message fails with the reason, the others go out.
+async fn a_media_url_inside_the_network_is_refused_by_default(db: Db) {
+    let host = MediaServer::start().await;
+    let local = host.serve("photo.jpg", "image/jpeg", jpeg(1024));
+    let reply = move |text: &str| {
+        let url = if text == "local" {
+            local.clone()
+        } else {
+            "http://169.254.169.254/latest/meta-data/iam".to_owned()
+        };
+        json!({ "replies": [ { "text": "before" }, { "image": { "url": url } }, { "text": "after" } ] })
+    };
+    let Some((_, mut t)) = gateway(db, reply, "  media: { private_hosts: false }\n", "").await
+    else {
+        return;
+    };
+    let cases = [
+        ("919882000001", "local", "127.0.0.1"),
+        ("919882000002", "metadata", "169.254.169.254"),
+    ];
+    let recorded = images_fail_between_texts(&t, &cases).await;
+    for ((_, _, address), recorded) in cases.iter().zip(recorded) {
+        assert!(
+            recorded.contains(&format!("{address} is not a public address"))
+                && recorded.contains("policies.media.private_hosts"),
+            "{recorded}"
+        );
+    }
+    assert_eq!(host.hits("photo.jpg"), 0, "never fetched");
+    assert!(t.emu.uploads().is_empty(), "nothing uploaded");
+    t.stop().await;
+}
+
 async fn files_meta_would_refuse_fail_their_row_and_never_reach_meta(db: Db) {
     let host = MediaServer::start().await;
     let big = host.serve("big.jpg", "image/jpeg", jpeg(6 * 1024 * 1024));
@@ -129,26 +205,8 @@ async fn files_meta_would_refuse_fail_their_row_and_never_reach_meta(db: Db) {
             "the file is text/html; Meta takes image files as image/jpeg, image/png",
         ),
     ];
-    for (customer, text, _) in cases {
-        t.emu.customer_says(PNID, customer, "R", text).await;
-    }
-    assert!(
-        t.wait_count(
-            "SELECT COUNT(*) FROM outbox WHERE state = 'failed'",
-            2,
-            WAIT
-        )
-        .await,
-        "both images failed"
-    );
-    assert!(t.emu.wait_sent(|s| s.len() == 4, WAIT).await, "the texts");
-    for (customer, _, reason) in cases {
-        assert_eq!(t.texts_to(customer), ["before", "after"], "in order");
-        let recorded: String = t
-            .scalar(&format!(
-                "SELECT error_message FROM outbox WHERE customer = '{customer}' AND state = 'failed'"
-            ))
-            .await;
+    let recorded = images_fail_between_texts(&t, &cases).await;
+    for ((_, _, reason), recorded) in cases.iter().zip(recorded) {
         assert!(recorded.contains(reason), "{recorded}");
         assert!(recorded.contains("cannot be sent"), "{recorded}");
     }
@@ -289,6 +347,7 @@ async fn expired_uploads_are_pruned_and_uploaded_again(db: Db) {
 }
 
 on_both_dbs!(
+    a_media_url_inside_the_network_is_refused_by_default,
     image_by_url_is_uploaded_once_and_sent_by_id,
     files_meta_would_refuse_fail_their_row_and_never_reach_meta,
     a_media_host_500_is_retried_and_delivered_once,

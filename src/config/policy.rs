@@ -217,6 +217,10 @@ pub struct MediaPolicy {
     pub cache_for: Duration,
     /// The longest a file's download, and then its upload to Meta, may take each.
     pub timeout: Duration,
+    /// Also download from loopback, private, link-local and other non-public addresses (a
+    /// media host inside the network). Off: an agent, or a model led astray by a customer,
+    /// cannot make the gateway fetch an internal URL and send the file to a customer.
+    pub private_hosts: bool,
 }
 
 impl Default for MediaPolicy {
@@ -225,6 +229,7 @@ impl Default for MediaPolicy {
             upload: true,
             cache_for: Duration::from_secs(29 * 24 * 3600),
             timeout: Duration::from_secs(60),
+            private_hosts: false,
         }
     }
 }

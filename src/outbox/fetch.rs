@@ -19,6 +19,11 @@ pub(super) struct Fetched {
 pub enum FetchError {
     #[error("only http and https URLs are downloaded")]
     NotHttp,
+    #[error(
+        "{0} is not a public address; set policies.media.private_hosts: true to download from \
+         inside the network"
+    )]
+    NotPublic(String),
     #[error("the media host answered HTTP {status}")]
     Status {
         status: u16,
@@ -36,7 +41,7 @@ impl FetchError {
         match self {
             FetchError::Network(_) => true,
             FetchError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
-            FetchError::NotHttp | FetchError::TooLarge(_) => false,
+            FetchError::NotHttp | FetchError::NotPublic(_) | FetchError::TooLarge(_) => false,
         }
     }
 
@@ -47,6 +52,26 @@ impl FetchError {
             _ => None,
         }
     }
+}
+
+/// Refuses a URL whose host is, or resolves only to, non-public addresses. (A name that does
+/// not resolve at all is the network's failure, for the download to report.)
+async fn public_host(url: &url::Url) -> Result<(), FetchError> {
+    if let Some(ip) = crate::net::private_literal(url) {
+        return Err(FetchError::NotPublic(ip.to_string()));
+    }
+    let Some(url::Host::Domain(name)) = url.host() else {
+        return Ok(());
+    };
+    let port = url.port_or_known_default().unwrap_or(443);
+    let Ok(found) = tokio::net::lookup_host((name, port)).await else {
+        return Ok(());
+    };
+    let found: Vec<std::net::SocketAddr> = found.collect();
+    if !found.is_empty() && !found.iter().any(|a| crate::net::is_public(a.ip())) {
+        return Err(FetchError::NotPublic(name.to_owned()));
+    }
+    Ok(())
 }
 
 fn network(e: reqwest::Error) -> FetchError {
@@ -62,15 +87,21 @@ fn too_large(kind: MediaKind, size: u64) -> FetchError {
     })
 }
 
-/// GETs `url` with `client` and reads its body, refusing more than `kind`'s size limit.
+/// GETs `url` with `client` and reads its body, refusing more than `kind`'s size limit. Unless
+/// `private_hosts`, a host that is or resolves only to a non-public address is refused for good
+/// (the client re-checks every address it connects to and every redirect, `crate::net`).
 pub(super) async fn fetch(
     client: &reqwest::Client,
     url: &str,
     kind: MediaKind,
+    private_hosts: bool,
 ) -> Result<Fetched, FetchError> {
     let parsed = url::Url::parse(url).map_err(|_| FetchError::NotHttp)?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(FetchError::NotHttp);
+    }
+    if !private_hosts {
+        public_host(&parsed).await?;
     }
     let mut resp = client.get(parsed).send().await.map_err(network)?;
     let status = resp.status();

@@ -126,7 +126,8 @@ async fn resolve(
     let snap = state.snapshot.load_full();
     let pnid = number.cfg.phone_number_id.as_str();
     let url = shown(link);
-    let fetched = fetch(&snap.media_http, link, kind)
+    let private_hosts = snap.config.policies.media.private_hosts;
+    let fetched = fetch(&snap.media_http, link, kind, private_hosts)
         .await
         .map_err(|e| match e {
             // Too large is the file's fault, found while it was arriving.

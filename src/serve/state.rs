@@ -93,12 +93,8 @@ impl Snapshot {
             &config.meta.api_version,
             std::time::Duration::from_secs(30),
         );
-        let media_http = reqwest::Client::builder()
-            .timeout(config.policies.media.timeout.get())
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .user_agent(concat!("wa-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the TLS backend is compiled in");
+        let media = &config.policies.media;
+        let media_http = crate::net::media_client(media.timeout.get(), media.private_hosts);
         let keywords = KeywordMatcher::new(&config.policies.opt_out);
         let erasure_key = ErasureKey::derive(config.meta.app_secret.expose().as_bytes());
         Ok(Self {
