@@ -55,7 +55,28 @@ pub fn private_literal(url: &url::Url) -> Option<IpAddr> {
     (!is_public(ip)).then_some(ip)
 }
 
-/// Resolves names to their public addresses only; a name with none is an error.
+/// A download refused because its host (a name, or an address literal in a redirect) reaches no
+/// public address: the client's error for it, which a caller finds in the error's sources.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0} is not a public address; set policies.media.private_hosts: true to download from \
+     inside the network"
+)]
+pub struct NotPublic(pub String);
+
+/// The refusal among `err`'s sources, if the client refused the host for not being public.
+pub fn not_public<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e NotPublic> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(refused) = e.downcast_ref::<NotPublic>() {
+            return Some(refused);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// Resolves names to their public addresses only; a name with none is refused ([`NotPublic`]).
 struct PublicOnly;
 
 impl Resolve for PublicOnly {
@@ -65,11 +86,7 @@ impl Resolve for PublicOnly {
             let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
             let public: Vec<SocketAddr> = found.filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
-                let why = format!(
-                    "{host} has no public address; set policies.media.private_hosts: true to \
-                     download from inside the network"
-                );
-                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, why).into());
+                return Err(NotPublic(host).into());
             }
             let addrs: Addrs = Box::new(public.into_iter());
             Ok(addrs)
@@ -92,7 +109,7 @@ pub fn media_client(timeout: Duration, private_hosts: bool) -> reqwest::Client {
                 if attempt.previous().len() >= MAX_REDIRECTS {
                     attempt.error("too many redirects")
                 } else if let Some(ip) = private_literal(attempt.url()) {
-                    attempt.error(format!("a redirect to {ip}, which is not a public address"))
+                    attempt.error(NotPublic(ip.to_string()))
                 } else {
                     attempt.follow()
                 }
@@ -131,5 +148,14 @@ mod tests {
         assert!(private_literal(&url("http://169.254.169.254/latest/meta-data")).is_some());
         assert!(private_literal(&url("http://[::1]:8080/x")).is_some());
         assert!(private_literal(&url("https://cdn.example.com/x.jpg")).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_name_with_no_public_address_is_refused_by_the_client() {
+        let client = media_client(Duration::from_secs(5), false);
+        let err = client.get("http://localhost:9/x").send().await.unwrap_err();
+        let refused = not_public(&err).unwrap_or_else(|| panic!("not refused as private: {err:?}"));
+        assert_eq!(refused.0, "localhost");
+        assert!(refused.to_string().contains("policies.media.private_hosts"));
     }
 }

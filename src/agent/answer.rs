@@ -337,9 +337,4 @@ impl Answer {
             handoff: None,
         }
     }
-
-    /// Whether the agent chose to stay silent.
-    pub fn is_silent(&self) -> bool {
-        self.replies.is_empty() && self.handoff.is_none()
-    }
 }

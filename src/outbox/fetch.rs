@@ -19,10 +19,7 @@ pub(super) struct Fetched {
 pub enum FetchError {
     #[error("only http and https URLs are downloaded")]
     NotHttp,
-    #[error(
-        "{0} is not a public address; set policies.media.private_hosts: true to download from \
-         inside the network"
-    )]
+    #[error("{0}")]
     NotPublic(String),
     #[error("the media host answered HTTP {status}")]
     Status {
@@ -54,27 +51,10 @@ impl FetchError {
     }
 }
 
-/// Refuses a URL whose host is, or resolves only to, non-public addresses. (A name that does
-/// not resolve at all is the network's failure, for the download to report.)
-async fn public_host(url: &url::Url) -> Result<(), FetchError> {
-    if let Some(ip) = crate::net::private_literal(url) {
-        return Err(FetchError::NotPublic(ip.to_string()));
-    }
-    let Some(url::Host::Domain(name)) = url.host() else {
-        return Ok(());
-    };
-    let port = url.port_or_known_default().unwrap_or(443);
-    let Ok(found) = tokio::net::lookup_host((name, port)).await else {
-        return Ok(());
-    };
-    let found: Vec<std::net::SocketAddr> = found.collect();
-    if !found.is_empty() && !found.iter().any(|a| crate::net::is_public(a.ip())) {
-        return Err(FetchError::NotPublic(name.to_owned()));
-    }
-    Ok(())
-}
-
 fn network(e: reqwest::Error) -> FetchError {
+    if let Some(refused) = crate::net::not_public(&e) {
+        return FetchError::NotPublic(refused.to_string());
+    }
     // The URL may carry a signature in its query: it stays out of the message.
     FetchError::Network(e.without_url().to_string())
 }
@@ -88,8 +68,8 @@ fn too_large(kind: MediaKind, size: u64) -> FetchError {
 }
 
 /// GETs `url` with `client` and reads its body, refusing more than `kind`'s size limit. Unless
-/// `private_hosts`, a host that is or resolves only to a non-public address is refused for good
-/// (the client re-checks every address it connects to and every redirect, `crate::net`).
+/// `private_hosts`, a non-public address literal is refused here, and the client refuses a name
+/// that resolves to none and a redirect to one (`crate::net`): each for good.
 pub(super) async fn fetch(
     client: &reqwest::Client,
     url: &str,
@@ -100,8 +80,10 @@ pub(super) async fn fetch(
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(FetchError::NotHttp);
     }
-    if !private_hosts {
-        public_host(&parsed).await?;
+    if let Some(ip) = crate::net::private_literal(&parsed).filter(|_| !private_hosts) {
+        return Err(FetchError::NotPublic(
+            crate::net::NotPublic(ip.to_string()).to_string(),
+        ));
     }
     let mut resp = client.get(parsed).send().await.map_err(network)?;
     let status = resp.status();

@@ -271,18 +271,6 @@ impl Content {
             _ => None,
         }
     }
-
-    /// The media this content carries, to change (a link replaced by an upload's id).
-    pub fn as_media_mut(&mut self) -> Option<(MediaKind, &mut Media)> {
-        match self {
-            Content::Image { image } => Some((MediaKind::Image, image)),
-            Content::Video { video } => Some((MediaKind::Video, video)),
-            Content::Audio { audio } => Some((MediaKind::Audio, audio)),
-            Content::Document { document } => Some((MediaKind::Document, document)),
-            Content::Sticker { sticker } => Some((MediaKind::Sticker, sticker)),
-            _ => None,
-        }
-    }
 }
 
 impl Content {

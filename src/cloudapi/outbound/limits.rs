@@ -42,9 +42,6 @@ pub struct LimitError {
 }
 
 impl LimitError {
-    /// Meta's error code for it.
-    pub const CODE: i64 = 131009;
-
     fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
         LimitError {
             field: field.into(),
