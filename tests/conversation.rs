@@ -206,23 +206,23 @@ async fn throughput_limit_holds_per_number(db: Db) {
         .map(|m| m.received_at_ms)
         .collect();
     assert_eq!((one.len(), two.len()), (500, 20));
-    // 100/s with a burst of 10: 500 sends need at least 4.9 s.
+    // 100/s, evenly spaced after two at once: 500 sends need at least 4.98 s.
     let span = one.iter().max().unwrap() - one.iter().min().unwrap();
     assert!(
-        span >= 4_850,
+        span >= 4_930,
         "500 replies went out in {span} ms, faster than 100/s"
     );
-    // The limiter grants 100/s with a burst of 10 (its exact timing is unit-tested on a paused
-    // clock in policy::limits). Measured where Meta measures, at the receiver, a one-second
-    // window may also catch sends granted up to ~100 ms earlier and delayed on a busy 2-core
-    // machine: 10 more sends at this rate.
+    // One process grants at most 100 + 1 in any second (its exact timing is unit-tested on a
+    // paused clock in policy::limits). Measured where Meta measures, at the receiver, a
+    // one-second window may also catch sends granted up to ~190 ms earlier and delayed on a busy
+    // 2-core machine: 19 more sends at this rate.
     for &start in &one {
         let in_slice = one
             .iter()
             .filter(|&&t| t >= start && t < start + 1000)
             .count();
         assert!(
-            in_slice <= 100 + 10 + 10,
+            in_slice <= 100 + 1 + 19,
             "{in_slice} sends within one second"
         );
     }

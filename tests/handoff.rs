@@ -616,6 +616,10 @@ async fn an_answer_from_the_business_app_pauses_the_agent_and_an_echo_of_our_own
     t.emu
         .business_app_says(PNID, CUSTOMER, "Hi Ana, Maria here. Let me check.");
     let own = t.emu.sent().into_iter().find(|m| m.to == other).unwrap();
+    // The gateway knows a wamid as its own once Meta's answer to the send is committed; the
+    // echo is sent after that, not merely after the emulator has answered.
+    let recorded = format!("SELECT COUNT(*) FROM outbox WHERE wamid = '{}'", own.wamid);
+    assert!(t.wait_count(&recorded, 1, WAIT).await, "own reply recorded");
     assert!(t.emu.echo_sent(&own.wamid));
     assert!(
         wait_until(WAIT, || async {
