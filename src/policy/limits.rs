@@ -63,11 +63,12 @@ impl SendLimiter {
     /// A limiter allowing `default_rate` messages per second per number, evenly spaced,
     /// `per_number_rates` for numbers with an override, and `pacing` per customer.
     ///
-    /// In one process a number's bucket holds two messages, not one: a waiter wakes on tokio's
-    /// millisecond timer, up to a millisecond after its turn, and a bucket of one would carry
-    /// that lateness into every later turn (80/s would become 1 per 13 ms, 77/s). Any one
-    /// second then sees at most the rate plus one. The cluster's buckets reserve each turn
-    /// ahead of time, so a late wake shifts nothing and they hold one ([`Self::number_bucket`]).
+    /// In one process a number's bucket holds 10 ms' worth of messages, at least two, not one: a
+    /// waiter wakes on tokio's millisecond timer, a little after its turn on a busy machine, and
+    /// a bucket of one would carry that lateness into every later turn (80/s would become 1 per
+    /// 13 ms, 77/s; 5,000/s at most one or two per millisecond). Any one second then sees at most
+    /// 1% over the rate, plus one. The cluster's buckets reserve each turn ahead of time, so a
+    /// late wake shifts nothing and they hold one ([`Self::number_bucket`]).
     /// A rate of 0 is taken as 1: config validation is where zero is refused.
     pub fn new(
         default_rate: u32,
@@ -79,7 +80,8 @@ impl SendLimiter {
         };
         let per_second = |rate: u32| {
             let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
-            Quota::per_second(rate).allow_burst(rate.min(NonZeroU32::MIN.saturating_add(1)))
+            let burst = NonZeroU32::new((rate.get() / 100).max(2)).unwrap_or(NonZeroU32::MIN);
+            Quota::per_second(rate).allow_burst(burst.min(rate))
         };
         let default_numbers = RateLimiter::new(
             per_second(default_rate),
@@ -339,13 +341,13 @@ mod tests {
         let rates = HashMap::from([("big".to_owned(), 1000), ("small".to_owned(), 0)]);
         let limiter = SendLimiter::new(80, rates, &pacing(0, 1));
         let start = Instant::now();
-        for i in 0..1002 {
+        for i in 0..1010 {
             limiter.acquire("big", &i.to_string()).await;
         }
         assert_eq!(
             start.elapsed(),
             Duration::from_secs(1),
-            "1000 per second, the first two at once"
+            "1000 per second, the first ten at once"
         );
         let start = Instant::now();
         // A zero rate is taken as 1 per second.
