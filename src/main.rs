@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use wa_gateway::config;
 
-#[cfg(not(target_env = "msvc"))]
+// `--no-default-features` keeps the system allocator, whose malloc heap profilers such as
+// heaptrack and valgrind wrap (examples/bench-numbers.sh says how the per-number heap is read).
+#[cfg(all(not(target_env = "msvc"), feature = "jemalloc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

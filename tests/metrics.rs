@@ -268,10 +268,10 @@ fn every_defined_family_passes_promtool() {
     m.window_expired.with_label_values(&[PNID]).inc();
     m.throttled.with_label_values(&[PNID]).inc();
     m.agent_breaker_open.with_label_values(&["echo"]).set(0);
-    m.number_status.with_label_values(&[PNID, "active"]).set(1);
+    m.number_status.set_all([(PNID, "active")]);
     m.config_reloads.with_label_values(&["ok"]).inc();
     m.config_info.with_label_values(&["0123abcd"]).set(1);
-    m.outbox_depth.with_label_values(&[PNID]).set(0);
+    m.outbox_depth.with_label_values(&[PNID]).set(1);
     m.number_last_activity.with_label_values(&[PNID]).set(1);
     m.throttle_wait_seconds
         .with_label_values(&[PNID])

@@ -72,15 +72,13 @@ fn number<'a>(list: &'a [Value], id: &str) -> &'a Value {
     list.iter().find(|n| n["phone_number_id"] == id).unwrap()
 }
 
-/// Whether the gauge says `status` (and only it) for `pnid`.
+/// Whether the gauge says `status` (and only it) for `pnid`: one series for the number, labelled
+/// with its status, 1.
 async fn gauge_says(t: &TestGateway, pnid: &str, status: &str) -> bool {
     let text = t.metrics().await;
-    ["active", "inactive", "error"].iter().all(|s| {
-        let want = if *s == status { 1 } else { 0 };
-        text.contains(&format!(
-            "wa_gateway_number_status{{phone_number_id=\"{pnid}\",status=\"{s}\"}} {want}\n"
-        ))
-    })
+    let prefix = format!("wa_gateway_number_status{{phone_number_id=\"{pnid}\",");
+    let series: Vec<&str> = text.lines().filter(|l| l.starts_with(&prefix)).collect();
+    series == [format!("{prefix}status=\"{status}\"}} 1")]
 }
 
 /// Asks the emulator's control API, as a test harness or a person would.
@@ -344,7 +342,88 @@ async fn the_cli_asks_the_gateway_when_the_emulator_stands_in_for_meta() {
     t.stop().await;
 }
 
+/// Every `wa_gateway_number_status` series of a scrape, as exported.
+async fn status_series(t: &TestGateway) -> Vec<String> {
+    let text = t.metrics().await;
+    text.lines()
+        .filter(|l| l.starts_with("wa_gateway_number_status{"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The gauge's series for (number, status) pairs, in the exposition's order (by number).
+fn series_of(pairs: &[(&str, &str)]) -> Vec<String> {
+    pairs
+        .iter()
+        .map(|(id, s)| {
+            format!("wa_gateway_number_status{{phone_number_id=\"{id}\",status=\"{s}\"}} 1")
+        })
+        .collect()
+}
+
+/// Several numbers: the status gauge has exactly one series per declared number, labelled with
+/// its status, and a change of status (an operator's disconnect, Meta's token refusal, the
+/// number removed from the file) moves or ends that number's series alone.
+async fn the_status_gauge_has_one_series_per_number_and_a_change_moves_it(db: Db) {
+    const PNID3: &str = "106540352242955";
+    let third = format!(
+        "  - phone_number_id: \"{PNID3}\"\n    waba_id: \"{WABA}\"\n    display_name: Test Three\n    agent: echo\n    access_token: {{ value: token-three }}\n"
+    );
+    let Some(mut t) = spawn(db, |y| {
+        y.replace(
+            "access_token: { value: token-two }\n",
+            &format!("access_token: {{ value: token-two }}\n{third}"),
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let v = pass_now(&t).await;
+    assert!(v["report"]["error"].is_null(), "{v}");
+    assert_eq!(
+        status_series(&t).await,
+        series_of(&[(PNID, "active"), (PNID2, "inactive"), (PNID3, "active")])
+    );
+
+    // An operator disconnects the third number: its one series moves to inactive.
+    let res = t
+        .http
+        .post(admin(&t, &format!("/api/numbers/{PNID3}/disconnect")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        status_series(&t).await,
+        series_of(&[(PNID, "active"), (PNID2, "inactive"), (PNID3, "inactive")])
+    );
+
+    // Meta refuses the first number's token: its series moves to error, the others stay.
+    t.emu.expire_token("token-one");
+    pass_now(&t).await;
+    assert_eq!(
+        status_series(&t).await,
+        series_of(&[(PNID, "error"), (PNID2, "inactive"), (PNID3, "inactive")])
+    );
+
+    // The third number leaves the file: its series ends.
+    let text = std::fs::read_to_string(&t.config_path).unwrap();
+    std::fs::write(&t.config_path, text.replace(&third, "")).unwrap();
+    assert!(matches!(
+        t.gw().reload_now().await,
+        ReloadOutcome::Applied { .. }
+    ));
+    assert_eq!(
+        status_series(&t).await,
+        series_of(&[(PNID, "error"), (PNID2, "inactive")])
+    );
+    t.stop().await;
+}
+
 on_both_dbs!(
+    the_status_gauge_has_one_series_per_number_and_a_change_moves_it,
     status_follows_the_token_through_the_control_loop,
     refused_sends_turn_a_number_to_error_until_one_is_accepted,
     plan_only_mode_reports_the_drift_and_changes_nothing,

@@ -6,7 +6,7 @@ use crate::doctor::connection::{Target, test_connection};
 use crate::ids::PhoneNumberId;
 use crate::reconcile::{Desired, Effective, NumberState, NumberStatus, effective, record_metrics};
 use crate::serve::state::AppState;
-use crate::store::StoreError;
+use crate::store::{NumberOverride, StoreError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -14,6 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -102,10 +103,7 @@ pub fn effective_statuses(st: &AppState) -> Vec<(String, Effective, Option<Numbe
         .iter()
         .map(|n| {
             let id = n.phone_number_id.to_string();
-            let meta = from_meta
-                .iter()
-                .find(|m| m.phone_number_id == n.phone_number_id)
-                .cloned();
+            let meta = from_meta.get(&n.phone_number_id).cloned();
             let failing = st.reconcile.send_health.failing(&id, threshold);
             // The override's time is filled in by `number_views`, which reads it from storage.
             let disc = disconnected.contains(&id).then_some(None);
@@ -127,14 +125,20 @@ pub fn record_status_metrics(st: &AppState) {
 /// Every declared number, in the config's order.
 pub async fn number_views(st: &AppState) -> Result<Vec<NumberView>, StoreError> {
     let snapshot = st.snapshot.load_full();
-    let overrides = st.store.number_overrides().await?;
+    let overrides: HashMap<String, NumberOverride> = st
+        .store
+        .number_overrides()
+        .await?
+        .into_iter()
+        .map(|o| (o.phone_number_id.clone(), o))
+        .collect();
     let queued = st.store.queued_replies().await?;
     let statuses = effective_statuses(st);
     let mut out = Vec::with_capacity(snapshot.config.numbers.len());
     for (n, (id, mut eff, meta)) in snapshot.config.numbers.iter().zip(statuses) {
         let is_disconnected = n.enabled && st.disconnected.contains(&id);
         let last = st.store.last_received_at(&id).await?;
-        let over = overrides.iter().find(|o| o.phone_number_id == id);
+        let over = overrides.get(&id);
         if is_disconnected {
             eff.since = over.map(|o| u64::try_from(o.changed_at / 1000).unwrap_or(0));
         }

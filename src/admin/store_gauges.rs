@@ -33,11 +33,14 @@ pub(super) async fn refresh(
             return;
         }
     };
-    // Reset so that numbers removed from the file stop being reported.
+    // Only numbers with replies queued have a series: with thousands of numbers, nearly all
+    // idle, a zero for each would be most of the scrape on every replica. Reset so that a
+    // drained or removed number's series ends.
     metrics.outbox_depth.reset();
     for n in numbers {
-        let depth = queued.get(n).copied().unwrap_or(0);
-        metrics.outbox_depth.with_label_values(&[n]).set(depth);
+        if let Some(&depth) = queued.get(n).filter(|d| **d > 0) {
+            metrics.outbox_depth.with_label_values(&[n]).set(depth);
+        }
     }
     let now_ms = now_ms();
     metrics

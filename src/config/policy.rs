@@ -387,6 +387,36 @@ pub struct NumberPolicies {
     pub media: NumberMediaPolicy,
 }
 
+impl NumberPolicies {
+    /// Whether nothing is overridden: the number runs on the top-level policies as they are (and
+    /// shares them, rather than holding a copy of its own).
+    pub fn is_empty(&self) -> bool {
+        // Spelled out so that a new override cannot be forgotten here.
+        let Self {
+            window,
+            mark_read,
+            typing_indicator,
+            quote_customer,
+            coalesce,
+            reactions_start_turn,
+            fallback_reply,
+            unsupported_reply,
+            throughput_per_number,
+            media: NumberMediaPolicy { upload },
+        } = self;
+        window.is_none()
+            && mark_read.is_none()
+            && typing_indicator.is_none()
+            && quote_customer.is_none()
+            && coalesce.is_none()
+            && reactions_start_turn.is_none()
+            && fallback_reply.is_none()
+            && unsupported_reply.is_none()
+            && throughput_per_number.is_none()
+            && upload.is_none()
+    }
+}
+
 impl Policies {
     /// The policies in force for a number with `overrides`.
     pub fn with_overrides(&self, o: &NumberPolicies) -> Policies {

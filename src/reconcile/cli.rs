@@ -182,7 +182,7 @@ pub async fn run_status(path: &Path) -> anyhow::Result<u8> {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            derive_statuses(&desired, &observed, &[], now)
+            derive_statuses(&desired, &observed, &Default::default(), now)
                 .into_iter()
                 .map(|s| {
                     row(

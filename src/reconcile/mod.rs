@@ -20,5 +20,6 @@ pub use plan::{Action, Op, plan};
 pub use runner::{Parts, run_cycle};
 pub use state::{CycleReport, Mode, ReconcileHandle, ReconcileState};
 pub use status::{
-    Effective, NumberState, NumberStatus, derive_statuses, effective, record_metrics, statuses,
+    Effective, NumberState, NumberStatus, Statuses, derive_statuses, effective, record_metrics,
+    statuses,
 };

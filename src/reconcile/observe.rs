@@ -5,8 +5,26 @@
 use super::desired::Desired;
 use crate::graph::{GraphClient, GraphError, NumberInfo};
 use crate::ids::{PhoneNumberId, WabaId};
+use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+
+/// Graph reads of each kind (WABAs, numbers) one pass keeps in flight. All at once, 10,000 numbers meant 10,000 connections:
+/// hundreds of MiB at the peak (kept by the allocator afterwards), reads failing as the sockets
+/// ran out, and a burst no Graph rate limit tolerates. A few dozen keep a pass over 10,000
+/// numbers to seconds on a fast link and the connections to what the client pools.
+pub const OBSERVE_CONCURRENCY: usize = 32;
+
+/// Runs `reads` with at most [`OBSERVE_CONCURRENCY`] in flight; the results in any order (they
+/// are keyed). A `Vec`, not an iterator: a closure in the stream's type would keep the
+/// reconciler's task from being `Send` (rust-lang/rust#102211).
+async fn bounded<T>(reads: Vec<impl Future<Output = T>>) -> Vec<T> {
+    futures::stream::iter(reads)
+        .buffer_unordered(OBSERVE_CONCURRENCY)
+        .collect()
+        .await
+}
 
 /// A Graph read that failed: Meta's code when it gave one, and what it said.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -94,33 +112,44 @@ pub async fn observe(client: &GraphClient, desired: &Desired) -> Observed {
             }))
     };
     let waba_ids: BTreeSet<&WabaId> = desired.wabas.keys().chain(desired.retired.keys()).collect();
-    let wabas = futures::future::join_all(waba_ids.into_iter().map(|waba| async move {
-        let token = desired
-            .waba_token(waba)
-            .map(|t| t.expose())
-            .unwrap_or_default();
-        let r = client
-            .subscribed_apps(waba.as_str(), token)
-            .await
-            .map(|apps| {
-                let ours = apps
-                    .into_iter()
-                    .find(|a| a.whatsapp_business_api_data.id == desired.app_id);
-                ObservedWaba {
-                    subscribed: ours.is_some(),
-                    override_callback: ours.and_then(|a| a.override_callback_uri),
-                }
+    let wabas = bounded(
+        waba_ids
+            .into_iter()
+            .map(|waba| async move {
+                let token = desired
+                    .waba_token(waba)
+                    .map(|t| t.expose())
+                    .unwrap_or_default();
+                let r = client
+                    .subscribed_apps(waba.as_str(), token)
+                    .await
+                    .map(|apps| {
+                        let ours = apps
+                            .into_iter()
+                            .find(|a| a.whatsapp_business_api_data.id == desired.app_id);
+                        ObservedWaba {
+                            subscribed: ours.is_some(),
+                            override_callback: ours.and_then(|a| a.override_callback_uri),
+                        }
+                    })
+                    .map_err(Failure::from);
+                (waba.clone(), r)
             })
-            .map_err(Failure::from);
-        (waba.clone(), r)
-    }));
-    let numbers = futures::future::join_all(desired.numbers.iter().map(|n| async move {
-        let r = client
-            .number_info(n.phone_number_id.as_str(), n.token.expose(), None)
-            .await
-            .map_err(Failure::from);
-        (n.phone_number_id.clone(), r)
-    }));
+            .collect(),
+    );
+    let numbers = bounded(
+        desired
+            .numbers
+            .iter()
+            .map(|n| async move {
+                let r = client
+                    .number_info(n.phone_number_id.as_str(), n.token.expose(), None)
+                    .await
+                    .map_err(Failure::from);
+                (n.phone_number_id.clone(), r)
+            })
+            .collect(),
+    );
     let (app, wabas, numbers) = tokio::join!(app, wabas, numbers);
     Observed {
         app: app.map_err(|e: GraphError| Failure::from(e)),

@@ -4,10 +4,10 @@
 
 use super::health::SendHealth;
 use super::plan::Action;
-use super::status::NumberStatus;
+use super::status::{NumberStatus, Statuses};
 use crate::config::Config;
 use serde::Serialize;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 /// Whether a pass carries out its plan or only reports it.
@@ -47,7 +47,7 @@ impl CycleReport {
 /// across an await.
 #[derive(Default)]
 pub struct ReconcileState {
-    statuses: Mutex<Vec<NumberStatus>>,
+    statuses: Mutex<Arc<Statuses>>,
     last: Mutex<Option<CycleReport>>,
     /// Runs of refused sends per number, fed by the sender.
     pub send_health: SendHealth,
@@ -57,8 +57,9 @@ pub struct ReconcileState {
 }
 
 impl ReconcileState {
-    /// The numbers' statuses from the latest observation (empty before the first pass).
-    pub fn statuses(&self) -> Vec<NumberStatus> {
+    /// The numbers' statuses from the latest observation (empty before the first pass); shared,
+    /// not copied, so a scrape over thousands of numbers copies none of them.
+    pub fn statuses(&self) -> Arc<Statuses> {
         self.statuses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -71,7 +72,11 @@ impl ReconcileState {
     }
 
     pub(super) fn store(&self, statuses: Vec<NumberStatus>, report: CycleReport) {
-        *self.statuses.lock().unwrap_or_else(|e| e.into_inner()) = statuses;
+        let statuses = statuses
+            .into_iter()
+            .map(|s| (s.phone_number_id.clone(), s))
+            .collect();
+        *self.statuses.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(statuses);
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
     }
 

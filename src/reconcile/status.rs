@@ -2,13 +2,14 @@
 //! Error with a reason and since when, plus what Meta says of the number (name, display number,
 //! quality). `derive_statuses` and `effective` are pure; `statuses` observes then derives.
 
-use super::desired::Desired;
+use super::desired::{Desired, DesiredNumber};
 use super::health::Failing;
 use super::observe::{Failure, Observed, is_registered, observe};
 use crate::graph::GraphClient;
 use crate::ids::PhoneNumberId;
 use crate::metrics::Metrics;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A number's state, stored and exported as a stable lowercase string.
@@ -24,9 +25,6 @@ pub enum NumberState {
 }
 
 impl NumberState {
-    /// Every state, for the state-set gauge.
-    pub const ALL: [NumberState; 3] = [Self::Active, Self::Inactive, Self::Error];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
@@ -49,6 +47,9 @@ impl NumberState {
 pub const DISABLED: &str = "disabled in the config";
 /// Why a disconnected number is Inactive.
 pub const DISCONNECTED: &str = "disconnected";
+
+/// The latest statuses, one map keyed by number: looked up at every scrape and page view.
+pub type Statuses = HashMap<PhoneNumberId, NumberStatus>;
 
 /// One number's status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -79,8 +80,8 @@ fn token_or_read(what: &str, f: &Failure, token_field: &str) -> String {
 }
 
 /// Why a declared, enabled number is not working, or None when it is.
-fn error_reason(desired: &Desired, observed: &Observed, pnid: &PhoneNumberId) -> Option<String> {
-    let n = desired.number(pnid)?;
+fn error_reason(desired: &Desired, observed: &Observed, n: &DesiredNumber) -> Option<String> {
+    let pnid = &n.phone_number_id;
     let token_field = format!("numbers[{}].access_token", n.index);
     match observed.numbers.get(pnid) {
         Some(Err(f)) => return Some(token_or_read("the number", f, &token_field)),
@@ -134,12 +135,12 @@ fn error_reason(desired: &Desired, observed: &Observed, pnid: &PhoneNumberId) ->
     }
 }
 
-/// Each declared number's status from one observation; `since` carries over from `previous`
-/// while a number's status is unchanged.
+/// Each declared number's status from one observation, in the file's order; `since` carries
+/// over from `previous` while a number's status is unchanged.
 pub fn derive_statuses(
     desired: &Desired,
     observed: &Observed,
-    previous: &[NumberStatus],
+    previous: &Statuses,
     now_unix: u64,
 ) -> Vec<NumberStatus> {
     desired
@@ -149,14 +150,14 @@ pub fn derive_statuses(
             let (status, reason) = if !n.enabled {
                 (NumberState::Inactive, Some(DISABLED.to_owned()))
             } else {
-                match error_reason(desired, observed, &n.phone_number_id) {
+                match error_reason(desired, observed, n) {
                     Some(r) => (NumberState::Error, Some(r)),
                     None => (NumberState::Active, None),
                 }
             };
             let since = previous
-                .iter()
-                .find(|p| p.phone_number_id == n.phone_number_id && p.status == status)
+                .get(&n.phone_number_id)
+                .filter(|p| p.status == status)
                 .map_or(now_unix, |p| p.since);
             let info = observed
                 .numbers
@@ -236,7 +237,7 @@ pub fn effective(
 pub async fn statuses(
     client: &GraphClient,
     desired: &Desired,
-    previous: &[NumberStatus],
+    previous: &Statuses,
 ) -> Vec<NumberStatus> {
     let observed = observe(client, desired).await;
     let now = SystemTime::now()
@@ -245,21 +246,15 @@ pub async fn statuses(
     derive_statuses(desired, &observed, previous, now)
 }
 
-/// Sets `wa_gateway_number_status{phone_number_id, status}`: 1 for the current status, 0 for
-/// the others (a state set); numbers not listed lose their series.
+/// Sets `wa_gateway_number_status{phone_number_id, status}`: one series per listed number,
+/// labelled with its current status; numbers not listed lose theirs.
 pub fn record_metrics<'a>(
     metrics: &Metrics,
     statuses: impl IntoIterator<Item = (&'a str, NumberState)>,
 ) {
-    metrics.number_status.reset();
-    for (pnid, status) in statuses {
-        for state in NumberState::ALL {
-            metrics
-                .number_status
-                .with_label_values(&[pnid, state.as_str()])
-                .set(i64::from(state == status));
-        }
-    }
+    metrics
+        .number_status
+        .set_all(statuses.into_iter().map(|(id, s)| (id, s.as_str())));
 }
 
 #[cfg(test)]
@@ -346,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn the_gauge_is_a_state_set_and_forgets_removed_numbers() {
+    fn the_gauge_has_one_series_per_number_and_forgets_removed_numbers() {
         let metrics = Metrics::new();
         record_metrics(
             &metrics,
@@ -354,14 +349,14 @@ mod tests {
         );
         record_metrics(&metrics, [("1", NumberState::Active)]);
         let text = metrics.render();
-        assert!(
-            text.contains(r#"wa_gateway_number_status{phone_number_id="1",status="active"} 1"#),
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("wa_gateway_number_status{"))
+            .collect();
+        assert_eq!(
+            series,
+            [r#"wa_gateway_number_status{phone_number_id="1",status="active"} 1"#],
             "{text}"
         );
-        assert!(
-            text.contains(r#"wa_gateway_number_status{phone_number_id="1",status="error"} 0"#),
-            "{text}"
-        );
-        assert!(!text.contains(r#"phone_number_id="2""#), "{text}");
     }
 }

@@ -23,8 +23,9 @@ pub struct NumberRuntime {
     pub cfg: config::Number,
     pub agent_name: String,
     pub agent: Arc<ResilientAgent>,
-    /// The top-level policies with this number's overrides applied.
-    pub policies: Policies,
+    /// The top-level policies with this number's overrides applied: shared by every number
+    /// that overrides nothing, so a number costs no copy of them.
+    pub policies: Arc<Policies>,
 }
 
 /// Everything derived from one config file; immutable once built.
@@ -68,7 +69,8 @@ impl Snapshot {
             let resilient = ResilientAgent::new(name.clone(), agent, config.policies.agent.clone());
             agents.insert(name.clone(), Arc::new(resilient));
         }
-        let mut numbers = HashMap::new();
+        let shared = Arc::new(config.policies.clone());
+        let mut numbers = HashMap::with_capacity(config.numbers.len());
         for n in &config.numbers {
             let agent =
                 agents
@@ -84,7 +86,11 @@ impl Snapshot {
                     cfg: n.clone(),
                     agent_name: n.agent.clone(),
                     agent,
-                    policies: config.policies.with_overrides(&n.policies),
+                    policies: if n.policies.is_empty() {
+                        shared.clone()
+                    } else {
+                        Arc::new(config.policies.with_overrides(&n.policies))
+                    },
                 }),
             );
         }
@@ -107,15 +113,19 @@ impl Snapshot {
         })
     }
 
-    /// What the send limiter is built from: the default rate, each number's rate, the pacing.
+    /// What the send limiter is built from: the default rate, the rate of each number whose
+    /// rate differs from it, the pacing. The other numbers share the default's keyed buckets, so
+    /// a number at the default rate costs no limiter of its own.
     pub fn limiter_spec(&self) -> (u32, BTreeMap<String, u32>, CustomerPacing) {
+        let default_rate = self.config.policies.throughput_per_number;
         let per_number = self
             .numbers
             .iter()
+            .filter(|(_, n)| n.policies.throughput_per_number != default_rate)
             .map(|(id, n)| (id.to_string(), n.policies.throughput_per_number))
             .collect();
         (
-            self.config.policies.throughput_per_number,
+            default_rate,
             per_number,
             self.config.policies.customer_pacing.clone(),
         )

@@ -2,6 +2,10 @@
 //! registry held by the app state. Labels are bounded: never a customer identifier. Knows
 //! nothing of storage: the gauges storage answers are set by their reader (`admin`).
 
+mod state_gauge;
+
+pub use state_gauge::StateGauge;
+
 use prometheus::core::Collector;
 use prometheus::{
     CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec,
@@ -294,11 +298,11 @@ metrics! {
             "1 while the agent's circuit breaker is open or half-open.",
         )
         .labels(&["agent"]),
-        /// Number status as a state set: 1 for the current status (active, inactive, error), 0
-        /// for the others, by number.
-        pub number_status: IntGaugeVec = spec(
+        /// Number status: one series per number, labelled with its current status (active,
+        /// inactive, error), always 1 (see [`StateGauge`] for why not a state set).
+        pub number_status: StateGauge = spec(
             "wa_gateway_number_status",
-            "1 for the number's current status (active, inactive, error), 0 for the others.",
+            "1, labelled with the number's current status (active, inactive, error); one series per number.",
         )
         .labels(&["phone_number_id", "status"]),
         /// Control-loop passes by result: ok, error (a read failed or Meta refused a change).
