@@ -134,10 +134,11 @@ pub async fn number_views(st: &AppState) -> Result<Vec<NumberView>, StoreError> 
         .collect();
     let queued = st.store.queued_replies().await?;
     let statuses = effective_statuses(st);
+    let ids: Vec<String> = statuses.iter().map(|(id, _, _)| id.clone()).collect();
+    let last_received = st.store.last_received_by_number(&ids).await?;
     let mut out = Vec::with_capacity(snapshot.config.numbers.len());
     for (n, (id, mut eff, meta)) in snapshot.config.numbers.iter().zip(statuses) {
         let is_disconnected = n.enabled && st.disconnected.contains(&id);
-        let last = st.store.last_received_at(&id).await?;
         let over = overrides.get(&id);
         if is_disconnected {
             eff.since = over.map(|o| u64::try_from(o.changed_at / 1000).unwrap_or(0));
@@ -163,7 +164,7 @@ pub async fn number_views(st: &AppState) -> Result<Vec<NumberView>, StoreError> 
                 since: secs(m.since),
                 checked_at: secs(m.checked_at),
             }),
-            last_activity: last.map(rfc3339),
+            last_activity: last_received.get(&id).copied().map(rfc3339),
             queued_replies: queued.get(&id).copied().unwrap_or(0),
             phone_number_id: id,
         });

@@ -16,10 +16,7 @@ pub(super) async fn refresh(
     let read = async {
         let queued = store.queued_replies().await?;
         let oldest = store.oldest_queued_reply_at().await?;
-        let mut last = Vec::with_capacity(numbers.len());
-        for n in numbers {
-            last.push((n, store.last_received_at(n).await?));
-        }
+        let last = store.last_received_by_number(numbers).await?;
         Ok::<_, StoreError>((queued, oldest, last))
     };
     let (queued, oldest, last) = match tokio::time::timeout(timeout, read).await {
@@ -48,11 +45,9 @@ pub(super) async fn refresh(
         .set(oldest.map_or(0.0, |at| (now_ms - at).max(0) as f64 / 1000.0));
     metrics.number_last_activity.reset();
     for (n, at) in last {
-        if let Some(at) = at {
-            metrics
-                .number_last_activity
-                .with_label_values(&[n])
-                .set(at / 1000);
-        }
+        metrics
+            .number_last_activity
+            .with_label_values(&[&n])
+            .set(at / 1000);
     }
 }

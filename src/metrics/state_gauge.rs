@@ -14,21 +14,24 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Debug)]
 pub struct StateGauge {
     desc: Desc,
-    states: Arc<Mutex<Vec<(Box<str>, &'static str)>>>,
+    states: Arc<Mutex<States>>,
 }
+
+/// (entity, its state), sorted by entity, each entity once.
+type States = Vec<(Box<str>, &'static str)>;
 
 impl StateGauge {
     /// Exports exactly `states` (entity, its state) from now on; entities not listed lose their
     /// series. An entity listed twice is exported once, with its first state.
     pub fn set_all<'a>(&self, states: impl IntoIterator<Item = (&'a str, &'static str)>) {
-        let mut next: Vec<(Box<str>, &'static str)> =
+        let mut next: States =
             states.into_iter().map(|(id, s)| (id.into(), s)).collect();
         next.sort_by(|a, b| a.0.cmp(&b.0));
         next.dedup_by(|a, b| a.0 == b.0);
         *self.lock() = next;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Box<str>, &'static str)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, States> {
         self.states.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

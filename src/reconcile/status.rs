@@ -233,17 +233,22 @@ pub fn effective(
     }
 }
 
-/// Observes Meta and derives every declared number's status.
+/// Observes Meta and derives every declared number's status (`previous` as a one-off caller
+/// holds them: a list).
 pub async fn statuses(
     client: &GraphClient,
     desired: &Desired,
-    previous: &Statuses,
+    previous: &[NumberStatus],
 ) -> Vec<NumberStatus> {
+    let previous: Statuses = previous
+        .iter()
+        .map(|s| (s.phone_number_id.clone(), s.clone()))
+        .collect();
     let observed = observe(client, desired).await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    derive_statuses(desired, &observed, previous, now)
+    derive_statuses(desired, &observed, &previous, now)
 }
 
 /// Sets `wa_gateway_number_status{phone_number_id, status}`: one series per listed number,
