@@ -2,7 +2,7 @@
 //! that point at file:line:column. Reads the file and the secrets; changes nothing.
 
 use super::error::{ConfigError, Diagnostic};
-use super::locate::{Location, SourceMap, join_key, parent};
+use super::locate::{Location, SourceMap, SyntaxError, join_key, parent};
 use super::model::{Agent, Config};
 use super::validate::validate;
 use sha2::{Digest, Sha256};
@@ -56,17 +56,24 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         message,
     };
-    let map = SourceMap::build(text).map_err(|e| {
+    // The source map is built only for a file with something to report: a valid one (every
+    // reload of a large file) needs no positions.
+    let syntax = |e: SyntaxError| {
         ConfigError::new(vec![at(
             e.location,
             "",
             format!("YAML syntax error: {}", e.message),
         )])
-    })?;
-    let mut config: Config = serde_norway::from_str(text).map_err(|e| {
-        let (loc, path, message) = from_serde(&e, text, &map);
-        ConfigError::new(vec![at(loc, &path, message)])
-    })?;
+    };
+    let mut config: Config = match serde_norway::from_str(text) {
+        Ok(config) => config,
+        Err(e) => {
+            let map = SourceMap::build(text).map_err(syntax)?;
+            let (loc, path, message) = from_serde(&e, text, &map);
+            return Err(ConfigError::new(vec![at(loc, &path, message)]));
+        }
+    };
+    let map = SourceMap::lazy(text);
 
     let mut diagnostics: Vec<Diagnostic> = validate(&config, &map)
         .into_iter()
@@ -117,9 +124,8 @@ pub fn diagnostics_at(
     file: &Path,
     issues: impl IntoIterator<Item = (String, String)>,
 ) -> ConfigError {
-    let map = std::fs::read_to_string(file)
-        .ok()
-        .and_then(|text| SourceMap::build(&text).ok());
+    let text = std::fs::read_to_string(file).ok();
+    let map = text.as_deref().and_then(|text| SourceMap::build(text).ok());
     ConfigError::new(
         issues
             .into_iter()

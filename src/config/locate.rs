@@ -1,6 +1,7 @@
 //! Maps field paths (`numbers[1].agent`) to where they sit in the YAML source, so that errors
 //! found after deserialization still point at file:line:column. Knows nothing of the model.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, ScanError};
@@ -37,33 +38,64 @@ pub struct SyntaxError {
 }
 
 /// Positions of every node of a YAML document, by field path.
+#[derive(Debug)]
+pub struct SourceMap<'a> {
+    text: &'a str,
+    /// Worked out when first asked for, unless built eagerly: a valid file needs no position,
+    /// and for a file of 10,000 numbers this map was most of the time a load took.
+    nodes: OnceCell<Nodes>,
+}
+
+/// The positions themselves.
 #[derive(Debug, Default)]
-pub struct SourceMap {
+struct Nodes {
     values: HashMap<String, Location>,
     keys: HashMap<String, Location>,
 }
 
-impl SourceMap {
-    /// Parses `text` and records the position of every node; fails on a YAML syntax error.
-    pub fn build(text: &str) -> Result<SourceMap, SyntaxError> {
-        let mut walker = Walker::default();
-        Parser::new_from_str(text)
-            .load(&mut walker, false)
-            .map_err(|e: ScanError| SyntaxError {
-                location: Location::from_marker(*e.marker()),
-                message: e.info().to_owned(),
-            })?;
-        Ok(walker.map)
+/// Parses `text` and records the position of every node; fails on a YAML syntax error.
+fn walk(text: &str) -> Result<Nodes, SyntaxError> {
+    let mut walker = Walker::default();
+    Parser::new_from_str(text)
+        .load(&mut walker, false)
+        .map_err(|e: ScanError| SyntaxError {
+            location: Location::from_marker(*e.marker()),
+            message: e.info().to_owned(),
+        })?;
+    Ok(walker.map)
+}
+
+impl<'a> SourceMap<'a> {
+    /// Parses `text` now and records the position of every node; fails on a YAML syntax error.
+    pub fn build(text: &'a str) -> Result<SourceMap<'a>, SyntaxError> {
+        Ok(SourceMap {
+            text,
+            nodes: OnceCell::from(walk(text)?),
+        })
+    }
+
+    /// The map of `text`, parsed the first time a position is asked for. For text another
+    /// parser already accepted; should this one refuse it, every position is the file's start.
+    pub fn lazy(text: &'a str) -> SourceMap<'a> {
+        SourceMap {
+            text,
+            nodes: OnceCell::new(),
+        }
+    }
+
+    fn nodes(&self) -> &Nodes {
+        self.nodes
+            .get_or_init(|| walk(self.text).unwrap_or_default())
     }
 
     /// Where the value at `path` starts (`""` is the document root).
     pub fn value(&self, path: &str) -> Option<Location> {
-        self.values.get(path).copied()
+        self.nodes().values.get(path).copied()
     }
 
     /// Where the mapping key naming `path` starts (`None` for sequence items and the root).
     pub fn key(&self, path: &str) -> Option<Location> {
-        self.keys.get(path).copied()
+        self.nodes().keys.get(path).copied()
     }
 
     /// The value at `path`, else that of its closest ancestor present in the file (a field left
@@ -116,7 +148,7 @@ enum Frame {
 #[derive(Default)]
 struct Walker {
     stack: Vec<Frame>,
-    map: SourceMap,
+    map: Nodes,
     /// Depth inside a non-scalar mapping key, which has no path of its own.
     in_complex_key: usize,
 }
@@ -260,6 +292,22 @@ numbers:
         assert_eq!(Some(map.nearest("listen.admin")), at(3, 3));
         assert_eq!(Some(map.nearest("numbers[1].enabled")), at(9, 5));
         assert_eq!(map.nearest("policies.delivery"), Location::START);
+    }
+
+    #[test]
+    fn a_lazy_map_answers_as_the_built_one() {
+        let (built, lazy) = (SourceMap::build(DOC).unwrap(), SourceMap::lazy(DOC));
+        for path in [
+            "listen.webhook",
+            "numbers[1].agent",
+            "numbers[1].enabled",
+            "x",
+        ] {
+            assert_eq!(lazy.value(path), built.value(path), "{path}");
+            assert_eq!(lazy.key(path), built.key(path), "{path}");
+            assert_eq!(lazy.nearest(path), built.nearest(path), "{path}");
+        }
+        assert_eq!(SourceMap::lazy("a: [1").nearest("a"), Location::START);
     }
 
     #[test]

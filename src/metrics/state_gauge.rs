@@ -24,8 +24,7 @@ impl StateGauge {
     /// Exports exactly `states` (entity, its state) from now on; entities not listed lose their
     /// series. An entity listed twice is exported once, with its first state.
     pub fn set_all<'a>(&self, states: impl IntoIterator<Item = (&'a str, &'static str)>) {
-        let mut next: States =
-            states.into_iter().map(|(id, s)| (id.into(), s)).collect();
+        let mut next: States = states.into_iter().map(|(id, s)| (id.into(), s)).collect();
         next.sort_by(|a, b| a.0.cmp(&b.0));
         next.dedup_by(|a, b| a.0 == b.0);
         *self.lock() = next;
