@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Load benchmark of wa-gateway across storage backends and replica counts: builds release, then
-# runs the same open-loop load (RATE msg/s for DURATION) against
+# runs the same load (open loop, RATE msg/s for DURATION; or closed loop, CONCURRENCY webhooks
+# in flight, when CONCURRENCY is set) against
 #   (a) one replica on SQLite (as examples/bench.sh),
 #   (b) one replica on PostgreSQL,
 #   (c) three replicas on PostgreSQL (the bench posts to them in turn),
 # back to back, printing each report. Each scenario starts fresh gateways (a new SQLite file, or
 # the database of WA_BENCH_PG dropped and recreated) and stops them with SIGTERM at its end.
+# The PostgreSQL scenarios also report the round trips per message (`--pg-stats`), which needs
+# pg_stat_statements loaded by the server (README, "Scaling out"); the report says so if not.
 # The per-replica configs are examples/bench.yaml with its ports and storage.url rewritten.
 # Usage: examples/bench-cluster.sh [extra bench flags, e.g. --json]
-# Env: RATE (2000), DURATION (20s), CUSTOMERS (20000), SCENARIOS ("a b c": which to run),
+# Env: RATE (2000), CONCURRENCY (unset: open loop), DURATION (20s), CUSTOMERS (20000),
+#      SCENARIOS ("a b c": which to run),
 #      WA_BENCH_PG (postgres://postgres:postgres@127.0.0.1:5432/wa_bench; its database is dropped!)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,6 +100,14 @@ reset_pg() {
 }
 
 status=0
+if [ -n "${CONCURRENCY:-}" ]; then
+    load=(--concurrency "$CONCURRENCY")
+    load_title="closed loop, $CONCURRENCY in flight"
+else
+    load=(--rate "$RATE")
+    load_title="open loop $RATE msg/s"
+fi
+
 # Runs scenario $1 (a title) with $2 replicas on storage URL $3, logs named $4.
 scenario() {
     local title="$1" n="$2" url="$3" name="$4" i
@@ -104,8 +116,11 @@ scenario() {
     for ((i = 0; i < n; i++)); do
         flags+=(--target "http://127.0.0.1:$((18080 + i))/webhook" --gateway-pid "${pids[$i]}")
     done
-    echo "== $title: open loop $RATE msg/s for $DURATION"
-    "$bin" bench --config "$work/replica-0.yaml" "${flags[@]}" --rate "$RATE" --duration "$DURATION" \
+    if [[ "$url" == postgres* ]]; then
+        flags+=(--pg-stats "$url")
+    fi
+    echo "== $title: $load_title for $DURATION"
+    "$bin" bench --config "$work/replica-0.yaml" "${flags[@]}" "${load[@]}" --duration "$DURATION" \
         --customers "$CUSTOMERS" "${extra[@]}" || status=1
     stop_gateways
     for ((i = 0; i < n; i++)); do
