@@ -567,6 +567,7 @@ async fn takeover(state: Arc<AppState>, dispatch: Dispatch) {
                 if cycles.is_multiple_of(600) {
                     state.store.prune_leader_runs(KEEP_LEADER_RUNS).await?;
                     state.store.prune_send_limits().await?;
+                    state.store.prune_replicas().await?;
                 }
                 Ok::<_, crate::store::StoreError>(orphans)
             })

@@ -15,6 +15,17 @@ use std::time::Duration;
 /// The database's clock in milliseconds: every replica compares lease times on one clock.
 pub(super) const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint";
 
+/// Whether the lease `l` (a `conversation_leases` row) is live: its owner renewed its liveness
+/// in `replicas` less than a lease ago (one row per replica, so a replica holding thousands of
+/// conversations renews them in one small write), or the lease itself has not run out (taken
+/// less than a lease ago; replicas before migration 14 renewed each lease this way).
+pub(super) fn lease_live(l: &str) -> String {
+    format!(
+        "({l}.expires_at > {NOW_MS} OR EXISTS (SELECT 1 FROM replicas r \
+         WHERE r.replica = {l}.owner AND r.alive_until > {NOW_MS}))"
+    )
+}
+
 /// The channel on which a commit announces conversations with new inbound messages; the
 /// payload is one `phone_number_id<TAB>customer` line per conversation.
 pub const WORK_CHANNEL: &str = "wagw_work";
@@ -101,7 +112,7 @@ impl Store {
     }
 
     /// Takes (or renews) this replica's lease on a conversation, unless another replica holds
-    /// a lease that has not run out. Returns whether this replica holds it now.
+    /// a live one. Returns whether this replica holds it now.
     pub async fn acquire_lease(
         &self,
         phone_number_id: &str,
@@ -111,8 +122,10 @@ impl Store {
         let sql = format!(
             "INSERT INTO conversation_leases AS l (phone_number_id, customer, owner, expires_at) \
              VALUES ($1, $2, $3, {NOW_MS} + $4) ON CONFLICT (phone_number_id, customer) DO UPDATE \
-             SET owner = excluded.owner, expires_at = excluded.expires_at \
-             WHERE l.owner = excluded.owner OR l.expires_at < {NOW_MS} RETURNING 1"
+             SET owner = excluded.owner, expires_at = excluded.expires_at, \
+             claimed_seq = CASE WHEN l.owner = excluded.owner THEN l.claimed_seq ELSE l.seq END \
+             WHERE l.owner = excluded.owner OR NOT {} RETURNING 1",
+            lease_live("l")
         );
         let row: Option<i32> = sqlx::query_scalar(&sql)
             .bind(phone_number_id)
@@ -142,21 +155,28 @@ impl Store {
         Ok(())
     }
 
-    /// Renews every lease this replica holds (the heartbeat); returns how many.
-    pub async fn renew_leases(&self, lease: Duration) -> Result<u64, StoreError> {
-        let sql =
-            format!("UPDATE conversation_leases SET expires_at = {NOW_MS} + $2 WHERE owner = $1");
-        let done = sqlx::query(&sql)
+    /// Renews every lease this replica holds (the heartbeat): one row, this replica's liveness,
+    /// whatever the number of conversations it holds.
+    pub async fn renew_leases(&self, lease: Duration) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO replicas (replica, alive_until) VALUES ($1, {NOW_MS} + $2) \
+             ON CONFLICT (replica) DO UPDATE SET alive_until = excluded.alive_until"
+        );
+        sqlx::query(&sql)
             .bind(self.replica())
             .bind(lease.as_millis() as i64)
             .execute(self.pg()?)
             .await?;
-        Ok(done.rows_affected())
+        Ok(())
     }
 
-    /// Gives up every lease this replica holds (at shutdown).
+    /// Gives up every lease this replica holds (at shutdown); returns how many.
     pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM conversation_leases WHERE owner = $1")
+            .bind(self.replica())
+            .execute(self.pg()?)
+            .await?;
+        sqlx::query("DELETE FROM replicas WHERE replica = $1")
             .bind(self.replica())
             .execute(self.pg()?)
             .await?;
@@ -178,7 +198,8 @@ impl Store {
                  AND updated_at < $1 \
              ) w LEFT JOIN conversation_leases l \
                ON l.phone_number_id = w.phone_number_id AND l.customer = w.customer \
-             WHERE l.owner IS NULL OR l.expires_at < {NOW_MS} LIMIT $2"
+             WHERE l.owner IS NULL OR NOT {} LIMIT $2",
+            lease_live("l")
         );
         let rows: Vec<(String, String)> = sqlx::query_as(&sql)
             .bind(older_than_ms)
@@ -448,6 +469,14 @@ impl Store {
         )
         .execute(self.pg()?)
         .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Forgets replicas that stopped renewing their liveness an hour ago (killed ones; those
+    /// stopped with SIGTERM remove their own row).
+    pub async fn prune_replicas(&self) -> Result<u64, StoreError> {
+        let sql = format!("DELETE FROM replicas WHERE alive_until < {NOW_MS} - 3600000");
+        let done = sqlx::query(&sql).execute(self.pg()?).await?;
         Ok(done.rows_affected())
     }
 

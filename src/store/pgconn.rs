@@ -81,10 +81,15 @@ pub struct PgConn<'a> {
 }
 
 impl PgConn<'_> {
-    /// The connection, for one use.
+    /// The connection, for one use; [`completed`](Self::completed) says it went well.
     pub fn conn(&mut self) -> &mut PgConnection {
         self.clean = false;
         self.conn.as_mut().expect("present until dropped")
+    }
+
+    /// The last use completed: the connection may serve the next caller.
+    pub fn completed(&mut self) {
+        self.clean = true;
     }
 }
 

@@ -36,6 +36,7 @@ pub struct LeaseClaim {
 /// lease in milliseconds. Rows are locked in key order, as every commit does, so two replicas'
 /// commits wait for each other instead of deadlocking.
 static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    let live = cluster::lease_live("l");
     format!(
         "{GROUP_COMMIT_MARK} WITH k AS ( \
            SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS k(p, c, n) \
@@ -44,11 +45,11 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
              (phone_number_id, customer, owner, expires_at, seq, claimed_seq) \
            SELECT p, c, $4, {NOW_MS} + $5, 1, 1 FROM k ORDER BY p, c \
            ON CONFLICT (phone_number_id, customer) DO UPDATE SET \
-             owner = CASE WHEN l.owner = excluded.owner OR l.expires_at < {NOW_MS} \
+             owner = CASE WHEN l.owner = excluded.owner OR NOT {live} \
                THEN excluded.owner ELSE l.owner END, \
-             expires_at = CASE WHEN l.owner = excluded.owner OR l.expires_at < {NOW_MS} \
+             expires_at = CASE WHEN l.owner = excluded.owner OR NOT {live} \
                THEN excluded.expires_at ELSE l.expires_at END, \
-             claimed_seq = CASE WHEN l.owner <> excluded.owner AND l.expires_at < {NOW_MS} \
+             claimed_seq = CASE WHEN l.owner <> excluded.owner AND NOT {live} \
                THEN l.seq + 1 ELSE l.claimed_seq END, \
              seq = l.seq + 1 \
            RETURNING phone_number_id, customer, owner, seq, claimed_seq \
@@ -91,8 +92,9 @@ static UNLEASED_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
            attempts = attempts - 1, sending_since = NULL \
          WHERE o.id = ANY($1) AND o.state = 'sending' AND NOT EXISTS ( \
            SELECT 1 FROM conversation_leases l WHERE l.phone_number_id = o.phone_number_id \
-           AND l.customer = o.customer AND l.owner = $2 AND l.expires_at > {NOW_MS}) \
-         RETURNING o.id"
+           AND l.customer = o.customer AND l.owner = $2 AND {}) \
+         RETURNING o.id",
+        cluster::lease_live("l")
     )
 });
 
@@ -199,6 +201,14 @@ pub(super) async fn unleased_attempts(
         .fetch_all(&mut *conn)
         .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Per [`Op::ReleaseLease`] of `ops`, in op order: not given back.
+pub(in crate::store) fn kept(ops: &[Op]) -> Vec<bool> {
+    ops.iter()
+        .filter(|op| matches!(op, Op::ReleaseLease { .. }))
+        .map(|_| false)
+        .collect()
 }
 
 /// Gives back the leases the batch's [`Op::ReleaseLease`]s ask for, after the commit (in one

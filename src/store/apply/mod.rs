@@ -136,19 +136,29 @@ impl Store {
                 "SQLite is written through the writer's own connection".into(),
             ));
         };
-        let (replica, installation, lease_ms) =
-            (self.replica(), self.installation(), self.lease_ms);
-        pg.writer
-            .run(async |conn| {
-                use sqlx::Connection;
-                let mut tx = conn.begin().await?;
-                let cluster = Cluster { replica, lease_ms };
-                let mut done = apply_ops(&mut tx, ops, Some(&cluster), installation).await?;
-                tx.commit().await?;
-                done.released = leases::release(conn, ops, replica).await?;
-                Ok(done)
-            })
-            .await
+        use sqlx::Connection;
+        let cluster = Cluster {
+            replica: self.replica(),
+            lease_ms: self.lease_ms,
+        };
+        let mut c = pg.writer.get().await?;
+        let conn = c.conn();
+        let mut tx = conn.begin().await?;
+        let mut done = apply_ops(&mut tx, ops, Some(&cluster), self.installation()).await?;
+        tx.commit().await?;
+        // The batch is durable: whatever happens now must not fail it (its ops would be applied
+        // again, one by one, and find their work done).
+        match leases::release(conn, ops, cluster.replica).await {
+            Ok(released) => {
+                done.released = released;
+                c.completed();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot give conversation leases back; their holders keep them");
+                done.released = leases::kept(ops);
+            }
+        }
+        Ok(done)
     }
 }
 
