@@ -12,7 +12,8 @@
 # The per-replica configs are examples/bench.yaml with its ports and storage.url rewritten.
 # Usage: examples/bench-cluster.sh [extra bench flags, e.g. --json]
 # Env: RATE (2000), CONCURRENCY (unset: open loop), DURATION (20s), CUSTOMERS (20000),
-#      SCENARIOS ("a b c": which to run),
+#      SCENARIOS ("a b c": which to run), PORT_OFFSET (0: added to every port, so that two
+#      benches on one machine do not drive each other's gateways),
 #      WA_BENCH_PG (postgres://postgres:postgres@127.0.0.1:5432/wa_bench; its database is dropped!)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,19 +45,33 @@ work="$(mktemp -d)"
 cp "$bin" "$work/wa-gateway"
 bin="$work/wa-gateway"
 
-# Writes replica $1's config for storage URL $2 to $work/replica-$1.yaml: webhook port 18080+$1,
-# admin port 19090+$1 (the emulator stays at 18089, so at most 9 replicas).
+PORT_OFFSET="${PORT_OFFSET:-0}"
+webhook_port=$((18080 + PORT_OFFSET))
+admin_port=$((19090 + PORT_OFFSET))
+emulator_port=$((18089 + PORT_OFFSET))
+for port in "$webhook_port" "$admin_port" "$emulator_port"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is in use (another bench?); set PORT_OFFSET to run beside it" >&2
+        exit 2
+    fi
+done
+
+# Writes replica $1's config for storage URL $2 to $work/replica-$1.yaml: webhook port
+# webhook_port+$1, admin port admin_port+$1 (the emulator stays at emulator_port, so at most 9
+# replicas).
 write_config() {
     local i="$1" out="$work/replica-$1.yaml"
     local url
     url="$(printf '%s' "$2" | sed 's/[&|\\]/\\&/g')"
-    sed -e "s|127\.0\.0\.1:18080|127.0.0.1:$((18080 + i))|g" \
-        -e "s|127\.0\.0\.1:19090|127.0.0.1:$((19090 + i))|g" \
+    sed -e "s|127\.0\.0\.1:18080|127.0.0.1:$((webhook_port + i))|g" \
+        -e "s|127\.0\.0\.1:19090|127.0.0.1:$((admin_port + i))|g" \
+        -e "s|127\.0\.0\.1:18089|127.0.0.1:$emulator_port|g" \
         -e "s|^\(  url: \)sqlite://data/bench\.db\$|\1$url|" \
         examples/bench.yaml >"$out"
     # examples/bench.yaml may change under us: make sure every rewrite took.
-    if ! grep -qF "public_url: http://127.0.0.1:$((18080 + i))/webhook" "$out" ||
-        ! grep -qF "admin: 127.0.0.1:$((19090 + i))" "$out" ||
+    if ! grep -qF "public_url: http://127.0.0.1:$((webhook_port + i))/webhook" "$out" ||
+        ! grep -qF "admin: 127.0.0.1:$((admin_port + i))" "$out" ||
+        ! grep -qF "graph_url: http://127.0.0.1:$emulator_port" "$out" ||
         ! grep -qF "  url: $2" "$out"; then
         echo "cannot derive replica $i's config from examples/bench.yaml (ports or storage.url moved?)" >&2
         exit 2
@@ -83,7 +98,7 @@ start_gateways() {
     done
     for ((i = 0; i < n; i++)); do
         for _ in $(seq 300); do
-            if curl -fsS "http://127.0.0.1:$((19090 + i))/readyz" >/dev/null 2>&1; then continue 2; fi
+            if curl -fsS "http://127.0.0.1:$((admin_port + i))/readyz" >/dev/null 2>&1; then continue 2; fi
             if ! kill -0 "${pids[$i]}" 2>/dev/null; then break; fi
             sleep 0.1
         done
@@ -114,7 +129,7 @@ scenario() {
     local flags=()
     start_gateways "$n" "$url" "$name"
     for ((i = 0; i < n; i++)); do
-        flags+=(--target "http://127.0.0.1:$((18080 + i))/webhook" --gateway-pid "${pids[$i]}")
+        flags+=(--target "http://127.0.0.1:$((webhook_port + i))/webhook" --gateway-pid "${pids[$i]}")
     done
     if [[ "$url" == postgres* ]]; then
         flags+=(--pg-stats "$url")

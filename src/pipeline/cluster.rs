@@ -317,7 +317,8 @@ async fn conversation(
     }
     state.metrics.conversation_leases.dec();
     state.metrics.conversation_workers.dec();
-    if !matches!(end, End::Released) {
+    // Stopping: every lease this replica holds is given back at once at the end of the drain.
+    if matches!(end, End::Lost) {
         let (pnid, customer) = (key.0.as_str(), key.1.as_str());
         state
             .persist("lease release", || {
@@ -373,7 +374,13 @@ async fn work(
         if conv.must_read {
             match conv.read(state).await {
                 Some(true) => {}
-                Some(false) => return End::Lost,
+                Some(false) => {
+                    tracing::warn!(
+                        phone_number_id = conv.pnid,
+                        "the conversation's lease is another replica's; giving the conversation up"
+                    );
+                    return End::Lost;
+                }
                 None => return End::Stopped,
             }
         }
