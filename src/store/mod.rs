@@ -151,6 +151,9 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Prepared statements the PostgreSQL writer's connection keeps (sqlx keeps 100 by default).
+const WRITER_STATEMENTS: usize = 1000;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -245,7 +248,10 @@ impl Store {
                 .await?;
             pg = Some(std::sync::Arc::new(PgLinks {
                 hot: pgconn::PgConns::new(opts.clone(), cfg.max_connections.max(2) as usize),
-                writer: pgconn::PgConns::new(opts, 1),
+                // The group commit's multi-row statements have one text per row count: room
+                // for each count a batch commonly has, so each is prepared once, not again
+                // every time another count pushed it out.
+                writer: pgconn::PgConns::new(opts.statement_cache_capacity(WRITER_STATEMENTS), 1),
             }));
             (Pool::Postgres(pool.clone()), Pool::Postgres(pool))
         } else {
