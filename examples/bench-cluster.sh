@@ -12,6 +12,8 @@
 # The per-replica configs are examples/bench.yaml with its ports and storage.url rewritten.
 # Usage: examples/bench-cluster.sh [extra bench flags, e.g. --json]
 # Env: RATE (2000), CONCURRENCY (unset: open loop), DURATION (20s), CUSTOMERS (20000),
+#      WA_GATEWAY_BIN (a built binary to use instead of building one), SERVE_BIN (a binary for
+#      the gateways only, e.g. an older build, measured by the same bench),
 #      SCENARIOS ("a b c": which to run), PORT_OFFSET (0: added to every port, so that two
 #      benches on one machine do not drive each other's gateways),
 #      WA_BENCH_PG (postgres://postgres:postgres@127.0.0.1:5432/wa_bench; its database is dropped!)
@@ -38,12 +40,20 @@ if ! command -v psql >/dev/null; then
     exit 2
 fi
 
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/wa-gateway"
+if [ -z "${WA_GATEWAY_BIN:-}" ]; then
+    cargo build --release --quiet
+fi
 # A private copy: a concurrent build in a shared target dir must not swap the binary mid-run.
 work="$(mktemp -d)"
-cp "$bin" "$work/wa-gateway"
+cp "${WA_GATEWAY_BIN:-${CARGO_TARGET_DIR:-target}/release/wa-gateway}" "$work/wa-gateway"
 bin="$work/wa-gateway"
+# The gateways run $serve_bin, the bench $bin: with SERVE_BIN (an older build, say) the same
+# bench measures another gateway.
+serve_bin="$bin"
+if [ -n "${SERVE_BIN:-}" ]; then
+    cp "$SERVE_BIN" "$work/wa-gateway-serve"
+    serve_bin="$work/wa-gateway-serve"
+fi
 
 PORT_OFFSET="${PORT_OFFSET:-0}"
 webhook_port=$((18080 + PORT_OFFSET))
@@ -92,7 +102,7 @@ start_gateways() {
     local n="$1" url="$2" name="$3" i
     for ((i = 0; i < n; i++)); do
         write_config "$i" "$url"
-        WA_GATEWAY_REPLICA_ID="bench-$i" "$bin" serve --config "$work/replica-$i.yaml" \
+        WA_GATEWAY_REPLICA_ID="bench-$i" "$serve_bin" serve --config "$work/replica-$i.yaml" \
             >"$work/$name-$i.log" 2>&1 &
         pids+=($!)
     done
