@@ -1,6 +1,6 @@
 //! CPU time from /proc (Linux): of this process, of its emulator threads (named `bench-emu…`),
-//! and of other processes (the gateway's replicas) when their pids are given. Elsewhere it
-//! reports nothing.
+//! and of other processes (the gateway's replicas) when their pids are given, with the bytes
+//! those replicas wrote to storage. Elsewhere it reports nothing.
 
 use std::path::Path;
 
@@ -19,6 +19,9 @@ pub struct Sample {
     pub emulator: f64,
     /// Each gateway process given, in order; `None` where /proc could not tell.
     pub gateways: Vec<Option<f64>>,
+    /// Bytes each gateway process has caused to be written to storage (`write_bytes` of
+    /// /proc/PID/io, counted when a page is dirtied: the WAL, the database, the logs).
+    pub written: Vec<Option<u64>>,
 }
 
 /// `(comm, utime + stime in seconds)` from a `stat` file.
@@ -33,6 +36,16 @@ fn read_stat(path: &Path) -> Option<(String, f64)> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((comm, (utime + stime) / TICKS_PER_SEC))
+}
+
+/// `write_bytes` from an `io` file.
+fn read_written(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Samples CPU time now.
@@ -52,10 +65,51 @@ pub fn sample(gateway_pids: &[u32]) -> Sample {
             read_stat(&Path::new("/proc").join(pid.to_string()).join("stat")).map(|(_, s)| s)
         })
         .collect();
+    let written = gateway_pids
+        .iter()
+        .map(|pid| read_written(&Path::new("/proc").join(pid.to_string()).join("io")))
+        .collect();
     Sample {
         bench,
         emulator,
         gateways,
+        written,
+    }
+}
+
+/// What the gateway spent per message, from the load's start until its last reply: CPU time
+/// and bytes written, all replicas together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Cost {
+    /// CPU microseconds per message; `None` without `--gateway-pid` or when /proc could not tell.
+    pub cpu_us_per_message: Option<f64>,
+    /// Bytes written to storage per message, likewise.
+    pub written_bytes_per_message: Option<f64>,
+}
+
+impl Cost {
+    /// The gateways' cost of `messages` between two samples (taken with the same pids).
+    pub fn between(a: &Sample, b: &Sample, messages: u64) -> Self {
+        if a.gateways.is_empty() || messages == 0 {
+            return Self::default();
+        }
+        let per = |total: f64| total / messages as f64;
+        let cpu: Option<f64> = a
+            .gateways
+            .iter()
+            .zip(&b.gateways)
+            .map(|(a, b)| a.zip(*b).map(|(a, b)| b - a))
+            .sum();
+        let written: Option<u64> = a
+            .written
+            .iter()
+            .zip(&b.written)
+            .map(|(a, b)| a.zip(*b).map(|(a, b)| b.saturating_sub(a)))
+            .sum();
+        Self {
+            cpu_us_per_message: cpu.map(|s| per(s * 1e6)),
+            written_bytes_per_message: written.map(|b| per(b as f64)),
+        }
     }
 }
 
@@ -138,6 +192,7 @@ mod tests {
             bench,
             emulator: 0.5,
             gateways,
+            written: Vec::new(),
         };
         let a = sample(1.0, vec![Some(10.0), Some(20.0)]);
         let b = sample(3.0, vec![Some(14.0), Some(22.0)]);
@@ -162,5 +217,38 @@ mod tests {
         assert_eq!(u.gateway_cores, None);
         assert_eq!(u.replica_cores[0].cores, Some(1.0));
         assert_eq!(Usage::between(&a, &b, &[], 4.0).gateway_cores, None);
+    }
+
+    #[test]
+    fn cost_per_message_sums_the_replicas() {
+        let sample = |cpu: [f64; 2], written: [Option<u64>; 2]| Sample {
+            gateways: cpu.iter().map(|c| Some(*c)).collect(),
+            written: written.to_vec(),
+            ..Sample::default()
+        };
+        let a = sample([1.0, 2.0], [Some(1000), Some(0)]);
+        let b = sample([1.5, 2.5], [Some(5096), Some(4000)]);
+        let cost = Cost::between(&a, &b, 1000);
+        assert_eq!(cost.cpu_us_per_message, Some(1000.0));
+        assert_eq!(cost.written_bytes_per_message, Some(8.096));
+        let unknown = sample([1.5, 2.5], [Some(5096), None]);
+        assert_eq!(
+            Cost::between(&a, &unknown, 1000).written_bytes_per_message,
+            None
+        );
+        assert_eq!(Cost::between(&a, &b, 0), Cost::default());
+    }
+
+    #[test]
+    fn written_bytes_come_from_the_io_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("io");
+        std::fs::write(
+            &path,
+            "rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 0\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n",
+        )
+        .unwrap();
+        assert_eq!(read_written(&path), Some(8192));
+        assert_eq!(read_written(&dir.path().join("absent")), None);
     }
 }

@@ -227,6 +227,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         Vec::new()
     };
     let secs = drain(&replies, &emulator.handle, &acked, args.drain).await;
+    let cost = cpu::Cost::between(
+        &measured.cpu_before,
+        &cpu::sample(&args.gateway_pids),
+        lock(&load.acks).acked.len() as u64,
+    );
     stop_reader.cancel();
     let _ = reader.await;
     let pg = match pg {
@@ -237,6 +242,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         acked,
         secs,
         status: emulator.stop(),
+        cost,
     };
 
     let mut report = build_report(&args, setup, &load, &lock(&replies), measured, drained);
@@ -318,6 +324,8 @@ struct Measured {
     webhooks_sent: u64,
     load_secs: f64,
     cpu: cpu::Usage,
+    /// The CPU and bytes-written counters when the load began.
+    cpu_before: cpu::Sample,
     disk_fsync_ms: Option<Percentiles>,
 }
 
@@ -354,6 +362,7 @@ async fn drive(args: &BenchArgs, load: &Arc<Load>) -> anyhow::Result<Measured> {
         webhooks_sent,
         load_secs,
         cpu,
+        cpu_before,
         disk_fsync_ms,
     })
 }
@@ -395,6 +404,8 @@ struct Drained {
     secs: f64,
     /// The emulator's webhook counters when it stopped.
     status: crate::emulator::WebhookStats,
+    /// What the gateway spent per message, from the load's start to the drain's end.
+    cost: cpu::Cost,
 }
 
 /// The report of a finished run.
@@ -455,6 +466,7 @@ fn build_report(
         status_webhooks_failed_attempts: status_stats.failed_attempts,
         status_webhooks_pending: status_stats.pending,
         cpu: measured.cpu,
+        cost: drained.cost,
         disk_fsync_ms: measured.disk_fsync_ms,
         postgres: None,
     }

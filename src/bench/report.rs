@@ -2,7 +2,7 @@
 //! their messages (end-to-end latency, lost, duplicated), and the final report as text or JSON.
 //! Pure bookkeeping: no I/O but printing.
 
-use super::cpu::Usage;
+use super::cpu::{Cost, Usage};
 use super::payload::Run;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -211,6 +211,8 @@ pub struct Report {
     pub status_webhooks_pending: u64,
     /// CPU over the load phase.
     pub cpu: Usage,
+    /// The gateway's CPU and bytes written per message, from the load's start to the drain's end.
+    pub cost: Cost,
     /// With `--disk-probe`: how long a 4 KiB fsync on the gateway's disk took during the load, ms.
     pub disk_fsync_ms: Option<Percentiles>,
     /// With `--pg-stats`: PostgreSQL round trips per message.
@@ -255,6 +257,7 @@ impl Report {
         self.write_latency(&mut s);
         self.write_replies(&mut s);
         self.write_cpu(&mut s);
+        self.write_cost(&mut s);
         if let Some(d) = &self.disk_fsync_ms {
             let _ = writeln!(
                 s,
@@ -365,6 +368,24 @@ impl Report {
             self.status_webhooks_delivered,
             self.status_webhooks_failed_attempts,
             self.status_webhooks_pending
+        );
+    }
+
+    /// The `cost` line, with `--gateway-pid`: what the gateway spent per message, and how many
+    /// replies a second it kept up from the load's start to the drain's end.
+    fn write_cost(&self, s: &mut String) {
+        let (Some(cpu), written) = (
+            self.cost.cpu_us_per_message,
+            self.cost.written_bytes_per_message,
+        ) else {
+            return;
+        };
+        let written = written.map_or("?".to_owned(), |b| format!("{:.1} KiB", b / 1024.0));
+        let sustained = self.replies as f64 / (self.cpu.wall_secs + self.drain_secs);
+        let _ = writeln!(
+            s,
+            "  cost      gateway {cpu:.0} µs CPU and {written} written per message; \
+             {sustained:.0} replies/s from the load's start to the last reply"
         );
     }
 
@@ -511,12 +532,32 @@ mod tests {
             cpu: Usage {
                 gateway_cores: replica_cores.iter().map(|r| r.cores).sum(),
                 replica_cores,
+                wall_secs: 3.0,
                 ..Usage::default()
             },
+            cost: Cost::default(),
             disk_fsync_ms: None,
             postgres: None,
             passed: true,
         }
+    }
+
+    #[test]
+    fn the_cost_line_shows_with_the_gateways_pid() {
+        let mut r = report(&["http://127.0.0.1:1/webhook"], Vec::new());
+        assert!(!r.text().contains("  cost "), "{}", r.text());
+        r.cost = Cost {
+            cpu_us_per_message: Some(512.4),
+            written_bytes_per_message: Some(45.0 * 1024.0),
+        };
+        assert!(
+            r.text().contains(
+                "  cost      gateway 512 µs CPU and 45.0 KiB written per message; \
+                 290 replies/s from the load's start to the last reply"
+            ),
+            "{}",
+            r.text()
+        );
     }
 
     #[test]

@@ -47,6 +47,12 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "media_uploads",
         include_str!("migrations/sqlite/0011_media_uploads.sql"),
     ),
+    // 12 is SQLite's alone: PostgreSQL's heap and primary key are the same pages either way.
+    (
+        12,
+        "conversations_clustered",
+        include_str!("migrations/sqlite/0012_conversations_clustered.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -137,4 +143,58 @@ pub(super) fn sqlite() -> Migrator {
 
 pub(super) fn postgres() -> Migrator {
     migrator(POSTGRES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    /// A database of the previous version keeps its conversations when migration 12 clusters
+    /// them on their key.
+    #[tokio::test]
+    async fn conversations_survive_their_clustering() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("old.db"))
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let before: Vec<_> = SQLITE.iter().copied().filter(|m| m.0 < 12).collect();
+        migrator(&before).run(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO conversations (phone_number_id, customer, wa_id, user_id, \
+             customer_name, last_inbound_ts, updated_at) \
+             VALUES ('106', '15550001', '15550001', 'US.1', 'Ana', 1700000000, 1700000000123)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlite().run(&pool).await.unwrap();
+        let row: (String, String, Option<String>, Option<String>, i64, i64) = sqlx::query_as(
+            "SELECT phone_number_id, customer, user_id, customer_name, last_inbound_ts, \
+             updated_at FROM conversations",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            row,
+            (
+                "106".into(),
+                "15550001".into(),
+                Some("US.1".into()),
+                Some("Ana".into()),
+                1700000000,
+                1700000000123
+            )
+        );
+        let without_rowid = sqlx::query("SELECT rowid FROM conversations")
+            .fetch_all(&pool)
+            .await;
+        assert!(without_rowid.is_err(), "clustered on its key: no rowid");
+    }
 }
