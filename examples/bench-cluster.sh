@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Load benchmark of wa-gateway across storage backends and replica counts: builds release, then
-# runs the same open-loop load (RATE msg/s for DURATION) against
+# runs the same load (open loop, RATE msg/s for DURATION; or closed loop, CONCURRENCY webhooks
+# in flight, when CONCURRENCY is set) against
 #   (a) one replica on SQLite (as examples/bench.sh),
 #   (b) one replica on PostgreSQL,
 #   (c) three replicas on PostgreSQL (the bench posts to them in turn),
 # back to back, printing each report. Each scenario starts fresh gateways (a new SQLite file, or
 # the database of WA_BENCH_PG dropped and recreated) and stops them with SIGTERM at its end.
+# The PostgreSQL scenarios also report the round trips per message (`--pg-stats`), which needs
+# pg_stat_statements loaded by the server (README, "Scaling out"); the report says so if not.
 # The per-replica configs are examples/bench.yaml with its ports and storage.url rewritten.
 # Usage: examples/bench-cluster.sh [extra bench flags, e.g. --json]
-# Env: RATE (2000), DURATION (20s), CUSTOMERS (20000), SCENARIOS ("a b c": which to run),
+# Env: RATE (2000), CONCURRENCY (unset: open loop), DURATION (20s), CUSTOMERS (20000),
+#      WA_GATEWAY_BIN (a built binary to use instead of building one), SERVE_BIN (a binary for
+#      the gateways only, e.g. an older build, measured by the same bench),
+#      SCENARIOS ("a b c": which to run), PORT_OFFSET (0: added to every port, so that two
+#      benches on one machine do not drive each other's gateways),
 #      WA_BENCH_PG (postgres://postgres:postgres@127.0.0.1:5432/wa_bench; its database is dropped!)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,26 +40,48 @@ if ! command -v psql >/dev/null; then
     exit 2
 fi
 
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/wa-gateway"
+if [ -z "${WA_GATEWAY_BIN:-}" ]; then
+    cargo build --release --quiet
+fi
 # A private copy: a concurrent build in a shared target dir must not swap the binary mid-run.
 work="$(mktemp -d)"
-cp "$bin" "$work/wa-gateway"
+cp "${WA_GATEWAY_BIN:-${CARGO_TARGET_DIR:-target}/release/wa-gateway}" "$work/wa-gateway"
 bin="$work/wa-gateway"
+# The gateways run $serve_bin, the bench $bin: with SERVE_BIN (an older build, say) the same
+# bench measures another gateway.
+serve_bin="$bin"
+if [ -n "${SERVE_BIN:-}" ]; then
+    cp "$SERVE_BIN" "$work/wa-gateway-serve"
+    serve_bin="$work/wa-gateway-serve"
+fi
 
-# Writes replica $1's config for storage URL $2 to $work/replica-$1.yaml: webhook port 18080+$1,
-# admin port 19090+$1 (the emulator stays at 18089, so at most 9 replicas).
+PORT_OFFSET="${PORT_OFFSET:-0}"
+webhook_port=$((18080 + PORT_OFFSET))
+admin_port=$((19090 + PORT_OFFSET))
+emulator_port=$((18089 + PORT_OFFSET))
+for port in "$webhook_port" "$admin_port" "$emulator_port"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is in use (another bench?); set PORT_OFFSET to run beside it" >&2
+        exit 2
+    fi
+done
+
+# Writes replica $1's config for storage URL $2 to $work/replica-$1.yaml: webhook port
+# webhook_port+$1, admin port admin_port+$1 (the emulator stays at emulator_port, so at most 9
+# replicas).
 write_config() {
     local i="$1" out="$work/replica-$1.yaml"
     local url
     url="$(printf '%s' "$2" | sed 's/[&|\\]/\\&/g')"
-    sed -e "s|127\.0\.0\.1:18080|127.0.0.1:$((18080 + i))|g" \
-        -e "s|127\.0\.0\.1:19090|127.0.0.1:$((19090 + i))|g" \
+    sed -e "s|127\.0\.0\.1:18080|127.0.0.1:$((webhook_port + i))|g" \
+        -e "s|127\.0\.0\.1:19090|127.0.0.1:$((admin_port + i))|g" \
+        -e "s|127\.0\.0\.1:18089|127.0.0.1:$emulator_port|g" \
         -e "s|^\(  url: \)sqlite://data/bench\.db\$|\1$url|" \
         examples/bench.yaml >"$out"
     # examples/bench.yaml may change under us: make sure every rewrite took.
-    if ! grep -qF "public_url: http://127.0.0.1:$((18080 + i))/webhook" "$out" ||
-        ! grep -qF "admin: 127.0.0.1:$((19090 + i))" "$out" ||
+    if ! grep -qF "public_url: http://127.0.0.1:$((webhook_port + i))/webhook" "$out" ||
+        ! grep -qF "admin: 127.0.0.1:$((admin_port + i))" "$out" ||
+        ! grep -qF "graph_url: http://127.0.0.1:$emulator_port" "$out" ||
         ! grep -qF "  url: $2" "$out"; then
         echo "cannot derive replica $i's config from examples/bench.yaml (ports or storage.url moved?)" >&2
         exit 2
@@ -73,13 +102,13 @@ start_gateways() {
     local n="$1" url="$2" name="$3" i
     for ((i = 0; i < n; i++)); do
         write_config "$i" "$url"
-        WA_GATEWAY_REPLICA_ID="bench-$i" "$bin" serve --config "$work/replica-$i.yaml" \
+        WA_GATEWAY_REPLICA_ID="bench-$i" "$serve_bin" serve --config "$work/replica-$i.yaml" \
             >"$work/$name-$i.log" 2>&1 &
         pids+=($!)
     done
     for ((i = 0; i < n; i++)); do
         for _ in $(seq 300); do
-            if curl -fsS "http://127.0.0.1:$((19090 + i))/readyz" >/dev/null 2>&1; then continue 2; fi
+            if curl -fsS "http://127.0.0.1:$((admin_port + i))/readyz" >/dev/null 2>&1; then continue 2; fi
             if ! kill -0 "${pids[$i]}" 2>/dev/null; then break; fi
             sleep 0.1
         done
@@ -96,16 +125,27 @@ reset_pg() {
 }
 
 status=0
+if [ -n "${CONCURRENCY:-}" ]; then
+    load=(--concurrency "$CONCURRENCY")
+    load_title="closed loop, $CONCURRENCY in flight"
+else
+    load=(--rate "$RATE")
+    load_title="open loop $RATE msg/s"
+fi
+
 # Runs scenario $1 (a title) with $2 replicas on storage URL $3, logs named $4.
 scenario() {
     local title="$1" n="$2" url="$3" name="$4" i
     local flags=()
     start_gateways "$n" "$url" "$name"
     for ((i = 0; i < n; i++)); do
-        flags+=(--target "http://127.0.0.1:$((18080 + i))/webhook" --gateway-pid "${pids[$i]}")
+        flags+=(--target "http://127.0.0.1:$((webhook_port + i))/webhook" --gateway-pid "${pids[$i]}")
     done
-    echo "== $title: open loop $RATE msg/s for $DURATION"
-    "$bin" bench --config "$work/replica-0.yaml" "${flags[@]}" --rate "$RATE" --duration "$DURATION" \
+    if [[ "$url" == postgres* ]]; then
+        flags+=(--pg-stats "$url")
+    fi
+    echo "== $title: $load_title for $DURATION"
+    "$bin" bench --config "$work/replica-0.yaml" "${flags[@]}" "${load[@]}" --duration "$DURATION" \
         --customers "$CUSTOMERS" "${extra[@]}" || status=1
     stop_gateways
     for ((i = 0; i < n; i++)); do

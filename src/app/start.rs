@@ -155,6 +155,13 @@ pub(super) async fn start_pipeline(
     state.disconnected.load(store).await?;
     state.opted_out.load(store).await?;
     state.paused.load(store).await?;
+    if store.is_shared() {
+        // Live before the first commit claims a conversation for it: its leases hold from the
+        // start, and its sends pass their lease check.
+        store
+            .renew_leases(state.snapshot.load().config.storage.lease.get())
+            .await?;
+    }
     let pipeline_runtime = PipelineRuntime(Some(
         pipeline::runtime().map_err(StartError::PipelineRuntime)?,
     ));

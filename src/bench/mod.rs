@@ -8,6 +8,7 @@ mod cpu;
 mod disk;
 mod load;
 mod payload;
+mod pgstats;
 mod report;
 
 use anyhow::Context;
@@ -66,6 +67,12 @@ pub struct BenchArgs {
     /// there every 10 ms and report how long the fsyncs took, the floor under a durable ack.
     #[arg(long, value_name = "DIR")]
     pub disk_probe: Option<PathBuf>,
+    /// The gateway's PostgreSQL database (a postgres:// URL): reset its `pg_stat_statements`
+    /// before the load and report the statements (round trips) per message after the drain,
+    /// inside and outside the group commit. Needs `shared_preload_libraries =
+    /// 'pg_stat_statements'` on the server; the report says so when it is not there.
+    #[arg(long, value_name = "URL")]
+    pub pg_stats: Option<String>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -207,6 +214,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         start: Instant::now(),
         start_unix_us: load::unix_us(),
     });
+    let pg = match &args.pg_stats {
+        Some(url) => Some(pgstats::Probe::start(url).await),
+        None => None,
+    };
     let measured = drive(&args, &load).await?;
 
     // Ingress alone (no number enabled): no reply is owed.
@@ -223,6 +234,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     );
     stop_reader.cancel();
     let _ = reader.await;
+    let pg = match pg {
+        Some(probe) => Some(probe.finish(acked_messages(&load)).await),
+        None => None,
+    };
     let drained = Drained {
         acked,
         secs,
@@ -230,13 +245,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         cost,
     };
 
-    let report = build_report(&args, setup, &load, &lock(&replies), measured, drained);
+    let mut report = build_report(&args, setup, &load, &lock(&replies), measured, drained);
+    report.postgres = pg;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!("{}", report.text());
     }
     Ok(if report.passed { 0 } else { 1 })
+}
+
+/// Messages acknowledged 200 so far.
+fn acked_messages(load: &Load) -> u64 {
+    lock(&load.acks).acked.len() as u64
 }
 
 /// Locks a mutex the bench shares; a panicked holder left plain data behind, keep using it.
@@ -447,5 +468,6 @@ fn build_report(
         cpu: measured.cpu,
         cost: drained.cost,
         disk_fsync_ms: measured.disk_fsync_ms,
+        postgres: None,
     }
 }

@@ -215,6 +215,8 @@ pub struct Report {
     pub cost: Cost,
     /// With `--disk-probe`: how long a 4 KiB fsync on the gateway's disk took during the load, ms.
     pub disk_fsync_ms: Option<Percentiles>,
+    /// With `--pg-stats`: PostgreSQL round trips per message.
+    pub postgres: Option<super::pgstats::PgStats>,
     /// No loss, no duplicate, every webhook answered 200.
     pub passed: bool,
 }
@@ -263,6 +265,9 @@ impl Report {
                  (every durable ack waits for an fsync)",
                 d.p50, d.p99, d.max
             );
+        }
+        if let Some(pg) = &self.postgres {
+            pg.write(&mut s);
         }
         let _ = write!(
             s,
@@ -532,6 +537,7 @@ mod tests {
             },
             cost: Cost::default(),
             disk_fsync_ms: None,
+            postgres: None,
             passed: true,
         }
     }

@@ -151,14 +151,35 @@ pub async fn paused(state: &AppState, number: Option<&str>) -> Result<Vec<Pause>
 /// a message on `messages` means Meta routes the conversation to this app again (a release
 /// sends no handover notification). `None` when shutting down before it could be read.
 pub async fn is_paused(state: &AppState, pnid: &str, customer: &str) -> Option<bool> {
-    let by = if state.store.is_shared() {
+    if state.store.is_shared() {
         let pause = state
             .persist("pause read", || state.store.pause_of(pnid, customer))
             .await?;
-        pause.filter(|p| p.holds_at(now_ms())).map(|p| p.by)
-    } else {
-        state.paused.by(pnid, customer, now_ms())
-    };
+        return is_paused_as(state, pnid, customer, pause).await;
+    }
+    let by = state.paused.by(pnid, customer, now_ms());
+    paused_by(state, pnid, customer, by).await
+}
+
+/// As [`is_paused`], with several replicas, from the conversation's stored pause as a read the
+/// turn made anyway just returned it.
+pub async fn is_paused_as(
+    state: &AppState,
+    pnid: &str,
+    customer: &str,
+    stored: Option<Pause>,
+) -> Option<bool> {
+    let by = stored.filter(|p| p.holds_at(now_ms())).map(|p| p.by);
+    paused_by(state, pnid, customer, by).await
+}
+
+/// Whether a pause by `by` holds the turn; a pause by `handover` ends here (see [`is_paused`]).
+async fn paused_by(
+    state: &AppState,
+    pnid: &str,
+    customer: &str,
+    by: Option<PausedBy>,
+) -> Option<bool> {
     match by {
         None => Some(false),
         Some(PausedBy::Handover) => {

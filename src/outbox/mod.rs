@@ -5,8 +5,9 @@
 
 use crate::cloudapi::outbound::Envelope;
 use crate::graph::{GraphClient, GraphError};
+use crate::policy::limits::Paced;
 use crate::serve::state::{AppState, NumberRuntime};
-use crate::store::{OutboxRow, OutboxState, now_ms};
+use crate::store::{OutboxKind, OutboxRow, OutboxState, now_ms};
 use media::{MediaError, Uploaded};
 use retry::{Failure, Retries, after_failure};
 use std::ops::ControlFlow;
@@ -137,13 +138,22 @@ async fn admit(
     record_attempt(state, row, std::mem::take(recorded)).await
 }
 
+/// A wait for the number's pace shorter than this, after storage said the customer takes the
+/// reply, is not worth asking again before the call: asking takes about as long.
+const ASKED_FRESH: Duration = Duration::from_millis(1);
+
 /// What is checked last, right before the call (after a media file's upload, which may take a
-/// while): the number's pace, and the customer's opt-out.
+/// while): the number's pace, and the customer's opt-out. With several replicas, storage is
+/// asked about the opt-out in the statement that takes the pace's turn.
 async fn last_checks(state: &AppState, row: &OutboxRow) -> ControlFlow<Outcome> {
-    pace(state, row).await?;
+    let paced = pace(state, row).await?;
     // The last moment before it leaves: an opt-out committed while it was queued, waited
     // for its pace or for a retry stops it here (an attempt recorded for it is taken back).
-    match state.reply_allowed(row).await {
+    let allowed = match paced.allowed {
+        Some(allowed) if paced.waited_since <= ASKED_FRESH => Some(allowed),
+        _ => state.reply_allowed(row).await,
+    };
+    match allowed {
         Some(true) => ControlFlow::Continue(()),
         Some(false) => {
             tracing::info!(
@@ -202,23 +212,26 @@ async fn record_attempt(state: &AppState, row: &OutboxRow, recorded: bool) -> Co
 }
 
 /// Waits for the number's pace. The token is taken right before the call (only the opt-out
-/// check comes between), so what Meta sees is paced, not what the database saw.
-async fn pace(state: &AppState, row: &OutboxRow) -> ControlFlow<Outcome> {
+/// check comes between), so what Meta sees is paced, not what the database saw. With several
+/// replicas the statement that takes it also asks whether the customer takes the reply.
+async fn pace(state: &AppState, row: &OutboxRow) -> ControlFlow<Outcome, Paced> {
     let pnid = row.phone_number_id.as_str();
     let limiter = state.limiter.load_full();
     let waiting = tokio::time::Instant::now();
+    let ask = (state.store.is_shared() && row.kind != OutboxKind::OptOutConfirmation)
+        .then_some(row.created_at);
     // Like the waits between retries, a pacing wait ends when the gateway drains: the row
     // stays open for whoever comes next.
-    tokio::select! {
-        _ = limiter.acquire(pnid, &row.customer) => {}
+    let paced = tokio::select! {
+        paced = limiter.acquire_asking(pnid, &row.customer, ask) => paced,
         _ = state.draining.cancelled() => return ControlFlow::Break(Outcome::Interrupted),
-    }
+    };
     state
         .metrics
         .throttle_wait_seconds
         .with_label_values(&[pnid])
         .inc_by(waiting.elapsed().as_secs_f64());
-    ControlFlow::Continue(())
+    ControlFlow::Continue(paced)
 }
 
 /// One attempt; on success the row is recorded sent.

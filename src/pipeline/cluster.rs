@@ -1,14 +1,20 @@
 //! Conversation work shared by several replicas on one PostgreSQL. A replica works on a
-//! conversation only while it holds the conversation's lease: it reads the conversation's open
-//! rows from storage and runs them in order, one turn at a time, whichever replica received
-//! them. Commits announce their conversations with NOTIFY; the leader takes over conversations
-//! whose lease ran out (a replica died). Nothing polls on the message path.
+//! conversation only while it holds the conversation's lease, and runs its messages in order,
+//! one turn at a time, whichever replica received them. The group commit that brings a
+//! conversation messages claims its lease for the replica that committed them (or renews it) and
+//! hands them to that replica's worker, with the conversation's commit count: a worker reads the
+//! conversation from storage only when the count says another replica's commit came between
+//! (its NOTIFY wakes the holder too), or when it took the lease over from a holder that left
+//! work open. An idle worker gives the lease back in a commit, at the count it has read up to.
+//! The leader takes over conversations whose lease ran out (a replica died). Nothing polls on
+//! the message path.
 
 use super::{Dispatch, Work, turn};
 use crate::serve::state::AppState;
 use crate::store::InboxRow;
 use crate::store::cluster::{OVERRIDES_CHANNEL, WORK_CHANNEL, parse_work_payload};
-use std::collections::{HashMap, HashSet};
+use crate::store::writer::Claimed;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -73,30 +79,86 @@ pub(super) fn spawn(state: Arc<AppState>, rx: mpsc::UnboundedReceiver<Work>, dis
     tokio::spawn(heartbeat(state, claims));
 }
 
+/// A conversation's lease as a commit of this replica found it (see `store::LeaseClaim`).
+#[derive(Clone, Copy, Debug)]
+pub struct Held {
+    /// The conversation's commit count after that commit.
+    pub seq: i64,
+    /// That commit took the lease.
+    pub claimed: bool,
+    /// Work older than that commit's messages was still open when it took the lease.
+    pub stale: bool,
+    /// When that commit began: the lease runs from no earlier.
+    pub since: Instant,
+}
+
+/// The work a commit's new rows make: for each conversation whose lease this replica holds
+/// after it, its rows, in commit order. The others' holders heard of theirs by NOTIFY.
+pub(super) fn claimed(rows: Vec<InboxRow>, claimed: Claimed) -> Vec<Work> {
+    let since = Instant::from_std(claimed.started);
+    let mut by_key: HashMap<Key, Vec<InboxRow>> = HashMap::new();
+    for row in rows {
+        let key = (row.msg.phone_number_id.clone(), row.msg.customer.clone());
+        by_key.entry(key).or_default().push(row);
+    }
+    claimed
+        .claims
+        .into_iter()
+        .filter(|c| c.mine)
+        .map(|c| {
+            let key = (c.phone_number_id, c.customer);
+            Work::Claimed {
+                rows: by_key.remove(&key).unwrap_or_default(),
+                key,
+                held: Held {
+                    seq: c.seq,
+                    claimed: c.claimed,
+                    stale: c.stale,
+                    since,
+                },
+            }
+        })
+        .collect()
+}
+
+/// What a conversation's worker hears from the dispatcher.
+#[derive(Debug)]
+enum Nudge {
+    /// A commit of this replica brought these rows, under the lease as it found it.
+    Rows { rows: Vec<InboxRow>, held: Held },
+    /// The conversation may have work in storage (another replica's commit, a takeover).
+    Look,
+}
+
 async fn dispatcher(
     state: Arc<AppState>,
     claims: Arc<Claims>,
     mut rx: mpsc::UnboundedReceiver<Work>,
     dispatch: Dispatch,
 ) {
-    // Conversations this replica works on (or is claiming), with a way to wake their worker.
-    let mut owned: HashMap<Key, mpsc::UnboundedSender<()>> = HashMap::new();
+    // Conversations this replica works on (or is claiming), with a way to nudge their worker.
+    let mut owned: HashMap<Key, mpsc::UnboundedSender<Nudge>> = HashMap::new();
     let mut next_sweep = 4096;
     loop {
         let work = tokio::select! {
             w = rx.recv() => match w { Some(w) => w, None => break },
             _ = state.draining.cancelled() => break,
         };
-        let local = match &work {
-            Work::Wake { local, .. } => *local,
-            Work::Inbound(_) | Work::Resume(_) => true,
-        };
         let key = work.key();
-        if let Some(wake) = owned.get(&key)
-            && wake.send(()).is_ok()
-        {
-            continue;
-        }
+        let (local, nudge) = match work {
+            Work::Wake { local, .. } => (local, Nudge::Look),
+            Work::Claimed { rows, held, .. } => (true, Nudge::Rows { rows, held }),
+            // Not made with several replicas; a look finds them in storage.
+            Work::Inbound(_) | Work::Resume(_) => (true, Nudge::Look),
+        };
+        let nudge = match owned.get(&key) {
+            Some(worker) => match worker.send(nudge) {
+                Ok(()) => continue,
+                // The worker is leaving: a new one starts with this.
+                Err(mpsc::error::SendError(nudge)) => nudge,
+            },
+            None => nudge,
+        };
         if !local {
             // Another replica committed it: it claims the conversation, or its holder looks.
             continue;
@@ -105,112 +167,270 @@ async fn dispatcher(
             owned.retain(|_, w| !w.is_closed());
             next_sweep = (owned.len() * 2).max(4096);
         }
-        let (wake, woken) = mpsc::unbounded_channel();
-        owned.insert(key.clone(), wake);
+        let (tx, nudges) = mpsc::unbounded_channel();
+        owned.insert(key.clone(), tx);
         state.tracker.spawn(conversation(
             state.clone(),
             claims.clone(),
             key,
-            woken,
+            (nudge, nudges),
             dispatch.clone(),
         ));
     }
 }
 
-/// Claims one conversation and runs its open work in order until it has been idle for a while,
-/// then gives it back.
+/// A worker's view of its conversation's waiting messages.
+struct Conversation {
+    pnid: String,
+    customer: String,
+    /// Messages to handle, in order.
+    queue: VecDeque<InboxRow>,
+    /// The commit count up to which every message is in `queue` or handled (`None`: unknown).
+    seen_seq: Option<i64>,
+    /// A commit this replica did not push (another replica's, or one missed) may have brought
+    /// messages: read the conversation before the next turn.
+    must_read: bool,
+    /// Messages already handed to a turn. A read takes every waiting message rather than those
+    /// past the last id seen: another replica's message can commit after a later one was
+    /// handled here yet carry a lower id (ids are taken at insert, rows show at commit).
+    handed: HashSet<i64>,
+    /// When the lease was last surely taken or renewed by a commit.
+    acquired: Instant,
+}
+
+/// How a worker's hold on its conversation ended.
+enum End {
+    /// Idle, and given back in a commit at the count it had read up to.
+    Released,
+    /// The lease ran out, or storage says another replica holds it.
+    Lost,
+    /// The gateway is stopping.
+    Stopped,
+}
+
+impl Conversation {
+    /// Takes a nudge in: rows that follow the last commit seen join the queue; rows of a commit
+    /// after a gap (another replica's came between) or a look ask for a read.
+    fn nudged(&mut self, nudge: Nudge) {
+        match nudge {
+            Nudge::Look => self.must_read = true,
+            Nudge::Rows { rows, held } => {
+                self.acquired = self.acquired.max(held.since);
+                match self.seen_seq {
+                    Some(seen) if held.seq <= seen => {}
+                    Some(seen) if held.seq == seen + 1 && !self.must_read => {
+                        self.seen_seq = Some(held.seq);
+                        let handed = &self.handed;
+                        self.queue
+                            .extend(rows.into_iter().filter(|r| !handed.contains(&r.id)));
+                    }
+                    _ => self.must_read = true,
+                }
+            }
+        }
+    }
+
+    /// Reads the waiting messages and the commit count together. `Some(false)`: the lease is no
+    /// longer this replica's; `None`: shutting down.
+    async fn read(&mut self, state: &AppState) -> Option<bool> {
+        let (pnid, customer) = (self.pnid.as_str(), self.customer.as_str());
+        let read = state
+            .persist("inbox read", || state.store.waiting_of(pnid, customer))
+            .await?;
+        let Some((seq, rows)) = read else {
+            return Some(false);
+        };
+        let handed = &self.handed;
+        self.queue = rows
+            .into_iter()
+            .filter(|r| !handed.contains(&r.id))
+            .collect();
+        self.seen_seq = Some(seq);
+        self.must_read = false;
+        Some(true)
+    }
+
+    /// The next message of the queue, handed to a turn.
+    fn take(&mut self) -> Option<InboxRow> {
+        let row = self.queue.pop_front()?;
+        self.handed.insert(row.id);
+        Some(row)
+    }
+}
+
+/// Works one conversation, starting with `first`: claims it unless a commit did, reads what a
+/// commit did not bring, runs its messages in order, one turn at a time, until it has been idle
+/// for a while, then gives it back in a commit.
 async fn conversation(
     state: Arc<AppState>,
     claims: Arc<Claims>,
     key: Key,
-    mut woken: mpsc::UnboundedReceiver<()>,
+    (first, mut nudges): (Nudge, mpsc::UnboundedReceiver<Nudge>),
     dispatch: Dispatch,
 ) {
-    let (pnid, customer) = (key.0.as_str(), key.1.as_str());
-    let acquired = Instant::now();
-    match state
-        .persist("lease", || {
-            state.store.acquire_lease(pnid, customer, claims.lease)
-        })
-        .await
-    {
-        Some(true) => {}
-        // Another replica holds it and sees the work itself.
-        Some(false) | None => return,
-    }
+    let mut conv = Conversation {
+        pnid: key.0.clone(),
+        customer: key.1.clone(),
+        queue: VecDeque::new(),
+        seen_seq: None,
+        must_read: true,
+        handed: HashSet::new(),
+        acquired: Instant::now(),
+    };
+    let resume = match first {
+        // The commit took the lease with nothing else open: its rows are all there is.
+        Nudge::Rows { rows, held } if held.claimed && !held.stale => {
+            conv.acquired = held.since;
+            conv.seen_seq = Some(held.seq);
+            conv.queue.extend(rows);
+            conv.must_read = false;
+            false
+        }
+        Nudge::Rows { held, .. } => {
+            conv.acquired = held.since;
+            true
+        }
+        Nudge::Look => {
+            let (pnid, customer) = (key.0.as_str(), key.1.as_str());
+            let lease = claims.lease;
+            match state
+                .persist("lease", || state.store.acquire_lease(pnid, customer, lease))
+                .await
+            {
+                Some(true) => true,
+                // Another replica holds it and sees the work itself.
+                Some(false) | None => return,
+            }
+        }
+    };
     state.metrics.conversation_leases.inc();
     state.metrics.conversation_workers.inc();
-    let mut known = turn::Known::default();
-    // Replies a previous holder left unsettled leave before anything newer.
-    if let Some(open) = state
+    if resume {
+        resume_replies(&state, &key).await;
+    }
+    let end = work(&state, &claims, &mut conv, &mut nudges).await;
+    // Nudges from now on start a new worker.
+    nudges.close();
+    let mut missed = false;
+    while nudges.try_recv().is_ok() {
+        missed = true;
+    }
+    state.metrics.conversation_leases.dec();
+    state.metrics.conversation_workers.dec();
+    // Stopping: every lease this replica holds is given back at once at the end of the drain.
+    if matches!(end, End::Lost) {
+        let (pnid, customer) = (key.0.as_str(), key.1.as_str());
+        state
+            .persist("lease release", || {
+                state.store.release_lease(pnid, customer)
+            })
+            .await;
+        // A message committed while this worker stopped looking found no one to claim it.
+        missed = true;
+    }
+    if missed && !state.draining.is_cancelled() {
+        dispatch.send(Work::Wake { key, local: true });
+    }
+}
+
+/// Replies a previous holder left unsettled, which leave before anything newer.
+async fn resume_replies(state: &AppState, (pnid, customer): &Key) {
+    let Some(open) = state
         .persist("outbox read", || state.store.open_outbox_of(pnid, customer))
         .await
-    {
-        for row in open {
-            if state.draining.is_cancelled() {
-                break;
-            }
-            turn::resume(&state, row).await;
-        }
-    }
-    // Messages already handed to a turn. Each read takes every waiting message rather than
-    // those past the last id seen: another replica's message can commit after a later one was
-    // handled here yet carry a lower id (ids are taken at insert, rows show at commit).
-    let mut seen: HashSet<i64> = HashSet::new();
-    loop {
+    else {
+        return;
+    };
+    for row in open {
         if state.draining.is_cancelled() {
             break;
         }
-        if !claims.holds(acquired) {
+        turn::resume(state, row).await;
+    }
+}
+
+/// Runs the conversation's turns until it is idle (and given back), lost or the gateway stops.
+async fn work(
+    state: &AppState,
+    claims: &Claims,
+    conv: &mut Conversation,
+    nudges: &mut mpsc::UnboundedReceiver<Nudge>,
+) -> End {
+    let mut known = turn::Known::default();
+    loop {
+        if state.draining.is_cancelled() {
+            return End::Stopped;
+        }
+        if !claims.holds(conv.acquired) {
             tracing::warn!(
-                phone_number_id = pnid,
+                phone_number_id = conv.pnid,
                 "conversation lease not renewed in time; giving the conversation up"
             );
-            break;
+            return End::Lost;
         }
-        while woken.try_recv().is_ok() {}
-        let Some(rows) = state
-            .persist("inbox read", || {
-                state.store.open_inbox_of(pnid, customer, 0)
-            })
-            .await
-        else {
-            break;
-        };
-        let rows: Vec<InboxRow> = rows.into_iter().filter(|r| !seen.contains(&r.id)).collect();
-        if rows.is_empty() {
-            tokio::select! {
-                biased;
-                _ = state.draining.cancelled() => break,
-                w = woken.recv() => match w { Some(()) => continue, None => break },
-                _ = tokio::time::sleep(IDLE) => break,
+        while let Ok(n) = nudges.try_recv() {
+            conv.nudged(n);
+        }
+        if conv.must_read {
+            match conv.read(state).await {
+                Some(true) => {}
+                Some(false) => {
+                    tracing::warn!(
+                        phone_number_id = conv.pnid,
+                        "the conversation's lease is another replica's; giving the conversation up"
+                    );
+                    return End::Lost;
+                }
+                None => return End::Stopped,
             }
         }
-        let rows = gather(&state, rows, &mut woken, pnid, customer).await;
-        seen.extend(rows.iter().map(|r| r.id));
-        turn::inbound(&state, rows, &mut known).await;
+        if conv.queue.is_empty() {
+            match idle(state, conv, nudges).await {
+                Some(end) => return end,
+                None => continue,
+            }
+        }
+        let rows = gather(state, conv, nudges).await;
+        if !rows.is_empty() {
+            turn::inbound(state, rows, &mut known).await;
+        }
     }
-    // Wakes from now on start a new claim.
-    drop(woken);
-    state
-        .persist("lease release", || {
-            state.store.release_lease(pnid, customer)
-        })
-        .await;
-    state.metrics.conversation_leases.dec();
-    state.metrics.conversation_workers.dec();
-    if state.draining.is_cancelled() {
-        return;
-    }
-    // A message committed elsewhere while this replica held the lease but had stopped looking
-    // found no one to claim it: look once more now that the lease is free.
-    let waiting = state
-        .persist("inbox read", || {
-            state.store.open_inbox_of(pnid, customer, 0)
-        })
-        .await;
-    if waiting.is_some_and(|w| !w.is_empty()) {
-        dispatch.send(Work::Wake { key, local: true });
+}
+
+/// Waits for more work; after [`IDLE`] without any, gives the lease back in a commit, at the
+/// commit count read up to. `None`: there may be work (a nudge, or messages that came before
+/// the lease could be given back).
+async fn idle(
+    state: &AppState,
+    conv: &mut Conversation,
+    nudges: &mut mpsc::UnboundedReceiver<Nudge>,
+) -> Option<End> {
+    tokio::select! {
+        biased;
+        _ = state.draining.cancelled() => Some(End::Stopped),
+        n = nudges.recv() => match n {
+            Some(n) => {
+                conv.nudged(n);
+                None
+            }
+            None => Some(End::Stopped),
+        },
+        _ = tokio::time::sleep(IDLE) => {
+            let seq = conv.seen_seq.unwrap_or(0);
+            let (pnid, customer) = (conv.pnid.as_str(), conv.customer.as_str());
+            match state
+                .persist("lease release", || state.writer.release_lease(pnid, customer, seq))
+                .await
+            {
+                Some(true) => Some(End::Released),
+                // Another replica's messages came meanwhile (its NOTIFY is on its way).
+                Some(false) => {
+                    conv.must_read = true;
+                    None
+                }
+                None => Some(End::Stopped),
+            }
+        }
     }
 }
 
@@ -218,50 +438,39 @@ async fn conversation(
 /// while coalescing applies (plain text arriving within the quiet period).
 async fn gather(
     state: &AppState,
-    rows: Vec<InboxRow>,
-    woken: &mut mpsc::UnboundedReceiver<()>,
-    pnid: &str,
-    customer: &str,
+    conv: &mut Conversation,
+    nudges: &mut mpsc::UnboundedReceiver<Nudge>,
 ) -> Vec<InboxRow> {
-    let mut rows = rows.into_iter();
-    let Some(first) = rows.next() else {
+    let Some(first) = conv.take() else {
         return Vec::new();
     };
     let Some(quiet) = turn::coalesce_window(state, &first) else {
         return vec![first];
     };
     let mut turn_rows = vec![first];
-    for row in rows {
-        if !turn::coalescable(state, &row) {
-            return turn_rows;
-        }
-        turn_rows.push(row);
-    }
-    // Each new message starts the quiet period again; a wake that brings none does not.
+    // Each new message starts the quiet period again; a nudge that brings none does not.
     let mut until = Instant::now() + quiet;
     loop {
+        let before = turn_rows.len();
+        while let Some(row) = conv.queue.front() {
+            if !turn::coalescable(state, row) {
+                return turn_rows;
+            }
+            turn_rows.extend(conv.take());
+        }
+        if turn_rows.len() > before {
+            until = Instant::now() + quiet;
+        }
         tokio::select! {
             _ = tokio::time::sleep_until(until) => return turn_rows,
             _ = state.draining.cancelled() => return turn_rows,
-            Some(()) = woken.recv() => {}
+            n = nudges.recv() => match n {
+                Some(n) => conv.nudged(n),
+                None => return turn_rows,
+            },
         }
-        let after = turn_rows.last().map_or(0, |r| r.id);
-        let Some(more) = state
-            .persist("inbox read", || {
-                state.store.open_inbox_of(pnid, customer, after)
-            })
-            .await
-        else {
+        if conv.must_read && conv.read(state).await != Some(true) {
             return turn_rows;
-        };
-        if !more.is_empty() {
-            until = Instant::now() + quiet;
-        }
-        for row in more {
-            if !turn::coalescable(state, &row) {
-                return turn_rows;
-            }
-            turn_rows.push(row);
         }
     }
 }
@@ -365,6 +574,7 @@ async fn takeover(state: Arc<AppState>, dispatch: Dispatch) {
                 if cycles.is_multiple_of(600) {
                     state.store.prune_leader_runs(KEEP_LEADER_RUNS).await?;
                     state.store.prune_send_limits().await?;
+                    state.store.prune_replicas().await?;
                 }
                 Ok::<_, crate::store::StoreError>(orphans)
             })

@@ -7,7 +7,7 @@ use crate::handoff::{PauseRequest, PausedBy};
 use crate::outbox::{self, Outcome};
 use crate::reply::Outgoing;
 use crate::serve::state::{AppState, NumberRuntime};
-use crate::store::{InboxRow, InboxState, NewOutbox, OutboxKind};
+use crate::store::{InboxRow, InboxState, NewOutbox, OutboxKind, OutboxState};
 
 /// Outbox rows for `messages` answering `row`, in order.
 pub(super) fn reply_rows(
@@ -83,15 +83,15 @@ pub(super) async fn complete_hand_off_and_send(
 ) {
     let first = &rows[0];
     let coalesced: Vec<i64> = rows[1..].iter().map(|r| r.id).collect();
-    // With one writer, the replies' first attempt is recorded with the turn (the sender starts
-    // on them at once). With several replicas, an attempt must also prove the conversation's
-    // lease at send time, so it stays a write of its own.
-    let attempt = !state.store.is_shared();
+    // The replies' first attempt is recorded with the turn (the sender starts on them at
+    // once). With several replicas the commit records it only under the conversation's lease;
+    // a reply queued `pending` instead records its attempt on its own, and one whose lease is
+    // lost is left to the new holder.
     let Some(out) = state
         .persist("turn", || {
             state
                 .writer
-                .complete_turn(first, to, detail, &replies, &coalesced, attempt)
+                .complete_turn(first, to, detail, &replies, &coalesced, true)
         })
         .await
     else {
@@ -102,11 +102,12 @@ pub(super) async fn complete_hand_off_and_send(
     }
     // The turn's own messages prove the window open until their time + window. An opt-out may
     // be committed at any moment: the sender checks it right before each part leaves.
-    let known = outbox::Known {
-        last_inbound: rows.iter().map(|r| r.msg.meta_ts).max(),
-        attempt_recorded: attempt,
-    };
+    let last_inbound = rows.iter().map(|r| r.msg.meta_ts).max();
     for row in out {
+        let known = outbox::Known {
+            last_inbound,
+            attempt_recorded: row.state == OutboxState::Sending,
+        };
         let outcome = outbox::deliver(state, number, &row, &known).await;
         if outcome == Outcome::Sent {
             let age_ms = crate::store::now_ms() - first.received_at;

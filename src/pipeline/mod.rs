@@ -11,7 +11,7 @@ mod finish;
 mod turn;
 
 use crate::serve::state::AppState;
-use crate::store::writer::Sink;
+use crate::store::writer::{Claimed, Sink};
 use crate::store::{InboxRow, OutboxRow};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +29,13 @@ pub enum Work {
     /// committed it or found it orphaned, so it tries to claim the conversation; otherwise
     /// (another replica's commit) only a worker already holding it looks.
     Wake { key: (String, String), local: bool },
+    /// Several replicas: a commit of this replica brought `rows` to a conversation whose lease
+    /// this replica holds (it held it already, or the commit claimed it).
+    Claimed {
+        key: (String, String),
+        rows: Vec<InboxRow>,
+        held: cluster::Held,
+    },
 }
 
 impl Work {
@@ -36,7 +43,7 @@ impl Work {
         match self {
             Work::Inbound(r) => (r.msg.phone_number_id.clone(), r.msg.customer.clone()),
             Work::Resume(r) => (r.phone_number_id.clone(), r.customer.clone()),
-            Work::Wake { key, .. } => key.clone(),
+            Work::Wake { key, .. } | Work::Claimed { key, .. } => key.clone(),
         }
     }
 }
@@ -58,8 +65,8 @@ impl Dispatch {
 }
 
 impl Sink for Dispatch {
-    fn push(&mut self, rows: Vec<InboxRow>) {
-        for row in rows {
+    fn push(&mut self, rows: Vec<InboxRow>, claimed: Claimed) {
+        for row in &rows {
             // A committed keyword row changed the customer's state (the commit kept no other):
             // from now on nothing queued before it leaves.
             if let Some(k) = &row.msg.keyword {
@@ -68,7 +75,15 @@ impl Sink for Dispatch {
                 self.opted_out
                     .set(&m.phone_number_id, &m.customer, stop, row.received_at);
             }
-            self.send(Work::Inbound(row));
+        }
+        if claimed.claims.is_empty() {
+            for row in rows {
+                self.send(Work::Inbound(row));
+            }
+            return;
+        }
+        for work in cluster::claimed(rows, claimed) {
+            self.send(work);
         }
     }
 }
@@ -229,8 +244,8 @@ async fn handle(
     let first = match queued.work {
         Work::Resume(row) => return turn::resume(state, row).await,
         Work::Inbound(row) => row,
-        // Only the cluster dispatcher sees wakes.
-        Work::Wake { .. } => return,
+        // Only the cluster dispatcher sees wakes and claims.
+        Work::Wake { .. } | Work::Claimed { .. } => return,
     };
     let quiet = turn::coalesce_window(state, &first);
     let mut rows = vec![first];

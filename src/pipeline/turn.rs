@@ -74,12 +74,8 @@ pub struct Known {
 
 impl Known {
     /// Whether the customer opted out; `None` when shutting down before it could be read.
-    pub(super) async fn opted_out(
-        &mut self,
-        state: &AppState,
-        pnid: &str,
-        customer: &str,
-    ) -> Option<bool> {
+    async fn opted_out(&mut self, stored: &Stored<'_>) -> Option<bool> {
+        let (state, pnid, customer) = (stored.state, stored.pnid, stored.customer);
         if !state.store.is_shared() {
             return state.opted_out_now(pnid, customer).await;
         }
@@ -87,10 +83,56 @@ impl Known {
             return Some(known);
         }
         // With several replicas this worker holds the conversation's lease, so no one else
-        // changes the answer until it gives the conversation back: one read per lease.
-        let now = state.opted_out_now(pnid, customer).await?;
+        // changes the answer until it gives the conversation back: one read per lease, made
+        // with the turn's read of the pause.
+        let (opt_out, _) = stored.get().await?;
+        let digest = state.customer_digest(customer);
+        let now = state
+            .opted_out_as(pnid, customer, &digest, *opt_out)
+            .await?;
         self.opted_out = Some(now);
         Some(now)
+    }
+}
+
+/// With several replicas: what a turn reads of its conversation before it runs (the customer's
+/// opt-out and the conversation's pause), read once, when first asked, in one statement.
+struct Stored<'a> {
+    state: &'a AppState,
+    pnid: &'a str,
+    customer: &'a str,
+    read: tokio::sync::OnceCell<Option<StoredState>>,
+}
+
+/// The stored `(opted_out, erased)` and pause of a conversation.
+type StoredState = ((bool, bool), Option<crate::store::Pause>);
+
+impl Stored<'_> {
+    /// The read's answer; `None` when shutting down before it could be made.
+    async fn get(&self) -> Option<&StoredState> {
+        self.read
+            .get_or_init(|| async {
+                let digest = self.state.customer_digest(self.customer);
+                self.state
+                    .persist("turn read", || {
+                        self.state
+                            .store
+                            .turn_state(self.pnid, self.customer, &digest)
+                    })
+                    .await
+            })
+            .await
+            .as_ref()
+    }
+
+    /// Whether the conversation is paused now (see [`crate::handoff::is_paused`]).
+    async fn paused(&self) -> Option<bool> {
+        let (state, pnid, customer) = (self.state, self.pnid, self.customer);
+        if !state.store.is_shared() {
+            return crate::handoff::is_paused(state, pnid, customer).await;
+        }
+        let (_, pause) = self.get().await?;
+        crate::handoff::is_paused_as(state, pnid, customer, pause.clone()).await
     }
 }
 
@@ -126,8 +168,14 @@ async fn run(state: &AppState, rows: &[InboxRow], known: &mut Known) {
         keyword: msg.keyword.as_ref(),
         msg_type: &msg.msg_type,
     };
-    let opted_out = known.opted_out(state, &msg.phone_number_id, &msg.customer);
-    let paused = crate::handoff::is_paused(state, &msg.phone_number_id, &msg.customer);
+    let stored = Stored {
+        state,
+        pnid: &msg.phone_number_id,
+        customer: &msg.customer,
+        read: tokio::sync::OnceCell::new(),
+    };
+    let opted_out = known.opted_out(&stored);
+    let paused = stored.paused();
     // `None`: shutting down before the opt-out or pause state could be read; not recorded, so
     // the turn runs again at the next start.
     let Some(decision) = decide(facts, opted_out, paused).await else {

@@ -35,6 +35,16 @@ impl Clock for TokioClock {
 type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, TokioClock, NoOpMiddleware<Duration>>;
 
+/// What a turn taken with [`SendLimiter::acquire_asking`] said.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Paced {
+    /// Whether the customer still takes the reply, as storage said when the turn was taken;
+    /// `None` when it was not asked (one process, or the cluster's buckets unavailable).
+    pub allowed: Option<bool>,
+    /// How long the wait for the turn lasted after storage said so.
+    pub waited_since: Duration,
+}
+
 /// Paces sends per number and per (number, customer); shared by all senders of the process.
 ///
 /// Build a new one when the config changes: the new limiter starts with full buckets, which at
@@ -137,29 +147,58 @@ impl SendLimiter {
     }
 
     /// Takes the customer's turn then the number's from the cluster-wide buckets, waiting what
-    /// each says.
+    /// each says: both in one statement when the customer's turn is now (as it is until a
+    /// customer passes the pacing's burst), the number's after the wait otherwise. With `ask`
+    /// (the reply's queue time), the statement that takes the number's turn also reads whether
+    /// the customer still takes the reply.
     async fn acquire_shared(
         &self,
         store: &crate::store::Store,
         phone_number_id: &str,
         customer: &str,
-    ) -> Result<(), crate::store::StoreError> {
-        if !self.pacing.interval.get().is_zero() {
-            let key = format!("c:{phone_number_id}:{customer}");
-            let wait = store
-                .take_send_slot(&key, self.pacing.interval.get(), self.pacing.burst)
-                .await?;
-            tokio::time::sleep(wait).await;
-        }
+        ask: Option<i64>,
+    ) -> Result<Paced, crate::store::StoreError> {
+        use crate::store::cluster::Bucket;
         if let Some(until) = self.throttled_until(phone_number_id) {
             tokio::time::sleep_until(until).await;
         }
+        let customer_key = format!("c:{phone_number_id}:{customer}");
+        let customer_bucket = (!self.pacing.interval.get().is_zero()).then(|| Bucket {
+            key: &customer_key,
+            interval: self.pacing.interval.get(),
+            burst: self.pacing.burst,
+        });
+        let number_key = format!("n:{phone_number_id}");
         let (interval, burst) = self.number_bucket(phone_number_id);
-        let wait = store
-            .take_send_slot(&format!("n:{phone_number_id}"), interval, burst)
-            .await?;
-        tokio::time::sleep(wait).await;
-        Ok(())
+        let number = Bucket {
+            key: &number_key,
+            interval,
+            burst,
+        };
+        let ask = ask.map(|at| (phone_number_id, customer, at));
+        let mut slots = store.take_send_slots(customer_bucket, number, ask).await?;
+        let number_wait = match slots.number_wait {
+            Some(wait) => wait,
+            None => {
+                tokio::time::sleep(slots.customer_wait).await;
+                if let Some(until) = self.throttled_until(phone_number_id) {
+                    tokio::time::sleep_until(until).await;
+                }
+                slots = store.take_send_slots(None, number, ask).await?;
+                slots.number_wait.unwrap_or_default()
+            }
+        };
+        if slots.allowed == Some(false) {
+            return Ok(Paced {
+                allowed: Some(false),
+                waited_since: Duration::ZERO,
+            });
+        }
+        tokio::time::sleep(number_wait).await;
+        Ok(Paced {
+            allowed: slots.allowed,
+            waited_since: number_wait,
+        })
     }
 
     /// With several replicas, tells every replica that `phone_number_id` pauses for `pause`
@@ -181,9 +220,24 @@ impl SendLimiter {
     /// holds none of the number's throughput. Dropping the future after the customer's turn
     /// was taken spends that turn: pacing errs on the slow side.
     pub async fn acquire(&self, phone_number_id: &str, customer: &str) {
+        self.acquire_asking(phone_number_id, customer, None).await;
+    }
+
+    /// As [`acquire`](Self::acquire); with several replicas and `ask` (the queue time of the
+    /// reply about to leave), the statement that takes the turn also reads whether the customer
+    /// still takes the reply (see [`Paced`]).
+    pub async fn acquire_asking(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+        ask: Option<i64>,
+    ) -> Paced {
         if let Some(store) = &self.store {
-            match self.acquire_shared(store, phone_number_id, customer).await {
-                Ok(()) => return,
+            match self
+                .acquire_shared(store, phone_number_id, customer, ask)
+                .await
+            {
+                Ok(paced) => return paced,
                 Err(e) => {
                     tracing::warn!(error = %e, phone_number_id, "cluster-wide send limits unavailable; pacing this replica alone");
                 }
@@ -205,7 +259,7 @@ impl SendLimiter {
                 None => self.default_numbers.check_key(&phone_number_id.to_owned()),
             };
             match checked {
-                Ok(()) => return,
+                Ok(()) => return Paced::default(),
                 Err(not_until) => {
                     tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
                 }

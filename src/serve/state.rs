@@ -270,8 +270,8 @@ impl AppState {
     /// A customer erased while opted out stays opted out: their opt-out is found under its keyed
     /// digest and becomes theirs again (so STOP and START work as before).
     pub async fn opted_out_now(&self, phone_number_id: &str, customer: &str) -> Option<bool> {
-        let digest = self.snapshot.load().erasure_key.customer_digest(customer);
-        let (opted_out, erased) = if self.store.is_shared() {
+        let digest = self.customer_digest(customer);
+        let stored = if self.store.is_shared() {
             self.persist("opt-out read", || {
                 self.store.opt_out_state(phone_number_id, customer, &digest)
             })
@@ -282,18 +282,36 @@ impl AppState {
             let erased = self.opted_out.contains(phone_number_id, &digest);
             (erased, erased)
         };
+        self.opted_out_as(phone_number_id, customer, &digest, stored)
+            .await
+    }
+
+    /// The digest an erased customer's opt-out is kept under.
+    pub fn customer_digest(&self, customer: &str) -> String {
+        self.snapshot.load().erasure_key.customer_digest(customer)
+    }
+
+    /// As [`opted_out_now`](Self::opted_out_now), from the stored `(opted_out, erased)` as a
+    /// read just returned it (with several replicas, the turn's read of its conversation).
+    pub async fn opted_out_as(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+        digest: &str,
+        (opted_out, erased): (bool, bool),
+    ) -> Option<bool> {
         if erased {
             let restore = || {
                 self.writer.erase(EraseOp::RestoreOptOut {
                     phone_number_id: phone_number_id.to_owned(),
                     customer: customer.to_owned(),
-                    digest: digest.clone(),
+                    digest: digest.to_owned(),
                 })
             };
             self.persist("opt-out restore", restore).await?;
             // Erasure deleted every reply queued for them, so no queue time needs holding back.
             self.opted_out.set(phone_number_id, customer, true, 0);
-            self.opted_out.set(phone_number_id, &digest, false, 0);
+            self.opted_out.set(phone_number_id, digest, false, 0);
         }
         Some(opted_out)
     }

@@ -3,15 +3,28 @@
 //! leader runs, and the queries a replica uses to find work it may take over. PostgreSQL only:
 //! SQLite has exactly one process (see `lock.rs`).
 
+use super::pause::pause_from;
 use super::rows::{
-    INBOX_COLUMNS, InboxTuple, OUTBOX_COLUMNS, OutboxTuple, inbox_from, outbox_from,
+    INBOX_COLUMNS, InboxTuple, OUTBOX_COLUMNS, OutboxTuple, inbox_from, inbox_from_offset,
+    outbox_from,
 };
-use super::{InboxRow, OutboxRow, Pool, Store, StoreError, on_pool};
-use sqlx::PgPool;
+use super::{InboxRow, OutboxRow, Pause, PgLinks, Pool, Store, StoreError, on_pool};
+use sqlx::{PgPool, Row};
 use std::time::Duration;
 
 /// The database's clock in milliseconds: every replica compares lease times on one clock.
 pub(super) const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint";
+
+/// Whether the lease `l` (a `conversation_leases` row) is live: its owner renewed its liveness
+/// in `replicas` less than a lease ago (one row per replica, so a replica holding thousands of
+/// conversations renews them in one small write), or the lease itself has not run out (taken
+/// less than a lease ago; replicas before migration 14 renewed each lease this way).
+pub(super) fn lease_live(l: &str) -> String {
+    format!(
+        "({l}.expires_at > {NOW_MS} OR EXISTS (SELECT 1 FROM replicas r \
+         WHERE r.replica = {l}.owner AND r.alive_until > {NOW_MS}))"
+    )
+}
 
 /// The channel on which a commit announces conversations with new inbound messages; the
 /// payload is one `phone_number_id<TAB>customer` line per conversation.
@@ -23,6 +36,26 @@ pub(super) const NOTIFY_MAX: usize = 7000;
 
 /// A conversation: (phone_number_id, customer).
 pub type ConversationKey = (String, String);
+
+/// A cluster-wide send bucket: its key, one message every `interval`, bursts of `burst`.
+#[derive(Clone, Copy, Debug)]
+pub struct Bucket<'a> {
+    pub key: &'a str,
+    pub interval: Duration,
+    pub burst: u32,
+}
+
+/// What [`Store::take_send_slots`] said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendSlots {
+    /// How long to wait for the customer's turn.
+    pub customer_wait: Duration,
+    /// How long to wait for the number's turn once the customer's has come; `None`: not taken
+    /// (the customer's turn is later: take it then).
+    pub number_wait: Option<Duration>,
+    /// Whether the customer still takes the reply, when asked.
+    pub allowed: Option<bool>,
+}
 
 /// Splits keys into NOTIFY payloads under PostgreSQL's size limit.
 pub(super) fn work_payloads<'a>(keys: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<String> {
@@ -62,6 +95,13 @@ impl Store {
         }
     }
 
+    /// The connections kept outside the pool (see `pgconn.rs`).
+    pub(super) fn pg_links(&self) -> Result<&PgLinks, StoreError> {
+        self.pg
+            .as_deref()
+            .ok_or_else(|| StoreError::Batch("cluster storage calls need PostgreSQL".into()))
+    }
+
     /// The PostgreSQL connection options, for the connections a replica keeps to itself
     /// (leader election, LISTEN).
     pub fn pg_connect_options(&self) -> Option<sqlx::postgres::PgConnectOptions> {
@@ -72,7 +112,7 @@ impl Store {
     }
 
     /// Takes (or renews) this replica's lease on a conversation, unless another replica holds
-    /// a lease that has not run out. Returns whether this replica holds it now.
+    /// a live one. Returns whether this replica holds it now.
     pub async fn acquire_lease(
         &self,
         phone_number_id: &str,
@@ -82,8 +122,10 @@ impl Store {
         let sql = format!(
             "INSERT INTO conversation_leases AS l (phone_number_id, customer, owner, expires_at) \
              VALUES ($1, $2, $3, {NOW_MS} + $4) ON CONFLICT (phone_number_id, customer) DO UPDATE \
-             SET owner = excluded.owner, expires_at = excluded.expires_at \
-             WHERE l.owner = excluded.owner OR l.expires_at < {NOW_MS} RETURNING 1"
+             SET owner = excluded.owner, expires_at = excluded.expires_at, \
+             claimed_seq = CASE WHEN l.owner = excluded.owner THEN l.claimed_seq ELSE l.seq END \
+             WHERE l.owner = excluded.owner OR NOT {} RETURNING 1",
+            lease_live("l")
         );
         let row: Option<i32> = sqlx::query_scalar(&sql)
             .bind(phone_number_id)
@@ -113,21 +155,28 @@ impl Store {
         Ok(())
     }
 
-    /// Renews every lease this replica holds (the heartbeat); returns how many.
-    pub async fn renew_leases(&self, lease: Duration) -> Result<u64, StoreError> {
-        let sql =
-            format!("UPDATE conversation_leases SET expires_at = {NOW_MS} + $2 WHERE owner = $1");
-        let done = sqlx::query(&sql)
+    /// Renews every lease this replica holds (the heartbeat): one row, this replica's liveness,
+    /// whatever the number of conversations it holds.
+    pub async fn renew_leases(&self, lease: Duration) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO replicas (replica, alive_until) VALUES ($1, {NOW_MS} + $2) \
+             ON CONFLICT (replica) DO UPDATE SET alive_until = excluded.alive_until"
+        );
+        sqlx::query(&sql)
             .bind(self.replica())
             .bind(lease.as_millis() as i64)
             .execute(self.pg()?)
             .await?;
-        Ok(done.rows_affected())
+        Ok(())
     }
 
-    /// Gives up every lease this replica holds (at shutdown).
+    /// Gives up every lease this replica holds (at shutdown); returns how many.
     pub async fn release_all_leases(&self) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM conversation_leases WHERE owner = $1")
+            .bind(self.replica())
+            .execute(self.pg()?)
+            .await?;
+        sqlx::query("DELETE FROM replicas WHERE replica = $1")
             .bind(self.replica())
             .execute(self.pg()?)
             .await?;
@@ -149,7 +198,8 @@ impl Store {
                  AND updated_at < $1 \
              ) w LEFT JOIN conversation_leases l \
                ON l.phone_number_id = w.phone_number_id AND l.customer = w.customer \
-             WHERE l.owner IS NULL OR l.expires_at < {NOW_MS} LIMIT $2"
+             WHERE l.owner IS NULL OR NOT {} LIMIT $2",
+            lease_live("l")
         );
         let rows: Vec<(String, String)> = sqlx::query_as(&sql)
             .bind(older_than_ms)
@@ -157,6 +207,100 @@ impl Store {
             .fetch_all(self.pg()?)
             .await?;
         Ok(rows)
+    }
+
+    /// A conversation's waiting messages, oldest first, with its commit count, read together by
+    /// its holder; `None` when this replica does not hold its lease (anymore).
+    pub async fn waiting_of(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+    ) -> Result<Option<(i64, Vec<InboxRow>)>, StoreError> {
+        static READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let columns = INBOX_COLUMNS
+                .split(", ")
+                .map(|c| format!("i.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "SELECT l.seq, {columns} FROM conversation_leases l LEFT JOIN inbox i \
+                 ON i.phone_number_id = l.phone_number_id AND i.customer = l.customer \
+                 AND i.state = 'received' \
+                 WHERE l.phone_number_id = $1 AND l.customer = $2 AND l.owner = $3 ORDER BY i.id"
+            )
+        });
+        let pg = self.pg_links()?;
+        let rows = pg
+            .hot
+            .run(async |c| {
+                Ok(sqlx::query(READ.as_str())
+                    .bind(phone_number_id)
+                    .bind(customer)
+                    .bind(self.replica())
+                    .fetch_all(c)
+                    .await?)
+            })
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let seq: i64 = first.try_get(0)?;
+        let mut waiting = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // No waiting message: the one row the join keeps has no inbox columns.
+            if row.try_get::<Option<i64>, _>(1)?.is_none() {
+                continue;
+            }
+            waiting.push(inbox_from_offset(row, 1)?);
+        }
+        Ok(Some((seq, waiting)))
+    }
+
+    /// What a holder's turn asks before it runs, in one read: whether the customer opted out
+    /// of the number (`(opted_out, erased)` as [`Store::opt_out_state`] says, `digest` being
+    /// the customer's erasure digest) and the conversation's stored pause.
+    pub async fn turn_state(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+        digest: &str,
+    ) -> Result<((bool, bool), Option<Pause>), StoreError> {
+        const READ: &str = "SELECT \
+             (SELECT opted_out FROM opt_outs WHERE phone_number_id = $1 AND customer = $2), \
+             (SELECT opted_out FROM opt_outs WHERE phone_number_id = $1 AND customer = $3), \
+             p.phone_number_id, p.customer, p.paused_at, p.paused_until, p.reason, p.paused_by \
+             FROM (SELECT 1) AS one LEFT JOIN paused_conversations p \
+             ON p.phone_number_id = $1 AND p.customer = $2";
+        let row = self
+            .pg_links()?
+            .hot
+            .run(async |c| {
+                Ok(sqlx::query(READ)
+                    .bind(phone_number_id)
+                    .bind(customer)
+                    .bind(digest)
+                    .fetch_one(c)
+                    .await?)
+            })
+            .await?;
+        let plain: Option<i64> = row.try_get(0)?;
+        let hashed = row.try_get::<Option<i64>, _>(1)? == Some(1);
+        let opted_out = match plain {
+            Some(1) => (true, false),
+            _ => (hashed, hashed),
+        };
+        let pause = match row.try_get::<Option<String>, _>(2)? {
+            None => None,
+            Some(pnid) => Some(pause_from((
+                pnid,
+                row.try_get(3)?,
+                row.try_get(4)?,
+                row.try_get(5)?,
+                row.try_get(6)?,
+                row.try_get(7)?,
+            ))),
+        };
+        Ok((opted_out, pause))
     }
 
     /// A conversation's messages waiting for their turn with an id above `after`, oldest first.
@@ -226,6 +370,73 @@ impl Store {
         Ok(Duration::from_micros(wait_us.max(0) as u64))
     }
 
+    /// Right before a send, in one statement: takes a message from the customer's bucket
+    /// (`customer`, when pacing is on), then, unless that one says to wait, from the number's
+    /// (`number`); both GCRA as in [`take_send_slot`]. With `ask`, also reads whether the
+    /// customer (number, customer, the reply's queue time) still takes the reply.
+    ///
+    /// [`take_send_slot`]: Store::take_send_slot
+    pub async fn take_send_slots(
+        &self,
+        customer: Option<Bucket<'_>>,
+        number: Bucket<'_>,
+        ask: Option<(&str, &str, i64)>,
+    ) -> Result<SendSlots, StoreError> {
+        static TAKE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let take = |key: &str, t: &str, tau: &str| {
+                format!(
+                    "INSERT INTO send_limits AS s (key, tat) SELECT {key}, now.us + {t} FROM now \
+                     {{guard}} ON CONFLICT (key) DO UPDATE \
+                     SET tat = GREATEST(s.tat, (SELECT us FROM now)) + {t} \
+                     RETURNING GREATEST(s.tat - {t} - {tau} - (SELECT us FROM now), 0) AS wait"
+                )
+            };
+            format!(
+                "WITH now AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint AS us), \
+                 c AS ({}), n AS ({}) \
+                 SELECT COALESCE((SELECT wait FROM c), 0), (SELECT wait FROM n), \
+                 $7 = '' OR NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.phone_number_id = $7 \
+                   AND o.customer = $8 AND (o.opted_out <> 0 OR o.stopped_at > $9))",
+                take("$1", "$2", "$3").replace("{guard}", "WHERE $1 <> ''"),
+                take("$4", "$5", "$6").replace(
+                    "{guard}",
+                    "WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.wait > 0)"
+                ),
+            )
+        });
+        let gcra = |b: &Bucket<'_>| {
+            let t = b.interval.as_micros() as i64;
+            (t, t * i64::from(b.burst.max(1) - 1))
+        };
+        let (c_key, (c_t, c_tau)) = customer.as_ref().map_or(("", (0, 0)), |b| (b.key, gcra(b)));
+        let (n_t, n_tau) = gcra(&number);
+        let (pnid, cust, queued_at) = ask.unwrap_or(("", "", 0));
+        let (customer_wait, number_wait, allowed): (i64, Option<i64>, bool) = self
+            .pg_links()?
+            .hot
+            .run(async |c| {
+                Ok(sqlx::query_as(TAKE.as_str())
+                    .bind(c_key)
+                    .bind(c_t)
+                    .bind(c_tau)
+                    .bind(number.key)
+                    .bind(n_t)
+                    .bind(n_tau)
+                    .bind(pnid)
+                    .bind(cust)
+                    .bind(queued_at)
+                    .fetch_one(c)
+                    .await?)
+            })
+            .await?;
+        let us = |w: i64| Duration::from_micros(w.max(0) as u64);
+        Ok(SendSlots {
+            customer_wait: us(customer_wait),
+            number_wait: number_wait.map(us),
+            allowed: ask.map(|_| allowed),
+        })
+    }
+
     /// Holds bucket `key` (a number's, with `interval` and `burst` as in [`take_send_slot`])
     /// for `pause` from now, for every replica: Meta said "too many messages".
     ///
@@ -258,6 +469,14 @@ impl Store {
         )
         .execute(self.pg()?)
         .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Forgets replicas that stopped renewing their liveness an hour ago (killed ones; those
+    /// stopped with SIGTERM remove their own row).
+    pub async fn prune_replicas(&self) -> Result<u64, StoreError> {
+        let sql = format!("DELETE FROM replicas WHERE alive_until < {NOW_MS} - 3600000");
+        let done = sqlx::query(&sql).execute(self.pg()?).await?;
         Ok(done.rows_affected())
     }
 

@@ -213,15 +213,26 @@ impl Store {
         customer: &str,
         created_at: i64,
     ) -> Result<bool, StoreError> {
-        on_pool!(self, |pool| {
-            let row: Option<(i64, i64)> = sqlx::query_as(
-                "SELECT opted_out, stopped_at FROM opt_outs WHERE phone_number_id = $1 AND customer = $2",
-            )
-            .bind(phone_number_id)
-            .bind(customer)
-            .fetch_optional(pool)
-            .await?;
-            Ok(row.is_none_or(|(o, at)| o == 0 && created_at >= at))
-        })
+        const READ: &str = "SELECT opted_out, stopped_at FROM opt_outs \
+             WHERE phone_number_id = $1 AND customer = $2";
+        let row: Option<(i64, i64)> = match &self.pg {
+            // Right before a send: on a connection of its own, without the pool's pings.
+            Some(pg) => {
+                pg.hot
+                    .run(async |c| {
+                        let q = sqlx::query_as(READ).bind(phone_number_id).bind(customer);
+                        Ok(q.fetch_optional(c).await?)
+                    })
+                    .await?
+            }
+            None => on_pool!(self, |pool| {
+                sqlx::query_as(READ)
+                    .bind(phone_number_id)
+                    .bind(customer)
+                    .fetch_optional(pool)
+                    .await?
+            }),
+        };
+        Ok(row.is_none_or(|(o, at)| o == 0 && created_at >= at))
     }
 }

@@ -108,6 +108,12 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         "media_uploads",
         include_str!("migrations/postgres/0011_media_uploads.sql"),
     ),
+    // PostgreSQL only: the leases SQLite never has.
+    (
+        14,
+        "leases_in_the_group_commit",
+        include_str!("migrations/postgres/0014_leases_in_the_group_commit.sql"),
+    ),
 ];
 
 fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {

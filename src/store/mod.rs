@@ -12,6 +12,7 @@ mod media;
 mod migrate;
 mod overrides;
 mod pause;
+mod pgconn;
 mod retention;
 mod rows;
 mod secrets;
@@ -20,7 +21,7 @@ mod sql;
 mod sqlite_writer;
 pub mod writer;
 
-pub use apply::{Answers, Op, TurnEnd};
+pub use apply::{Answers, LeaseClaim, Op, TurnEnd};
 pub use conversation::{HistoryEntry, OptedOut};
 pub use erase::{BadCustomerId, CustomerId, ERASE_PASSES, EraseOp, Erased, ErasureKey};
 pub use media::MediaUpload;
@@ -31,6 +32,7 @@ pub use retention::{
 };
 pub use rows::*;
 pub use secrets::StoredSecretRow;
+pub use sql::GROUP_COMMIT_MARK;
 pub use sqlite_writer::{SqliteFile, SqliteWriter};
 
 use crate::config::Storage as StorageConfig;
@@ -116,6 +118,20 @@ pub struct Store {
     /// This database's installation id (generated once, by migration 8), sent in every
     /// `biz_opaque_callback_data` so a status from another database settles nothing here.
     installation: std::sync::Arc<str>,
+    /// PostgreSQL: connections for the statements every message pays, without the pool's
+    /// pings (`pgconn.rs`), and the group-commit writer's own connection.
+    pg: Option<std::sync::Arc<PgLinks>>,
+    /// PostgreSQL: how long a conversation lease taken or renewed lasts, in milliseconds.
+    lease_ms: i64,
+}
+
+/// PostgreSQL connections kept outside sqlx's pool (see `pgconn.rs`).
+#[derive(Debug)]
+struct PgLinks {
+    /// The conversation reads and send checks.
+    hot: pgconn::PgConns,
+    /// The group commit's: one, as there is one writer.
+    writer: pgconn::PgConns,
 }
 
 /// Runs the same sqlx code against whichever pool this store holds.
@@ -134,6 +150,9 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+
+/// Prepared statements the PostgreSQL writer's connection keeps (sqlx keeps 100 by default).
+const WRITER_STATEMENTS: usize = 1000;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -162,6 +181,7 @@ impl Store {
         let url = cfg.url.as_str();
         let mut lock = None;
         let mut sqlite = None;
+        let mut pg = None;
         let (pool, write_pool) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             let file = path.split('?').next().unwrap_or(path);
@@ -224,8 +244,15 @@ impl Store {
                         .get()
                         .max(std::time::Duration::from_secs(1)),
                 )
-                .connect_with(opts)
+                .connect_with(opts.clone())
                 .await?;
+            pg = Some(std::sync::Arc::new(PgLinks {
+                hot: pgconn::PgConns::new(opts.clone(), cfg.max_connections.max(2) as usize),
+                // The group commit's multi-row statements have one text per row count: room
+                // for each count a batch commonly has, so each is prepared once, not again
+                // every time another count pushed it out.
+                writer: pgconn::PgConns::new(opts.statement_cache_capacity(WRITER_STATEMENTS), 1),
+            }));
             (Pool::Postgres(pool.clone()), Pool::Postgres(pool))
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
@@ -237,6 +264,8 @@ impl Store {
             lock,
             replica: std::sync::Arc::from("local"),
             installation: std::sync::Arc::from(""),
+            pg,
+            lease_ms: cfg.lease.get().as_millis() as i64,
         };
         store.migrate().await?;
         let installation: String = on_pool!(store, |p| {
@@ -303,6 +332,10 @@ impl Store {
     pub async fn close(&self) {
         on_pool!(self, |p| p.close().await);
         on_pool!(write self, |p| p.close().await);
+        if let Some(pg) = &self.pg {
+            pg.hot.close().await;
+            pg.writer.close().await;
+        }
         if let Some(lock) = &self.lock {
             lock.release();
         }

@@ -199,9 +199,12 @@ async fn notified(
     Ok(())
 }
 
-type PauseRow = (String, String, i64, i64, Option<String>, String);
+pub(super) type PauseRow = (String, String, i64, i64, Option<String>, String);
 
-fn from_row((phone_number_id, customer, paused_at, paused_until, reason, by): PauseRow) -> Pause {
+/// A pause from its stored columns.
+pub(super) fn pause_from(
+    (phone_number_id, customer, paused_at, paused_until, reason, by): PauseRow,
+) -> Pause {
     Pause {
         phone_number_id,
         customer,
@@ -229,7 +232,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await
         })?;
-        Ok(row.map(from_row))
+        Ok(row.map(pause_from))
     }
 
     /// The pauses in force at `now` (ms), of one number or all, the longest-paused first.
@@ -245,7 +248,7 @@ impl Store {
                 .fetch_all(pool)
                 .await
         })?;
-        Ok(rows.into_iter().map(from_row).collect())
+        Ok(rows.into_iter().map(pause_from).collect())
     }
 
     /// Up to `limit` pending notifications due at `now` (ms), oldest first.

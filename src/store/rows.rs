@@ -452,6 +452,31 @@ pub(super) type InboxTuple = (
     Option<String>,
 );
 
+/// An inbox row from the [`INBOX_COLUMNS`] of a PostgreSQL row, starting at column `at`.
+pub(super) fn inbox_from_offset(
+    row: &sqlx::postgres::PgRow,
+    at: usize,
+) -> Result<InboxRow, sqlx::Error> {
+    Ok(inbox_from((
+        row.try_get(at)?,
+        row.try_get(at + 1)?,
+        row.try_get(at + 2)?,
+        row.try_get(at + 3)?,
+        row.try_get(at + 4)?,
+        row.try_get(at + 5)?,
+        row.try_get(at + 6)?,
+        row.try_get(at + 7)?,
+        row.try_get(at + 8)?,
+        row.try_get(at + 9)?,
+        row.try_get(at + 10)?,
+        row.try_get(at + 11)?,
+        row.try_get(at + 12)?,
+        row.try_get(at + 13)?,
+        row.try_get(at + 14)?,
+        row.try_get(at + 15)?,
+    )))
+}
+
 pub(super) fn inbox_from(t: InboxTuple) -> InboxRow {
     let state = match t.12.as_str() {
         "done" => InboxState::Done,

@@ -184,6 +184,12 @@ pub trait WriteTx {
         self.execute(sql).await
     }
 
+    /// The PostgreSQL connection of the transaction, for the statements only PostgreSQL runs
+    /// (the lease phase, which binds arrays); `None` on SQLite.
+    fn pg(&mut self) -> Option<&mut sqlx::postgres::PgConnection> {
+        None
+    }
+
     /// Runs a statement whose text numbers its parameters `$1..$n` (see [`Sql::with`]) and
     /// returns no rows; how many rows it changed.
     async fn run<'a>(
@@ -195,26 +201,46 @@ pub trait WriteTx {
     }
 }
 
+/// Opens the text of every statement the group-commit writer runs on PostgreSQL, so that
+/// `pg_stat_statements` (and `pg_stat_activity`) tell them from the reads each message pays
+/// alone (`wa-gateway bench --pg-stats` counts both).
+pub const GROUP_COMMIT_MARK: &str = "/* wa-gateway group commit */";
+
 fn pg_query<'q>(
-    sql: &'q Sql<'q>,
+    text: &'q str,
+    args: &'q [Arg<'q>],
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sql.args
-        .iter()
-        .fold(sqlx::query(&sql.text), |q, arg| match *arg {
-            Arg::Int(v) => q.bind(v),
-            // PostgreSQL refuses NUL in text: stored without it, as on SQLite (`crate::text`).
-            Arg::Text(v) => q.bind(v.map(crate::text::without_nul)),
-        })
+    args.iter().fold(sqlx::query(text), |q, arg| match *arg {
+        Arg::Int(v) => q.bind(v),
+        // PostgreSQL refuses NUL in text: stored without it, as on SQLite (`crate::text`).
+        Arg::Text(v) => q.bind(v.map(crate::text::without_nul)),
+    })
+}
+
+/// `sql`'s text as the writer sends it to PostgreSQL: marked with [`GROUP_COMMIT_MARK`].
+fn pg_text(sql: &Sql<'_>) -> String {
+    let mut text = String::with_capacity(GROUP_COMMIT_MARK.len() + 1 + sql.text.len());
+    text.push_str(GROUP_COMMIT_MARK);
+    text.push(' ');
+    text.push_str(&sql.text);
+    text
 }
 
 impl WriteTx for sqlx::Transaction<'_, sqlx::Postgres> {
     async fn execute(&mut self, sql: &Sql<'_>) -> Result<u64, StoreError> {
-        Ok(pg_query(sql).execute(&mut **self).await?.rows_affected())
+        let text = pg_text(sql);
+        let done = pg_query(&text, &sql.args).execute(&mut **self).await?;
+        Ok(done.rows_affected())
     }
 
     async fn fetch<R: Fetched>(&mut self, sql: &Sql<'_>) -> Result<Vec<R>, StoreError> {
-        let rows = pg_query(sql).fetch_all(&mut **self).await?;
+        let text = pg_text(sql);
+        let rows = pg_query(&text, &sql.args).fetch_all(&mut **self).await?;
         rows.iter().map(|r| Ok(R::from_pg(r)?)).collect()
+    }
+
+    fn pg(&mut self) -> Option<&mut sqlx::postgres::PgConnection> {
+        Some(&mut **self)
     }
 }
 

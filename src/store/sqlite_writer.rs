@@ -93,7 +93,7 @@ impl SqliteWriter {
             tx: &tx,
             text: &mut self.text,
         };
-        let done = apply_ops(&mut t, ops, false, "local", &self.installation).await?;
+        let done = apply_ops(&mut t, ops, None, &self.installation).await?;
         tx.commit()?;
         Ok(done)
     }

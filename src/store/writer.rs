@@ -4,8 +4,9 @@
 //! writer ever waits in SQLite and no statement crosses a thread.
 
 use super::{
-    Answers, EraseOp, Erased, HandoffOp, InboxRow, InboxState, NewOutbox, Op, OutboxRow,
-    OutboxState, PruneOp, Pruned, SqliteWriter, Store, StoreError, TurnEnd, WebhookWrite,
+    Answers, EraseOp, Erased, HandoffOp, InboxRow, InboxState, LeaseClaim, NewOutbox, Op,
+    OutboxRow, OutboxState, PruneOp, Pruned, SqliteWriter, Store, StoreError, TurnEnd,
+    WebhookWrite,
 };
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ enum Waiter {
     Webhook(Reply<usize>),
     Turn(Reply<Vec<OutboxRow>>),
     Attempt(Reply<bool>),
+    Release(Reply<bool>),
     Write(Reply<()>),
     Prune(Reply<Pruned>),
     Erase(Reply<Erased>),
@@ -38,7 +40,7 @@ impl Waiter {
             Waiter::Turn(r) => {
                 let _ = r.send(Err(e));
             }
-            Waiter::Attempt(r) => {
+            Waiter::Attempt(r) | Waiter::Release(r) => {
                 let _ = r.send(Err(e));
             }
             Waiter::Write(r) => {
@@ -57,8 +59,13 @@ impl Waiter {
 /// Hands a commit's new rows to the pipeline, then answers `waiters` (one per op, in op order),
 /// each from the group of [`Answers`] of its kind, in order. The pipeline hears of the commit
 /// before any waiter resumes, so an opt-out it records is in force for every send that starts
-/// after this commit.
-fn answer(waiters: impl IntoIterator<Item = Waiter>, answers: Answers, sink: &mut impl Sink) {
+/// after this commit. `started`: when the commit began, before any lease it claimed was taken.
+fn answer(
+    waiters: impl IntoIterator<Item = Waiter>,
+    answers: Answers,
+    sink: &mut impl Sink,
+    started: Instant,
+) {
     let Answers {
         webhooks,
         turns,
@@ -66,21 +73,25 @@ fn answer(waiters: impl IntoIterator<Item = Waiter>, answers: Answers, sink: &mu
         writes: _,
         pruned,
         erased,
+        released,
+        claims,
     } = answers;
     // The rows go on to the pipeline; a webhook only needs to know how many were new.
     let new: Vec<usize> = webhooks.iter().map(Vec::len).collect();
     let fresh: Vec<InboxRow> = webhooks.into_iter().flatten().collect();
-    if !fresh.is_empty() {
-        sink.push(fresh);
+    if !fresh.is_empty() || !claims.is_empty() {
+        sink.push(fresh, Claimed { claims, started });
     }
     let mut new = new.into_iter();
     let (mut turns, mut attempts) = (turns.into_iter(), attempts.into_iter());
     let (mut pruned, mut erased) = (pruned.into_iter(), erased.into_iter());
+    let mut released = released.into_iter();
     for waiter in waiters {
         match waiter {
             Waiter::Webhook(r) => reply(r, new.next()),
             Waiter::Turn(r) => reply(r, turns.next()),
             Waiter::Attempt(r) => reply(r, attempts.next()),
+            Waiter::Release(r) => reply(r, released.next()),
             Waiter::Write(r) => reply(r, Some(())),
             Waiter::Prune(r) => reply(r, pruned.next()),
             Waiter::Erase(r) => reply(r, erased.next()),
@@ -102,10 +113,20 @@ struct Request {
     waiter: Waiter,
 }
 
+/// The leases a commit claimed (PostgreSQL; none on SQLite).
+#[derive(Debug)]
+pub struct Claimed {
+    /// Per conversation the commit brought waiting messages to.
+    pub claims: Vec<LeaseClaim>,
+    /// When the commit began: a lease it took runs from no earlier than this.
+    pub started: Instant,
+}
+
 /// Where committed rows go next (the pipeline's dispatcher).
 pub trait Sink: Send + 'static {
-    /// Called once per committed batch with the rows that need an agent, in commit order.
-    fn push(&mut self, rows: Vec<InboxRow>);
+    /// Called once per committed batch with the rows that need an agent, in commit order, and
+    /// the leases the commit claimed for their conversations.
+    fn push(&mut self, rows: Vec<InboxRow>, claimed: Claimed);
 }
 
 /// A handle to submit writes; cheap to clone.
@@ -204,6 +225,22 @@ impl WriterHandle {
         self.run(op, Waiter::Write).await
     }
 
+    /// Gives back this replica's lease on a conversation (PostgreSQL), unless messages came
+    /// after commit count `seq`: returns whether it was given back.
+    pub async fn release_lease(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+        seq: i64,
+    ) -> Result<bool, StoreError> {
+        let op = Op::ReleaseLease {
+            phone_number_id: phone_number_id.to_owned(),
+            customer: customer.to_owned(),
+            seq,
+        };
+        self.run(op, Waiter::Release).await
+    }
+
     /// Applies one batch of retention's pruning in the next group commit.
     pub async fn prune(&self, op: PruneOp) -> Result<Pruned, StoreError> {
         self.run(Op::Prune(op), Waiter::Prune).await
@@ -277,12 +314,13 @@ impl Backend {
         batch: &mut Batch,
         sink: &mut impl Sink,
         restart_wal: &AtomicBool,
+        started: Instant,
     ) {
         let (ops, waiting) = (&mut batch.ops, &mut batch.waiting);
         batch.messages = 0;
         match result {
             Ok(answers) => {
-                answer(waiting.drain(..), answers, sink);
+                answer(waiting.drain(..), answers, sink, started);
                 if let Backend::Sqlite(w) = self
                     && restart_wal.swap(false, Ordering::Relaxed)
                     && let Err(e) = w.restart_wal()
@@ -295,8 +333,9 @@ impl Backend {
                 // alone, so only the one that fails hears about it.
                 tracing::warn!(error = %e, ops = ops.len(), "group commit failed; applying its operations one by one");
                 for (op, w) in ops.drain(..).zip(waiting.drain(..)) {
+                    let started = Instant::now();
                     match self.apply(std::slice::from_ref(&op)).await {
-                        Ok(answers) => answer([w], answers, sink),
+                        Ok(answers) => answer([w], answers, sink, started),
                         Err(e) => w.fail(e),
                     }
                 }
@@ -403,7 +442,7 @@ pub fn spawn(
                 .observe(started.elapsed().as_secs_f64());
             metrics.commit_batch_messages.observe(batch.messages as f64);
             backend
-                .answer(result, &mut batch, &mut sink, &restart_wal)
+                .answer(result, &mut batch, &mut sink, &restart_wal, started)
                 .await;
         }
     };
@@ -427,7 +466,7 @@ mod tests {
     struct Nowhere;
 
     impl Sink for Nowhere {
-        fn push(&mut self, _rows: Vec<InboxRow>) {}
+        fn push(&mut self, _rows: Vec<InboxRow>, _claimed: Claimed) {}
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use crate::store::keywords::Committed;
 use crate::store::retention::{not_deleted_before, wamid_digest};
 use crate::store::sql::{Sql, WriteTx};
 use crate::store::{
-    InboxRow, InboxState, NewInbound, OutboxKind, OutboxState, StoreError, WebhookWrite, cluster,
+    InboxRow, InboxState, NewInbound, OutboxKind, OutboxState, StoreError, WebhookWrite,
 };
 use std::collections::HashMap;
 
@@ -45,12 +45,11 @@ pub(super) fn messages(ops: &[Op]) -> Vec<&NewInbound> {
         .collect()
 }
 
-/// Inserts `all` (one multi-row insert per chunk) and returns the new rows' ids by wamid; on
-/// PostgreSQL (`shared`) it also tells the other replicas which conversations have work.
+/// Inserts `all` (one multi-row insert per chunk) and returns the new rows' ids by wamid. (On
+/// PostgreSQL the lease phase then tells the other replicas of their conversations' work.)
 pub(super) async fn insert(
     tx: &mut impl WriteTx,
     all: &[&NewInbound],
-    shared: bool,
     now: i64,
 ) -> Result<HashMap<String, i64>, StoreError> {
     let mut inserted: HashMap<String, i64> = HashMap::new();
@@ -89,34 +88,7 @@ pub(super) async fn insert(
         let rows: Vec<(i64, String)> = tx.fetch(&sql).await?;
         inserted.extend(rows.into_iter().map(|(id, wamid)| (wamid, id)));
     }
-    if shared && !inserted.is_empty() {
-        notify_work(tx, all, &inserted).await?;
-    }
     Ok(inserted)
-}
-
-/// Other replicas learn of the conversations with new messages when this commits (NOTIFY is
-/// transactional); the receiving replica is told by the writer directly.
-async fn notify_work(
-    tx: &mut impl WriteTx,
-    all: &[&NewInbound],
-    inserted: &HashMap<String, i64>,
-) -> Result<(), StoreError> {
-    let mut keys: Vec<(&str, &str)> = all
-        .iter()
-        .filter(|m| m.state == InboxState::Received && inserted.contains_key(&m.wamid))
-        .map(|m| (m.phone_number_id.as_str(), m.customer.as_str()))
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    for payload in cluster::work_payloads(keys.into_iter()) {
-        tx.run(
-            "SELECT pg_notify($1, $2)",
-            [cluster::WORK_CHANNEL.into(), payload.as_str().into()],
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// The latest facts per conversation in a batch (one upsert row each: PostgreSQL refuses to

@@ -7,6 +7,7 @@
 //! (see `apply_ops`).
 
 mod inbound;
+mod leases;
 mod operator;
 mod outbox;
 mod turns;
@@ -16,10 +17,12 @@ use super::pause::{HandoffOp, apply_handoff};
 use super::retention::{PruneOp, Pruned, apply_prune};
 use super::sql::WriteTx;
 use super::{
-    InboxRow, InboxState, MediaUpload, NewOutbox, OutboxRow, OutboxState, Pool, Store, StoreError,
+    InboxRow, InboxState, MediaUpload, NewOutbox, OutboxRow, OutboxState, Store, StoreError,
     WebhookWrite, now_ms,
 };
 use std::collections::{HashMap, HashSet};
+
+pub use leases::LeaseClaim;
 
 /// One write.
 #[derive(Debug)]
@@ -61,6 +64,13 @@ pub enum Op {
     Erase(EraseOp),
     /// A conversation paused or resumed (human handoff), or a handoff notification's outcome.
     Handoff(HandoffOp),
+    /// PostgreSQL: this replica gives back its lease on a conversation, unless the conversation
+    /// got messages since commit count `seq` (what its holder has read up to).
+    ReleaseLease {
+        phone_number_id: String,
+        customer: String,
+        seq: i64,
+    },
 }
 
 /// The end of a turn, as [`Op::CompleteTurn`] carries it.
@@ -106,52 +116,99 @@ pub struct Answers {
     pub pruned: Vec<Pruned>,
     /// Per [`Op::Erase`]: what it deleted.
     pub erased: Vec<Erased>,
+    /// Per [`Op::ReleaseLease`]: whether the lease was given back.
+    pub released: Vec<bool>,
+    /// PostgreSQL: the leases of the conversations the batch's webhooks brought new messages
+    /// to, as the batch's claim found them (see [`LeaseClaim`]).
+    pub claims: Vec<LeaseClaim>,
 }
 
 /// Rows per multi-row statement, well under SQLite's and PostgreSQL's bind-parameter limits.
 const CHUNK: usize = 1000;
 
 impl Store {
-    /// Applies `ops` in one PostgreSQL transaction, in order. Either every op is durable, or none
-    /// is. (SQLite is written only by the writer's own connection, `SqliteWriter`.)
+    /// Applies `ops` in one PostgreSQL transaction, in order, on the writer's own connection;
+    /// then gives back the leases the batch releases. Either every op is durable, or none is.
+    /// (SQLite is written only by the writer's own connection, `SqliteWriter`.)
     pub async fn apply(&self, ops: &[Op]) -> Result<Answers, StoreError> {
-        let Pool::Postgres(pool) = &self.write_pool else {
+        let Some(pg) = &self.pg else {
             return Err(StoreError::Batch(
                 "SQLite is written through the writer's own connection".into(),
             ));
         };
-        let mut tx = pool.begin().await?;
-        let done = apply_ops(&mut tx, ops, true, self.replica(), self.installation()).await?;
+        use sqlx::Connection;
+        let cluster = Cluster {
+            replica: self.replica(),
+            lease_ms: self.lease_ms,
+        };
+        let mut c = pg.writer.get().await?;
+        let conn = c.conn();
+        let mut tx = conn.begin().await?;
+        let mut done = apply_ops(&mut tx, ops, Some(&cluster), self.installation()).await?;
         tx.commit().await?;
+        // The batch is durable: whatever happens now must not fail it (its ops would be applied
+        // again, one by one, and find their work done).
+        match leases::release(conn, ops, cluster.replica).await {
+            Ok(released) => {
+                done.released = released;
+                c.completed();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot give conversation leases back; their holders keep them");
+                done.released = leases::kept(ops);
+            }
+        }
         Ok(done)
     }
 }
 
-/// Applies `ops` in order inside the open transaction `tx`. `shared`: PostgreSQL, where other
-/// replicas write too; `replica` names this one in the leases it holds; `installation` is the
-/// database's id, which status webhooks must echo to settle a reply.
+/// The replica applying a batch, with several replicas on PostgreSQL.
+pub(super) struct Cluster<'a> {
+    /// Names this replica in the leases it holds.
+    pub replica: &'a str,
+    /// How long a lease taken or renewed lasts.
+    pub lease_ms: i64,
+}
+
+/// Applies `ops` in order inside the open transaction `tx`. `cluster`: PostgreSQL, where other
+/// replicas write too (`None` on SQLite); `installation` is the database's id, which status
+/// webhooks must echo to settle a reply.
 ///
 /// The phases run in this order, each over the whole batch: inbound messages and their
-/// conversations, opt-out keywords, statuses and Meta's answers, turns closing their messages,
-/// the replies of the turns that closed, send attempts; then each op's own statements, in op
-/// order.
+/// conversations, opt-out keywords, the leases of the conversations with new messages, statuses
+/// and Meta's answers, turns closing their messages, the replies of the turns that closed (sent
+/// at once only under the conversation's lease), send attempts; then each op's own statements,
+/// in op order.
 pub(super) async fn apply_ops(
     tx: &mut impl WriteTx,
     ops: &[Op],
-    shared: bool,
-    replica: &str,
+    cluster: Option<&Cluster<'_>>,
     installation: &str,
 ) -> Result<Answers, StoreError> {
     let now = now_ms();
+    let shared = cluster.is_some();
+    let replica = cluster.map_or("local", |c| c.replica);
     let all = inbound::messages(ops);
-    let inserted = inbound::insert(tx, &all, shared, now).await?;
+    let inserted = inbound::insert(tx, &all, now).await?;
     inbound::upsert_conversations(tx, &all, shared, now).await?;
     // Opt-outs take effect here, with the message that says so (before the turns below close,
     // so a turn this keyword cuts off queues nothing).
     let keywords = super::keywords::commit(tx, &all, &inserted, now).await?;
+    let claims = match cluster {
+        Some(c) => {
+            leases::claim(tx, &all, &inserted, &keywords.closed, c.replica, c.lease_ms).await?
+        }
+        None => Vec::new(),
+    };
     super::settle::statuses(tx, ops, shared, installation, now).await?;
     let closed = turns::close(tx, ops, now).await?;
     let reply_ids = turns::queue_replies(tx, ops, &closed, now).await?;
+    let unleased = match cluster {
+        Some(c) => {
+            leases::unleased_attempts(tx, &turns::attempted(ops, &reply_ids), c.replica).await?
+        }
+        None => HashSet::new(),
+    };
     let attempted = outbox::attempts(tx, ops, shared, replica, now).await?;
 
     let batch = Batch {
@@ -160,9 +217,12 @@ pub(super) async fn apply_ops(
         inserted,
         keywords,
         reply_ids,
+        unleased,
         attempted,
     };
-    each_op(tx, ops, batch).await
+    let mut answers = each_op(tx, ops, batch).await?;
+    answers.claims = claims;
+    Ok(answers)
 }
 
 /// What the phases over the whole batch found, which the ops' answers are made of.
@@ -174,6 +234,9 @@ struct Batch {
     keywords: super::keywords::Committed,
     /// The queued replies' ids by (inbox row, part).
     reply_ids: HashMap<(i64, i64), i64>,
+    /// Replies queued to be sent at once whose conversation's lease this replica lost: queued
+    /// `pending` instead (PostgreSQL).
+    unleased: HashSet<i64>,
     /// The outbox rows whose send attempt was recorded.
     attempted: HashSet<i64>,
 }
@@ -195,7 +258,7 @@ async fn each_op(
                 answers.webhooks.push(fresh);
             }
             Op::CompleteTurn(turn) => {
-                let rows = turns::queued(turn, &batch.reply_ids, now);
+                let rows = turns::queued(turn, &batch.reply_ids, &batch.unleased, now);
                 answers.turns.push(rows);
             }
             Op::Attempt { id } => answers.attempts.push(batch.attempted.contains(id)),
@@ -234,6 +297,8 @@ async fn each_op(
                 apply_handoff(tx, op, now).await?;
                 answers.writes += 1;
             }
+            // Given back after the commit (`leases::release`).
+            Op::ReleaseLease { .. } => {}
         }
     }
     Ok(answers)

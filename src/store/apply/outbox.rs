@@ -41,8 +41,8 @@ pub(super) async fn attempts(
                  AND l.customer = outbox.customer AND l.owner = ",
             );
             sql.bind(replica)
-                .push(" AND l.expires_at > ")
-                .push(cluster::NOW_MS)
+                .push(" AND ")
+                .push(&cluster::lease_live("l"))
                 .push(")");
         }
         sql.push(" RETURNING id");

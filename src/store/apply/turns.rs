@@ -167,18 +167,36 @@ pub(super) async fn queue_replies(
     Ok(reply_ids)
 }
 
+/// The replies queued in `sending`, their first attempt recorded (turns with `attempt`).
+pub(super) fn attempted(ops: &[Op], reply_ids: &HashMap<(i64, i64), i64>) -> Vec<i64> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::CompleteTurn(t) if t.attempt => Some(
+                t.replies
+                    .iter()
+                    .filter_map(|r| reply_ids.get(&(t.inbox_id, r.part)).copied()),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 /// The rows `turn` queued, as its caller hears them; replies without an id in `reply_ids` were
-/// not queued (the turn had completed elsewhere).
+/// not queued (the turn had completed elsewhere), those in `unleased` were queued `pending`
+/// after all (PostgreSQL: the conversation's lease was lost).
 pub(super) fn queued(
     turn: &TurnEnd,
     reply_ids: &HashMap<(i64, i64), i64>,
+    unleased: &HashSet<i64>,
     now: i64,
 ) -> Vec<OutboxRow> {
-    let (state, attempts, sending_since) = queued_as(turn.attempt, now);
     turn.replies
         .iter()
         .filter_map(|r| {
             let id = *reply_ids.get(&(turn.inbox_id, r.part))?;
+            let (state, attempts, sending_since) =
+                queued_as(turn.attempt && !unleased.contains(&id), now);
             Some(OutboxRow {
                 id,
                 inbox_id: Some(turn.inbox_id),
