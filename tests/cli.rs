@@ -1,12 +1,11 @@
 //! The command line as a person uses it: `validate` names file:line:column for each kind of
-//! mistake, `schema` prints the JSON Schema, and `serve` on the repository's gateway.yaml answers
-//! `chat` for two customers at once.
+//! mistake, and `schema` prints the JSON Schema. (The README's quick start, `serve` and the
+//! commands beside it on the repository's gateway.yaml, is `tests/quick_start.rs`.)
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
 fn wa_gateway(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
@@ -119,77 +118,6 @@ fn schema_is_json_schema_of_the_config() {
     ] {
         assert!(props.contains_key(key), "schema lacks {key}");
     }
-}
-
-/// The Done-when of the spine: `serve` on the repository's gateway.yaml, then `chat` for two
-/// customers at the same time, each getting its echo. Uses the file's own ports (8080, 9090, 8089).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_repository_config_and_chat() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().unwrap();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
-        .args(["serve", "--config"])
-        .arg(root.join("gateway.yaml"))
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let ready = common::wait_until(Duration::from_secs(30), || {
-        let http = http.clone();
-        async move {
-            http.get("http://127.0.0.1:9090/readyz")
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
-    if !ready {
-        let _ = serve.kill();
-        let out = serve.wait_with_output().unwrap();
-        panic!(
-            "gateway not ready:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let chat = |from: &'static str, text: &'static str| {
-        tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
-                .args([
-                    "chat",
-                    "--number",
-                    "106540352242922",
-                    "--from",
-                    from,
-                    "--message",
-                    text,
-                ])
-                .output()
-                .unwrap()
-        })
-    };
-    let (a, b) = (chat("15550100001", "hello"), chat("15550100002", "hola"));
-    let (a, b) = (a.await.unwrap(), b.await.unwrap());
-    let _ = serve.kill();
-    let _ = serve.wait();
-    for (out, want) in [(a, "< echo: hello"), (b, "< echo: hola")] {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "chat failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.lines().any(|l| l == want),
-            "expected {want:?} in {stdout:?}"
-        );
-    }
-    assert!(
-        dir.path().join("data/gateway.db").exists(),
-        "SQLite under ./data"
-    );
 }
 
 #[test]

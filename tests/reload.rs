@@ -167,6 +167,17 @@ async fn an_invalid_edit_changes_nothing_and_is_reported() {
         "{error}"
     );
     assert_eq!(status["sha256"], sha(&good));
+    // One format for the load time: RFC 3339 here, in /api/config and on the status page.
+    let loaded = status["loaded_at"].as_str().expect("loaded_at as RFC 3339");
+    assert!(humantime::parse_rfc3339(loaded).is_ok(), "{loaded}");
+    let get = |path: &str| tg.http.get(format!("{admin}{path}")).send();
+    let config: serde_json::Value = get("/api/config").await.unwrap().json().await.unwrap();
+    assert_eq!(config["loaded_at"], status["loaded_at"]);
+    let page = get("/").await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains(&format!("<dd id=\"config-loaded\">{loaded}</dd>")),
+        "the page shows when the file was loaded"
+    );
     let metrics = tg.metrics().await;
     assert!(metrics.contains("wa_gateway_config_reloads_total{result=\"error\"} 1"));
     assert!(metrics.contains(&format!(

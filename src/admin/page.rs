@@ -127,10 +127,7 @@ fn header_html(st: &AppState) -> String {
         serde_json::Value::String(s) => s.clone(),
         v => v.to_string(),
     };
-    let loaded = match cfg["loaded_at"].as_i64() {
-        Some(secs) => api::rfc3339(secs.saturating_mul(1000)),
-        None => "—".to_owned(),
-    };
+    let loaded = text("loaded_at");
     let reload_error = match cfg["last_reload_error"].as_str() {
         Some(e) => format!(
             "<p class=\"alert\" role=\"alert\" id=\"reload-error\">Last reload refused: {}</p>",

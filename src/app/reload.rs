@@ -202,7 +202,7 @@ impl Reloader {
         let restart = needs_restart(&old.config, &loaded.config);
         if !restart.is_empty() {
             return ReloadOutcome::Failed(format!(
-                "{}: {} changed; the running listeners, storage and emulator take such changes only on restart: restart the gateway, or revert them to apply the rest",
+                "{}: {} changed; storage and the built-in emulator take such changes only on restart (listeners, agents and policies reload): restart the gateway, or revert them to apply the rest",
                 self.path.display(),
                 restart.join(", ")
             ));

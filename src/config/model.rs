@@ -459,4 +459,14 @@ impl Config {
     pub fn uses_emulator(&self) -> bool {
         self.meta.graph_url == "emulator"
     }
+
+    /// Where a client reaches the built-in emulator (`meta.emulator.listen`, with an unspecified
+    /// address read as this host).
+    pub fn emulator_addr(&self) -> std::net::SocketAddr {
+        let mut addr = self.meta.emulator.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        addr
+    }
 }

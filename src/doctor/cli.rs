@@ -58,11 +58,15 @@ async fn check_number(
 
 /// A report as people read it: one line per check, the fix under a failure.
 pub fn render_report(r: &Report) -> String {
+    let name = if r.display_name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", r.display_name)
+    };
     let mut out = format!(
-        "{} {} ({})\n",
+        "{} {}{name}\n",
         if r.ok { "OK  " } else { "FAIL" },
         r.phone_number_id,
-        r.display_name
     );
     let width = r.checks.iter().map(|c| c.title.len()).max().unwrap_or(0);
     for c in &r.checks {
@@ -120,7 +124,7 @@ async fn check(cfg: &Config, pnid: &PhoneNumberId) -> anyhow::Result<Report> {
     if cfg.uses_emulator() {
         return check_in_gateway(cfg, pnid.as_str()).await;
     }
-    let (cfg, client) = with_client(cfg.clone())?;
+    let (cfg, client) = with_client(cfg.clone()).await?;
     let desired = Desired::from_config(&cfg);
     check_number(&cfg, &client, &desired, pnid).await
 }
@@ -195,4 +199,27 @@ pub async fn run_doctor(path: &Path) -> anyhow::Result<u8> {
         println!("\n{} of {} number(s) failed.", failing.len(), reports.len());
     }
     Ok(u8::from(!failing.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_names_the_number_and_shows_no_empty_parentheses() {
+        let report = |display_name: &str| Report {
+            phone_number_id: "106540352242922".into(),
+            display_name: display_name.into(),
+            ok: true,
+            checks: Vec::new(),
+        };
+        assert_eq!(
+            render_report(&report("Acme")).lines().next(),
+            Some("OK   106540352242922 (Acme)")
+        );
+        assert_eq!(
+            render_report(&report("")).lines().next(),
+            Some("OK   106540352242922")
+        );
+    }
 }

@@ -34,13 +34,13 @@ pub struct ChatArgs {
     /// Send this one message, print the reply and exit (0: answered, 1: no answer in time).
     #[arg(long)]
     pub message: Option<String>,
-    /// The emulator's address (the built-in one listens on meta.emulator.listen).
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:8089",
-        env = "WA_GATEWAY_EMULATOR"
-    )]
-    pub emulator: String,
+    /// The emulator's address: this, else the built-in emulator's of `--config`
+    /// (`meta.emulator.listen`), else http://127.0.0.1:8089.
+    #[arg(long, env = "WA_GATEWAY_EMULATOR")]
+    pub emulator: Option<String>,
+    /// A gateway config whose built-in emulator (`meta.emulator.listen`) to write to.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
     /// How long to wait for a reply.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -65,10 +65,31 @@ pub async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// The emulator `chat` writes to (see [`ChatArgs::emulator`]).
+fn chat_emulator(args: &ChatArgs) -> anyhow::Result<String> {
+    if let Some(url) = &args.emulator {
+        return Ok(url.clone());
+    }
+    let Some(path) = &args.config else {
+        return Ok("http://127.0.0.1:8089".into());
+    };
+    let cfg = crate::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !cfg.uses_emulator() {
+        anyhow::bail!(
+            "{}: meta.graph_url is {}, not the built-in emulator; pass --emulator URL of an \
+             emulator to chat with",
+            path.display(),
+            cfg.meta.graph_url
+        );
+    }
+    Ok(format!("http://{}", cfg.emulator_addr()))
+}
+
 /// Runs `chat`.
 pub async fn run_chat(args: ChatArgs) -> anyhow::Result<u8> {
+    let emulator = chat_emulator(&args)?;
     let code = super::chat::chat(
-        &args.emulator,
+        &emulator,
         &args.number,
         &args.from,
         &args.name,

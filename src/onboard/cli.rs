@@ -4,7 +4,7 @@
 
 use super::{OnboardError, Onboarding, SignupRequest};
 use crate::config::Config;
-use crate::graph::{CodeMethod, GraphClient};
+use crate::graph::CodeMethod;
 use crate::store::Store;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -112,21 +112,6 @@ pub enum SecretCommand {
     List,
 }
 
-fn graph(config: &Config) -> anyhow::Result<GraphClient> {
-    if config.uses_emulator() {
-        anyhow::bail!(
-            "meta.graph_url is `emulator`: the built-in emulator lives inside `serve` and cannot be \
-             reached from here; run `wa-gateway emulator` and set meta.graph_url to its URL \
-             (http://127.0.0.1:8089), or point it at https://graph.facebook.com"
-        );
-    }
-    Ok(GraphClient::new(
-        &config.meta.graph_url,
-        &config.meta.api_version,
-        Duration::from_secs(30),
-    ))
-}
-
 /// The file and its storage; with `resolve`, stored references filled (read only, no rotation).
 async fn open(path: &Path, resolve: bool) -> anyhow::Result<(Config, Store)> {
     let mut config = crate::config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -147,7 +132,7 @@ fn fail(e: OnboardError) -> anyhow::Error {
 /// `wa-gateway signup`: prints the YAML to add; 0 when the token is stored.
 pub async fn run_signup(args: SignupArgs) -> anyhow::Result<u8> {
     let (config, store) = open(&args.config, false).await?;
-    let client = graph(&config)?;
+    let client = crate::reconcile::cli::graph_for_command(&config).await?;
     let req = SignupRequest {
         code: args.code,
         waba_id: args.waba_id,
@@ -178,7 +163,7 @@ pub async fn run_signup(args: SignupArgs) -> anyhow::Result<u8> {
 /// `wa-gateway number …`.
 pub async fn run_number(args: NumberArgs) -> anyhow::Result<u8> {
     let (config, store) = open(&args.config, true).await?;
-    let client = graph(&config)?;
+    let client = crate::reconcile::cli::graph_for_command(&config).await?;
     let ob = Onboarding {
         config: &config,
         graph: &client,
@@ -245,21 +230,22 @@ async fn list(config: &Config, store: &Store) -> anyhow::Result<String> {
     let ring = crate::secrets::keyring_of(config)
         .map_err(|e| anyhow::anyhow!("{}", crate::secrets::StoredSecretError::Issues(e)))?;
     let rows = store.stored_secrets().await?;
-    let mut out = String::from("NAME  KEY  UPDATED\n");
-    for r in rows {
-        let key = match &ring {
-            Some(ring) if ring.current().id() == r.key_id => "current",
-            Some(_) => "previous or unknown: start `serve` to re-encrypt",
-            None => "meta.encryption_key not set",
-        };
-        out.push_str(&format!(
-            "{}  {} ({key})  {}\n",
-            r.name,
-            r.key_id,
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + Duration::from_millis(r.updated_at.max(0) as u64)
-            )
-        ));
-    }
+    let rows: Vec<[String; 3]> = rows
+        .into_iter()
+        .map(|r| {
+            let key = match &ring {
+                Some(ring) if ring.current().id() == r.key_id => "current",
+                Some(_) => "previous or unknown: start `serve` to re-encrypt",
+                None => "meta.encryption_key not set",
+            };
+            let updated = std::time::UNIX_EPOCH + Duration::from_millis(r.updated_at.max(0) as u64);
+            [
+                r.name,
+                format!("{} ({key})", r.key_id),
+                humantime::format_rfc3339_seconds(updated).to_string(),
+            ]
+        })
+        .collect();
+    let out = crate::reconcile::cli::table(["NAME", "KEY", "UPDATED"], &rows);
     Ok(out.trim_end().to_owned())
 }

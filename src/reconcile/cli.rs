@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const EXIT_PENDING: u8 = 2;
 
 async fn load(path: &Path) -> anyhow::Result<(Config, GraphClient)> {
-    with_client(load_config(path).await?)
+    with_client(load_config(path).await?).await
 }
 
 /// The file with its secrets resolved (`stored:` ones from storage).
@@ -22,20 +22,35 @@ pub(crate) async fn load_config(path: &Path) -> anyhow::Result<Config> {
     crate::secrets::load_resolved(path).await
 }
 
-pub(crate) fn with_client(cfg: Config) -> anyhow::Result<(Config, GraphClient)> {
-    if cfg.uses_emulator() {
-        anyhow::bail!(
-            "meta.graph_url is `emulator`: the built-in emulator lives inside `serve` and cannot be \
-             reached from here; run `wa-gateway emulator` and set meta.graph_url to its URL \
-             (http://127.0.0.1:8089), or point it at https://graph.facebook.com"
-        );
-    }
-    let client = GraphClient::new(
-        &cfg.meta.graph_url,
+pub(crate) async fn with_client(cfg: Config) -> anyhow::Result<(Config, GraphClient)> {
+    let client = graph_for_command(&cfg).await?;
+    Ok((cfg, client))
+}
+
+/// The Graph API a command talks to: `meta.graph_url`, or with `emulator` the built-in
+/// emulator of the `serve` running this file (at `meta.emulator.listen`), once it answers.
+pub(crate) async fn graph_for_command(cfg: &Config) -> anyhow::Result<GraphClient> {
+    let base = if cfg.uses_emulator() {
+        let addr = cfg.emulator_addr();
+        let reached =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await;
+        if !matches!(reached, Ok(Ok(_))) {
+            anyhow::bail!(
+                "meta.graph_url is `emulator`: the built-in emulator runs inside `serve`, and \
+                 nothing answers at {addr} (meta.emulator.listen). Start the gateway on this \
+                 file first (`wa-gateway serve -c FILE`), then run this command again"
+            );
+        }
+        format!("http://{addr}")
+    } else {
+        cfg.meta.graph_url.clone()
+    };
+    Ok(GraphClient::new(
+        &base,
         &cfg.meta.api_version,
         Duration::from_secs(30),
-    );
-    Ok((cfg, client))
+    ))
 }
 
 /// Observes and plans; a failed read is an error, since its part cannot be planned.
@@ -175,7 +190,7 @@ pub async fn run_status(path: &Path) -> anyhow::Result<u8> {
                 .collect()
         }
         None => {
-            let (cfg, client) = with_client(cfg)?;
+            let (cfg, client) = with_client(cfg).await?;
             println!("As Meta reports it (no gateway answers at listen.admin):");
             let desired = Desired::from_config(&cfg);
             let observed = observe(&client, &desired).await;

@@ -152,10 +152,21 @@ fn limiter_for(snapshot: &Snapshot, store: &Store) -> SendLimiter {
 pub struct ConfigStatus {
     /// SHA-256 of the configuration file in force (None when started from a `Config` value).
     pub sha256: Option<String>,
-    /// When the configuration in force was loaded, Unix seconds.
+    /// When the configuration in force was loaded, Unix seconds (served as RFC 3339, like
+    /// every time of the admin API).
+    #[serde(serialize_with = "rfc3339_seconds")]
     pub loaded_at: Option<u64>,
     /// Why the last reload was refused; cleared when the file in force is read again.
     pub last_reload_error: Option<String>,
+}
+
+fn rfc3339_seconds<S: serde::Serializer>(at: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(secs) => s.collect_str(&humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(*secs),
+        )),
+        None => s.serialize_none(),
+    }
 }
 
 /// The state every task shares.
