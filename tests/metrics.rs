@@ -318,3 +318,128 @@ fn every_defined_family_passes_promtool() {
         tools::said(&out)
     );
 }
+
+/// A label and the values the README lists for it (`None`: open-ended, e.g. `phone_number_id`).
+type Listed = (String, Option<Vec<String>>);
+
+/// The README's metrics table: each row's metric names and its labels.
+fn readme_metrics() -> Vec<(Vec<String>, Vec<Listed>)> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split("### Metrics\n")
+        .nth(1)
+        .expect("a Metrics section")
+        .split("\n\n")
+        .next()
+        .unwrap();
+    let ticked = |cell: &str| -> Vec<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    };
+    table
+        .lines()
+        .skip(2)
+        .map(|row| {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let names = ticked(cells[0]);
+            // "`a`, `b` = x, y (why), z": `b`'s values are x, y, z.
+            let mut labels = Vec::new();
+            for part in cells[1].split('`').collect::<Vec<_>>().chunks(2) {
+                let [before, name] = [part[0], part.get(1).copied().unwrap_or("")];
+                if let Some(values) = before.trim_start().strip_prefix("= ")
+                    && let Some((_, last)) = labels.last_mut()
+                {
+                    let mut list = Vec::new();
+                    let mut depth = 0;
+                    let mut word = String::new();
+                    for c in values.chars().chain([',']) {
+                        match c {
+                            '(' => depth += 1,
+                            ')' => depth -= 1,
+                            ',' if depth == 0 => {
+                                let w = word.trim().trim_end_matches(',').to_owned();
+                                if !w.is_empty() {
+                                    list.push(w);
+                                }
+                                word.clear();
+                            }
+                            _ if depth == 0 => word.push(c),
+                            _ => {}
+                        }
+                    }
+                    *last = Some(list);
+                }
+                if !name.is_empty() {
+                    labels.push((name.to_owned(), None));
+                }
+            }
+            (names, labels)
+        })
+        .collect()
+}
+
+/// Every counter and histogram of the README's table whose label values are all listed (or are
+/// the declared agents) is exported from the first scrape, for every listed value (at 0 until
+/// it happens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listed_series_is_there_from_the_first_scrape() {
+    let Some(tg) = start(Db::Sqlite).await else {
+        return;
+    };
+    let text = tg.metrics().await;
+    let all = samples(&text);
+    let kind = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("# TYPE {name} ")))
+            .map(str::to_owned)
+    };
+    let mut checked = 0;
+    for (names, labels) in readme_metrics() {
+        let values: Option<Vec<(String, Vec<String>)>> = labels
+            .iter()
+            .map(|(label, values)| match (label.as_str(), values) {
+                (_, Some(v)) => Some((label.clone(), v.clone())),
+                ("agent", None) => Some((label.clone(), vec!["echo".to_owned()])),
+                _ => None,
+            })
+            .collect();
+        let Some(values) = values else { continue };
+        for name in names {
+            let series = match kind(&name).as_deref() {
+                Some("counter") => name.clone(),
+                Some("histogram") => format!("{name}_count"),
+                _ if values.is_empty() => continue,
+                Some(_) => name.clone(),
+                None => panic!("{name} is in the README's table but not in the first scrape"),
+            };
+            let mut combos = vec![Vec::<String>::new()];
+            for (label, vs) in &values {
+                combos = combos
+                    .iter()
+                    .flat_map(|c| {
+                        vs.iter()
+                            .map(move |v| [c.clone(), vec![format!("{label}=\"{v}\"")]].concat())
+                    })
+                    .collect();
+            }
+            for combo in combos {
+                let key = if combo.is_empty() {
+                    series.clone()
+                } else {
+                    format!("{series}{{{}}}", combo.join(","))
+                };
+                // Present (at 0 unless it happened already, as commits at start do).
+                assert!(all.contains_key(&key), "{key} in the first scrape:\n{text}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 40,
+        "only {checked} series checked: is the table parsed?"
+    );
+}

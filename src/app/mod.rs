@@ -140,6 +140,7 @@ impl Gateway {
             metrics.register_tls();
             metrics.tls_cert_expiry.set(cert.not_after.unwrap_or(0));
         }
+        metrics.zero_agents(config.agents.keys().map(String::as_str));
         let snapshot = Snapshot::build(config, &graph_base)?;
         let (writer, writer_inbox) = crate::store::writer::channel(batch_max);
         let state = Arc::new(AppState::new(

@@ -20,6 +20,11 @@ struct Spec {
     buckets: Option<Vec<f64>>,
     /// Registered with the others (false: defined, but exported only once asked to).
     registered: bool,
+    /// The values each label takes, where every one is known in advance (an empty list: known
+    /// only at run time, like agent names). Each combination is exported at 0 from the first
+    /// scrape, as Prometheus advises: a `rate()` over a series that appears with its first
+    /// event misses that event, and an alert on it has nothing to compare against.
+    known: &'static [&'static [&'static str]],
 }
 
 /// A metric without labels, buckets or deferral; the builders below add them.
@@ -30,6 +35,7 @@ fn spec(name: &'static str, help: &'static str) -> Spec {
         labels: &[],
         buckets: None,
         registered: true,
+        known: &[],
     }
 }
 
@@ -43,6 +49,10 @@ impl Spec {
             buckets: Some(buckets),
             ..self
         }
+    }
+
+    fn known(self, known: &'static [&'static [&'static str]]) -> Self {
+        Self { known, ..self }
     }
 
     /// Defined (its family is listed) but left out of the registry until registered explicitly.
@@ -69,6 +79,27 @@ impl Spec {
 /// A metric type built from a [`Spec`].
 trait FromSpec: Collector + Clone + Sized + 'static {
     fn from_spec(spec: &Spec) -> prometheus::Result<Self>;
+
+    /// Exports the series of `values` (one per label) at 0; unlabelled types have one already.
+    fn zero(&self, _values: &[&str]) {}
+}
+
+/// Every combination of one value per label (none when no values are known).
+fn combinations(known: &[&[&'static str]]) -> Vec<Vec<&'static str>> {
+    if known.is_empty() {
+        return Vec::new();
+    }
+    known.iter().fold(vec![Vec::new()], |acc, values| {
+        acc.iter()
+            .flat_map(|prefix| {
+                values.iter().map(move |v| {
+                    let mut next = prefix.clone();
+                    next.push(*v);
+                    next
+                })
+            })
+            .collect()
+    })
 }
 
 /// Types built from `Opts` alone (no labels).
@@ -90,6 +121,10 @@ macro_rules! from_opts_and_labels {
             fn from_spec(spec: &Spec) -> prometheus::Result<Self> {
                 Self::new(spec.opts(), spec.labels)
             }
+
+            fn zero(&self, values: &[&str]) {
+                self.with_label_values(values);
+            }
         }
     )*};
 }
@@ -105,6 +140,10 @@ impl FromSpec for HistogramVec {
     fn from_spec(spec: &Spec) -> prometheus::Result<Self> {
         HistogramVec::new(spec.histogram_opts(), spec.labels)
     }
+
+    fn zero(&self, values: &[&str]) {
+        self.with_label_values(values);
+    }
 }
 
 /// Builds metrics, registers them and keeps the name of every family it defined.
@@ -117,6 +156,9 @@ struct Registrar {
 impl Registrar {
     fn add<M: FromSpec>(&mut self, spec: Spec) -> M {
         let metric = M::from_spec(&spec).expect("valid metric");
+        for values in combinations(spec.known) {
+            metric.zero(&values);
+        }
         self.families
             .extend(metric.desc().iter().map(|d| d.fq_name.clone()));
         if spec.registered {
@@ -155,6 +197,47 @@ macro_rules! metrics {
     (@make $r:ident, $ty:ty) => { <$ty>::register($r) };
 }
 
+/// `wa_gateway_webhooks_total`'s results.
+const WEBHOOK_RESULTS: &[&str] = &[
+    "ok",
+    "bad_signature",
+    "probe",
+    "dead_letter",
+    "storage_error",
+    "too_large",
+    "body_timeout",
+    "busy",
+];
+
+/// `wa_gateway_agent_seconds`'s results: the answer's, or the failure's label.
+const AGENT_RESULTS: &[&str] = &[
+    "ok",
+    "empty",
+    "refused",
+    "timeout",
+    "transport",
+    "status",
+    "bad_answer",
+    "circuit_open",
+];
+
+const OK_OR_ERROR: &[&str] = &["ok", "error"];
+
+/// The HTTP listeners.
+const ENDPOINTS: &[&str] = &["webhook", "admin"];
+
+/// The tables retention prunes (`seen_wamids` for forgotten wamid digests).
+const PRUNED_TABLES: &[&str] = &[
+    "inbox",
+    "outbox",
+    "status_events",
+    "dead_letters",
+    "opt_out_events",
+    "handoff_notifications",
+    "seen_wamids",
+    "media_uploads",
+];
+
 fn latency_buckets() -> Vec<f64> {
     vec![
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -168,7 +251,8 @@ metrics! {
             "wa_gateway_webhooks_total",
             "Webhook POSTs received, by result.",
         )
-        .labels(&["result"]),
+        .labels(&["result"])
+        .known(&[WEBHOOK_RESULTS]),
         /// Time from the end of the request body to the 200 (includes the group commit).
         pub webhook_ack_seconds: Histogram = spec(
             "wa_gateway_webhook_ack_seconds",
@@ -200,7 +284,8 @@ metrics! {
             "Agent call latency, by agent and result.",
         )
         .buckets(latency_buckets())
-        .labels(&["agent", "result"]),
+        .labels(&["agent", "result"])
+        .known(&[&[], AGENT_RESULTS]),
         /// Errors Meta returned, by code.
         pub meta_errors: IntCounterVec = spec(
             "wa_gateway_meta_errors_total",
@@ -272,7 +357,8 @@ metrics! {
             "wa_gateway_handoff_notifications_total",
             "Handoff notification delivery attempts, by result (sent, retry, failed).",
         )
-        .labels(&["result"]),
+        .labels(&["result"])
+        .known(&[&["sent", "retry", "failed"]]),
         /// Customer messages not answered because the customer opted out, by number.
         pub opt_out_suppressed: IntCounterVec = spec(
             "wa_gateway_opt_out_suppressed_total",
@@ -310,13 +396,15 @@ metrics! {
             "wa_gateway_reconcile_runs_total",
             "Control-loop passes by result (ok, error).",
         )
-        .labels(&["result"]),
+        .labels(&["result"])
+        .known(&[OK_OR_ERROR]),
         /// Configuration reloads by result: ok, error (unchanged files count as neither).
         pub config_reloads: IntCounterVec = spec(
             "wa_gateway_config_reloads_total",
             "Configuration reloads attempted on a changed file, by result (ok, error).",
         )
-        .labels(&["result"]),
+        .labels(&["result"])
+        .known(&[OK_OR_ERROR]),
         /// 1 for the SHA-256 of the configuration file in force.
         pub config_info: IntGaugeVec = spec(
             "wa_gateway_config_info",
@@ -384,7 +472,8 @@ metrics! {
             "wa_gateway_reconcile_actions_total",
             "Reconciler actions applied, by result.",
         )
-        .labels(&["result"]),
+        .labels(&["result"])
+        .known(&[OK_OR_ERROR]),
         /// Storage retention: pruned rows, oldest rows, database size.
         pub retention: RetentionMetrics,
         /// The HTTP listeners' connections.
@@ -424,14 +513,16 @@ metrics! {
             "wa_gateway_http_connections_open",
             "HTTP connections open now, by listener.",
         )
-        .labels(&["endpoint"]),
+        .labels(&["endpoint"])
+        .known(&[ENDPOINTS]),
         /// Connections the gateway closed because a deadline passed, by endpoint and reason:
         /// handshake (TLS), header (silent or stopped inside its headers), idle (no request).
         pub connection_timeouts: IntCounterVec = spec(
             "wa_gateway_http_connection_timeouts_total",
             "HTTP connections closed because a deadline passed, by listener and reason.",
         )
-        .labels(&["endpoint", "reason"]),
+        .labels(&["endpoint", "reason"])
+        .known(&[ENDPOINTS, &["handshake", "header", "idle"]]),
     }
 }
 
@@ -443,7 +534,8 @@ metrics! {
             "wa_gateway_store_pruned_rows_total",
             "Rows deleted by storage retention, by table.",
         )
-        .labels(&["table"]),
+        .labels(&["table"])
+        .known(&[PRUNED_TABLES]),
         /// Age of each table's oldest row in seconds (0 when empty), after the last prune.
         pub oldest_row_age: GaugeVec = spec(
             "wa_gateway_store_oldest_row_age_seconds",
@@ -465,6 +557,17 @@ metrics! {
 }
 
 impl Metrics {
+    /// Exports `wa_gateway_agent_seconds` at 0 for every result of each of `agents` (the
+    /// declared agents, at start and on reload), and their breakers closed.
+    pub fn zero_agents<'a>(&self, agents: impl IntoIterator<Item = &'a str>) {
+        for agent in agents {
+            self.agent_breaker_open.with_label_values(&[agent]);
+            for result in AGENT_RESULTS {
+                self.agent_seconds.with_label_values(&[agent, result]);
+            }
+        }
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut r = Registrar::default();
