@@ -300,6 +300,9 @@ impl Reloader {
         self.state
             .agent_slots
             .resize(snapshot.config.policies.agent.max_concurrency);
+        self.state
+            .metrics
+            .set_graph_api_version(&snapshot.config.meta.api_version);
         self.state.snapshot.store(Arc::new(snapshot));
         if let Some(cert) = &staged.cert {
             self.state.metrics.register_tls();
