@@ -423,6 +423,21 @@ fn validate_refuses_what_serve_refuses() {
     assert!(put.status.success(), "{}", stderr(&put));
     let out = wa_gateway(&["validate", "stored.yaml"], dir.path());
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    // Storage that cannot be reached: the lookup is skipped with a warning, not a refusal.
+    let unreachable = std::fs::read_to_string(dir.path().join("stored.yaml"))
+        .unwrap()
+        .replace("sqlite://data/gw.db", "postgres://wa@127.0.0.1:1/wa");
+    std::fs::write(dir.path().join("unreachable.yaml"), unreachable).unwrap();
+    let out = wa_gateway(&["validate", "unreachable.yaml"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(
+            "unreachable.yaml:2:17: storage.url: warning: stored secrets were not looked up"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Converts a YAML document to the JSON a JSON Schema validator reads.
