@@ -1,11 +1,12 @@
 //! The command line as a person uses it: `validate` names file:line:column for each kind of
-//! mistake, and `schema` prints the JSON Schema. (The README's quick start, `serve` and the
+//! mistake (with `--offline`, from the file alone; with `--format json`, as JSON Lines), and
+//! `schema` prints the JSON Schema, which accepts every shipped config. (The README's quick start, `serve` and the
 //! commands beside it on the repository's gateway.yaml, is `tests/quick_start.rs`.)
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn wa_gateway(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
