@@ -34,12 +34,9 @@ enum Command {
         #[arg(short, long, default_value = "gateway.yaml", env = "WA_GATEWAY_CONFIG")]
         config: PathBuf,
     },
-    /// Check a configuration file: exit 0 with a summary, or 1 with every error (file:line:column).
-    Validate {
-        /// The configuration file.
-        #[arg(default_value = "gateway.yaml")]
-        file: PathBuf,
-    },
+    /// Check a configuration file: exit 0 with a summary, or 1 with every error (file:line:column);
+    /// `--offline` checks the file alone (no secrets, certificates or storage).
+    Validate(wa_gateway::doctor::validate::ValidateArgs),
     /// Print the JSON Schema of the configuration file, or with `--agent` the OpenAPI document
     /// of the `http` agent API (the request each turn sends and the answers it reads).
     Schema {
@@ -118,16 +115,13 @@ fn init_tracing() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { file } => match config::load(&file) {
-            Ok(cfg) => {
-                println!("{}: ok — {}", file.display(), config::summary(&cfg));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(1)
-            }
-        },
+        // No log output: every finding is printed as a diagnostic, warnings included.
+        Command::Validate(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_or(ExitCode::from(1), |rt| {
+                ExitCode::from(rt.block_on(wa_gateway::doctor::validate::run(args)))
+            }),
         Command::Schema { agent } => {
             let schema = if agent {
                 wa_gateway::agent::schema::openapi()
@@ -183,7 +177,7 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Emulator(args) => wa_gateway::emulator::cli::run_emulator(args).await,
         Command::Chat(args) => wa_gateway::emulator::cli::run_chat(args).await,
         Command::Bench(args) => wa_gateway::bench::run(args).await,
-        Command::Validate { .. } | Command::Schema { .. } => {
+        Command::Validate(_) | Command::Schema { .. } => {
             unreachable!("handled without a runtime")
         }
     }

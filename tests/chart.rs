@@ -624,6 +624,134 @@ fn the_rendered_config_passes_wa_gateway_validate() {
     }
 }
 
+/// Line and column (1-based) of `needle`'s first character on the first line holding it.
+fn position_of(text: &str, needle: &str) -> (usize, usize) {
+    text.lines()
+        .enumerate()
+        .find_map(|(i, line)| {
+            line.find(needle)
+                .map(|at| (i + 1, line[..at].chars().count() + 1))
+        })
+        .unwrap_or_else(|| panic!("{needle:?} not in\n{text}"))
+}
+
+/// Done-when of issue 17 (validate): every rendered config passes the JSON Schema and
+/// `wa-gateway validate --offline` with no environment and none of the files it names (the
+/// chart's own mount paths do not exist here); on the everything-on config, offline validation
+/// still names file:line:column for an undeclared agent, an unknown key and a bad duration.
+#[test]
+fn the_rendered_config_passes_validate_offline_without_files_or_environment() {
+    let Some(all) = rendered() else { return };
+    let bin = env!("CARGO_BIN_EXE_wa-gateway");
+    let schema = jsonschema::validator_for(&wa_gateway::config::json_schema()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |name: &str, text: &str, json: bool| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.args(["validate", "--offline"]);
+        if json {
+            cmd.args(["--format", "json"]);
+        }
+        cmd.arg(name)
+            .current_dir(dir.path())
+            .env_clear()
+            .output()
+            .expect("run wa-gateway validate --offline")
+    };
+    for file in values_files() {
+        let id = case_id(&file);
+        let c = case(all, &id);
+        let cm = find(c, "ConfigMap", &format!("{RELEASE}-config"));
+        let yaml = cm["data"]["gateway.yaml"].as_str().unwrap();
+        let cfg: Value = serde_norway::from_str(yaml).unwrap();
+        let errors: Vec<String> = schema
+            .iter_errors(&cfg)
+            .map(|e| format!("{}: {e}", e.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{id}: the JSON Schema refuses it: {errors:#?}\n{yaml}"
+        );
+        for tls in ["tls", "admin_tls"] {
+            if let Some(cert) = cfg["listen"][tls]["cert"].as_str() {
+                assert!(!Path::new(cert).exists(), "{id}: {cert} exists here");
+            }
+        }
+        let out = validate("gateway.yaml", yaml, false);
+        let said = tools::said(&out);
+        assert!(
+            out.status.success() && said.contains("not checked (--offline)"),
+            "{id}: validate --offline refuses the rendered config:\n{said}\n{yaml}"
+        );
+        if id != "ci/everything-on-values.yaml" {
+            continue;
+        }
+        assert!(
+            said.contains("certificate files of listen.tls"),
+            "{id}: {said}"
+        );
+        let mutated = |change: &dyn Fn(&mut Value)| {
+            let mut v = cfg.clone();
+            change(&mut v);
+            serde_norway::to_string(&v).unwrap()
+        };
+        let cases: [(&str, String, &str, &str, &str); 3] = [
+            (
+                "undeclared agent",
+                mutated(&|v| v["numbers"][0]["agent"] = json!("suport")),
+                "suport",
+                "numbers[0].agent",
+                "\"suport\" is not declared",
+            ),
+            (
+                "unknown key",
+                mutated(&|v| v["publik_url"] = json!("https://wa.example.com/webhook")),
+                "publik_url",
+                "publik_url",
+                "unknown key `publik_url`: did you mean `public_url`?",
+            ),
+            (
+                "bad duration",
+                mutated(&|v| v["listen"]["idle_timeout"] = json!("5 parsecs")),
+                "5 parsecs",
+                "listen.idle_timeout",
+                "invalid duration",
+            ),
+        ];
+        for (what, text, needle, path, message) in cases {
+            let (line, column) = position_of(&text, needle);
+            let out = validate("broken.yaml", &text, false);
+            let said = tools::said(&out);
+            let at = format!("broken.yaml:{line}:{column}: {path}: ");
+            assert!(
+                out.status.code() == Some(1)
+                    && said
+                        .lines()
+                        .any(|l| l.starts_with(&at) && l.contains(message)),
+                "{what}: no {at:?}… {message:?} in\n{said}"
+            );
+            let out = validate("broken.yaml", &text, true);
+            let first: Value = serde_json::from_str(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or(""),
+            )
+            .unwrap_or_else(|e| panic!("{what}: {e}: {}", tools::said(&out)));
+            assert_eq!(
+                (&first["file"], &first["line"], &first["column"]),
+                (&json!("broken.yaml"), &json!(line), &json!(column)),
+                "{what}"
+            );
+            assert_eq!(
+                (&first["path"], &first["severity"]),
+                (&json!(path), &json!("error"))
+            );
+        }
+    }
+}
+
 /// The chart's admin listener is on the pod's network, so its config must carry a token (one is
 /// generated when the values give none), and without it `wa-gateway validate` refuses the file.
 fn admin_needs_its_token(id: &str, cfg: &Value, env: &BTreeMap<String, String>, bin: &str) {
@@ -785,6 +913,7 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
         "WaGatewayDeliveryFailures",
         "WaGatewayReloadFailing",
         "WaGatewayCertificateExpiring",
+        "WaGatewayGraphApiVersionExpiring",
         "WaGatewayReconcileDrift",
         "WaGatewayNoLeader",
         "WaGatewayStorageGrowing",

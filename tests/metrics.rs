@@ -166,6 +166,15 @@ async fn a_live_scrape_passes_promtool_and_follows_the_traffic(db: Db) {
         Some(1.0),
         "the loaded file's hash:\n{text}"
     );
+    // The default meta.api_version, v23.0, ends 2027-10-08 by Meta's published table.
+    assert_eq!(
+        sample(
+            &text,
+            "wa_gateway_graph_api_version_expiry_timestamp_seconds{version=\"v23.0\"}"
+        ),
+        Some(1_822_953_600.0),
+        "the Graph API version's end date:\n{text}"
+    );
     assert_eq!(
         sample(&text, "wa_gateway_config_last_reload_successful"),
         Some(1.0)
@@ -231,7 +240,14 @@ async fn a_refused_reload_shows_in_the_last_reload_gauge_until_a_good_one() {
         Some(1.0)
     );
 
-    std::fs::write(&tg.config_path, good.replace("Test One", "Test Uno")).unwrap();
+    // The good file also moves to Graph API v24.0: the end-date gauge follows the reload.
+    assert!(good.contains("meta:\n"), "{good}");
+    let moved = good.replace("Test One", "Test Uno").replacen(
+        "meta:\n",
+        "meta:\n  api_version: v24.0\n",
+        1,
+    );
+    std::fs::write(&tg.config_path, moved).unwrap();
     let applied = tg.gw().reload_now().await;
     assert!(
         matches!(applied, wa_gateway::app::ReloadOutcome::Applied { .. }),
@@ -242,6 +258,17 @@ async fn a_refused_reload_shows_in_the_last_reload_gauge_until_a_good_one() {
         sample(&text, "wa_gateway_config_last_reload_successful"),
         Some(1.0),
         "{text}"
+    );
+    let gauge = "wa_gateway_graph_api_version_expiry_timestamp_seconds";
+    assert_eq!(
+        sample(&text, &format!("{gauge}{{version=\"v24.0\"}}")),
+        Some(1_834_444_800.0),
+        "v24.0 ends 2028-02-18:\n{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("{gauge}{{version=\"v23.0\"}}")),
+        None,
+        "only the version in force:\n{text}"
     );
     tg.stop().await;
 }
@@ -301,6 +328,7 @@ fn every_defined_family_passes_promtool() {
     m.handoff_held.with_label_values(&[PNID]).inc();
     m.handoff_notifications.with_label_values(&["sent"]).inc();
     m.media_files.with_label_values(&[PNID, "uploaded"]).inc();
+    m.set_graph_api_version("v23.0");
     let text = m.render();
     for family in m.family_names() {
         assert!(

@@ -1,4 +1,4 @@
-// The "Connect with Facebook" launcher: Meta's Embedded Signup through the JS SDK's FB.login with
+// The "Connect with Facebook" launcher: Meta's Embedded Signup (v4) through the JS SDK's FB.login with
 // the app's config_id, asking for a code (not a token). The popup posts a WA_EMBEDDED_SIGNUP
 // message with the WABA and phone number ids; once both the code and the ids are in, they go to
 // POST /api/signup, which stores the token encrypted and answers the YAML to add to the config.
@@ -68,7 +68,10 @@
       config_id: root.dataset.configId,
       response_type: "code",
       override_default_response_type: true,
-      extras: { setup: {}, sessionInfoVersion: "3" },
+      // Embedded Signup v4: Meta's docs leave `extras` empty on purpose for v4 (the flow comes
+      // from the login configuration). `sessionInfoVersion` alone meant v2, retired 2026-10-15,
+      // and v3 (`version: "v3"`) ended in October 2026 as well.
+      extras: {},
     });
   });
 })();

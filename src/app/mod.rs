@@ -136,6 +136,7 @@ impl Gateway {
             config.storage.batch_max,
             config.storage.commit_interval.get(),
         );
+        metrics.set_graph_api_version(&config.meta.api_version);
         if let Some(cert) = &tls.cert {
             metrics.register_tls();
             metrics.tls_cert_expiry.set(cert.not_after.unwrap_or(0));

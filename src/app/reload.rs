@@ -303,6 +303,9 @@ impl Reloader {
         self.state
             .metrics
             .zero_agents(snapshot.config.agents.keys().map(String::as_str));
+        self.state
+            .metrics
+            .set_graph_api_version(&snapshot.config.meta.api_version);
         self.state.snapshot.store(Arc::new(snapshot));
         if let Some(cert) = &staged.cert {
             self.state.metrics.register_tls();

@@ -1,4 +1,5 @@
-//! A human-readable duration for the config file (`500ms`, `20s`, `24h`).
+//! A human-readable duration for the config file (`500ms`, `20s`, `24h`), with one grammar for
+//! the parser and the JSON Schema's pattern, so that an editor and the gateway agree.
 
 use schemars::JsonSchema;
 use serde::de::{self, Visitor};
@@ -45,11 +46,16 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
-        humantime::parse_duration(s.trim())
+        // humantime alone takes a little more than the pattern says (`1 2h` is 12h): the
+        // grammar is checked first, so the schema and the parser refuse the same texts.
+        let text = s.trim();
+        is_duration(text)
+            .then(|| humantime::parse_duration(text).ok())
+            .flatten()
             .map(Duration)
-            .map_err(|_| {
+            .ok_or_else(|| {
                 E::custom(format!(
-                    "invalid duration {s:?}: write e.g. 500ms, 20s, 5m, 24h"
+                    "invalid duration {s:?}: write e.g. 500ms, 20s, 5m, 24h or 1day 2h"
                 ))
             })
     }
@@ -61,6 +67,56 @@ impl Serialize for Duration {
     }
 }
 
+/// humantime's unit names, longest first within each unit.
+const UNITS: &[&str] = &[
+    "nanos", "nsec", "ns", "usec", "us", "µs", "millis", "msec", "ms", "seconds", "second", "secs",
+    "sec", "s", "minutes", "minute", "mins", "min", "m", "hours", "hour", "hrs", "hr", "h", "days",
+    "day", "d", "weeks", "week", "wks", "wk", "w", "months", "month", "M", "years", "year", "yrs",
+    "yr", "y",
+];
+
+/// The grammar of [`PATTERN`] (on trimmed text): `0`, or one or more `NUMBER[.DIGITS] UNIT`
+/// spans, spaces allowed between and inside spans.
+fn is_duration(text: &str) -> bool {
+    if text == "0" {
+        return true;
+    }
+    let mut rest = text;
+    let mut spans = 0;
+    while !rest.is_empty() {
+        rest = rest.trim_start();
+        let int = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if int == 0 {
+            return false;
+        }
+        rest = &rest[int..];
+        if let Some(after) = rest.strip_prefix('.') {
+            let frac = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if frac == 0 {
+                return false;
+            }
+            rest = &after[frac..];
+        }
+        rest = rest.trim_start();
+        let word = rest.len()
+            - rest
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic() || c == 'µ')
+                .len();
+        if !UNITS.contains(&&rest[..word]) {
+            return false;
+        }
+        rest = &rest[word..];
+        spans += 1;
+    }
+    spans > 0
+}
+
+/// The JSON Schema pattern of a duration: the same grammar as [`is_duration`].
+fn pattern() -> String {
+    let units = UNITS.join("|");
+    format!(r"^\s*(0|\d+(\.\d+)?\s*({units})(\s*\d+(\.\d+)?\s*({units}))*)\s*$")
+}
+
 impl JsonSchema for Duration {
     fn schema_name() -> Cow<'static, str> {
         "Duration".into()
@@ -69,8 +125,8 @@ impl JsonSchema for Duration {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "description": "A duration such as 500ms, 20s, 5m or 24h.",
-            "pattern": "^\\s*\\d+(\\.\\d+)?\\s*(ns|us|ms|s|sec|m|min|h|hr|d)(\\s*\\d+\\s*(ns|us|ms|s|sec|m|min|h|hr|d))*\\s*$"
+            "description": "A duration such as 500ms, 20s, 5m, 24h or 1day 2h (humantime's units).",
+            "pattern": pattern(),
         })
     }
 }

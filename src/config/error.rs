@@ -1,6 +1,8 @@
 //! Why a configuration was refused: a list of diagnostics, each with file:line:column, the field
-//! path and what to fix. Messages are built so that they never carry a secret's value.
+//! path and what to fix, and the warnings `wa-gateway validate` shows beside them. Messages are
+//! built so that they never carry a secret's value.
 
+use serde::Serialize;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -15,8 +17,19 @@ pub struct Issue {
     pub message: String,
 }
 
-/// One problem in a configuration file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How bad a problem is: an error refuses the file, a warning only says something will go wrong.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The file is refused (`validate` exits 1, `serve` does not start).
+    #[default]
+    Error,
+    /// The file loads, but something needs attention (an expired Graph API version).
+    Warning,
+}
+
+/// One problem in a configuration file; serialized, it is one line of `validate --format json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
     /// The file as it was named to `load` / `parse`.
     pub file: PathBuf,
@@ -28,6 +41,8 @@ pub struct Diagnostic {
     pub path: String,
     /// What is wrong and what to do about it.
     pub message: String,
+    /// Error or warning.
+    pub severity: Severity,
 }
 
 impl fmt::Display for Diagnostic {
@@ -38,6 +53,9 @@ impl fmt::Display for Diagnostic {
         }
         if !self.path.is_empty() {
             write!(f, " {}:", self.path)?;
+        }
+        if self.severity == Severity::Warning {
+            f.write_str(" warning:")?;
         }
         write!(f, " {}", self.message)
     }
@@ -81,6 +99,7 @@ mod tests {
             column,
             path: path.into(),
             message: message.into(),
+            severity: Severity::Error,
         }
     }
 

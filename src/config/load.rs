@@ -1,10 +1,11 @@
 //! Turns gateway.yaml into a validated `Config` with every secret resolved, or into diagnostics
 //! that point at file:line:column. Reads the file and the secrets; changes nothing.
 
-use super::error::{ConfigError, Diagnostic};
+use super::error::{ConfigError, Diagnostic, Severity};
 use super::locate::{Location, SourceMap, SyntaxError, join_key, parent};
 use super::model::{Agent, Config};
-use super::validate::validate;
+use super::secret::SecretSource;
+use super::validate::{Reach, validate};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -47,14 +48,40 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&read(path)?, path)
 }
 
-/// Like `load` for text already read; `origin` names the file in diagnostics.
+/// Reads the file at `path` and checks it as far as `reach` allows (`wa-gateway validate`).
+pub fn load_checked(path: &Path, reach: Reach) -> Result<Checked, ConfigError> {
+    check(&read(path)?, path, reach)
+}
+
+/// Like `load` for text already read; `origin` names the file in diagnostics. Warnings are
+/// logged.
 pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let checked = check(text, origin, Reach::Full)?;
+    for w in &checked.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(checked.config)
+}
+
+/// A configuration that passed, with the warnings found on the way.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The validated configuration; with `Reach::Offline`, secrets other than inline values
+    /// are left empty.
+    pub config: Config,
+    /// Problems that do not refuse the file, each with `Severity::Warning`.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses and validates `text` as far as `reach` allows; `origin` names the file.
+pub fn check(text: &str, origin: &Path, reach: Reach) -> Result<Checked, ConfigError> {
     let at = |loc: Location, path: &str, message: String| Diagnostic {
         file: origin.to_owned(),
         line: loc.line,
         column: loc.column,
         path: path.to_owned(),
         message,
+        severity: Severity::Error,
     };
     // The source map is built only for a file with something to report: a valid one (every
     // reload of a large file) needs no positions.
@@ -75,7 +102,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     };
     let map = SourceMap::lazy(text);
 
-    let mut diagnostics: Vec<Diagnostic> = validate(&config, &map)
+    let mut diagnostics: Vec<Diagnostic> = validate(&config, &map, reach)
         .into_iter()
         .map(|issue| {
             let loc = match issue.at_key {
@@ -87,6 +114,10 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         })
         .collect();
     for (path, secret) in config.secrets_mut() {
+        let inline = matches!(secret.source(), SecretSource::Value(_));
+        if reach == Reach::Offline && !inline {
+            continue;
+        }
         if let Err(e) = secret.resolve() {
             // SecretError names the variable or the file, never the value.
             diagnostics.push(at(map.nearest(&path), &path, format!("secret: {e}")));
@@ -98,20 +129,25 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
             diagnostics.push(at(map.nearest(&path), &path, e.to_string()));
         }
     }
-    if diagnostics.is_empty() {
-        for (path, why) in super::retention::warnings(&config.storage.retention) {
-            let loc = map.nearest(&path);
-            tracing::warn!(
-                "{}:{}:{}: {path}: {why}",
-                origin.display(),
-                loc.line,
-                loc.column
-            );
-        }
-        Ok(config)
-    } else {
-        Err(ConfigError::new(diagnostics))
+    if !diagnostics.is_empty() {
+        return Err(ConfigError::new(diagnostics));
     }
+    let mut warnings = super::retention::warnings(&config.storage.retention);
+    if let Some(why) = crate::cloudapi::versions::expiry_warning(
+        &config.meta.api_version,
+        std::time::SystemTime::now(),
+        std::time::Duration::ZERO,
+    ) {
+        warnings.push(("meta.api_version".to_owned(), why));
+    }
+    let warnings = warnings
+        .into_iter()
+        .map(|(path, why)| Diagnostic {
+            severity: Severity::Warning,
+            ..at(map.nearest(&path), &path, why)
+        })
+        .collect();
+    Ok(Checked { config, warnings })
 }
 
 fn is_encryption_key(path: &str) -> bool {
@@ -140,6 +176,7 @@ pub fn diagnostics_at(
                     column: loc.column,
                     path,
                     message,
+                    severity: Severity::Error,
                 }
             })
             .collect(),
@@ -154,6 +191,7 @@ fn read(path: &Path) -> Result<String, ConfigError> {
             column: 0,
             path: String::new(),
             message: format!("cannot read the configuration file: {e}"),
+            severity: Severity::Error,
         }])
     })
 }

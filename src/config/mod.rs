@@ -19,10 +19,11 @@ pub mod watch;
 mod tests;
 
 pub use duration::Duration;
-pub use error::{ConfigError, Diagnostic};
-pub use load::{Loaded, load, parse};
+pub use error::{ConfigError, Diagnostic, Severity};
+pub use load::{Checked, Loaded, check, load, load_checked, parse};
 pub use model::*;
 pub use policy::*;
 pub use schema::json_schema;
 pub use secret::{Secret, SecretSource};
-pub use summary::summary;
+pub use summary::{offline_skipped, summary};
+pub use validate::Reach;

@@ -839,3 +839,19 @@ fn openai_tools_are_named_from_a_fixed_set() {
         "{text}"
     );
 }
+
+#[test]
+fn the_defaults_serialized_by_the_model_pass_the_schema() {
+    let config = parse(EXAMPLE, Path::new("gateway.yaml")).unwrap();
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(
+        json["policies"]["window"], "1day",
+        "the default that used to fail"
+    );
+    let errors: Vec<String> = jsonschema::validator_for(&json_schema())
+        .expect("the schema compiles")
+        .iter_errors(&json)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{json:#}");
+}

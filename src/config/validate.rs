@@ -8,6 +8,18 @@ use super::policy::LocalizedText;
 use super::secret::{SecretSource, is_stored_name};
 use std::collections::HashMap;
 
+/// How far loading looks beyond the file itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reach {
+    /// Every secret resolved and every certificate read, as `serve` does.
+    #[default]
+    Full,
+    /// The file alone (`validate --offline`, for CI without the secrets): secrets from the
+    /// environment and files are not resolved (inline values are, being in the file) and
+    /// certificate files are not read; everything else is checked as in `Full`.
+    Offline,
+}
+
 struct Issues(Vec<Issue>);
 
 impl Issues {
@@ -29,7 +41,8 @@ impl Issues {
 }
 
 /// Checks every cross-field and format rule; `map` only serves to name other lines in messages.
-pub fn validate(config: &Config, map: &SourceMap) -> Vec<Issue> {
+/// With `Reach::Offline`, certificate files are not read.
+pub fn validate(config: &Config, map: &SourceMap, reach: Reach) -> Vec<Issue> {
     let mut out = Issues(Vec::new());
     if config.version != 1 {
         out.value(
@@ -40,7 +53,8 @@ pub fn validate(config: &Config, map: &SourceMap) -> Vec<Issue> {
             ),
         );
     }
-    check_listen_and_storage(config, &mut out);
+    let files = reach == Reach::Full;
+    check_listen_and_storage(config, files, &mut out);
     check_meta(config, &mut out);
     check_agents(config, &mut out);
     check_numbers(config, map, &mut out);
@@ -49,7 +63,7 @@ pub fn validate(config: &Config, map: &SourceMap) -> Vec<Issue> {
     check_waba_callbacks(config, &mut out);
     check_policies(config, &mut out);
     check_listen_limits(config, &mut out);
-    check_admin(config, &mut out);
+    check_admin(config, files, &mut out);
     out.0
         .extend(super::retention::check(&config.storage.retention));
     out.0
@@ -212,7 +226,7 @@ fn check_media(media: &super::policy::MediaPolicy, out: &mut Issues) {
     }
 }
 
-fn check_listen_and_storage(config: &Config, out: &mut Issues) {
+fn check_listen_and_storage(config: &Config, files: bool, out: &mut Issues) {
     if let Err(why) = http_url(&config.public_url) {
         out.value(
             "public_url",
@@ -228,7 +242,7 @@ fn check_listen_and_storage(config: &Config, out: &mut Issues) {
             "public_url must end in /webhook, the path the gateway serves Meta's webhooks on",
         );
     }
-    check_tls(config, out);
+    check_tls(config, files, out);
     if config.listen.max_body_bytes == 0 {
         out.value(
             "listen.max_body_bytes",
@@ -248,6 +262,11 @@ fn check_listen_and_storage(config: &Config, out: &mut Issues) {
         Some("") => out.value(
             "storage.url",
             "storage URL has no location: write sqlite://path/to/file.db or postgres://user@host/db",
+        ),
+        Some(rest) if url.starts_with("sqlite:") && is_in_memory(rest) => out.value(
+            "storage.url",
+            "an in-memory SQLite database loses every message on a restart, so `serve` refuses \
+             it: point it at a file, e.g. sqlite://data/gateway.db",
         ),
         Some(_) => {}
     }
@@ -355,13 +374,23 @@ fn check_listen_limits(config: &Config, out: &mut Issues) {
     }
 }
 
-/// TLS files must load as they will be served; without TLS, plain HTTP must be chosen on purpose
-/// unless the listener is only reachable from the machine itself.
-fn check_tls(config: &Config, out: &mut Issues) {
+/// What follows `sqlite://`: an in-memory database (`:memory:` or `mode=memory`), as the store
+/// sees it.
+fn is_in_memory(rest: &str) -> bool {
+    let (file, query) = rest.split_once('?').unwrap_or((rest, ""));
+    file == ":memory:" || query.split('&').any(|kv| kv == "mode=memory")
+}
+
+/// TLS files must load as they will be served (when `files` may be read); without TLS, plain
+/// HTTP must be chosen on purpose unless the listener is only reachable from the machine itself.
+fn check_tls(config: &Config, files: bool, out: &mut Issues) {
     let listen = &config.listen;
     match &listen.tls {
-        Some(files) => {
-            if let Err(e) = super::cert::load_certified_key(files) {
+        Some(tls) => {
+            if !files {
+                return;
+            }
+            if let Err(e) = super::cert::load_certified_key(tls) {
                 let field = match e.is_key() {
                     true => "listen.tls.key",
                     false => "listen.tls.cert",
@@ -582,8 +611,9 @@ fn check_stored_secrets(config: &Config, out: &mut Issues) {
 }
 
 /// The admin listener is safe by default: off the machine only with a token, TLS files that
-/// load, host names that are names, and a media token only beside an admin token.
-fn check_admin(config: &Config, out: &mut Issues) {
+/// load (when `files` may be read), host names that are names, and a media token only beside an
+/// admin token.
+fn check_admin(config: &Config, files: bool, out: &mut Issues) {
     let listen = &config.listen;
     if listen.admin_token.is_none() && !listen.admin.ip().is_loopback() {
         out.value(
@@ -596,8 +626,8 @@ fn check_admin(config: &Config, out: &mut Issues) {
             ),
         );
     }
-    if let Some(files) = &listen.admin_tls
-        && let Err(e) = super::cert::load_certified_key(files)
+    if let Some(tls) = listen.admin_tls.as_ref().filter(|_| files)
+        && let Err(e) = super::cert::load_certified_key(tls)
     {
         let field = match e.is_key() {
             true => "listen.admin_tls.key",
@@ -718,6 +748,14 @@ mod tests {
             ("a..b", false),
         ] {
             assert_eq!(is_host_name(s), want, "{s}");
+        }
+        for (s, want) in [
+            (":memory:", true),
+            ("file.db?mode=memory&cache=shared", true),
+            ("data/gateway.db", false),
+            ("data/memory.db?mode=rwc", false),
+        ] {
+            assert_eq!(is_in_memory(s), want, "{s}");
         }
         for (s, want) in [("123", true), ("", false), ("12a", false), ("١٢", false)] {
             assert_eq!(is_digits(s), want, "{s}");

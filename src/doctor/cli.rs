@@ -9,7 +9,7 @@ use crate::ids::PhoneNumberId;
 use crate::reconcile::Desired;
 use crate::reconcile::cli::{admin_base, load_config, table, with_client};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Runs Test Connection for the declared number `pnid` of `cfg` from here: Graph through
 /// `meta.graph_url`, the probe webhook through `public_url`, the agent from the file.
@@ -137,6 +137,15 @@ pub async fn run_test_connection(path: &Path, pnid: &str) -> anyhow::Result<u8> 
     Ok(u8::from(!report.ok))
 }
 
+/// How early `doctor` warns that the Graph API version in the file ends: a quarter ahead, time
+/// enough to test a newer version and roll it out.
+const API_VERSION_HORIZON: Duration = Duration::from_secs(90 * 86_400);
+
+/// The warning `doctor` prints about `version` at `now`: expired or ending within 90 days.
+pub fn api_version_warning(version: &str, now: SystemTime) -> Option<String> {
+    crate::cloudapi::versions::expiry_warning(version, now, API_VERSION_HORIZON)
+}
+
 /// `wa-gateway doctor`: Test Connection for every enabled number, a summary table, then each
 /// failing number's checks; 0 when all passed, 1 otherwise.
 pub async fn run_doctor(path: &Path) -> anyhow::Result<u8> {
@@ -198,6 +207,9 @@ pub async fn run_doctor(path: &Path) -> anyhow::Result<u8> {
     } else {
         println!("\n{} of {} number(s) failed.", failing.len(), reports.len());
     }
+    if let Some(warning) = api_version_warning(&cfg.meta.api_version, SystemTime::now()) {
+        println!("\nwarning: meta.api_version: {warning}");
+    }
     Ok(u8::from(!failing.is_empty()))
 }
 
@@ -221,5 +233,17 @@ mod tests {
             render_report(&report("")).lines().next(),
             Some("OK   106540352242922")
         );
+    }
+
+    #[test]
+    fn doctor_warns_a_quarter_before_the_graph_api_version_ends() {
+        let at = |day: &str| humantime::parse_rfc3339(&format!("{day}T00:00:00Z")).unwrap();
+        // v23.0 ends 2027-10-08: quiet until 90 days before, then a warning naming the date.
+        assert_eq!(api_version_warning("v23.0", at("2027-07-09")), None);
+        let soon = api_version_warning("v23.0", at("2027-07-10")).unwrap();
+        assert!(soon.contains("expires on 2027-10-08, in 90 days"), "{soon}");
+        let gone = api_version_warning("v23.0", at("2027-10-08")).unwrap();
+        assert!(gone.contains("expired on 2027-10-08"), "{gone}");
+        assert_eq!(api_version_warning("v26.0", at("2027-10-08")), None);
     }
 }

@@ -423,6 +423,13 @@ metrics! {
             "notAfter of the certificate the webhook listener serves.",
         )
         .unregistered(),
+        /// The end date Meta published for `meta.api_version`, Unix seconds (0 for a version
+        /// older than the gateway's table, so long expired; absent while Meta announces none).
+        pub graph_api_version_expiry: IntGaugeVec = spec(
+            "wa_gateway_graph_api_version_expiry_timestamp_seconds",
+            "When Meta ends the Graph API version in the configuration (0: long expired).",
+        )
+        .labels(&["version"]),
         /// 1, labelled with the version and source revision of this binary.
         pub build_info: IntGaugeVec = spec(
             "wa_gateway_build_info",
@@ -596,6 +603,22 @@ impl Metrics {
         let _ = self
             .registry
             .register(Box::new(self.tls_cert_expiry.clone()));
+    }
+
+    /// Shows the end date of the Graph API `version` in force (on start and every reload).
+    pub fn set_graph_api_version(&self, version: &str) {
+        use crate::cloudapi::versions::{Availability, availability};
+        self.graph_api_version_expiry.reset();
+        let at = match availability(version) {
+            Availability::Retired => 0,
+            a => match a.expires_at() {
+                Some(at) => at,
+                None => return,
+            },
+        };
+        self.graph_api_version_expiry
+            .with_label_values(&[version])
+            .set(at);
     }
 
     /// The text exposition format served at /metrics.

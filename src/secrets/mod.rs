@@ -5,5 +5,6 @@
 mod stored;
 
 pub use stored::{
-    Resolved, StoredIssue, StoredSecretError, keyring_of, load_resolved, put, resolve_stored,
+    Resolved, StoredIssue, StoredSecretError, keyring_of, load_resolved, missing_stored, put,
+    resolve_stored,
 };

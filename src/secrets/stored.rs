@@ -106,6 +106,37 @@ fn references(config: &Config) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What to do about a stored reference whose name storage (`kind`) does not hold.
+fn not_in_storage(name: &str, kind: &str) -> String {
+    format!(
+        "stored secret {name} is not in storage ({kind}): run `wa-gateway signup --code CODE \
+         --waba-id WABA_ID --name {name}` or `wa-gateway secret put {name}` with this config, or \
+         point the reference elsewhere"
+    )
+}
+
+/// The stored references of `config` whose name is not in its storage, read without creating,
+/// migrating or locking anything (`wa-gateway validate`); an error when storage is unreachable.
+pub async fn missing_stored(config: &Config) -> Result<Vec<StoredIssue>, StoreError> {
+    let refs = references(config);
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names = crate::store::peek_stored_secret_names(&config.storage).await?;
+    let kind = match config.storage.url.starts_with("sqlite:") {
+        true => "sqlite",
+        false => "postgres",
+    };
+    Ok(refs
+        .into_iter()
+        .filter(|(_, name)| !names.contains(name))
+        .map(|(path, name)| StoredIssue {
+            path,
+            message: not_in_storage(&name, kind),
+        })
+        .collect())
+}
+
 /// Fills every stored reference of `config` from `store`. With `rotate`, first re-encrypts under
 /// the current key every value still under a previous one (all rows, referenced or not).
 pub async fn resolve_stored(
@@ -177,12 +208,7 @@ pub async fn resolve_stored(
         match rows.get(name) {
             None => issues.push(StoredIssue {
                 path: path.clone(),
-                message: format!(
-                    "stored secret {name} is not in storage ({}): run `wa-gateway signup --code CODE \
-                     --waba-id WABA_ID --name {name}` or `wa-gateway secret put {name}` with this \
-                     config, or point the reference elsewhere",
-                    store.kind()
-                ),
+                message: not_in_storage(name, store.kind()),
             }),
             Some(row) => match ring.open(name, &sealed(row)) {
                 Ok(plain) => {

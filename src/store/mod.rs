@@ -31,7 +31,7 @@ pub use retention::{
     Candidates, MEDIA_UPLOADS, PruneOp, Pruned, PrunedTable, SEEN_WAMIDS, wamid_digest,
 };
 pub use rows::*;
-pub use secrets::StoredSecretRow;
+pub use secrets::{StoredSecretRow, peek_stored_secret_names};
 pub use sql::GROUP_COMMIT_MARK;
 pub use sqlite_writer::{SqliteFile, SqliteWriter};
 

@@ -3,7 +3,10 @@
 //! These writes are rare (signup, key rotation, a code request) and may come from a CLI process
 //! with no writer running, so they go straight to the write pool instead of the writer's queue.
 
-use super::{Store, StoreError, now_ms, on_pool};
+use super::{StorageConfig, Store, StoreError, now_ms, on_pool};
+use sqlx::ConnectOptions;
+use std::collections::BTreeSet;
+use std::str::FromStr;
 
 /// One stored secret as kept in storage.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,5 +157,46 @@ impl Store {
             .await?;
             Ok(())
         })
+    }
+}
+
+/// The names in `stored_secrets`, read without creating, locking or migrating anything
+/// (`wa-gateway validate`): empty when the SQLite file or the table does not exist yet, as a
+/// gateway starting on it would find. An error means storage could not be reached.
+pub async fn peek_stored_secret_names(cfg: &StorageConfig) -> Result<BTreeSet<String>, StoreError> {
+    const QUERY: &str = "SELECT name FROM stored_secrets";
+    let url = cfg.url.as_str();
+    let names: Result<Vec<String>, sqlx::Error> = if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        let file = path.split('?').next().unwrap_or(path);
+        if !std::path::Path::new(file).exists() {
+            return Ok(BTreeSet::new());
+        }
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+            .read_only(true)
+            .busy_timeout(cfg.busy_timeout.get())
+            .connect()
+            .await?;
+        sqlx::query_scalar(QUERY).fetch_all(&mut conn).await
+    } else {
+        let mut conn = tokio::time::timeout(
+            cfg.busy_timeout
+                .get()
+                .max(std::time::Duration::from_secs(1)),
+            sqlx::postgres::PgConnectOptions::from_str(url)?.connect(),
+        )
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        sqlx::query_scalar(QUERY).fetch_all(&mut conn).await
+    };
+    match names {
+        Ok(names) => Ok(names.into_iter().collect()),
+        // A database no gateway has started on yet holds no secrets.
+        Err(sqlx::Error::Database(e))
+            if e.code().as_deref() == Some("42P01") || e.message().contains("no such table") =>
+        {
+            Ok(BTreeSet::new())
+        }
+        Err(e) => Err(e.into()),
     }
 }
