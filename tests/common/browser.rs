@@ -1,7 +1,7 @@
 //! A real headless Chromium driven through chromedriver (WebDriver, spoken with reqwest), for
 //! the status page tests: a session, finding and clicking elements, running scripts, waiting on
-//! what the page shows, screenshots under target/test-artifacts/, and the sign-in form. Skips
-//! loudly without Chromium, fails in CI (`CI=true`).
+//! what the page shows, screenshots under target/test-artifacts/, and the sign-in form. Without
+//! Chromium the test fails, or under `.ci/test` is skipped (`super::skip`).
 
 use super::wait_until;
 use serde_json::{Value, json};
@@ -26,15 +26,12 @@ pub const FLAGS: &[&str] = &[
     "--window-size=1200,900",
 ];
 
-/// Whether `path` exists; if not, skips loudly, or fails in CI.
+/// Whether `path` exists; if not, the test fails or is skipped (`super::skip`).
 pub fn have(path: &str, install: &str) -> bool {
     if Path::new(path).exists() {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{path} is required in CI: {install}");
-    }
-    eprintln!("\n*** SKIPPED ({path} is not installed): {install} ***\n");
+    super::skip::missing(path, "not installed", install);
     false
 }
 
@@ -48,7 +45,7 @@ pub fn artifacts() -> PathBuf {
     dir
 }
 
-/// Whether Chromium and chromedriver are both installed (skipping loudly, or failing in CI).
+/// Whether Chromium and chromedriver are both installed (if not: failing, or skipped).
 pub fn chromium_available() -> bool {
     have(CHROMIUM, "apt-get install -y chromium chromium-driver")
         && have(CHROMEDRIVER, "apt-get install -y chromium-driver")

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod skip;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,7 +41,8 @@ fn pg_admin_url() -> String {
 
 static PG_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// A fresh database, or `None` (with a loud message) when PostgreSQL is not reachable outside CI.
+/// A fresh database, or `None` when PostgreSQL is not reachable and the run allows a skip
+/// (`skip::missing`: under `.ci/test`, outside CI).
 pub async fn storage(db: Db) -> Option<Storage> {
     let dir = tempfile::tempdir().expect("temp dir");
     match db {
@@ -55,11 +57,10 @@ pub async fn storage(db: Db) -> Option<Storage> {
             let mut conn = match sqlx::PgConnection::connect(&admin).await {
                 Ok(c) => c,
                 Err(e) => {
-                    if std::env::var("CI").is_ok_and(|v| v == "true") {
-                        panic!("PostgreSQL is required in CI but {admin} is not reachable: {e}");
-                    }
-                    eprintln!(
-                        "\n*** SKIPPED (PostgreSQL not reachable at {admin}: {e}). Start it with `pg_ctlcluster 15 main start` or set WA_GATEWAY_TEST_PG. ***\n"
+                    skip::missing(
+                        "PostgreSQL",
+                        &format!("not reachable at {admin}: {e}"),
+                        "Start it with `pg_ctlcluster 15 main start` or set WA_GATEWAY_TEST_PG",
                     );
                     return None;
                 }

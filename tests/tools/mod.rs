@@ -1,6 +1,7 @@
 //! External tools the chart and metrics tests drive (promtool, the chart venv's Python): found
-//! on PATH or through an environment variable; in CI (`CI=true`) a missing tool fails the test,
-//! elsewhere the test is skipped with a loud message saying how to get the tool.
+//! on PATH or through an environment variable. A missing tool fails the test, or under
+//! `.ci/test` skips it and says so in the run's summary (`tests/common/skip.rs`; a test crate
+//! that uses these tools declares `mod common` too).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -11,13 +12,7 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// Fails in CI, prints a loud skip notice elsewhere; the caller returns after it.
-pub fn missing(tool: &str, why: &str, hint: &str) {
-    if in_ci() {
-        panic!("{tool} is required in CI: {why}. {hint}");
-    }
-    eprintln!("\n*** SKIPPED ({tool}: {why}). {hint} ***\n");
-}
+pub use crate::common::skip::missing;
 
 /// An executable named `name` on PATH.
 pub fn on_path(name: &str) -> Option<PathBuf> {
