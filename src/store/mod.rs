@@ -13,6 +13,7 @@ mod migrate;
 mod overrides;
 mod pause;
 mod pgconn;
+mod pgcreate;
 mod retention;
 mod rows;
 mod secrets;
@@ -60,6 +61,17 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("storage url {0:?} is neither sqlite://… nor postgres://…")]
     UnsupportedUrl(String),
+    #[error(
+        "the PostgreSQL database {name:?} (storage.url) does not exist, and user {user:?} could \
+         not create it ({why}): create it as a superuser with `CREATE DATABASE \"{name}\" \
+         OWNER \"{user}\";` (or `createdb -O {user} {name}`), or give the user CREATEDB, then \
+         start again"
+    )]
+    NoDatabase {
+        name: String,
+        user: String,
+        why: String,
+    },
     #[error("cannot create the directory of the SQLite file {path}: {source}")]
     CreateDir {
         path: String,
@@ -252,9 +264,8 @@ impl Store {
                     cfg.busy_timeout
                         .get()
                         .max(std::time::Duration::from_secs(1)),
-                )
-                .connect_with(opts.clone())
-                .await?;
+                );
+            let pool = pgcreate::connect_creating(pool, &opts).await?;
             pg = Some(std::sync::Arc::new(PgLinks {
                 hot: pgconn::PgConns::new(opts.clone(), cfg.max_connections.max(2) as usize),
                 // The group commit's multi-row statements have one text per row count: room

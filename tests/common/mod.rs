@@ -31,10 +31,12 @@ pub enum Db {
 pub struct Storage {
     pub url: String,
     pub dir: tempfile::TempDir,
-    pg_name: Option<String>,
+    /// The PostgreSQL database made for the test (dropped with it).
+    pub pg_name: Option<String>,
 }
 
-fn pg_admin_url() -> String {
+/// The PostgreSQL server the tests use, as its superuser (`WA_GATEWAY_TEST_PG`).
+pub fn pg_admin_url() -> String {
     std::env::var("WA_GATEWAY_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
 }
