@@ -71,11 +71,10 @@ async fn a_user_who_may_not_create_it_is_told_the_statement_to_run() {
         .unwrap();
     let missing = format!("wagw_missing_{}", rand::random::<u32>());
     let url = format!("postgres://{role}:pw@{host}/{missing}");
-    let err = Store::connect(&storage_at(&url))
-        .await
-        .err()
-        .expect("refused")
-        .to_string();
+    let Err(err) = Store::connect(&storage_at(&url)).await else {
+        panic!("a user without CREATEDB created a database");
+    };
+    let err = err.to_string();
     sqlx::query(&format!("DROP ROLE {role}"))
         .execute(&mut conn)
         .await
