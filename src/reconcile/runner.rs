@@ -79,8 +79,23 @@ pub async fn run_cycle(parts: &Parts, previous: Option<&Config>) -> CycleReport 
         match apply(graph, &desired, pending).await {
             Ok(done) => applied = done,
             Err(e) => {
-                tracing::error!(action = %e.action, error = %e.advice, "reconcile: Meta refused a change; retrying with backoff");
-                error = Some(e.to_string());
+                let text = e.to_string();
+                // Logged when it first happens or changes, not on every retry: the report
+                // (/api/config, the status page) and the error counter keep showing it.
+                let again = parts.state.last().and_then(|r| r.error) == Some(text.clone());
+                match (again, e.code) {
+                    (true, _) => {
+                        tracing::debug!(action = %e.action, error = %e.advice, "reconcile: the same change failed again")
+                    }
+                    (false, Some(_)) => {
+                        tracing::error!(action = %e.action, error = %e.advice, "reconcile: Meta refused a change; retrying with backoff")
+                    }
+                    // Refused before asking Meta: the file lacks what the change needs.
+                    (false, None) => {
+                        tracing::error!(action = %e.action, error = %e.advice, "reconcile: the file lacks what a change needs (Meta was not asked); retrying with backoff")
+                    }
+                }
+                error = Some(text);
                 applied = e.done;
             }
         }
