@@ -15,6 +15,8 @@ pub struct ApplyError {
     pub advice: String,
     /// Meta's error code, when it gave one.
     pub code: Option<i64>,
+    /// Whether the change was asked of Meta; false when the file lacks what it needs (a PIN).
+    pub asked_meta: bool,
     /// The actions carried out before the failure.
     pub done: Vec<Action>,
 }
@@ -31,8 +33,9 @@ pub async fn apply(
         if let Err(advice) = result {
             return Err(ApplyError {
                 action: action.op.to_string(),
-                code: advice.1,
-                advice: advice.0,
+                code: advice.code,
+                asked_meta: advice.asked_meta,
+                advice: advice.text,
                 done,
             });
         }
@@ -42,12 +45,30 @@ pub async fn apply(
     Ok(done)
 }
 
-async fn run(
-    client: &GraphClient,
-    desired: &Desired,
-    op: &Op,
-) -> Result<(), (String, Option<i64>)> {
-    let fail = |e: GraphError| (explain(&e, op, desired), e.code());
+/// Why one action failed.
+struct Refusal {
+    text: String,
+    code: Option<i64>,
+    asked_meta: bool,
+}
+
+impl Refusal {
+    /// Refused before asking Meta: the file lacks what the change needs.
+    fn by_file(text: String) -> Self {
+        Self {
+            text,
+            code: None,
+            asked_meta: false,
+        }
+    }
+}
+
+async fn run(client: &GraphClient, desired: &Desired, op: &Op) -> Result<(), Refusal> {
+    let fail = |e: GraphError| Refusal {
+        text: explain(&e, op, desired),
+        code: e.code(),
+        asked_meta: true,
+    };
     match op {
         Op::SubscribeApp {
             callback_url,
@@ -90,16 +111,15 @@ async fn run(
         }
         Op::Register { phone_number_id } => {
             let Some(n) = desired.number(phone_number_id) else {
-                return Err((format!("number {phone_number_id} is not declared"), None));
+                return Err(Refusal::by_file(format!(
+                    "number {phone_number_id} is not declared"
+                )));
             };
             let Some(pin) = &n.pin else {
-                return Err((
-                    format!(
-                        "numbers[{}].pin is not set: add the number's 6-digit two-step verification PIN (e.g. {{ env: WA_PIN }}) so the gateway can register it",
-                        n.index
-                    ),
-                    None,
-                ));
+                return Err(Refusal::by_file(format!(
+                    "numbers[{}].pin is not set: add the number's 6-digit two-step verification PIN (e.g. {{ env: WA_PIN }}) so the gateway can register it",
+                    n.index
+                )));
             };
             client
                 .register(phone_number_id.as_str(), n.token.expose(), pin.expose())

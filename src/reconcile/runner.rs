@@ -83,15 +83,14 @@ pub async fn run_cycle(parts: &Parts, previous: Option<&Config>) -> CycleReport 
                 // Logged when it first happens or changes, not on every retry: the report
                 // (/api/config, the status page) and the error counter keep showing it.
                 let again = parts.state.last().and_then(|r| r.error) == Some(text.clone());
-                match (again, e.code) {
+                match (again, e.asked_meta) {
                     (true, _) => {
                         tracing::debug!(action = %e.action, error = %e.advice, "reconcile: the same change failed again")
                     }
-                    (false, Some(_)) => {
-                        tracing::error!(action = %e.action, error = %e.advice, "reconcile: Meta refused a change; retrying with backoff")
+                    (false, true) => {
+                        tracing::error!(action = %e.action, error = %e.advice, "reconcile: a change failed at Meta; retrying with backoff")
                     }
-                    // Refused before asking Meta: the file lacks what the change needs.
-                    (false, None) => {
+                    (false, false) => {
                         tracing::error!(action = %e.action, error = %e.advice, "reconcile: the file lacks what a change needs (Meta was not asked); retrying with backoff")
                     }
                 }
