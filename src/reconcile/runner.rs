@@ -99,6 +99,13 @@ pub async fn run_cycle(parts: &Parts, previous: Option<&Config>) -> CycleReport 
                 applied = e.done;
             }
         }
+        super::audit_apply(
+            &parts.store,
+            crate::audit::GATEWAY,
+            &applied,
+            error.as_deref(),
+        )
+        .await;
         // Statuses and the drift left come from Meta's state after the changes.
         observed = observe(graph, &desired).await;
         pending = plan(&desired, &observed);
