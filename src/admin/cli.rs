@@ -186,14 +186,20 @@ pub async fn run_replies(args: RepliesArgs) -> anyhow::Result<u8> {
             since,
             number,
         } => {
-            let mut query = vec!["limit=1000".to_owned()];
+            // Encoded: an RFC 3339 `since` may hold `+`.
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.append_pair("limit", "1000");
             if let Some(s) = state {
-                query.push(format!("state={}", format!("{s:?}").to_lowercase()));
+                query.append_pair("state", &format!("{s:?}").to_lowercase());
             }
-            query.extend(since.map(|s| format!("since={s}")));
-            query.extend(number.map(|n| format!("number={n}")));
+            if let Some(s) = &since {
+                query.append_pair("since", s);
+            }
+            if let Some(n) = &number {
+                query.append_pair("number", n);
+            }
             let v = match client
-                .get(&format!("/api/replies?{}", query.join("&")))
+                .get(&format!("/api/replies?{}", query.finish()))
                 .await?
             {
                 Ok(v) => v,
