@@ -1,6 +1,6 @@
 //! Storage: one interface over SQLite (embedded, WAL) and PostgreSQL, with migrations.
-//! Owns the inbox, outbox, conversations, dead letters, status events and the cache of media
-//! uploads; knows no HTTP.
+//! Owns the inbox, outbox, conversations, dead letters (and their replays), status events, the
+//! cache of media uploads and the audit log; knows no HTTP.
 
 mod apply;
 mod audit;
