@@ -191,7 +191,7 @@ async fn observe(state: &AppState) -> Result<(), StoreError> {
     let now = now_ms();
     let age = |at: Option<i64>| at.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
     let m = &state.metrics.retention;
-    for table in PrunedTable::ALL {
+    for table in PrunedTable::ALL.into_iter().chain([PrunedTable::Audit]) {
         let at = state.store.oldest_row_at(table).await?;
         m.oldest_row_age
             .with_label_values(&[table.as_str()])

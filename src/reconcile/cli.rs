@@ -137,6 +137,19 @@ pub async fn run_apply(path: &Path) -> anyhow::Result<u8> {
 /// Records `apply`'s changes in the audit log of the file's storage, when it can be reached
 /// (the changes at Meta are made either way; a warning says the entry is missing).
 async fn audit_from_cli(cfg: &Config, applied: &[super::Action], error: Option<&str>) {
+    // A SQLite file no gateway has made yet is not made for this entry.
+    let url = cfg.storage.url.as_str();
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let file = rest
+            .trim_start_matches("//")
+            .split('?')
+            .next()
+            .unwrap_or_default();
+        if !Path::new(file).exists() {
+            tracing::info!(file, "no storage yet: this apply is not in the audit log");
+            return;
+        }
+    }
     match crate::store::Store::connect_for_command(&cfg.storage).await {
         Ok(store) => {
             super::audit_apply(&store, crate::audit::CLI, applied, error).await;
