@@ -45,6 +45,23 @@ pub async fn run(args: CustomerArgs) -> anyhow::Result<u8> {
                 .map_err(|e| anyhow::anyhow!("opening storage: {e}"))?;
             let key = ErasureKey::derive(config.meta.app_secret.expose().as_bytes());
             let erased = erase_directly(&store, &id, &key).await;
+            // The customer's id is what the erasure removes: the log keeps no copy of it.
+            let entry = crate::audit::entry(
+                crate::audit::CLI,
+                crate::audit::AuditAction::CustomerErase,
+                None,
+            );
+            let ended = match &erased {
+                Ok(e) => crate::audit::ended(
+                    entry,
+                    crate::audit::AuditOutcome::Ok,
+                    format!("{} row(s)", e.total()),
+                ),
+                Err(e) => {
+                    crate::audit::ended(entry, crate::audit::AuditOutcome::Failed, e.to_string())
+                }
+            };
+            crate::audit::record(&store, ended).await;
             store.close().await;
             println!("{}", report(&id, &erased?));
             Ok(0)

@@ -70,6 +70,9 @@ pub mod cluster;
 // The top that wires everything: start, reload, shutdown.
 pub mod app;
 
+// The audit log: who did what, when, and how it ended.
+pub mod audit;
+
 // Erasing a customer on request.
 pub mod customer;
 

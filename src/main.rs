@@ -1,6 +1,6 @@
 //! The `wa-gateway` command line: serve, validate, schema, plan, apply, status,
-//! test-connection, doctor, signup, number, secret, customer, conversation, emulator, chat,
-//! bench.
+//! test-connection, doctor, signup, number, secret, customer, conversation, dead-letters,
+//! replies, emulator, chat, bench.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -87,6 +87,12 @@ enum Command {
     Customer(wa_gateway::customer::CustomerArgs),
     /// Hand a conversation to a person and back: pause, resume, list (through the running gateway).
     Conversation(wa_gateway::handoff::cli::ConversationArgs),
+    /// Signed webhook bodies that were not a Cloud API envelope: list, show, replay (through
+    /// the running gateway).
+    DeadLetters(wa_gateway::admin::cli::DeadLettersArgs),
+    /// Replies that failed or expired: list, retry inside the 24-hour window (through the
+    /// running gateway).
+    Replies(wa_gateway::admin::cli::RepliesArgs),
     /// Run the Cloud API emulator on its own.
     Emulator(wa_gateway::emulator::cli::EmulatorArgs),
     /// Be a customer in the terminal: write to a number through the emulator and see the replies.
@@ -174,6 +180,8 @@ async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Secret(args) => wa_gateway::onboard::cli::run_secret(args).await,
         Command::Customer(args) => wa_gateway::customer::run(args).await,
         Command::Conversation(args) => wa_gateway::handoff::cli::run(args).await,
+        Command::DeadLetters(args) => wa_gateway::admin::cli::run_dead_letters(args).await,
+        Command::Replies(args) => wa_gateway::admin::cli::run_replies(args).await,
         Command::Emulator(args) => wa_gateway::emulator::cli::run_emulator(args).await,
         Command::Chat(args) => wa_gateway::emulator::cli::run_chat(args).await,
         Command::Bench(args) => wa_gateway::bench::run(args).await,

@@ -1,5 +1,5 @@
 //! The pruning loop of `storage.retention`: every `interval`, on the leader, deletes the closed
-//! rows older than `messages` in small batches through the group-commit writer (so on SQLite it
+//! rows older than `messages` (audit entries older than `audit`) in small batches through the group-commit writer (so on SQLite it
 //! never contends for the file's lock, and each batch holds the writer a few milliseconds),
 //! forgets wamid digests older than `dedupe` and media uploads older than
 //! `policies.media.cache_for`, gives SQLite's free pages back, sets the metrics.
@@ -81,6 +81,8 @@ async fn prune_once(
     for table in PrunedTable::ALL {
         total += prune_table(state, table, before, &mut batch).await?;
     }
+    let audit_before = now.saturating_sub(ms(&r.audit));
+    total += prune_table(state, PrunedTable::Audit, audit_before, &mut batch).await?;
     let forget_before = now.saturating_sub(ms(&r.dedupe));
     total += expire(state, SEEN_WAMIDS, &mut batch, |limit| {
         PruneOp::ExpireSeen {
@@ -189,7 +191,7 @@ async fn observe(state: &AppState) -> Result<(), StoreError> {
     let now = now_ms();
     let age = |at: Option<i64>| at.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
     let m = &state.metrics.retention;
-    for table in PrunedTable::ALL {
+    for table in PrunedTable::ALL.into_iter().chain([PrunedTable::Audit]) {
         let at = state.store.oldest_row_at(table).await?;
         m.oldest_row_age
             .with_label_values(&[table.as_str()])

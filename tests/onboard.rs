@@ -8,9 +8,8 @@ mod common;
 use base64::Engine;
 use common::*;
 use serde_json::{Value, json};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 use wa_gateway::app::Gateway;
 use wa_gateway::emulator::{EmulatorConfig, EmulatorHandle};
@@ -187,25 +186,6 @@ fn cli(args: &[&str], config: &Path) -> Output {
         .arg(config)
         .output()
         .expect("run wa-gateway")
-}
-
-fn cli_stdin(args: &[&str], config: &Path, stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn text(out: &Output) -> String {
@@ -623,7 +603,7 @@ async fn key_rotation_re_encrypts_on_start(db: Db) {
     );
 
     // A token put by hand under key A.
-    let put = ok(&cli_stdin(
+    let put = ok(&cli_with_stdin(
         &["secret", "put", "acme"],
         &under_a,
         &format!("{TOKEN}\n"),

@@ -181,8 +181,35 @@ async fn no_secret_value_anywhere() {
         let (status, text) = post(format!("/api/numbers/{PNID}/{route}"), body).await;
         outputs.push((format!("{route} {status}"), text));
     }
+    // Audited operator actions: disconnect and connect, pause and resume, and a secret put by
+    // the CLI whose value is one of the secrets searched for.
+    for route in [
+        format!("/api/numbers/{PNID}/disconnect"),
+        format!("/api/numbers/{PNID}/connect"),
+        format!("/api/conversations/{PNID}/919897000001/pause"),
+        format!("/api/conversations/{PNID}/919897000001/resume"),
+    ] {
+        let (status, text) = post(route.clone(), serde_json::json!({})).await;
+        assert_eq!(status, 200, "{route}: {text}");
+        outputs.push((route, text));
+    }
+    let put = cli_with_stdin(&["secret", "put", "acme-cli"], &path, SECRETS[2].1);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    outputs.push((
+        "secret put".into(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&put.stdout),
+            String::from_utf8_lossy(&put.stderr)
+        ),
+    ));
     // Everything the admin listener shows.
     for route in [
+        "/api/audit?limit=1000",
         "/api/numbers",
         "/api/config",
         "/api/openapi.json",
@@ -237,6 +264,11 @@ async fn no_secret_value_anywhere() {
             "verification_requests",
             "phone_number_id || ' ' || code_method || ' ' || language",
         ),
+        (
+            "audit_log",
+            "actor || ' ' || action || ' ' || COALESCE(target, '') || ' ' || outcome || ' ' \
+             || COALESCE(detail, '')",
+        ),
     ] {
         use sqlx::Connection;
         let mut c = sqlx::SqliteConnection::connect(&storage.url).await.unwrap();
@@ -274,7 +306,7 @@ async fn no_secret_value_anywhere() {
             .fetch_all(&mut c)
             .await
             .unwrap();
-        assert_eq!(blobs.len(), 2);
+        assert_eq!(blobs.len(), 3);
         for blob in blobs {
             for value in [SECRETS[2].1, signup_token.as_str()] {
                 assert!(!blob.windows(value.len()).any(|w| w == value.as_bytes()));
@@ -328,6 +360,26 @@ async fn no_secret_value_anywhere() {
             .contains("agent"),
         "logs were captured"
     );
+    // The audit log holds the actions that handled secrets, as rows and as `audit=true` lines.
+    let table = &outputs
+        .iter()
+        .find(|(w, _)| w == "table audit_log")
+        .unwrap()
+        .1;
+    for action in [
+        "number.disconnect",
+        "number.connect",
+        "conversation.pause",
+        "conversation.resume",
+        "signup",
+        "secret.put",
+        "config.reload",
+        "number.request_code",
+    ] {
+        assert!(table.contains(action), "{action} not audited:\n{table}");
+    }
+    let logs = &outputs.iter().find(|(w, _)| w == "logs").unwrap().1;
+    assert!(logs.contains("audit=true"), "audit log lines");
     for (what, text) in &outputs {
         let may_be_empty = what == "handshake" || what.starts_with("table dead");
         assert!(

@@ -2,6 +2,7 @@
 //! configuration in force and the OpenAPI document. Errors are `{"error": "<what to do>"}`.
 //! Never returns a secret.
 
+use crate::audit::{self, AuditAction, AuditOutcome};
 use crate::doctor::connection::{Target, test_connection};
 use crate::ids::PhoneNumberId;
 use crate::reconcile::{Desired, Effective, NumberState, NumberStatus, effective, record_metrics};
@@ -10,7 +11,7 @@ use crate::store::{NumberOverride, StoreError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
@@ -26,7 +27,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn storage_error(e: &StoreError) -> Response {
+pub(super) fn storage_error(e: &StoreError) -> Response {
     tracing::warn!(error = %e, "admin API storage read failed");
     error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -250,13 +251,44 @@ fn reason(body: &Bytes) -> Result<Option<String>, String> {
         .map_err(|e| format!("send an empty body or {{\"reason\": \"…\"}}: {e}"))
 }
 
-async fn set_disconnected(st: &AppState, id: &str, disconnected: bool, body: &Bytes) -> Response {
+async fn set_disconnected(
+    st: &AppState,
+    id: &str,
+    disconnected: bool,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let action = if disconnected {
+        AuditAction::NumberDisconnect
+    } else {
+        AuditAction::NumberConnect
+    };
+    let entry = audit::entry(super::actor::actor(st, headers), action, Some(id));
+    let (response, outcome, detail) = change_override(st, id, disconnected, body).await;
+    audit::record(&st.store, audit::ended(entry, outcome, detail)).await;
+    response
+}
+
+/// Disconnects or connects `id`: the answer, and how it ended for the audit log.
+async fn change_override(
+    st: &AppState,
+    id: &str,
+    disconnected: bool,
+    body: &Bytes,
+) -> (Response, AuditOutcome, String) {
     if !st.snapshot.load().numbers.contains_key(id) {
-        return unknown_number(id);
+        return (
+            unknown_number(id),
+            AuditOutcome::Refused,
+            "unknown number".into(),
+        );
     }
     let reason = match reason(body) {
         Ok(r) => r,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        Err(message) => {
+            let r = error(StatusCode::BAD_REQUEST, message.clone());
+            return (r, AuditOutcome::Refused, message);
+        }
     };
     if let Err(e) = st
         .disconnected
@@ -264,36 +296,41 @@ async fn set_disconnected(st: &AppState, id: &str, disconnected: bool, body: &By
         .await
     {
         tracing::warn!(error = %e, phone_number_id = %id, "number override not stored");
-        return error(
+        let r = error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the change could not be stored, so nothing changed: check /readyz and the logs, \
              then try again",
         );
+        return (r, AuditOutcome::Failed, e.to_string());
     }
     tracing::info!(phone_number_id = %id, disconnected, reason = ?reason, "number override changed");
-    match number_views(st).await {
+    let detail = reason.map_or_else(|| "no reason given".to_owned(), |r| format!("reason: {r}"));
+    let response = match number_views(st).await {
         Ok(views) => match views.into_iter().find(|v| v.phone_number_id == id) {
             Some(view) => Json(view).into_response(),
             None => unknown_number(id),
         },
         Err(e) => storage_error(&e),
-    }
+    };
+    (response, AuditOutcome::Ok, detail)
 }
 
 pub(super) async fn disconnect(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    set_disconnected(&st, &id, true, &body).await
+    set_disconnected(&st, &id, true, &headers, &body).await
 }
 
 pub(super) async fn connect(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    set_disconnected(&st, &id, false, &body).await
+    set_disconnected(&st, &id, false, &headers, &body).await
 }
 
 /// Test Connection: every check of one number against Meta, the webhook path and its agent.
@@ -323,13 +360,37 @@ pub(super) async fn test(State(st): State<Arc<AppState>>, Path(id): Path<String>
 
 /// Runs a control-loop pass now (plan, apply when allowed, statuses) and answers its report
 /// with the numbers as `GET /api/numbers` shows them afterwards.
-pub(super) async fn reconcile(State(st): State<Arc<AppState>>) -> Response {
+pub(super) async fn reconcile(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let entry = audit::entry(
+        super::actor::actor(&st, &headers),
+        AuditAction::ReconcileRun,
+        None,
+    );
     let Some(report) = st.reconcile.run_now().await else {
+        let e = audit::ended(
+            entry,
+            AuditOutcome::Failed,
+            "the control loop is not running",
+        );
+        audit::record(&st.store, e).await;
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the control loop is not running (the gateway is shutting down): try again once it is up",
         );
     };
+    let (outcome, detail) = match &report.error {
+        None => (
+            AuditOutcome::Ok,
+            format!(
+                "{:?}: {} applied, {} pending",
+                report.mode,
+                report.applied.len(),
+                report.pending.len()
+            ),
+        ),
+        Some(e) => (AuditOutcome::Failed, e.clone()),
+    };
+    audit::record(&st.store, audit::ended(entry, outcome, detail)).await;
     match number_views(&st).await {
         Ok(views) => Json(json!({ "report": report, "numbers": views })).into_response(),
         Err(e) => storage_error(&e),
@@ -346,12 +407,29 @@ pub(super) async fn not_found() -> Response {
 /// `DELETE /api/customers/{id}`: erases every stored row of the customer (a wa_id or a BSUID) on
 /// every number; an opt-out in force is kept under a keyed digest. Answers the rows deleted per
 /// table.
-pub async fn erase_customer(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+pub async fn erase_customer(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let who = super::actor::actor(&st, &headers);
+    // The customer's id is personal data the erasure removes: the log keeps no copy of it.
+    let entry = audit::entry(who, AuditAction::CustomerErase, None);
     let id = match crate::store::CustomerId::parse(&id) {
         Ok(id) => id,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => {
+            let ended = audit::ended(entry, AuditOutcome::Refused, e.to_string());
+            audit::record(&st.store, ended).await;
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
     };
-    match crate::customer::erase_in_gateway(&st, &id).await {
+    let erased = crate::customer::erase_in_gateway(&st, &id).await;
+    let ended = match &erased {
+        Ok(e) => audit::ended(entry, AuditOutcome::Ok, format!("{} row(s)", e.total())),
+        Err(e) => audit::ended(entry, AuditOutcome::Failed, e.to_string()),
+    };
+    audit::record(&st.store, ended).await;
+    match erased {
         Ok(erased) => Json(json!({
             "customer": id.as_str(),
             "rows": erased.total(),

@@ -2,13 +2,15 @@
 //! (`/api/conversations…`). The handoff itself is `crate::handoff`'s; this file reads requests
 //! and shapes answers. Errors are `{"error": "<what to do>"}`.
 
+use super::actor::actor;
 use super::api::{error, rfc3339};
+use crate::audit::{self, AuditAction, AuditOutcome};
 use crate::handoff::{self, HandoffError, Pause, PauseRequest, PausedBy};
 use crate::serve::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::Arc;
@@ -80,20 +82,38 @@ fn refused(e: &HandoffError) -> Response {
 pub(super) async fn pause(
     State(st): State<Arc<AppState>>,
     Path((number, customer)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let target = format!("{number}/{customer}");
+    let entry = audit::entry(
+        actor(&st, &headers),
+        AuditAction::ConversationPause,
+        Some(&target),
+    );
+    let (response, outcome, detail) = pause_now(&st, &number, &customer, body).await;
+    audit::record(&st.store, audit::ended(entry, outcome, detail)).await;
+    response
+}
+
+/// Pauses the conversation: the answer, and how it ended for the audit log.
+async fn pause_now(
+    st: &AppState,
+    number: &str,
+    customer: &str,
+    body: Bytes,
+) -> (Response, AuditOutcome, String) {
     let body: PauseBody = if body.iter().all(u8::is_ascii_whitespace) {
         PauseBody::default()
     } else {
         match serde_json::from_slice(&body) {
             Ok(b) => b,
             Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "send {{}} or {{\"for\": \"2h\", \"reason\": \"…\"}} (both optional): {e}"
-                    ),
+                let message = format!(
+                    "send {{}} or {{\"for\": \"2h\", \"reason\": \"…\"}} (both optional): {e}"
                 );
+                let r = error(StatusCode::BAD_REQUEST, message.clone());
+                return (r, AuditOutcome::Refused, message);
             }
         }
     };
@@ -105,9 +125,27 @@ pub(super) async fn pause(
             Some(ApiPauser::Operator) | None => PausedBy::Operator,
         },
     };
-    match handoff::pause(&st, &number, &customer, request).await {
-        Ok(p) => Json(PausedView::from(&p)).into_response(),
-        Err(e) => refused(&e),
+    match handoff::pause(st, number, customer, request).await {
+        Ok(p) => {
+            let detail = format!(
+                "until {}{}",
+                rfc3339(p.paused_until),
+                p.reason
+                    .as_deref()
+                    .map(|r| format!("; reason: {r}"))
+                    .unwrap_or_default()
+            );
+            let r = Json(PausedView::from(&p)).into_response();
+            (r, AuditOutcome::Ok, detail)
+        }
+        Err(e) => (refused(&e), outcome_of(&e), e.to_string()),
+    }
+}
+
+fn outcome_of(e: &HandoffError) -> AuditOutcome {
+    match e {
+        HandoffError::Storage(_) => AuditOutcome::Failed,
+        _ => AuditOutcome::Refused,
     }
 }
 
@@ -115,8 +153,22 @@ pub(super) async fn pause(
 pub(super) async fn resume(
     State(st): State<Arc<AppState>>,
     Path((number, customer)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
-    match handoff::resume(&st, &number, &customer).await {
+    let target = format!("{number}/{customer}");
+    let entry = audit::entry(
+        actor(&st, &headers),
+        AuditAction::ConversationResume,
+        Some(&target),
+    );
+    let resumed = handoff::resume(&st, &number, &customer).await;
+    let ended = match &resumed {
+        Ok(true) => audit::ended(entry, AuditOutcome::Ok, "resumed"),
+        Ok(false) => audit::ended(entry, AuditOutcome::Ok, "was not paused"),
+        Err(e) => audit::ended(entry, outcome_of(e), e.to_string()),
+    };
+    audit::record(&st.store, ended).await;
+    match resumed {
         Ok(was_paused) => Json(json!({
             "phone_number_id": number,
             "customer": customer,

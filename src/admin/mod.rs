@@ -2,12 +2,16 @@
 //! /healthz (the process is alive), /readyz (storage answers and the gateway is not shutting
 //! down), /config/status (the configuration in force and the last reload error), the status
 //! page at `/`, the JSON API under /api (numbers, Test Connection, a control-loop pass on
-//! demand, paused conversations) and /media (customer media). Every route checks `Host`; every
+//! demand, paused conversations, dead letters and undelivered replies, the audit log) and
+//! /media (customer media). Every route checks `Host`; every
 //! change refuses cross-site requests; all but the page, health and metrics need the token when
 //! one is set.
 
+mod actor;
 mod api;
+mod audit;
 mod auth;
+pub mod cli;
 mod conversations;
 mod guard;
 mod media;
@@ -15,6 +19,7 @@ mod onboard;
 mod page;
 mod session;
 mod store_gauges;
+mod undelivered;
 
 pub use api::{MetaView, NumberView, OPENAPI, effective_statuses, rfc3339};
 pub use page::escape;
@@ -66,6 +71,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/conversations/{phone_number_id}/{customer}/resume",
             post(conversations::resume),
         )
+        .route("/api/dead-letters", get(undelivered::list))
+        .route("/api/dead-letters/replay", post(undelivered::replay_all))
+        .route("/api/dead-letters/{id}", get(undelivered::show))
+        .route(
+            "/api/dead-letters/{id}/replay",
+            post(undelivered::replay_one),
+        )
+        .route("/api/replies", get(undelivered::replies))
+        .route("/api/replies/retry", post(undelivered::retry_since))
+        .route("/api/replies/{id}/retry", post(undelivered::retry_one))
+        .route("/api/audit", get(audit::list))
         .route("/api/config", get(api::config))
         .route("/api/cluster", get(api::cluster))
         .route("/api/openapi.json", get(api::openapi))

@@ -3,12 +3,13 @@
 //! "Connect with Facebook" launcher. Answers carry names and sentences, never a token.
 
 use super::api::error;
+use crate::audit::{self, AuditAction, AuditOutcome};
 use crate::onboard::{OnboardError, Onboarding, SignupRequest, verify};
 use crate::serve::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -94,12 +95,42 @@ fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes, shape: &str) -> R
     serde_json::from_slice(bytes).map_err(|e| format!("send {shape}: {e}"))
 }
 
+/// Records an onboarding action: `Ok(detail)` or the error (never the request's code or token).
+async fn audit_onboard(
+    st: &AppState,
+    headers: &HeaderMap,
+    action: AuditAction,
+    target: &str,
+    result: Result<String, &OnboardError>,
+) {
+    let entry = audit::entry(super::actor::actor(st, headers), action, Some(target));
+    let ended = match result {
+        Ok(detail) => audit::ended(entry, AuditOutcome::Ok, detail),
+        Err(e) => {
+            let outcome = match e {
+                OnboardError::Store(_)
+                | OnboardError::Secret(crate::secrets::StoredSecretError::Store(_))
+                | OnboardError::Meta {
+                    unavailable: true, ..
+                } => AuditOutcome::Failed,
+                _ => AuditOutcome::Refused,
+            };
+            audit::ended(entry, outcome, e.to_string())
+        }
+    };
+    audit::record(&st.store, ended).await;
+}
+
 fn done(message: String) -> Response {
     Json(json!({ "ok": true, "message": message })).into_response()
 }
 
 /// `POST /api/signup` `{code, waba_id, phone_number_id?, name?}`.
-pub(super) async fn signup(State(st): State<Arc<AppState>>, bytes: Bytes) -> Response {
+pub(super) async fn signup(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
     let req: SignupRequest = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
         Err(e) => {
@@ -118,7 +149,12 @@ pub(super) async fn signup(State(st): State<Arc<AppState>>, bytes: Bytes) -> Res
         graph: &snapshot.graph,
         store: &st.store,
     };
-    match ob.signup(&req).await {
+    let result = ob.signup(&req).await;
+    let detail = result
+        .as_ref()
+        .map(|o| format!("token stored as `{}` (key {})", o.name, o.key_id));
+    audit_onboard(&st, &headers, AuditAction::Signup, &req.waba_id, detail).await;
+    match result {
         Ok(outcome) => Json(outcome).into_response(),
         Err(e) => onboard_error(&e),
     }
@@ -144,6 +180,7 @@ impl Default for RequestCode {
 pub(super) async fn request_code(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
     let req: RequestCode = match body(
@@ -163,7 +200,10 @@ pub(super) async fn request_code(
         graph: &snapshot.graph,
         store: &st.store,
     };
-    match ob.request_code(&id, method, &req.language).await {
+    let result = ob.request_code(&id, method, &req.language).await;
+    let detail = result.as_ref().map(|()| format!("by {}", req.method));
+    audit_onboard(&st, &headers, AuditAction::NumberRequestCode, &id, detail).await;
+    match result {
         Ok(()) => done(format!(
             "Meta is sending a verification code to number {id}; submit it with POST \
              /api/numbers/{id}/verify_code {{\"code\": \"…\"}}."
@@ -183,6 +223,7 @@ struct VerifyCode {
 pub(super) async fn verify_code(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
     let req: VerifyCode = match body(&bytes, "{\"code\": \"123456\"}") {
@@ -195,7 +236,10 @@ pub(super) async fn verify_code(
         graph: &snapshot.graph,
         store: &st.store,
     };
-    match ob.verify_code(&id, &req.code).await {
+    let result = ob.verify_code(&id, &req.code).await;
+    let detail = result.as_ref().map(|()| "verified".to_owned());
+    audit_onboard(&st, &headers, AuditAction::NumberVerifyCode, &id, detail).await;
+    match result {
         Ok(()) => done(format!(
             "Number {id} is verified; register it with POST /api/numbers/{id}/register."
         )),
@@ -204,14 +248,21 @@ pub(super) async fn verify_code(
 }
 
 /// `POST /api/numbers/{id}/register`: with the PIN from the file.
-pub(super) async fn register(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+pub(super) async fn register(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let snapshot = st.snapshot.load_full();
     let ob = Onboarding {
         config: &snapshot.config,
         graph: &snapshot.graph,
         store: &st.store,
     };
-    match ob.register(&id).await {
+    let result = ob.register(&id).await;
+    let detail = result.as_ref().map(|()| "registered".to_owned());
+    audit_onboard(&st, &headers, AuditAction::NumberRegister, &id, detail).await;
+    match result {
         Ok(()) => done(format!("Number {id} is registered with the Cloud API.")),
         Err(e) => onboard_error(&e),
     }

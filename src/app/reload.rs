@@ -181,8 +181,25 @@ impl Reloader {
             self.state
                 .update_config_status(|s| s.last_reload_error = Some(why.clone()));
         }
+        self.audit(&outcome).await;
         self.refresh_tls();
         outcome
+    }
+
+    /// Records a reload that changed something or was refused (one that found nothing new is
+    /// not an action). The gateway reloads by itself (a file change, SIGHUP).
+    async fn audit(&self, outcome: &ReloadOutcome) {
+        use crate::audit::{self, AuditAction, AuditOutcome};
+        let (result, detail) = match outcome {
+            ReloadOutcome::Unchanged => return,
+            ReloadOutcome::Applied { sha256 } => {
+                (AuditOutcome::Ok, format!("in force: sha256 {sha256}"))
+            }
+            ReloadOutcome::Failed(why) => (AuditOutcome::Refused, why.clone()),
+        };
+        let path = self.path.display().to_string();
+        let entry = audit::entry(audit::GATEWAY, AuditAction::ConfigReload, Some(&path));
+        audit::record(&self.state.store, audit::ended(entry, result, detail)).await;
     }
 
     async fn reload_config(&mut self) -> ReloadOutcome {

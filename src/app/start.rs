@@ -170,6 +170,10 @@ pub(super) async fn start_pipeline(
         let _on_pipeline = pipeline_runtime.enter();
         pipeline::spawn(state.clone())
     };
+    let to_pipeline = dispatch.clone();
+    state
+        .requeued
+        .connect(move |row| to_pipeline.send(pipeline::Work::Resume(row)));
     if !store.is_shared() {
         // The dispatcher reads this backlog itself, a page at a time (pipeline/backlog.rs).
         let open = store.counts().await?;

@@ -27,6 +27,8 @@ pub struct Retention {
     /// How often pruning runs (on the leader when several replicas share PostgreSQL); at
     /// least 1s.
     pub interval: Duration,
+    /// Audit log entries (who did what, when) older than this are deleted; more than 0s.
+    pub audit: Duration,
 }
 
 impl Default for Retention {
@@ -35,6 +37,7 @@ impl Default for Retention {
             messages: Duration::from_secs(30 * 24 * 3600),
             dedupe: Duration(MIN_DEDUPE),
             interval: Duration::from_secs(600),
+            audit: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }
@@ -60,6 +63,12 @@ pub fn check(r: &Retention) -> Vec<Issue> {
             "dedupe",
             "must be at least 8d: Meta redelivers a webhook for up to 7 days, and a redelivered \
              message whose id was forgotten would reach the agent twice (default 8d)",
+        );
+    }
+    if r.audit.get().is_zero() {
+        issue(
+            "audit",
+            "must be more than 0s: an audit entry would be deleted as it is written (default 365d)",
         );
     }
     if r.interval.get() < std::time::Duration::from_secs(1) {
@@ -98,6 +107,7 @@ mod tests {
             messages: Duration::from_secs(messages),
             dedupe: Duration::from_secs(dedupe),
             interval: Duration::from_secs(interval),
+            ..Retention::default()
         }
     }
 

@@ -2,24 +2,14 @@
 //! (at `listen.admin`, with `listen.admin_token`), as `status` reaches it. It changes nothing
 //! itself: the running gateway pauses, notifies and holds the pause for every replica.
 
-use crate::reconcile::cli::{admin_base, load_config, table};
-use anyhow::Context;
+use crate::reconcile::cli::{AdminClient, ConfigFile, table};
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::time::Duration;
 
 /// Arguments of `wa-gateway conversation`.
 #[derive(clap::Args, Debug)]
 pub struct ConversationArgs {
-    /// The configuration file (its `listen.admin` and `listen.admin_token` are used).
-    #[arg(
-        short,
-        long,
-        default_value = "gateway.yaml",
-        env = "WA_GATEWAY_CONFIG",
-        global = true
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigFile,
     #[command(subcommand)]
     pub command: ConversationCommand,
 }
@@ -58,20 +48,7 @@ pub enum ConversationCommand {
 
 /// `wa-gateway conversation …`: 0 when done, 1 when the gateway refused.
 pub async fn run(args: ConversationArgs) -> anyhow::Result<u8> {
-    let cfg = load_config(&args.config).await?;
-    let base = admin_base(&cfg).with_context(|| {
-        format!(
-            "listen.admin in {} has port 0, so the running gateway cannot be found: give it a \
-             fixed port (e.g. 127.0.0.1:9090)",
-            args.config.display()
-        )
-    })?;
-    let token = cfg
-        .listen
-        .admin_token
-        .as_ref()
-        .map(|t| t.expose().to_owned());
-    let client = Client { base, token };
+    let client = AdminClient::for_file(&args.config.config).await?;
     match args.command {
         ConversationCommand::Pause {
             number,
@@ -112,7 +89,7 @@ fn conversation_path(number: &str, customer: &str, action: &str) -> String {
     format!("/api/conversations/{number}/{customer}/{action}")
 }
 
-async fn list(client: &Client, number: Option<&str>) -> anyhow::Result<u8> {
+async fn list(client: &AdminClient, number: Option<&str>) -> anyhow::Result<u8> {
     let mut path = "/api/conversations?paused=true".to_owned();
     if let Some(n) = number {
         path.push_str(&format!("&number={n}"));
@@ -146,56 +123,4 @@ async fn list(client: &Client, number: Option<&str>) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
-}
-
-/// The admin API of the running gateway.
-struct Client {
-    base: String,
-    token: Option<String>,
-}
-
-/// The answer's JSON, or the exit code of a refusal (already printed).
-type Answer = Result<Value, u8>;
-
-impl Client {
-    fn http() -> anyhow::Result<reqwest::Client> {
-        Ok(reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Answer> {
-        let req = Self::http()?
-            .post(format!("{}{path}", self.base))
-            .json(&body);
-        self.send(req).await
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Answer> {
-        let req = Self::http()?.get(format!("{}{path}", self.base));
-        self.send(req).await
-    }
-
-    async fn send(&self, mut req: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
-        }
-        let res = req.send().await.with_context(|| {
-            format!(
-                "no gateway answers at {} (listen.admin): start it with `wa-gateway serve`",
-                self.base
-            )
-        })?;
-        let status = res.status();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(Ok(body));
-        }
-        let why = body["error"].as_str().unwrap_or("no reason given");
-        eprintln!(
-            "error: the gateway answered HTTP {}: {why}",
-            status.as_u16()
-        );
-        Ok(Err(1))
-    }
 }

@@ -114,22 +114,8 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
             )
         }
     };
-    let echoes = write.echoes.clone();
-    let stored = async {
-        st.writer.submit(write).await?;
-        super::echoes::pause_for_people(&st.app, &echoes).await?;
-        // After the messages before them: a handover pauses or resumes the conversation (its
-        // own commit). A failure answers 503, and Meta's redelivery applies it again (the
-        // messages are recognised; a pause by handover in force is left as it is).
-        for h in &handovers {
-            crate::handoff::handover(&st.app, h).await.map_err(|e| {
-                crate::store::StoreError::Batch(format!("handover not applied: {e}"))
-            })?;
-        }
-        Ok::<_, crate::store::StoreError>(())
-    };
-    match stored.await {
-        Ok(()) => {
+    match ingest(&st.app, &st.writer, write, &handovers).await {
+        Ok(_) => {
             metrics.webhooks.with_label_values(&[result]).inc();
             for (number, kind) in &counted {
                 metrics
@@ -152,6 +138,28 @@ async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes
                 .into_response()
         }
     }
+}
+
+/// Commits `write` through `writer`, then applies what follows its commit: the business app's
+/// echoes pause their conversations, and the handovers (after the messages before them) pause
+/// or resume theirs, each its own commit. Returns how many of its messages were new. A failure
+/// answers 503, and Meta's redelivery applies it again (the messages are recognised; a pause by
+/// handover in force is left as it is).
+pub(super) async fn ingest(
+    app: &AppState,
+    writer: &WriterHandle,
+    write: WebhookWrite,
+    handovers: &[Handover],
+) -> Result<usize, crate::store::StoreError> {
+    let echoes = write.echoes.clone();
+    let new = writer.submit(write).await?;
+    super::echoes::pause_for_people(app, &echoes).await?;
+    for h in handovers {
+        crate::handoff::handover(app, h)
+            .await
+            .map_err(|e| crate::store::StoreError::Batch(format!("handover not applied: {e}")))?;
+    }
+    Ok(new)
 }
 
 /// Inbound messages by (number label, type label), counted once their webhook is committed.
@@ -179,7 +187,7 @@ pub const STANDBY: &str = "standby: another app handles the conversation";
 
 /// Turns a parsed envelope into the rows to commit, and the handovers of declared numbers to
 /// apply once they are committed.
-fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted, Vec<Handover>) {
+pub(super) fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted, Vec<Handover>) {
     let mut write = WebhookWrite::default();
     let mut counted = Counted::new();
     let mut handovers = Vec::new();

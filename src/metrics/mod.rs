@@ -236,6 +236,7 @@ const PRUNED_TABLES: &[&str] = &[
     "handoff_notifications",
     "seen_wamids",
     "media_uploads",
+    "audit_log",
 ];
 
 fn latency_buckets() -> Vec<f64> {

@@ -3,6 +3,7 @@
 //! `meta.graph_url`; a refusal is printed as the sentence from `messages` and exits 1.
 
 use super::{OnboardError, Onboarding, SignupRequest};
+use crate::audit::{AuditAction, AuditOutcome};
 use crate::config::Config;
 use crate::graph::CodeMethod;
 use crate::store::Store;
@@ -125,6 +126,16 @@ async fn open(path: &Path, resolve: bool) -> anyhow::Result<(Config, Store)> {
     Ok((config, store))
 }
 
+/// Records a command's change in the audit log, as `cli`.
+async fn audit(store: &Store, action: AuditAction, target: &str, result: Result<String, String>) {
+    let entry = crate::audit::entry(crate::audit::CLI, action, Some(target));
+    let ended = match result {
+        Ok(detail) => crate::audit::ended(entry, AuditOutcome::Ok, detail),
+        Err(why) => crate::audit::ended(entry, AuditOutcome::Failed, why),
+    };
+    crate::audit::record(store, ended).await;
+}
+
 fn fail(e: OnboardError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
@@ -147,6 +158,16 @@ pub async fn run_signup(args: SignupArgs) -> anyhow::Result<u8> {
     }
     .signup(&req)
     .await;
+    let detail = done
+        .as_ref()
+        .map(|o| format!("token stored as `{}` (key {})", o.name, o.key_id));
+    audit(
+        &store,
+        AuditAction::Signup,
+        &req.waba_id,
+        detail.map_err(|e| e.to_string()),
+    )
+    .await;
     store.close().await;
     let done = done.map_err(fail)?;
     eprintln!(
@@ -168,6 +189,11 @@ pub async fn run_number(args: NumberArgs) -> anyhow::Result<u8> {
         config: &config,
         graph: &client,
         store: &store,
+    };
+    let (action, id) = match &args.command {
+        NumberCommand::RequestCode { id, .. } => (AuditAction::NumberRequestCode, id),
+        NumberCommand::VerifyCode { id, .. } => (AuditAction::NumberVerifyCode, id),
+        NumberCommand::Register { id } => (AuditAction::NumberRegister, id),
     };
     let result = match &args.command {
         NumberCommand::RequestCode {
@@ -198,6 +224,8 @@ pub async fn run_number(args: NumberArgs) -> anyhow::Result<u8> {
             .await
             .map(|()| format!("Number {id} is registered with the Cloud API.")),
     };
+    let detail = result.as_ref().map(|_| "done".to_owned());
+    audit(&store, action, id, detail.map_err(|e| e.to_string())).await;
     store.close().await;
     println!("{}", result.map_err(fail)?);
     Ok(0)
@@ -214,10 +242,19 @@ pub async fn run_secret(args: SecretArgs) -> anyhow::Result<u8> {
             if value.is_empty() || value.contains('\n') {
                 anyhow::bail!("write the secret as one line on standard input");
             }
-            crate::secrets::put(&config, &store, name, value)
-                .await
-                .map(|key| format!("Stored `{name}` encrypted (key {key}); refer to it as {{ stored: {name} }}."))
-                .map_err(|e| anyhow::anyhow!("{}", e.located(&args.config)))
+            let put = crate::secrets::put(&config, &store, name, value).await;
+            // The name and the key id only: never the value.
+            let detail = put
+                .as_ref()
+                .map(|key| format!("stored encrypted (key {key})"))
+                .map_err(|e| e.to_string());
+            audit(&store, AuditAction::SecretPut, name, detail).await;
+            put.map(|key| {
+                format!(
+                    "Stored `{name}` encrypted (key {key}); refer to it as {{ stored: {name} }}."
+                )
+            })
+            .map_err(|e| anyhow::anyhow!("{}", e.located(&args.config)))
         }
         SecretCommand::List => list(&config, &store).await,
     };

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 mod fetch;
 mod media;
+pub mod requeue;
 mod retry;
 
 /// How a delivery ended.

@@ -11,9 +11,9 @@
 
 use super::{Dispatch, Work, turn};
 use crate::serve::state::AppState;
-use crate::store::InboxRow;
 use crate::store::cluster::{OVERRIDES_CHANNEL, WORK_CHANNEL, parse_work_payload};
 use crate::store::writer::Claimed;
+use crate::store::{InboxRow, OutboxRow};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,6 +128,8 @@ enum Nudge {
     Rows { rows: Vec<InboxRow>, held: Held },
     /// The conversation may have work in storage (another replica's commit, a takeover).
     Look,
+    /// An operator put this reply back to `pending` (`outbox::requeue`): send it.
+    Reply(OutboxRow),
 }
 
 async fn dispatcher(
@@ -148,8 +150,9 @@ async fn dispatcher(
         let (local, nudge) = match work {
             Work::Wake { local, .. } => (local, Nudge::Look),
             Work::Claimed { rows, held, .. } => (true, Nudge::Rows { rows, held }),
+            Work::Resume(row) => (true, Nudge::Reply(row)),
             // Not made with several replicas; a look finds them in storage.
-            Work::Inbound(_) | Work::Resume(_) => (true, Nudge::Look),
+            Work::Inbound(_) => (true, Nudge::Look),
         };
         let nudge = match owned.get(&key) {
             Some(worker) => match worker.send(nudge) {
@@ -196,6 +199,8 @@ struct Conversation {
     handed: HashSet<i64>,
     /// When the lease was last surely taken or renewed by a commit.
     acquired: Instant,
+    /// Replies an operator requeued, sent before the next turn.
+    replies: Vec<OutboxRow>,
 }
 
 /// How a worker's hold on its conversation ended.
@@ -214,6 +219,7 @@ impl Conversation {
     fn nudged(&mut self, nudge: Nudge) {
         match nudge {
             Nudge::Look => self.must_read = true,
+            Nudge::Reply(row) => self.replies.push(row),
             Nudge::Rows { rows, held } => {
                 self.acquired = self.acquired.max(held.since);
                 match self.seen_seq {
@@ -276,6 +282,7 @@ async fn conversation(
         must_read: true,
         handed: HashSet::new(),
         acquired: Instant::now(),
+        replies: Vec::new(),
     };
     let resume = match first {
         // The commit took the lease with nothing else open: its rows are all there is.
@@ -290,7 +297,8 @@ async fn conversation(
             conv.acquired = held.since;
             true
         }
-        Nudge::Look => {
+        // A requeued reply is open in storage: claiming the conversation resumes it.
+        Nudge::Look | Nudge::Reply(_) => {
             let (pnid, customer) = (key.0.as_str(), key.1.as_str());
             let lease = claims.lease;
             match state
@@ -370,6 +378,9 @@ async fn work(
         }
         while let Ok(n) = nudges.try_recv() {
             conv.nudged(n);
+        }
+        for row in std::mem::take(&mut conv.replies) {
+            turn::resume(state, row).await;
         }
         if conv.must_read {
             match conv.read(state).await {

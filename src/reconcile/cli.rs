@@ -6,8 +6,10 @@
 use super::{Desired, NumberState, apply, derive_statuses, observe, plan};
 use crate::config::Config;
 use crate::graph::GraphClient;
+use anyhow::Context;
+use serde_json::Value;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Exit code of `plan` when changes are pending.
@@ -108,7 +110,13 @@ pub async fn run_apply(path: &Path) -> anyhow::Result<u8> {
         );
         return Ok(0);
     }
-    match apply(&client, &desired, actions).await {
+    let result = apply(&client, &desired, actions).await;
+    let (done, failed) = match &result {
+        Ok(done) => (done.as_slice(), None),
+        Err(e) => (e.done.as_slice(), Some(e.to_string())),
+    };
+    audit_from_cli(&cfg, done, failed.as_deref()).await;
+    match result {
         Ok(done) => {
             for a in &done {
                 println!("  done: {}", a.op);
@@ -126,6 +134,33 @@ pub async fn run_apply(path: &Path) -> anyhow::Result<u8> {
     }
 }
 
+/// Records `apply`'s changes in the audit log of the file's storage, when it can be reached
+/// (the changes at Meta are made either way; a warning says the entry is missing).
+async fn audit_from_cli(cfg: &Config, applied: &[super::Action], error: Option<&str>) {
+    // A SQLite file no gateway has made yet is not made for this entry.
+    let url = cfg.storage.url.as_str();
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let file = rest
+            .trim_start_matches("//")
+            .split('?')
+            .next()
+            .unwrap_or_default();
+        if !Path::new(file).exists() {
+            tracing::info!(file, "no storage yet: this apply is not in the audit log");
+            return;
+        }
+    }
+    match crate::store::Store::connect_for_command(&cfg.storage).await {
+        Ok(store) => {
+            super::audit_apply(&store, crate::audit::CLI, applied, error).await;
+            store.close().await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "storage unreachable: this apply is not in the audit log")
+        }
+    }
+}
+
 /// The admin listener of the gateway running this file, as a client would reach it.
 pub(crate) fn admin_base(cfg: &Config) -> Option<String> {
     let mut addr: SocketAddr = cfg.listen.admin;
@@ -136,6 +171,94 @@ pub(crate) fn admin_base(cfg: &Config) -> Option<String> {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     Some(format!("http://{addr}"))
+}
+
+/// The configuration file of the running gateway whose admin API a command talks to (its
+/// `listen.admin` and `listen.admin_token`).
+#[derive(clap::Args, Debug)]
+pub struct ConfigFile {
+    /// The configuration file (its `listen.admin` and `listen.admin_token` are used).
+    #[arg(
+        short,
+        long,
+        default_value = "gateway.yaml",
+        env = "WA_GATEWAY_CONFIG",
+        global = true
+    )]
+    pub config: PathBuf,
+}
+
+/// The admin API of the running gateway, as the commands that change its state reach it.
+pub(crate) struct AdminClient {
+    base: String,
+    token: Option<String>,
+}
+
+/// The answer's JSON, or the exit code of a refusal (already printed).
+pub(crate) type Answer = Result<Value, u8>;
+
+impl AdminClient {
+    /// The admin API of the gateway running the file at `path` (its `listen.admin` and
+    /// `listen.admin_token`).
+    pub(crate) async fn for_file(path: &Path) -> anyhow::Result<Self> {
+        let cfg = load_config(path).await?;
+        let base = admin_base(&cfg).with_context(|| {
+            format!(
+                "listen.admin in {} has port 0, so the running gateway cannot be found: give it \
+                 a fixed port (e.g. 127.0.0.1:9090)",
+                path.display()
+            )
+        })?;
+        let token = cfg
+            .listen
+            .admin_token
+            .as_ref()
+            .map(|t| t.expose().to_owned());
+        Ok(Self { base, token })
+    }
+
+    fn http() -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?)
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Answer> {
+        let req = Self::http()?
+            .post(format!("{}{path}", self.base))
+            .json(&body);
+        self.send(req).await
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        let req = Self::http()?.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        // The audit log names a command's actions `cli`.
+        req = req.header(crate::audit::CLIENT_HEADER, crate::audit::CLI);
+        let res = req.send().await.with_context(|| {
+            format!(
+                "no gateway answers at {} (listen.admin): start it with `wa-gateway serve`",
+                self.base
+            )
+        })?;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(Ok(body));
+        }
+        let why = body["error"].as_str().unwrap_or("no reason given");
+        eprintln!(
+            "error: the gateway answered HTTP {}: {why}",
+            status.as_u16()
+        );
+        Ok(Err(1))
+    }
 }
 
 /// `GET /api/numbers` from the running gateway: the statuses it serves with (disconnects and

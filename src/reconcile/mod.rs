@@ -23,3 +23,31 @@ pub use status::{
     Effective, NumberState, NumberStatus, Statuses, derive_statuses, effective, record_metrics,
     statuses,
 };
+
+/// Records what an apply changed at Meta (or where Meta refused it) in the audit log; a pass
+/// that changed nothing and failed nothing is not an action.
+pub async fn audit_apply(
+    store: &crate::store::Store,
+    actor: &str,
+    applied: &[Action],
+    error: Option<&str>,
+) {
+    use crate::audit::{self, AuditAction, AuditOutcome};
+    if applied.is_empty() && error.is_none() {
+        return;
+    }
+    let ops: Vec<String> = applied.iter().map(|a| a.op.to_string()).collect();
+    let mut detail = format!("{} change(s) applied", ops.len());
+    if !ops.is_empty() {
+        detail.push_str(&format!(": {}", ops.join("; ")));
+    }
+    let outcome = match error {
+        None => AuditOutcome::Ok,
+        Some(e) => {
+            detail.push_str(&format!("; refused: {e}"));
+            AuditOutcome::Failed
+        }
+    };
+    let entry = audit::entry(actor, AuditAction::ReconcileApply, None);
+    audit::record(store, audit::ended(entry, outcome, detail)).await;
+}

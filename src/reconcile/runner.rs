@@ -98,6 +98,14 @@ pub async fn run_cycle(parts: &Parts, previous: Option<&Config>) -> CycleReport 
                 applied = e.done;
             }
         }
+        // The same failure as the last pass's, with nothing applied, is audited once.
+        let repeated = applied.is_empty()
+            && error.is_some()
+            && parts.state.last().and_then(|r| r.error) == error;
+        if !repeated {
+            let failed = error.as_deref();
+            super::audit_apply(&parts.store, crate::audit::GATEWAY, &applied, failed).await;
+        }
         // Statuses and the drift left come from Meta's state after the changes.
         observed = observe(graph, &desired).await;
         pending = plan(&desired, &observed);

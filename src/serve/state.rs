@@ -169,6 +169,24 @@ fn rfc3339_seconds<S: serde::Serializer>(at: &Option<u64>, s: S) -> Result<S::Ok
     }
 }
 
+/// Where a reply put back to `pending` by an operator goes: the pipeline's dispatcher, which
+/// `app` plugs in once it has started (the pipeline sits above this module, so this is a hook,
+/// not its type). Before that, nothing is lost: the row is open in storage, found at start.
+#[derive(Default)]
+pub struct RequeuedReplies(std::sync::OnceLock<Box<dyn Fn(crate::store::OutboxRow) + Send + Sync>>);
+
+impl RequeuedReplies {
+    /// Plugs in the pipeline; the first call wins.
+    pub fn connect(&self, to: impl Fn(crate::store::OutboxRow) + Send + Sync + 'static) {
+        let _ = self.0.set(Box::new(to));
+    }
+
+    /// Hands `row` to the pipeline; false when it has not started.
+    pub fn send(&self, row: crate::store::OutboxRow) -> bool {
+        self.0.get().map(|f| f(row)).is_some()
+    }
+}
+
 /// The state every task shares.
 pub struct AppState {
     pub snapshot: ArcSwap<Snapshot>,
@@ -189,6 +207,8 @@ pub struct AppState {
     pub paused: Paused,
     /// Wakes the handoff notifier when a pause queued a notification.
     pub handoff_queued: tokio::sync::Notify,
+    /// Hands a reply an operator requeued to the pipeline (set once it has started).
+    pub requeued: RequeuedReplies,
     /// Slots for agent calls in flight (`policies.agent.max_concurrency`), resized on reload.
     pub agent_slots: AgentSlots,
     pub metrics: Metrics,
@@ -232,6 +252,7 @@ impl AppState {
             opted_out: OptedOut::default(),
             paused: Paused::default(),
             handoff_queued: tokio::sync::Notify::new(),
+            requeued: RequeuedReplies::default(),
             metrics,
             draining,
             reconcile: Default::default(),

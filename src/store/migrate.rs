@@ -53,6 +53,16 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "conversations_clustered",
         include_str!("migrations/sqlite/0012_conversations_clustered.sql"),
     ),
+    (
+        20,
+        "audit",
+        include_str!("migrations/sqlite/0020_audit.sql"),
+    ),
+    (
+        21,
+        "dead_letter_replays",
+        include_str!("migrations/sqlite/0021_dead_letter_replays.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -113,6 +123,16 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         14,
         "leases_in_the_group_commit",
         include_str!("migrations/postgres/0014_leases_in_the_group_commit.sql"),
+    ),
+    (
+        20,
+        "audit",
+        include_str!("migrations/postgres/0020_audit.sql"),
+    ),
+    (
+        21,
+        "dead_letter_replays",
+        include_str!("migrations/postgres/0021_dead_letter_replays.sql"),
     ),
 ];
 

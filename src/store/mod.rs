@@ -1,10 +1,12 @@
 //! Storage: one interface over SQLite (embedded, WAL) and PostgreSQL, with migrations.
-//! Owns the inbox, outbox, conversations, dead letters, status events and the cache of media
-//! uploads; knows no HTTP.
+//! Owns the inbox, outbox, conversations, dead letters (and their replays), status events, the
+//! cache of media uploads and the audit log; knows no HTTP.
 
 mod apply;
+mod audit;
 pub mod cluster;
 mod conversation;
+mod dead_letters;
 mod erase;
 mod keywords;
 mod lock;
@@ -14,6 +16,7 @@ mod overrides;
 mod pause;
 mod pgconn;
 mod pgcreate;
+mod replies;
 mod retention;
 mod rows;
 mod secrets;
@@ -23,11 +26,14 @@ mod sqlite_writer;
 pub mod writer;
 
 pub use apply::{Answers, LeaseClaim, Op, TurnEnd};
+pub use audit::{AuditAction, AuditEntry, AuditOutcome, NewAuditEntry};
 pub use conversation::{HistoryEntry, OptedOut};
+pub use dead_letters::{DeadLetterRow, ReplayMark, ReplayOutcome};
 pub use erase::{BadCustomerId, CustomerId, ERASE_PASSES, EraseOp, Erased, ErasureKey};
 pub use media::MediaUpload;
 pub use overrides::{Disconnected, NumberOverride};
 pub use pause::{HandoffOp, Notification, Notified, Pause, Paused, PausedBy};
+pub use replies::{EndedFilter, EndedReply};
 pub use retention::{
     Candidates, MEDIA_UPLOADS, PruneOp, Pruned, PrunedTable, SEEN_WAMIDS, wamid_digest,
 };

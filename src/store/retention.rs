@@ -16,6 +16,8 @@ pub enum PrunedTable {
     DeadLetters,
     OptOutEvents,
     HandoffNotifications,
+    /// The audit log, pruned by `storage.retention.audit` (not in [`PrunedTable::ALL`]).
+    Audit,
 }
 
 impl PrunedTable {
@@ -38,6 +40,7 @@ impl PrunedTable {
             Self::DeadLetters => "dead_letters",
             Self::OptOutEvents => "opt_out_events",
             Self::HandoffNotifications => "handoff_notifications",
+            Self::Audit => "audit_log",
         }
     }
 
@@ -45,7 +48,7 @@ impl PrunedTable {
     fn time_column(self) -> &'static str {
         match self {
             Self::Outbox | Self::HandoffNotifications => "created_at",
-            Self::OptOutEvents => "at",
+            Self::OptOutEvents | Self::Audit => "at",
             _ => "received_at",
         }
     }

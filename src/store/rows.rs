@@ -161,6 +161,8 @@ pub struct WebhookWrite {
     pub dead_letter: Option<DeadLetter>,
     /// Messages a person sent from the WhatsApp Business app (coexistence).
     pub echoes: Vec<NewEcho>,
+    /// The webhook is a dead letter parsed again: its row is marked in the same commit.
+    pub replay: Option<super::ReplayMark>,
 }
 
 /// A message a person sent to a customer from the WhatsApp Business app, echoed by Meta: kept

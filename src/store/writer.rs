@@ -25,6 +25,7 @@ enum Waiter {
     Turn(Reply<Vec<OutboxRow>>),
     Attempt(Reply<bool>),
     Release(Reply<bool>),
+    Requeue(Reply<bool>),
     Write(Reply<()>),
     Prune(Reply<Pruned>),
     Erase(Reply<Erased>),
@@ -40,7 +41,7 @@ impl Waiter {
             Waiter::Turn(r) => {
                 let _ = r.send(Err(e));
             }
-            Waiter::Attempt(r) | Waiter::Release(r) => {
+            Waiter::Attempt(r) | Waiter::Release(r) | Waiter::Requeue(r) => {
                 let _ = r.send(Err(e));
             }
             Waiter::Write(r) => {
@@ -74,6 +75,7 @@ fn answer(
         pruned,
         erased,
         released,
+        requeued,
         claims,
     } = answers;
     // The rows go on to the pipeline; a webhook only needs to know how many were new.
@@ -85,13 +87,14 @@ fn answer(
     let mut new = new.into_iter();
     let (mut turns, mut attempts) = (turns.into_iter(), attempts.into_iter());
     let (mut pruned, mut erased) = (pruned.into_iter(), erased.into_iter());
-    let mut released = released.into_iter();
+    let (mut released, mut requeued) = (released.into_iter(), requeued.into_iter());
     for waiter in waiters {
         match waiter {
             Waiter::Webhook(r) => reply(r, new.next()),
             Waiter::Turn(r) => reply(r, turns.next()),
             Waiter::Attempt(r) => reply(r, attempts.next()),
             Waiter::Release(r) => reply(r, released.next()),
+            Waiter::Requeue(r) => reply(r, requeued.next()),
             Waiter::Write(r) => reply(r, Some(())),
             Waiter::Prune(r) => reply(r, pruned.next()),
             Waiter::Erase(r) => reply(r, erased.next()),
@@ -239,6 +242,12 @@ impl WriterHandle {
             seq,
         };
         self.run(op, Waiter::Release).await
+    }
+
+    /// Puts a `failed` or `expired` reply back to `pending` for the sender; `false` when it was
+    /// not (or no longer) ended, e.g. another retry took it first.
+    pub async fn requeue_reply(&self, id: i64) -> Result<bool, StoreError> {
+        self.run(Op::Requeue { id }, Waiter::Requeue).await
     }
 
     /// Applies one batch of retention's pruning in the next group commit.

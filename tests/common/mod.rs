@@ -981,3 +981,64 @@ pub fn jpeg(len: usize) -> Vec<u8> {
     b.extend((0..len.saturating_sub(12)).map(|i| (i * 31 % 251) as u8));
     b
 }
+
+/// Runs `wa-gateway <args> --config <config>` with `stdin` written to its standard input (as
+/// `secret put` reads a value).
+pub fn cli_with_stdin(
+    args: &[&str],
+    config: &std::path::Path,
+    stdin: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// POSTs `body` to the admin API of `t` with the bearer `token`: the status and the JSON answer
+/// (null when it is not JSON).
+pub async fn admin_post(
+    t: &TestGateway,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let res = t
+        .http
+        .post(format!("http://{}{path}", t.gw().admin_addr))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin POST");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// GETs `path` from the admin API of `t` with the bearer `token`: the status and the JSON
+/// answer (null when it is not JSON).
+pub async fn admin_get(t: &TestGateway, token: &str, path: &str) -> (u16, serde_json::Value) {
+    let res = t
+        .http
+        .get(format!("http://{}{path}", t.gw().admin_addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("admin GET");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}

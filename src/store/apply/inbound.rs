@@ -173,12 +173,16 @@ pub(super) fn fresh_rows(
     fresh
 }
 
-/// Stores the body of webhook `w` that could not be read, if it had one.
+/// Stores the body of webhook `w` that could not be read, if it had one; marks the dead letter
+/// `w` replays, if it is one, with the rows it brought.
 pub(super) async fn dead_letter(
     tx: &mut impl WriteTx,
     w: &WebhookWrite,
     now: i64,
 ) -> Result<(), StoreError> {
+    if let Some(r) = &w.replay {
+        crate::store::dead_letters::mark(tx, r, now).await?;
+    }
     if let Some(d) = &w.dead_letter {
         tx.run(
             "INSERT INTO dead_letters (received_at, reason, body) VALUES ($1, $2, $3)",

@@ -64,6 +64,8 @@ pub enum Op {
     Erase(EraseOp),
     /// A conversation paused or resumed (human handoff), or a handoff notification's outcome.
     Handoff(HandoffOp),
+    /// An operator sends a `failed` or `expired` reply again: back to `pending`.
+    Requeue { id: i64 },
     /// PostgreSQL: this replica gives back its lease on a conversation, unless the conversation
     /// got messages since commit count `seq` (what its holder has read up to).
     ReleaseLease {
@@ -118,6 +120,8 @@ pub struct Answers {
     pub erased: Vec<Erased>,
     /// Per [`Op::ReleaseLease`]: whether the lease was given back.
     pub released: Vec<bool>,
+    /// Per [`Op::Requeue`]: whether the row was ended and is now `pending`.
+    pub requeued: Vec<bool>,
     /// PostgreSQL: the leases of the conversations the batch's webhooks brought new messages
     /// to, as the batch's claim found them (see [`LeaseClaim`]).
     pub claims: Vec<LeaseClaim>,
@@ -297,6 +301,9 @@ async fn each_op(
                 apply_handoff(tx, op, now).await?;
                 answers.writes += 1;
             }
+            Op::Requeue { id } => answers
+                .requeued
+                .push(super::replies::requeue(tx, *id, now).await?),
             // Given back after the commit (`leases::release`).
             Op::ReleaseLease { .. } => {}
         }
