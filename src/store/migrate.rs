@@ -53,6 +53,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "conversations_clustered",
         include_str!("migrations/sqlite/0012_conversations_clustered.sql"),
     ),
+    (
+        30,
+        "number_status",
+        include_str!("migrations/sqlite/0030_number_status.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -113,6 +118,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         14,
         "leases_in_the_group_commit",
         include_str!("migrations/postgres/0014_leases_in_the_group_commit.sql"),
+    ),
+    (
+        30,
+        "number_status",
+        include_str!("migrations/postgres/0030_number_status.sql"),
     ),
 ];
 

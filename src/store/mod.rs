@@ -10,6 +10,7 @@ mod keywords;
 mod lock;
 mod media;
 mod migrate;
+mod number_status;
 mod overrides;
 mod pause;
 mod pgconn;
@@ -26,6 +27,7 @@ pub use apply::{Answers, LeaseClaim, Op, TurnEnd};
 pub use conversation::{HistoryEntry, OptedOut};
 pub use erase::{BadCustomerId, CustomerId, ERASE_PASSES, EraseOp, Erased, ErasureKey};
 pub use media::MediaUpload;
+pub use number_status::StoredStatus;
 pub use overrides::{Disconnected, NumberOverride};
 pub use pause::{HandoffOp, Notification, Notified, Pause, Paused, PausedBy};
 pub use retention::{
