@@ -1,7 +1,8 @@
 //! Several gateway processes (the real binary) on one PostgreSQL with a standalone emulator:
 //! every message answered exactly once and in order whichever replica received it, with the
 //! leader SIGKILLed halfway; the per-number limit holding for the cluster as a whole; SIGTERM
-//! under load refusing nothing before /readyz turned 503; and the SQLite single-process rule.
+//! under load refusing nothing before /readyz turned 503; every replica serving the same number
+//! status; and the SQLite single-process rule.
 
 mod common;
 
@@ -39,6 +40,11 @@ impl Replica {
             .storage_extra(", lease: 2s")
             .agents("  echo: { kind: echo, prefix: \"echo: \", delay: 20ms }\n")
             .extra(extra);
+        Self::spawn(dir, id, cfg)
+    }
+
+    /// Starts `wa-gateway serve` as replica `id` with the config `cfg`.
+    fn spawn(dir: &std::path::Path, id: &str, cfg: StandaloneConfig) -> Self {
         let (process, webhook, admin, log) = spawn_replica(dir, id, cfg);
         Self {
             id: id.to_owned(),
@@ -638,4 +644,112 @@ async fn a_late_commit_with_a_lower_id_is_answered_at_once() {
         "{:?}",
         t.texts_to(customer)
     );
+}
+
+/// `PNID` as `replica` serves it in `/api/numbers`.
+async fn served_status(http: &reqwest::Client, replica: &Replica) -> serde_json::Value {
+    let res = http
+        .get(format!("http://{}/api/numbers", replica.admin))
+        .send()
+        .await;
+    let Ok(res) = res else {
+        return serde_json::Value::Null;
+    };
+    let body: serde_json::Value = res.json().await.unwrap_or_default();
+    body["numbers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|n| n["phone_number_id"] == PNID).cloned())
+        .unwrap_or_default()
+}
+
+/// What must agree between replicas: the status in force, why, since when, and the stored
+/// observation it comes from.
+fn agreed(n: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!([
+        n["status"],
+        n["status_reason"],
+        n["status_since"],
+        n["status_from_meta"],
+        n["quality_rating"],
+    ])
+}
+
+/// Three replicas on one PostgreSQL: the leader stores what it observes, and every replica's
+/// `/api/numbers` (and gauge) serves the same Meta-side status, within one status-loop interval
+/// (`meta.reconcile.interval`) of the emulator changing it: the leader's next pass, plus the
+/// replicas' read of the rows written since (a quarter of the interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_serve_the_same_number_status_within_one_interval() {
+    const INTERVAL: Duration = Duration::from_secs(4);
+    let _one_at_a_time = SERIAL.lock().await;
+    let Some(storage) = storage(Db::Postgres).await else {
+        return;
+    };
+    let dir = storage.dir.path();
+    let emu = standalone_emulator(dir, Duration::from_millis(300)).await;
+    std::fs::write(dir.join("pin"), "123456").unwrap();
+    let replicas: Vec<Replica> = (0..3)
+        .map(|n| {
+            let cfg = StandaloneConfig::new(dir, &storage.url, &emu.url())
+                .meta("  reconcile: { interval: 4s }\n")
+                .number_extra(&format!(", pin: {{ file: {}/pin }}", dir.display()));
+            Replica::spawn(dir, &format!("status-{n}"), cfg)
+        })
+        .collect();
+    let _logs = LogsOnFailure(replicas.iter().map(|r| r.log.clone()).collect());
+    for r in &replicas {
+        r.wait_ready().await;
+    }
+    let http = reqwest::Client::new();
+    let all_show = |status: &'static str| {
+        let (http, replicas) = (&http, &replicas);
+        async move {
+            let mut seen = Vec::new();
+            for r in replicas {
+                seen.push(served_status(http, r).await);
+            }
+            let ok = seen
+                .iter()
+                .all(|n| n["status"] == status && n["status_from_meta"]["status"] == status);
+            (ok, seen)
+        }
+    };
+    let active = wait_until(Duration::from_secs(30), || async {
+        all_show("active").await.0
+    })
+    .await;
+    assert!(active, "{:?}", all_show("active").await.1);
+
+    // Meta expires the number's token, through the emulator's control API.
+    let res = http
+        .post(format!("{}/_emulator/tokens/expire", emu.url()))
+        .json(&serde_json::json!({ "token": "token-one" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    let changed = tokio::time::Instant::now();
+    let error = wait_until(INTERVAL * 3, || async { all_show("error").await.0 }).await;
+    let took = changed.elapsed();
+    let (_, seen) = all_show("error").await;
+    assert!(error, "{seen:?}");
+    eprintln!("every replica showed Error {took:?} after the token expired");
+    // One interval, and the time a loaded two-core machine takes for a pass and a request per
+    // replica.
+    assert!(
+        took <= INTERVAL + Duration::from_secs(2),
+        "every replica showed Error only after {took:?}: {seen:?}"
+    );
+    let first = agreed(&seen[0]);
+    for (r, n) in replicas.iter().zip(&seen) {
+        assert_eq!(agreed(n), first, "{} disagrees", r.id);
+    }
+    let reason = seen[0]["status_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("(190)"), "{reason}");
+    for r in &replicas {
+        let text = scrape_metrics(&http, &format!("http://{}", r.admin)).await;
+        let want =
+            format!("wa_gateway_number_status{{phone_number_id=\"{PNID}\",status=\"error\"}} 1");
+        assert!(text.contains(&want), "{}: {text}", r.id);
+    }
 }

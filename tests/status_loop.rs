@@ -91,6 +91,13 @@ async fn emulator_post(t: &TestGateway, path: &str, body: Value) -> reqwest::Res
         .unwrap()
 }
 
+/// Meta expires `token` (through the emulator's control API, as a person would); then a pass.
+async fn expire_then_pass(t: &TestGateway, token: &str) -> Value {
+    let res = emulator_post(t, "/_emulator/tokens/expire", json!({ "token": token })).await;
+    assert_eq!(res.status().as_u16(), 204);
+    pass_now(t).await
+}
+
 async fn status_follows_the_token_through_the_control_loop(db: Db) {
     let Some(mut t) = spawn(db, |y| y).await else {
         return;
@@ -120,14 +127,7 @@ async fn status_follows_the_token_through_the_control_loop(db: Db) {
     assert!(gauge_says(&t, PNID2, "inactive").await);
 
     // Meta expires the token: the next pass sees 190 and says what to fix.
-    let res = emulator_post(
-        &t,
-        "/_emulator/tokens/expire",
-        json!({ "token": "token-one" }),
-    )
-    .await;
-    assert_eq!(res.status().as_u16(), 204);
-    let v = pass_now(&t).await;
+    let v = expire_then_pass(&t, "token-one").await;
     assert!(
         !v["report"]["read_failures"].as_array().unwrap().is_empty(),
         "{v}"
@@ -171,20 +171,21 @@ async fn status_follows_the_token_through_the_control_loop(db: Db) {
     t.stop().await;
 }
 
-async fn refused_sends_turn_a_number_to_error_until_one_is_accepted(db: Db) {
+/// A gateway whose first number is answered by a recording agent, with `reconcile` as
+/// `meta.reconcile`; the agent comes back too, as its server lives as long as it does.
+async fn spawn_recording(db: Db, reconcile: &str) -> Option<(common::RecordingAgent, TestGateway)> {
     let agent = common::RecordingAgent::start().await;
     let opts = Options {
         agents: agent.agents_yaml(),
         ..Options::default()
     };
-    let Some(mut t) = spawn_with(db, opts, "rec", |y| {
-        y.replace(
-            "  emulator: {",
-            "  reconcile: { failed_sends: 2 }\n  emulator: {",
-        )
-    })
-    .await
-    else {
+    let line = format!("  reconcile: {reconcile}\n  emulator: {{");
+    let t = spawn_with(db, opts, "rec", |y| y.replace("  emulator: {", &line)).await?;
+    Some((agent, t))
+}
+
+async fn refused_sends_turn_a_number_to_error_until_one_is_accepted(db: Db) {
+    let Some((_agent, mut t)) = spawn_recording(db, "{ failed_sends: 2 }").await else {
         return;
     };
     pass_now(&t).await;
@@ -365,10 +366,7 @@ fn series_of(pairs: &[(&str, &str)]) -> Vec<String> {
 /// its status, and a change of status (an operator's disconnect, Meta's token refusal, the
 /// number removed from the file) moves or ends that number's series alone.
 async fn the_status_gauge_has_one_series_per_number_and_a_change_moves_it(db: Db) {
-    const PNID3: &str = "106540352242955";
-    let third = format!(
-        "  - phone_number_id: \"{PNID3}\"\n    waba_id: \"{WABA}\"\n    display_name: Test Three\n    agent: echo\n    access_token: {{ value: token-three }}\n"
-    );
+    let third = third_number();
     let Some(mut t) = spawn(db, |y| {
         y.replace(
             "access_token: { value: token-two }\n",
@@ -422,9 +420,128 @@ async fn the_status_gauge_has_one_series_per_number_and_a_change_moves_it(db: Db
     t.stop().await;
 }
 
+/// A third number, on the first number's WABA, with a token of its own.
+const PNID3: &str = "106540352242955";
+
+fn third_number() -> String {
+    format!(
+        "  - phone_number_id: \"{PNID3}\"\n    waba_id: \"{WABA}\"\n    display_name: Test Three\n    agent: echo\n    access_token: {{ value: token-three }}\n"
+    )
+}
+
+/// Two numbers on one WABA, each with its own token: Meta refusing the first number's token
+/// puts that number in Error and leaves the other Active. The WABA's subscriptions are read
+/// with the first token that works (the first number's is tried first, as it comes first in
+/// the file), so the WABA is not charged to anyone; with no working token left, each number is
+/// in Error for its own token and the WABA's problem is shown on both.
+async fn one_numbers_expired_token_leaves_its_waba_neighbour_active(db: Db) {
+    let Some(mut t) = spawn(db, |y| {
+        y.replace(
+            "access_token: { value: token-two }\n",
+            &format!("access_token: {{ value: token-two }}\n{}", third_number()),
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let v = pass_now(&t).await;
+    assert!(v["report"]["error"].is_null(), "{v}");
+    let list = numbers(&t).await;
+    assert_eq!(number(&list, PNID)["status"], "active");
+    assert_eq!(number(&list, PNID3)["status"], "active");
+
+    let v = expire_then_pass(&t, "token-one").await;
+    let list = v["numbers"].as_array().unwrap();
+    let one = number(list, PNID);
+    assert_eq!(one["status"], "error", "{one}");
+    let reason = one["status_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("(190)") && reason.contains("numbers[0].access_token"),
+        "{reason}"
+    );
+    let three = number(list, PNID3);
+    assert_eq!(three["status"], "active", "{three}");
+    assert_eq!(three["status_from_meta"]["status"], "active", "{three}");
+    assert!(three["waba_problem"].is_null(), "{three}");
+    assert!(
+        one["waba_problem"].is_null(),
+        "the WABA read with token-three: {one}"
+    );
+    assert!(gauge_says(&t, PNID, "error").await);
+    assert!(gauge_says(&t, PNID3, "active").await);
+    // The WABA's subscription stays as it is: nothing to apply for it.
+    assert!(t.emu.waba_subscribed(WABA));
+    assert!(
+        !v["report"]["pending"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["op"] == "subscribe_waba"),
+        "{v}"
+    );
+
+    // No token of the WABA works any more: each number is in Error for its own token, and
+    // the WABA's problem is shown beside it.
+    let v = expire_then_pass(&t, "token-three").await;
+    let list = v["numbers"].as_array().unwrap();
+    let three = number(list, PNID3);
+    assert_eq!(three["status"], "error", "{three}");
+    let reason = three["status_reason"].as_str().unwrap();
+    assert!(reason.contains("numbers[2].access_token"), "{reason}");
+    let problem = three["waba_problem"].as_str().unwrap_or_default();
+    assert!(problem.contains(WABA), "{three}");
+    t.stop().await;
+}
+
+/// A send Meta refuses with 190 turns its number to Error at once (stored, so every replica
+/// serves it), not at the next pass minutes later; the next pass, which finds the number fine
+/// at Meta (the refusal was the send's alone), brings it back.
+async fn a_send_refused_with_190_turns_the_number_to_error_at_once(db: Db) {
+    // Passes far apart: only the refused send can bring the Error within the test.
+    let Some((_agent, mut t)) = spawn_recording(db, "{ interval: 10m }").await else {
+        return;
+    };
+    pass_now(&t).await;
+    assert_eq!(number(&numbers(&t).await, PNID)["status"], "active");
+    t.emu.push_fault(Fault::once(FaultKind::TokenExpired190));
+    t.emu.customer_says(PNID, "15551230001", "Asha", "hi").await;
+    let refused = t
+        .wait_count(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'failed'",
+            1,
+            WAIT,
+        )
+        .await;
+    assert!(refused, "the send was refused and failed");
+    // Not the sender's run of refusals (5 by default): one 190 is enough.
+    let one = number(&numbers(&t).await, PNID).clone();
+    assert_eq!(one["status"], "error", "{one}");
+    assert_eq!(one["status_from_meta"]["status"], "error", "{one}");
+    let reason = one["status_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("(190)") && reason.contains("numbers[0].access_token"),
+        "{reason}"
+    );
+    assert!(gauge_says(&t, PNID, "error").await);
+    let stored = t
+        .scalar(&format!(
+            "SELECT status FROM number_status WHERE phone_number_id = '{PNID}'"
+        ))
+        .await;
+    assert_eq!(stored, "error", "stored for every replica");
+
+    let v = pass_now(&t).await;
+    let one = number(v["numbers"].as_array().unwrap(), PNID);
+    assert_eq!(one["status"], "active", "{one}");
+    t.stop().await;
+}
+
 on_both_dbs!(
     the_status_gauge_has_one_series_per_number_and_a_change_moves_it,
     status_follows_the_token_through_the_control_loop,
     refused_sends_turn_a_number_to_error_until_one_is_accepted,
     plan_only_mode_reports_the_drift_and_changes_nothing,
+    one_numbers_expired_token_leaves_its_waba_neighbour_active,
+    a_send_refused_with_190_turns_the_number_to_error_at_once,
 );

@@ -58,6 +58,9 @@ pub struct NumberView {
     pub verified_name: Option<String>,
     pub display_phone_number: Option<String>,
     pub quality_rating: Option<String>,
+    /// A problem of the number's WABA that does not stop it receiving messages (so not its
+    /// status), e.g. subscriptions no token of the WABA can read.
+    pub waba_problem: Option<String>,
     /// The control loop's view from Graph; null until its first pass.
     pub status_from_meta: Option<MetaView>,
     /// When the latest message to this number was stored (RFC 3339), if ever.
@@ -159,6 +162,7 @@ pub async fn number_views(st: &AppState) -> Result<Vec<NumberView>, StoreError> 
             verified_name: meta.as_ref().and_then(|m| m.verified_name.clone()),
             display_phone_number: meta.as_ref().and_then(|m| m.display_phone_number.clone()),
             quality_rating: meta.as_ref().and_then(|m| m.quality_rating.clone()),
+            waba_problem: meta.as_ref().and_then(|m| m.waba_problem.clone()),
             status_from_meta: meta.map(|m| MetaView {
                 status: m.status,
                 reason: m.reason,

@@ -245,6 +245,13 @@ fn card_html(v: &NumberView, paused: &[&Pause]) -> String {
     if let Some(reason) = &v.override_reason {
         row("Disconnected because", "override-reason", reason);
     }
+    if let Some(problem) = v
+        .waba_problem
+        .as_ref()
+        .filter(|p| v.status_reason.as_ref() != Some(*p))
+    {
+        row("WABA", "waba-problem", problem);
+    }
     out.push_str("</dl>");
     out.push_str(&paused_html(&v.phone_number_id, paused));
     out.push_str(
@@ -325,6 +332,7 @@ mod tests {
             verified_name: Some("Acme <Verified>".into()),
             display_phone_number: Some("+1 555-000-1111".into()),
             quality_rating: Some("GREEN".into()),
+            waba_problem: None,
             status_from_meta: None,
             last_activity: None,
             queued_replies: 0,

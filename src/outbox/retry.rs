@@ -143,6 +143,13 @@ pub(super) async fn after_failure(
                     .send_health
                     .record_refused(pnid, code, &message, now);
             }
+            if code == Some(190) && err.graph().is_some() {
+                // The number's own token is refused: Error now, on every replica, not at the
+                // next pass minutes later.
+                let cfg = state.snapshot.load().config.clone();
+                crate::reconcile::stored::token_refused(&state.store, &state.reconcile, &cfg, pnid)
+                    .await;
+            }
             give_up(state, row, OutboxState::Failed, code, &message, false).await;
             ControlFlow::Break(Outcome::Failed)
         }

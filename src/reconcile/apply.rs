@@ -2,6 +2,7 @@
 //! a sentence that says what happened and what to do (Meta's codes translated for people).
 
 use super::desired::Desired;
+use super::observe::with_waba_token;
 use super::plan::{Action, Op};
 use crate::graph::{GraphClient, GraphError};
 
@@ -87,28 +88,20 @@ async fn run(client: &GraphClient, desired: &Desired, op: &Op) -> Result<(), Ref
             waba_id,
             override_callback,
         } => {
-            let token = desired
-                .waba_token(waba_id)
-                .map(|t| t.expose())
-                .unwrap_or_default();
             let over = override_callback
                 .as_deref()
                 .map(|u| (u, desired.verify_token.expose()));
-            client
-                .subscribe_waba(waba_id.as_str(), token, over)
-                .await
-                .map_err(fail)
+            with_waba_token(desired, waba_id, |token| {
+                client.subscribe_waba(waba_id.as_str(), token, over)
+            })
+            .await
+            .map_err(fail)
         }
-        Op::UnsubscribeWaba { waba_id } => {
-            let token = desired
-                .waba_token(waba_id)
-                .map(|t| t.expose())
-                .unwrap_or_default();
-            client
-                .unsubscribe_waba(waba_id.as_str(), token)
-                .await
-                .map_err(fail)
-        }
+        Op::UnsubscribeWaba { waba_id } => with_waba_token(desired, waba_id, |token| {
+            client.unsubscribe_waba(waba_id.as_str(), token)
+        })
+        .await
+        .map_err(fail),
         Op::Register { phone_number_id } => {
             let Some(n) = desired.number(phone_number_id) else {
                 return Err(Refusal::by_file(format!(

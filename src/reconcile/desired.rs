@@ -34,8 +34,10 @@ pub struct Desired {
 pub struct DesiredWaba {
     /// `meta.waba_callbacks[waba]`, the WABA-level override callback.
     pub override_callback: Option<String>,
-    /// The token of the WABA's first declared number.
-    pub token: Secret,
+    /// Every distinct token of the WABA's declared numbers, enabled numbers' first, in the
+    /// file's order: WABA-level calls use the first that Meta accepts, so one number's expired
+    /// token does not blind the gateway to the WABA.
+    pub tokens: Vec<Secret>,
 }
 
 /// A declared number.
@@ -54,14 +56,22 @@ pub struct DesiredNumber {
 impl Desired {
     /// The desired state of a loaded (validated, secrets resolved) configuration.
     pub fn from_config(cfg: &Config) -> Self {
-        let mut wabas = BTreeMap::new();
-        for n in &cfg.numbers {
-            wabas
+        let mut wabas = BTreeMap::<WabaId, DesiredWaba>::new();
+        let (enabled, disabled): (Vec<_>, Vec<_>) = cfg.numbers.iter().partition(|n| n.enabled);
+        for n in enabled.into_iter().chain(disabled) {
+            let waba = wabas
                 .entry(n.waba_id.clone())
                 .or_insert_with(|| DesiredWaba {
                     override_callback: cfg.meta.waba_callbacks.get(n.waba_id.as_str()).cloned(),
-                    token: n.access_token.clone(),
+                    tokens: Vec::new(),
                 });
+            if !waba
+                .tokens
+                .iter()
+                .any(|t| t.expose() == n.access_token.expose())
+            {
+                waba.tokens.push(n.access_token.clone());
+            }
         }
         let numbers = cfg
             .numbers
@@ -113,11 +123,12 @@ impl Desired {
         self.numbers.iter().find(|n| &n.phone_number_id == pnid)
     }
 
-    /// The token for WABA calls, declared or retired.
-    pub fn waba_token(&self, waba: &WabaId) -> Option<&Secret> {
-        self.wabas
-            .get(waba)
-            .map(|w| &w.token)
-            .or_else(|| self.retired.get(waba))
+    /// The tokens for WABA calls, in the order to try them: a declared WABA's numbers' tokens,
+    /// or the one a retired WABA was reached with.
+    pub fn waba_tokens(&self, waba: &WabaId) -> Vec<&Secret> {
+        match self.wabas.get(waba) {
+            Some(w) => w.tokens.iter().collect(),
+            None => self.retired.get(waba).into_iter().collect(),
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod runner;
 pub mod state;
 pub mod status;
+pub mod stored;
 
 pub use apply::{ApplyError, apply, explain};
 pub use desired::{Desired, DesiredNumber, DesiredWaba};

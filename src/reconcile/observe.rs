@@ -66,6 +66,36 @@ pub struct Observed {
     pub numbers: BTreeMap<PhoneNumberId, Result<NumberInfo, Failure>>,
 }
 
+/// Whether Meta refused the call for its token: invalid or expired (190), without the permission
+/// (10, 200–299), or unable to see the object with it (100). Another token may do.
+fn token_refused(e: &GraphError) -> bool {
+    matches!(e.code(), Some(190 | 10 | 100 | 200..=299))
+}
+
+/// Runs `call` with the WABA's tokens in turn (`Desired::waba_tokens`) until Meta accepts one;
+/// the last refusal when none does. Only the token's refusals move on: any other answer is the
+/// WABA's, whichever token asked.
+pub async fn with_waba_token<'a, T, Fut>(
+    desired: &'a Desired,
+    waba: &WabaId,
+    call: impl Fn(&'a str) -> Fut,
+) -> Result<T, GraphError>
+where
+    Fut: Future<Output = Result<T, GraphError>>,
+{
+    let mut refused = None;
+    for token in desired.waba_tokens(waba) {
+        match call(token.expose()).await {
+            Err(e) if token_refused(&e) => refused = Some(e),
+            answer => return answer,
+        }
+    }
+    match refused {
+        Some(e) => Err(e),
+        None => call("").await,
+    }
+}
+
 /// Whether Meta reports the number registered on the Cloud API.
 pub fn is_registered(info: &NumberInfo) -> bool {
     match info.platform_type.as_deref() {
@@ -116,23 +146,20 @@ pub async fn observe(client: &GraphClient, desired: &Desired) -> Observed {
         waba_ids
             .into_iter()
             .map(|waba| async move {
-                let token = desired
-                    .waba_token(waba)
-                    .map(|t| t.expose())
-                    .unwrap_or_default();
-                let r = client
-                    .subscribed_apps(waba.as_str(), token)
-                    .await
-                    .map(|apps| {
-                        let ours = apps
-                            .into_iter()
-                            .find(|a| a.whatsapp_business_api_data.id == desired.app_id);
-                        ObservedWaba {
-                            subscribed: ours.is_some(),
-                            override_callback: ours.and_then(|a| a.override_callback_uri),
-                        }
-                    })
-                    .map_err(Failure::from);
+                let r = with_waba_token(desired, waba, |token| {
+                    client.subscribed_apps(waba.as_str(), token)
+                })
+                .await
+                .map(|apps| {
+                    let ours = apps
+                        .into_iter()
+                        .find(|a| a.whatsapp_business_api_data.id == desired.app_id);
+                    ObservedWaba {
+                        subscribed: ours.is_some(),
+                        override_callback: ours.and_then(|a| a.override_callback_uri),
+                    }
+                })
+                .map_err(Failure::from);
                 (waba.clone(), r)
             })
             .collect(),

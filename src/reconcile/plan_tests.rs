@@ -30,7 +30,7 @@ fn number(index: usize, pnid: &str, waba: &str) -> DesiredNumber {
 fn desired() -> Desired {
     let waba = DesiredWaba {
         override_callback: None,
-        token: Secret::inline("t"),
+        tokens: vec![Secret::inline("t")],
     };
     Desired {
         app_id: "1".into(),
@@ -43,6 +43,12 @@ fn desired() -> Desired {
         retired: BTreeMap::new(),
         prune: false,
     }
+}
+
+/// W2 leaves the file with its number's token, as a reload that removed it would leave it.
+fn retire_w2(d: &mut Desired) {
+    let token = d.wabas.remove(&W2.into()).unwrap().tokens.swap_remove(0);
+    d.retired.insert(W2.into(), token);
 }
 
 fn registered(yes: bool) -> Result<NumberInfo, Failure> {
@@ -191,8 +197,7 @@ fn plans_match_the_table() {
             "number removed, prune off",
             |d, _| {
                 d.numbers.pop();
-                d.retired
-                    .insert(W2.into(), d.wabas.remove(&W2.into()).unwrap().token);
+                retire_w2(d);
             },
             vec![],
         ),
@@ -201,8 +206,7 @@ fn plans_match_the_table() {
             |d, _| {
                 d.prune = true;
                 d.numbers.pop();
-                d.retired
-                    .insert(W2.into(), d.wabas.remove(&W2.into()).unwrap().token);
+                retire_w2(d);
             },
             vec![Op::UnsubscribeWaba { waba_id: W2.into() }],
         ),
@@ -211,8 +215,7 @@ fn plans_match_the_table() {
             |d, o| {
                 d.prune = true;
                 d.numbers.pop();
-                d.retired
-                    .insert(W2.into(), d.wabas.remove(&W2.into()).unwrap().token);
+                retire_w2(d);
                 o.wabas.insert(W2.into(), subscribed(false));
             },
             vec![],
@@ -243,4 +246,33 @@ fn every_action_says_why() {
         assert!(!a.reason.is_empty(), "{a:?}");
         assert!(a.to_string().contains(&a.reason));
     }
+}
+
+#[test]
+fn a_waba_problem_counts_toward_its_numbers_only_when_it_stops_their_messages() {
+    use crate::reconcile::status::{NumberState, Statuses, derive_statuses};
+    let d = desired();
+    let status_of = |o: &Observed| derive_statuses(&d, o, &Statuses::new(), 1)[0].clone();
+    let mut o = converged();
+    // No token of the WABA could read its subscriptions: shown, not charged.
+    o.wabas.insert(
+        W1.into(),
+        Err(Failure {
+            code: Some(190),
+            message: "expired".into(),
+        }),
+    );
+    let s = status_of(&o);
+    assert_eq!(s.status, NumberState::Active, "{s:?}");
+    assert!(s.waba_problem.as_deref().unwrap_or_default().contains(W1));
+    // Not subscribed: no webhooks come, so the number cannot receive messages.
+    o.wabas.insert(W1.into(), subscribed(false));
+    let s = status_of(&o);
+    assert_eq!(s.status, NumberState::Error, "{s:?}");
+    assert_eq!(s.reason, s.waba_problem);
+    assert_eq!(
+        derive_statuses(&d, &o, &Statuses::new(), 1)[1].status,
+        NumberState::Active,
+        "the other WABA's number"
+    );
 }

@@ -2,12 +2,13 @@
 //! `meta.reconcile.apply` allows, observe again and derive every number's status. `spawn` is
 //! the thin driver that runs a pass at start, after each reload, on request and every
 //! `meta.reconcile.interval`, backing off exponentially after a failed pass. With several
-//! replicas only the elected leader runs passes (each recorded in `leader_runs`). It is handed
-//! the parts of the gateway it needs (`Parts`), never the gateway's whole state.
+//! replicas only the elected leader runs passes (each recorded in `leader_runs`), and every
+//! replica serves the statuses it stores (`stored`). It is handed the parts of the gateway it
+//! needs (`Parts`), never the gateway's whole state.
 
 use super::state::{CycleReport, Mode, ReconcileHandle, ReconcileState, Request};
 use super::status::derive_statuses;
-use super::{Desired, apply, observe, plan};
+use super::{Desired, apply, observe, plan, stored};
 use crate::cluster::Leadership;
 use crate::config::Config;
 use crate::graph::GraphClient;
@@ -71,6 +72,7 @@ pub async fn run_cycle(parts: &Parts, previous: Option<&Config>) -> CycleReport 
     } else {
         Mode::Plan
     };
+    let mut observed_at = stored::unix_ms();
     let mut observed = observe(graph, &desired).await;
     let mut pending = plan(&desired, &observed);
     let mut applied = Vec::new();
@@ -107,6 +109,7 @@ pub async fn run_cycle(parts: &Parts, previous: Option<&Config>) -> CycleReport 
             super::audit_apply(&parts.store, crate::audit::GATEWAY, &applied, failed).await;
         }
         // Statuses and the drift left come from Meta's state after the changes.
+        observed_at = stored::unix_ms();
         observed = observe(graph, &desired).await;
         pending = plan(&desired, &observed);
     } else if !pending.is_empty() {
@@ -134,7 +137,8 @@ pub async fn run_cycle(parts: &Parts, previous: Option<&Config>) -> CycleReport 
         read_failures,
     };
     record(&parts.metrics, &report);
-    parts.state.store(statuses, report.clone());
+    stored::persist(&parts.store, &parts.state, statuses, observed_at).await;
+    parts.state.set_report(report.clone());
     report
 }
 
@@ -203,6 +207,17 @@ impl Parts {
 
 impl Driver {
     async fn run(mut self) {
+        // The stored statuses first: a pass derives from them (`since`), and a replica that
+        // does not lead serves them.
+        let seq = stored::load(&self.parts.store, &self.parts.state).await;
+        let current = self.parts.current.clone();
+        self.parts.tracker.spawn(stored::follow(
+            self.parts.store.clone(),
+            self.parts.state.clone(),
+            seq,
+            move || stored::poll_every(current().0.meta.reconcile.interval.get()),
+            self.parts.stop.clone(),
+        ));
         loop {
             // Only the leader reconciles; the others start with a pass the moment they are
             // elected.

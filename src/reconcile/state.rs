@@ -57,8 +57,9 @@ pub struct ReconcileState {
 }
 
 impl ReconcileState {
-    /// The numbers' statuses from the latest observation (empty before the first pass); shared,
-    /// not copied, so a scrape over thousands of numbers copies none of them.
+    /// The numbers' statuses as stored (`stored.rs`: loaded at start, then each change any
+    /// replica stores); shared, not copied, so a scrape over thousands of numbers copies none
+    /// of them.
     pub fn statuses(&self) -> Arc<Statuses> {
         self.statuses
             .lock()
@@ -71,13 +72,30 @@ impl ReconcileState {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub(super) fn store(&self, statuses: Vec<NumberStatus>, report: CycleReport) {
-        let statuses = statuses
-            .into_iter()
-            .map(|s| (s.phone_number_id.clone(), s))
-            .collect();
-        *self.statuses.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(statuses);
+    pub(super) fn set_report(&self, report: CycleReport) {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    }
+
+    /// Takes in stored statuses: each replaces the number's status unless the one held is a
+    /// later write (a higher `seq`), so rows read back in any order leave the newest. With
+    /// `force`, they replace it whatever its `seq` (storage could not be written: this
+    /// process's own view goes on).
+    pub(super) fn merge(&self, statuses: impl IntoIterator<Item = NumberStatus>, force: bool) {
+        let mut statuses = statuses.into_iter().peekable();
+        if statuses.peek().is_none() {
+            return;
+        }
+        let mut held = self.statuses.lock().unwrap_or_else(|e| e.into_inner());
+        // Copies the map only while a reader (a scrape, a page) still holds the old one.
+        let map = Arc::make_mut(&mut held);
+        for s in statuses {
+            match map.get(&s.phone_number_id) {
+                Some(h) if !force && h.seq >= s.seq => {}
+                _ => {
+                    map.insert(s.phone_number_id.clone(), s);
+                }
+            }
+        }
     }
 
     /// Records where the in-process emulator delivers webhooks (the listener itself).

@@ -33,6 +33,13 @@ impl NumberState {
         }
     }
 
+    /// The state stored as `s`; `None` for a string this version does not know.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Active, Self::Inactive, Self::Error]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+
     /// `Active`, `Inactive`, `Error`, for people.
     pub fn label(self) -> &'static str {
         match self {
@@ -55,31 +62,66 @@ pub type Statuses = HashMap<PhoneNumberId, NumberStatus>;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NumberStatus {
     pub phone_number_id: PhoneNumberId,
-    /// `display_name` from the file.
+    /// `display_name` from the file (empty in a status read from storage).
     pub display_name: String,
     pub status: NumberState,
     /// Why, for Inactive and Error.
     pub reason: Option<String>,
-    /// Unix seconds since the number has been in this status (as far as this process saw).
+    /// Unix seconds since the number has been in this status (kept in storage, so a restart
+    /// or a new leader carries it over).
     pub since: u64,
+    /// A problem of the number's WABA that does not stop the number receiving messages (its
+    /// subscriptions could not be read with any of its numbers' tokens): shown, not charged.
+    pub waba_problem: Option<String>,
     pub verified_name: Option<String>,
     pub display_phone_number: Option<String>,
     /// GREEN, YELLOW, RED or UNKNOWN.
     pub quality_rating: Option<String>,
     /// Unix seconds of the observation this status comes from.
     pub checked_at: u64,
+    /// Its place in the order of stored writes (`number_status.seq`); 0 before it is stored.
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+/// Why a number whose own token Meta refused (190) is in Error.
+pub fn token_refused_reason(token_field: &str) -> String {
+    format!("access token invalid or expired (190): put a valid token in {token_field}")
 }
 
 fn token_or_read(what: &str, f: &Failure, token_field: &str) -> String {
     match f.code {
-        Some(190) => {
-            format!("access token invalid or expired (190): put a valid token in {token_field}")
-        }
+        Some(190) => token_refused_reason(token_field),
         _ => format!("cannot read {what} from Meta: {}", f.message),
     }
 }
 
-/// Why a declared, enabled number is not working, or None when it is.
+/// A problem of the number's WABA, whether or not it stops the number receiving messages.
+fn waba_problem(desired: &Desired, observed: &Observed, n: &DesiredNumber) -> Option<String> {
+    let waba = desired.wabas.get(&n.waba_id);
+    match observed.wabas.get(&n.waba_id)? {
+        Err(f) => Some(format!(
+            "cannot read WABA {}'s subscriptions with any of its numbers' tokens: {}",
+            n.waba_id, f.message
+        )),
+        Ok(w) if !w.subscribed => Some(format!(
+            "WABA {} is not subscribed to the app: no webhooks come; run `wa-gateway apply`",
+            n.waba_id
+        )),
+        Ok(w) if waba.is_some_and(|d| d.override_callback != w.override_callback) => Some(format!(
+            "callback mismatch: WABA {} override is {}, the file declares {}",
+            n.waba_id,
+            w.override_callback.as_deref().unwrap_or("none"),
+            waba.and_then(|d| d.override_callback.as_deref())
+                .unwrap_or("none")
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// Why a declared, enabled number is not working, or None when it is. Its own read decides
+/// first (its own token); a WABA-level problem counts only when it stops the number receiving
+/// messages (not subscribed, webhooks sent elsewhere), never a WABA read that failed.
 fn error_reason(desired: &Desired, observed: &Observed, n: &DesiredNumber) -> Option<String> {
     let pnid = &n.phone_number_id;
     let token_field = format!("numbers[{}].access_token", n.index);
@@ -94,27 +136,16 @@ fn error_reason(desired: &Desired, observed: &Observed, n: &DesiredNumber) -> Op
         Some(Ok(_)) => {}
         None => return Some("not observed yet".into()),
     }
-    let waba = desired.wabas.get(&n.waba_id);
-    match observed.wabas.get(&n.waba_id) {
-        Some(Err(f)) => return Some(token_or_read("the WABA's subscriptions", f, &token_field)),
-        Some(Ok(w)) if !w.subscribed => {
-            return Some(format!(
-                "WABA {} is not subscribed to the app: no webhooks come; run `wa-gateway apply`",
-                n.waba_id
-            ));
-        }
-        Some(Ok(w)) if waba.is_some_and(|d| d.override_callback != w.override_callback) => {
-            return Some(format!(
-                "callback mismatch: WABA {} override is {}, the file declares {}",
-                n.waba_id,
-                w.override_callback.as_deref().unwrap_or("none"),
-                waba.and_then(|d| d.override_callback.as_deref())
-                    .unwrap_or("none")
-            ));
-        }
-        _ => {}
+    // A WABA that could be read and is not set up as declared keeps webhooks from coming.
+    if let Some(Ok(_)) = observed.wabas.get(&n.waba_id)
+        && let Some(problem) = waba_problem(desired, observed, n)
+    {
+        return Some(problem);
     }
-    let overridden = waba.is_some_and(|d| d.override_callback.is_some());
+    let overridden = desired
+        .wabas
+        .get(&n.waba_id)
+        .is_some_and(|d| d.override_callback.is_some());
     match &observed.app {
         Err(f) if f.code == Some(190) => Some(
             "the app access token is refused (190): check meta.app_id and meta.app_secret".into(),
@@ -172,7 +203,9 @@ pub fn derive_statuses(
                 verified_name: info.and_then(|i| i.verified_name.clone()),
                 display_phone_number: info.and_then(|i| i.display_phone_number.clone()),
                 quality_rating: info.and_then(|i| i.quality_rating.clone()),
+                waba_problem: waba_problem(desired, observed, n),
                 checked_at: now_unix,
+                seq: 0,
             }
         })
         .collect()
@@ -276,7 +309,9 @@ mod tests {
             verified_name: None,
             display_phone_number: None,
             quality_rating: None,
+            waba_problem: None,
             checked_at: since,
+            seq: 0,
         }
     }
 

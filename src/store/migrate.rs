@@ -63,6 +63,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "dead_letter_replays",
         include_str!("migrations/sqlite/0021_dead_letter_replays.sql"),
     ),
+    (
+        30,
+        "number_status",
+        include_str!("migrations/sqlite/0030_number_status.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -133,6 +138,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         21,
         "dead_letter_replays",
         include_str!("migrations/postgres/0021_dead_letter_replays.sql"),
+    ),
+    (
+        30,
+        "number_status",
+        include_str!("migrations/postgres/0030_number_status.sql"),
     ),
 ];
 
