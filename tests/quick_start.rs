@@ -95,8 +95,14 @@ async fn the_readme_quick_start_works_on_the_repository_config() {
         err.contains("Start the gateway on this file first"),
         "{err}"
     );
+    let (code, _, err) = run(dir, &["status"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("start `wa-gateway serve -c FILE` first"),
+        "{err}"
+    );
 
-    let _serve = serve(dir).await;
+    let serve = serve(dir).await;
     chat_two_customers_at_once(dir).await;
 
     for (args, want) in [
@@ -169,6 +175,20 @@ async fn the_readme_quick_start_works_on_the_repository_config() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("Every number passed Test Connection."),
+        "{out}"
+    );
+
+    // With the gateway stopped, `status` shows what it stored when it last ran.
+    drop(serve);
+    let (code, out, err) = run(dir, &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("As the gateway stored it when it last ran"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(NUMBER) && l.contains("active")),
         "{out}"
     );
 }

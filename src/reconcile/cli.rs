@@ -312,6 +312,7 @@ pub async fn run_status(path: &Path) -> anyhow::Result<u8> {
                 })
                 .collect()
         }
+        None if cfg.uses_emulator() => stored_rows(&cfg).await?,
         None => {
             let (cfg, client) = with_client(cfg).await?;
             println!("As Meta reports it (no gateway answers at listen.admin):");
@@ -345,6 +346,50 @@ pub async fn run_status(path: &Path) -> anyhow::Result<u8> {
     );
     let errors = rows.iter().any(|r| r[2] == NumberState::Error.as_str());
     Ok(u8::from(errors))
+}
+
+/// With the built-in emulator and no gateway running there is no Meta to ask: the statuses the
+/// gateway stored when it last ran (`number_status`), for the declared numbers.
+async fn stored_rows(cfg: &Config) -> anyhow::Result<Vec<[String; 6]>> {
+    let store = crate::store::Store::connect_for_command(&cfg.storage)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening storage: {e}"))?;
+    let stored = store.number_statuses_after(0).await;
+    store.close().await;
+    let stored = stored?;
+    let declared: std::collections::HashMap<&str, &str> = cfg
+        .numbers
+        .iter()
+        .map(|n| (n.phone_number_id.as_str(), n.display_name.as_str()))
+        .collect();
+    let rows: Vec<[String; 6]> = stored
+        .into_iter()
+        .filter_map(|s| {
+            let name = declared.get(s.phone_number_id.as_str())?.to_string();
+            let since = UNIX_EPOCH + Duration::from_secs(u64::try_from(s.since).unwrap_or(0));
+            Some(row(
+                s.phone_number_id,
+                s.display_phone_number,
+                s.verified_name.or(Some(name)),
+                s.status,
+                Some(humantime::format_rfc3339_seconds(since).to_string()),
+                s.reason.or(s.waba_problem),
+                s.quality_rating,
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        anyhow::bail!(
+            "no gateway answers at listen.admin, and none has stored a number's status yet: with \
+             meta.graph_url `emulator` the emulator runs inside `serve`, so start \
+             `wa-gateway serve -c FILE` first"
+        );
+    }
+    println!(
+        "As the gateway stored it when it last ran (none answers at listen.admin; the built-in \
+         emulator runs inside it):"
+    );
+    Ok(rows)
 }
 
 fn row(
