@@ -174,13 +174,6 @@ pub(crate) use on_pool;
 /// Prepared statements the PostgreSQL writer's connection keeps (sqlx keeps 100 by default).
 const WRITER_STATEMENTS: usize = 1000;
 
-/// The page size of a new SQLite file. Each message inserts into a few indexes at random places
-/// (by conversation, by wamid), and every commit writes each page it touched whole to the
-/// write-ahead log: 1 KiB pages instead of SQLite's 4 KiB write 17 KiB per answered message
-/// instead of 30 KiB (issue 16's bench). A file made with other pages keeps them (SQLite cannot
-/// change the page size of a file in write-ahead-log mode); the README says how to convert one.
-pub const SQLITE_PAGE_SIZE: u32 = 1024;
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -228,8 +221,6 @@ impl Store {
             let in_memory = file == ":memory:" || file.is_empty() || url.contains("mode=memory");
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
-                // Set before the journal mode (sqlx's order), so that it takes on a new file.
-                .page_size(SQLITE_PAGE_SIZE)
                 .journal_mode(SqliteJournalMode::Wal)
                 // FULL: a commit is on disk before the webhook is answered 200. Group commit
                 // amortises the fsync over every message in the batch.

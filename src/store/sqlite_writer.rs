@@ -230,45 +230,6 @@ mod tests {
         (dir, store, writer)
     }
 
-    fn page_size(w: &SqliteWriter) -> i64 {
-        w.conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .unwrap()
-    }
-
-    /// New files get small pages (fewer bytes written per message); a file made with SQLite's
-    /// default pages keeps them, and the gateway still migrates and writes it.
-    #[tokio::test]
-    async fn a_new_file_has_small_pages_and_an_old_one_keeps_its_own() {
-        let (_dir, _store, writer) = writer_on_a_fresh_file().await;
-        assert_eq!(
-            page_size(&writer),
-            i64::from(crate::store::SQLITE_PAGE_SIZE)
-        );
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch(
-            "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER);",
-        )
-        .unwrap();
-        drop(old);
-        let cfg = crate::config::Storage {
-            url: format!("sqlite://{}", path.display()),
-            ..Default::default()
-        };
-        let store = crate::store::Store::connect(&cfg).await.unwrap();
-        let mut writer = store.open_sqlite_writer().unwrap().unwrap();
-        assert_eq!(page_size(&writer), 4096, "an existing file keeps its pages");
-        let op = Op::NumberOverride {
-            phone_number_id: "106540352242922".into(),
-            disconnected: true,
-            reason: None,
-        };
-        assert_eq!(writer.apply(&[op]).await.unwrap().writes, 1);
-    }
-
     #[tokio::test]
     async fn the_writer_commits_what_the_readers_see() {
         let (_dir, store, mut writer) = writer_on_a_fresh_file().await;
