@@ -4,20 +4,12 @@
 
 use crate::serve::state::AppState;
 use crate::store::{CustomerId, ERASE_PASSES, Erased, ErasureKey, Op, Store, StoreError};
-use std::path::PathBuf;
 
 /// Arguments of `wa-gateway customer`.
 #[derive(clap::Args, Debug)]
 pub struct CustomerArgs {
-    /// The configuration file (its storage and meta.app_secret are used).
-    #[arg(
-        short,
-        long,
-        default_value = "gateway.yaml",
-        env = "WA_GATEWAY_CONFIG",
-        global = true
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: crate::cli::ConfigFile,
     #[command(subcommand)]
     pub command: CustomerCommand,
 }
@@ -39,7 +31,7 @@ pub async fn run(args: CustomerArgs) -> anyhow::Result<u8> {
     match args.command {
         CustomerCommand::Erase { id } => {
             let id = CustomerId::parse(&id)?;
-            let config = crate::secrets::load_resolved(&args.config).await?;
+            let config = crate::secrets::load_resolved(&args.config.config).await?;
             let store = Store::connect_for_command(&config.storage)
                 .await
                 .map_err(|e| anyhow::anyhow!("opening storage: {e}"))?;

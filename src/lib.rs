@@ -55,6 +55,10 @@ pub mod secrets;
 // Converges Meta's setup to the file: desired, observe, plan, apply, and the loop.
 pub mod reconcile;
 
+// What every command shares: the config file argument, the Graph API a command reaches, the
+// admin API's client, tables.
+pub mod cli;
+
 // Test Connection and the `doctor` command: read-only checks of a number.
 pub mod doctor;
 

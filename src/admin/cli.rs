@@ -3,7 +3,7 @@
 //! reaches it. They change nothing themselves: the gateway replays and requeues, through its
 //! writer and pipeline, and audits each change as `cli`.
 
-use crate::reconcile::cli::{AdminClient, ConfigFile, table};
+use crate::cli::{AdminClient, ConfigFile, table};
 use serde_json::{Value, json};
 
 /// Arguments of `wa-gateway dead-letters`.

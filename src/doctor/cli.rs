@@ -3,11 +3,11 @@
 
 use super::connection::{Outcome, Report, Target, test_connection};
 use crate::agent::Agent;
+use crate::cli::{admin_base, load_config, table, with_client};
 use crate::config::Config;
 use crate::graph::GraphClient;
 use crate::ids::PhoneNumberId;
 use crate::reconcile::Desired;
-use crate::reconcile::cli::{admin_base, load_config, table, with_client};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 

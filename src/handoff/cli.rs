@@ -2,7 +2,7 @@
 //! (at `listen.admin`, with `listen.admin_token`), as `status` reaches it. It changes nothing
 //! itself: the running gateway pauses, notifies and holds the pause for every replica.
 
-use crate::reconcile::cli::{AdminClient, ConfigFile, table};
+use crate::cli::{AdminClient, ConfigFile, table};
 use serde_json::{Value, json};
 
 /// Arguments of `wa-gateway conversation`.

@@ -37,15 +37,8 @@ pub struct SignupArgs {
 /// Arguments of `wa-gateway number`.
 #[derive(clap::Args, Debug)]
 pub struct NumberArgs {
-    /// The configuration file.
-    #[arg(
-        short,
-        long,
-        default_value = "gateway.yaml",
-        env = "WA_GATEWAY_CONFIG",
-        global = true
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: crate::cli::ConfigFile,
     #[command(subcommand)]
     pub command: NumberCommand,
 }
@@ -87,15 +80,8 @@ pub enum NumberCommand {
 /// Arguments of `wa-gateway secret`.
 #[derive(clap::Args, Debug)]
 pub struct SecretArgs {
-    /// The configuration file (its storage and meta.encryption_key are used).
-    #[arg(
-        short,
-        long,
-        default_value = "gateway.yaml",
-        env = "WA_GATEWAY_CONFIG",
-        global = true
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: crate::cli::ConfigFile,
     #[command(subcommand)]
     pub command: SecretCommand,
 }
@@ -143,7 +129,7 @@ fn fail(e: OnboardError) -> anyhow::Error {
 /// `wa-gateway signup`: prints the YAML to add; 0 when the token is stored.
 pub async fn run_signup(args: SignupArgs) -> anyhow::Result<u8> {
     let (config, store) = open(&args.config, false).await?;
-    let client = crate::reconcile::cli::graph_for_command(&config).await?;
+    let client = crate::cli::graph_for_command(&config).await?;
     let req = SignupRequest {
         code: args.code,
         waba_id: args.waba_id,
@@ -183,8 +169,8 @@ pub async fn run_signup(args: SignupArgs) -> anyhow::Result<u8> {
 
 /// `wa-gateway number …`.
 pub async fn run_number(args: NumberArgs) -> anyhow::Result<u8> {
-    let (config, store) = open(&args.config, true).await?;
-    let client = crate::reconcile::cli::graph_for_command(&config).await?;
+    let (config, store) = open(&args.config.config, true).await?;
+    let client = crate::cli::graph_for_command(&config).await?;
     let ob = Onboarding {
         config: &config,
         graph: &client,
@@ -233,7 +219,7 @@ pub async fn run_number(args: NumberArgs) -> anyhow::Result<u8> {
 
 /// `wa-gateway secret …`.
 pub async fn run_secret(args: SecretArgs) -> anyhow::Result<u8> {
-    let (config, store) = open(&args.config, false).await?;
+    let (config, store) = open(&args.config.config, false).await?;
     let result = match &args.command {
         SecretCommand::Put { name } => {
             let mut value = String::new();
@@ -254,7 +240,7 @@ pub async fn run_secret(args: SecretArgs) -> anyhow::Result<u8> {
                     "Stored `{name}` encrypted (key {key}); refer to it as {{ stored: {name} }}."
                 )
             })
-            .map_err(|e| anyhow::anyhow!("{}", e.located(&args.config)))
+            .map_err(|e| anyhow::anyhow!("{}", e.located(&args.config.config)))
         }
         SecretCommand::List => list(&config, &store).await,
     };
@@ -283,6 +269,6 @@ async fn list(config: &Config, store: &Store) -> anyhow::Result<String> {
             ]
         })
         .collect();
-    let out = crate::reconcile::cli::table(["NAME", "KEY", "UPDATED"], &rows);
+    let out = crate::cli::table(["NAME", "KEY", "UPDATED"], &rows);
     Ok(out.trim_end().to_owned())
 }
