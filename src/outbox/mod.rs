@@ -143,16 +143,31 @@ async fn admit(
 /// reply, is not worth asking again before the call: asking takes about as long.
 const ASKED_FRESH: Duration = Duration::from_millis(1);
 
+/// How many times a send whose pace turn came late takes a later one before it goes anyway: a
+/// process stalled that long is slow whatever it does, and the reply must still leave.
+const LATE_RETAKES: u32 = 3;
+
 /// What is checked last, right before the call (after a media file's upload, which may take a
 /// while): the number's pace, and the customer's opt-out. With several replicas, storage is
 /// asked about the opt-out in the statement that takes the pace's turn.
 async fn last_checks(state: &AppState, row: &OutboxRow) -> ControlFlow<Outcome> {
-    let paced = pace(state, row).await?;
-    // The last moment before it leaves: an opt-out committed while it was queued, waited
-    // for its pace or for a retry stops it here (an attempt recorded for it is taken back).
-    let allowed = match paced.allowed {
-        Some(allowed) if paced.waited_since <= ASKED_FRESH => Some(allowed),
-        _ => state.reply_allowed(row).await,
+    let mut retakes = 0;
+    let allowed = loop {
+        let paced = pace(state, row).await?;
+        // The last moment before it leaves: an opt-out committed while it was queued, waited
+        // for its pace or for a retry stops it here (an attempt recorded for it is taken back).
+        let allowed = match paced.allowed {
+            Some(allowed) if paced.waited_since <= ASKED_FRESH => Some(allowed),
+            _ => state.reply_allowed(row).await,
+        };
+        if allowed != Some(true) || !paced.is_late() || retakes == LATE_RETAKES {
+            break allowed;
+        }
+        tracing::debug!(
+            outbox_id = row.id,
+            "the pace's turn came late; taking a later one"
+        );
+        retakes += 1;
     };
     match allowed {
         Some(true) => ControlFlow::Continue(()),

@@ -36,13 +36,37 @@ type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Du
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, TokioClock, NoOpMiddleware<Duration>>;
 
 /// What a turn taken with [`SendLimiter::acquire_asking`] said.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Paced {
     /// Whether the customer still takes the reply, as storage said when the turn was taken;
     /// `None` when it was not asked (one process, or the cluster's buckets unavailable).
     pub allowed: Option<bool>,
     /// How long the wait for the turn lasted after storage said so.
     pub waited_since: Duration,
+    /// When the number's turn began.
+    turn: Instant,
+    /// How late after `turn` a send may still use it: one interval of the number's rate (so at
+    /// most one send lands beside the next turn), never under 5 ms, which timers and a busy
+    /// scheduler overshoot by anyway.
+    tolerance: Duration,
+}
+
+impl Paced {
+    fn new(turn: Instant, interval: Duration) -> Self {
+        Self {
+            allowed: None,
+            waited_since: Duration::ZERO,
+            turn,
+            tolerance: interval.max(Duration::from_millis(5)),
+        }
+    }
+
+    /// Whether the turn is past: a send made now (a stalled process, a slow read after the
+    /// turn came) would land beside the turns taken after it, past the rate Meta measures, so
+    /// the sender takes a later one instead. Giving a turn up errs on the slow side.
+    pub fn is_late(&self) -> bool {
+        self.turn.elapsed() > self.tolerance
+    }
 }
 
 /// Paces sends per number and per (number, customer); shared by all senders of the process.
@@ -177,28 +201,24 @@ impl SendLimiter {
         };
         let ask = ask.map(|at| (phone_number_id, customer, at));
         let mut slots = store.take_send_slots(customer_bucket, number, ask).await?;
-        let number_wait = match slots.number_wait {
-            Some(wait) => wait,
+        let number_at = match slots.number_at {
+            Some(at) => at,
             None => {
-                tokio::time::sleep(slots.customer_wait).await;
+                tokio::time::sleep_until(slots.customer_at).await;
                 if let Some(until) = self.throttled_until(phone_number_id) {
                     tokio::time::sleep_until(until).await;
                 }
                 slots = store.take_send_slots(None, number, ask).await?;
-                slots.number_wait.unwrap_or_default()
+                slots.number_at.unwrap_or(slots.answered)
             }
         };
-        if slots.allowed == Some(false) {
-            return Ok(Paced {
-                allowed: Some(false),
-                waited_since: Duration::ZERO,
-            });
+        let mut paced = Paced::new(number_at, interval);
+        paced.allowed = slots.allowed;
+        if slots.allowed != Some(false) {
+            tokio::time::sleep_until(number_at).await;
+            paced.waited_since = number_at.saturating_duration_since(slots.answered);
         }
-        tokio::time::sleep(number_wait).await;
-        Ok(Paced {
-            allowed: slots.allowed,
-            waited_since: number_wait,
-        })
+        Ok(paced)
     }
 
     /// With several replicas, tells every replica that `phone_number_id` pauses for `pause`
@@ -259,7 +279,10 @@ impl SendLimiter {
                 None => self.default_numbers.check_key(&phone_number_id.to_owned()),
             };
             match checked {
-                Ok(()) => return Paced::default(),
+                Ok(()) => {
+                    let (interval, _) = self.number_bucket(phone_number_id);
+                    return Paced::new(Instant::now(), interval);
+                }
                 Err(not_until) => {
                     tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
                 }
@@ -357,6 +380,29 @@ mod tests {
             interval: ConfigDuration::from_secs(interval_s),
             burst,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_is_late_once_one_interval_of_the_number_has_passed() {
+        let limiter = SendLimiter::new(20, HashMap::new(), &pacing(0, 1));
+        let paced = limiter.acquire_asking("slow", "customer", None).await;
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert!(
+            !paced.is_late(),
+            "50 ms is one interval at 20/s: still usable"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            paced.is_late(),
+            "past one interval, the send would bunch with the next turn"
+        );
+        // A fast number's turn still keeps the 5 ms timers overshoot by.
+        let fast = SendLimiter::new(1000, HashMap::new(), &pacing(0, 1));
+        let paced = fast.acquire_asking("fast", "customer", None).await;
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert!(!paced.is_late());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(paced.is_late());
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,6 +11,7 @@ use super::rows::{
 use super::{InboxRow, OutboxRow, Pause, PgLinks, Pool, Store, StoreError, on_pool};
 use sqlx::{PgPool, Row};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// The database's clock in milliseconds: every replica compares lease times on one clock.
 pub(super) const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint";
@@ -45,14 +46,16 @@ pub struct Bucket<'a> {
     pub burst: u32,
 }
 
-/// What [`Store::take_send_slots`] said.
+/// What [`Store::take_send_slots`] said, its times on this process's clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendSlots {
-    /// How long to wait for the customer's turn.
-    pub customer_wait: Duration,
-    /// How long to wait for the number's turn once the customer's has come; `None`: not taken
-    /// (the customer's turn is later: take it then).
-    pub number_wait: Option<Duration>,
+    /// When the answer was read.
+    pub answered: Instant,
+    /// When the customer's turn comes.
+    pub customer_at: Instant,
+    /// When the number's turn comes once the customer's has; `None`: not taken (the
+    /// customer's turn is later: take it then).
+    pub number_at: Option<Instant>,
     /// Whether the customer still takes the reply, when asked.
     pub allowed: Option<bool>,
 }
@@ -345,37 +348,14 @@ impl Store {
         })
     }
 
-    /// Takes one message from the cluster-wide bucket `key` (GCRA: one message every
-    /// `interval`, bursts of `burst`), in one atomic statement, and returns how long to wait
-    /// before sending it. The slot is taken even if the caller then gives up (errs slow).
-    pub async fn take_send_slot(
-        &self,
-        key: &str,
-        interval: Duration,
-        burst: u32,
-    ) -> Result<Duration, StoreError> {
-        let t = interval.as_micros() as i64;
-        let tau = t * i64::from(burst.max(1) - 1);
-        let wait_us: i64 = sqlx::query_scalar(
-            "WITH now AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint AS us) \
-             INSERT INTO send_limits AS s (key, tat) SELECT $1, now.us + $2 FROM now \
-             ON CONFLICT (key) DO UPDATE SET tat = GREATEST(s.tat, (SELECT us FROM now)) + $2 \
-             RETURNING GREATEST(s.tat - $2 - $3 - (SELECT us FROM now), 0)",
-        )
-        .bind(key)
-        .bind(t)
-        .bind(tau)
-        .fetch_one(self.pg()?)
-        .await?;
-        Ok(Duration::from_micros(wait_us.max(0) as u64))
-    }
-
     /// Right before a send, in one statement: takes a message from the customer's bucket
     /// (`customer`, when pacing is on), then, unless that one says to wait, from the number's
-    /// (`number`); both GCRA as in [`take_send_slot`]. With `ask`, also reads whether the
+    /// (`number`). Both are GCRA (one message every `interval`, bursts of `burst`), on the
+    /// database's clock, turned into instants of this process with [`DbClock`]. A turn is
+    /// taken even if the caller then gives up (errs slow). With `ask`, also reads whether the
     /// customer (number, customer, the reply's queue time) still takes the reply.
     ///
-    /// [`take_send_slot`]: Store::take_send_slot
+    /// [`DbClock`]: super::dbclock::DbClock
     pub async fn take_send_slots(
         &self,
         customer: Option<Bucket<'_>>,
@@ -394,7 +374,7 @@ impl Store {
             format!(
                 "WITH now AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint AS us), \
                  c AS ({}), n AS ({}) \
-                 SELECT COALESCE((SELECT wait FROM c), 0), (SELECT wait FROM n), \
+                 SELECT (SELECT us FROM now), COALESCE((SELECT wait FROM c), 0), (SELECT wait FROM n), \
                  $7 = '' OR NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.phone_number_id = $7 \
                    AND o.customer = $8 AND (o.opted_out <> 0 OR o.stopped_at > $9))",
                 take("$1", "$2", "$3").replace("{guard}", "WHERE $1 <> ''"),
@@ -411,8 +391,8 @@ impl Store {
         let (c_key, (c_t, c_tau)) = customer.as_ref().map_or(("", (0, 0)), |b| (b.key, gcra(b)));
         let (n_t, n_tau) = gcra(&number);
         let (pnid, cust, queued_at) = ask.unwrap_or(("", "", 0));
-        let (customer_wait, number_wait, allowed): (i64, Option<i64>, bool) = self
-            .pg_links()?
+        let links = self.pg_links()?;
+        let (db_now, customer_wait, number_wait, allowed): (i64, i64, Option<i64>, bool) = links
             .hot
             .run(async |c| {
                 Ok(sqlx::query_as(TAKE.as_str())
@@ -429,18 +409,19 @@ impl Store {
                     .await?)
             })
             .await?;
-        let us = |w: i64| Duration::from_micros(w.max(0) as u64);
+        let answered = Instant::now();
+        let at = |wait: i64| links.clock.local(answered, db_now, db_now + wait.max(0));
         Ok(SendSlots {
-            customer_wait: us(customer_wait),
-            number_wait: number_wait.map(us),
+            answered,
+            customer_at: at(customer_wait),
+            number_at: number_wait.map(at),
             allowed: ask.map(|_| allowed),
         })
     }
 
-    /// Holds bucket `key` (a number's, with `interval` and `burst` as in [`take_send_slot`])
-    /// for `pause` from now, for every replica: Meta said "too many messages".
-    ///
-    /// [`take_send_slot`]: Store::take_send_slot
+    /// Holds bucket `key` (a number's, with `interval` and `burst` as in
+    /// [`take_send_slots`](Store::take_send_slots)) for `pause` from now, for every replica:
+    /// Meta said "too many messages".
     pub async fn pause_send_slots(
         &self,
         key: &str,

@@ -6,6 +6,7 @@ mod apply;
 mod audit;
 pub mod cluster;
 mod conversation;
+mod dbclock;
 mod dead_letters;
 mod erase;
 mod keywords;
@@ -152,6 +153,8 @@ struct PgLinks {
     hot: pgconn::PgConns,
     /// The group commit's: one, as there is one writer.
     writer: pgconn::PgConns,
+    /// How this process's clock relates to the database's, for the send turns.
+    clock: dbclock::DbClock,
 }
 
 /// Runs the same sqlx code against whichever pool this store holds.
@@ -271,6 +274,7 @@ impl Store {
                 // for each count a batch commonly has, so each is prepared once, not again
                 // every time another count pushed it out.
                 writer: pgconn::PgConns::new(opts.statement_cache_capacity(WRITER_STATEMENTS), 1),
+                clock: dbclock::DbClock::default(),
             }));
             (Pool::Postgres(pool.clone()), Pool::Postgres(pool))
         } else {
