@@ -88,19 +88,26 @@ impl AdminClient {
     /// `listen.admin_token`).
     pub(crate) async fn for_file(path: &Path) -> anyhow::Result<Self> {
         let cfg = load_config(path).await?;
-        let base = admin_base(&cfg).with_context(|| {
+        Self::for_config(&cfg).with_context(|| {
             format!(
                 "listen.admin in {} has port 0, so the running gateway cannot be found: give it \
                  a fixed port (e.g. 127.0.0.1:9090)",
                 path.display()
             )
-        })?;
+        })
+    }
+
+    /// The admin API of the gateway running `cfg`; `None` when `listen.admin` has port 0.
+    pub(crate) fn for_config(cfg: &crate::config::Config) -> Option<Self> {
         let token = cfg
             .listen
             .admin_token
             .as_ref()
             .map(|t| t.expose().to_owned());
-        Ok(Self { base, token })
+        Some(Self {
+            base: admin_base(cfg)?,
+            token,
+        })
     }
 
     fn http() -> anyhow::Result<reqwest::Client> {

@@ -407,6 +407,7 @@ async fn the_status_gauge_has_one_series_per_number_and_a_change_moves_it(db: Db
     );
 
     // The third number leaves the file: its series ends.
+    assert_eq!(stored_statuses(&t).await, (3, 1));
     let text = std::fs::read_to_string(&t.config_path).unwrap();
     std::fs::write(&t.config_path, text.replace(&third, "")).unwrap();
     assert!(matches!(
@@ -417,7 +418,24 @@ async fn the_status_gauge_has_one_series_per_number_and_a_change_moves_it(db: Db
         status_series(&t).await,
         series_of(&[(PNID, "error"), (PNID2, "inactive")])
     );
+    // And the pass that follows the reload forgets its stored status: no replica reads it back.
+    assert!(
+        wait_until(WAIT, || async { stored_statuses(&t).await == (2, 0) }).await,
+        "stored statuses (all, the third's): {:?}",
+        stored_statuses(&t).await
+    );
     t.stop().await;
+}
+
+/// How many numbers have a row in `number_status`, and whether the third does, read from the
+/// gateway's storage itself.
+async fn stored_statuses(t: &TestGateway) -> (i64, i64) {
+    let url = &t.storage.url;
+    let third = format!("SELECT COUNT(*) FROM number_status WHERE phone_number_id = '{PNID3}'");
+    (
+        common::count(url, "SELECT COUNT(*) FROM number_status").await,
+        common::count(url, &third).await,
+    )
 }
 
 /// A third number, on the first number's WABA, with a token of its own.

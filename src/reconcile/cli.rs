@@ -4,7 +4,7 @@
 //! Exit codes follow terraform's -detailed-exitcode for `plan`.
 
 use super::{Desired, NumberState, apply, derive_statuses, observe, plan};
-use crate::cli::{admin_base, load_config, table, with_client};
+use crate::cli::{AdminClient, admin_base, load_config, table, with_client};
 use crate::config::Config;
 use crate::graph::GraphClient;
 use std::path::Path;
@@ -126,25 +126,17 @@ async fn audit_from_cli(cfg: &Config, applied: &[super::Action], error: Option<&
 /// `GET /api/numbers` from the running gateway: the statuses it serves with (disconnects and
 /// refused sends included). `None` when no gateway answers there.
 async fn gateway_numbers(cfg: &Config) -> Option<Vec<serde_json::Value>> {
-    let base = admin_base(cfg)?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .ok()?;
-    let mut req = http.get(format!("{base}/api/numbers"));
-    if let Some(token) = &cfg.listen.admin_token {
-        req = req.bearer_auth(token.expose());
+    let admin = AdminClient::for_config(cfg)?;
+    match admin.get("/api/numbers").await {
+        Ok(Ok(body)) => body["numbers"].as_array().cloned(),
+        // The refusal is printed already.
+        Ok(Err(_)) => {
+            eprintln!("note: showing Meta's view only");
+            None
+        }
+        // No gateway runs the file.
+        Err(_) => None,
     }
-    let res = req.send().await.ok()?;
-    if !res.status().is_success() {
-        eprintln!(
-            "note: the gateway at {base} answered HTTP {}; showing Meta's view only",
-            res.status().as_u16()
-        );
-        return None;
-    }
-    let body: serde_json::Value = res.json().await.ok()?;
-    body["numbers"].as_array().cloned()
 }
 
 /// `wa-gateway status`: a table of the declared numbers; 0 when none is in Error, else 1. It

@@ -137,6 +137,7 @@ pub async fn run_cycle(parts: &Parts, previous: Option<&Config>) -> CycleReport 
         read_failures,
     };
     record(&parts.metrics, &report);
+    stored::forget_undeclared(&parts.store, &statuses).await;
     stored::persist(&parts.store, &parts.state, statuses, observed_at).await;
     parts.state.set_report(report.clone());
     report

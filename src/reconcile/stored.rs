@@ -102,6 +102,25 @@ pub async fn persist(
     }
 }
 
+/// Deletes the stored statuses of numbers no longer in the file (`declared` is every number
+/// the pass derived a status for), so a removed number does not linger in storage.
+pub async fn forget_undeclared(store: &Store, declared: &[NumberStatus]) {
+    let keep: Vec<String> = declared
+        .iter()
+        .map(|s| s.phone_number_id.to_string())
+        .collect();
+    match store.forget_number_statuses_except(&keep).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            numbers = n,
+            "forgot the stored statuses of numbers removed from the file"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot forget the stored statuses of removed numbers")
+        }
+    }
+}
+
 /// A send from `pnid` that Meta refused with 190: the number's own token is invalid or
 /// expired, so it is in Error now, on every replica, not at the next pass. The next pass that
 /// reads the number with a working token (a new one in the file) brings it back.

@@ -29,11 +29,63 @@ pub struct StoredStatus {
 const COLUMNS: &str = "phone_number_id, status, reason, waba_problem, since, verified_name, \
                        display_phone_number, quality_rating, checked_at, seq";
 
+/// The upsert of rows from `source` (a `VALUES` row or a `SELECT`, in [`COLUMNS`] order) that
+/// keeps a stored row from a newer observation, returning each written row's id and `seq`.
+fn upsert(source: &str) -> String {
+    format!(
+        "INSERT INTO number_status ({COLUMNS}) {source} \
+         ON CONFLICT (phone_number_id) DO UPDATE SET status = excluded.status, \
+         reason = excluded.reason, waba_problem = excluded.waba_problem, \
+         since = excluded.since, verified_name = excluded.verified_name, \
+         display_phone_number = excluded.display_phone_number, \
+         quality_rating = excluded.quality_rating, checked_at = excluded.checked_at, \
+         seq = excluded.seq WHERE number_status.checked_at <= excluded.checked_at \
+         RETURNING phone_number_id, seq"
+    )
+}
+
+/// [`Store::write_number_statuses`] on PostgreSQL: one statement over arrays, under a table
+/// lock that serialises writers (the leader and refused sends on any replica), so that no row
+/// commits with a lower `seq` after a reader moved past it.
+async fn write_pg(
+    pool: &sqlx::PgPool,
+    rows: &[StoredStatus],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        upsert(
+            "SELECT u.*, nextval('number_status_seq') FROM UNNEST($1::text[], $2::text[], \
+             $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::int8[]) \
+             AS u(phone_number_id, status, reason, waba_problem, since, verified_name, \
+             display_phone_number, quality_rating, checked_at)",
+        )
+    });
+    let col = |f: fn(&StoredStatus) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    let mut tx = pool.begin().await?;
+    sqlx::query("LOCK TABLE number_status IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let written = sqlx::query_as(SQL.as_str())
+        .bind(col(|r| Some(r.phone_number_id.clone())))
+        .bind(col(|r| Some(r.status.clone())))
+        .bind(col(|r| r.reason.clone()))
+        .bind(col(|r| r.waba_problem.clone()))
+        .bind(rows.iter().map(|r| r.since).collect::<Vec<_>>())
+        .bind(col(|r| r.verified_name.clone()))
+        .bind(col(|r| r.display_phone_number.clone()))
+        .bind(col(|r| r.quality_rating.clone()))
+        .bind(rows.iter().map(|r| r.checked_at).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
 impl Store {
     /// Writes `rows`, except where the stored row comes from a newer observation; returns the
     /// rows written, each with its `seq`. Writers are serialised (a table lock on PostgreSQL),
     /// so the order of `seq` is the order of commits and a reader that has seen `seq` N has
-    /// seen every row up to it.
+    /// seen every row up to it. On PostgreSQL the rows go in one statement (a first pass over
+    /// 10,000 numbers is one round trip, not 10,000).
     pub async fn write_number_statuses(
         &self,
         rows: &[StoredStatus],
@@ -41,50 +93,76 @@ impl Store {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let upsert = format!(
-            "INSERT INTO number_status ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {}) \
-             ON CONFLICT (phone_number_id) DO UPDATE SET status = excluded.status, \
-             reason = excluded.reason, waba_problem = excluded.waba_problem, \
-             since = excluded.since, verified_name = excluded.verified_name, \
-             display_phone_number = excluded.display_phone_number, \
-             quality_rating = excluded.quality_rating, checked_at = excluded.checked_at, \
-             seq = excluded.seq WHERE number_status.checked_at <= excluded.checked_at \
-             RETURNING seq",
-            match &self.write_pool {
-                Pool::Sqlite(_) => "(SELECT COALESCE(MAX(seq), 0) + 1 FROM number_status)",
-                Pool::Postgres(_) => "nextval('number_status_seq')",
-            }
-        );
-        on_pool!(write self, |pool| {
-            let mut tx = pool.begin().await?;
-            if matches!(self.write_pool, Pool::Postgres(_)) {
-                // Serialises writers (the leader and refused sends on any replica) so that no
-                // row commits with a lower `seq` after a reader moved past it.
-                sqlx::query("LOCK TABLE number_status IN SHARE ROW EXCLUSIVE MODE")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let mut written = Vec::with_capacity(rows.len());
-            for r in rows {
-                let seq: Option<i64> = sqlx::query_scalar(&upsert)
-                    .bind(&r.phone_number_id)
-                    .bind(&r.status)
-                    .bind(&r.reason)
-                    .bind(&r.waba_problem)
-                    .bind(r.since)
-                    .bind(&r.verified_name)
-                    .bind(&r.display_phone_number)
-                    .bind(&r.quality_rating)
-                    .bind(r.checked_at)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(seq) = seq {
-                    written.push(StoredStatus { seq, ..r.clone() });
+        let written: Vec<(String, i64)> = match &self.write_pool {
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let mut written = Vec::with_capacity(rows.len());
+                let sql = upsert(
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                     (SELECT COALESCE(MAX(seq), 0) + 1 FROM number_status))",
+                );
+                for r in rows {
+                    let row: Option<(String, i64)> = sqlx::query_as(&sql)
+                        .bind(&r.phone_number_id)
+                        .bind(&r.status)
+                        .bind(&r.reason)
+                        .bind(&r.waba_problem)
+                        .bind(r.since)
+                        .bind(&r.verified_name)
+                        .bind(&r.display_phone_number)
+                        .bind(&r.quality_rating)
+                        .bind(r.checked_at)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    written.extend(row);
                 }
+                tx.commit().await?;
+                written
             }
-            tx.commit().await?;
-            Ok(written)
-        })
+            Pool::Postgres(pool) => write_pg(pool, rows).await?,
+        };
+        let by_id: std::collections::HashMap<&str, &StoredStatus> = rows
+            .iter()
+            .map(|r| (r.phone_number_id.as_str(), r))
+            .collect();
+        Ok(written
+            .into_iter()
+            .filter_map(|(id, seq)| {
+                let r = by_id.get(id.as_str())?;
+                Some(StoredStatus {
+                    seq,
+                    ..(*r).clone()
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes the rows of numbers not in `declared` (removed from the file); returns how many.
+    pub async fn forget_number_statuses_except(
+        &self,
+        declared: &[String],
+    ) -> Result<u64, StoreError> {
+        let done = match &self.write_pool {
+            Pool::Sqlite(pool) => {
+                let list = serde_json::to_string(declared).unwrap_or_else(|_| "[]".to_owned());
+                sqlx::query(
+                    "DELETE FROM number_status \
+                     WHERE phone_number_id NOT IN (SELECT value FROM json_each($1))",
+                )
+                .bind(list)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query("DELETE FROM number_status WHERE NOT (phone_number_id = ANY($1))")
+                    .bind(declared)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+        };
+        Ok(done)
     }
 
     /// The rows written after `seq`, in the order they were written (all of them from 0).
