@@ -57,14 +57,10 @@ const GUARD: &str = "outbox.id = v.column1 AND outbox.phone_number_id = v.column
      THEN outbox.id <= (SELECT legacy_outbox_max FROM installation) \
      ELSE outbox.created_at = v.column9 END";
 
-/// Below this many rows, SQLite settles each with a plain statement of its own: it runs
-/// `UPDATE … FROM (VALUES …)` by building two temporary b-trees, which cost about two updates
-/// (7 against 3.5 µs for one row; even at 5 rows, ahead from 10), and a statement costs no round
+/// One row's settlement on SQLite, as a plain statement: `$1`..`$9` are [`update_state`]'s
+/// columns, `$10` the time. SQLite runs `UPDATE … FROM (VALUES …)` by building two temporary
+/// b-trees, which cost three times the update itself; one statement per row costs no round
 /// trip there, unlike on PostgreSQL.
-const PLAIN_BELOW: usize = 5;
-
-/// One row's settlement on SQLite, as a plain statement (see [`PLAIN_BELOW`]): `$1`..`$9` are
-/// [`update_state`]'s columns, `$10` the time.
 fn set_state_one(condition: &str) -> String {
     format!(
         "UPDATE outbox SET state = $2, state_rank = $3, \
@@ -185,9 +181,9 @@ pub(super) async fn statuses(
 }
 
 /// Sets the state of `rows` (key and settlement) where `condition`, over [`update_state`]'s
-/// columns, holds and the state moves forward; with `returning`, the ids of the rows set. A
-/// statement per thousand rows, or on SQLite a plain one per row when they are few
-/// ([`PLAIN_BELOW`]).
+/// columns, holds and the state moves forward; with `returning`, the ids of the rows set. On
+/// PostgreSQL, a statement per thousand rows; on SQLite, a plain one per row
+/// ([`set_state_one`]).
 async fn set_states(
     tx: &mut impl WriteTx,
     rows: &[(Arg<'_>, &Settle<'_>)],
@@ -201,7 +197,7 @@ async fn set_states(
         ""
     };
     let mut statements = Vec::new();
-    if tx.pg().is_some() || rows.len() >= PLAIN_BELOW {
+    if tx.pg().is_some() {
         for chunk in rows.chunks(CHUNK) {
             let mut sql = update_state(chunk.iter().copied(), now);
             sql.push(" WHERE ")
@@ -231,8 +227,8 @@ async fn set_states(
 
 /// Sets Meta's wamid on the rows (`id`, wamid) that have none.
 async fn set_wamids(tx: &mut impl WriteTx, wamids: &[(Arg<'_>, &str)]) -> Result<(), StoreError> {
-    if tx.pg().is_none() && wamids.len() < PLAIN_BELOW {
-        // As in `set_states`: a plain statement per row when they are few, on SQLite.
+    if tx.pg().is_none() {
+        // As in `set_state_one`: a plain statement per row on SQLite.
         for (id, wamid) in wamids {
             tx.run(
                 "UPDATE outbox SET wamid = $2 WHERE id = $1 AND wamid IS NULL",
