@@ -57,21 +57,6 @@ const GUARD: &str = "outbox.id = v.column1 AND outbox.phone_number_id = v.column
      THEN outbox.id <= (SELECT legacy_outbox_max FROM installation) \
      ELSE outbox.created_at = v.column9 END";
 
-/// One row's settlement on SQLite, as a plain statement: `$1`..`$9` are [`update_state`]'s
-/// columns, `$10` the time. SQLite runs `UPDATE … FROM (VALUES …)` by building two temporary
-/// b-trees, which cost three times the update itself; one statement per row costs no round
-/// trip there, unlike on PostgreSQL.
-fn set_state_one(condition: &str) -> String {
-    format!(
-        "UPDATE outbox SET state = $2, state_rank = $3, \
-         error_code = COALESCE($4, outbox.error_code), \
-         error_message = COALESCE($5, outbox.error_message), updated_at = $10 \
-         WHERE {} AND outbox.state_rank < $3",
-        (1..=9).rev().fold(condition.to_owned(), |c, n| c
-            .replace(&format!("v.column{n}"), &format!("${n}")))
-    )
-}
-
 /// Applies the statuses of every webhook and Meta's answers (`Op::Sent`) in `ops`.
 /// `installation` is this database's id; `shared`: PostgreSQL with several replicas.
 pub(super) async fn statuses(
@@ -149,21 +134,24 @@ pub(super) async fn statuses(
     let sent: Vec<(Arg, Settle)> = sent.into_iter().map(|(id, s)| (id.into(), s)).collect();
     let by_wamid: Vec<(Arg, Settle)> = by_wamid.into_iter().map(|(w, s)| (w.into(), s)).collect();
     let by_callback: Vec<(i64, Settle)> = by_callback.into_iter().collect();
-    for (rows, condition) in [
-        (&sent, "outbox.id = v.column1"),
-        (&by_wamid, "outbox.wamid = v.column1"),
-    ] {
-        let rows: Vec<(Arg, &Settle)> = rows.iter().map(|(k, s)| (*k, s)).collect();
-        set_states(tx, &rows, condition, now, false).await?;
+    for (rows, key) in [(&sent, "id"), (&by_wamid, "wamid")] {
+        for chunk in rows.chunks(CHUNK) {
+            let mut sql = update_state(chunk.iter().map(|(k, s)| (*k, s)), now);
+            sql.push(" WHERE outbox.")
+                .push(key)
+                .push(" = v.column1 AND outbox.state_rank < v.column3");
+            tx.execute(&sql).await?;
+        }
     }
-    let guarded: Vec<(Arg, &Settle)> = by_callback
-        .iter()
-        .map(|(id, s)| ((*id).into(), s))
-        .collect();
-    let settled: HashSet<i64> = set_states(tx, &guarded, GUARD, now, true)
-        .await?
-        .into_iter()
-        .collect();
+    let mut settled: HashSet<i64> = HashSet::new();
+    for chunk in by_callback.chunks(CHUNK) {
+        let mut sql = update_state(chunk.iter().map(|(id, s)| ((*id).into(), s)), now);
+        sql.push(" WHERE ")
+            .push(GUARD)
+            .push(" AND outbox.state_rank < v.column3 RETURNING outbox.id");
+        let rows: Vec<(i64,)> = tx.fetch(&sql).await?;
+        settled.extend(rows.into_iter().map(|(id,)| id));
+    }
     record_unmatched(tx, &by_callback, &settled, now).await?;
     // Meta's wamid for a reply whose send was never recorded (a crash between send and record;
     // a status webhook that beat Meta's answer), or from the answer itself: only where missing.
@@ -177,67 +165,6 @@ pub(super) async fn statuses(
                 .map(|(id, s)| ((*id).into(), s.wamid)),
         )
         .collect();
-    set_wamids(tx, &wamids).await
-}
-
-/// Sets the state of `rows` (key and settlement) where `condition`, over [`update_state`]'s
-/// columns, holds and the state moves forward; with `returning`, the ids of the rows set. On
-/// PostgreSQL, a statement per thousand rows; on SQLite, a plain one per row
-/// ([`set_state_one`]).
-async fn set_states(
-    tx: &mut impl WriteTx,
-    rows: &[(Arg<'_>, &Settle<'_>)],
-    condition: &str,
-    now: i64,
-    returning: bool,
-) -> Result<Vec<i64>, StoreError> {
-    let tail = if returning {
-        " RETURNING outbox.id"
-    } else {
-        ""
-    };
-    let mut statements = Vec::new();
-    if tx.pg().is_some() {
-        for chunk in rows.chunks(CHUNK) {
-            let mut sql = update_state(chunk.iter().copied(), now);
-            sql.push(" WHERE ")
-                .push(condition)
-                .push(" AND outbox.state_rank < v.column3")
-                .push(tail);
-            statements.push(sql);
-        }
-    } else {
-        let text = set_state_one(condition) + tail;
-        for (key, st) in rows {
-            let args = columns(*key, st).into_iter().chain([now.into()]);
-            statements.push(Sql::with(&text, args));
-        }
-    }
-    let mut ids = Vec::new();
-    for sql in &statements {
-        if returning {
-            let rows: Vec<(i64,)> = tx.fetch(sql).await?;
-            ids.extend(rows.into_iter().map(|(id,)| id));
-        } else {
-            tx.execute(sql).await?;
-        }
-    }
-    Ok(ids)
-}
-
-/// Sets Meta's wamid on the rows (`id`, wamid) that have none.
-async fn set_wamids(tx: &mut impl WriteTx, wamids: &[(Arg<'_>, &str)]) -> Result<(), StoreError> {
-    if tx.pg().is_none() {
-        // As in `set_state_one`: a plain statement per row on SQLite.
-        for (id, wamid) in wamids {
-            tx.run(
-                "UPDATE outbox SET wamid = $2 WHERE id = $1 AND wamid IS NULL",
-                [*id, (*wamid).into()],
-            )
-            .await?;
-        }
-        return Ok(());
-    }
     for chunk in wamids.chunks(CHUNK) {
         let mut sql = Sql::new("UPDATE outbox SET wamid = v.column2 FROM (");
         sql.values(chunk.iter(), |t, (id, wamid)| {
@@ -247,25 +174,6 @@ async fn set_wamids(tx: &mut impl WriteTx, wamids: &[(Arg<'_>, &str)]) -> Result
         tx.execute(&sql).await?;
     }
     Ok(())
-}
-
-/// A settlement's columns, in [`update_state`]'s order: key, state, rank, error code and
-/// title, then the guard's number, recipient id, recipient user id and creation time.
-fn columns<'a>(key: Arg<'a>, st: &Settle<'a>) -> [Arg<'a>; 9] {
-    let guard = st.guard.as_ref();
-    [
-        key,
-        st.state.as_str().into(),
-        st.state.rank().into(),
-        st.error_code.into(),
-        st.error_title.into(),
-        guard.map(|g| g.status.phone_number_id.as_str()).into(),
-        guard.and_then(|g| g.status.recipient_id.as_deref()).into(),
-        guard
-            .and_then(|g| g.status.recipient_user_id.as_deref())
-            .into(),
-        guard.and_then(|g| g.created_at).into(),
-    ]
 }
 
 /// `UPDATE outbox SET state … FROM (VALUES (key, state, rank, code, title, pnid, recipient_id,
@@ -283,9 +191,16 @@ fn update_state<'s, 'a: 's>(
     );
     sql.bind(now).push(" FROM (");
     sql.values(rows, |t, (key, st)| {
-        for arg in columns(key, st) {
-            t.bind(arg);
-        }
+        let guard = st.guard.as_ref();
+        t.bind(key)
+            .bind(st.state.as_str())
+            .bind(st.state.rank())
+            .bind(st.error_code)
+            .bind(st.error_title)
+            .bind(guard.map(|g| g.status.phone_number_id.as_str()))
+            .bind(guard.and_then(|g| g.status.recipient_id.as_deref()))
+            .bind(guard.and_then(|g| g.status.recipient_user_id.as_deref()))
+            .bind(guard.and_then(|g| g.created_at));
     });
     sql.push(") AS v");
     sql
