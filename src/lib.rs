@@ -89,6 +89,9 @@ pub mod ids;
 // Every metric, defined once.
 pub mod metrics;
 
+// OpenTelemetry tracing: the subscriber, the OTLP exporter a reload swaps, the trace context.
+pub mod telemetry;
+
 // Where the gateway may fetch from for an agent: public addresses only, by default.
 pub mod net;
 

@@ -104,18 +104,9 @@ enum Command {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WA_GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init();
-    }
+    // JSON lines unless a person reads them; the OpenTelemetry layer waits for `telemetry.otlp`.
+    let json = !std::io::stderr().is_terminal();
+    let _ = wa_gateway::telemetry::init_subscriber(json, filter);
 }
 
 fn main() -> ExitCode {

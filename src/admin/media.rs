@@ -101,6 +101,7 @@ pub(super) async fn download(
     State(st): State<Arc<AppState>>,
     Extension(downloads): Extension<Downloads>,
     Path((pnid, media_id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     if !is_digits(&pnid) || !is_digits(&media_id) {
         let message = "phone number ids and media ids are digits only, as the webhook gave them";
@@ -119,8 +120,25 @@ pub(super) async fn download(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     };
-    let span = tracing::info_span!("media_download", phone_number_id = %pnid, %media_id);
-    fetch(st, pnid, media_id, slot).instrument(span).await
+    // An HTTP server span; an agent calling back with the `traceparent` it was sent puts the
+    // download in the message's trace.
+    let span = tracing::info_span!(
+        "media_download",
+        phone_number_id = %pnid,
+        %media_id,
+        otel.name = "GET /media",
+        otel.kind = "server",
+        http.request.method = "GET",
+        http.route = "/media/{phone_number_id}/{media_id}",
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    crate::telemetry::set_parent_from_headers(&span, &headers);
+    let response = fetch(st, pnid, media_id, slot)
+        .instrument(span.clone())
+        .await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 async fn fetch(st: Arc<AppState>, pnid: String, media_id: String, slot: Slot) -> Response {

@@ -103,10 +103,14 @@ impl HttpAgent {
         } else {
             Cow::Borrowed(turn)
         };
+        let mut headers = self.headers.clone();
+        // The agent's work joins the message's trace (W3C Trace Context), and its `/media`
+        // calls back carry it on.
+        crate::telemetry::inject(&mut headers);
         let resp = self
             .client
             .post(&self.url)
-            .headers(self.headers.clone())
+            .headers(headers)
             .json(&*body)
             .send()
             .await

@@ -40,6 +40,8 @@ pub enum StartError {
     /// Stored secrets missing, undecryptable or unreadable; located in the file when there is one.
     #[error("{0}")]
     StoredSecrets(String),
+    #[error("telemetry.otlp: {0}")]
+    Telemetry(#[from] crate::telemetry::export::ExportError),
 }
 
 /// A running gateway.
@@ -142,6 +144,7 @@ impl Gateway {
             metrics.tls_cert_expiry.set(cert.not_after.unwrap_or(0));
         }
         metrics.zero_agents(config.agents.keys().map(String::as_str));
+        crate::telemetry::prepare(&config.telemetry)?.commit();
         let snapshot = Snapshot::build(config, &graph_base)?;
         let (writer, writer_inbox) = crate::store::writer::channel(batch_max);
         let state = Arc::new(AppState::new(
@@ -279,5 +282,7 @@ impl Gateway {
         self.writer_stop.cancel();
         let _ = self.writer_task.await;
         self.state.store.close().await;
+        // The last spans (the drained turns') leave before the process does; the flush blocks.
+        let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
     }
 }

@@ -56,6 +56,8 @@ struct Staged {
     admin_resolver: Option<Arc<CertResolver>>,
     webhook: Option<Prepared>,
     admin: Option<Prepared>,
+    /// The exporter and sampler of `telemetry`, built when it changed.
+    telemetry: crate::telemetry::Prepared,
 }
 
 /// Loads `files` when set; the error names the config file.
@@ -276,6 +278,8 @@ impl Reloader {
         let admin_cert = load_cert(&self.path, loaded.config.listen.admin_tls.as_ref())?;
         let sha256 = loaded.sha256.clone();
         let listen = loaded.config.listen.clone();
+        let telemetry = crate::telemetry::prepare(&loaded.config.telemetry)
+            .map_err(|e| format!("{}: telemetry.otlp: {e}", self.path.display()))?;
         let snapshot = Snapshot::build(loaded.config, &self.graph_base).map_err(|e| located(&e))?;
         // TLS turned on by this file gets a resolver of its own; turned off, none is served.
         let resolver = self.tls.prepare(cert.as_ref());
@@ -302,6 +306,7 @@ impl Reloader {
             admin_resolver,
             webhook,
             admin,
+            telemetry,
         })
     }
 
@@ -324,6 +329,7 @@ impl Reloader {
             .metrics
             .set_graph_api_version(&snapshot.config.meta.api_version);
         self.state.snapshot.store(Arc::new(snapshot));
+        staged.telemetry.commit();
         if let Some(cert) = &staged.cert {
             self.state.metrics.register_tls();
             self.state

@@ -12,6 +12,7 @@ pub mod retention;
 pub mod schema;
 pub mod secret;
 pub mod summary;
+pub mod telemetry;
 pub mod validate;
 pub mod watch;
 

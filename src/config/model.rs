@@ -35,6 +35,9 @@ pub struct Config {
     /// Conversation and delivery policies.
     #[serde(default)]
     pub policies: Policies,
+    /// OpenTelemetry tracing; off unless `telemetry.otlp` is set.
+    #[serde(default)]
+    pub telemetry: super::telemetry::Telemetry,
 }
 
 /// Listen addresses and HTTP limits.
@@ -435,6 +438,11 @@ impl Config {
                     api_key: Some(key), ..
                 } => out.push((format!("agents.{name}.api_key"), key)),
                 Agent::Openai { .. } | Agent::Echo { .. } => {}
+            }
+        }
+        if let Some(otlp) = &mut self.telemetry.otlp {
+            for (header, secret) in &mut otlp.headers {
+                out.push((format!("telemetry.otlp.headers.{header}"), secret));
             }
         }
         if let Some(notify) = &mut self.policies.handoff.notify {

@@ -855,3 +855,38 @@ fn the_defaults_serialized_by_the_model_pass_the_schema() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}\n{json:#}");
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_its_rules_point_at_their_node() {
+    let config = parse(EXAMPLE, Path::new("gateway.yaml")).expect("the example loads");
+    assert!(config.telemetry.otlp.is_none() && !config.telemetry.include_customer);
+    let on = format!(
+        "{EXAMPLE}telemetry:\n  otlp: {{ endpoint: \"http://collector:4318\", headers: {{ x-key: {{ value: k }} }} }}\n"
+    );
+    let config = parse(&on, Path::new("gateway.yaml")).expect("telemetry loads");
+    let otlp = config.telemetry.otlp.expect("otlp set");
+    assert_eq!(otlp.protocol, telemetry::OtlpProtocol::Http);
+    assert_eq!(otlp.sample_ratio, 1.0);
+    assert_eq!(otlp.headers["x-key"].expose(), "k");
+    let bad = format!(
+        "{EXAMPLE}telemetry:\n  otlp:\n    endpoint: collector:4318\n    sample_ratio: 1.5\n"
+    );
+    let (at, text) = diagnostics(&bad);
+    assert_eq!(
+        at,
+        [
+            "24:15 telemetry.otlp.endpoint",
+            "25:19 telemetry.otlp.sample_ratio"
+        ],
+        "{text}"
+    );
+    assert!(text.contains("1.5 is not between 0 and 1"), "{text}");
+    let (at, text) = diagnostics(&format!(
+        "{EXAMPLE}telemetry:\n  otlp: {{ endpoint: \"http://c:4318\", protocol: udp }}\n"
+    ));
+    assert_eq!(at.len(), 1, "{text}");
+    assert!(
+        at[0].starts_with("23:") && text.contains("protocol"),
+        "{text}"
+    );
+}

@@ -67,6 +67,8 @@ pub fn validate(config: &Config, map: &SourceMap, reach: Reach) -> Vec<Issue> {
     out.0
         .extend(super::retention::check(&config.storage.retention));
     out.0
+        .extend(super::telemetry::check(&config.telemetry, http_url));
+    out.0
 }
 
 const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);

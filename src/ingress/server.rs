@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use subtle::ConstantTimeEq;
+use tracing::Instrument;
 
 /// What the webhook handlers need.
 #[derive(Clone)]
@@ -71,8 +72,31 @@ async fn verify(
     }
 }
 
-#[tracing::instrument(name = "webhook", skip_all, fields(bytes = body.len()))]
-async fn receive(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /webhook` in its span: an HTTP server span (OpenTelemetry's HTTP conventions), the
+/// root of the trace of every message in the body.
+#[tracing::instrument(
+    name = "webhook",
+    skip_all,
+    fields(
+        bytes = body.len(),
+        otel.name = "POST /webhook",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/webhook",
+        url.path = "/webhook",
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    )
+)]
+async fn receive(st: State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
+    let span = tracing::Span::current();
+    crate::telemetry::record_trace_id(&span);
+    let response = handle(st, headers, body).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+async fn handle(State(st): State<WebhookState>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     let metrics = &st.app.metrics;
     let snap = st.app.snapshot.load_full();
@@ -152,12 +176,33 @@ pub(super) async fn ingest(
     handovers: &[Handover],
 ) -> Result<usize, crate::store::StoreError> {
     let echoes = write.echoes.clone();
-    let new = writer.submit(write).await?;
+    // The statuses whose send spans get a child once committed (none while tracing is off),
+    // found by the callback data the send carried.
+    let statuses: Vec<(String, String, String)> = if crate::telemetry::enabled() {
+        let status = |s: &StatusUpdate| {
+            let callback = s.callback.clone()?;
+            Some((callback, s.wamid.clone(), s.status.as_str().to_owned()))
+        };
+        write.statuses.iter().filter_map(status).collect()
+    } else {
+        Vec::new()
+    };
+    let commit = tracing::info_span!(
+        "commit",
+        otel.name = "inbox commit",
+        messaging.system = "whatsapp",
+        messaging.operation.type = "send",
+        messaging.batch.message_count = write.messages.len(),
+    );
+    let new = writer.submit(write).instrument(commit).await?;
     super::echoes::pause_for_people(app, &echoes).await?;
     for h in handovers {
         crate::handoff::handover(app, h)
             .await
             .map_err(|e| crate::store::StoreError::Batch(format!("handover not applied: {e}")))?;
+    }
+    for (callback, wamid, status) in &statuses {
+        crate::telemetry::propagate::settled(callback, wamid, status);
     }
     Ok(new)
 }
@@ -252,6 +297,7 @@ pub(super) fn to_write(snap: &Snapshot, env: Envelope) -> (WebhookWrite, Counted
                     row.detail = Some(STANDBY.to_owned());
                     row.keyword = None;
                 }
+                row.traceparent = crate::telemetry::traceparent();
                 write.messages.push(row);
             }
             if standby {
@@ -326,6 +372,7 @@ fn message_row(
         state,
         detail,
         keyword: None,
+        traceparent: None,
     };
     row.strip_nul();
     row.keyword = keyword(snap, &row);

@@ -12,6 +12,7 @@ use media::{MediaError, Uploaded};
 use retry::{Failure, Retries, after_failure};
 use std::ops::ControlFlow;
 use std::time::Duration;
+use tracing::Instrument;
 
 mod fetch;
 mod media;
@@ -259,9 +260,38 @@ async fn send(
     body: &serde_json::Value,
 ) -> Result<(), GraphError> {
     let pnid = row.phone_number_id.as_str();
-    let wamid = graph
+    // A client span per attempt (HTTP and messaging conventions); the status webhooks of the
+    // wamid Meta answers become its children.
+    let span = tracing::info_span!(
+        "send",
+        otel.name = "POST /messages",
+        otel.kind = "client",
+        http.request.method = "POST",
+        messaging.system = "whatsapp",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = pnid,
+        messaging.message.id = tracing::field::Empty,
+        outbox_id = row.id,
+        otel.status_code = tracing::field::Empty,
+    );
+    // Known before the call: Meta's `sent` status may come back before its answer does.
+    if crate::telemetry::enabled() {
+        let callback = row.callback_data(state.store.installation());
+        crate::telemetry::remember_send(&span, &callback);
+    }
+    let sent = graph
         .send_message(pnid, number.cfg.access_token.expose(), body)
-        .await?;
+        .instrument(span.clone())
+        .await;
+    let wamid = match sent {
+        Ok(wamid) => wamid,
+        Err(e) => {
+            span.record("otel.status_code", "ERROR");
+            return Err(e);
+        }
+    };
+    span.record("messaging.message.id", wamid.as_str());
     state.reconcile.send_health.record_sent(pnid);
     state
         .persist("outbox sent", || state.writer.outbox_sent(row.id, &wamid))

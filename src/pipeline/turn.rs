@@ -139,12 +139,26 @@ impl Stored<'_> {
 /// Handles one turn made of `rows` (one message, or several coalesced ones), in order.
 pub async fn inbound(state: &AppState, rows: Vec<InboxRow>, known: &mut Known) {
     let first = &rows[0];
+    // A consumer span of the message's trace (OpenTelemetry's messaging conventions), the
+    // child of the webhook that brought it.
     let span = tracing::info_span!(
         "turn",
         wamid = %first.msg.wamid,
         phone_number_id = %first.msg.phone_number_id,
-        messages = rows.len()
+        messages = rows.len(),
+        otel.kind = "consumer",
+        messaging.system = "whatsapp",
+        messaging.operation.type = "process",
+        messaging.operation.name = "turn",
+        messaging.message.id = %first.msg.wamid,
+        messaging.destination.name = %first.msg.phone_number_id,
+        whatsapp.customer = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
+    crate::telemetry::set_parent_from(&span, first.msg.traceparent.as_deref());
+    if crate::telemetry::customer_allowed() {
+        span.record("whatsapp.customer", first.msg.customer.as_str());
+    }
     run(state, &rows, known).instrument(span).await
 }
 
@@ -339,11 +353,21 @@ async fn call_agent(
     // wait is not the agent's time, so it starts the clock only once a slot is free.
     let _slot = state.agent_slots.acquire(&state.shutdown).await?;
     let started = Instant::now();
+    // A client span: the http agent sends its context as `traceparent`.
+    let span = tracing::info_span!(
+        "agent call",
+        otel.kind = "client",
+        agent = %number.cfg.agent,
+        otel.status_code = tracing::field::Empty,
+    );
     let answer = tokio::select! {
-        a = number.agent.call(turn) => a,
+        a = number.agent.call(turn).instrument(span.clone()) => a,
         // Not recorded: the turn runs again at the next start.
         _ = state.shutdown.cancelled() => return None,
     };
+    if answer.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
     Some((answer, started.elapsed()))
 }
 

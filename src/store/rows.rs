@@ -90,6 +90,10 @@ pub struct NewInbound {
     /// customer's opt-out state (a repeated STOP, or START from a customer who never opted out,
     /// keeps none): its turn then sends the confirmation instead of calling the agent.
     pub keyword: Option<Keyword>,
+    /// The W3C `traceparent` of the webhook that brought the message, when it is traced: its
+    /// turn joins that trace. Carried in memory from the commit to the pipeline, not stored
+    /// (a message read back from storage starts a trace of its own).
+    pub traceparent: Option<String>,
 }
 
 impl NewInbound {
@@ -511,6 +515,7 @@ pub(super) fn inbox_from(t: InboxTuple) -> InboxRow {
                     action,
                     keyword: t.15.unwrap_or_default(),
                 }),
+            traceparent: None,
         },
     }
 }

@@ -15,6 +15,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Where one op's answer goes, typed by what that op answers.
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -360,6 +361,25 @@ impl Backend {
     }
 }
 
+/// The group commit's span while tracing is on. It commits the messages of many webhooks, each
+/// the root of a trace of its own, so it cannot be the child of all of them: it is a span of
+/// its own, linked to the webhook span of every message it commits (each webhook's trace has
+/// its own `commit` span, the wait for this one).
+fn commit_span(ops: &[Op]) -> tracing::Span {
+    if !crate::telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("group commit", ops = ops.len());
+    let traced = ops.iter().flat_map(|op| match op {
+        Op::Webhook(w) => w.messages.as_slice(),
+        _ => &[],
+    });
+    for tp in traced.filter_map(|m| m.traceparent.as_deref()) {
+        crate::telemetry::link_to(&span, tp);
+    }
+    span
+}
+
 /// The ops of the next commit and their callers, in arrival order.
 struct Batch {
     ops: Vec<Op>,
@@ -445,7 +465,10 @@ pub fn spawn(
             }
             let started = Instant::now();
             last_start = Some(started);
-            let result = backend.apply(&batch.ops).await;
+            let result = backend
+                .apply(&batch.ops)
+                .instrument(commit_span(&batch.ops))
+                .await;
             metrics
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());

@@ -270,6 +270,7 @@ mod tests {
             state,
             detail: None,
             keyword: None,
+            traceparent: None,
         }
     }
 

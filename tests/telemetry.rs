@@ -1,0 +1,229 @@
+//! OpenTelemetry tracing end to end: an OTLP/HTTP receiver on 127.0.0.1 (decoding
+//! `ExportTraceServiceRequest` with the `opentelemetry-proto` types) gets one customer
+//! message's spans, from its webhook to the status that settles the reply, in one trace with the
+//! right parents; the http agent receives a `traceparent` of that trace; no customer id is in
+//! any span; after a reload to `sample_ratio: 0` no span is sent.
+
+mod common;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+const CUSTOMER: &str = "919870000001";
+
+type Spans = Arc<Mutex<Vec<Span>>>;
+
+/// Serves `app` on a free port of 127.0.0.1.
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// An OTLP/HTTP collector: every span of every export, decoded.
+async fn collector() -> (String, Spans) {
+    async fn export(State(spans): State<Spans>, body: Bytes) -> &'static str {
+        let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+        let mut all = spans.lock().unwrap();
+        for resource in request.resource_spans {
+            for scope in resource.scope_spans {
+                all.extend(scope.spans);
+            }
+        }
+        ""
+    }
+    let spans: Spans = Arc::default();
+    let app = axum::Router::new()
+        .route("/v1/traces", post(export))
+        .with_state(spans.clone());
+    (format!("http://{}", serve(app).await), spans)
+}
+
+/// An http agent that answers `hello back` and keeps the `traceparent` of each call.
+async fn agent() -> (String, Arc<Mutex<Vec<String>>>) {
+    type Seen = Arc<Mutex<Vec<String>>>;
+    async fn reply(State(seen): State<Seen>, headers: HeaderMap) -> axum::Json<serde_json::Value> {
+        let tp = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        seen.lock().unwrap().push(tp.to_owned());
+        axum::Json(serde_json::json!({ "reply": "hello back" }))
+    }
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route("/reply", post(reply))
+        .with_state(seen.clone());
+    (format!("http://{}/reply", serve(app).await), seen)
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    let kv = span.attributes.iter().find(|kv| kv.key == key)?;
+    match kv.value.as_ref()?.value.as_ref()? {
+        AnyValue::StringValue(s) => Some(s.clone()),
+        AnyValue::IntValue(i) => Some(i.to_string()),
+        AnyValue::BoolValue(b) => Some(b.to_string()),
+        AnyValue::DoubleValue(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+fn named<'a>(spans: &'a [Span], name: &str, trace: &[u8]) -> &'a Span {
+    spans
+        .iter()
+        .find(|s| s.name == name && s.trace_id == trace)
+        .unwrap_or_else(|| panic!("no span {name:?} in the message's trace"))
+}
+
+/// Exports what the batch processor holds (it blocks: off the runtime's workers).
+async fn flush() {
+    tokio::task::spawn_blocking(wa_gateway::telemetry::flush)
+        .await
+        .unwrap();
+}
+
+/// The spans received so far, once `done` holds for them (flushing while waiting).
+async fn spans_when(spans: &Spans, done: impl Fn(&[Span]) -> bool) -> Vec<Span> {
+    let ok = wait_until(WAIT, || async {
+        flush().await;
+        done(&spans.lock().unwrap())
+    })
+    .await;
+    let all = spans.lock().unwrap().clone();
+    let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    assert!(ok, "the spans expected did not arrive; got {names:?}");
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_one_trace_from_webhook_to_settled_status() {
+    wa_gateway::telemetry::init_subscriber(false, "warn".parse().unwrap()).unwrap();
+    let (endpoint, spans) = collector().await;
+    let (agent_url, traceparents) = agent().await;
+    let opts = Options {
+        agents: format!("  rec: {{ kind: http, url: \"{agent_url}\", timeout: 5s }}\n"),
+        extra: format!(
+            "{}telemetry:\n  otlp: {{ endpoint: \"{endpoint}\", protocol: http, sample_ratio: 1.0 }}\n",
+            Options::default().extra
+        ),
+        ..Options::default()
+    };
+    // Started from its file, so a reload can change the ratio.
+    let Some(storage) = storage(Db::Sqlite).await else {
+        return;
+    };
+    let path = storage.dir.path().join("gateway.yaml");
+    std::fs::write(&path, config_yaml(&storage.url, &opts, "rec")).unwrap();
+    let t = start_from_file(storage, path).await;
+    t.emu.customer_says(PNID, CUSTOMER, "R", "hello").await;
+    let delivered = "SELECT COUNT(*) FROM outbox WHERE state IN ('delivered', 'read')";
+    assert!(
+        t.wait_count(delivered, 1, WAIT).await,
+        "the reply is delivered"
+    );
+    // The emulator sends `sent`, then `delivered`: both settle the reply.
+    let all = spans_when(&spans, |s| {
+        let statuses = s.iter().filter(|s| s.name.starts_with("whatsapp status"));
+        statuses.filter(|s| !s.parent_span_id.is_empty()).count() >= 2
+    })
+    .await;
+
+    let turn = all.iter().find(|s| s.name == "turn").expect("a turn span");
+    let trace = turn.trace_id.clone();
+    let webhook = named(&all, "POST /webhook", &trace);
+    assert!(webhook.parent_span_id.is_empty(), "the webhook is the root");
+    assert_eq!(webhook.kind, SpanKind::Server as i32);
+    assert_eq!(
+        attr(webhook, "http.request.method").as_deref(),
+        Some("POST")
+    );
+    assert_eq!(
+        attr(webhook, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        turn.parent_span_id, webhook.span_id,
+        "the turn is the webhook's child"
+    );
+    assert_eq!(turn.kind, SpanKind::Consumer as i32);
+    assert_eq!(attr(turn, "messaging.system").as_deref(), Some("whatsapp"));
+    let commit = named(&all, "inbox commit", &trace);
+    assert_eq!(commit.parent_span_id, webhook.span_id);
+    let call = named(&all, "agent call", &trace);
+    assert_eq!(call.parent_span_id, turn.span_id);
+    assert_eq!(call.kind, SpanKind::Client as i32);
+    let send = named(&all, "POST /messages", &trace);
+    assert_eq!(send.parent_span_id, turn.span_id);
+    assert_eq!(send.kind, SpanKind::Client as i32);
+    let status = named(&all, "whatsapp status delivered", &trace);
+    assert_eq!(
+        status.parent_span_id, send.span_id,
+        "the status settles the send"
+    );
+    assert_eq!(
+        attr(status, "messaging.message.id"),
+        attr(send, "messaging.message.id")
+    );
+    assert!(
+        status.links.iter().any(|l| l.trace_id != trace),
+        "the status span links to the webhook that brought it"
+    );
+    // The group commit is a span of its own, linked to the webhook of each message it holds.
+    assert!(
+        all.iter()
+            .any(|s| s.name == "group commit"
+                && s.links.iter().any(|l| l.span_id == webhook.span_id)),
+        "a group commit links to the message's webhook"
+    );
+    // The agent got the context of its call's span.
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let sent = traceparents.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        [format!("00-{}-{}-01", hex(&trace), hex(&call.span_id))]
+    );
+    // No customer identifier without `include_customer`.
+    for s in &all {
+        for kv in &s.attributes {
+            let v = attr(s, &kv.key).unwrap_or_default();
+            assert!(
+                !v.contains(CUSTOMER),
+                "{} carries the customer in {}",
+                s.name,
+                kv.key
+            );
+        }
+    }
+
+    // Sampling at 0, by a reload: the next message sends no span at all.
+    t.reload_with(|y| y.replace("sample_ratio: 1.0", "sample_ratio: 0"))
+        .await;
+    flush().await;
+    spans.lock().unwrap().clear();
+    t.emu.customer_says(PNID, CUSTOMER, "R", "again").await;
+    assert!(
+        t.wait_count(delivered, 2, WAIT).await,
+        "the second reply is delivered"
+    );
+    assert_eq!(traceparents.lock().unwrap().len(), 2);
+    flush().await;
+    let names: Vec<String> = spans
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    assert!(names.is_empty(), "spans sent at sample_ratio 0: {names:?}");
+}
