@@ -102,8 +102,29 @@ async fn spans_when(spans: &Spans, done: impl Fn(&[Span]) -> bool) -> Vec<Span> 
     })
     .await;
     let all = spans.lock().unwrap().clone();
-    let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
-    assert!(ok, "the spans expected did not arrive; got {names:?}");
+    let hex = |b: &[u8]| {
+        b.iter()
+            .take(4)
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    let got: Vec<String> = all
+        .iter()
+        .map(|s| {
+            format!(
+                "{} trace {} span {} parent {}",
+                s.name,
+                hex(&s.trace_id),
+                hex(&s.span_id),
+                hex(&s.parent_span_id)
+            )
+        })
+        .collect();
+    assert!(
+        ok,
+        "the spans expected did not arrive; got\n{}",
+        got.join("\n")
+    );
     all
 }
 
@@ -133,13 +154,27 @@ async fn a_message_is_one_trace_from_webhook_to_settled_status() {
         t.wait_count(delivered, 1, WAIT).await,
         "the reply is delivered"
     );
-    // The emulator sends `sent`, then `delivered`: both settle the reply.
+    // The emulator sends `sent`, then `delivered`: both settle the reply. A span is exported
+    // when it ends, and the webhook's may end after the others.
     let all = spans_when(&spans, |s| {
-        let statuses = s.iter().filter(|s| s.name.starts_with("whatsapp status"));
-        statuses.filter(|s| !s.parent_span_id.is_empty()).count() >= 2
+        let Some(turn) = s.iter().find(|s| s.name == "turn") else {
+            return false;
+        };
+        let names = [
+            "POST /webhook",
+            "inbox commit",
+            "agent call",
+            "POST /messages",
+            "whatsapp status sent",
+            "whatsapp status delivered",
+        ];
+        let traced = |name: &str| {
+            s.iter()
+                .any(|s| s.name == name && s.trace_id == turn.trace_id)
+        };
+        names.iter().all(|n| traced(n)) && s.iter().any(|s| s.name == "group commit")
     })
     .await;
-
     let turn = all.iter().find(|s| s.name == "turn").expect("a turn span");
     let trace = turn.trace_id.clone();
     let webhook = named(&all, "POST /webhook", &trace);
@@ -194,6 +229,23 @@ async fn a_message_is_one_trace_from_webhook_to_settled_status() {
         sent,
         [format!("00-{}-{}-01", hex(&trace), hex(&call.span_id))]
     );
+    // The agent calling back `/media` with that `traceparent` puts the download in the trace
+    // (the media id is unknown to Meta: the span is what counts, not the answer).
+    let media = t
+        .http
+        .get(format!("http://{}/media/{PNID}/1234", t.gw().admin_addr))
+        .header("traceparent", &sent[0])
+        .send()
+        .await
+        .unwrap();
+    assert!(!media.status().is_success());
+    let all = spans_when(&spans, |s| s.iter().any(|s| s.name == "GET /media")).await;
+    let download = named(&all, "GET /media", &trace);
+    assert_eq!(
+        download.parent_span_id, call.span_id,
+        "the download is the agent call's"
+    );
+    assert_eq!(download.kind, SpanKind::Server as i32);
     // No customer identifier without `include_customer`.
     for s in &all {
         for kv in &s.attributes {

@@ -67,6 +67,10 @@ impl Dispatch {
 impl Sink for Dispatch {
     fn push(&mut self, rows: Vec<InboxRow>, claimed: Claimed) {
         for row in &rows {
+            if let Some(tp) = &row.msg.traceparent {
+                // The row may reach its turn read back from storage (the backlog at start).
+                crate::telemetry::keep_inbound(row.id, tp);
+            }
             // A committed keyword row changed the customer's state (the commit kept no other):
             // from now on nothing queued before it leaves.
             if let Some(k) = &row.msg.keyword {

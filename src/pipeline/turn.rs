@@ -155,7 +155,9 @@ pub async fn inbound(state: &AppState, rows: Vec<InboxRow>, known: &mut Known) {
         whatsapp.customer = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    crate::telemetry::set_parent_from(&span, first.msg.traceparent.as_deref());
+    let traceparent = crate::telemetry::take_inbound(first.id);
+    let traceparent = first.msg.traceparent.as_deref().or(traceparent.as_deref());
+    crate::telemetry::set_parent_from(&span, traceparent);
     if crate::telemetry::customer_allowed() {
         span.record("whatsapp.customer", first.msg.customer.as_str());
     }

@@ -23,8 +23,8 @@ pub mod export;
 pub mod propagate;
 
 pub use propagate::{
-    customer_allowed, inject, link_to, record_trace_id, remember_send, sent_context,
-    set_parent_from, set_parent_from_headers, traceparent,
+    customer_allowed, inject, keep_inbound, link_to, record_trace_id, remember_send, sent_context,
+    set_parent_from, set_parent_from_headers, take_inbound, traceparent,
 };
 
 /// The target prefix of the spans exported: the gateway's own.

@@ -13,17 +13,44 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// How many sends' spans are kept for their status webhooks; the oldest go first (a status
 /// usually comes within seconds).
-const SENT_CAPACITY: usize = 65_536;
+const BOOK_CAPACITY: usize = 65_536;
 
-/// The span of recent sends, by the callback data (`biz_opaque_callback_data`) each carried:
+/// Recent entries by key, the oldest forgotten first; for the sends: the span of each, by the
+/// callback data (`biz_opaque_callback_data`) each carried:
 /// it is known before Meta answers, and Meta's `sent` status may come back before its answer.
-#[derive(Default)]
-struct SentBook {
-    by_callback: HashMap<String, SpanContext>,
-    order: VecDeque<String>,
+struct Book<K, V> {
+    by_key: HashMap<K, V>,
+    order: VecDeque<K>,
 }
 
-static SENT: LazyLock<Mutex<SentBook>> = LazyLock::new(Mutex::default);
+impl<K, V> Default for Book<K, V> {
+    fn default() -> Self {
+        Self {
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V> Book<K, V> {
+    /// Keeps `value` under `key`, forgetting the oldest beyond [`BOOK_CAPACITY`].
+    fn keep(&mut self, key: K, value: V) {
+        if self.by_key.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > BOOK_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.by_key.remove(&old);
+            }
+        }
+    }
+}
+
+static SENT: LazyLock<Mutex<Book<String, SpanContext>>> = LazyLock::new(Mutex::default);
+
+/// The `traceparent` of committed inbound rows by id, until their turn takes it: a row can
+/// reach its turn read back from storage (the backlog at start), which does not keep it.
+static INBOUND: LazyLock<Mutex<Book<i64, String>>> = LazyLock::new(Mutex::default);
 
 /// Whether spans may name the customer (`telemetry.include_customer`).
 pub fn customer_allowed() -> bool {
@@ -111,14 +138,7 @@ pub fn remember_send(span: &tracing::Span, callback: &str) {
         return;
     };
     let mut book = SENT.lock().unwrap_or_else(|e| e.into_inner());
-    if book.by_callback.insert(callback.to_owned(), sc).is_none() {
-        book.order.push_back(callback.to_owned());
-    }
-    while book.order.len() > SENT_CAPACITY {
-        if let Some(old) = book.order.pop_front() {
-            book.by_callback.remove(&old);
-        }
-    }
+    book.keep(callback.to_owned(), sc);
 }
 
 /// Records a status webhook for `wamid` (committed; its send carried `callback`) as a span of
@@ -149,7 +169,7 @@ pub fn settled(callback: &str, wamid: &str, status: &str) {
     if matches!(status, "read" | "failed") {
         // Nothing settles it further.
         let mut book = SENT.lock().unwrap_or_else(|e| e.into_inner());
-        book.by_callback.remove(callback);
+        book.by_key.remove(callback);
     }
 }
 
@@ -159,5 +179,20 @@ pub fn sent_context(callback: &str) -> Option<SpanContext> {
         return None;
     }
     let book = SENT.lock().unwrap_or_else(|e| e.into_inner());
-    book.by_callback.get(callback).cloned()
+    book.by_key.get(callback).cloned()
+}
+
+/// Keeps the `traceparent` of committed inbound row `id` for its turn.
+pub fn keep_inbound(id: i64, traceparent: &str) {
+    let mut book = INBOUND.lock().unwrap_or_else(|e| e.into_inner());
+    book.keep(id, traceparent.to_owned());
+}
+
+/// The `traceparent` kept for inbound row `id`, taken.
+pub fn take_inbound(id: i64) -> Option<String> {
+    if !super::enabled() {
+        return None;
+    }
+    let mut book = INBOUND.lock().unwrap_or_else(|e| e.into_inner());
+    book.by_key.remove(&id)
 }
