@@ -24,6 +24,29 @@ const CUSTOMER: &str = "919870000001";
 
 type Spans = Arc<Mutex<Vec<Span>>>;
 
+/// The log lines written, in memory.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 /// Serves `app` on a free port of 127.0.0.1.
 async fn serve(app: axum::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -130,7 +153,12 @@ async fn spans_when(spans: &Spans, done: impl Fn(&[Span]) -> bool) -> Vec<Span> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_is_one_trace_from_webhook_to_settled_status() {
-    wa_gateway::telemetry::init_subscriber(false, "warn".parse().unwrap()).unwrap();
+    let logs = Logs::default();
+    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(logs.clone());
+    let filter = "warn,wa_gateway=info,wa_gateway::outbox=debug"
+        .parse()
+        .unwrap();
+    wa_gateway::telemetry::init_subscriber_with(true, filter, writer).unwrap();
     let (endpoint, spans) = collector().await;
     let (agent_url, traceparents) = agent().await;
     let opts = Options {
@@ -246,6 +274,20 @@ async fn a_message_is_one_trace_from_webhook_to_settled_status() {
         "the download is the agent call's"
     );
     assert_eq!(download.kind, SpanKind::Server as i32);
+    // The JSON log lines inside the trace carry its id.
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("reply accepted by Meta"))
+        .unwrap_or_else(|| panic!("no log line of the send in:\n{text}"));
+    let log: serde_json::Value = serde_json::from_str(line).unwrap();
+    let ids: Vec<&str> = log["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["trace_id"].as_str())
+        .collect();
+    assert_eq!(ids, [hex(&trace)], "{line}");
     // No customer identifier without `include_customer`.
     for s in &all {
         for kv in &s.attributes {

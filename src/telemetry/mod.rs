@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::DynFilterFn;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -81,6 +82,15 @@ pub fn init_subscriber(
     json: bool,
     filter: EnvFilter,
 ) -> Result<(), tracing_subscriber::util::TryInitError> {
+    init_subscriber_with(json, filter, BoxMakeWriter::new(std::io::stderr))
+}
+
+/// As [`init_subscriber`], the log lines written to `writer` (a test reads them back).
+pub fn init_subscriber_with(
+    json: bool,
+    filter: EnvFilter,
+    writer: BoxMakeWriter,
+) -> Result<(), tracing_subscriber::util::TryInitError> {
     let tracer = TRACING.provider.tracer("wa-gateway");
     let exported = DynFilterFn::new(|meta, _| {
         enabled() && meta.target().starts_with(TARGET) && *meta.level() <= tracing::Level::INFO
@@ -101,7 +111,7 @@ pub fn init_subscriber(
         .with_filter(exported);
     let lines = if json {
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_current_span(true)
@@ -109,7 +119,7 @@ pub fn init_subscriber(
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_filter(filter)
             .boxed()
     };
