@@ -187,13 +187,15 @@ pub(super) async fn ingest(
     } else {
         Vec::new()
     };
-    let commit = tracing::info_span!(
-        "commit",
-        otel.name = "inbox commit",
-        messaging.system = "whatsapp",
-        messaging.operation.type = "send",
-        messaging.batch.message_count = write.messages.len(),
-    );
+    let commit = crate::telemetry::span_if_on(|| {
+        tracing::info_span!(
+            "commit",
+            otel.name = "inbox commit",
+            messaging.system = "whatsapp",
+            messaging.operation.type = "send",
+            messaging.batch.message_count = write.messages.len(),
+        )
+    });
     let new = writer.submit(write).instrument(commit).await?;
     super::echoes::pause_for_people(app, &echoes).await?;
     for h in handovers {

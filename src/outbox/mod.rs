@@ -262,19 +262,21 @@ async fn send(
     let pnid = row.phone_number_id.as_str();
     // A client span per attempt (HTTP and messaging conventions); the status webhooks of the
     // wamid Meta answers become its children.
-    let span = tracing::info_span!(
-        "send",
-        otel.name = "POST /messages",
-        otel.kind = "client",
-        http.request.method = "POST",
-        messaging.system = "whatsapp",
-        messaging.operation.type = "send",
-        messaging.operation.name = "send",
-        messaging.destination.name = pnid,
-        messaging.message.id = tracing::field::Empty,
-        outbox_id = row.id,
-        otel.status_code = tracing::field::Empty,
-    );
+    let span = crate::telemetry::span_if_on(|| {
+        tracing::info_span!(
+            "send",
+            otel.name = "POST /messages",
+            otel.kind = "client",
+            http.request.method = "POST",
+            messaging.system = "whatsapp",
+            messaging.operation.type = "send",
+            messaging.operation.name = "send",
+            messaging.destination.name = pnid,
+            messaging.message.id = tracing::field::Empty,
+            outbox_id = row.id,
+            otel.status_code = tracing::field::Empty,
+        )
+    });
     // Known before the call: Meta's `sent` status may come back before its answer does.
     if crate::telemetry::enabled() {
         let callback = row.callback_data(state.store.installation());

@@ -356,12 +356,14 @@ async fn call_agent(
     let _slot = state.agent_slots.acquire(&state.shutdown).await?;
     let started = Instant::now();
     // A client span: the http agent sends its context as `traceparent`.
-    let span = tracing::info_span!(
-        "agent call",
-        otel.kind = "client",
-        agent = %number.cfg.agent,
-        otel.status_code = tracing::field::Empty,
-    );
+    let span = crate::telemetry::span_if_on(|| {
+        tracing::info_span!(
+            "agent call",
+            otel.kind = "client",
+            agent = %number.cfg.agent,
+            otel.status_code = tracing::field::Empty,
+        )
+    });
     let answer = tokio::select! {
         a = number.agent.call(turn).instrument(span.clone()) => a,
         // Not recorded: the turn runs again at the next start.

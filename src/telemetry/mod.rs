@@ -75,6 +75,16 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// The span `make` builds while tracing is on, else none: the spans made only for tracing (a
+/// commit's wait, an agent call, a send) cost nothing on the message path while it is off.
+pub fn span_if_on(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if enabled() {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
+
 /// Installs the process's subscriber: log lines on stderr filtered by `filter` (JSON lines
 /// unless `json` is false) and the OpenTelemetry layer, which sees spans only while tracing is
 /// on. Fails when a subscriber is installed already.
