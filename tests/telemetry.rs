@@ -2,7 +2,8 @@
 //! `ExportTraceServiceRequest` with the `opentelemetry-proto` types) gets one customer
 //! message's spans, from its webhook to the status that settles the reply, in one trace with the
 //! right parents; the http agent receives a `traceparent` of that trace; no customer id is in
-//! any span; after a reload to `sample_ratio: 0` no span is sent.
+//! any span; after a reload to `sample_ratio: 0` no span is sent, and with `include_customer`
+//! the turn names the customer.
 
 mod common;
 
@@ -320,4 +321,15 @@ async fn a_message_is_one_trace_from_webhook_to_settled_status() {
         .map(|s| s.name.clone())
         .collect();
     assert!(names.is_empty(), "spans sent at sample_ratio 0: {names:?}");
+
+    // `include_customer: true` (and sampling back at 1): the turn names the customer.
+    t.reload_with(|y| {
+        y.replace("sample_ratio: 0", "sample_ratio: 1.0")
+            .replace("telemetry:\n", "telemetry:\n  include_customer: true\n")
+    })
+    .await;
+    t.emu.customer_says(PNID, CUSTOMER, "R", "third").await;
+    let all = spans_when(&spans, |s| s.iter().any(|s| s.name == "turn")).await;
+    let turn = all.iter().find(|s| s.name == "turn").unwrap();
+    assert_eq!(attr(turn, "whatsapp.customer").as_deref(), Some(CUSTOMER));
 }
