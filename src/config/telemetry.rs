@@ -60,8 +60,8 @@ impl OtlpProtocol {
 }
 
 impl Telemetry {
-    /// Whether `other` would export differently: another endpoint, protocol, ratio, header or
-    /// header value (a rotated secret), or customer setting.
+    /// Whether `other` exports as these settings do: the same endpoint, protocol, ratio, headers
+    /// and header values (a rotated secret counts as a change), and customer setting.
     pub fn same_as(&self, other: &Telemetry) -> bool {
         let key = |o: &Otlp| {
             let headers: Vec<(&String, &str)> =

@@ -155,8 +155,12 @@ pub async fn inbound(state: &AppState, rows: Vec<InboxRow>, known: &mut Known) {
         whatsapp.customer = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    let traceparent = crate::telemetry::take_inbound(first.id);
-    let traceparent = first.msg.traceparent.as_deref().or(traceparent.as_deref());
+    // A coalesced turn joins its first message's trace; the others' kept contexts go too.
+    let kept = crate::telemetry::take_inbound(first.id);
+    for row in &rows[1..] {
+        crate::telemetry::take_inbound(row.id);
+    }
+    let traceparent = first.msg.traceparent.as_deref().or(kept.as_deref());
     crate::telemetry::set_parent_from(&span, traceparent);
     if crate::telemetry::customer_allowed() {
         span.record("whatsapp.customer", first.msg.customer.as_str());
