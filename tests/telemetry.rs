@@ -3,8 +3,8 @@
 //! message's spans, from its webhook to the status that settles the reply, in one trace with the
 //! right parents; the http agent receives a `traceparent` of that trace; no customer id is in
 //! any span; after a reload to `sample_ratio: 0` no span is sent, and with `include_customer`
-//! the turn names the customer. Built with the `grpc` feature, a gRPC receiver (tonic's
-//! generated `TraceService` server) gets a message's trace over `protocol: grpc`.
+//! the turn names the customer. With the `grpc` feature (on by default), a gRPC receiver
+//! (tonic's generated `TraceService` server) gets a message's trace over `protocol: grpc`.
 //!
 //! The tracer provider and the subscriber are the process's: the tests take turns (`SERIAL`).
 

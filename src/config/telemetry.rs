@@ -45,7 +45,7 @@ pub enum OtlpProtocol {
     /// Protobuf over HTTP (`/v1/traces`), the default.
     #[default]
     Http,
-    /// gRPC (needs the binary built with the `grpc` cargo feature, as the release image is).
+    /// gRPC (the `grpc` cargo feature, on by default).
     Grpc,
 }
 
