@@ -410,7 +410,8 @@ impl Store {
             })
             .await?;
         let answered = Instant::now();
-        let at = |wait: i64| links.clock.local(answered, db_now, db_now + wait.max(0));
+        let db_now = links.clock.local(answered, db_now);
+        let at = |wait: i64| db_now + Duration::from_micros(wait.max(0) as u64);
         Ok(SendSlots {
             answered,
             customer_at: at(customer_wait),

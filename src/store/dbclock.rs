@@ -20,15 +20,16 @@ pub(super) struct DbClock {
 }
 
 impl DbClock {
-    /// Turns `at_us` (µs since the epoch on the database's clock, from an answer that said
-    /// `db_now_us` and was read at `read`) into an instant of this process.
-    pub(super) fn local(&self, read: Instant, db_now_us: i64, at_us: i64) -> Instant {
+    /// The instant of this process at which the database's clock read `db_now_us`, from an
+    /// answer that said so and was read at `read`; a time `d` later on the database's clock is
+    /// this instant plus `d`.
+    pub(super) fn local(&self, read: Instant, db_now_us: i64) -> Instant {
         let wall_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
         let ahead = self.observe(wall_us, wall_us - db_now_us);
-        // The database's `at_us` is `at_us + ahead` here; `read` was `wall_us` here.
-        let from_read = at_us + ahead - wall_us;
+        // The database's `db_now_us` is `db_now_us + ahead` here; `read` was `wall_us` here.
+        let from_read = db_now_us + ahead - wall_us;
         if from_read >= 0 {
             read + Duration::from_micros(from_read as u64)
         } else {
@@ -79,9 +80,8 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_micros() as i64;
-        // The database's clock runs 5 s behind ours; its answer said "now", its turn is 40 ms on.
+        // The database's clock runs 5 s behind ours: its "now" is the moment its answer was read.
         let db_now = wall_us - 5_000_000;
-        let at = clock.local(read, db_now, db_now + 40_000);
-        assert_eq!(at - read, Duration::from_millis(40));
+        assert_eq!(clock.local(read, db_now), read);
     }
 }

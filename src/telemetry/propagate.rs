@@ -44,6 +44,16 @@ impl<K: std::hash::Hash + Eq + Clone, V> Book<K, V> {
             }
         }
     }
+
+    /// The value kept under `key`, taken (its place in the order is forgotten when it comes
+    /// up for eviction).
+    fn take<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.by_key.remove(key)
+    }
 }
 
 static SENT: LazyLock<Mutex<Book<String, SpanContext>>> = LazyLock::new(Mutex::default);
@@ -169,7 +179,7 @@ pub fn settled(callback: &str, wamid: &str, status: &str) {
     if matches!(status, "read" | "failed") {
         // Nothing settles it further.
         let mut book = SENT.lock().unwrap_or_else(|e| e.into_inner());
-        book.by_key.remove(callback);
+        book.take(callback);
     }
 }
 
@@ -194,5 +204,5 @@ pub fn take_inbound(id: i64) -> Option<String> {
         return None;
     }
     let mut book = INBOUND.lock().unwrap_or_else(|e| e.into_inner());
-    book.by_key.remove(&id)
+    book.take(&id)
 }
