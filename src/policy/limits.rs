@@ -182,7 +182,7 @@ impl SendLimiter {
         customer: &str,
         ask: Option<i64>,
     ) -> Result<Paced, crate::store::StoreError> {
-        use crate::store::cluster::Bucket;
+        use crate::store::send_slots::Bucket;
         if let Some(until) = self.throttled_until(phone_number_id) {
             tokio::time::sleep_until(until).await;
         }

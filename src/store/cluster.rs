@@ -1,8 +1,8 @@
 //! What several replicas on one PostgreSQL share: conversation leases (one replica at a time
-//! works on a conversation), cluster-wide send limits (GCRA, one atomic statement per take),
-//! leader runs, and the queries a replica uses to find work it may take over. PostgreSQL only:
+//! works on a conversation), leader runs, and the queries a replica uses to find work it may take over. PostgreSQL only:
 //! SQLite has exactly one process (see `lock.rs`).
 
+use super::batches::{Batched, Reply};
 use super::pause::pause_from;
 use super::rows::{
     INBOX_COLUMNS, InboxTuple, OUTBOX_COLUMNS, OutboxTuple, inbox_from, inbox_from_offset,
@@ -11,7 +11,6 @@ use super::rows::{
 use super::{InboxRow, OutboxRow, Pause, PgLinks, Pool, Store, StoreError, on_pool};
 use sqlx::{PgPool, Row};
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// The database's clock in milliseconds: every replica compares lease times on one clock.
 pub(super) const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint";
@@ -37,28 +36,6 @@ pub(super) const NOTIFY_MAX: usize = 7000;
 
 /// A conversation: (phone_number_id, customer).
 pub type ConversationKey = (String, String);
-
-/// A cluster-wide send bucket: its key, one message every `interval`, bursts of `burst`.
-#[derive(Clone, Copy, Debug)]
-pub struct Bucket<'a> {
-    pub key: &'a str,
-    pub interval: Duration,
-    pub burst: u32,
-}
-
-/// What [`Store::take_send_slots`] said, its times on this process's clock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SendSlots {
-    /// When the answer was read.
-    pub answered: Instant,
-    /// When the customer's turn comes.
-    pub customer_at: Instant,
-    /// When the number's turn comes once the customer's has; `None`: not taken (the
-    /// customer's turn is later: take it then).
-    pub number_at: Option<Instant>,
-    /// Whether the customer still takes the reply, when asked.
-    pub allowed: Option<bool>,
-}
 
 /// Splits keys into NOTIFY payloads under PostgreSQL's size limit.
 pub(super) fn work_payloads<'a>(keys: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<String> {
@@ -89,7 +66,7 @@ pub fn parse_work_payload(payload: &str) -> Vec<ConversationKey> {
 }
 
 impl Store {
-    fn pg(&self) -> Result<&PgPool, StoreError> {
+    pub(super) fn pg(&self) -> Result<&PgPool, StoreError> {
         match &self.pool {
             Pool::Postgres(p) => Ok(p),
             Pool::Sqlite(_) => Err(StoreError::Batch(
@@ -100,9 +77,7 @@ impl Store {
 
     /// The connections kept outside the pool (see `pgconn.rs`).
     pub(super) fn pg_links(&self) -> Result<&PgLinks, StoreError> {
-        self.pg
-            .as_deref()
-            .ok_or_else(|| StoreError::Batch("cluster storage calls need PostgreSQL".into()))
+        self.pg.as_deref().ok_or_else(needs_postgres)
     }
 
     /// The PostgreSQL connection options, for the connections a replica keeps to itself
@@ -261,49 +236,20 @@ impl Store {
 
     /// What a holder's turn asks before it runs, in one read: whether the customer opted out
     /// of the number (`(opted_out, erased)` as [`Store::opt_out_state`] says, `digest` being
-    /// the customer's erasure digest) and the conversation's stored pause.
+    /// the customer's erasure digest) and the conversation's stored pause. The reads of turns
+    /// starting at the same time are made in one statement.
     pub async fn turn_state(
         &self,
         phone_number_id: &str,
         customer: &str,
         digest: &str,
-    ) -> Result<((bool, bool), Option<Pause>), StoreError> {
-        const READ: &str = "SELECT \
-             (SELECT opted_out FROM opt_outs WHERE phone_number_id = $1 AND customer = $2), \
-             (SELECT opted_out FROM opt_outs WHERE phone_number_id = $1 AND customer = $3), \
-             p.phone_number_id, p.customer, p.paused_at, p.paused_until, p.reason, p.paused_by \
-             FROM (SELECT 1) AS one LEFT JOIN paused_conversations p \
-             ON p.phone_number_id = $1 AND p.customer = $2";
-        let row = self
-            .pg_links()?
-            .hot
-            .run(async |c| {
-                Ok(sqlx::query(READ)
-                    .bind(phone_number_id)
-                    .bind(customer)
-                    .bind(digest)
-                    .fetch_one(c)
-                    .await?)
-            })
-            .await?;
-        let plain: Option<i64> = row.try_get(0)?;
-        let hashed = row.try_get::<Option<i64>, _>(1)? == Some(1);
-        let opted_out = match plain {
-            Some(1) => (true, false),
-            _ => (hashed, hashed),
-        };
-        let pause = match row.try_get::<Option<String>, _>(2)? {
-            None => None,
-            Some(pnid) => Some(pause_from((
-                pnid,
-                row.try_get(3)?,
-                row.try_get(4)?,
-                row.try_get(5)?,
-                row.try_get(6)?,
-                row.try_get(7)?,
-            ))),
-        };
-        Ok((opted_out, pause))
+    ) -> Result<TurnState, StoreError> {
+        let links = self.pg.as_ref().ok_or_else(needs_postgres)?;
+        let keys = [phone_number_id, customer, digest].map(str::to_owned);
+        links
+            .turn_reads
+            .ask(links, |reply| TurnRead { keys, reply })
+            .await
     }
 
     /// A conversation's messages waiting for their turn with an id above `after`, oldest first.
@@ -348,112 +294,6 @@ impl Store {
         })
     }
 
-    /// Right before a send, in one statement: takes a message from the customer's bucket
-    /// (`customer`, when pacing is on), then, unless that one says to wait, from the number's
-    /// (`number`). Both are GCRA (one message every `interval`, bursts of `burst`), on the
-    /// database's clock, turned into instants of this process with [`DbClock`]. A turn is
-    /// taken even if the caller then gives up (errs slow). With `ask`, also reads whether the
-    /// customer (number, customer, the reply's queue time) still takes the reply.
-    ///
-    /// [`DbClock`]: super::dbclock::DbClock
-    pub async fn take_send_slots(
-        &self,
-        customer: Option<Bucket<'_>>,
-        number: Bucket<'_>,
-        ask: Option<(&str, &str, i64)>,
-    ) -> Result<SendSlots, StoreError> {
-        static TAKE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let take = |key: &str, t: &str, tau: &str| {
-                format!(
-                    "INSERT INTO send_limits AS s (key, tat) SELECT {key}, now.us + {t} FROM now \
-                     {{guard}} ON CONFLICT (key) DO UPDATE \
-                     SET tat = GREATEST(s.tat, (SELECT us FROM now)) + {t} \
-                     RETURNING GREATEST(s.tat - {t} - {tau} - (SELECT us FROM now), 0) AS wait"
-                )
-            };
-            format!(
-                "WITH now AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint AS us), \
-                 c AS ({}), n AS ({}) \
-                 SELECT (SELECT us FROM now), COALESCE((SELECT wait FROM c), 0), (SELECT wait FROM n), \
-                 $7 = '' OR NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.phone_number_id = $7 \
-                   AND o.customer = $8 AND (o.opted_out <> 0 OR o.stopped_at > $9))",
-                take("$1", "$2", "$3").replace("{guard}", "WHERE $1 <> ''"),
-                take("$4", "$5", "$6").replace(
-                    "{guard}",
-                    "WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.wait > 0)"
-                ),
-            )
-        });
-        let gcra = |b: &Bucket<'_>| {
-            let t = b.interval.as_micros() as i64;
-            (t, t * i64::from(b.burst.max(1) - 1))
-        };
-        let (c_key, (c_t, c_tau)) = customer.as_ref().map_or(("", (0, 0)), |b| (b.key, gcra(b)));
-        let (n_t, n_tau) = gcra(&number);
-        let (pnid, cust, queued_at) = ask.unwrap_or(("", "", 0));
-        let links = self.pg_links()?;
-        let (db_now, customer_wait, number_wait, allowed): (i64, i64, Option<i64>, bool) = links
-            .hot
-            .run(async |c| {
-                Ok(sqlx::query_as(TAKE.as_str())
-                    .bind(c_key)
-                    .bind(c_t)
-                    .bind(c_tau)
-                    .bind(number.key)
-                    .bind(n_t)
-                    .bind(n_tau)
-                    .bind(pnid)
-                    .bind(cust)
-                    .bind(queued_at)
-                    .fetch_one(c)
-                    .await?)
-            })
-            .await?;
-        let answered = Instant::now();
-        let db_now = links.clock.local(answered, db_now);
-        let at = |wait: i64| db_now + Duration::from_micros(wait.max(0) as u64);
-        Ok(SendSlots {
-            answered,
-            customer_at: at(customer_wait),
-            number_at: number_wait.map(at),
-            allowed: ask.map(|_| allowed),
-        })
-    }
-
-    /// Holds bucket `key` (a number's, with `interval` and `burst` as in
-    /// [`take_send_slots`](Store::take_send_slots)) for `pause` from now, for every replica:
-    /// Meta said "too many messages".
-    pub async fn pause_send_slots(
-        &self,
-        key: &str,
-        interval: Duration,
-        burst: u32,
-        pause: Duration,
-    ) -> Result<(), StoreError> {
-        let tau = interval.as_micros() as i64 * i64::from(burst.max(1) - 1);
-        sqlx::query(
-            "INSERT INTO send_limits AS s (key, tat) \
-             VALUES ($1, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint + $2) \
-             ON CONFLICT (key) DO UPDATE SET tat = GREATEST(s.tat, excluded.tat)",
-        )
-        .bind(key)
-        .bind(pause.as_micros() as i64 + tau)
-        .execute(self.pg()?)
-        .await?;
-        Ok(())
-    }
-
-    /// Forgets send-limit buckets idle long enough to be full again (absent means full).
-    pub async fn prune_send_limits(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM send_limits \
-             WHERE tat < (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint - 3600000000",
-        )
-        .execute(self.pg()?)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
     /// Forgets replicas that stopped renewing their liveness an hour ago (killed ones; those
     /// stopped with SIGTERM remove their own row).
     pub async fn prune_replicas(&self) -> Result<u64, StoreError> {
@@ -490,6 +330,74 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// The error of a cluster call on SQLite.
+pub(super) fn needs_postgres() -> StoreError {
+    StoreError::Batch("cluster storage calls need PostgreSQL".into())
+}
+
+/// What a holder's turn reads before it runs: the customer's `(opted_out, erased)` and the
+/// conversation's stored pause.
+pub type TurnState = ((bool, bool), Option<Pause>);
+
+/// One turn's read (number, customer, the customer's erasure digest), waiting for its batch.
+pub(super) struct TurnRead {
+    keys: [String; 3],
+    reply: Reply<TurnState>,
+}
+
+impl Batched for TurnRead {
+    type Answer = TurnState;
+
+    fn reply(self) -> Reply<TurnState> {
+        self.reply
+    }
+
+    async fn run(links: &PgLinks, batch: &[Self]) -> Result<Vec<TurnState>, StoreError> {
+        const READ: &str = "SELECT \
+             (SELECT opted_out FROM opt_outs o WHERE o.phone_number_id = k.p AND o.customer = k.c), \
+             (SELECT opted_out FROM opt_outs o WHERE o.phone_number_id = k.p AND o.customer = k.d), \
+             p.phone_number_id, p.customer, p.paused_at, p.paused_until, p.reason, p.paused_by \
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(p, c, d, ord) \
+             LEFT JOIN paused_conversations p ON p.phone_number_id = k.p AND p.customer = k.c \
+             ORDER BY k.ord";
+        let col = |i: usize| batch.iter().map(|r| r.keys[i].as_str()).collect::<Vec<_>>();
+        let rows = links
+            .hot
+            .run(async |c| {
+                Ok(sqlx::query(READ)
+                    .bind(col(0))
+                    .bind(col(1))
+                    .bind(col(2))
+                    .fetch_all(c)
+                    .await?)
+            })
+            .await?;
+        rows.iter().map(turn_state_from).collect()
+    }
+}
+
+/// A row of [`TurnRead`]'s statement.
+fn turn_state_from(row: &sqlx::postgres::PgRow) -> Result<TurnState, StoreError> {
+    let plain: Option<i64> = row.try_get(0)?;
+    let hashed = row.try_get::<Option<i64>, _>(1)? == Some(1);
+    let opted_out = match plain {
+        Some(1) => (true, false),
+        _ => (hashed, hashed),
+    };
+    let pause = match row.try_get::<Option<String>, _>(2)? {
+        None => None,
+        Some(pnid) => Some(pause_from((
+            pnid,
+            row.try_get(3)?,
+            row.try_get(4)?,
+            row.try_get(5)?,
+            row.try_get(6)?,
+            row.try_get(7)?,
+        ))),
+    };
+    Ok((opted_out, pause))
 }
 
 #[cfg(test)]

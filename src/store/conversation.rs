@@ -1,7 +1,8 @@
 //! Per-conversation facts the policies decide on: the last inbound time (the 24-hour window),
 //! the opt-out state, and the turn history an agent is given.
 
-use super::{OutboxKind, Store, StoreError, on_pool};
+use super::batches::{Batched, Reply};
+use super::{OutboxKind, PgLinks, Store, StoreError, on_pool};
 use std::collections::HashMap;
 
 /// One past turn of a conversation.
@@ -206,33 +207,71 @@ impl OptedOut {
 
 impl Store {
     /// Whether a reply to `customer` queued at `created_at` (ms) may leave now, as stored
-    /// (several replicas: another one may have recorded an opt-out). One primary-key read.
+    /// (several replicas: another one may have recorded an opt-out). One primary-key read; on
+    /// PostgreSQL, the reads asked for at the same time are one statement.
     pub async fn reply_allowed(
         &self,
         phone_number_id: &str,
         customer: &str,
         created_at: i64,
     ) -> Result<bool, StoreError> {
+        if let Some(links) = &self.pg {
+            let keys = [phone_number_id, customer].map(str::to_owned);
+            return links
+                .allowed_reads
+                .ask(links, |reply| AllowedRead {
+                    keys,
+                    created_at,
+                    reply,
+                })
+                .await;
+        }
         const READ: &str = "SELECT opted_out, stopped_at FROM opt_outs \
              WHERE phone_number_id = $1 AND customer = $2";
-        let row: Option<(i64, i64)> = match &self.pg {
-            // Right before a send: on a connection of its own, without the pool's pings.
-            Some(pg) => {
-                pg.hot
-                    .run(async |c| {
-                        let q = sqlx::query_as(READ).bind(phone_number_id).bind(customer);
-                        Ok(q.fetch_optional(c).await?)
-                    })
-                    .await?
-            }
-            None => on_pool!(self, |pool| {
-                sqlx::query_as(READ)
-                    .bind(phone_number_id)
-                    .bind(customer)
-                    .fetch_optional(pool)
-                    .await?
-            }),
-        };
+        let row: Option<(i64, i64)> = on_pool!(self, |pool| {
+            sqlx::query_as(READ)
+                .bind(phone_number_id)
+                .bind(customer)
+                .fetch_optional(pool)
+                .await?
+        });
         Ok(row.is_none_or(|(o, at)| o == 0 && created_at >= at))
+    }
+}
+
+/// One [`Store::reply_allowed`] read on PostgreSQL (number, customer; the reply's queue time),
+/// waiting for its batch.
+pub(super) struct AllowedRead {
+    keys: [String; 2],
+    created_at: i64,
+    reply: Reply<bool>,
+}
+
+impl Batched for AllowedRead {
+    type Answer = bool;
+
+    fn reply(self) -> Reply<bool> {
+        self.reply
+    }
+
+    async fn run(links: &PgLinks, batch: &[Self]) -> Result<Vec<bool>, StoreError> {
+        const READ: &str = "SELECT NOT EXISTS (SELECT 1 FROM opt_outs o \
+             WHERE o.phone_number_id = k.p AND o.customer = k.c \
+             AND (o.opted_out <> 0 OR o.stopped_at > k.at)) \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS k(p, c, at, ord) \
+             ORDER BY k.ord";
+        let col = |i: usize| batch.iter().map(|r| r.keys[i].as_str()).collect::<Vec<_>>();
+        let at: Vec<i64> = batch.iter().map(|r| r.created_at).collect();
+        links
+            .hot
+            .run(async |c| {
+                Ok(sqlx::query_scalar(READ)
+                    .bind(col(0))
+                    .bind(col(1))
+                    .bind(at)
+                    .fetch_all(c)
+                    .await?)
+            })
+            .await
     }
 }

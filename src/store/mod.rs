@@ -4,6 +4,7 @@
 
 mod apply;
 mod audit;
+mod batches;
 pub mod cluster;
 mod conversation;
 mod dbclock;
@@ -22,6 +23,7 @@ mod replies;
 mod retention;
 mod rows;
 mod secrets;
+pub mod send_slots;
 mod settle;
 mod sql;
 mod sqlite_writer;
@@ -155,6 +157,12 @@ struct PgLinks {
     writer: pgconn::PgConns,
     /// How this process's clock relates to the database's, for the send turns.
     clock: dbclock::DbClock,
+    /// The send turns asked for at the same time, taken in one statement.
+    slots: batches::Batches<send_slots::Request>,
+    /// The turns' reads made at the same time, in one statement.
+    turn_reads: batches::Batches<cluster::TurnRead>,
+    /// The opt-out reads right before sends, made at the same time, in one statement.
+    allowed_reads: batches::Batches<conversation::AllowedRead>,
 }
 
 /// Runs the same sqlx code against whichever pool this store holds.
@@ -275,6 +283,9 @@ impl Store {
                 // every time another count pushed it out.
                 writer: pgconn::PgConns::new(opts.statement_cache_capacity(WRITER_STATEMENTS), 1),
                 clock: dbclock::DbClock::default(),
+                slots: Default::default(),
+                turn_reads: Default::default(),
+                allowed_reads: Default::default(),
             }));
             (Pool::Postgres(pool.clone()), Pool::Postgres(pool))
         } else {

@@ -611,13 +611,29 @@ impl StandaloneConfig {
     }
 }
 
-/// A port free on 127.0.0.1 right now.
+/// A port free on 127.0.0.1 right now, for a listener the test starts later. It is taken below
+/// the kernel's range of ephemeral ports (32768–60999 on Linux): a port from that range, free
+/// when asked, could meanwhile become the local port of any outgoing connection of the tests
+/// running beside this one, and the gateway's bind then fails with "address in use". Each call
+/// of a process returns another port, starting at a place of its own per process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {LOW} and {}", LOW + SPAN)
 }
 
 /// Waits until `cond` holds, checking every 20 ms, for at most `timeout`. Returns whether it held.
