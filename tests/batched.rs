@@ -46,9 +46,10 @@ async fn turns_at_once(store: &Store, n: usize) -> Vec<SendSlots> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turns_asked_together_share_a_statement_and_keep_the_number_to_its_rate() {
-    let Some((_storage, a, b)) = two_replicas().await else {
+    let Some((storage, a, b)) = two_replicas().await else {
         return;
     };
+    let started = db_now_us(&storage).await;
     let (from_a, from_b) = tokio::join!(turns_at_once(&a, 100), turns_at_once(&b, 100));
     // One statement answers a whole batch: its answers were all read at one instant.
     for (name, slots) in [("a", &from_a), ("b", &from_b)] {
@@ -61,26 +62,58 @@ async fn turns_asked_together_share_a_statement_and_keep_the_number_to_its_rate(
             statements.len()
         );
     }
-    // Every turn is the number's own: 200 turns one interval apart, whichever replica took it
-    // (the two replicas' clocks are this process's, turned from the database's within 1 ms).
-    let mut turns: Vec<Instant> = from_a
-        .iter()
-        .chain(&from_b)
-        .map(|s| {
-            s.number_at
-                .expect("no customer bucket: the number's turn is taken")
-        })
-        .collect();
-    turns.sort();
-    for pair in turns.windows(2) {
-        let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(4), "two turns {gap:?} apart");
+    // The turns one statement handed out are the number's next ones, one interval apart.
+    for slots in [&from_a, &from_b] {
+        let mut by_statement: std::collections::BTreeMap<Instant, Vec<Instant>> =
+            Default::default();
+        for s in slots.iter() {
+            let turn = s
+                .number_at
+                .expect("no customer bucket: the number's turn is taken");
+            by_statement.entry(s.answered).or_default().push(turn);
+        }
+        for turns in by_statement.values_mut() {
+            turns.sort();
+            for pair in turns.windows(2) {
+                assert_eq!(pair[1] - pair[0], Duration::from_millis(5), "{turns:?}");
+            }
+        }
     }
-    let span = *turns.last().unwrap() - turns[0];
+    // And every one of the 200 turns, whichever replica took it, moved the number's bucket on
+    // by one interval (on the database's clock: the replicas turn it into their own within the
+    // quickest answer each has seen, which differs between them).
+    let tat = bucket(&storage, "n:106540352242922").await;
     assert!(
-        span >= Duration::from_millis(199 * 5 - 1),
-        "200 turns at 200/s within {span:?}"
+        tat - started >= 200 * 5_000,
+        "the bucket moved on by {} µs for 200 turns",
+        tat - started
     );
+    assert!(
+        tat - started < 200 * 5_000 + 1_000_000,
+        "the bucket moved on by {} µs",
+        tat - started
+    );
+}
+
+/// The database's clock, in µs.
+async fn db_now_us(storage: &common::Storage) -> i64 {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&storage.url).await.unwrap();
+    sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+/// Bucket `key`'s theoretical arrival time (µs, the database's clock).
+async fn bucket(storage: &common::Storage, key: &str) -> i64 {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&storage.url).await.unwrap();
+    sqlx::query_scalar("SELECT tat FROM send_limits WHERE key = $1")
+        .bind(key)
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,6 +142,7 @@ async fn a_customer_asked_twice_at_once_waits_out_its_pacing_and_the_opt_out_is_
                 .unwrap()
         })
     };
+    let started = db_now_us(&storage).await;
     let (first, second) = (ask(&a, 0), ask(&a, 0));
     let mut got = vec![first.await.unwrap(), second.await.unwrap()];
     got.sort_by_key(|s| s.customer_at);
@@ -118,8 +152,15 @@ async fn a_customer_asked_twice_at_once_waits_out_its_pacing_and_the_opt_out_is_
     assert_eq!(got[1].number_at, None, "{got:?}");
     let gap = got[1].customer_at - got[0].customer_at;
     assert!(
-        gap >= Duration::from_millis(999) && gap <= Duration::from_millis(1100),
+        gap >= Duration::from_millis(900) && gap <= Duration::from_millis(1100),
         "the customer's turns {gap:?} apart"
+    );
+    // Exactly: the customer's bucket moved on by two seconds, one per turn.
+    let tat = bucket(&storage, &format!("c:{pnid}:{customer}")).await;
+    assert!(
+        (2_000_000..3_000_000).contains(&(tat - started)),
+        "the customer's bucket moved on by {} µs",
+        tat - started
     );
     assert_eq!(got[0].allowed, Some(true));
 
