@@ -94,6 +94,11 @@ impl Activity {
         }
     }
 
+    /// Whether the connection's first request (or HTTP/2 preface) has yet to come.
+    pub fn is_opening(&self) -> bool {
+        self.lock().phase == Phase::Opening
+    }
+
     /// Resolves after the deadline may have moved earlier (or appeared).
     pub async fn changed(&self) {
         self.changed.notified().await

@@ -71,6 +71,10 @@ impl Conn {
         );
         let (header, idle) = (self.limits.header_timeout, self.limits.idle_timeout);
         let mut draining = false;
+        // Told to stop before its first request came (taken from the accept queue as its
+        // listener retired, its request already sent): the close waits until that request has
+        // been served, or until its header deadline.
+        let mut stop_after_first = false;
         loop {
             // With no deadline (a request in flight), wake once a day to look again.
             let wake = activity
@@ -83,7 +87,12 @@ impl Conn {
                     }
                     return;
                 }
-                _ = activity.changed() => {}
+                _ = activity.changed() => {
+                    if stop_after_first && !activity.is_opening() {
+                        stop_after_first = false;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
                 _ = tokio::time::sleep_until(wake) => {
                     let Some((at, why)) = activity.deadline(header, idle) else { continue };
                     if at > Instant::now() {
@@ -100,7 +109,11 @@ impl Conn {
                 }
                 _ = self.stop.cancelled(), if !draining => {
                     draining = true;
-                    conn.as_mut().graceful_shutdown();
+                    if activity.is_opening() {
+                        stop_after_first = true;
+                    } else {
+                        conn.as_mut().graceful_shutdown();
+                    }
                 }
                 _ = self.kill.cancelled() => return,
             }
