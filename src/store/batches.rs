@@ -1,8 +1,8 @@
 //! Statements that every message pays on PostgreSQL outside the group commit (a turn's read,
-//! a send's turns, the opt-out read right before a send), taken together: the requests a replica's tasks make at the same time wait
-//! in one queue, and a task of the store's runs them as one statement per batch, then the next
-//! batch, as the group commit does for writes. Nothing waits on purpose: a batch is what queued
-//! while the last statement ran.
+//! a send's turns, the opt-out read right before a send), taken together: the requests a
+//! replica's tasks make at the same time wait in one queue, and a task of the store's runs them
+//! as one statement per batch, then the next batch, as the group commit does for writes.
+//! Nothing waits on purpose: a batch is what queued while the last statement ran.
 
 use super::{PgLinks, StoreError};
 use std::collections::HashSet;

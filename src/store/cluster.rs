@@ -1,6 +1,7 @@
 //! What several replicas on one PostgreSQL share: conversation leases (one replica at a time
-//! works on a conversation), leader runs, and the queries a replica uses to find work it may take over. PostgreSQL only:
-//! SQLite has exactly one process (see `lock.rs`).
+//! works on a conversation), leader runs, and the queries a replica uses to find work it may
+//! take over (the cluster-wide send turns are in `send_slots.rs`). PostgreSQL only: SQLite has
+//! exactly one process (see `lock.rs`).
 
 use super::batches::{Batched, Reply};
 use super::pause::pause_from;
@@ -356,8 +357,10 @@ impl Batched for TurnRead {
 
     async fn run(links: &PgLinks, batch: &[Self]) -> Result<Vec<TurnState>, StoreError> {
         const READ: &str = "SELECT \
-             (SELECT opted_out FROM opt_outs o WHERE o.phone_number_id = k.p AND o.customer = k.c), \
-             (SELECT opted_out FROM opt_outs o WHERE o.phone_number_id = k.p AND o.customer = k.d), \
+             (SELECT opted_out FROM opt_outs o \
+               WHERE o.phone_number_id = k.p AND o.customer = k.c), \
+             (SELECT opted_out FROM opt_outs o \
+               WHERE o.phone_number_id = k.p AND o.customer = k.d), \
              p.phone_number_id, p.customer, p.paused_at, p.paused_until, p.reason, p.paused_by \
              FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(p, c, d, ord) \
              LEFT JOIN paused_conversations p ON p.phone_number_id = k.p AND p.customer = k.c \
