@@ -14,6 +14,7 @@ use crate::agent::{
 use crate::cloudapi::envelope::{InboundMessage, MessageType};
 use crate::outbox;
 use crate::serve::state::{AppState, NumberRuntime, Snapshot};
+use crate::store::cluster::TurnState;
 use crate::store::{InboxRow, InboxState, Keyword, NewOutbox, OptAction, OutboxKind};
 use crate::store::{OutboxRow, OutboxState};
 use std::time::{Duration, Instant};
@@ -101,15 +102,12 @@ struct Stored<'a> {
     state: &'a AppState,
     pnid: &'a str,
     customer: &'a str,
-    read: tokio::sync::OnceCell<Option<StoredState>>,
+    read: tokio::sync::OnceCell<Option<TurnState>>,
 }
-
-/// The stored `(opted_out, erased)` and pause of a conversation.
-type StoredState = ((bool, bool), Option<crate::store::Pause>);
 
 impl Stored<'_> {
     /// The read's answer; `None` when shutting down before it could be made.
-    async fn get(&self) -> Option<&StoredState> {
+    async fn get(&self) -> Option<&TurnState> {
         self.read
             .get_or_init(|| async {
                 let digest = self.state.customer_digest(self.customer);

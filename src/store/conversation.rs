@@ -239,6 +239,16 @@ impl Store {
     }
 }
 
+/// PostgreSQL's test that customer `customer` of number `pnid` still takes a reply queued at
+/// `queued` (ms): no opt-out in force, and none since it was queued (as [`Store::reply_allowed`]
+/// decides on SQLite). The arguments are SQL expressions.
+pub(super) fn takes_reply(pnid: &str, customer: &str, queued: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.phone_number_id = {pnid} \
+         AND o.customer = {customer} AND (o.opted_out <> 0 OR o.stopped_at > {queued}))"
+    )
+}
+
 /// One [`Store::reply_allowed`] read on PostgreSQL (number, customer; the reply's queue time),
 /// waiting for its batch.
 pub(super) struct AllowedRead {
@@ -255,17 +265,19 @@ impl Batched for AllowedRead {
     }
 
     async fn run(links: &PgLinks, batch: &[Self]) -> Result<Vec<bool>, StoreError> {
-        const READ: &str = "SELECT NOT EXISTS (SELECT 1 FROM opt_outs o \
-             WHERE o.phone_number_id = k.p AND o.customer = k.c \
-             AND (o.opted_out <> 0 OR o.stopped_at > k.at)) \
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS k(p, c, at, ord) \
-             ORDER BY k.ord";
+        static READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {} FROM UNNEST($1::text[], $2::text[], $3::bigint[]) \
+                 WITH ORDINALITY AS k(p, c, at, ord) ORDER BY k.ord",
+                takes_reply("k.p", "k.c", "k.at")
+            )
+        });
         let col = |i: usize| batch.iter().map(|r| r.keys[i].as_str()).collect::<Vec<_>>();
         let at: Vec<i64> = batch.iter().map(|r| r.created_at).collect();
         links
             .hot
             .run(async |c| {
-                Ok(sqlx::query_scalar(READ)
+                Ok(sqlx::query_scalar(READ.as_str())
                     .bind(col(0))
                     .bind(col(1))
                     .bind(at)

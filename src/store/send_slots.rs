@@ -116,31 +116,37 @@ impl Store {
 /// per number, `n`): its row moves on by `k` intervals at once, and those requests get its
 /// `k` turns in order. Rows are locked in key order (customers, then numbers) so that two
 /// replicas' batches wait for each other rather than deadlock.
-const TAKE: &str = "WITH now AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint AS us), \
-     r AS (SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], \
-       $6::bigint[], $7::text[], $8::text[], $9::bigint[]) \
-       WITH ORDINALITY AS r(ckey, ct, ctau, nkey, nt, ntau, pnid, cust, queued, ord)), \
-     c AS (INSERT INTO send_limits AS s (key, tat) \
-       SELECT r.ckey, now.us + r.ct FROM r, now WHERE r.ckey <> '' ORDER BY r.ckey \
-       ON CONFLICT (key) DO UPDATE \
-       SET tat = GREATEST(s.tat, (SELECT us FROM now)) + (excluded.tat - (SELECT us FROM now)) \
-       RETURNING s.key, s.tat), \
-     g AS (SELECT r.*, COALESCE(GREATEST(c.tat - r.ct - r.ctau - (SELECT us FROM now), 0), 0) AS cwait \
-       FROM r LEFT JOIN c ON c.key = r.ckey), \
-     k AS (SELECT nkey, max(nt) AS nt, max(ntau) AS ntau, count(*) AS k FROM g WHERE cwait = 0 \
-       GROUP BY nkey), \
-     n AS (INSERT INTO send_limits AS s (key, tat) \
-       SELECT k.nkey, now.us + k.k * k.nt FROM k, now ORDER BY k.nkey \
-       ON CONFLICT (key) DO UPDATE \
-       SET tat = GREATEST(s.tat, (SELECT us FROM now)) + (excluded.tat - (SELECT us FROM now)) \
-       RETURNING s.key, s.tat) \
-     SELECT (SELECT us FROM now), g.cwait, \
-       CASE WHEN g.cwait = 0 THEN GREATEST(n.tat - k.k * k.nt - k.ntau - (SELECT us FROM now) \
-         + (row_number() OVER (PARTITION BY g.nkey ORDER BY g.cwait <> 0, g.ord) - 1) * k.nt, 0) END, \
-       g.pnid = '' OR NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.phone_number_id = g.pnid \
-         AND o.customer = g.cust AND (o.opted_out <> 0 OR o.stopped_at > g.queued)) \
-     FROM g LEFT JOIN k ON k.nkey = g.nkey LEFT JOIN n ON n.key = g.nkey \
-     ORDER BY g.ord";
+static TAKE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH now AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint AS us), \
+         r AS (SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], \
+           $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::bigint[]) \
+           WITH ORDINALITY AS r(ckey, ct, ctau, nkey, nt, ntau, pnid, cust, queued, ord)), \
+         c AS (INSERT INTO send_limits AS s (key, tat) \
+           SELECT r.ckey, now.us + r.ct FROM r, now WHERE r.ckey <> '' ORDER BY r.ckey \
+           ON CONFLICT (key) DO UPDATE \
+           SET tat = GREATEST(s.tat, (SELECT us FROM now)) + (excluded.tat - (SELECT us FROM now)) \
+           RETURNING s.key, s.tat), \
+         g AS (SELECT r.*, \
+           COALESCE(GREATEST(c.tat - r.ct - r.ctau - (SELECT us FROM now), 0), 0) AS cwait \
+           FROM r LEFT JOIN c ON c.key = r.ckey), \
+         k AS (SELECT nkey, max(nt) AS nt, max(ntau) AS ntau, count(*) AS k FROM g \
+           WHERE cwait = 0 GROUP BY nkey), \
+         n AS (INSERT INTO send_limits AS s (key, tat) \
+           SELECT k.nkey, now.us + k.k * k.nt FROM k, now ORDER BY k.nkey \
+           ON CONFLICT (key) DO UPDATE \
+           SET tat = GREATEST(s.tat, (SELECT us FROM now)) + (excluded.tat - (SELECT us FROM now)) \
+           RETURNING s.key, s.tat) \
+         SELECT (SELECT us FROM now), g.cwait, \
+           CASE WHEN g.cwait = 0 THEN GREATEST(n.tat - k.k * k.nt - k.ntau - (SELECT us FROM now) \
+             + (row_number() OVER (PARTITION BY g.nkey ORDER BY g.cwait <> 0, g.ord) - 1) * k.nt, \
+             0) END, \
+           g.pnid = '' OR {} \
+         FROM g LEFT JOIN k ON k.nkey = g.nkey LEFT JOIN n ON n.key = g.nkey \
+         ORDER BY g.ord",
+        super::conversation::takes_reply("g.pnid", "g.cust", "g.queued")
+    )
+});
 
 /// Runs [`TAKE`] for `batch`; the answers in the batch's order.
 async fn take(links: &PgLinks, batch: &[Request]) -> Result<Vec<SendSlots>, StoreError> {
@@ -149,7 +155,7 @@ async fn take(links: &PgLinks, batch: &[Request]) -> Result<Vec<SendSlots>, Stor
     let rows: Vec<(i64, i64, Option<i64>, bool)> = links
         .hot
         .run(async |c| {
-            Ok(sqlx::query_as(TAKE)
+            Ok(sqlx::query_as(TAKE.as_str())
                 .bind(text(|r| &r.customer.0))
                 .bind(col(|r| r.customer.1))
                 .bind(col(|r| r.customer.2))

@@ -79,13 +79,17 @@ fn sampled(span: &tracing::Span) -> Option<SpanContext> {
 
 /// The current span's W3C `traceparent` (`00-<trace id>-<span id>-01`) when it is sampled.
 pub fn traceparent() -> Option<String> {
-    let sc = sampled(&tracing::Span::current())?;
-    Some(format!(
-        "00-{}-{}-{:02x}",
-        sc.trace_id(),
-        sc.span_id(),
-        sc.trace_flags().to_u8()
-    ))
+    let span = tracing::Span::current();
+    sampled(&span)?;
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// The remote context a `traceparent` names.
+fn remote(traceparent: &str) -> opentelemetry::Context {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    TraceContextPropagator::new().extract(&carrier)
 }
 
 /// Makes the span that `traceparent` names the parent of `span` (which must not have been
@@ -95,8 +99,7 @@ pub fn set_parent_from(span: &tracing::Span, traceparent: Option<&str>) {
         return;
     }
     if let Some(tp) = traceparent {
-        let carrier = HashMap::from([("traceparent".to_owned(), tp.to_owned())]);
-        let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+        let _ = span.set_parent(remote(tp));
     }
     record_trace_id(span);
 }
@@ -128,9 +131,7 @@ pub fn link_to(span: &tracing::Span, traceparent: &str) {
     if !super::enabled() {
         return;
     }
-    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    let cx = TraceContextPropagator::new().extract(&carrier);
-    span.add_link(cx.span().span_context().clone());
+    span.add_link(remote(traceparent).span().span_context().clone());
 }
 
 /// Records `trace_id` (declared `Empty` on the span) when the span is sampled, so the log
