@@ -185,6 +185,12 @@ pub(crate) use on_pool;
 /// Prepared statements the PostgreSQL writer's connection keeps (sqlx keeps 100 by default).
 const WRITER_STATEMENTS: usize = 1000;
 
+/// The page size of a SQLite file this gateway creates (SQLite's default is 4 KiB). A commit
+/// writes every page it touched, whole, to the log, and each answered message touches random
+/// pages of a few B-trees: 2 KiB pages write 29% fewer bytes per message for about 1 ms more ack
+/// p99 (README "Storage"). A file keeps the page size it was created with.
+pub(crate) const SQLITE_PAGE_SIZE: u32 = 2048;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -232,6 +238,7 @@ impl Store {
             let in_memory = file == ":memory:" || file.is_empty() || url.contains("mode=memory");
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
+                .page_size(SQLITE_PAGE_SIZE)
                 .journal_mode(SqliteJournalMode::Wal)
                 // FULL: a commit is on disk before the webhook is answered 200. Group commit
                 // amortises the fsync over every message in the batch.

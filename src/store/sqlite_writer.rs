@@ -290,6 +290,41 @@ mod tests {
         assert_eq!(store.number_overrides().await.unwrap().len(), 203);
     }
 
+    /// A file the gateway creates has its page size; a file created before keeps its own (the
+    /// page size of a database in write-ahead-log mode cannot change).
+    #[tokio::test]
+    async fn a_new_file_gets_the_gateways_page_size_and_an_old_one_keeps_its_own() {
+        let page_size = |path: &std::path::Path| -> u32 {
+            Connection::open(path)
+                .unwrap()
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .unwrap()
+        };
+        let (dir, store, _writer) = writer_on_a_fresh_file().await;
+        drop(store);
+        assert_eq!(page_size(&dir.path().join("w.db")), 2048);
+
+        // SQLite's default, as a file of an earlier version has.
+        let old = dir.path().join("old.db");
+        Connection::open(&old)
+            .unwrap()
+            .execute_batch(
+                "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x);",
+            )
+            .unwrap();
+        let cfg = crate::config::Storage {
+            url: format!("sqlite://{}", old.display()),
+            ..Default::default()
+        };
+        let store = crate::store::Store::connect(&cfg).await.unwrap();
+        assert!(
+            store.number_overrides().await.unwrap().is_empty(),
+            "migrated"
+        );
+        drop(store);
+        assert_eq!(page_size(&old), 4096);
+    }
+
     #[test]
     fn a_missing_argument_is_an_error_not_a_null() {
         let conn = Connection::open_in_memory().unwrap();
