@@ -445,6 +445,48 @@ async fn nul_characters_are_answered_on_both_databases(db: Db) {
     t.stop().await;
 }
 
+/// On PostgreSQL a status that leaves a reply closed rewrites none of the outbox's indexes: the
+/// row is updated in place (a heap-only tuple), which needs every index to name only columns
+/// that such a status leaves as they are, and room on the row's page.
+#[tokio::test]
+async fn a_status_updates_its_reply_in_place_on_postgres() {
+    let Some(mut t) = spawn_gateway(Db::Postgres, Options::default()).await else {
+        return;
+    };
+    let customer = "919872000002";
+    t.emu.customer_says(PNID, customer, "C", "hello").await;
+    assert!(
+        t.wait_count(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'delivered'",
+            1,
+            WAIT
+        )
+        .await,
+        "the reply is delivered"
+    );
+    let sent = t.emu.sent();
+    let callback = sent[0].biz_opaque_callback_data.clone().unwrap();
+    t.emu
+        .deliver_envelope(status_envelope("read", &sent[0].wamid, customer, &callback));
+    assert!(
+        t.wait_count("SELECT COUNT(*) FROM outbox WHERE state = 'read'", 1, WAIT)
+            .await
+    );
+    let url = &t.storage.url;
+    execute(url, "CREATE EXTENSION IF NOT EXISTS pageinspect").await;
+    // The flag PostgreSQL sets on a row version no index points at (HEAP_ONLY_TUPLE).
+    let heap_only: i64 = count(
+        url,
+        "SELECT COUNT(*) FROM outbox o, \
+           heap_page_items(get_raw_page('outbox', (o.ctid::text::point)[0]::int)) h \
+         WHERE o.state = 'read' AND h.lp = (o.ctid::text::point)[1]::int \
+           AND h.t_infomask2 & 32768 <> 0",
+    )
+    .await;
+    assert_eq!(heap_only, 1, "the status updated the reply in place");
+    t.stop().await;
+}
+
 on_both_dbs!(
     stop_inside_a_coalescing_window_sends_only_the_confirmation,
     stop_during_a_slow_agent_turn_sends_only_the_confirmation,

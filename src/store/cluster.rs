@@ -173,7 +173,7 @@ impl Store {
             "SELECT w.phone_number_id, w.customer FROM ( \
                SELECT phone_number_id, customer FROM inbox WHERE state = 'received' AND received_at < $1 \
                UNION \
-               SELECT phone_number_id, customer FROM outbox WHERE state IN ('pending', 'sending') \
+               SELECT phone_number_id, customer FROM outbox WHERE is_open \
                  AND updated_at < $1 \
              ) w LEFT JOIN conversation_leases l \
                ON l.phone_number_id = w.phone_number_id AND l.customer = w.customer \
@@ -283,7 +283,7 @@ impl Store {
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let sql = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE phone_number_id = $1 AND customer = $2 \
-             AND state IN ('pending', 'sending') ORDER BY id"
+             AND is_open ORDER BY id"
         );
         on_pool!(self, |pool| {
             let rows: Vec<OutboxTuple> = sqlx::query_as(&sql)

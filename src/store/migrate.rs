@@ -68,6 +68,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "number_status",
         include_str!("migrations/sqlite/0030_number_status.sql"),
     ),
+    (
+        31,
+        "outbox_is_open",
+        include_str!("migrations/sqlite/0031_outbox_is_open.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -143,6 +148,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         30,
         "number_status",
         include_str!("migrations/postgres/0030_number_status.sql"),
+    ),
+    (
+        31,
+        "outbox_is_open",
+        include_str!("migrations/postgres/0031_outbox_is_open.sql"),
     ),
 ];
 

@@ -83,7 +83,7 @@ impl Store {
         on_pool!(self, |pool| {
             let rows: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT phone_number_id, COUNT(*) FROM outbox \
-                 WHERE state IN ('pending', 'sending') GROUP BY phone_number_id",
+                 WHERE is_open GROUP BY phone_number_id",
             )
             .fetch_all(pool)
             .await?;
@@ -96,7 +96,7 @@ impl Store {
     pub async fn oldest_queued_reply_at(&self) -> Result<Option<i64>, StoreError> {
         on_pool!(self, |pool| {
             let at: Option<i64> = sqlx::query_scalar(
-                "SELECT created_at FROM outbox WHERE state IN ('pending', 'sending') \
+                "SELECT created_at FROM outbox WHERE is_open \
                  ORDER BY id LIMIT 1",
             )
             .fetch_optional(pool)

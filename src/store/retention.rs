@@ -57,7 +57,7 @@ impl PrunedTable {
     fn open(self) -> &'static str {
         match self {
             Self::Inbox => "state = 'received'",
-            Self::Outbox => "state IN ('pending', 'sending')",
+            Self::Outbox => "is_open",
             Self::HandoffNotifications => "state = 'pending'",
             _ => "1 = 0",
         }

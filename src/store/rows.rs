@@ -550,7 +550,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let sql = format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state IN ('pending', 'sending') \
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE is_open \
              AND id > $1 ORDER BY id LIMIT $2"
         );
         on_pool!(self, |pool| {
@@ -579,7 +579,7 @@ impl Store {
             let row = sqlx::query(
                 "SELECT (SELECT COUNT(*) FROM inbox), \
                  (SELECT COUNT(*) FROM inbox WHERE state = 'received'), \
-                 (SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')), \
+                 (SELECT COUNT(*) FROM outbox WHERE is_open), \
                  (SELECT COUNT(*) FROM dead_letters)",
             )
             .fetch_one(pool)

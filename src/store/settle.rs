@@ -131,21 +131,18 @@ pub(super) async fn statuses(
     if shared {
         lock_rows(tx, ops, &sent, &by_callback, &by_wamid).await?;
     }
-    let sent: Vec<(Arg, Settle)> = sent.into_iter().map(|(id, s)| (id.into(), s)).collect();
+    let sent: Vec<(i64, Settle)> = sent.into_iter().collect();
     let by_wamid: Vec<(Arg, Settle)> = by_wamid.into_iter().map(|(w, s)| (w.into(), s)).collect();
     let by_callback: Vec<(i64, Settle)> = by_callback.into_iter().collect();
-    for (rows, key) in [(&sent, "id"), (&by_wamid, "wamid")] {
-        for chunk in rows.chunks(CHUNK) {
-            let mut sql = update_state(chunk.iter().map(|(k, s)| (*k, s)), now);
-            sql.push(" WHERE outbox.")
-                .push(key)
-                .push(" = v.column1 AND outbox.state_rank < v.column3");
-            tx.execute(&sql).await?;
-        }
+    let answered = answers(tx, &sent, now).await?;
+    for chunk in by_wamid.chunks(CHUNK) {
+        let mut sql = update_state(chunk.iter().map(|(k, s)| (*k, s)), false, now);
+        sql.push(" WHERE outbox.wamid = v.column1 AND outbox.state_rank < v.column3");
+        tx.execute(&sql).await?;
     }
     let mut settled: HashSet<i64> = HashSet::new();
     for chunk in by_callback.chunks(CHUNK) {
-        let mut sql = update_state(chunk.iter().map(|(id, s)| ((*id).into(), s)), now);
+        let mut sql = update_state(chunk.iter().map(|(id, s)| ((*id).into(), s)), false, now);
         sql.push(" WHERE ")
             .push(GUARD)
             .push(" AND outbox.state_rank < v.column3 RETURNING outbox.id");
@@ -154,10 +151,12 @@ pub(super) async fn statuses(
     }
     record_unmatched(tx, &by_callback, &settled, now).await?;
     // Meta's wamid for a reply whose send was never recorded (a crash between send and record;
-    // a status webhook that beat Meta's answer), or from the answer itself: only where missing.
+    // a status webhook that beat Meta's answer), or from an answer that came after a status had
+    // moved its row on: only where missing.
     let wamids: Vec<(Arg, &str)> = sent
         .iter()
-        .map(|(id, s)| (*id, s.wamid))
+        .filter(|(id, _)| !answered.contains(id))
+        .map(|(id, s)| ((*id).into(), s.wamid))
         .chain(
             by_callback
                 .iter()
@@ -176,20 +175,46 @@ pub(super) async fn statuses(
     Ok(())
 }
 
+/// Applies Meta's answers to sends (by row id): each row not already further on moves to `sent`
+/// and gets its wamid, where missing, in the same update (on PostgreSQL every update that
+/// changes an indexed column writes the row anew, with an entry in each of its indexes). Returns
+/// the rows it moved.
+async fn answers(
+    tx: &mut impl WriteTx,
+    sent: &[(i64, Settle<'_>)],
+    now: i64,
+) -> Result<HashSet<i64>, StoreError> {
+    let mut answered = HashSet::new();
+    for chunk in sent.chunks(CHUNK) {
+        let mut sql = update_state(chunk.iter().map(|(id, s)| ((*id).into(), s)), true, now);
+        sql.push(
+            " WHERE outbox.id = v.column1 AND outbox.state_rank < v.column3 RETURNING outbox.id",
+        );
+        let rows: Vec<(i64,)> = tx.fetch(&sql).await?;
+        answered.extend(rows.into_iter().map(|(id,)| id));
+    }
+    Ok(answered)
+}
+
 /// `UPDATE outbox SET state … FROM (VALUES (key, state, rank, code, title, pnid, recipient_id,
-/// recipient_user_id, created_at), …) AS v`, to be followed by its `WHERE`. The wamid is not
-/// set here: SQLite rewrites an index entry whenever its column is assigned, even to the value
-/// it has, and every status would rewrite a random page of `outbox_wamid`.
+/// recipient_user_id, created_at[, wamid]), …) AS v`, to be followed by its `WHERE`. The wamid
+/// is set, where missing, only `with_wamid` (Meta's answers): SQLite rewrites an index entry
+/// whenever its column is assigned, even to the value it has, and every status would rewrite a
+/// random page of `outbox_wamid`.
 fn update_state<'s, 'a: 's>(
     rows: impl Iterator<Item = (Arg<'a>, &'s Settle<'a>)>,
+    with_wamid: bool,
     now: i64,
 ) -> Sql<'a> {
     let mut sql = Sql::new(
         "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
          error_code = COALESCE(v.column4, outbox.error_code), \
-         error_message = COALESCE(v.column5, outbox.error_message), updated_at = ",
+         error_message = COALESCE(v.column5, outbox.error_message), ",
     );
-    sql.bind(now).push(" FROM (");
+    if with_wamid {
+        sql.push("wamid = COALESCE(outbox.wamid, v.column10), ");
+    }
+    sql.push("updated_at = ").bind(now).push(" FROM (");
     sql.values(rows, |t, (key, st)| {
         let guard = st.guard.as_ref();
         t.bind(key)
@@ -201,6 +226,9 @@ fn update_state<'s, 'a: 's>(
             .bind(guard.and_then(|g| g.status.recipient_id.as_deref()))
             .bind(guard.and_then(|g| g.status.recipient_user_id.as_deref()))
             .bind(guard.and_then(|g| g.created_at));
+        if with_wamid {
+            t.bind(st.wamid);
+        }
     });
     sql.push(") AS v");
     sql
