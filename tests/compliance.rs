@@ -274,14 +274,8 @@ fn status_envelope(
             "statuses": [st] } }] }] })
 }
 
-/// A status whose callback data comes from another installation, names another recipient or
-/// number, or is an old `wagw:{id}` from before this database existed, changes nothing; the
-/// right one settles the reply.
-async fn status_for_another_installation_or_recipient_changes_nothing(db: Db) {
-    let Some(mut t) = spawn_gateway(db, Options::default()).await else {
-        return;
-    };
-    let customer = "919872000001";
+/// `customer` says hello and the echo agent's reply is delivered: its wamid and callback data.
+async fn delivered_reply(t: &TestGateway, customer: &str) -> (String, String) {
     t.emu.customer_says(PNID, customer, "C", "hello").await;
     assert!(
         t.wait_count(
@@ -294,7 +288,18 @@ async fn status_for_another_installation_or_recipient_changes_nothing(db: Db) {
     );
     let sent = t.emu.sent();
     let callback = sent[0].biz_opaque_callback_data.clone().unwrap();
-    let wamid = sent[0].wamid.clone();
+    (sent[0].wamid.clone(), callback)
+}
+
+/// A status whose callback data comes from another installation, names another recipient or
+/// number, or is an old `wagw:{id}` from before this database existed, changes nothing; the
+/// right one settles the reply.
+async fn status_for_another_installation_or_recipient_changes_nothing(db: Db) {
+    let Some(mut t) = spawn_gateway(db, Options::default()).await else {
+        return;
+    };
+    let customer = "919872000001";
+    let (wamid, callback) = delivered_reply(&t, customer).await;
     let parts: Vec<&str> = callback.split(':').collect();
     assert_eq!(
         parts.len(),
@@ -454,20 +459,9 @@ async fn a_status_updates_its_reply_in_place_on_postgres() {
         return;
     };
     let customer = "919872000002";
-    t.emu.customer_says(PNID, customer, "C", "hello").await;
-    assert!(
-        t.wait_count(
-            "SELECT COUNT(*) FROM outbox WHERE state = 'delivered'",
-            1,
-            WAIT
-        )
-        .await,
-        "the reply is delivered"
-    );
-    let sent = t.emu.sent();
-    let callback = sent[0].biz_opaque_callback_data.clone().unwrap();
+    let (wamid, callback) = delivered_reply(&t, customer).await;
     t.emu
-        .deliver_envelope(status_envelope("read", &sent[0].wamid, customer, &callback));
+        .deliver_envelope(status_envelope("read", &wamid, customer, &callback));
     assert!(
         t.wait_count("SELECT COUNT(*) FROM outbox WHERE state = 'read'", 1, WAIT)
             .await
