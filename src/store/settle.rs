@@ -8,8 +8,8 @@
 use super::sql::{Arg, Sql, WriteTx};
 use super::{Callback, Op, OutboxState, StatusUpdate, StoreError};
 use crate::cloudapi::envelope::StatusKind;
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
 
 /// Rows per multi-row statement, well under both databases' bind-parameter limits.
 const CHUNK: usize = 1000;
@@ -134,87 +134,153 @@ pub(super) async fn statuses(
     let sent: Vec<(i64, Settle)> = sent.into_iter().collect();
     let by_wamid: Vec<(Arg, Settle)> = by_wamid.into_iter().map(|(w, s)| (w.into(), s)).collect();
     let by_callback: Vec<(i64, Settle)> = by_callback.into_iter().collect();
-    let answered = answers(tx, &sent, now).await?;
+    answers(tx, &sent, now).await?;
     for chunk in by_wamid.chunks(CHUNK) {
-        let mut sql = update_state(chunk.iter().map(|(k, s)| (*k, s)), false, now);
+        let mut sql = update_state(chunk.iter().map(|(k, s)| (*k, s)), Setting::Status, now);
         sql.push(" WHERE outbox.wamid = v.column1 AND outbox.state_rank < v.column3");
         tx.execute(&sql).await?;
     }
-    let mut settled: HashSet<i64> = HashSet::new();
-    for chunk in by_callback.chunks(CHUNK) {
-        let mut sql = update_state(chunk.iter().map(|(id, s)| ((*id).into(), s)), false, now);
-        sql.push(" WHERE ")
-            .push(GUARD)
-            .push(" AND outbox.state_rank < v.column3 RETURNING outbox.id");
-        let rows: Vec<(i64,)> = tx.fetch(&sql).await?;
-        settled.extend(rows.into_iter().map(|(id,)| id));
-    }
-    record_unmatched(tx, &by_callback, &settled, now).await?;
+    let (settled, strangers) = settle_guarded(tx, &by_callback, now).await?;
+    record_strangers(tx, &by_callback, &strangers, now).await?;
     // Meta's wamid for a reply whose send was never recorded (a crash between send and record;
-    // a status webhook that beat Meta's answer), or from an answer that came after a status had
-    // moved its row on: only where missing.
-    let wamids: Vec<(Arg, &str)> = sent
+    // a status webhook that beat Meta's answer): only where missing, as the update said. The
+    // statement names the rows by id alone: with `wamid IS NULL` beside it, PostgreSQL's planner
+    // chose to scan every entry of `outbox_wamid` without a wamid (thousands under load).
+    let wamids: Vec<(Arg, &str)> = by_callback
         .iter()
-        .filter(|(id, _)| !answered.contains(id))
+        .filter(|(id, _)| settled.get(id) == Some(&true))
         .map(|(id, s)| ((*id).into(), s.wamid))
-        .chain(
-            by_callback
-                .iter()
-                .filter(|(id, _)| settled.contains(id))
-                .map(|(id, s)| ((*id).into(), s.wamid)),
-        )
         .collect();
     for chunk in wamids.chunks(CHUNK) {
         let mut sql = Sql::new("UPDATE outbox SET wamid = v.column2 FROM (");
         sql.values(chunk.iter(), |t, (id, wamid)| {
             t.bind(*id).bind(*wamid);
         });
-        sql.push(") AS v WHERE outbox.id = v.column1 AND outbox.wamid IS NULL");
+        sql.push(") AS v WHERE outbox.id = v.column1");
         tx.execute(&sql).await?;
     }
     Ok(())
 }
 
-/// Applies Meta's answers to sends (by row id): each row not already further on moves to `sent`
-/// and gets its wamid, where missing, in the same update (on PostgreSQL every update that
-/// changes an indexed column writes the row anew, with an entry in each of its indexes). Returns
-/// the rows it moved.
+/// Settles the statuses found by their callback data (guarded). Returns the rows they settled,
+/// each with whether it still lacks its wamid, and the statuses whose callback names no row.
+async fn settle_guarded(
+    tx: &mut impl WriteTx,
+    by_callback: &[(i64, Settle<'_>)],
+    now: i64,
+) -> Result<(HashMap<i64, bool>, Vec<i64>), StoreError> {
+    let mut settled: HashMap<i64, bool> = HashMap::new();
+    let mut strangers: Vec<i64> = Vec::new();
+    let pg = tx.pg().is_some();
+    for chunk in by_callback.chunks(CHUNK) {
+        if pg {
+            let rows: Vec<(i64, Option<bool>, bool)> =
+                tx.fetch(&settle_guarded_pg(chunk, now)).await?;
+            for (id, missing, named) in rows {
+                match missing {
+                    Some(missing) => drop(settled.insert(id, missing)),
+                    None if !named => strangers.push(id),
+                    None => {}
+                }
+            }
+            continue;
+        }
+        let mut sql = update_state(
+            chunk.iter().map(|(id, s)| ((*id).into(), s)),
+            Setting::Status,
+            now,
+        );
+        sql.push(" WHERE ")
+            .push(GUARD)
+            .push(" AND outbox.state_rank < v.column3 RETURNING outbox.id, outbox.wamid IS NULL");
+        let rows: Vec<(i64, bool)> = tx.fetch(&sql).await?;
+        settled.extend(rows);
+        let unsettled: Vec<&(i64, Settle)> = chunk
+            .iter()
+            .filter(|(id, _)| !settled.contains_key(id))
+            .collect();
+        strangers.extend(unmatched(tx, &unsettled).await?);
+    }
+    Ok((settled, strangers))
+}
+
+/// Applies Meta's answers to sends (by row id), in one update: each row not already further on
+/// moves to `sent`, and each row gets its wamid where missing (a status may have moved it on
+/// first). One update, not two: on PostgreSQL every update that changes an indexed column
+/// writes the row anew, with an entry in each of its indexes, and each statement is a round
+/// trip of the group commit.
 async fn answers(
     tx: &mut impl WriteTx,
     sent: &[(i64, Settle<'_>)],
     now: i64,
-) -> Result<HashSet<i64>, StoreError> {
-    let mut answered = HashSet::new();
+) -> Result<(), StoreError> {
     for chunk in sent.chunks(CHUNK) {
-        let mut sql = update_state(chunk.iter().map(|(id, s)| ((*id).into(), s)), true, now);
-        sql.push(
-            " WHERE outbox.id = v.column1 AND outbox.state_rank < v.column3 RETURNING outbox.id",
+        let mut sql = update_state(
+            chunk.iter().map(|(id, s)| ((*id).into(), s)),
+            Setting::Answer,
+            now,
         );
-        let rows: Vec<(i64,)> = tx.fetch(&sql).await?;
-        answered.extend(rows.into_iter().map(|(id,)| id));
+        sql.push(
+            " WHERE outbox.id = v.column1 \
+             AND (outbox.state_rank < v.column3 OR outbox.wamid IS NULL)",
+        );
+        tx.execute(&sql).await?;
     }
-    Ok(answered)
+    Ok(())
+}
+
+/// What an [`update_state`] applies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setting {
+    /// A status webhook: the state moves on; the wamid is left alone (SQLite rewrites an index
+    /// entry whenever its column is assigned, even to the value it has, and every status would
+    /// rewrite a random page of `outbox_wamid`).
+    Status,
+    /// Meta's answer to a send: the state moves on only if that is forward (the row may be
+    /// further on already), and the wamid is set where missing.
+    Answer,
 }
 
 /// `UPDATE outbox SET state … FROM (VALUES (key, state, rank, code, title, pnid, recipient_id,
-/// recipient_user_id, created_at[, wamid]), …) AS v`, to be followed by its `WHERE`. The wamid
-/// is set, where missing, only `with_wamid` (Meta's answers): SQLite rewrites an index entry
-/// whenever its column is assigned, even to the value it has, and every status would rewrite a
-/// random page of `outbox_wamid`.
+/// recipient_user_id, created_at[, wamid]), …) AS v`, to be followed by its `WHERE`.
 fn update_state<'s, 'a: 's>(
     rows: impl Iterator<Item = (Arg<'a>, &'s Settle<'a>)>,
-    with_wamid: bool,
+    setting: Setting,
     now: i64,
 ) -> Sql<'a> {
-    let mut sql = Sql::new(
-        "UPDATE outbox SET state = v.column2, state_rank = v.column3, \
-         error_code = COALESCE(v.column4, outbox.error_code), \
-         error_message = COALESCE(v.column5, outbox.error_message), ",
-    );
-    if with_wamid {
-        sql.push("wamid = COALESCE(outbox.wamid, v.column10), ");
-    }
-    sql.push("updated_at = ").bind(now).push(" FROM (");
+    let mut sql = Sql::new("");
+    push_set(&mut sql, setting, now);
+    sql.push(" FROM (");
+    push_values(&mut sql, rows, setting);
+    sql.push(") AS v");
+    sql
+}
+
+/// `UPDATE outbox SET …` of `setting`, over the rows `v` of [`push_values`].
+fn push_set(sql: &mut Sql<'_>, setting: Setting, now: i64) {
+    sql.push(match setting {
+        Setting::Answer => {
+            "UPDATE outbox SET \
+             state = CASE WHEN outbox.state_rank < v.column3 THEN v.column2 ELSE outbox.state END, \
+             state_rank = CASE WHEN outbox.state_rank < v.column3 THEN v.column3 \
+             ELSE outbox.state_rank END, wamid = COALESCE(outbox.wamid, v.column10), "
+        }
+        Setting::Status => "UPDATE outbox SET state = v.column2, state_rank = v.column3, ",
+    });
+    sql.push(
+        "error_code = COALESCE(v.column4, outbox.error_code), \
+         error_message = COALESCE(v.column5, outbox.error_message), updated_at = ",
+    )
+    .bind(now);
+}
+
+/// `VALUES (key, state, rank, code, title, pnid, recipient_id, recipient_user_id,
+/// created_at[, wamid]), …`: the wamid only for [`Setting::Answer`].
+fn push_values<'s, 'a: 's>(
+    sql: &mut Sql<'a>,
+    rows: impl Iterator<Item = (Arg<'a>, &'s Settle<'a>)>,
+    setting: Setting,
+) {
     sql.values(rows, |t, (key, st)| {
         let guard = st.guard.as_ref();
         t.bind(key)
@@ -226,11 +292,36 @@ fn update_state<'s, 'a: 's>(
             .bind(guard.and_then(|g| g.status.recipient_id.as_deref()))
             .bind(guard.and_then(|g| g.status.recipient_user_id.as_deref()))
             .bind(guard.and_then(|g| g.created_at));
-        if with_wamid {
+        if setting == Setting::Answer {
             t.bind(st.wamid);
         }
     });
-    sql.push(") AS v");
+}
+
+/// On PostgreSQL, the statuses found by their callback data settle their rows, and those that
+/// settle none learn whether a row is the one they name (a late status for a row already
+/// further on) or none is, in one statement: one round trip of the group commit instead of
+/// two. Per status: (row id, whether the row still lacks its wamid when it settled it, else
+/// NULL, whether a row is the one it names).
+fn settle_guarded_pg<'a>(chunk: &'a [(i64, Settle<'a>)], now: i64) -> Sql<'a> {
+    let mut sql = Sql::new("WITH v AS (");
+    push_values(
+        &mut sql,
+        chunk.iter().map(|(id, s)| ((*id).into(), s)),
+        Setting::Status,
+    );
+    sql.push("), u AS (");
+    push_set(&mut sql, Setting::Status, now);
+    sql.push(" FROM v WHERE ")
+        .push(GUARD)
+        .push(
+            " AND outbox.state_rank < v.column3 \
+             RETURNING outbox.id, outbox.wamid IS NULL AS missing) \
+             SELECT v.column1, u.missing, u.id IS NOT NULL OR EXISTS \
+             (SELECT 1 FROM outbox WHERE ",
+        )
+        .push(GUARD)
+        .push(") FROM v LEFT JOIN u ON u.id = v.column1");
     sql
 }
 
@@ -253,19 +344,14 @@ async fn record(tx: &mut impl WriteTx, st: &StatusUpdate, now: i64) -> Result<()
     Ok(())
 }
 
-/// Records the guarded statuses that settled nothing because no row is the one they name
-/// (another number or recipient, a row a restored database queued anew); statuses that only
-/// came late for a row already further on are not recorded again.
-async fn record_unmatched(
+/// Of guarded statuses that settled nothing (SQLite), those whose callback names no row
+/// (another number or recipient, a row a restored database queued anew), rather than a row
+/// already further on.
+async fn unmatched(
     tx: &mut impl WriteTx,
-    by_callback: &[(i64, Settle<'_>)],
-    settled: &HashSet<i64>,
-    now: i64,
-) -> Result<(), StoreError> {
-    let unsettled: Vec<&(i64, Settle)> = by_callback
-        .iter()
-        .filter(|(id, _)| !settled.contains(id))
-        .collect();
+    unsettled: &[&(i64, Settle<'_>)],
+) -> Result<Vec<i64>, StoreError> {
+    let mut strangers = Vec::new();
     for chunk in unsettled.chunks(CHUNK) {
         let mut sql = Sql::new("SELECT v.column1 FROM (");
         sql.values(chunk.iter(), |t, (id, st)| {
@@ -283,24 +369,36 @@ async fn record_unmatched(
         sql.push(") AS v WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE ")
             .push(GUARD)
             .push(")");
-        let strangers: Vec<(i64,)> = tx.fetch(&sql).await?;
-        for (id,) in strangers {
-            let Some(g) = chunk
-                .iter()
-                .find(|(i, _)| *i == id)
-                .and_then(|(_, s)| s.guard.as_ref())
-            else {
-                continue;
-            };
-            tracing::warn!(
-                outbox_id = id,
-                wamid = %g.status.wamid,
-                "status names a reply of this gateway but not its number, recipient or queue \
-                 time; recorded, changes nothing"
-            );
-            if g.status.status != StatusKind::Failed && g.status.error_code.is_none() {
-                record(tx, g.status, now).await?;
-            }
+        let rows: Vec<(i64,)> = tx.fetch(&sql).await?;
+        strangers.extend(rows.into_iter().map(|(id,)| id));
+    }
+    Ok(strangers)
+}
+
+/// Records the guarded statuses whose callback names no row (`strangers`); statuses that only
+/// came late for a row already further on are not recorded again.
+async fn record_strangers(
+    tx: &mut impl WriteTx,
+    by_callback: &[(i64, Settle<'_>)],
+    strangers: &[i64],
+    now: i64,
+) -> Result<(), StoreError> {
+    for id in strangers {
+        let Some(g) = by_callback
+            .iter()
+            .find(|(i, _)| i == id)
+            .and_then(|(_, s)| s.guard.as_ref())
+        else {
+            continue;
+        };
+        tracing::warn!(
+            outbox_id = id,
+            wamid = %g.status.wamid,
+            "status names a reply of this gateway but not its number, recipient or queue \
+             time; recorded, changes nothing"
+        );
+        if g.status.status != StatusKind::Failed && g.status.error_code.is_none() {
+            record(tx, g.status, now).await?;
         }
     }
     Ok(())
@@ -335,4 +433,56 @@ async fn lock_rows(
     sql.push(") ORDER BY id FOR UPDATE");
     tx.execute(&sql).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sqlite_writer::writer_on_a_fresh_file;
+    use super::*;
+
+    /// Meta's answer moves a row on only forward, and records its wamid wherever it is
+    /// missing, in the same update: a status may have moved the row on first.
+    #[tokio::test]
+    async fn an_answer_records_its_wamid_even_after_a_status_moved_the_row_on() {
+        let (dir, _store, mut writer) = writer_on_a_fresh_file().await;
+        let file = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        for (id, state, wamid) in [
+            (1, OutboxState::Sending, None),
+            (2, OutboxState::Delivered, None),
+            (3, OutboxState::Read, Some("wamid.Z")),
+        ] {
+            file.execute(
+                "INSERT INTO outbox (id, phone_number_id, customer, recipient, recipient_kind, \
+                 part, payload, state, state_rank, wamid, created_at, updated_at) \
+                 VALUES (?1, '106540352242922', '15551234567', '15551234567', 'wa_id', 0, '{}', \
+                 ?2, ?3, ?4, 1, 1)",
+                rusqlite::params![id, state.as_str(), state.rank(), wamid],
+            )
+            .unwrap();
+        }
+        let answers: Vec<Op> = [(1, "wamid.A"), (2, "wamid.B"), (3, "wamid.C")]
+            .into_iter()
+            .map(|(id, wamid)| Op::Sent {
+                id,
+                wamid: wamid.into(),
+            })
+            .collect();
+        writer.apply(&answers).await.unwrap();
+        let rows: Vec<(String, Option<String>)> = file
+            .prepare("SELECT state, wamid FROM outbox ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let row = |state: &str, wamid: &str| (state.to_owned(), Some(wamid.to_owned()));
+        assert_eq!(
+            rows,
+            [
+                row("sent", "wamid.A"),
+                row("delivered", "wamid.B"),
+                row("read", "wamid.Z")
+            ]
+        );
+    }
 }

@@ -173,6 +173,23 @@ impl WriteTx for Tx<'_> {
     }
 }
 
+/// A migrated database in a new directory (`w.db`), its store and its writer.
+#[cfg(test)]
+pub(super) async fn writer_on_a_fresh_file()
+-> (tempfile::TempDir, crate::store::Store, SqliteWriter) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::config::Storage {
+        url: format!("sqlite://{}", dir.path().join("w.db").display()),
+        ..Default::default()
+    };
+    let store = crate::store::Store::connect(&cfg).await.unwrap();
+    let writer = store
+        .open_sqlite_writer()
+        .unwrap()
+        .expect("SQLite has a writer");
+    (dir, store, writer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,21 +230,6 @@ mod tests {
             .to_string();
         assert!(err.contains("in-memory SQLite database"), "{err}");
         assert!(err.contains("point it at a file"), "{err}");
-    }
-
-    /// A migrated database in a new directory (`w.db`), its store and its writer.
-    async fn writer_on_a_fresh_file() -> (tempfile::TempDir, crate::store::Store, SqliteWriter) {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::config::Storage {
-            url: format!("sqlite://{}", dir.path().join("w.db").display()),
-            ..Default::default()
-        };
-        let store = crate::store::Store::connect(&cfg).await.unwrap();
-        let writer = store
-            .open_sqlite_writer()
-            .unwrap()
-            .expect("SQLite has a writer");
-        (dir, store, writer)
     }
 
     #[tokio::test]
