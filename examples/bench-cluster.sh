@@ -95,7 +95,8 @@ stop_gateways() {
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     pids=()
 }
-trap stop_gateways EXIT
+# The binary copies go when the script ends (about 170 MB each); the logs stay in $work.
+trap 'stop_gateways; rm -f "$work"/wa-gateway "$work"/wa-gateway-serve' EXIT
 
 # Starts $1 replicas on storage URL $2 (logs under $work/$3-N.log) and waits until each is ready.
 start_gateways() {
@@ -169,4 +170,5 @@ if [[ " $SCENARIOS " == *" c "* ]]; then
 fi
 
 trap - EXIT
+rm -f "$work"/wa-gateway "$work"/wa-gateway-serve
 exit "$status"

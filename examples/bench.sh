@@ -39,7 +39,8 @@ stop_gateway() {
         wait "$gateway" || true
     fi
 }
-trap stop_gateway EXIT
+# The binary copies go when the script ends (about 170 MB each); the logs stay in $work.
+trap 'stop_gateway; rm -f "$work"/wa-gateway' EXIT
 
 # Ready when the admin listener says so.
 for _ in $(seq 100); do
@@ -59,6 +60,7 @@ echo "== closed loop: $CONCURRENCY in flight for $DURATION"
 
 stop_gateway
 trap - EXIT
+rm -f "$work"/wa-gateway
 echo
 echo "gateway log: $work/gateway.log ($(grep -c '"level":"ERROR"' "$work/gateway.log" || true) errors)"
 exit "$status"
