@@ -178,7 +178,9 @@ async fn settle_guarded(
                 tx.fetch(&settle_guarded_pg(chunk, now)).await?;
             for (id, missing, named) in rows {
                 match missing {
-                    Some(missing) => drop(settled.insert(id, missing)),
+                    Some(missing) => {
+                        settled.insert(id, missing);
+                    }
                     None if !named => strangers.push(id),
                     None => {}
                 }
