@@ -138,14 +138,58 @@ async fn dispatcher(
     mut rx: mpsc::UnboundedReceiver<Work>,
     dispatch: Dispatch,
 ) {
-    // Conversations this replica works on (or is claiming), with a way to nudge their worker.
-    let mut owned: HashMap<Key, mpsc::UnboundedSender<Nudge>> = HashMap::new();
-    let mut next_sweep = 4096;
+    let mut routes = Routes::new(claims.lease);
     loop {
         let work = tokio::select! {
             w = rx.recv() => match w { Some(w) => w, None => break },
             _ = state.draining.cancelled() => break,
         };
+        if let Some((key, first)) = routes.route(work) {
+            state.tracker.spawn(conversation(
+                state.clone(),
+                claims.clone(),
+                key,
+                first,
+                dispatch.clone(),
+            ));
+        }
+    }
+}
+
+/// A new worker's conversation, its first nudge and the channel of the nudges after it.
+type NewWorker = (Key, (Nudge, mpsc::UnboundedReceiver<Nudge>));
+
+/// Where the dispatcher sends each unit of work: to the worker of its conversation, or to a
+/// new one.
+struct Routes {
+    /// Conversations this replica works on (or is claiming), with a way to nudge their worker.
+    owned: HashMap<Key, mpsc::UnboundedSender<Nudge>>,
+    /// Conversations another replica's commit woke while no worker here had them, and when.
+    /// Such a wake can overtake the commit of this replica that claimed the conversation just
+    /// before it: PostgreSQL delivers the other replica's NOTIFY as soon as that replica
+    /// commits, and this replica's writer may not have handed its own commit on yet. The
+    /// worker that commit starts would take its rows as all there is and miss the other's
+    /// message until it fell idle; told of the wake, it reads the conversation first.
+    woken: HashMap<Key, Instant>,
+    /// A wake older than a lease is forgotten: a worker whose commit began before the wake
+    /// and starts later than that no longer surely holds the lease, and reads anyway.
+    lease: Duration,
+    next_sweep: usize,
+}
+
+impl Routes {
+    fn new(lease: Duration) -> Self {
+        Routes {
+            owned: HashMap::new(),
+            woken: HashMap::new(),
+            lease,
+            next_sweep: 4096,
+        }
+    }
+
+    /// Nudges the conversation's worker with `work`, or returns the worker to start for it
+    /// (`None` when there is none to start: another replica's commit, and no worker here).
+    fn route(&mut self, work: Work) -> Option<NewWorker> {
         let key = work.key();
         let (local, nudge) = match work {
             Work::Wake { local, .. } => (local, Nudge::Look),
@@ -154,9 +198,9 @@ async fn dispatcher(
             // Not made with several replicas; a look finds them in storage.
             Work::Inbound(_) => (true, Nudge::Look),
         };
-        let nudge = match owned.get(&key) {
+        let nudge = match self.owned.get(&key) {
             Some(worker) => match worker.send(nudge) {
-                Ok(()) => continue,
+                Ok(()) => return None,
                 // The worker is leaving: a new one starts with this.
                 Err(mpsc::error::SendError(nudge)) => nudge,
             },
@@ -164,21 +208,30 @@ async fn dispatcher(
         };
         if !local {
             // Another replica committed it: it claims the conversation, or its holder looks.
-            continue;
-        }
-        if owned.len() >= next_sweep {
-            owned.retain(|_, w| !w.is_closed());
-            next_sweep = (owned.len() * 2).max(4096);
+            self.woken.insert(key, Instant::now());
+            self.sweep();
+            return None;
         }
         let (tx, nudges) = mpsc::unbounded_channel();
-        owned.insert(key.clone(), tx);
-        state.tracker.spawn(conversation(
-            state.clone(),
-            claims.clone(),
-            key,
-            (nudge, nudges),
-            dispatch.clone(),
-        ));
+        let woken = self.woken.remove(&key);
+        if matches!(nudge, Nudge::Rows { .. }) && woken.is_some_and(|at| at.elapsed() < self.lease)
+        {
+            let _ = tx.send(Nudge::Look);
+        }
+        self.owned.insert(key.clone(), tx);
+        self.sweep();
+        Some((key, (nudge, nudges)))
+    }
+
+    /// Forgets workers that left and wakes older than a lease, once the maps have doubled.
+    fn sweep(&mut self) {
+        if self.owned.len() + self.woken.len() < self.next_sweep {
+            return;
+        }
+        self.owned.retain(|_, w| !w.is_closed());
+        let lease = self.lease;
+        self.woken.retain(|_, at| at.elapsed() < lease);
+        self.next_sweep = ((self.owned.len() + self.woken.len()) * 2).max(4096);
     }
 }
 
@@ -610,5 +663,76 @@ async fn takeover(state: Arc<AppState>, dispatch: Dispatch) {
             _ = tokio::time::sleep(every) => {}
             _ = state.draining.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        ("106540352242922".to_owned(), "15551234567".to_owned())
+    }
+
+    fn claimed_here(seq: i64) -> Work {
+        Work::Claimed {
+            key: key(),
+            rows: Vec::new(),
+            held: Held {
+                seq,
+                claimed: true,
+                stale: false,
+                since: Instant::now(),
+            },
+        }
+    }
+
+    /// Whether the new worker is told to read the conversation before its first turn.
+    fn reads_first(worker: Option<NewWorker>) -> bool {
+        let (_, (first, mut nudges)) = worker.expect("a worker starts");
+        assert!(matches!(first, Nudge::Rows { .. }));
+        matches!(nudges.try_recv(), Ok(Nudge::Look))
+    }
+
+    #[tokio::test]
+    async fn a_wake_that_overtakes_this_replicas_claim_makes_its_worker_read() {
+        let mut routes = Routes::new(Duration::from_secs(30));
+        // Another replica's commit (after this replica's claim) is heard of first.
+        let woke = Work::Wake {
+            key: key(),
+            local: false,
+        };
+        assert!(routes.route(woke).is_none());
+        assert!(reads_first(routes.route(claimed_here(1))));
+    }
+
+    #[tokio::test]
+    async fn a_claim_without_a_wake_before_it_takes_its_rows_as_all_there_is() {
+        let mut routes = Routes::new(Duration::from_secs(30));
+        assert!(!reads_first(routes.route(claimed_here(1))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_older_than_a_lease_is_forgotten() {
+        let mut routes = Routes::new(Duration::from_secs(30));
+        let woke = Work::Wake {
+            key: key(),
+            local: false,
+        };
+        assert!(routes.route(woke).is_none());
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(!reads_first(routes.route(claimed_here(1))));
+    }
+
+    #[tokio::test]
+    async fn a_wake_reaches_the_worker_that_holds_the_conversation() {
+        let mut routes = Routes::new(Duration::from_secs(30));
+        let (_, (_, mut nudges)) = routes.route(claimed_here(1)).expect("a worker starts");
+        let woke = Work::Wake {
+            key: key(),
+            local: false,
+        };
+        assert!(routes.route(woke).is_none());
+        assert!(matches!(nudges.try_recv(), Ok(Nudge::Look)));
     }
 }
