@@ -115,3 +115,80 @@ async fn a_conversation_another_live_replica_holds_is_answered_only_once_its_lea
     );
     assert_eq!(t.texts_to(customer), vec!["echo: first".to_owned()]);
 }
+
+/// One commit that brings messages to more conversations another live replica holds than one
+/// NOTIFY payload can name tells that replica of every one of them, in payloads PostgreSQL
+/// takes (under 8000 bytes), from the claim statement itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_tells_the_holder_of_each_conversation_it_holds_in_payloads_under_the_limit() {
+    let Some(t) = spawn_gateway(Db::Postgres, Options::default()).await else {
+        return;
+    };
+    let customers: Vec<String> = (0..600).map(|i| format!("4917{i:08}")).collect();
+    let mut c = sqlx::PgConnection::connect(&t.storage.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO replicas (replica, alive_until) \
+         VALUES ('elsewhere', (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint + 600000)",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO conversation_leases (phone_number_id, customer, owner, expires_at) \
+         SELECT $1, UNNEST($2::text[]), 'elsewhere', 0",
+    )
+    .bind(PNID)
+    .bind(&customers)
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(&t.storage.url)
+        .await
+        .unwrap();
+    listener
+        .listen(wa_gateway::store::cluster::WORK_CHANNEL)
+        .await
+        .unwrap();
+
+    // One webhook, one commit: a message from each customer.
+    let wamids: Vec<String> = (0..customers.len())
+        .map(|i| format!("wamid.HELD{i}"))
+        .collect();
+    let messages: Vec<(&str, &str, &str)> = customers
+        .iter()
+        .zip(&wamids)
+        .map(|(c, w)| (c.as_str(), w.as_str(), "hello"))
+        .collect();
+    t.emu
+        .deliver_envelope(text_envelope(&[(WABA, PNID, messages)]));
+
+    let mut told: Vec<String> = Vec::new();
+    let mut payloads = 0;
+    while told.len() < customers.len() {
+        let n = tokio::time::timeout(Duration::from_secs(20), listener.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "told of {} of {} conversations",
+                    told.len(),
+                    customers.len()
+                )
+            })
+            .unwrap();
+        assert!(n.payload().len() < 8000, "{} bytes", n.payload().len());
+        payloads += 1;
+        for (pnid, customer) in wa_gateway::store::cluster::parse_work_payload(n.payload()) {
+            assert_eq!(pnid, PNID);
+            told.push(customer);
+        }
+    }
+    told.sort();
+    assert_eq!(told, customers, "each held conversation once");
+    assert!(
+        payloads > 1,
+        "the {} lines fit one payload",
+        customers.len()
+    );
+    // Nothing was answered here: every conversation is the other replica's.
+    assert!(t.emu.sent().is_empty(), "{:?}", t.emu.sent());
+}
