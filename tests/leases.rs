@@ -36,6 +36,17 @@ async fn db_now(c: &mut sqlx::PgConnection) -> i64 {
         .unwrap()
 }
 
+/// Another replica, `elsewhere`, alive for the next ten minutes.
+async fn another_live_replica(c: &mut sqlx::PgConnection) {
+    sqlx::query(
+        "INSERT INTO replicas (replica, alive_until) \
+         VALUES ('elsewhere', (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint + 600000)",
+    )
+    .execute(c)
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_another_live_replica_holds_is_answered_only_once_its_lease_is_free() {
     let opts = Options {
@@ -48,13 +59,7 @@ async fn a_conversation_another_live_replica_holds_is_answered_only_once_its_lea
     let customer = "491700000088";
     let mut c = sqlx::PgConnection::connect(&t.storage.url).await.unwrap();
     // Another replica, alive for the next ten minutes, holds the conversation.
-    sqlx::query(
-        "INSERT INTO replicas (replica, alive_until) \
-         VALUES ('elsewhere', (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint + 600000)",
-    )
-    .execute(&mut c)
-    .await
-    .unwrap();
+    another_live_replica(&mut c).await;
     sqlx::query(
         "INSERT INTO conversation_leases (phone_number_id, customer, owner, expires_at) \
          VALUES ($1, $2, 'elsewhere', 0)",
@@ -126,13 +131,7 @@ async fn a_commit_tells_the_holder_of_each_conversation_it_holds_in_payloads_und
     };
     let customers: Vec<String> = (0..600).map(|i| format!("4917{i:08}")).collect();
     let mut c = sqlx::PgConnection::connect(&t.storage.url).await.unwrap();
-    sqlx::query(
-        "INSERT INTO replicas (replica, alive_until) \
-         VALUES ('elsewhere', (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint + 600000)",
-    )
-    .execute(&mut c)
-    .await
-    .unwrap();
+    another_live_replica(&mut c).await;
     sqlx::query(
         "INSERT INTO conversation_leases (phone_number_id, customer, owner, expires_at) \
          SELECT $1, UNNEST($2::text[]), 'elsewhere', 0",

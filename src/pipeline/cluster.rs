@@ -687,6 +687,14 @@ mod tests {
         }
     }
 
+    /// Another replica's commit, heard of by NOTIFY.
+    fn woken_elsewhere() -> Work {
+        Work::Wake {
+            key: key(),
+            local: false,
+        }
+    }
+
     /// Whether the new worker is told to read the conversation before its first turn.
     fn reads_first(worker: Option<NewWorker>) -> bool {
         let (_, (first, mut nudges)) = worker.expect("a worker starts");
@@ -698,11 +706,7 @@ mod tests {
     async fn a_wake_that_overtakes_this_replicas_claim_makes_its_worker_read() {
         let mut routes = Routes::new(Duration::from_secs(30));
         // Another replica's commit (after this replica's claim) is heard of first.
-        let woke = Work::Wake {
-            key: key(),
-            local: false,
-        };
-        assert!(routes.route(woke).is_none());
+        assert!(routes.route(woken_elsewhere()).is_none());
         assert!(reads_first(routes.route(claimed_here(1))));
     }
 
@@ -715,11 +719,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_wake_older_than_a_lease_is_forgotten() {
         let mut routes = Routes::new(Duration::from_secs(30));
-        let woke = Work::Wake {
-            key: key(),
-            local: false,
-        };
-        assert!(routes.route(woke).is_none());
+        assert!(routes.route(woken_elsewhere()).is_none());
         tokio::time::advance(Duration::from_secs(31)).await;
         assert!(!reads_first(routes.route(claimed_here(1))));
     }
@@ -728,11 +728,7 @@ mod tests {
     async fn a_wake_reaches_the_worker_that_holds_the_conversation() {
         let mut routes = Routes::new(Duration::from_secs(30));
         let (_, (_, mut nudges)) = routes.route(claimed_here(1)).expect("a worker starts");
-        let woke = Work::Wake {
-            key: key(),
-            local: false,
-        };
-        assert!(routes.route(woke).is_none());
+        assert!(routes.route(woken_elsewhere()).is_none());
         assert!(matches!(nudges.try_recv(), Ok(Nudge::Look)));
     }
 }
