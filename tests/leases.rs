@@ -123,7 +123,7 @@ async fn a_conversation_another_live_replica_holds_is_answered_only_once_its_lea
 
 /// One commit that brings messages to more conversations another live replica holds than one
 /// NOTIFY payload can name tells that replica of every one of them, in payloads PostgreSQL
-/// takes (under 8000 bytes), from the claim statement itself.
+/// takes (under 8000 bytes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_tells_the_holder_of_each_conversation_it_holds_in_payloads_under_the_limit() {
     let Some(t) = spawn_gateway(Db::Postgres, Options::default()).await else {

@@ -32,12 +32,30 @@ pub(super) fn lease_live(l: &str) -> String {
 pub const WORK_CHANNEL: &str = "wagw_work";
 /// The channel on which a change of the disconnected numbers is announced.
 pub const OVERRIDES_CHANNEL: &str = "wagw_overrides";
-/// Bytes of `number<TAB>customer` lines after which a commit's NOTIFY starts another payload:
-/// a payload is at most this plus one line, and PostgreSQL refuses 8000 bytes and more.
-pub(super) const NOTIFY_PART: usize = 6000;
+/// Largest NOTIFY payload sent (PostgreSQL refuses 8000 bytes and more).
+pub(super) const NOTIFY_MAX: usize = 7000;
 
 /// A conversation: (phone_number_id, customer).
 pub type ConversationKey = (String, String);
+
+/// Splits keys into NOTIFY payloads under PostgreSQL's size limit.
+pub(super) fn work_payloads<'a>(keys: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for (pnid, customer) in keys {
+        if !cur.is_empty() && cur.len() + pnid.len() + customer.len() + 2 > NOTIFY_MAX {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push_str(pnid);
+        cur.push('\t');
+        cur.push_str(customer);
+        cur.push('\n');
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
 
 /// Reads a [`WORK_CHANNEL`] payload back.
 pub fn parse_work_payload(payload: &str) -> Vec<ConversationKey> {
@@ -383,4 +401,24 @@ fn turn_state_from(row: &sqlx::postgres::PgRow) -> Result<TurnState, StoreError>
         ))),
     };
     Ok((opted_out, pause))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_payloads_stay_under_the_notify_limit_and_read_back() {
+        let keys: Vec<(String, String)> = (0..1000)
+            .map(|i| ("106540352242922".to_owned(), format!("9198{i:08}")))
+            .collect();
+        let payloads = work_payloads(keys.iter().map(|(p, c)| (p.as_str(), c.as_str())));
+        assert!(payloads.len() > 1);
+        assert!(payloads.iter().all(|p| p.len() <= NOTIFY_MAX));
+        let back: Vec<ConversationKey> = payloads
+            .iter()
+            .flat_map(|p| parse_work_payload(p))
+            .collect();
+        assert_eq!(back, keys);
+    }
 }

@@ -34,10 +34,7 @@ pub struct LeaseClaim {
 /// Claims (or renews) the conversations of `keys`, each with the number of new messages this
 /// commit brought it: `$1` numbers, `$2` customers, `$3` counts, `$4` this replica, `$5` the
 /// lease in milliseconds. Rows are locked in key order, as every commit does, so two replicas'
-/// commits wait for each other instead of deadlocking. The same statement tells the holders of
-/// the conversations another replica holds (`told`, delivered when the commit is): one
-/// `pg_notify` per part of about [`cluster::NOTIFY_PART`] bytes of `number<TAB>customer` lines,
-/// which the last column counts; it is there so that PostgreSQL runs `told` at all.
+/// commits wait for each other instead of deadlocking.
 static CLAIM: LazyLock<String> = LazyLock::new(|| {
     let live = cluster::lease_live("l");
     format!(
@@ -56,12 +53,6 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
                THEN l.seq + 1 ELSE l.claimed_seq END, \
              seq = l.seq + 1 \
            RETURNING phone_number_id, customer, owner, seq, claimed_seq \
-         ), told AS ( \
-           SELECT pg_notify('{channel}', string_agg(line, '' ORDER BY line)) FROM ( \
-             SELECT line, (sum(octet_length(line)) OVER (ORDER BY line) - 1) / {part} AS part \
-             FROM (SELECT phone_number_id || E'\\t' || customer || E'\\n' AS line \
-               FROM claimed WHERE owner <> $4) AS elsewhere \
-           ) AS lines GROUP BY part \
          ) \
          SELECT claimed.phone_number_id, claimed.customer, claimed.owner = $4, claimed.seq, \
            claimed.owner = $4 AND claimed.claimed_seq = claimed.seq, \
@@ -70,11 +61,8 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
                AND i.customer = claimed.customer AND i.state = 'received') <> k.n \
              OR EXISTS (SELECT 1 FROM outbox o WHERE o.phone_number_id = claimed.phone_number_id \
                AND o.customer = claimed.customer AND o.is_open) \
-           ELSE false END, \
-           (SELECT count(*) FROM told) \
-         FROM claimed JOIN k ON k.p = claimed.phone_number_id AND k.c = claimed.customer",
-        channel = cluster::WORK_CHANNEL,
-        part = cluster::NOTIFY_PART,
+           ELSE false END \
+         FROM claimed JOIN k ON k.p = claimed.phone_number_id AND k.c = claimed.customer"
     )
 });
 
@@ -138,7 +126,7 @@ fn waiting<'a>(
 }
 
 /// Claims the conversations this commit brought waiting messages to, and tells the other
-/// replicas of those another replica holds, in one statement. Nothing on SQLite (one process, no leases).
+/// replicas of those another replica holds. Nothing on SQLite (one process, no leases).
 pub(super) async fn claim(
     tx: &mut impl WriteTx,
     all: &[&NewInbound],
@@ -160,7 +148,7 @@ pub(super) async fn claim(
         customers.push(*c);
         counts.push(*n);
     }
-    let rows: Vec<(String, String, bool, i64, bool, bool, i64)> = sqlx::query_as(CLAIM.as_str())
+    let rows: Vec<(String, String, bool, i64, bool, bool)> = sqlx::query_as(CLAIM.as_str())
         .bind(&numbers)
         .bind(&customers)
         .bind(&counts)
@@ -170,7 +158,7 @@ pub(super) async fn claim(
         .await?;
     let claims: Vec<LeaseClaim> = rows
         .into_iter()
-        .map(|(p, c, mine, seq, claimed, stale, _told)| LeaseClaim {
+        .map(|(p, c, mine, seq, claimed, stale)| LeaseClaim {
             phone_number_id: p,
             customer: c,
             mine,
@@ -179,8 +167,23 @@ pub(super) async fn claim(
             stale,
         })
         .collect();
+    // The holder of each other conversation hears of its new messages when this commits.
+    let elsewhere = claims
+        .iter()
+        .filter(|c| !c.mine)
+        .map(|c| (c.phone_number_id.as_str(), c.customer.as_str()));
+    for payload in cluster::work_payloads(elsewhere) {
+        sqlx::query(NOTIFY.as_str())
+            .bind(cluster::WORK_CHANNEL)
+            .bind(&payload)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(claims)
 }
+
+static NOTIFY: LazyLock<String> =
+    LazyLock::new(|| format!("{GROUP_COMMIT_MARK} SELECT pg_notify($1, $2)"));
 
 /// Takes back the attempts recorded with `sending` replies whose conversation this replica no
 /// longer holds; returns their ids. Nothing on SQLite.
