@@ -39,6 +39,18 @@ if ! command -v psql >/dev/null; then
     echo "psql not found: install postgresql-client (it drops and recreates $pg_db)" >&2
     exit 2
 fi
+# Before anything is built or started: a server that is down or refuses the URL's user is said
+# so, with what to check (psql's own message names neither the variable nor the database).
+case " $SCENARIOS " in
+    *" b "* | *" c "*)
+        if ! pg_error="$(psql -q -At "$pg_admin" -c "SELECT 1" 2>&1 >/dev/null)"; then
+            echo "cannot connect to the PostgreSQL server of WA_BENCH_PG (its 'postgres' database):" >&2
+            echo "  $pg_error" >&2
+            echo "start the server and check the URL's user and password" \
+                "(default: postgres://postgres:postgres@127.0.0.1:5432/wa_bench)" >&2
+            exit 2
+        fi ;;
+esac
 
 if [ -z "${WA_GATEWAY_BIN:-}" ]; then
     cargo build --release --quiet
