@@ -107,7 +107,8 @@ stop_gateways() {
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     pids=()
 }
-# The binary copies go when the script ends (about 170 MB each); the logs stay in $work.
+# The binary copies go when the script ends, however it ends (about 170 MB each); the logs
+# stay in $work. Stopping twice is harmless.
 trap 'stop_gateways; rm -f "$work"/wa-gateway "$work"/wa-gateway-serve' EXIT
 
 # Starts $1 replicas on storage URL $2 (logs under $work/$3-N.log) and waits until each is ready.
@@ -181,6 +182,4 @@ if [[ " $SCENARIOS " == *" c "* ]]; then
     scenario "(c) 3 replicas, PostgreSQL" 3 "$WA_BENCH_PG" pg3
 fi
 
-trap - EXIT
-rm -f "$work"/wa-gateway "$work"/wa-gateway-serve
 exit "$status"

@@ -99,7 +99,8 @@ stop_all() {
         fi
     done
 }
-# The binary copies go when the script ends (about 170 MB each); the logs stay in $work.
+# The binary copies go when the script ends, however it ends (about 170 MB each); the logs
+# stay in $work. Stopping twice is harmless.
 trap 'stop_all; rm -f "$work"/wa-gateway' EXIT
 
 # Settled when the reconciler's latest pass (GET /api/config) read everything, left nothing to
@@ -172,6 +173,4 @@ sleep "$IDLE"
 echo "rss after:    $(rss VmRSS) (peak $(rss VmHWM))"
 
 stop_all
-trap - EXIT
-rm -f "$work"/wa-gateway
 echo "gateway log:  $work/gateway.log ($(grep -c '"level":"ERROR"' "$work/gateway.log" || true) errors)"

@@ -39,7 +39,8 @@ stop_gateway() {
         wait "$gateway" || true
     fi
 }
-# The binary copies go when the script ends (about 170 MB each); the logs stay in $work.
+# The binary copies go when the script ends, however it ends (about 170 MB each); the logs
+# stay in $work. Stopping twice is harmless.
 trap 'stop_gateway; rm -f "$work"/wa-gateway' EXIT
 
 # Ready when the admin listener says so.
@@ -59,8 +60,6 @@ echo "== closed loop: $CONCURRENCY in flight for $DURATION"
     --gateway-pid "$gateway" --disk-probe data "$@" || status=1
 
 stop_gateway
-trap - EXIT
-rm -f "$work"/wa-gateway
 echo
 echo "gateway log: $work/gateway.log ($(grep -c '"level":"ERROR"' "$work/gateway.log" || true) errors)"
 exit "$status"

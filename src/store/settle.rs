@@ -177,12 +177,12 @@ async fn settle_guarded(
             let rows: Vec<(i64, Option<bool>, bool)> =
                 tx.fetch(&settle_guarded_pg(chunk, now)).await?;
             for (id, missing, named) in rows {
-                match missing {
-                    Some(missing) => {
+                match (missing, named) {
+                    (Some(missing), _) => {
                         settled.insert(id, missing);
                     }
-                    None if !named => strangers.push(id),
-                    None => {}
+                    (None, false) => strangers.push(id),
+                    (None, true) => {}
                 }
             }
             continue;
