@@ -5,6 +5,34 @@ use super::batches::{Batched, Reply};
 use super::{OutboxKind, PgLinks, Store, StoreError, on_pool};
 use std::collections::HashMap;
 
+/// What the history keeps of the sends of `outbox o`: those Meta accepted, but not the later
+/// parts of a split text.
+macro_rules! history_kept {
+    () => {
+        "o.state_rank BETWEEN 2 AND 4 AND (o.history_text IS NULL OR o.history_text <> '')"
+    };
+}
+
+/// The sends to conversation (`$1`, `$2`) the history keeps, newest first: the newest `$4`
+/// replies to its messages older than inbox row `$3`, found through those messages, newest
+/// first (a conversation's turns run in order, so their replies' ids follow their messages'):
+/// `outbox_reply_to` is written near its end, where an index of replies by conversation took a
+/// random page a reply. Then the newest `$4` that answer no message (the Business app's echoes,
+/// operators' texts), by their own small index.
+const HISTORY_SENDS: &str = concat!(
+    "SELECT id, history_text, payload, created_at FROM (\
+     SELECT o.id, o.history_text, o.payload, o.created_at FROM inbox i \
+     JOIN outbox o ON o.inbox_id = i.id WHERE i.phone_number_id = $1 AND i.customer = $2 \
+     AND i.id < $3 AND ",
+    history_kept!(),
+    " ORDER BY i.id DESC, o.id DESC LIMIT $4) AS answers UNION ALL \
+     SELECT id, history_text, payload, created_at FROM (\
+     SELECT o.id, o.history_text, o.payload, o.created_at FROM outbox o \
+     WHERE o.inbox_id IS NULL AND o.phone_number_id = $1 AND o.customer = $2 AND ",
+    history_kept!(),
+    " ORDER BY o.id DESC LIMIT $4) AS unprompted"
+);
+
 /// One past turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryEntry {
@@ -59,71 +87,67 @@ impl Store {
             return Ok(Vec::new());
         }
         let limit = turns as i64;
+        // Both reads name the conversation, the message they stop before and how many to read.
+        macro_rules! read {
+            ($sql:expr, $pool:expr) => {
+                sqlx::query_as($sql)
+                    .bind(phone_number_id)
+                    .bind(customer)
+                    .bind(before_inbox_id)
+                    .bind(limit)
+                    .fetch_all($pool)
+                    .await?
+            };
+        }
         on_pool!(self, |pool| {
-            let inbound: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
+            let inbound: Vec<(Option<String>, i64, i64)> = read!(
                 "SELECT text, meta_ts, received_at FROM inbox WHERE phone_number_id = $1 AND customer = $2 \
                  AND id < $3 AND state = 'done' AND text IS NOT NULL ORDER BY id DESC LIMIT $4",
-            )
-            .bind(phone_number_id)
-            .bind(customer)
-            .bind(before_inbox_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+                pool
+            );
             // A reply's `history_text` is what the history keeps of it ('' for later parts of
             // a split text); replies queued before it existed have their text body read.
-            let outbound: Vec<(Option<String>, String, i64)> = sqlx::query_as(
-                "SELECT history_text, payload, created_at FROM outbox WHERE phone_number_id = $1 \
-                 AND customer = $2 AND (inbox_id IS NULL OR inbox_id < $3) \
-                 AND state_rank BETWEEN 2 AND 4 AND (history_text IS NULL OR history_text <> '') \
-                 ORDER BY id DESC LIMIT $4",
-            )
-            .bind(phone_number_id)
-            .bind(customer)
-            .bind(before_inbox_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+            let mut outbound: Vec<(i64, Option<String>, String, i64)> = read!(HISTORY_SENDS, pool);
+            outbound.sort_unstable_by_key(|sent| std::cmp::Reverse(sent.0));
+            outbound.truncate(turns);
             // Order by arrival time in milliseconds; replies are created after their message.
             // Both lists came newest first: read oldest first, so that the stable sort keeps
             // rows of the same millisecond (the parts and items of one reply) in id order.
-            let mut all: Vec<(i64, HistoryEntry)> =
-                inbound
-                    .into_iter()
-                    .rev()
-                    .filter_map(|(text, meta_ts, received_at)| {
-                        text.map(|text| {
-                            (
-                                received_at,
-                                HistoryEntry {
-                                    from_customer: true,
-                                    text,
-                                    timestamp: meta_ts,
-                                },
-                            )
-                        })
+            let mut all: Vec<(i64, HistoryEntry)> = inbound
+                .into_iter()
+                .rev()
+                .filter_map(|(text, meta_ts, received_at)| {
+                    text.map(|text| {
+                        (
+                            received_at,
+                            HistoryEntry {
+                                from_customer: true,
+                                text,
+                                timestamp: meta_ts,
+                            },
+                        )
                     })
-                    .chain(outbound.into_iter().rev().filter_map(
-                        |(history, payload, created_at)| {
-                            let text = match history {
-                                Some(text) => text,
-                                None => {
-                                    let v: serde_json::Value =
-                                        serde_json::from_str(&payload).ok()?;
-                                    v["text"]["body"].as_str()?.to_owned()
-                                }
-                            };
-                            Some((
-                                created_at,
-                                HistoryEntry {
-                                    from_customer: false,
-                                    text,
-                                    timestamp: created_at / 1000,
-                                },
-                            ))
-                        },
-                    ))
-                    .collect();
+                })
+                .chain(outbound.into_iter().rev().filter_map(
+                    |(_, history, payload, created_at)| {
+                        let text = match history {
+                            Some(text) => text,
+                            None => {
+                                let v: serde_json::Value = serde_json::from_str(&payload).ok()?;
+                                v["text"]["body"].as_str()?.to_owned()
+                            }
+                        };
+                        Some((
+                            created_at,
+                            HistoryEntry {
+                                from_customer: false,
+                                text,
+                                timestamp: created_at / 1000,
+                            },
+                        ))
+                    },
+                ))
+                .collect();
             all.sort_by_key(|(at, _)| *at);
             let skip = all.len().saturating_sub(turns);
             Ok(all.into_iter().skip(skip).map(|(_, e)| e).collect())
@@ -285,5 +309,107 @@ impl Batched for AllowedRead {
                     .await?)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::OutboxState;
+    use super::super::sqlite_writer::writer_on_a_fresh_file;
+    use super::HistoryEntry;
+
+    const PNID: &str = "106540352242922";
+    const ANA: &str = "15551234567";
+    const BEN: &str = "15557654321";
+
+    /// A conversation's history is its customer's texts and the sends Meta accepted, found
+    /// through the messages they answer or, for those that answer none, by conversation: in
+    /// time order, the newest `turns`, before the message being answered, none of another's.
+    #[tokio::test]
+    async fn history_is_the_texts_and_accepted_sends_of_the_conversation_in_time_order() {
+        let (dir, store, _writer) = writer_on_a_fresh_file().await;
+        let file = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        let inbox = |id: i64, customer: &str, text: &str, state: &str| {
+            file.execute(
+                "INSERT INTO inbox (id, wamid, phone_number_id, customer, msg_type, text, payload, \
+                 meta_ts, received_at, state) VALUES (?1, 'wamid.in' || ?1, ?2, ?3, 'text', ?4, \
+                 '{}', ?1, ?1 * 1000, ?5)",
+                rusqlite::params![id, PNID, customer, text, state],
+            )
+            .unwrap();
+        };
+        // (id, the message it answers, customer, part, state, history text, created at in ms)
+        let outbox = |id: i64,
+                      inbox_id: Option<i64>,
+                      customer: &str,
+                      part: i64,
+                      state: OutboxState,
+                      history: &str,
+                      at: i64| {
+            file.execute(
+                "INSERT INTO outbox (id, inbox_id, phone_number_id, customer, recipient, \
+                 recipient_kind, part, payload, state, state_rank, created_at, updated_at, \
+                 history_text) VALUES (?1, ?2, ?3, ?4, ?4, 'wa_id', ?5, '{}', ?6, ?7, ?8, ?8, ?9)",
+                rusqlite::params![
+                    id,
+                    inbox_id,
+                    PNID,
+                    customer,
+                    part,
+                    state.as_str(),
+                    state.rank(),
+                    at,
+                    history
+                ],
+            )
+            .unwrap();
+        };
+        inbox(1, ANA, "hi", "done");
+        outbox(
+            1,
+            Some(1),
+            ANA,
+            0,
+            OutboxState::Read,
+            "hello **there**",
+            1_500,
+        );
+        outbox(2, Some(1), ANA, 1, OutboxState::Read, "", 1_500);
+        inbox(2, BEN, "not Ana's", "done");
+        outbox(3, Some(2), BEN, 0, OutboxState::Sent, "not to Ana", 2_500);
+        // A person answered from the Business app: it answers no message.
+        outbox(4, None, ANA, 0, OutboxState::Sent, "Maria here", 2_700);
+        inbox(3, ANA, "and now?", "done");
+        outbox(5, Some(3), ANA, 0, OutboxState::Failed, "never sent", 3_500);
+        outbox(
+            6,
+            Some(3),
+            ANA,
+            0,
+            OutboxState::Delivered,
+            "now this",
+            3_600,
+        );
+        inbox(4, ANA, "the one being answered", "received");
+        outbox(7, Some(4), ANA, 0, OutboxState::Sending, "not yet", 4_500);
+
+        let all = store.history(PNID, ANA, 4, 10).await.unwrap();
+        let said = |from_customer: bool, text: &str, timestamp: i64| HistoryEntry {
+            from_customer,
+            text: text.to_owned(),
+            timestamp,
+        };
+        let expected = vec![
+            said(true, "hi", 1),
+            said(false, "hello **there**", 1),
+            said(false, "Maria here", 2),
+            said(true, "and now?", 3),
+            said(false, "now this", 3),
+        ];
+        assert_eq!(all, expected);
+        let last = store.history(PNID, ANA, 4, 3).await.unwrap();
+        assert_eq!(last, expected[2..]);
+        let before = store.history(PNID, ANA, 3, 10).await.unwrap();
+        assert_eq!(before, expected[..3]);
     }
 }

@@ -73,6 +73,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "outbox_is_open",
         include_str!("migrations/sqlite/0031_outbox_is_open.sql"),
     ),
+    (
+        32,
+        "outbox_indexes",
+        include_str!("migrations/sqlite/0032_outbox_indexes.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -153,6 +158,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         31,
         "outbox_is_open",
         include_str!("migrations/postgres/0031_outbox_is_open.sql"),
+    ),
+    (
+        32,
+        "outbox_indexes",
+        include_str!("migrations/postgres/0032_outbox_indexes.sql"),
     ),
 ];
 
