@@ -28,14 +28,25 @@ fn wrap(number: &EmulatorNumber, value: Value) -> Value {
     wrap_field(number, "messages", value)
 }
 
+// Values already built are moved into place: `json!` would copy each one whole.
 fn wrap_field(number: &EmulatorNumber, field: &str, value: Value) -> Value {
-    json!({
+    let mut envelope = json!({
         "object": "whatsapp_business_account",
         "entry": [{
             "id": number.waba_id,
-            "changes": [{ "field": field, "value": value }],
+            "changes": [{ "field": field }],
         }],
-    })
+    });
+    envelope["entry"][0]["changes"][0]["value"] = value;
+    envelope
+}
+
+/// A change's value: `number`'s metadata and `items` under `key`.
+fn change_value(number: &EmulatorNumber, key: &str, items: Vec<Value>) -> Value {
+    let mut value = json!({ "messaging_product": "whatsapp" });
+    value["metadata"] = metadata(number);
+    value[key] = Value::Array(items);
+    value
 }
 
 /// The echo of a message a person sent to customer `to` from the WhatsApp Business app on
@@ -47,11 +58,7 @@ pub(crate) fn business_echo(number: &EmulatorNumber, to: &str, mut message: Valu
     wrap_field(
         number,
         "smb_message_echoes",
-        json!({
-            "messaging_product": "whatsapp",
-            "metadata": metadata(number),
-            "message_echoes": [message],
-        }),
+        change_value(number, "message_echoes", vec![message]),
     )
 }
 
@@ -88,15 +95,9 @@ pub(crate) fn customer_message(
     name: &str,
     message: Value,
 ) -> Value {
-    wrap(
-        number,
-        json!({
-            "messaging_product": "whatsapp",
-            "metadata": metadata(number),
-            "contacts": [{ "profile": { "name": name }, "wa_id": from }],
-            "messages": [message],
-        }),
-    )
+    let mut value = change_value(number, "messages", vec![message]);
+    value["contacts"] = json!([{ "profile": { "name": name }, "wa_id": from }]);
+    wrap(number, value)
 }
 
 /// Who a status is about: a phone-based wa_id, or a BSUID when the send used `recipient`.
@@ -132,7 +133,6 @@ pub(crate) fn status(number: &EmulatorNumber, s: &Status<'_>) -> Value {
         "id": s.wamid,
         "status": s.status,
         "timestamp": s.unix_secs.to_string(),
-        "conversation": conversation,
         // Per-message pricing (July 2025 on): replies in the service window are free.
         "pricing": {
             "billable": false,
@@ -141,6 +141,7 @@ pub(crate) fn status(number: &EmulatorNumber, s: &Status<'_>) -> Value {
             "type": "free_customer_service",
         },
     });
+    status["conversation"] = conversation;
     match s.recipient {
         Recipient::WaId(id) => status["recipient_id"] = json!(id),
         Recipient::UserId(id) => status["recipient_user_id"] = json!(id),
@@ -148,14 +149,7 @@ pub(crate) fn status(number: &EmulatorNumber, s: &Status<'_>) -> Value {
     if let Some(data) = s.biz_opaque_callback_data {
         status["biz_opaque_callback_data"] = json!(data);
     }
-    wrap(
-        number,
-        json!({
-            "messaging_product": "whatsapp",
-            "metadata": metadata(number),
-            "statuses": [status],
-        }),
-    )
+    wrap(number, change_value(number, "statuses", vec![status]))
 }
 
 /// A customer message found in an envelope.
