@@ -33,6 +33,12 @@ const HISTORY_SENDS: &str = concat!(
     " ORDER BY o.id DESC LIMIT $4) AS unprompted"
 );
 
+/// A customer's message as the history reads it: text, Meta's time, arrival.
+type Inbound = (Option<String>, i64, i64);
+
+/// A send as the history reads it: id, history text, message object, queued at.
+type Sent = (i64, Option<String>, String, i64);
+
 /// One past turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryEntry {
@@ -100,14 +106,13 @@ impl Store {
             };
         }
         on_pool!(self, |pool| {
-            let inbound: Vec<(Option<String>, i64, i64)> = read!(
+            let inbound: Vec<Inbound> = read!(
                 "SELECT text, meta_ts, received_at FROM inbox WHERE phone_number_id = $1 AND customer = $2 \
                  AND id < $3 AND state = 'done' AND text IS NOT NULL ORDER BY id DESC LIMIT $4",
                 pool
             );
-            // A reply's `history_text` is what the history keeps of it ('' for later parts of
-            // a split text); replies queued before it existed have their text body read.
-            let mut outbound: Vec<(i64, Option<String>, String, i64)> = read!(HISTORY_SENDS, pool);
+            // The sends, newest first: the replies and the unprompted sends merged by id.
+            let mut outbound: Vec<Sent> = read!(HISTORY_SENDS, pool);
             outbound.sort_unstable_by_key(|sent| std::cmp::Reverse(sent.0));
             outbound.truncate(turns);
             // Order by arrival time in milliseconds; replies are created after their message.
@@ -116,43 +121,44 @@ impl Store {
             let mut all: Vec<(i64, HistoryEntry)> = inbound
                 .into_iter()
                 .rev()
-                .filter_map(|(text, meta_ts, received_at)| {
-                    text.map(|text| {
-                        (
-                            received_at,
-                            HistoryEntry {
-                                from_customer: true,
-                                text,
-                                timestamp: meta_ts,
-                            },
-                        )
-                    })
-                })
-                .chain(outbound.into_iter().rev().filter_map(
-                    |(_, history, payload, created_at)| {
-                        let text = match history {
-                            Some(text) => text,
-                            None => {
-                                let v: serde_json::Value = serde_json::from_str(&payload).ok()?;
-                                v["text"]["body"].as_str()?.to_owned()
-                            }
-                        };
-                        Some((
-                            created_at,
-                            HistoryEntry {
-                                from_customer: false,
-                                text,
-                                timestamp: created_at / 1000,
-                            },
-                        ))
-                    },
-                ))
+                .filter_map(said_by_customer)
+                .chain(outbound.into_iter().rev().filter_map(said_by_business))
                 .collect();
             all.sort_by_key(|(at, _)| *at);
             let skip = all.len().saturating_sub(turns);
             Ok(all.into_iter().skip(skip).map(|(_, e)| e).collect())
         })
     }
+}
+
+/// A customer's message of the history, keyed by when it arrived (ms): (text, Meta's time in
+/// seconds, arrival).
+fn said_by_customer((text, meta_ts, received_at): Inbound) -> Option<(i64, HistoryEntry)> {
+    let entry = HistoryEntry {
+        from_customer: true,
+        text: text?,
+        timestamp: meta_ts,
+    };
+    Some((received_at, entry))
+}
+
+/// A send of the history, keyed by when it was queued (ms): (id, what the history keeps of it,
+/// its message object, queued at). A send queued before `history_text` existed has its text
+/// body read.
+fn said_by_business((_, history, payload, created_at): Sent) -> Option<(i64, HistoryEntry)> {
+    let text = match history {
+        Some(text) => text,
+        None => {
+            let v: serde_json::Value = serde_json::from_str(&payload).ok()?;
+            v["text"]["body"].as_str()?.to_owned()
+        }
+    };
+    let entry = HistoryEntry {
+        from_customer: false,
+        text,
+        timestamp: created_at / 1000,
+    };
+    Some((created_at, entry))
 }
 
 /// A customer's opt-out state as the send path needs it.
