@@ -71,21 +71,14 @@ pub(crate) fn customer_text(
     unix_secs: i64,
     text: &str,
 ) -> Value {
-    wrap(
-        number,
-        json!({
-            "messaging_product": "whatsapp",
-            "metadata": metadata(number),
-            "contacts": [{ "profile": { "name": name }, "wa_id": from }],
-            "messages": [{
-                "from": from,
-                "id": wamid,
-                "timestamp": unix_secs.to_string(),
-                "type": "text",
-                "text": { "body": text },
-            }],
-        }),
-    )
+    let message = json!({
+        "from": from,
+        "id": wamid,
+        "timestamp": unix_secs.to_string(),
+        "type": "text",
+        "text": { "body": text },
+    });
+    customer_message(number, from, name, message)
 }
 
 /// A customer's message of any type to `number`; `message` is the whole message object.

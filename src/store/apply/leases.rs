@@ -182,6 +182,7 @@ pub(super) async fn claim(
     Ok(claims)
 }
 
+/// One NOTIFY on the work channel, marked as the group commit's.
 static NOTIFY: LazyLock<String> =
     LazyLock::new(|| format!("{GROUP_COMMIT_MARK} SELECT pg_notify($1, $2)"));
 
