@@ -146,6 +146,24 @@ async fn wait_no_open_work(url: &str) -> bool {
     .await
 }
 
+/// The messages and replies still open, and every lease, for a failure's message.
+async fn open_work(url: &str) -> String {
+    let text: Option<String> = scalar(
+        url,
+        "SELECT string_agg(line, E'\\n') FROM ( \
+           SELECT format('inbox %s %s %s %s', id, wamid, customer, state) AS line \
+             FROM inbox WHERE state = 'received' \
+           UNION ALL SELECT format('outbox %s reply to %s: %s, %s attempts', id, inbox_id, state, attempts) \
+             FROM outbox WHERE state IN ('pending', 'sending') \
+           UNION ALL SELECT format('lease %s %s held by %s until %s (now %s), seq %s claimed %s', \
+               phone_number_id, customer, owner, expires_at, \
+               (extract(epoch from clock_timestamp()) * 1000)::bigint, seq, claimed_seq) \
+             FROM conversation_leases) lines",
+    )
+    .await;
+    text.unwrap_or_default()
+}
+
 /// The one replica among `replicas` saying it leads, once exactly one does.
 async fn the_leader(http: &reqwest::Client, replicas: &[&Replica]) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -260,9 +278,10 @@ async fn three_replicas_answer_every_message_once_in_order_while_the_leader_dies
         .await;
     assert!(
         answered,
-        "only {} of {total} answered; logs in {}",
+        "only {} of {total} answered; logs in {}; open:\n{}",
         emu.sent().len(),
-        dir.display()
+        dir.display(),
+        open_work(&storage.url).await
     );
     assert!(
         wait_no_open_work(&storage.url).await,
