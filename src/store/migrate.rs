@@ -78,11 +78,6 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "outbox_indexes",
         include_str!("migrations/sqlite/0032_outbox_indexes.sql"),
     ),
-    (
-        33,
-        "number_activity",
-        include_str!("migrations/sqlite/0033_number_activity.sql"),
-    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -168,11 +163,6 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         32,
         "outbox_indexes",
         include_str!("migrations/postgres/0032_outbox_indexes.sql"),
-    ),
-    (
-        33,
-        "number_activity",
-        include_str!("migrations/postgres/0033_number_activity.sql"),
     ),
 ];
 

@@ -9,7 +9,7 @@ use crate::store::sql::{Sql, WriteTx};
 use crate::store::{
     InboxRow, InboxState, NewInbound, OutboxKind, OutboxState, StoreError, WebhookWrite,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 const UPSERT_CONVERSATION: &str = "INSERT INTO conversations (phone_number_id, customer, \
      wa_id, user_id, customer_name, last_inbound_ts, updated_at) ";
@@ -89,35 +89,6 @@ pub(super) async fn insert(
         inserted.extend(rows.into_iter().map(|(id, wamid)| (wamid, id)));
     }
     Ok(inserted)
-}
-
-/// Records `now` as the last time each number with a new message in `all` (its wamid in
-/// `inserted`) received one: a row per number, in key order (replicas lock them alike).
-pub(super) async fn touch_numbers(
-    tx: &mut impl WriteTx,
-    all: &[&NewInbound],
-    inserted: &HashMap<String, i64>,
-    now: i64,
-) -> Result<(), StoreError> {
-    let numbers: BTreeSet<&str> = all
-        .iter()
-        .filter(|m| inserted.contains_key(&m.wamid))
-        .map(|m| m.phone_number_id.as_str())
-        .collect();
-    let numbers: Vec<&str> = numbers.into_iter().collect();
-    for chunk in numbers.chunks(CHUNK) {
-        let mut sql = Sql::new("INSERT INTO number_activity (phone_number_id, last_received_at) ");
-        sql.values(chunk.iter(), |t, n| {
-            t.bind(*n).bind(now);
-        });
-        sql.push(
-            " ON CONFLICT (phone_number_id) DO UPDATE SET last_received_at = \
-             excluded.last_received_at \
-             WHERE excluded.last_received_at > number_activity.last_received_at",
-        );
-        tx.execute(&sql).await?;
-    }
-    Ok(())
 }
 
 /// The latest facts per conversation in a batch (one upsert row each: PostgreSQL refuses to
