@@ -110,8 +110,11 @@ impl Store {
 #[derive(Default)]
 pub struct Disconnected {
     set: ArcSwap<HashSet<String>>,
-    /// Serialises changes so that the stored row and the in-memory set agree when two requests
-    /// race. Only the admin API takes it (across the write), never the message path.
+    /// Serialises changes and loads, so that the stored rows and the in-memory set agree when
+    /// two requests race, or a request and a load (another replica's change, heard on
+    /// PostgreSQL): a load that read the rows before a change committed must not replace the
+    /// set after the change put it in force. The admin API (across the write) and loads take
+    /// it, never the message path.
     change: tokio::sync::Mutex<()>,
 }
 
@@ -126,8 +129,10 @@ impl Disconnected {
         self.set.load_full()
     }
 
-    /// Loads the set from storage (at start, before any turn runs).
+    /// Loads the set from storage (at start, before any turn runs, and on PostgreSQL whenever
+    /// a replica changed it).
     pub async fn load(&self, store: &Store) -> Result<usize, StoreError> {
+        let _one_at_a_time = self.change.lock().await;
         let set: HashSet<String> = store
             .number_overrides()
             .await?
