@@ -378,6 +378,38 @@ async fn webhooks_wait_for_a_url_and_keep_one_customers_order() {
     assert_eq!(order, wamids);
 }
 
+/// Meta posts many webhooks at once, not one customer's after another's: a server that answers
+/// only once more requests than the old limit (64) are open gets them all.
+#[tokio::test]
+async fn webhooks_to_many_customers_are_open_at_once() {
+    let open_at_once = 100;
+    assert!(open_at_once <= webhooks::MAX_IN_FLIGHT);
+    // Every POST waits until `open_at_once` are open together, then all are answered.
+    let all_open = Arc::new(tokio::sync::Barrier::new(open_at_once));
+    let app = axum::Router::new().route(
+        "/webhook",
+        axum::routing::post(move || {
+            let all_open = all_open.clone();
+            async move {
+                all_open.wait().await;
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let emu = emulator(Some(url), false).await;
+    for i in 0..open_at_once {
+        emu.handle
+            .customer_says(PNID, &format!("9198{i:08}"), "Asha", "hi")
+            .await;
+    }
+    let stats = || emu.handle.webhook_stats();
+    eventually(|| stats().delivered == open_at_once as u64).await;
+    assert_eq!(stats().failed_attempts, 0, "{:?}", stats());
+}
+
 #[tokio::test]
 async fn spread_webhooks_take_the_urls_in_turn() {
     let (a, b) = (fake_gateway(0).await, fake_gateway(0).await);
