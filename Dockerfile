@@ -8,7 +8,7 @@ ARG RUST_VERSION=1.95
 FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /src
 COPY . .
-# Exported as wa_gateway_build_info{revision}. The release profile keeps line tables (about
+# Exported as wa_gateway_build_info{revision}. The dist profile keeps line tables (about
 # 95 of the binary's 115 MB); the image drops them and keeps the symbols, so backtraces still
 # name functions: 24 MB.
 ARG WA_GATEWAY_REVISION=unknown
@@ -16,7 +16,7 @@ ENV WA_GATEWAY_REVISION=${WA_GATEWAY_REVISION}
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     .ci/build-release \
-    && cp target/release/wa-gateway /usr/local/bin/wa-gateway \
+    && cp target/dist/wa-gateway /usr/local/bin/wa-gateway \
     && strip --strip-debug /usr/local/bin/wa-gateway \
     && mkdir -p /var/lib/wa-gateway
 

@@ -1042,7 +1042,7 @@ fn the_dockerfile_passes_hadolint_and_builds_with_the_ci_script() {
         "the Dockerfile builds some other way"
     );
     assert!(
-        script.contains("cargo build --release --locked"),
+        script.contains("cargo build --profile dist --locked"),
         "{script}"
     );
 }
