@@ -285,7 +285,16 @@ impl Store {
                 );
             let pool = pgcreate::connect_creating(pool, &opts).await?;
             pg = Some(std::sync::Arc::new(PgLinks {
-                hot: pgconn::PgConns::new(opts.clone(), cfg.max_connections.max(2) as usize),
+                // Each of the hot statements reads by key, over arrays of keys: planned once
+                // for any array. Left to choose, PostgreSQL planned the turn's opt-out read anew
+                // on every call (a custom plan for each array looked cheaper than the generic
+                // one). The group commit's statements keep the choice: generic plans made them
+                // slower.
+                hot: pgconn::PgConns::new(
+                    opts.clone()
+                        .options([("plan_cache_mode", "force_generic_plan")]),
+                    cfg.max_connections.max(2) as usize,
+                ),
                 // The group commit's multi-row statements have one text per row count: room
                 // for each count a batch commonly has, so each is prepared once, not again
                 // every time another count pushed it out.
