@@ -385,7 +385,7 @@ impl Report {
         let _ = writeln!(
             s,
             "  cost      gateway {cpu:.0} µs CPU and {written} written per message; \
-             {sustained:.0} replies/s from the load's start to the last reply"
+             {sustained:.0} replies/s from the load's start to the drain's end"
         );
     }
 
@@ -553,7 +553,7 @@ mod tests {
         assert!(
             r.text().contains(
                 "  cost      gateway 512 µs CPU and 45.0 KiB written per message; \
-                 290 replies/s from the load's start to the last reply"
+                 290 replies/s from the load's start to the drain's end"
             ),
             "{}",
             r.text()
