@@ -285,11 +285,11 @@ impl Store {
                 );
             let pool = pgcreate::connect_creating(pool, &opts).await?;
             pg = Some(std::sync::Arc::new(PgLinks {
-                // Each of the hot statements reads by key, over arrays of keys: planned once
-                // for any array. Left to choose, PostgreSQL planned the turn's opt-out read anew
-                // on every call (a custom plan for each array looked cheaper than the generic
-                // one). The group commit's statements keep the choice: generic plans made them
-                // slower.
+                // Each statement on these connections (the batched reads and the send turns)
+                // finds its rows by key, over arrays of keys: one plan serves any array. Left to
+                // choose, PostgreSQL planned the turn's opt-out read anew on every call (a custom
+                // plan for each array looked cheaper than the generic one). The group commit's
+                // statements keep the choice: generic plans made them slower.
                 hot: pgconn::PgConns::new(
                     opts.clone()
                         .options([("plan_cache_mode", "force_generic_plan")]),
