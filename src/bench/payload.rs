@@ -35,9 +35,17 @@ impl Run {
         format!("99{customer:010}")
     }
 
-    /// A wamid shaped like Meta's, unique per run and message.
+    /// A wamid shaped like Meta's, unique per run and message. Meta's ids do not follow one
+    /// another (they encode the customer's number, then a random id), so neither do these: the
+    /// sequence number is scrambled by a bijection (SplitMix64's finaliser: each step is
+    /// invertible). Ids in sending order would let the gateway's index of inbound wamids grow at
+    /// its end only, where Meta's take a random page of it per message.
     pub fn wamid(self, seq: u64) -> String {
-        format!("wamid.HBgLBENCH{:08X}{seq:016X}", self.id)
+        let mut z = seq;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        format!("wamid.HBgLBENCH{:08X}{z:016X}", self.id)
     }
 
     /// The message text: `bench-<run>-<seq>-<sent_us>`; the echo agent sends it back prefixed.
@@ -128,11 +136,23 @@ mod tests {
         assert_eq!(value["contacts"][1]["wa_id"], "990000000041");
         let m = &value["messages"][0];
         assert_eq!(m["from"], "990000000003");
-        assert_eq!(m["id"], "wamid.HBgLBENCH00000ABC0000000000000007");
+        assert_eq!(m["id"], "wamid.HBgLBENCH00000ABC12AE30237B17DF14");
         assert_eq!(m["timestamp"], "1700000000");
         assert_eq!(m["text"]["body"], "bench-00000abc-7-1700000000123456");
         let parsed = crate::cloudapi::envelope::parse(body.as_bytes()).expect("gateway parses it");
         assert_eq!(parsed.entry.len(), 1);
+    }
+
+    #[test]
+    fn wamids_are_unique_and_not_in_sending_order() {
+        let run = Run { id: 0xabc };
+        let ids: Vec<String> = (0..10_000).map(|seq| run.wamid(seq)).collect();
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        // In sending order, about half of the ids sort after the one before (as random ids
+        // do), not all of them.
+        let rising = ids.windows(2).filter(|w| w[1] > w[0]).count();
+        assert!((4_000..6_000).contains(&rising), "{rising} of 9,999 rise");
     }
 
     #[test]
