@@ -13,24 +13,106 @@ macro_rules! history_kept {
     };
 }
 
+/// The replies the history keeps to inbox row `i`: with the chain below, how many.
+macro_rules! kept_replies_of {
+    ($i:literal) => {
+        concat!(
+            "(SELECT count(*) FROM outbox o WHERE o.inbox_id = ",
+            $i,
+            ".id AND ",
+            history_kept!(),
+            ")"
+        )
+    };
+}
+
+/// Whether inbox row `i` is a customer's text the history keeps.
+macro_rules! kept_text {
+    ($i:literal) => {
+        concat!("(", $i, ".state = 'done' AND ", $i, ".text IS NOT NULL)")
+    };
+}
+
+/// SQLite: the messages of conversation (`$1`, `$2`) before inbox row `$3`, newest first, found
+/// by the chain of `prev_id` links (migration 33) from that row's link (or, when `$3` is not one
+/// of its messages, as for a handoff's `i64::MAX`, from the conversation's newest message below
+/// it): back until `$4` texts and `$4` replies are found, as the index scans they replace would
+/// read, or the chain ends. Each step reads one row by its id.
+macro_rules! chain {
+    () => {
+        concat!(
+            "WITH RECURSIVE chain(id, prev_id, texts, replies) AS (\
+             SELECT i.id, i.prev_id, ",
+            kept_text!("i"),
+            ", ",
+            kept_replies_of!("i"),
+            " FROM inbox i WHERE i.id = COALESCE(\
+             (SELECT prev_id FROM inbox WHERE id = $3 AND phone_number_id = $1 AND customer = $2), \
+             (SELECT last_inbox_id FROM conversations WHERE phone_number_id = $1 AND customer = $2 \
+             AND last_inbox_id < $3)) \
+             UNION ALL SELECT i.id, i.prev_id, c.texts + ",
+            kept_text!("i"),
+            ", c.replies + ",
+            kept_replies_of!("i"),
+            " FROM chain c JOIN inbox i ON i.id = c.prev_id WHERE c.texts < $4 OR c.replies < $4) "
+        )
+    };
+}
+
+/// The newest `$4` customer texts of conversation (`$1`, `$2`) before inbox row `$3`: by the
+/// chain on SQLite, by `inbox_conversation` on PostgreSQL.
+const HISTORY_TEXTS_SQLITE: &str = concat!(
+    chain!(),
+    "SELECT text, meta_ts, received_at FROM inbox i WHERE i.id IN (SELECT id FROM chain) AND ",
+    kept_text!("i"),
+    " ORDER BY i.id DESC LIMIT $4"
+);
+
+const HISTORY_TEXTS_PG: &str = concat!(
+    "SELECT text, meta_ts, received_at FROM inbox i WHERE phone_number_id = $1 AND customer = $2 \
+     AND id < $3 AND ",
+    kept_text!("i"),
+    " ORDER BY id DESC LIMIT $4"
+);
+
+/// The sends that answer no message (the Business app's echoes, operators' texts), newest `$4`
+/// first, by their own small index.
+macro_rules! unprompted_sends {
+    () => {
+        concat!(
+            " UNION ALL SELECT id, history_text, payload, created_at FROM (\
+             SELECT o.id, o.history_text, o.payload, o.created_at FROM outbox o \
+             WHERE o.inbox_id IS NULL AND o.phone_number_id = $1 AND o.customer = $2 AND ",
+            history_kept!(),
+            " ORDER BY o.id DESC LIMIT $4) AS unprompted"
+        )
+    };
+}
+
 /// The sends to conversation (`$1`, `$2`) the history keeps, newest first: the newest `$4`
 /// replies to its messages older than inbox row `$3`, found through those messages, newest
 /// first (a conversation's turns run in order, so their replies' ids follow their messages'):
 /// `outbox_reply_to` is written near its end, where an index of replies by conversation took a
-/// random page a reply. Then the newest `$4` that answer no message (the Business app's echoes,
-/// operators' texts), by their own small index.
-const HISTORY_SENDS: &str = concat!(
+/// random page a reply. Then the newest `$4` that answer no message. The messages are the
+/// chain's on SQLite, `inbox_conversation`'s on PostgreSQL.
+const HISTORY_SENDS_SQLITE: &str = concat!(
+    chain!(),
+    "SELECT id, history_text, payload, created_at FROM (\
+     SELECT o.id, o.history_text, o.payload, o.created_at FROM outbox o \
+     WHERE o.inbox_id IN (SELECT id FROM chain) AND ",
+    history_kept!(),
+    " ORDER BY o.inbox_id DESC, o.id DESC LIMIT $4) AS answers",
+    unprompted_sends!()
+);
+
+const HISTORY_SENDS_PG: &str = concat!(
     "SELECT id, history_text, payload, created_at FROM (\
      SELECT o.id, o.history_text, o.payload, o.created_at FROM inbox i \
      JOIN outbox o ON o.inbox_id = i.id WHERE i.phone_number_id = $1 AND i.customer = $2 \
      AND i.id < $3 AND ",
     history_kept!(),
-    " ORDER BY i.id DESC, o.id DESC LIMIT $4) AS answers UNION ALL \
-     SELECT id, history_text, payload, created_at FROM (\
-     SELECT o.id, o.history_text, o.payload, o.created_at FROM outbox o \
-     WHERE o.inbox_id IS NULL AND o.phone_number_id = $1 AND o.customer = $2 AND ",
-    history_kept!(),
-    " ORDER BY o.id DESC LIMIT $4) AS unprompted"
+    " ORDER BY i.id DESC, o.id DESC LIMIT $4) AS answers",
+    unprompted_sends!()
 );
 
 /// A customer's message as the history reads it: text, Meta's time, arrival.
@@ -105,29 +187,30 @@ impl Store {
                     .await?
             };
         }
-        on_pool!(self, |pool| {
-            let inbound: Vec<Inbound> = read!(
-                "SELECT text, meta_ts, received_at FROM inbox WHERE phone_number_id = $1 AND customer = $2 \
-                 AND id < $3 AND state = 'done' AND text IS NOT NULL ORDER BY id DESC LIMIT $4",
-                pool
-            );
-            // The sends, newest first: the replies and the unprompted sends merged by id.
-            let mut outbound: Vec<Sent> = read!(HISTORY_SENDS, pool);
-            outbound.sort_unstable_by_key(|sent| std::cmp::Reverse(sent.0));
-            outbound.truncate(turns);
-            // Order by arrival time in milliseconds; replies are created after their message.
-            // Both lists came newest first: read oldest first, so that the stable sort keeps
-            // rows of the same millisecond (the parts and items of one reply) in id order.
-            let mut all: Vec<(i64, HistoryEntry)> = inbound
-                .into_iter()
-                .rev()
-                .filter_map(said_by_customer)
-                .chain(outbound.into_iter().rev().filter_map(said_by_business))
-                .collect();
-            all.sort_by_key(|(at, _)| *at);
-            let skip = all.len().saturating_sub(turns);
-            Ok(all.into_iter().skip(skip).map(|(_, e)| e).collect())
-        })
+        let (inbound, mut outbound): (Vec<Inbound>, Vec<Sent>) = match &self.pool {
+            super::Pool::Sqlite(pool) => (
+                read!(HISTORY_TEXTS_SQLITE, pool),
+                read!(HISTORY_SENDS_SQLITE, pool),
+            ),
+            super::Pool::Postgres(pool) => {
+                (read!(HISTORY_TEXTS_PG, pool), read!(HISTORY_SENDS_PG, pool))
+            }
+        };
+        // The sends, newest first: the replies and the unprompted sends merged by id.
+        outbound.sort_unstable_by_key(|sent| std::cmp::Reverse(sent.0));
+        outbound.truncate(turns);
+        // Order by arrival time in milliseconds; replies are created after their message. Both
+        // lists came newest first: read oldest first, so that the stable sort keeps rows of the
+        // same millisecond (the parts and items of one reply) in id order.
+        let mut all: Vec<(i64, HistoryEntry)> = inbound
+            .into_iter()
+            .rev()
+            .filter_map(said_by_customer)
+            .chain(outbound.into_iter().rev().filter_map(said_by_business))
+            .collect();
+        all.sort_by_key(|(at, _)| *at);
+        let skip = all.len().saturating_sub(turns);
+        Ok(all.into_iter().skip(skip).map(|(_, e)| e).collect())
     }
 }
 
@@ -335,12 +418,21 @@ mod tests {
     async fn history_is_the_texts_and_accepted_sends_of_the_conversation_in_time_order() {
         let (dir, store, _writer) = writer_on_a_fresh_file().await;
         let file = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        // Each message linked to its conversation's one before it, as the writer links them.
         let inbox = |id: i64, customer: &str, text: &str, state: &str| {
             file.execute(
                 "INSERT INTO inbox (id, wamid, phone_number_id, customer, msg_type, text, payload, \
-                 meta_ts, received_at, state) VALUES (?1, 'wamid.in' || ?1, ?2, ?3, 'text', ?4, \
-                 '{}', ?1, ?1 * 1000, ?5)",
+                 meta_ts, received_at, state, prev_id) VALUES (?1, 'wamid.in' || ?1, ?2, ?3, \
+                 'text', ?4, '{}', ?1, ?1 * 1000, ?5, (SELECT last_inbox_id FROM conversations \
+                 WHERE phone_number_id = ?2 AND customer = ?3))",
                 rusqlite::params![id, PNID, customer, text, state],
+            )
+            .unwrap();
+            file.execute(
+                "INSERT INTO conversations (phone_number_id, customer, last_inbound_ts, \
+                 updated_at, last_inbox_id) VALUES (?1, ?2, ?3, ?3, ?3) ON CONFLICT DO UPDATE \
+                 SET last_inbox_id = excluded.last_inbox_id",
+                rusqlite::params![PNID, customer, id],
             )
             .unwrap();
         };

@@ -78,6 +78,13 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "outbox_indexes",
         include_str!("migrations/sqlite/0032_outbox_indexes.sql"),
     ),
+    // SQLite only: PostgreSQL keeps `inbox_conversation` (a chain's links there would have to
+    // be written after the insert, which rewrites the row and every index entry of it).
+    (
+        33,
+        "inbox_chain",
+        include_str!("migrations/sqlite/0033_inbox_chain.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -198,12 +205,10 @@ pub(super) fn postgres() -> Migrator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
-    /// A database of the previous version keeps its conversations when migration 12 clusters
-    /// them on their key.
-    #[tokio::test]
-    async fn conversations_survive_their_clustering() {
+    /// A SQLite file with the migrations before `version` applied (an earlier release's).
+    async fn sqlite_before(version: i64) -> (tempfile::TempDir, SqlitePool) {
         let dir = tempfile::tempdir().unwrap();
         let options = SqliteConnectOptions::new()
             .filename(dir.path().join("old.db"))
@@ -213,8 +218,16 @@ mod tests {
             .connect_with(options)
             .await
             .unwrap();
-        let before: Vec<_> = SQLITE.iter().copied().filter(|m| m.0 < 12).collect();
+        let before: Vec<_> = SQLITE.iter().copied().filter(|m| m.0 < version).collect();
         migrator(&before).run(&pool).await.unwrap();
+        (dir, pool)
+    }
+
+    /// A database of the previous version keeps its conversations when migration 12 clusters
+    /// them on their key.
+    #[tokio::test]
+    async fn conversations_survive_their_clustering() {
+        let (_dir, pool) = sqlite_before(12).await;
         sqlx::query(
             "INSERT INTO conversations (phone_number_id, customer, wa_id, user_id, \
              customer_name, last_inbound_ts, updated_at) \
@@ -246,5 +259,71 @@ mod tests {
             .fetch_all(&pool)
             .await;
         assert!(without_rowid.is_err(), "clustered on its key: no rowid");
+    }
+
+    /// Migration 33 links the messages a database already holds into their conversations'
+    /// chains, in id order, and points each conversation at its newest; the index it replaces
+    /// is gone.
+    #[tokio::test]
+    async fn existing_messages_are_chained_per_conversation() {
+        let (_dir, pool) = sqlite_before(33).await;
+        for (id, customer) in [(1, "ana"), (2, "ben"), (3, "ana"), (5, "ana"), (6, "ben")] {
+            sqlx::query(
+                "INSERT INTO inbox (id, wamid, phone_number_id, customer, msg_type, payload, \
+                 meta_ts, received_at, state) VALUES ($1, 'w' || $1, '106', $2, 'text', '{}', \
+                 1, 1, 'done')",
+            )
+            .bind(id)
+            .bind(customer)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        for customer in ["ana", "ben", "cleo"] {
+            sqlx::query(
+                "INSERT INTO conversations (phone_number_id, customer, last_inbound_ts, \
+                 updated_at) VALUES ('106', $1, 1, 1)",
+            )
+            .bind(customer)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        sqlite().run(&pool).await.unwrap();
+        let links: Vec<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT id, prev_id FROM inbox ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            links,
+            [
+                (1, None),
+                (2, None),
+                (3, Some(1)),
+                (5, Some(3)),
+                (6, Some(2))
+            ]
+        );
+        let heads: Vec<(String, Option<i64>)> =
+            sqlx::query_as("SELECT customer, last_inbox_id FROM conversations ORDER BY customer")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let head = |c: &str, id: Option<i64>| (c.to_owned(), id);
+        assert_eq!(
+            heads,
+            [
+                head("ana", Some(5)),
+                head("ben", Some(6)),
+                head("cleo", None)
+            ]
+        );
+        let index: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE name = 'inbox_conversation'")
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        assert_eq!(index, None);
     }
 }

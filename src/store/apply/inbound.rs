@@ -14,6 +14,10 @@ use std::collections::HashMap;
 const UPSERT_CONVERSATION: &str = "INSERT INTO conversations (phone_number_id, customer, \
      wa_id, user_id, customer_name, last_inbound_ts, updated_at) ";
 
+/// SQLite's upsert also names the conversation's newest message (the chain's head).
+const UPSERT_CONVERSATION_SQLITE: &str = "INSERT INTO conversations (phone_number_id, customer, \
+     wa_id, user_id, customer_name, last_inbound_ts, updated_at, last_inbox_id) ";
+
 /// The upsert's conflict clause, with the dialect's two-argument maximum.
 macro_rules! upsert_conversation_tail {
     ($max:literal) => {
@@ -30,9 +34,21 @@ macro_rules! upsert_conversation_tail {
     };
 }
 
-const UPSERT_CONVERSATION_TAIL_SQLITE: &str = upsert_conversation_tail!("MAX");
+/// A batch that brought a conversation only messages it had already keeps its head.
+const UPSERT_CONVERSATION_TAIL_SQLITE: &str = concat!(
+    upsert_conversation_tail!("MAX"),
+    ", last_inbox_id = COALESCE(excluded.last_inbox_id, conversations.last_inbox_id)"
+);
 
 const UPSERT_CONVERSATION_TAIL_PG: &str = upsert_conversation_tail!("GREATEST");
+
+/// Links each new message of `ids` (the new rows' ids, ascending, with their conversations) to
+/// its conversation's message before it: the one before it in this batch, else the
+/// conversation's newest, read from its row in the same statement (before the upsert moves the
+/// head on). SQLite: `inbox_conversation` is gone there (migration 33).
+const LINK: &str = "UPDATE inbox SET prev_id = COALESCE(v.column2, (SELECT c.last_inbox_id \
+     FROM conversations c WHERE c.phone_number_id = inbox.phone_number_id \
+     AND c.customer = inbox.customer)) FROM (";
 
 /// Inbound messages of every webhook in the batch, in op order.
 pub(super) fn messages(ops: &[Op]) -> Vec<&NewInbound> {
@@ -91,12 +107,23 @@ pub(super) async fn insert(
     Ok(inserted)
 }
 
+/// Whether `m` belongs to a conversation (an unrouted message, or one with no customer, has
+/// none).
+fn in_conversation(m: &NewInbound) -> bool {
+    m.state != InboxState::Unrouted && !m.customer.is_empty()
+}
+
+/// A message's conversation key.
+fn key(m: &NewInbound) -> (&str, &str) {
+    (m.phone_number_id.as_str(), m.customer.as_str())
+}
+
 /// The latest facts per conversation in a batch (one upsert row each: PostgreSQL refuses to
 /// update the same row twice in one statement).
 fn conversations<'a>(messages: impl Iterator<Item = &'a NewInbound>) -> Vec<&'a NewInbound> {
     let mut latest: HashMap<(&str, &str), &NewInbound> = HashMap::new();
-    for m in messages.filter(|m| m.state != InboxState::Unrouted && !m.customer.is_empty()) {
-        let key = (m.phone_number_id.as_str(), m.customer.as_str());
+    for m in messages.filter(|m| in_conversation(m)) {
+        let key = key(m);
         match latest.get(&key) {
             Some(prev) if prev.meta_ts > m.meta_ts => {}
             _ => {
@@ -114,21 +141,29 @@ fn conversations<'a>(messages: impl Iterator<Item = &'a NewInbound>) -> Vec<&'a 
     rows
 }
 
-/// Upserts the conversations `all` touches, with their latest facts.
+/// Upserts the conversations `all` touches, with their latest facts. On SQLite (`!shared`) it
+/// first links the new messages (`inserted`, by wamid) into their conversations' chains and
+/// moves each conversation's head to its newest.
 pub(super) async fn upsert_conversations(
     tx: &mut impl WriteTx,
     all: &[&NewInbound],
+    inserted: &HashMap<String, i64>,
     shared: bool,
     now: i64,
 ) -> Result<(), StoreError> {
-    let upsert_tail = if shared {
-        UPSERT_CONVERSATION_TAIL_PG
+    let (upsert, upsert_tail) = if shared {
+        (UPSERT_CONVERSATION, UPSERT_CONVERSATION_TAIL_PG)
     } else {
-        UPSERT_CONVERSATION_TAIL_SQLITE
+        (UPSERT_CONVERSATION_SQLITE, UPSERT_CONVERSATION_TAIL_SQLITE)
+    };
+    let heads = if shared {
+        HashMap::new()
+    } else {
+        link(tx, all, inserted).await?
     };
     let convs = conversations(all.iter().copied());
     for chunk in convs.chunks(CHUNK) {
-        let mut sql = Sql::new(UPSERT_CONVERSATION);
+        let mut sql = Sql::new(upsert);
         sql.values(chunk.iter(), |t, m| {
             t.bind(&m.phone_number_id)
                 .bind(&m.customer)
@@ -137,11 +172,45 @@ pub(super) async fn upsert_conversations(
                 .bind(&m.customer_name)
                 .bind(m.meta_ts)
                 .bind(now);
+            if !shared {
+                t.bind(heads.get(&key(m)).copied());
+            }
         });
         sql.push(upsert_tail);
         tx.execute(&sql).await?;
     }
     Ok(())
+}
+
+/// Links the new messages of `all` (`inserted`, by wamid) into their conversations' chains, in
+/// id order; returns each conversation's newest new message, its new head.
+async fn link<'a>(
+    tx: &mut impl WriteTx,
+    all: &[&'a NewInbound],
+    inserted: &HashMap<String, i64>,
+) -> Result<HashMap<(&'a str, &'a str), i64>, StoreError> {
+    let mut new: Vec<(i64, (&str, &str))> = all
+        .iter()
+        .filter(|m| in_conversation(m))
+        .filter_map(|m| Some((*inserted.get(&m.wamid)?, key(m))))
+        .collect();
+    // A wamid twice in the batch is one row.
+    new.sort_unstable();
+    new.dedup_by_key(|(id, _)| *id);
+    let mut heads: HashMap<(&str, &str), i64> = HashMap::new();
+    let links: Vec<(i64, Option<i64>)> = new
+        .into_iter()
+        .map(|(id, key)| (id, heads.insert(key, id)))
+        .collect();
+    for chunk in links.chunks(CHUNK) {
+        let mut sql = Sql::new(LINK);
+        sql.values(chunk.iter(), |t, &(id, prev)| {
+            t.bind(id).bind(prev);
+        });
+        sql.push(") AS v WHERE inbox.id = v.column1");
+        tx.execute(&sql).await?;
+    }
+    Ok(heads)
 }
 
 /// The rows of webhook `w` that go on to the pipeline. The first occurrence of a wamid in the
@@ -226,4 +295,118 @@ pub(super) async fn echoes(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Op;
+    use crate::cloudapi::envelope::MessageType;
+    use crate::store::sqlite_writer::writer_on_a_fresh_file;
+    use crate::store::{InboxState, NewInbound, WebhookWrite};
+
+    const PNID: &str = "106540352242922";
+
+    fn webhook(messages: &[(&str, &str, InboxState)]) -> Op {
+        let messages = messages
+            .iter()
+            .map(|&(wamid, customer, state)| NewInbound {
+                wamid: wamid.into(),
+                phone_number_id: PNID.into(),
+                customer: customer.into(),
+                wa_id: Some(customer.into()),
+                user_id: None,
+                customer_name: None,
+                msg_type: MessageType::Text,
+                text: Some(format!("text of {wamid}")),
+                payload: "{}".into(),
+                meta_ts: 1_700_000_000,
+                state,
+                detail: None,
+                keyword: None,
+                traceparent: None,
+            })
+            .collect();
+        Op::Webhook(WebhookWrite {
+            messages,
+            statuses: Vec::new(),
+            dead_letter: None,
+            echoes: Vec::new(),
+            replay: None,
+        })
+    }
+
+    /// SQLite: each new message names its conversation's message before it, whether that came
+    /// in the same commit or an earlier one; a redelivery links nothing, an unrouted message is
+    /// in no chain, and the conversation's row names its newest message. The history reads the
+    /// chain back, from the newest message (a handoff) or from the one being answered.
+    #[tokio::test]
+    async fn new_messages_are_linked_to_their_conversations_one_before() {
+        use InboxState::{Received, Unrouted};
+        let (dir, store, mut writer) = writer_on_a_fresh_file().await;
+        let (ana, ben) = ("15551234567", "15557654321");
+        writer
+            .apply(&[
+                webhook(&[("a", ana, Received), ("b", ben, Received)]),
+                webhook(&[("c", ana, Received), ("a", ana, Received)]),
+            ])
+            .await
+            .unwrap();
+        writer
+            .apply(&[
+                webhook(&[("d", ana, Received), ("c", ana, Received)]),
+                webhook(&[("u", ana, Unrouted)]),
+            ])
+            .await
+            .unwrap();
+        let file = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        let links: Vec<(String, Option<String>)> = file
+            .prepare(
+                "SELECT i.wamid, p.wamid FROM inbox i LEFT JOIN inbox p ON p.id = i.prev_id \
+                 ORDER BY i.id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let link = |w: &str, p: Option<&str>| (w.to_owned(), p.map(str::to_owned));
+        assert_eq!(
+            links,
+            [
+                link("a", None),
+                link("b", None),
+                link("c", Some("a")),
+                link("d", Some("c")),
+                link("u", None),
+            ]
+        );
+        let head = |customer: &str| -> String {
+            file.query_row(
+                "SELECT i.wamid FROM conversations c JOIN inbox i ON i.id = c.last_inbox_id \
+                 WHERE c.customer = ?1",
+                [customer],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!((head(ana).as_str(), head(ben).as_str()), ("d", "b"));
+
+        file.execute("UPDATE inbox SET state = 'done'", []).unwrap();
+        let texts = |before: i64, turns: usize| {
+            let store = &store;
+            async move {
+                let history = store.history(PNID, ana, before, turns).await.unwrap();
+                history.into_iter().map(|e| e.text).collect::<Vec<_>>()
+            }
+        };
+        let d: i64 = file
+            .query_row("SELECT id FROM inbox WHERE wamid = 'd'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            texts(i64::MAX, 10).await,
+            ["text of a", "text of c", "text of d"]
+        );
+        assert_eq!(texts(i64::MAX, 2).await, ["text of c", "text of d"]);
+        assert_eq!(texts(d, 10).await, ["text of a", "text of c"]);
+    }
 }

@@ -194,7 +194,7 @@ pub(super) async fn apply_ops(
     let replica = cluster.map_or("local", |c| c.replica);
     let all = inbound::messages(ops);
     let inserted = inbound::insert(tx, &all, now).await?;
-    inbound::upsert_conversations(tx, &all, shared, now).await?;
+    inbound::upsert_conversations(tx, &all, &inserted, shared, now).await?;
     // Opt-outs take effect here, with the message that says so (before the turns below close,
     // so a turn this keyword cuts off queues nothing).
     let keywords = super::keywords::commit(tx, &all, &inserted, now).await?;
