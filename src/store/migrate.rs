@@ -85,6 +85,12 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "inbox_chain",
         include_str!("migrations/sqlite/0033_inbox_chain.sql"),
     ),
+    // SQLite only: PostgreSQL reads a conversation's open replies when a lease changes hands.
+    (
+        34,
+        "no_open_replies_by_conversation",
+        include_str!("migrations/sqlite/0034_no_open_replies_by_conversation.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
