@@ -91,6 +91,12 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "no_open_replies_by_conversation",
         include_str!("migrations/sqlite/0034_no_open_replies_by_conversation.sql"),
     ),
+    // SQLite only: on PostgreSQL every replica's commit would wait on the number's row.
+    (
+        35,
+        "number_last_received",
+        include_str!("migrations/sqlite/0035_number_last_received.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -331,5 +337,32 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(index, None);
+    }
+
+    /// Migration 35 keeps each number's last message time from the messages the database holds.
+    #[tokio::test]
+    async fn numbers_keep_their_last_message_time() {
+        let (_dir, pool) = sqlite_before(35).await;
+        for (id, number, at) in [(1, "106", 5_000), (2, "107", 7_000), (3, "106", 9_000)] {
+            sqlx::query(
+                "INSERT INTO inbox (id, wamid, phone_number_id, customer, msg_type, payload, \
+                 meta_ts, received_at, state) VALUES ($1, 'w' || $1, $2, '1555', 'text', '{}', \
+                 1, $3, 'done')",
+            )
+            .bind(id)
+            .bind(number)
+            .bind(at)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        sqlite().run(&pool).await.unwrap();
+        let times: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT phone_number_id, received_at FROM number_last_received ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(times, [("106".into(), 9_000), ("107".into(), 7_000)]);
     }
 }

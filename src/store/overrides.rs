@@ -45,8 +45,9 @@ impl Store {
 
     /// When the latest customer message to each of `numbers` was stored (milliseconds since
     /// the Unix epoch); numbers that never had one are left out. One statement for them all:
-    /// the database probes `inbox_number_received` once per number, where a query each cost a
-    /// round trip each (10,000 numbers: seconds of a core, every refresh).
+    /// the database reads one row per number (SQLite's `number_last_received`) or probes
+    /// `inbox_number_received` once per number (PostgreSQL), where a query each cost a round
+    /// trip each (10,000 numbers: seconds of a core, every refresh).
     pub async fn last_received_by_number(
         &self,
         numbers: &[String],
@@ -55,7 +56,7 @@ impl Store {
             super::Pool::Sqlite(pool) => {
                 let list = serde_json::to_string(numbers).expect("strings serialise as JSON");
                 sqlx::query_as(
-                    "SELECT n.value, (SELECT MAX(received_at) FROM inbox \
+                    "SELECT n.value, (SELECT received_at FROM number_last_received \
                      WHERE phone_number_id = n.value) FROM json_each($1) AS n",
                 )
                 .bind(list)

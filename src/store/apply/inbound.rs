@@ -107,6 +107,35 @@ pub(super) async fn insert(
     Ok(inserted)
 }
 
+/// SQLite: moves the last-received time of each number that `all`'s new rows (`inserted`, by
+/// wamid) came to, one row per number (migration 35).
+pub(super) async fn note_numbers(
+    tx: &mut impl WriteTx,
+    all: &[&NewInbound],
+    inserted: &HashMap<String, i64>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut numbers: Vec<&str> = all
+        .iter()
+        .filter(|m| inserted.contains_key(&m.wamid))
+        .map(|m| m.phone_number_id.as_str())
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    for chunk in numbers.chunks(CHUNK) {
+        let mut sql = Sql::new("INSERT INTO number_last_received (phone_number_id, received_at) ");
+        sql.values(chunk.iter(), |t, &n| {
+            t.bind(n).bind(now);
+        });
+        sql.push(
+            " ON CONFLICT (phone_number_id) DO UPDATE SET \
+             received_at = MAX(number_last_received.received_at, excluded.received_at)",
+        );
+        tx.execute(&sql).await?;
+    }
+    Ok(())
+}
+
 /// Whether `m` belongs to a conversation (an unrouted message, or one with no customer, has
 /// none).
 fn in_conversation(m: &NewInbound) -> bool {
@@ -408,5 +437,47 @@ mod tests {
         );
         assert_eq!(texts(i64::MAX, 2).await, ["text of c", "text of d"]);
         assert_eq!(texts(d, 10).await, ["text of a", "text of c"]);
+    }
+
+    /// SQLite: a number's last-received time moves with each commit that stores a message to
+    /// it, and not with a redelivery (nothing new stored); the store reads it back per number.
+    #[tokio::test]
+    async fn a_numbers_last_message_time_moves_only_with_new_messages() {
+        use InboxState::Received;
+        let (dir, store, mut writer) = writer_on_a_fresh_file().await;
+        let file = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        let time = || -> Option<i64> {
+            file.query_row(
+                "SELECT received_at FROM number_last_received WHERE phone_number_id = ?1",
+                [PNID],
+                |r| r.get(0),
+            )
+            .ok()
+        };
+        assert_eq!(time(), None);
+        writer
+            .apply(&[webhook(&[("a", "1555", Received)])])
+            .await
+            .unwrap();
+        let first = time().expect("the number's message was stored");
+        let numbers = [PNID.to_owned(), "106540352242933".to_owned()];
+        let read = store.last_received_by_number(&numbers).await.unwrap();
+        assert_eq!(
+            read.into_iter().collect::<Vec<_>>(),
+            [(PNID.to_owned(), first)]
+        );
+        // A clock that moves on (the writer stamps a commit with its own time).
+        file.execute("UPDATE number_last_received SET received_at = 1", [])
+            .unwrap();
+        writer
+            .apply(&[webhook(&[("a", "1555", Received)])])
+            .await
+            .unwrap();
+        assert_eq!(time(), Some(1), "a redelivery stores nothing");
+        writer
+            .apply(&[webhook(&[("b", "1555", Received)])])
+            .await
+            .unwrap();
+        assert!(time().unwrap() >= first);
     }
 }

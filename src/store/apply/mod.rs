@@ -195,6 +195,9 @@ pub(super) async fn apply_ops(
     let all = inbound::messages(ops);
     let inserted = inbound::insert(tx, &all, now).await?;
     inbound::upsert_conversations(tx, &all, &inserted, shared, now).await?;
+    if !shared {
+        inbound::note_numbers(tx, &all, &inserted, now).await?;
+    }
     // Opt-outs take effect here, with the message that says so (before the turns below close,
     // so a turn this keyword cuts off queues nothing).
     let keywords = super::keywords::commit(tx, &all, &inserted, now).await?;
