@@ -42,10 +42,10 @@ const UPSERT_CONVERSATION_TAIL_SQLITE: &str = concat!(
 
 const UPSERT_CONVERSATION_TAIL_PG: &str = upsert_conversation_tail!("GREATEST");
 
-/// Links each new message of `ids` (the new rows' ids, ascending, with their conversations) to
-/// its conversation's message before it: the one before it in this batch, else the
-/// conversation's newest, read from its row in the same statement (before the upsert moves the
-/// head on). SQLite: `inbox_conversation` is gone there (migration 33).
+/// Links new messages, given as `VALUES (row id, the conversation's message before it in this
+/// batch or NULL)`, to their conversations' messages before them: the one in this batch, else
+/// the conversation's newest, read from its row in the same statement (before the upsert moves
+/// the head on). SQLite only: `inbox_conversation` is gone there (migration 33).
 const LINK: &str = "UPDATE inbox SET prev_id = COALESCE(v.column2, (SELECT c.last_inbox_id \
      FROM conversations c WHERE c.phone_number_id = inbox.phone_number_id \
      AND c.customer = inbox.customer)) FROM (";
