@@ -37,7 +37,8 @@ macro_rules! kept_text {
 /// by the chain of `prev_id` links (migration 33) from that row's link (or, when `$3` is not one
 /// of its messages, as for a handoff's `i64::MAX`, from the conversation's newest message below
 /// it): back until `$4` texts and `$4` replies are found, as the index scans they replace would
-/// read, or the chain ends. Each step reads one row by its id.
+/// read, or the chain ends. Each step reads one row by its id, always an older one (a link
+/// names an earlier row: ids are never reused), so no damaged link can make the walk loop.
 macro_rules! chain {
     () => {
         concat!(
@@ -54,7 +55,8 @@ macro_rules! chain {
             kept_text!("i"),
             ", c.replies + ",
             kept_replies_of!("i"),
-            " FROM chain c JOIN inbox i ON i.id = c.prev_id WHERE c.texts < $4 OR c.replies < $4) "
+            " FROM chain c JOIN inbox i ON i.id = c.prev_id \
+             WHERE i.id < c.id AND (c.texts < $4 OR c.replies < $4)) "
         )
     };
 }

@@ -437,6 +437,18 @@ mod tests {
         );
         assert_eq!(texts(i64::MAX, 2).await, ["text of c", "text of d"]);
         assert_eq!(texts(d, 10).await, ["text of a", "text of c"]);
+
+        // A damaged link (a cycle back to a newer row) ends the walk instead of looping, even
+        // where no row counts towards the history's limits.
+        file.execute(
+            "UPDATE inbox SET state = 'received', prev_id = ?1 WHERE wamid = 'a'",
+            [d],
+        )
+        .unwrap();
+        file.execute("UPDATE inbox SET state = 'received'", [])
+            .unwrap();
+        let walked = tokio::time::timeout(std::time::Duration::from_secs(10), texts(i64::MAX, 10));
+        assert_eq!(walked.await.expect("the walk ends"), Vec::<String>::new());
     }
 
     /// SQLite: a number's last-received time moves with each commit that stores a message to
