@@ -180,15 +180,15 @@ pub(super) async fn upsert_conversations(
     shared: bool,
     now: i64,
 ) -> Result<(), StoreError> {
-    let (upsert, upsert_tail) = if shared {
-        (UPSERT_CONVERSATION, UPSERT_CONVERSATION_TAIL_PG)
+    let (upsert, upsert_tail, heads) = if shared {
+        (UPSERT_CONVERSATION, UPSERT_CONVERSATION_TAIL_PG, None)
     } else {
-        (UPSERT_CONVERSATION_SQLITE, UPSERT_CONVERSATION_TAIL_SQLITE)
-    };
-    let heads = if shared {
-        HashMap::new()
-    } else {
-        link(tx, all, inserted).await?
+        let heads = link(tx, all, inserted).await?;
+        (
+            UPSERT_CONVERSATION_SQLITE,
+            UPSERT_CONVERSATION_TAIL_SQLITE,
+            Some(heads),
+        )
     };
     let convs = conversations(all.iter().copied());
     for chunk in convs.chunks(CHUNK) {
@@ -201,7 +201,7 @@ pub(super) async fn upsert_conversations(
                 .bind(&m.customer_name)
                 .bind(m.meta_ts)
                 .bind(now);
-            if !shared {
+            if let Some(heads) = &heads {
                 t.bind(heads.get(&key(m)).copied());
             }
         });
