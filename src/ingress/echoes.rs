@@ -8,7 +8,7 @@ use crate::cloudapi::envelope::MessagesValue;
 use crate::cloudapi::outbound::RecipientKind;
 use crate::handoff::{PauseRequest, PausedBy};
 use crate::serve::state::{AppState, Snapshot};
-use crate::store::{NewEcho, OutboxKind, StoreError};
+use crate::store::{NewEcho, StoreError};
 
 /// Why an echo pauses its conversation, as the pause records it.
 const REASON: &str = "a person answered from the WhatsApp Business app";
@@ -52,12 +52,9 @@ pub(super) fn rows(snap: &Snapshot, value: &MessagesValue) -> Vec<NewEcho> {
 /// changes nothing. A failure answers the webhook 503; Meta's redelivery pauses again.
 pub(super) async fn pause_for_people(app: &AppState, echoes: &[NewEcho]) -> Result<(), StoreError> {
     for e in echoes {
-        match app.store.outbox_kind_of(&e.wamid).await? {
-            Some(OutboxKind::BusinessApp) => {}
-            _ => {
-                tracing::debug!(phone_number_id = %e.phone_number_id, "echo of the gateway's own reply; nothing to do");
-                continue;
-            }
+        if !app.store.is_stored_echo(&e.wamid).await? {
+            tracing::debug!(phone_number_id = %e.phone_number_id, "echo of the gateway's own reply; nothing to do");
+            continue;
         }
         let pause_for = app
             .snapshot

@@ -2,7 +2,7 @@
 //! the opt-out state, and the turn history an agent is given.
 
 use super::batches::{Batched, Reply};
-use super::{OutboxKind, PgLinks, Store, StoreError, on_pool};
+use super::{PgLinks, Store, StoreError, on_pool};
 use std::collections::HashMap;
 
 /// What the history keeps of the sends of `outbox o`: those Meta accepted, but not the later
@@ -152,15 +152,19 @@ impl Store {
         })
     }
 
-    /// The kind of the outbox row that has `wamid` (the first, if several), if any.
-    pub async fn outbox_kind_of(&self, wamid: &str) -> Result<Option<OutboxKind>, StoreError> {
+    /// Whether the Business app's echo `wamid` is stored as a person's send: the writer stores
+    /// an echo unless one of the gateway's own replies has its wamid.
+    pub async fn is_stored_echo(&self, wamid: &str) -> Result<bool, StoreError> {
         on_pool!(self, |pool| {
-            let kind: Option<String> =
-                sqlx::query_scalar("SELECT kind FROM outbox WHERE wamid = $1 ORDER BY id LIMIT 1")
-                    .bind(wamid)
-                    .fetch_optional(pool)
-                    .await?;
-            Ok(kind.as_deref().map(OutboxKind::parse))
+            let stored: bool = sqlx::query_scalar(concat!(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE wamid = $1 AND ",
+                super::rows::echo_row!(),
+                ")"
+            ))
+            .bind(wamid)
+            .fetch_one(pool)
+            .await?;
+            Ok(stored)
         })
     }
 

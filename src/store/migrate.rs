@@ -97,6 +97,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "number_last_received",
         include_str!("migrations/sqlite/0035_number_last_received.sql"),
     ),
+    (
+        36,
+        "echo_wamids",
+        include_str!("migrations/sqlite/0036_echo_wamids.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -182,6 +187,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         32,
         "outbox_indexes",
         include_str!("migrations/postgres/0032_outbox_indexes.sql"),
+    ),
+    (
+        36,
+        "echo_wamids",
+        include_str!("migrations/postgres/0036_echo_wamids.sql"),
     ),
 ];
 

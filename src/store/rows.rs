@@ -248,6 +248,19 @@ impl OutboxState {
     }
 }
 
+/// The outbox rows found by their wamid: the Business app's echoes, the only sends whose status
+/// webhooks carry no callback data. Spelled as SQLite's partial index `outbox_echo_wamid`
+/// (migration 36) is, so that a query naming it can use that index.
+macro_rules! echo_row {
+    () => {
+        "kind = 'business_app'"
+    };
+}
+pub(crate) use echo_row;
+
+/// `echo_row!()` as a value.
+pub(crate) const ECHO_ROW: &str = echo_row!();
+
 /// What an outbox row is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutboxKind {
@@ -597,6 +610,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_echo_row_condition_names_the_business_apps_kind() {
+        let kind = OutboxKind::BusinessApp.as_str();
+        assert_eq!(ECHO_ROW, format!("kind = '{kind}'"));
+    }
 
     #[test]
     fn callback_data_reads_back_and_old_rows_still_parse() {

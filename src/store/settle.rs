@@ -6,7 +6,7 @@
 //! or reset cannot settle, or fail, a newer reply. Only the group-commit writer calls this.
 
 use super::sql::{Arg, Sql, WriteTx};
-use super::{Callback, Op, OutboxState, StatusUpdate, StoreError};
+use super::{Callback, ECHO_ROW, Op, OutboxState, StatusUpdate, StoreError};
 use crate::cloudapi::envelope::StatusKind;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -68,7 +68,8 @@ pub(super) async fn statuses(
 ) -> Result<(), StoreError> {
     // The highest per row: a row only moves forward, and PostgreSQL updates a row at most once
     // per statement. Meta's answers are keyed by id and need no guard; statuses by their
-    // callback id (guarded) or, without one, by wamid (Meta's ids are unique).
+    // callback id (guarded) or, without one, by wamid (Meta's ids are unique): only the Business
+    // app's echoes have none, as every send of the gateway carries its row's.
     let mut sent: HashMap<i64, Settle> = HashMap::new();
     let mut by_callback: HashMap<i64, Settle> = HashMap::new();
     let mut by_wamid: HashMap<&str, Settle> = HashMap::new();
@@ -136,16 +137,14 @@ pub(super) async fn statuses(
     let by_callback: Vec<(i64, Settle)> = by_callback.into_iter().collect();
     answers(tx, &sent, now).await?;
     for chunk in by_wamid.chunks(CHUNK) {
-        let mut sql = update_state(chunk.iter().map(|(k, s)| (*k, s)), Setting::Status, now);
-        sql.push(" WHERE outbox.wamid = v.column1 AND outbox.state_rank < v.column3");
-        tx.execute(&sql).await?;
+        tx.execute(&settle_echoes(chunk, now)).await?;
     }
     let (settled, strangers) = settle_guarded(tx, &by_callback, now).await?;
     record_strangers(tx, &by_callback, &strangers, now).await?;
     // Meta's wamid for a reply whose send was never recorded (a crash between send and record;
     // a status webhook that beat Meta's answer): only where missing, as the update said. The
     // statement names the rows by id alone: with `wamid IS NULL` beside it, PostgreSQL's planner
-    // chose to scan every entry of `outbox_wamid` without a wamid (thousands under load).
+    // chose to scan every entry of an index of wamids without a wamid (thousands under load).
     let wamids: Vec<(Arg, &str)> = by_callback
         .iter()
         .filter(|(id, _)| settled.get(id) == Some(&true))
@@ -160,6 +159,15 @@ pub(super) async fn statuses(
         tx.execute(&sql).await?;
     }
     Ok(())
+}
+
+/// Settles the Business app's echoes by the wamids of statuses without callback data.
+fn settle_echoes<'a>(by_wamid: &'a [(Arg<'a>, Settle<'a>)], now: i64) -> Sql<'a> {
+    let mut sql = update_state(by_wamid.iter().map(|(k, s)| (*k, s)), Setting::Status, now);
+    sql.push(" WHERE outbox.wamid = v.column1 AND outbox.")
+        .push(ECHO_ROW)
+        .push(" AND outbox.state_rank < v.column3");
+    sql
 }
 
 /// Settles the statuses found by their callback data (guarded). Returns the rows they settled,
@@ -235,8 +243,8 @@ async fn answers(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Setting {
     /// A status webhook: the state moves on; the wamid is left alone (SQLite rewrites an index
-    /// entry whenever its column is assigned, even to the value it has, and every status would
-    /// rewrite a random page of `outbox_wamid`).
+    /// entry whenever its column is assigned, even to the value it has, and every status of an
+    /// echo would rewrite a page of `outbox_echo_wamid`).
     Status,
     /// Meta's answer to a send: the state moves on only if that is forward (the row may be
     /// further on already), and the wamid is set where missing.
@@ -430,16 +438,18 @@ async fn lock_rows(
     }
     let mut sql = Sql::new("SELECT id FROM outbox WHERE id IN (");
     sql.list(std::iter::once(-1_i64).chain(ids));
-    sql.push(") OR wamid IN (");
+    sql.push(") OR (wamid IN (");
     sql.list(std::iter::once("").chain(by_wamid.keys().copied()));
-    sql.push(") ORDER BY id FOR UPDATE");
+    sql.push(") AND ")
+        .push(ECHO_ROW)
+        .push(") ORDER BY id FOR UPDATE");
     tx.execute(&sql).await?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::sqlite_writer::writer_on_a_fresh_file;
+    use super::super::sqlite_writer::{query_plan, writer_on_a_fresh_file};
     use super::*;
 
     /// Meta's answer moves a row on only forward, and records its wamid wherever it is
@@ -486,5 +496,60 @@ mod tests {
                 row("read", "wamid.Z")
             ]
         );
+    }
+
+    /// A status without callback data settles the Business app's echo that has its wamid, by
+    /// SQLite's index of the echoes' wamids, and never one of the gateway's own replies (their
+    /// statuses carry their callback data; migration 36 indexes only the echoes' wamids).
+    #[tokio::test]
+    async fn a_status_without_callback_data_settles_only_an_echo() {
+        let (dir, _store, mut writer) = writer_on_a_fresh_file().await;
+        let file = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        for (id, kind) in [(1, "reply"), (2, "business_app")] {
+            file.execute(
+                "INSERT INTO outbox (id, phone_number_id, customer, recipient, recipient_kind, \
+                 part, payload, state, state_rank, wamid, created_at, updated_at, kind) \
+                 VALUES (?1, '106540352242922', '15551234567', '15551234567', 'wa_id', 0, '{}', \
+                 'sent', 2, 'wamid.' || ?1, 1, 1, ?2)",
+                rusqlite::params![id, kind],
+            )
+            .unwrap();
+        }
+        let read = |wamid: &str| StatusUpdate {
+            phone_number_id: "106540352242922".into(),
+            recipient_id: Some("15551234567".into()),
+            recipient_user_id: None,
+            wamid: wamid.into(),
+            status: StatusKind::Read,
+            meta_ts: 1_700_000_000,
+            callback: None,
+            error_code: None,
+            error_title: None,
+        };
+        let webhook = Op::Webhook(super::super::WebhookWrite {
+            statuses: vec![read("wamid.1"), read("wamid.2")],
+            ..Default::default()
+        });
+        writer.apply(&[webhook]).await.unwrap();
+        let states: Vec<String> = file
+            .prepare("SELECT state FROM outbox ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(states, ["sent", "read"]);
+
+        let settle = Settle {
+            state: OutboxState::Read,
+            wamid: "wamid.2",
+            error_code: None,
+            error_title: None,
+            guard: None,
+        };
+        let rows = [("wamid.2".into(), settle)];
+        let sql = settle_echoes(&rows, 1);
+        let plan = query_plan(&file, sql.text());
+        assert!(plan.contains("outbox_echo_wamid"), "{plan}");
     }
 }

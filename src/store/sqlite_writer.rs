@@ -190,6 +190,18 @@ pub(super) async fn writer_on_a_fresh_file()
     (dir, store, writer)
 }
 
+/// How SQLite would run `sql` on `file` (its parameters unbound): `EXPLAIN QUERY PLAN`'s
+/// lines, joined by `; `.
+#[cfg(test)]
+pub(super) fn query_plan(file: &rusqlite::Connection, sql: &str) -> String {
+    let mut explain = file.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let nulls = vec![rusqlite::types::Null; explain.parameter_count()];
+    let lines = explain
+        .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+        .unwrap();
+    lines.collect::<Result<Vec<_>, _>>().unwrap().join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

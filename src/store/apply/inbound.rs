@@ -5,7 +5,8 @@
 use super::{CHUNK, Op};
 use crate::store::keywords::Committed;
 use crate::store::retention::{not_deleted_before, wamid_digest};
-use crate::store::sql::{Sql, WriteTx};
+use crate::store::rows::echo_row;
+use crate::store::sql::{Arg, Sql, WriteTx};
 use crate::store::{
     InboxRow, InboxState, NewInbound, OutboxKind, OutboxState, StoreError, WebhookWrite,
 };
@@ -291,6 +292,48 @@ pub(super) async fn dead_letter(
     Ok(())
 }
 
+/// The Business app's echoes as the business's turns, already `sent`, each unless an outbox row
+/// has its wamid (`$8`). Only the echoes' wamids are indexed (migration 36): the same echo
+/// delivered again is found there, and one of the gateway's own sends among the replies to
+/// `$recent`, conversation (`$1`, `$2`)'s last `ECHO_OWN_WINDOW` (`$12`) messages, and its last
+/// sends that answer none. Meta echoes only what a person sent from the app; should it echo a
+/// send of the gateway's, that would come within seconds of the send, so among the recent ones.
+macro_rules! insert_echo {
+    ($recent:expr) => {
+        concat!(
+            "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, recipient_kind, \
+             part, payload, state, state_rank, attempts, wamid, created_at, updated_at, kind, \
+             history_text) \
+             SELECT NULL, $1, $2, $3, $4, 0, $5, $6, $7, 0, $8, $9, $9, $10, $11 \
+             WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE wamid = $8 AND ",
+            echo_row!(),
+            ") AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.inbox_id IN (",
+            $recent,
+            ") AND o.wamid = $8) \
+             AND NOT EXISTS (SELECT 1 FROM (SELECT wamid FROM outbox WHERE inbox_id IS NULL \
+             AND phone_number_id = $1 AND customer = $2 ORDER BY id DESC LIMIT $12) AS unprompted \
+             WHERE wamid = $8)"
+        )
+    };
+}
+
+/// SQLite finds a conversation's recent messages by the chain (migration 33).
+const INSERT_ECHO_SQLITE: &str = insert_echo!(
+    "WITH RECURSIVE recent(id, n) AS (\
+     SELECT last_inbox_id, 1 FROM conversations WHERE phone_number_id = $1 AND customer = $2 \
+     UNION ALL SELECT i.prev_id, r.n + 1 FROM recent r JOIN inbox i ON i.id = r.id \
+     WHERE i.prev_id < r.id AND r.n < $12) SELECT id FROM recent"
+);
+
+/// PostgreSQL by `inbox_conversation`.
+const INSERT_ECHO_PG: &str = insert_echo!(
+    "SELECT id FROM inbox WHERE phone_number_id = $1 AND customer = $2 ORDER BY id DESC LIMIT $12"
+);
+
+/// How many of a conversation's latest messages, and of its latest sends that answer none, an
+/// echo's wamid is compared with.
+const ECHO_OWN_WINDOW: i64 = 32;
+
 /// Stores webhook `w`'s echoes of the WhatsApp Business app as the business's turns (already
 /// `sent`), each once: an echo whose wamid an outbox row already has (one of the gateway's own
 /// sends, or the same echo delivered again) adds nothing.
@@ -300,28 +343,26 @@ pub(super) async fn echoes(
     now: i64,
 ) -> Result<(), StoreError> {
     let sent = OutboxState::Sent;
+    let sql = match tx.pg() {
+        None => INSERT_ECHO_SQLITE,
+        Some(_) => INSERT_ECHO_PG,
+    };
     for e in &w.echoes {
-        tx.run(
-            "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, recipient_kind, \
-             part, payload, state, state_rank, attempts, wamid, created_at, updated_at, kind, \
-             history_text) \
-             SELECT NULL, $1, $2, $3, $4, 0, $5, $6, $7, 0, $8, $9, $9, $10, $11 \
-             WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE wamid = $8)",
-            [
-                (&e.phone_number_id).into(),
-                (&e.customer).into(),
-                (&e.recipient).into(),
-                e.recipient_kind.as_str().into(),
-                (&e.payload).into(),
-                sent.as_str().into(),
-                sent.rank().into(),
-                (&e.wamid).into(),
-                now.into(),
-                OutboxKind::BusinessApp.as_str().into(),
-                (&e.history).into(),
-            ],
-        )
-        .await?;
+        let args: [Arg; 12] = [
+            (&e.phone_number_id).into(),
+            (&e.customer).into(),
+            (&e.recipient).into(),
+            e.recipient_kind.as_str().into(),
+            (&e.payload).into(),
+            sent.as_str().into(),
+            sent.rank().into(),
+            (&e.wamid).into(),
+            now.into(),
+            OutboxKind::BusinessApp.as_str().into(),
+            (&e.history).into(),
+            ECHO_OWN_WINDOW.into(),
+        ];
+        tx.run(sql, args).await?;
     }
     Ok(())
 }
@@ -330,7 +371,7 @@ pub(super) async fn echoes(
 mod tests {
     use super::super::Op;
     use crate::cloudapi::envelope::MessageType;
-    use crate::store::sqlite_writer::writer_on_a_fresh_file;
+    use crate::store::sqlite_writer::{query_plan, writer_on_a_fresh_file};
     use crate::store::{InboxState, NewInbound, WebhookWrite};
 
     const PNID: &str = "106540352242922";
@@ -491,5 +532,87 @@ mod tests {
             .await
             .unwrap();
         assert!(time().unwrap() >= first);
+    }
+
+    /// Business app echoes `wamids` to `customer`, as one webhook.
+    fn echoes(customer: &str, wamids: &[&str]) -> Op {
+        let echoes = wamids
+            .iter()
+            .map(|w| crate::store::NewEcho {
+                phone_number_id: PNID.into(),
+                customer: customer.into(),
+                recipient: customer.into(),
+                recipient_kind: crate::cloudapi::outbound::RecipientKind::WaId,
+                wamid: (*w).into(),
+                payload: "{}".into(),
+                history: format!("echo {w}"),
+            })
+            .collect();
+        Op::Webhook(WebhookWrite {
+            echoes,
+            ..WebhookWrite::default()
+        })
+    }
+
+    /// SQLite indexes only the echoes' wamids (migration 36). An echo is stored once, however
+    /// often Meta delivers it; an echo of one of the gateway's own sends, a reply to a recent
+    /// message of the conversation or a send that answers none, is not stored; and every
+    /// lookup by wamid goes through an index, never a scan of the outbox.
+    #[tokio::test]
+    async fn echoes_are_stored_once_and_never_for_the_gateways_own_sends() {
+        use InboxState::Received;
+        let (dir, store, mut writer) = writer_on_a_fresh_file().await;
+        let ana = "15551234567";
+        writer
+            .apply(&[webhook(&[("a", ana, Received), ("b", ana, Received)])])
+            .await
+            .unwrap();
+        let file = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        file.execute_batch(&format!(
+            "INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, recipient_kind, \
+             part, payload, state, state_rank, wamid, created_at, updated_at) \
+             SELECT id, '{PNID}', '{ana}', '{ana}', 'wa_id', 0, '{{}}', 'sent', 2, \
+             'wamid.OWN-' || wamid, 1, 1 FROM inbox; \
+             INSERT INTO outbox (inbox_id, phone_number_id, customer, recipient, recipient_kind, \
+             part, payload, state, state_rank, wamid, created_at, updated_at) \
+             VALUES (NULL, '{PNID}', '{ana}', '{ana}', 'wa_id', 0, '{{}}', 'sent', 2, \
+             'wamid.OPERATOR', 1, 1);"
+        ))
+        .unwrap();
+        let all = [
+            "wamid.OWN-a",
+            "wamid.OWN-b",
+            "wamid.OPERATOR",
+            "wamid.PERSON",
+        ];
+        writer.apply(&[echoes(ana, &all)]).await.unwrap();
+        writer
+            .apply(&[echoes(ana, &["wamid.PERSON"])])
+            .await
+            .unwrap();
+        let stored: Vec<String> = file
+            .prepare("SELECT wamid FROM outbox WHERE kind = 'business_app'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, ["wamid.PERSON"]);
+        for wamid in all {
+            let stored = store.is_stored_echo(wamid).await.unwrap();
+            assert_eq!(stored, wamid == "wamid.PERSON", "{wamid}");
+        }
+
+        let echo = super::INSERT_ECHO_SQLITE;
+        let is_stored = format!(
+            "SELECT 1 FROM outbox WHERE wamid = 'w' AND {}",
+            crate::store::ECHO_ROW
+        );
+        for sql in [echo, &is_stored] {
+            let plan = query_plan(&file, sql);
+            assert!(plan.contains("outbox_echo_wamid"), "{plan}");
+            assert!(!plan.contains("SCAN outbox"), "{plan}");
+            assert!(!plan.contains("SCAN o "), "{plan}");
+        }
     }
 }
