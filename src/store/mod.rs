@@ -182,6 +182,14 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// How often the SQLite write-ahead log is copied into the database. A checkpoint writes each
+/// page the log holds once, however many commits wrote it meanwhile: the pages every commit
+/// touches (the tables' and indexes' last pages, the B-trees' upper levels) and those that
+/// messages hit again within the interval are written once per interval. At 2,000 msg/s
+/// (development machine, README "Storage") 4 s wrote 10.7 KiB per message against 12.4 with
+/// 1 s (2 s: 11.3), for the same CPU and latency; the log then peaks near 77 MB instead of 20.
+pub(crate) const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Prepared statements the PostgreSQL writer's connection keeps (sqlx keeps 100 by default).
 const WRITER_STATEMENTS: usize = 1000;
 
@@ -392,17 +400,17 @@ impl Store {
         }
     }
 
-    /// Copies the SQLite write-ahead log into the database every second, until `stop`, without
-    /// holding anyone up (PASSIVE), then asks the writer to start the log over (see
-    /// [`SqliteWriter::restart_wal`]). The writer's connection does not checkpoint by itself, so
-    /// commits never pay for the copying.
+    /// Copies the SQLite write-ahead log into the database every [`CHECKPOINT_EVERY`], until
+    /// `stop`, without holding anyone up (PASSIVE), then asks the writer to start the log over
+    /// (see [`SqliteWriter::restart_wal`]). The writer's connection does not checkpoint by
+    /// itself, so commits never pay for the copying.
     pub async fn checkpoint_loop(
         &self,
         restart: std::sync::Arc<AtomicBool>,
         stop: CancellationToken,
     ) {
         let Pool::Sqlite(p) = &self.pool else { return };
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -44,7 +44,7 @@ impl SqliteWriter {
         conn.execute_batch(
             // FULL: a commit is on disk before the webhook is answered 200; the group commit
             // amortises the fsync over every message in the batch. The writer never checkpoints
-            // inside a commit: `Store::checkpoint_loop` copies the log beside it every second,
+            // inside a commit: `Store::checkpoint_loop` copies the log beside it every 4 s,
             // and the writer copies the rest between two commits (`restart_wal`). And
             // statement journals stay in memory instead of spilling to a temporary file. A log
             // that grew past 256 MiB (a burst) is cut back when it starts over; below that it is
