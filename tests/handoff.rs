@@ -600,7 +600,8 @@ async fn an_openai_agent_calls_the_handoff_tool(db: Db) {
 
 /// Coexistence: a person answers from the WhatsApp Business app on the same number. Its echo is
 /// kept as the business's turn and pauses the agent for `echo_pause`; after the pause the agent
-/// sees it in the history. The echo of the gateway's own reply changes nothing.
+/// sees it in the history. The echo of the gateway's own reply changes nothing. A status without
+/// callback data settles the person's message, and not a reply of the gateway's.
 async fn an_answer_from_the_business_app_pauses_the_agent_and_an_echo_of_our_own_does_not(db: Db) {
     let Some((agent, mut t)) = spawn(db, "{ echo_pause: 1h }").await else {
         return;
@@ -613,7 +614,8 @@ async fn an_answer_from_the_business_app_pauses_the_agent_and_an_echo_of_our_own
         "both answered"
     );
 
-    t.emu
+    let person = t
+        .emu
         .business_app_says(PNID, CUSTOMER, "Hi Ana, Maria here. Let me check.");
     let own = t.emu.sent().into_iter().find(|m| m.to == other).unwrap();
     // The gateway knows a wamid as its own once Meta's answer to the send is committed; the
@@ -640,6 +642,37 @@ async fn an_answer_from_the_business_app_pauses_the_agent_and_an_echo_of_our_own
             .await,
         1,
         "only the person's message is kept as theirs"
+    );
+    // A status without callback data (the app's sends carry none) settles the person's message
+    // by its wamid; it names no reply of the gateway's (theirs carry their callback data).
+    let own_state = format!("SELECT state FROM outbox WHERE wamid = '{}'", own.wamid);
+    let own_before = t.scalar(&own_state).await;
+    for (wamid, to) in [(person.as_str(), CUSTOMER), (own.wamid.as_str(), other)] {
+        t.emu.deliver_envelope(
+            json!({ "object": "whatsapp_business_account", "entry": [{ "id": WABA,
+            "changes": [{ "field": "messages", "value": { "messaging_product": "whatsapp",
+                "metadata": { "display_phone_number": "15550001111", "phone_number_id": PNID },
+                "statuses": [{ "id": wamid, "status": "read", "timestamp": "1700000001",
+                               "recipient_id": to }] } }] }] }),
+        );
+    }
+    assert!(
+        t.wait_count(
+            "SELECT COUNT(*) FROM outbox WHERE kind = 'business_app' AND state = 'read'",
+            1,
+            WAIT
+        )
+        .await,
+        "the person's message is read"
+    );
+    assert!(
+        wait_until(WAIT, || async { t.emu.webhook_stats().pending == 0 }).await,
+        "statuses delivered"
+    );
+    assert_eq!(
+        t.scalar(&own_state).await,
+        own_before,
+        "our reply as it was"
     );
 
     // Coexistence's sync of past chats is acknowledged and never answered.

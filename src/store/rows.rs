@@ -249,8 +249,8 @@ impl OutboxState {
 }
 
 /// The outbox rows found by their wamid: the Business app's echoes, the only sends whose status
-/// webhooks carry no callback data. Spelled as SQLite's partial index `outbox_echo_wamid`
-/// (migration 36) is, so that a query naming it can use that index.
+/// webhooks carry no callback data. Spelled as the partial index `outbox_echo_wamid` (migration
+/// 36) is, so that a query naming it can use that index.
 macro_rules! echo_row {
     () => {
         "kind = 'business_app'"
