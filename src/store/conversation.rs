@@ -33,6 +33,13 @@ macro_rules! kept_text {
     };
 }
 
+/// Whether an echo with wamid `$1` is stored, by `outbox_echo_wamid` (migration 36).
+pub(super) const IS_STORED_ECHO: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM outbox WHERE wamid = $1 AND ",
+    super::rows::echo_row!(),
+    ")"
+);
+
 /// SQLite: the messages of conversation (`$1`, `$2`) before inbox row `$3`, newest first, found
 /// by the chain of `prev_id` links (migration 33) from that row's link (or, when `$3` is not one
 /// of its messages, as for a handoff's `i64::MAX`, from the conversation's newest message below
@@ -156,14 +163,10 @@ impl Store {
     /// an echo unless one of the gateway's own replies has its wamid.
     pub async fn is_stored_echo(&self, wamid: &str) -> Result<bool, StoreError> {
         on_pool!(self, |pool| {
-            let stored: bool = sqlx::query_scalar(concat!(
-                "SELECT EXISTS (SELECT 1 FROM outbox WHERE wamid = $1 AND ",
-                super::rows::echo_row!(),
-                ")"
-            ))
-            .bind(wamid)
-            .fetch_one(pool)
-            .await?;
+            let stored: bool = sqlx::query_scalar(IS_STORED_ECHO)
+                .bind(wamid)
+                .fetch_one(pool)
+                .await?;
             Ok(stored)
         })
     }

@@ -449,7 +449,7 @@ async fn lock_rows(
 
 #[cfg(test)]
 mod tests {
-    use super::super::sqlite_writer::{query_plan, writer_on_a_fresh_file};
+    use super::super::sqlite_writer::{query_plan, texts, writer_on_a_fresh_file};
     use super::*;
 
     /// Meta's answer moves a row on only forward, and records its wamid wherever it is
@@ -531,13 +531,7 @@ mod tests {
             ..Default::default()
         });
         writer.apply(&[webhook]).await.unwrap();
-        let states: Vec<String> = file
-            .prepare("SELECT state FROM outbox ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let states = texts(&file, "SELECT state FROM outbox ORDER BY id");
         assert_eq!(states, ["sent", "read"]);
 
         let settle = Settle {

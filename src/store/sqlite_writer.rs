@@ -190,6 +190,14 @@ pub(super) async fn writer_on_a_fresh_file()
     (dir, store, writer)
 }
 
+/// The first column of every row `sql` returns on `file`, as text.
+#[cfg(test)]
+pub(super) fn texts(file: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    let mut stmt = file.prepare(sql).unwrap();
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+    rows.collect::<Result<_, _>>().unwrap()
+}
+
 /// How SQLite would run `sql` on `file` (its parameters unbound): `EXPLAIN QUERY PLAN`'s
 /// lines, joined by `; `.
 #[cfg(test)]

@@ -335,8 +335,8 @@ const INSERT_ECHO_PG: &str = insert_echo!(
 const ECHO_OWN_WINDOW: i64 = 32;
 
 /// Stores webhook `w`'s echoes of the WhatsApp Business app as the business's turns (already
-/// `sent`), each once: an echo whose wamid an outbox row already has (one of the gateway's own
-/// sends, or the same echo delivered again) adds nothing.
+/// `sent`), each once: an echo of one of the gateway's recent sends, or the same echo delivered
+/// again, adds nothing (`insert_echo!`).
 pub(super) async fn echoes(
     tx: &mut impl WriteTx,
     w: &WebhookWrite,
@@ -371,7 +371,7 @@ pub(super) async fn echoes(
 mod tests {
     use super::super::Op;
     use crate::cloudapi::envelope::MessageType;
-    use crate::store::sqlite_writer::{query_plan, writer_on_a_fresh_file};
+    use crate::store::sqlite_writer::{query_plan, texts, writer_on_a_fresh_file};
     use crate::store::{InboxState, NewInbound, WebhookWrite};
 
     const PNID: &str = "106540352242922";
@@ -590,25 +590,20 @@ mod tests {
             .apply(&[echoes(ana, &["wamid.PERSON"])])
             .await
             .unwrap();
-        let stored: Vec<String> = file
-            .prepare("SELECT wamid FROM outbox WHERE kind = 'business_app'")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let stored = texts(
+            &file,
+            "SELECT wamid FROM outbox WHERE kind = 'business_app'",
+        );
         assert_eq!(stored, ["wamid.PERSON"]);
         for wamid in all {
             let stored = store.is_stored_echo(wamid).await.unwrap();
             assert_eq!(stored, wamid == "wamid.PERSON", "{wamid}");
         }
 
-        let echo = super::INSERT_ECHO_SQLITE;
-        let is_stored = format!(
-            "SELECT 1 FROM outbox WHERE wamid = 'w' AND {}",
-            crate::store::ECHO_ROW
-        );
-        for sql in [echo, &is_stored] {
+        for sql in [
+            super::INSERT_ECHO_SQLITE,
+            crate::store::conversation::IS_STORED_ECHO,
+        ] {
             let plan = query_plan(&file, sql);
             assert!(plan.contains("outbox_echo_wamid"), "{plan}");
             assert!(!plan.contains("SCAN outbox"), "{plan}");
