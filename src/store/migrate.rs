@@ -102,6 +102,13 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "echo_wamids",
         include_str!("migrations/sqlite/0036_echo_wamids.sql"),
     ),
+    // SQLite only: PostgreSQL's replicas all insert messages, and none holds the others' new
+    // wamids in memory; its unique index stays.
+    (
+        37,
+        "wamid_index_merged",
+        include_str!("migrations/sqlite/0037_wamid_index_merged.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -374,5 +381,75 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(times, [("106".into(), 9_000), ("107".into(), 7_000)]);
+    }
+
+    /// Migration 37 rebuilds the inbox without its unique wamid index: the rows keep their ids,
+    /// links and content, a new row's id still follows the highest ever given (not the highest
+    /// left), and every wamid is in the index the writer merges into, up to the newest row.
+    #[tokio::test]
+    async fn messages_keep_their_ids_when_their_wamids_move_to_the_merged_index() {
+        let (_dir, pool) = sqlite_before(37).await;
+        for (id, prev) in [(1, None), (2, Some(1)), (5, Some(2)), (7, None)] {
+            sqlx::query(
+                "INSERT INTO inbox (id, wamid, phone_number_id, customer, msg_type, text, \
+                 payload, meta_ts, received_at, state, prev_id, opt_keyword) VALUES ($1, \
+                 'w' || $1, '106', '1555', 'text', 'hi', '{}', 1, 1, 'done', $2, 'STOP')",
+            )
+            .bind(id)
+            .bind(prev)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        sqlx::query("DELETE FROM inbox WHERE id = 7")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlite().run(&pool).await.unwrap();
+        let rows: Vec<(i64, String, Option<i64>, String, String)> =
+            sqlx::query_as("SELECT id, wamid, prev_id, text, opt_keyword FROM inbox ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let row = |id: i64, prev: Option<i64>| {
+            (
+                id,
+                format!("w{id}"),
+                prev,
+                "hi".to_owned(),
+                "STOP".to_owned(),
+            )
+        };
+        assert_eq!(rows, [row(1, None), row(2, Some(1)), row(5, Some(2))]);
+        let indexed: Vec<(String, i64)> =
+            sqlx::query_as("SELECT wamid, id FROM inbox_wamids ORDER BY wamid")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            indexed,
+            [("w1".into(), 1), ("w2".into(), 2), ("w5".into(), 5)]
+        );
+        let mark: i64 = sqlx::query_scalar("SELECT id FROM inbox_wamids_merged")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(mark, 5);
+        let next: i64 = sqlx::query_scalar(
+            "INSERT INTO inbox (wamid, phone_number_id, customer, msg_type, payload, meta_ts, \
+             received_at, state) VALUES ('w', '106', '1555', 'text', '{}', 1, 1, 'done') \
+             RETURNING id",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(next, 8);
+        let unique: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_schema WHERE tbl_name = 'inbox' AND name LIKE '%autoindex%'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+        assert_eq!(unique, None);
     }
 }

@@ -27,6 +27,7 @@ pub mod send_slots;
 mod settle;
 mod sql;
 mod sqlite_writer;
+mod wamid_index;
 pub mod writer;
 
 pub use apply::{Answers, LeaseClaim, Op, TurnEnd};

@@ -190,6 +190,16 @@ pub trait WriteTx {
         None
     }
 
+    /// SQLite: the wamids of the inbox rows its wamid index does not have yet; `None` on
+    /// PostgreSQL, whose unique index has them all (see `store::wamid_index`).
+    fn recent_wamids(&self) -> Option<&super::wamid_index::Recent> {
+        None
+    }
+
+    /// SQLite: notes the inbox rows (id, wamid) the transaction inserted, which the writer
+    /// remembers once it commits.
+    fn inserted_messages(&mut self, _rows: &[(i64, String)]) {}
+
     /// Runs a statement whose text numbers its parameters `$1..$n` (see [`Sql::with`]) and
     /// returns no rows; how many rows it changed.
     async fn run<'a>(

@@ -4,6 +4,7 @@
 
 use super::apply::apply_ops;
 use super::sql::{Arg, Fetched, Sql, WriteTx};
+use super::wamid_index::{self, Recent};
 use super::{Answers, Op, StoreError};
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub struct SqliteFile {
 pub struct SqliteWriter {
     conn: Connection,
     text: String,
+    /// The wamids of the messages stored since the wamid index's last merge.
+    recent: Recent,
     /// The database's installation id (see `Store::installation`).
     installation: String,
 }
@@ -53,9 +56,11 @@ impl SqliteWriter {
              PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 268435456;",
         )?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let recent = Recent::load(&conn)?;
         Ok(Self {
             conn,
             text: String::new(),
+            recent,
             installation: installation.to_owned(),
         })
     }
@@ -82,20 +87,48 @@ impl SqliteWriter {
         Ok(busy == 0 && log == copied)
     }
 
-    /// Applies `ops` in one transaction, in order: every op is durable, or none is.
+    /// Applies `ops` in one transaction, in order: every op is durable, or none is. When it is
+    /// due, the transaction first merges the wamids stored since the last merge into the index.
     pub async fn apply(&mut self, ops: &[Op]) -> Result<Answers, StoreError> {
+        if self.recent.stale() {
+            self.recent = Recent::load(&self.conn)?;
+        }
         // IMMEDIATE: the write lock is taken (waiting up to the busy timeout) before anything is
         // read, so a commit never fails halfway on a snapshot another connection moved past.
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let merged = match self.recent.merge_due() {
+            true => Some(wamid_index::merge(&tx, self.recent.merged())?),
+            false => None,
+        };
         let mut t = Tx {
             tx: &tx,
             text: &mut self.text,
+            recent: &self.recent,
+            inserted: Vec::new(),
         };
         let done = apply_ops(&mut t, ops, None, &self.installation).await?;
-        tx.commit()?;
+        let inserted = t.inserted;
+        if let Err(e) = tx.commit() {
+            self.recent.failed();
+            return Err(e.into());
+        }
+        self.recent.committed(inserted, merged);
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+impl SqliteWriter {
+    /// The next batch merges the wamids stored since the last merge into the index first.
+    pub(super) fn merge_next(&mut self) {
+        self.recent.merge_next();
+    }
+
+    /// As after a commit that failed: the next batch reads the wamids back from the database.
+    pub(super) fn as_if_a_commit_failed(&mut self) {
+        self.recent.failed();
     }
 }
 
@@ -103,6 +136,9 @@ struct Tx<'c> {
     tx: &'c rusqlite::Transaction<'c>,
     /// The statement text being run, in SQLite's spelling.
     text: &'c mut String,
+    recent: &'c Recent,
+    /// The inbox rows (id, wamid) the transaction inserted.
+    inserted: Vec<(i64, String)>,
 }
 
 impl Tx<'_> {
@@ -170,6 +206,14 @@ impl WriteTx for Tx<'_> {
             out.push(R::from_sqlite(row)?);
         }
         Ok(out)
+    }
+
+    fn recent_wamids(&self) -> Option<&Recent> {
+        Some(self.recent)
+    }
+
+    fn inserted_messages(&mut self, rows: &[(i64, String)]) {
+        self.inserted.extend_from_slice(rows);
     }
 }
 

@@ -7,6 +7,7 @@ use crate::store::keywords::Committed;
 use crate::store::retention::{not_deleted_before, wamid_digest};
 use crate::store::rows::echo_row;
 use crate::store::sql::{Arg, Sql, WriteTx};
+use crate::store::wamid_index;
 use crate::store::{
     InboxRow, InboxState, NewInbound, OutboxKind, OutboxState, StoreError, WebhookWrite,
 };
@@ -70,6 +71,10 @@ pub(super) async fn insert(
     now: i64,
 ) -> Result<HashMap<String, i64>, StoreError> {
     let mut inserted: HashMap<String, i64> = HashMap::new();
+    // SQLite: the wamids stored since the wamid index's last merge are left out here, and the
+    // index's in the statement; PostgreSQL's unique index finds them all.
+    let unseen = tx.recent_wamids().map(|recent| recent.unseen(all));
+    let all = unseen.as_deref().unwrap_or(all);
     for chunk in all.chunks(CHUNK) {
         // A wamid whose row retention or erasure deleted is known by its digest in
         // `seen_wamids`: at most one primary-key lookup per message, in the same statement.
@@ -98,11 +103,17 @@ pub(super) async fn insert(
                 .bind(m.keyword.as_ref().map(|k| k.keyword.as_str()))
                 .bind(digest.as_str());
         });
-        // The VALUES columns are numbered as bound above: meta_ts 10th, the digest 16th.
-        sql.push(") AS v WHERE ")
+        // The VALUES columns are numbered as bound above: the wamid 1st, meta_ts 10th, the
+        // digest 16th.
+        sql.push(") AS v WHERE (")
             .push(&not_deleted_before("v.column10", "v.column16"))
-            .push(" ON CONFLICT (wamid) DO NOTHING RETURNING id, wamid");
+            .push(match unseen {
+                Some(_) => wamid_index::AND_NOT_INDEXED,
+                None => ") ON CONFLICT (wamid) DO NOTHING",
+            })
+            .push(" RETURNING id, wamid");
         let rows: Vec<(i64, String)> = tx.fetch(&sql).await?;
+        tx.inserted_messages(&rows);
         inserted.extend(rows.into_iter().map(|(id, wamid)| (wamid, id)));
     }
     Ok(inserted)
@@ -372,6 +383,7 @@ mod tests {
     use super::super::Op;
     use crate::cloudapi::envelope::MessageType;
     use crate::store::sqlite_writer::{query_plan, texts, writer_on_a_fresh_file};
+    use crate::store::wamid_index;
     use crate::store::{InboxState, NewInbound, WebhookWrite};
 
     const PNID: &str = "106540352242922";
@@ -490,6 +502,95 @@ mod tests {
             .unwrap();
         let walked = tokio::time::timeout(std::time::Duration::from_secs(10), texts(i64::MAX, 10));
         assert_eq!(walked.await.expect("the walk ends"), Vec::<String>::new());
+    }
+
+    /// SQLite: a message is stored once however often it comes: twice in one batch, again
+    /// before the wamid index has it (the writer remembers it), in the batch that merges it
+    /// into the index and after (the index has it), after the writer reopens with messages the
+    /// index does not have yet, and after a commit failed (both read back from the rows). An
+    /// unrouted message too. The merge copies the wamids in and moves the mark; deleting a
+    /// message takes its wamid out. Both statements find their rows by key.
+    #[tokio::test]
+    async fn a_message_delivered_again_is_stored_once_before_and_after_its_wamid_is_indexed() {
+        use InboxState::{Received, Unrouted};
+        let (dir, store, mut writer) = writer_on_a_fresh_file().await;
+        let file = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        let ana = "15551234567";
+        let stored = || texts(&file, "SELECT wamid FROM inbox ORDER BY id");
+        let indexed = || texts(&file, "SELECT wamid FROM inbox_wamids ORDER BY wamid");
+        let mark = || -> i64 {
+            file.query_row("SELECT id FROM inbox_wamids_merged", [], |r| r.get(0))
+                .unwrap()
+        };
+        let deliver = |wamids: &[&str]| {
+            webhook(
+                &wamids
+                    .iter()
+                    .map(|&w| (w, ana, Received))
+                    .collect::<Vec<_>>(),
+            )
+        };
+
+        writer
+            .apply(&[deliver(&["a", "a", "b"]), deliver(&["b", "a"])])
+            .await
+            .unwrap();
+        writer
+            .apply(&[deliver(&["a", "c"]), webhook(&[("u", ana, Unrouted)])])
+            .await
+            .unwrap();
+        writer
+            .apply(&[webhook(&[("u", ana, Unrouted)])])
+            .await
+            .unwrap();
+        assert_eq!(stored(), ["a", "b", "c", "u"]);
+        assert_eq!((indexed().len(), mark()), (0, 0));
+
+        // This batch merges first: "b" is found in the index, "d" is new.
+        writer.merge_next();
+        writer.apply(&[deliver(&["b", "d"])]).await.unwrap();
+        assert_eq!(stored(), ["a", "b", "c", "u", "d"]);
+        assert_eq!(indexed(), ["a", "b", "c", "u"]);
+        assert_eq!(mark(), 4);
+        writer.apply(&[deliver(&["c", "u", "d"])]).await.unwrap();
+
+        // Reopened, the writer reads "d" back (after the mark). A commit it counts as failed
+        // may have written "e" all the same: it reads that back too.
+        drop(writer);
+        let mut writer = store.open_sqlite_writer().unwrap().unwrap();
+        writer.apply(&[deliver(&["d", "a"])]).await.unwrap();
+        file.execute(
+            "INSERT INTO inbox (wamid, phone_number_id, customer, msg_type, payload, meta_ts, \
+             received_at, state) VALUES ('e', ?1, ?2, 'text', '{}', 1, 1, 'done')",
+            [PNID, ana],
+        )
+        .unwrap();
+        writer.as_if_a_commit_failed();
+        writer.apply(&[deliver(&["e", "d"])]).await.unwrap();
+        assert_eq!(stored(), ["a", "b", "c", "u", "d", "e"]);
+
+        writer.merge_next();
+        writer.apply(&[deliver(&["f"])]).await.unwrap();
+        assert_eq!(indexed(), ["a", "b", "c", "d", "e", "u"]);
+        assert_eq!(mark(), 6);
+        file.execute("DELETE FROM inbox WHERE wamid IN ('a', 'f')", [])
+            .unwrap();
+        assert_eq!(indexed(), ["b", "c", "d", "e", "u"]);
+
+        let lookup = format!(
+            "SELECT 1 FROM (SELECT 'a' AS column1) AS v WHERE (1{}",
+            wamid_index::AND_NOT_INDEXED
+        );
+        let plan = query_plan(&file, &lookup);
+        assert!(
+            plan.contains("SEARCH w USING PRIMARY KEY (wamid=?)"),
+            "{plan}"
+        );
+        let plan = query_plan(&file, wamid_index::MERGE);
+        assert!(
+            plan.contains("SEARCH inbox USING INTEGER PRIMARY KEY (rowid>?)"),
+            "{plan}"
+        );
     }
 
     /// SQLite: a number's last-received time moves with each commit that stores a message to
