@@ -126,6 +126,11 @@ impl SqliteWriter {
         self.recent.merge_next();
     }
 
+    /// Whether the next batch would merge first.
+    pub(super) fn merge_due(&self) -> bool {
+        self.recent.merge_due()
+    }
+
     /// As after a commit that failed: the next batch reads the wamids back from the database.
     pub(super) fn as_if_a_commit_failed(&mut self) {
         self.recent.failed();

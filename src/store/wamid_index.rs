@@ -25,7 +25,7 @@ const MERGE_AT: usize = 16_384;
 #[derive(Debug)]
 pub(super) struct Recent {
     ids: HashMap<String, i64>,
-    /// The newest inbox row the index has.
+    /// The mark: every inbox row up to this id is in the index, or was deleted.
     merged: i64,
     last_merge: Instant,
     /// A commit failed: what the database holds is read back before the next batch.
@@ -65,7 +65,7 @@ impl Recent {
             && (self.ids.len() >= MERGE_AT || self.last_merge.elapsed() >= MERGE_EVERY)
     }
 
-    /// The newest inbox row the index has.
+    /// The mark (see `merged`).
     pub(super) fn merged(&self) -> i64 {
         self.merged
     }
@@ -103,12 +103,16 @@ pub(super) const MERGE: &str = "INSERT INTO inbox_wamids (wamid, id) SELECT wami
      WHERE id > ?1 ORDER BY wamid ON CONFLICT (wamid) DO NOTHING";
 
 /// Copies the wamids of the inbox rows after `merged` into the index, in key order, and moves
-/// the mark to the newest row; returns the new mark. Inside the batch's transaction, before its
-/// messages are inserted.
+/// the mark to the newest id given; returns the new mark. Inside the batch's transaction, before
+/// its messages are inserted.
 pub(super) fn merge(tx: &Transaction<'_>, merged: i64) -> rusqlite::Result<i64> {
     tx.prepare_cached(MERGE)?.execute([merged])?;
+    // The highest id ever given: every row up to it is copied now or was deleted (and a
+    // deleted row's wamid left the writer's memory with the rest).
     let mark: i64 = tx
-        .prepare_cached("SELECT MAX(?1, COALESCE((SELECT MAX(id) FROM inbox), 0))")?
+        .prepare_cached(
+            "SELECT MAX(?1, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'inbox'), 0))",
+        )?
         .query_row([merged], |r| r.get(0))?;
     tx.prepare_cached("UPDATE inbox_wamids_merged SET id = ?1")?
         .execute([mark])?;
