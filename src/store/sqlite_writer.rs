@@ -98,9 +98,10 @@ impl SqliteWriter {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let merged = match self.recent.merge_due() {
-            true => Some(wamid_index::merge(&tx, self.recent.merged())?),
-            false => None,
+        let merged = if self.recent.merge_due() {
+            Some(wamid_index::merge(&tx, self.recent.merged())?)
+        } else {
+            None
         };
         let mut t = Tx {
             tx: &tx,

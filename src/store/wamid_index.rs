@@ -119,7 +119,7 @@ pub(super) fn merge(tx: &Transaction<'_>, merged: i64) -> rusqlite::Result<i64> 
     Ok(mark)
 }
 
-/// Closes the condition of the statement that inserts new messages (`v.column1` their wamids)
-/// and adds that the index does not have the wamid.
-pub(super) const AND_NOT_INDEXED: &str =
-    ") AND NOT EXISTS (SELECT 1 FROM inbox_wamids w WHERE w.wamid = v.column1)";
+/// The condition a new message's row (`v.column1` its wamid) meets in the statement that inserts
+/// it when the index does not have its wamid.
+pub(super) const NOT_INDEXED: &str =
+    "NOT EXISTS (SELECT 1 FROM inbox_wamids w WHERE w.wamid = v.column1)";

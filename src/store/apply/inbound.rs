@@ -107,11 +107,12 @@ pub(super) async fn insert(
         // digest 16th.
         sql.push(") AS v WHERE (")
             .push(&not_deleted_before("v.column10", "v.column16"))
-            .push(match unseen {
-                Some(_) => wamid_index::AND_NOT_INDEXED,
-                None => ") ON CONFLICT (wamid) DO NOTHING",
-            })
-            .push(" RETURNING id, wamid");
+            .push(")");
+        match unseen {
+            Some(_) => sql.push(" AND ").push(wamid_index::NOT_INDEXED),
+            None => sql.push(" ON CONFLICT (wamid) DO NOTHING"),
+        };
+        sql.push(" RETURNING id, wamid");
         let rows: Vec<(i64, String)> = tx.fetch(&sql).await?;
         tx.inserted_messages(&rows);
         inserted.extend(rows.into_iter().map(|(id, wamid)| (wamid, id)));
@@ -583,8 +584,8 @@ mod tests {
         assert!(!writer.merge_due());
 
         let lookup = format!(
-            "SELECT 1 FROM (SELECT 'a' AS column1) AS v WHERE (1{}",
-            wamid_index::AND_NOT_INDEXED
+            "SELECT 1 FROM (SELECT 'a' AS column1) AS v WHERE {}",
+            wamid_index::NOT_INDEXED
         );
         let plan = query_plan(&file, &lookup);
         assert!(
