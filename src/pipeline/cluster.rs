@@ -128,8 +128,8 @@ enum Nudge {
     Rows { rows: Vec<InboxRow>, held: Held },
     /// The conversation may have work in storage (another replica's commit, a takeover).
     Look,
-    /// An operator put this reply back to `pending` (`outbox::requeue`): send it. Boxed, as a
-    /// rare guest: each worker's channel allocates room for 32 nudges when it is made.
+    /// An operator put this reply back to `pending` (`outbox::requeue`): send it. Boxed: it is
+    /// rare, and each worker's channel allocates room for 32 nudges when it is made.
     Reply(Box<OutboxRow>),
 }
 
