@@ -171,14 +171,17 @@ pub async fn serve(
         start(stream, peer, permit);
     }
     // Connections the kernel already completed into the accept queue would be reset by the
-    // close (a client's request on one fails half-way): they are taken and served first,
-    // without waiting for more.
-    while let Ok(permit) = slots.clone().try_acquire_owned()
-        && let Some((stream, peer)) = accept_queued(&listener)
-    {
-        start(stream, peer, permit);
+    // close (a client's request on one fails half-way): the last loop on the socket takes and
+    // serves them first, without waiting for more. A loop that shares the socket with the
+    // generation replacing it takes none: they are that generation's, to be served with its
+    // settings (a reload's new body limit, say), not with those of the loop retiring.
+    if let Some(listener) = Arc::into_inner(listener) {
+        while let Ok(permit) = slots.clone().try_acquire_owned()
+            && let Some((stream, peer)) = accept_queued(&listener)
+        {
+            start(stream, peer, permit);
+        }
     }
-    drop(listener);
     drain_now.cancel();
     connections.close();
     if tokio::time::timeout(drain, connections.wait())
@@ -210,12 +213,6 @@ mod tests {
             .await
             .unwrap();
         let router = Router::new().route("/ok", axum::routing::get(|| async { "ok" }));
-        let limits = Limits {
-            header_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(5),
-            h2_max_streams: 10,
-            max_connections: 10,
-        };
         let metrics = ConnMetrics::new(&crate::metrics::Metrics::new(), "webhook");
         // Retired before it ever runs: the loop may stop before accepting anything.
         let shutdown = CancellationToken::new();
@@ -225,7 +222,7 @@ mod tests {
             listener,
             router,
             None,
-            limits,
+            limits(),
             metrics,
             shutdown,
             Duration::from_secs(5),
@@ -234,6 +231,69 @@ mod tests {
         let _ = client.read_to_end(&mut answer).await;
         server.await.unwrap();
         answer
+    }
+
+    /// A router answering `GET /who` with `name`.
+    fn named(name: &'static str) -> Router {
+        Router::new().route("/who", axum::routing::get(move || async move { name }))
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            h2_max_streams: 10,
+            max_connections: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_queued_when_a_loop_retires_beside_its_successor_is_the_successors() {
+        let metrics = ConnMetrics::new(&crate::metrics::Metrics::new(), "webhook");
+        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let addr = listener.local_addr().unwrap();
+        let (old_stop, new_stop) = (CancellationToken::new(), CancellationToken::new());
+        let loop_of = |router, stop: &CancellationToken| {
+            serve(
+                listener.clone(),
+                router,
+                None,
+                limits(),
+                metrics.clone(),
+                stop.clone(),
+                Duration::from_secs(5),
+            )
+        };
+        let old = tokio::spawn(loop_of(named("old"), &old_stop));
+        let new = tokio::spawn(loop_of(named("new"), &new_stop));
+        drop(listener);
+        // Both loops wait on the socket. A connection completes into the accept queue (a
+        // blocking connect: the runtime has not polled for it), and the old loop is retired
+        // before either could accept it, as a reload that changed the settings does.
+        tokio::task::yield_now().await;
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(
+            &mut client,
+            b"GET /who HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .unwrap();
+        old_stop.cancel();
+        old.await.unwrap();
+        let mut client = tokio::net::TcpStream::from_std({
+            client.set_nonblocking(true).unwrap();
+            client
+        })
+        .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+        assert!(
+            text.ends_with("new"),
+            "served by the retired loop: {text:?}"
+        );
+        new_stop.cancel();
+        new.await.unwrap();
     }
 
     #[tokio::test]
