@@ -139,20 +139,22 @@ pub async fn inbound(state: &AppState, rows: Vec<InboxRow>, known: &mut Known) {
     let first = &rows[0];
     // A consumer span of the message's trace (OpenTelemetry's messaging conventions), the
     // child of the webhook that brought it.
-    let span = tracing::info_span!(
-        "turn",
-        wamid = %first.msg.wamid,
-        phone_number_id = %first.msg.phone_number_id,
-        messages = rows.len(),
-        otel.kind = "consumer",
-        messaging.system = "whatsapp",
-        messaging.operation.type = "process",
-        messaging.operation.name = "turn",
-        messaging.message.id = %first.msg.wamid,
-        messaging.destination.name = %first.msg.phone_number_id,
-        whatsapp.customer = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-    );
+    let span = crate::telemetry::span_if_seen(|| {
+        tracing::info_span!(
+            "turn",
+            wamid = %first.msg.wamid,
+            phone_number_id = %first.msg.phone_number_id,
+            messages = rows.len(),
+            otel.kind = "consumer",
+            messaging.system = "whatsapp",
+            messaging.operation.type = "process",
+            messaging.operation.name = "turn",
+            messaging.message.id = %first.msg.wamid,
+            messaging.destination.name = %first.msg.phone_number_id,
+            whatsapp.customer = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        )
+    });
     // A coalesced turn joins its first message's trace; the others' kept contexts go too.
     let kept = crate::telemetry::take_inbound(first.id);
     for row in &rows[1..] {

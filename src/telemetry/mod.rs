@@ -35,6 +35,9 @@ const TARGET: &str = "wa_gateway";
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// `telemetry.include_customer`.
 static INCLUDE_CUSTOMER: AtomicBool = AtomicBool::new(false);
+/// The log lines' filter lets `info` through for some target, so an `info` span may show in
+/// them (as the current span of a line); set when the subscriber is installed.
+static LINES_SHOW_INFO: AtomicBool = AtomicBool::new(true);
 
 /// The one tracer provider and the parts of it a reload swaps.
 struct Tracing {
@@ -85,6 +88,24 @@ pub fn span_if_on(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     }
 }
 
+/// The span `make` builds while anything could see it (tracing is on, or the log lines show
+/// `info` spans), else none: the spans that frame a message's path (a webhook, a turn) cost
+/// nothing with tracing off and the log at `warn`, as in production at load.
+pub fn span_if_seen(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if enabled() || LINES_SHOW_INFO.load(Ordering::Relaxed) {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// Whether log lines filtered by `filter` may show an `info` span.
+fn shows_info(filter: &EnvFilter) -> bool {
+    filter
+        .max_level_hint()
+        .is_none_or(|most| most >= LevelFilter::INFO)
+}
+
 /// Installs the process's subscriber: log lines on stderr filtered by `filter` (JSON lines
 /// unless `json` is false) and the OpenTelemetry layer, which sees spans only while tracing is
 /// on. Fails when a subscriber is installed already.
@@ -101,6 +122,7 @@ pub fn init_subscriber_with(
     filter: EnvFilter,
     writer: BoxMakeWriter,
 ) -> Result<(), tracing_subscriber::util::TryInitError> {
+    let shows_info = shows_info(&filter);
     let tracer = TRACING.provider.tracer("wa-gateway");
     let exported = DynFilterFn::new(|meta, _| {
         enabled() && meta.target().starts_with(TARGET) && *meta.level() <= tracing::Level::INFO
@@ -136,7 +158,9 @@ pub fn init_subscriber_with(
     tracing_subscriber::registry()
         .with(otel)
         .with(lines)
-        .try_init()
+        .try_init()?;
+    LINES_SHOW_INFO.store(shows_info, Ordering::Relaxed);
+    Ok(())
 }
 
 /// New telemetry settings, built and ready to put in force (`commit`); building them is what
@@ -212,5 +236,31 @@ pub fn flush() {
     use opentelemetry_sdk::trace::SpanProcessor;
     if enabled() {
         let _ = TRACING.swap.force_flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_that_frames_the_path_is_made_only_when_something_could_see_it() {
+        let shows = |directives: &str| shows_info(&EnvFilter::new(directives));
+        assert!(!shows("warn"));
+        assert!(!shows("error,hyper=warn"));
+        assert!(!shows("off"));
+        assert!(shows("info"));
+        assert!(shows("warn,wa_gateway::pipeline=debug"));
+        assert!(shows("trace"));
+
+        let made = || span_if_seen(|| tracing::info_span!("turn"));
+        LINES_SHOW_INFO.store(false, Ordering::Relaxed);
+        assert!(!enabled());
+        assert!(made().is_none(), "tracing off and the log at warn");
+        ENABLED.store(true, Ordering::Relaxed);
+        assert!(!made().is_none(), "tracing on");
+        ENABLED.store(false, Ordering::Relaxed);
+        LINES_SHOW_INFO.store(true, Ordering::Relaxed);
+        assert!(!made().is_none(), "the log lines show info spans");
     }
 }
