@@ -14,7 +14,7 @@ pub use manage::{
 pub use media::{MediaDownload, MediaInfo, UploadFile};
 pub use oauth::ExchangedToken;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// A client for one Graph base URL and API version.
@@ -23,6 +23,10 @@ pub struct GraphClient {
     http: reqwest::Client,
     base: String,
     version: String,
+    /// `{base}/{version}`, parsed once: the URL of a send is this one with two segments more,
+    /// not a string parsed again (host and all) twice per message. `None` when it does not
+    /// parse: the string goes to reqwest, which refuses it with its error.
+    versioned: Option<reqwest::Url>,
 }
 
 /// Meta's answer to an accepted send.
@@ -37,6 +41,22 @@ struct SentId {
     id: String,
 }
 
+/// The body that marks a message read (and shows the typing indicator).
+#[derive(Serialize)]
+struct MarkRead<'a> {
+    messaging_product: &'static str,
+    status: &'static str,
+    message_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    typing_indicator: Option<TypingIndicator>,
+}
+
+#[derive(Serialize)]
+struct TypingIndicator {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
 impl GraphClient {
     /// `base` is e.g. `https://graph.facebook.com`; `version` e.g. `v23.0`.
     pub fn new(base: &str, version: &str, timeout: Duration) -> Self {
@@ -46,10 +66,15 @@ impl GraphClient {
             .user_agent(concat!("wa-gateway/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the TLS backend is compiled in");
+        let base = base.trim_end_matches('/').to_owned();
+        let versioned = reqwest::Url::parse(&format!("{base}/{version}"))
+            .ok()
+            .filter(|u| !u.cannot_be_a_base() && u.query().is_none());
         Self {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            base,
             version: version.to_owned(),
+            versioned,
         }
     }
 
@@ -62,6 +87,20 @@ impl GraphClient {
         format!("{}/{}/{}", self.base, self.version, path)
     }
 
+    /// `POST {base}/{version}/{phone_number_id}/messages`, the request of every send.
+    fn post_messages(&self, phone_number_id: &str) -> reqwest::RequestBuilder {
+        let Some(mut url) = self.versioned.clone() else {
+            return self
+                .http
+                .post(self.url(&format!("{phone_number_id}/messages")));
+        };
+        // A base that cannot be one was refused when the client was made.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend([phone_number_id, "messages"]);
+        }
+        self.http.post(url)
+    }
+
     /// `POST /{phone_number_id}/messages`; returns the wamid Meta assigned.
     pub async fn send_message(
         &self,
@@ -70,8 +109,7 @@ impl GraphClient {
         body: &serde_json::Value,
     ) -> Result<String, GraphError> {
         let req = self
-            .http
-            .post(self.url(&format!("{phone_number_id}/messages")))
+            .post_messages(phone_number_id)
             .bearer_auth(token)
             .json(body);
         let parsed: SendResponse = self.call(req, "a send").await?;
@@ -93,17 +131,14 @@ impl GraphClient {
         wamid: &str,
         typing: bool,
     ) -> Result<(), GraphError> {
-        let mut body = serde_json::json!({
-            "messaging_product": "whatsapp",
-            "status": "read",
-            "message_id": wamid,
-        });
-        if typing {
-            body["typing_indicator"] = serde_json::json!({ "type": "text" });
-        }
+        let body = MarkRead {
+            messaging_product: "whatsapp",
+            status: "read",
+            message_id: wamid,
+            typing_indicator: typing.then_some(TypingIndicator { kind: "text" }),
+        };
         let req = self
-            .http
-            .post(self.url(&format!("{phone_number_id}/messages")))
+            .post_messages(phone_number_id)
             .bearer_auth(token)
             .json(&body);
         self.ok(req, "mark read").await
@@ -134,5 +169,52 @@ impl GraphClient {
         what: &str,
     ) -> Result<(), GraphError> {
         self.call::<serde_json::Value>(req, what).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_goes_to_the_url_the_base_and_version_name() {
+        for base in [
+            "http://127.0.0.1:18089",
+            "http://127.0.0.1:18089/",
+            "https://graph.example.com/prefix/",
+        ] {
+            let client = GraphClient::new(base, "v23.0", Duration::from_secs(1));
+            let built = client.post_messages("106540352242922").build().unwrap();
+            assert_eq!(
+                built.url().as_str(),
+                client.url("106540352242922/messages"),
+                "{base}"
+            );
+        }
+        // Not a URL: reqwest's own refusal, as before.
+        let client = GraphClient::new("not a url", "v23.0", Duration::from_secs(1));
+        assert!(client.post_messages("1").build().is_err());
+    }
+
+    #[test]
+    fn mark_read_says_what_meta_documents() {
+        let body = |typing: bool| {
+            serde_json::to_value(MarkRead {
+                messaging_product: "whatsapp",
+                status: "read",
+                message_id: "wamid.X",
+                typing_indicator: typing.then_some(TypingIndicator { kind: "text" }),
+            })
+            .unwrap()
+        };
+        let read = serde_json::json!({
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": "wamid.X",
+        });
+        assert_eq!(body(false), read);
+        let mut typing = read;
+        typing["typing_indicator"] = serde_json::json!({ "type": "text" });
+        assert_eq!(body(true), typing);
     }
 }
