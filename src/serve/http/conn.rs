@@ -75,11 +75,24 @@ impl Conn {
         // listener retired, its request already sent): the close waits until that request has
         // been served, or until its header deadline.
         let mut stop_after_first = false;
+        // Made once, not at every turn of the loop: each `cancelled()` future made and dropped
+        // registers with, and leaves, a lock that every connection of the listener shares.
+        let mut stop = pin!(self.stop.cancelled());
+        let mut kill = pin!(self.kill.cancelled());
+        // The timer is armed at the earliest deadline seen and moved only to an earlier one: a
+        // deadline that moved later (every request on a kept-alive connection moves it) is found
+        // when the timer fires, which then re-arms it. One timer change per deadline period,
+        // not two per request.
+        let far = || Instant::now() + Duration::from_secs(86_400);
+        let mut armed = far();
+        let mut timer = pin!(tokio::time::sleep_until(armed));
         loop {
-            // With no deadline (a request in flight), wake once a day to look again.
-            let wake = activity
-                .deadline(header, idle)
-                .map_or_else(|| Instant::now() + Duration::from_secs(86_400), |d| d.0);
+            if let Some((at, _)) = activity.deadline(header, idle)
+                && at < armed
+            {
+                armed = at;
+                timer.as_mut().reset(at);
+            }
             tokio::select! {
                 ended = conn.as_mut() => {
                     if let Err(e) = ended {
@@ -93,9 +106,12 @@ impl Conn {
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                _ = tokio::time::sleep_until(wake) => {
-                    let Some((at, why)) = activity.deadline(header, idle) else { continue };
+                _ = timer.as_mut() => {
+                    // With no deadline (a request in flight), wake once a day to look again.
+                    let (at, why) = activity.deadline(header, idle).unwrap_or((far(), Expiry::Idle));
                     if at > Instant::now() {
+                        armed = at;
+                        timer.as_mut().reset(at);
                         continue;
                     }
                     self.metrics.timed_out(why);
@@ -107,7 +123,7 @@ impl Conn {
                     }
                     return;
                 }
-                _ = self.stop.cancelled(), if !draining => {
+                _ = stop.as_mut(), if !draining => {
                     draining = true;
                     if activity.is_opening() {
                         stop_after_first = true;
@@ -115,7 +131,7 @@ impl Conn {
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                _ = self.kill.cancelled() => return,
+                _ = kill.as_mut() => return,
             }
         }
     }
