@@ -84,13 +84,11 @@ impl Conn {
         // when the timer fires, which then re-arms it. One timer change per deadline period,
         // not two per request.
         let far = || Instant::now() + Duration::from_secs(86_400);
-        let mut armed = far();
-        let mut timer = pin!(tokio::time::sleep_until(armed));
+        let mut timer = pin!(tokio::time::sleep_until(far()));
         loop {
             if let Some((at, _)) = activity.deadline(header, idle)
-                && at < armed
+                && at < timer.deadline()
             {
-                armed = at;
                 timer.as_mut().reset(at);
             }
             tokio::select! {
@@ -110,7 +108,6 @@ impl Conn {
                     // With no deadline (a request in flight), wake once a day to look again.
                     let (at, why) = activity.deadline(header, idle).unwrap_or((far(), Expiry::Idle));
                     if at > Instant::now() {
-                        armed = at;
                         timer.as_mut().reset(at);
                         continue;
                     }
