@@ -436,11 +436,11 @@ async fn lock_rows(
     if ids.is_empty() && by_wamid.is_empty() {
         return Ok(());
     }
-    let mut sql = Sql::new("SELECT id FROM outbox WHERE id IN (");
-    sql.list(std::iter::once(-1_i64).chain(ids));
-    sql.push(") OR (wamid IN (");
-    sql.list(std::iter::once("").chain(by_wamid.keys().copied()));
-    sql.push(") AND ")
+    let mut sql = Sql::new("SELECT id FROM outbox WHERE id");
+    sql.is_in(std::iter::once(-1_i64).chain(ids));
+    sql.push(" OR (wamid");
+    sql.is_in(std::iter::once("").chain(by_wamid.keys().copied()));
+    sql.push(" AND ")
         .push(ECHO_ROW)
         .push(") ORDER BY id FOR UPDATE");
     tx.execute(&sql).await?;

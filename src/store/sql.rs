@@ -53,6 +53,28 @@ impl<'a> From<&'a Option<String>> for Arg<'a> {
 pub struct Sql<'a> {
     text: String,
     args: Vec<Arg<'a>>,
+    /// The lists ([`Sql::is_in`]) and `VALUES` lists in `text`, in order. PostgreSQL is sent
+    /// each as arrays, one per column ([`pg_form`]), so that a statement's text is the same
+    /// whatever the batch's size: parsed and planned once per connection instead of once per
+    /// size, and one cached statement instead of hundreds.
+    spans: Vec<Span>,
+}
+
+/// Where a list sits in a statement: its text (SQLite's form) and its arguments.
+#[derive(Debug)]
+struct Span {
+    text: std::ops::Range<usize>,
+    args: std::ops::Range<usize>,
+    shape: Shape,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// ` IN ($1, $2)`; PostgreSQL: ` = ANY($1)`.
+    In,
+    /// `VALUES ($1, $2), ($3, $4)`; PostgreSQL: `SELECT * FROM UNNEST($1, $2) AS
+    /// u(column1, column2)`, the columns named as `VALUES` names them.
+    Values { columns: usize },
 }
 
 impl<'a> Sql<'a> {
@@ -61,6 +83,7 @@ impl<'a> Sql<'a> {
         Self {
             text: text.to_owned(),
             args: Vec::new(),
+            spans: Vec::new(),
         }
     }
 
@@ -69,6 +92,7 @@ impl<'a> Sql<'a> {
         Self {
             text: text.to_owned(),
             args: args.into_iter().collect(),
+            spans: Vec::new(),
         }
     }
 
@@ -96,15 +120,34 @@ impl<'a> Sql<'a> {
         self
     }
 
-    /// Appends `VALUES (…), (…)`, one tuple per item, filled in by `row`.
+    /// Appends ` IN (a, b, c)`, one parameter per item (PostgreSQL: ` = ANY(array)`).
+    pub fn is_in<T: Into<Arg<'a>>>(&mut self, items: impl IntoIterator<Item = T>) -> &mut Self {
+        let (text, args) = (self.text.len(), self.args.len());
+        self.text.push_str(" IN (");
+        self.list(items);
+        self.text.push(')');
+        self.spans.push(Span {
+            text: text..self.text.len(),
+            args: args..self.args.len(),
+            shape: Shape::In,
+        });
+        self
+    }
+
+    /// Appends `VALUES (…), (…)`, one tuple per item, filled in by `row` (PostgreSQL: a
+    /// `SELECT` of the columns as arrays, whose columns are named `column1`… as `VALUES` names
+    /// them). Every tuple binds the same columns.
     pub fn values<T>(
         &mut self,
         items: impl IntoIterator<Item = T>,
         mut row: impl FnMut(&mut Tuple<'_, 'a>, T),
     ) -> &mut Self {
+        let (text, args) = (self.text.len(), self.args.len());
+        let mut columns = 0;
         self.text.push_str("VALUES ");
         for (i, item) in items.into_iter().enumerate() {
             self.text.push_str(if i > 0 { ", (" } else { "(" });
+            let before = self.args.len();
             row(
                 &mut Tuple {
                     sql: self,
@@ -112,8 +155,14 @@ impl<'a> Sql<'a> {
                 },
                 item,
             );
+            columns = self.args.len() - before;
             self.text.push(')');
         }
+        self.spans.push(Span {
+            text: text..self.text.len(),
+            args: args..self.args.len(),
+            shape: Shape::Values { columns },
+        });
         self
     }
 
@@ -216,36 +265,156 @@ pub trait WriteTx {
 /// alone (`wa-gateway bench --pg-stats` counts both).
 pub const GROUP_COMMIT_MARK: &str = "/* wa-gateway group commit */";
 
-fn pg_query<'q>(
-    text: &'q str,
-    args: &'q [Arg<'q>],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    args.iter().fold(sqlx::query(text), |q, arg| match *arg {
-        Arg::Int(v) => q.bind(v),
-        // PostgreSQL refuses NUL in text: stored without it, as on SQLite (`crate::text`).
-        Arg::Text(v) => q.bind(v.map(crate::text::without_nul)),
-    })
+/// A value bound on PostgreSQL: one parameter, or one column of a list as an array.
+#[derive(Debug)]
+enum PgArg<'a> {
+    One(Arg<'a>),
+    Ints(Vec<Option<i64>>),
+    Texts(Vec<Option<&'a str>>),
 }
 
-/// `sql`'s text as the writer sends it to PostgreSQL: marked with [`GROUP_COMMIT_MARK`].
-fn pg_text(sql: &Sql<'_>) -> String {
+fn pg_query<'q>(
+    text: &'q str,
+    args: Vec<PgArg<'q>>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    // PostgreSQL refuses NUL in text: stored without it, as on SQLite (`crate::text`).
+    use crate::text::without_nul;
+    args.into_iter()
+        .fold(sqlx::query(text), |q, arg| match arg {
+            PgArg::One(Arg::Int(v)) => q.bind(v),
+            PgArg::One(Arg::Text(v)) => q.bind(v.map(without_nul)),
+            PgArg::Ints(v) => q.bind(v),
+            PgArg::Texts(v) => q.bind(
+                v.into_iter()
+                    .map(|t| t.map(without_nul))
+                    .collect::<Vec<_>>(),
+            ),
+        })
+}
+
+/// One list of a statement as PostgreSQL is sent it: an array per column.
+struct Arrays<'s, 'a> {
+    span: &'s Span,
+    columns: Vec<PgArg<'a>>,
+}
+
+/// `span`'s arguments as one array per column, or `None` when they cannot be (no item; a
+/// column whose items are of two types): the list is then sent as it is written.
+fn arrays<'s, 'a>(span: &'s Span, args: &[Arg<'a>]) -> Option<Arrays<'s, 'a>> {
+    let args = &args[span.args.clone()];
+    let width = match span.shape {
+        Shape::In => 1,
+        Shape::Values { columns } => columns,
+    };
+    if args.is_empty() || width == 0 || !args.len().is_multiple_of(width) {
+        return None;
+    }
+    // A column's items, each `None` when it is not of the column's type.
+    let column = |c: usize| {
+        let items = args.iter().skip(c).step_by(width);
+        match args[c] {
+            Arg::Int(_) => items
+                .map(|a| if let Arg::Int(v) = *a { Some(v) } else { None })
+                .collect::<Option<Vec<_>>>()
+                .map(PgArg::Ints),
+            Arg::Text(_) => items
+                .map(|a| if let Arg::Text(v) = *a { Some(v) } else { None })
+                .collect::<Option<Vec<_>>>()
+                .map(PgArg::Texts),
+        }
+    };
+    let columns = (0..width).map(column).collect::<Option<Vec<_>>>()?;
+    Some(Arrays { span, columns })
+}
+
+/// `sql` as the writer sends it to PostgreSQL: marked with [`GROUP_COMMIT_MARK`], each list as
+/// arrays (`= ANY($n)`, `SELECT * FROM UNNEST($n, …)`), the other parameters renumbered to match.
+fn pg_form<'a>(sql: &Sql<'a>) -> (String, Vec<PgArg<'a>>) {
+    let lists: Vec<Arrays<'_, 'a>> = sql
+        .spans
+        .iter()
+        .filter_map(|span| arrays(span, &sql.args))
+        .collect();
+    // The n-th argument (1-based) is numbered past the lists before it as they are sent.
+    let shifts: Vec<(usize, usize, usize)> = lists
+        .iter()
+        .map(|l| (l.span.args.end, l.span.args.len(), l.columns.len()))
+        .collect();
+    let renumber = |n: usize| {
+        shifts
+            .iter()
+            .filter(|(end, _, _)| *end < n)
+            .fold(n, |n, (_, written, sent)| n + sent - written)
+    };
     let mut text = String::with_capacity(GROUP_COMMIT_MARK.len() + 1 + sql.text.len());
     text.push_str(GROUP_COMMIT_MARK);
     text.push(' ');
-    text.push_str(&sql.text);
-    text
+    let mut args = Vec::with_capacity(sql.args.len());
+    let (mut at_text, mut at_arg) = (0, 0);
+    for Arrays { span, columns } in lists {
+        renumbered(&sql.text[at_text..span.text.start], &renumber, &mut text);
+        args.extend(
+            sql.args[at_arg..span.args.start]
+                .iter()
+                .map(|a| PgArg::One(*a)),
+        );
+        let mut placeholders = String::new();
+        for (i, column) in columns.iter().enumerate() {
+            let kind = if matches!(column, PgArg::Ints(_)) {
+                "int8"
+            } else {
+                "text"
+            };
+            let sep = if i > 0 { ", " } else { "" };
+            let _ = write!(placeholders, "{sep}${}::{kind}[]", args.len() + 1 + i);
+        }
+        match span.shape {
+            Shape::In => {
+                let _ = write!(text, " = ANY({placeholders})");
+            }
+            Shape::Values { .. } => {
+                let _ = write!(text, "SELECT * FROM UNNEST({placeholders}) AS u(");
+                for i in 1..=columns.len() {
+                    let _ = write!(text, "{}column{i}", if i > 1 { ", " } else { "" });
+                }
+                text.push(')');
+            }
+        }
+        args.extend(columns);
+        (at_text, at_arg) = (span.text.end, span.args.end);
+    }
+    renumbered(&sql.text[at_text..], &renumber, &mut text);
+    args.extend(sql.args[at_arg..].iter().map(|a| PgArg::One(*a)));
+    (text, args)
+}
+
+/// Copies `text` to `out` with each placeholder `$n` numbered `renumber(n)`.
+fn renumbered(text: &str, renumber: &impl Fn(usize) -> usize, out: &mut String) {
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at + 1]);
+        rest = &rest[at + 1..];
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if let Ok(n) = rest[..digits].parse::<usize>() {
+            let _ = write!(out, "{}", renumber(n));
+            rest = &rest[digits..];
+        }
+    }
+    out.push_str(rest);
 }
 
 impl WriteTx for sqlx::Transaction<'_, sqlx::Postgres> {
     async fn execute(&mut self, sql: &Sql<'_>) -> Result<u64, StoreError> {
-        let text = pg_text(sql);
-        let done = pg_query(&text, &sql.args).execute(&mut **self).await?;
+        let (text, args) = pg_form(sql);
+        let done = pg_query(&text, args).execute(&mut **self).await?;
         Ok(done.rows_affected())
     }
 
     async fn fetch<R: Fetched>(&mut self, sql: &Sql<'_>) -> Result<Vec<R>, StoreError> {
-        let text = pg_text(sql);
-        let rows = pg_query(&text, &sql.args).fetch_all(&mut **self).await?;
+        let (text, args) = pg_form(sql);
+        let rows = pg_query(&text, args).fetch_all(&mut **self).await?;
         rows.iter().map(|r| Ok(R::from_pg(r)?)).collect()
     }
 
@@ -272,5 +441,53 @@ mod tests {
         assert_eq!(sql.args().len(), 6);
         assert!(matches!(sql.args()[3], Arg::Text(Some("y"))));
         assert!(matches!(sql.args()[5], Arg::Int(Some(8))));
+    }
+
+    /// Whatever a batch's size, PostgreSQL is sent one text per statement: each list as
+    /// arrays, one per column, and the parameters after it renumbered.
+    #[test]
+    fn postgres_is_sent_lists_as_arrays_under_one_text_whatever_their_length() {
+        let statement = |rows: &[(i64, Option<&'static str>)], ids: &[i64]| {
+            let mut sql = Sql::new("INSERT INTO t (a, b, c) SELECT column1, column2, ");
+            sql.bind(9_i64).push(" FROM (");
+            sql.values(rows.iter(), |t, &(a, b)| {
+                t.bind(a).bind(b);
+            });
+            sql.push(") AS v WHERE v.column1")
+                .is_in(ids.iter().copied());
+            sql.push(" AND v.column2 <> ").bind("z");
+            pg_form(&sql)
+        };
+        let (short, short_args) = statement(&[(1, Some("x"))], &[7]);
+        let (long, long_args) = statement(&[(1, Some("x")), (2, None), (3, Some("y"))], &[7, 8]);
+        assert_eq!(short, long);
+        assert_eq!(
+            long,
+            "/* wa-gateway group commit */ INSERT INTO t (a, b, c) SELECT column1, column2, $1 \
+             FROM (SELECT * FROM UNNEST($2::int8[], $3::text[]) AS u(column1, column2)) AS v \
+             WHERE v.column1 = ANY($4::int8[]) AND v.column2 <> $5"
+        );
+        assert_eq!(short_args.len(), 5);
+        let shown = format!("{long_args:?}");
+        assert_eq!(
+            shown,
+            r#"[One(Int(Some(9))), Ints([Some(1), Some(2), Some(3)]), Texts([Some("x"), None, Some("y")]), Ints([Some(7), Some(8)]), One(Text(Some("z")))]"#
+        );
+    }
+
+    /// A list that cannot be arrays (a column of two types) is sent as written, and the
+    /// parameters around it keep their numbers.
+    #[test]
+    fn a_list_of_mixed_types_is_sent_as_written() {
+        let mut sql = Sql::new("SELECT 1 WHERE $1 = 1 AND x");
+        sql.args.push(Arg::Int(Some(1)));
+        sql.is_in([Arg::Int(Some(2)), Arg::Text(Some("three"))]);
+        sql.push(" AND y = ").bind(4_i64);
+        let (text, args) = pg_form(&sql);
+        assert_eq!(
+            text,
+            "/* wa-gateway group commit */ SELECT 1 WHERE $1 = 1 AND x IN ($2, $3) AND y = $4"
+        );
+        assert_eq!(args.len(), 4);
     }
 }

@@ -29,9 +29,8 @@ pub(super) async fn attempts(
             "UPDATE outbox SET state = 'sending', state_rank = 1, attempts = attempts + 1, sending_since = ",
         );
         sql.bind(now).push(", updated_at = ").bind(now);
-        sql.push(" WHERE state_rank <= 1 AND id IN (")
-            .list(chunk.iter().copied())
-            .push(")");
+        sql.push(" WHERE state_rank <= 1 AND id")
+            .is_in(chunk.iter().copied());
         if shared {
             // Only the replica holding the conversation's lease may send its replies: one
             // whose lease ran out (and was taken over) must not send them too.

@@ -32,8 +32,8 @@ pub(super) async fn close(
         .collect();
     for chunk in plain_done.chunks(CHUNK) {
         let mut sql = Sql::new("UPDATE inbox SET state = 'done', handled_at = ");
-        sql.bind(now).push(" WHERE state = 'received' AND id IN (");
-        sql.list(chunk.iter().copied()).push(") RETURNING id");
+        sql.bind(now).push(" WHERE state = 'received' AND id");
+        sql.is_in(chunk.iter().copied()).push(" RETURNING id");
         let rows: Vec<(i64,)> = tx.fetch(&sql).await?;
         closed.extend(rows.into_iter().map(|(id,)| id));
     }
