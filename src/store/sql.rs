@@ -123,8 +123,8 @@ impl<'a> Sql<'a> {
     }
 
     /// Appends `VALUES (…), (…)`, one tuple per item, filled in by `row`. PostgreSQL is sent it
-    /// as written: a text per number of tuples, which it plans once each and then runs with
-    /// their generic plans. As arrays (`SELECT * FROM UNNEST(…)`, one text), PostgreSQL planned
+    /// as written: a text per number of tuples, each of which PostgreSQL soon runs with its
+    /// generic plan (it knows the rows' number from the text). As arrays (`SELECT * FROM UNNEST(…)`, one text), PostgreSQL planned
     /// the statement anew at every call, since a custom plan, which knows the arrays' lengths,
     /// looks cheaper than the generic one, which guesses 100 rows (session 25: planning took
     /// twice the time, and PostgreSQL 19–39% more CPU a message with three replicas).
@@ -247,7 +247,7 @@ pub trait WriteTx {
 /// alone (`wa-gateway bench --pg-stats` counts both).
 pub const GROUP_COMMIT_MARK: &str = "/* wa-gateway group commit */";
 
-/// A value bound on PostgreSQL: one parameter, or one column of a list as an array.
+/// A value bound on PostgreSQL: one parameter, or a list's items as one array.
 #[derive(Debug)]
 enum PgArg<'a> {
     One(Arg<'a>),
