@@ -310,6 +310,11 @@ fn pg_form<'a>(sql: &Sql<'a>) -> (String, Vec<PgArg<'a>>) {
     let mut text = String::with_capacity(GROUP_COMMIT_MARK.len() + 1 + sql.text.len());
     text.push_str(GROUP_COMMIT_MARK);
     text.push(' ');
+    if lists.is_empty() {
+        // Most statements: nothing to renumber.
+        text.push_str(&sql.text);
+        return (text, sql.args.iter().map(|a| PgArg::One(*a)).collect());
+    }
     let mut args = Vec::with_capacity(sql.args.len());
     let (mut at_text, mut at_arg) = (0, 0);
     for (list, array) in lists.iter().zip(arrays) {
@@ -335,15 +340,36 @@ fn pg_form<'a>(sql: &Sql<'a>) -> (String, Vec<PgArg<'a>>) {
 
 /// Copies `text` to `out` with each placeholder `$n` numbered `renumber(n)`.
 fn renumbered(text: &str, renumber: &impl Fn(usize) -> usize, out: &mut String) {
+    each_placeholder(text, out, |out, digits| match digits.parse::<usize>() {
+        Ok(n) => {
+            let _ = write!(out, "${}", renumber(n));
+        }
+        Err(_) => {
+            out.push('$');
+            out.push_str(digits);
+        }
+    });
+}
+
+/// Copies `text` to `out`, each placeholder (`$` and its digits) written by `placeholder`,
+/// which is given the digits; a `$` not followed by a digit is copied as it is. What a
+/// placeholder is, for both databases' spellings (`sqlite_writer` writes `?n`).
+pub(super) fn each_placeholder(
+    text: &str,
+    out: &mut String,
+    mut placeholder: impl FnMut(&mut String, &str),
+) {
     let mut rest = text;
     while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at + 1]);
+        out.push_str(&rest[..at]);
         rest = &rest[at + 1..];
         let digits = rest
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
-        if let Ok(n) = rest[..digits].parse::<usize>() {
-            let _ = write!(out, "{}", renumber(n));
+        if digits == 0 {
+            out.push('$');
+        } else {
+            placeholder(out, &rest[..digits]);
             rest = &rest[digits..];
         }
     }

@@ -160,14 +160,10 @@ impl Tx<'_> {
 /// parameters of a multi-row statement); `?n` is the n-th parameter outright.
 fn sqlite_text<'b>(text: &str, buf: &'b mut String) -> &'b str {
     buf.clear();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        buf.push_str(&rest[..at]);
-        let numbered = rest[at + 1..].starts_with(|c: char| c.is_ascii_digit());
-        buf.push(if numbered { '?' } else { '$' });
-        rest = &rest[at + 1..];
-    }
-    buf.push_str(rest);
+    super::sql::each_placeholder(text, buf, |out, digits| {
+        out.push('?');
+        out.push_str(digits);
+    });
     buf
 }
 
