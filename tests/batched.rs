@@ -180,6 +180,42 @@ async fn a_customer_asked_twice_at_once_waits_out_its_pacing_and_the_opt_out_is_
     assert_eq!(after.allowed, Some(false), "{after:?}");
 }
 
+/// A send whose number turn came late takes a later one (`outbox::last_checks`), and only the
+/// number's: retaking the customer's too spent their pacing burst at every late wake, and on a
+/// starved replica then held each of their replies for the interval per retake (the three-replica
+/// test, run beside the others, had hundreds of replies stuck behind 6-second turns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_turn_is_retaken_from_the_number_alone() {
+    let Some((storage, a, _b)) = two_replicas().await else {
+        return;
+    };
+    use wa_gateway::config::{CustomerPacing, Duration as ConfigDuration};
+    use wa_gateway::policy::limits::SendLimiter;
+    let (pnid, customer) = ("106540352242922", "491700000002");
+    let pacing = CustomerPacing {
+        interval: ConfigDuration::from_secs(6),
+        burst: 1,
+    };
+    let limiter = SendLimiter::new(1000, Default::default(), &pacing).shared(a);
+    limiter.acquire_asking(pnid, customer, None).await;
+    let customer_tat = bucket(&storage, &format!("c:{pnid}:{customer}")).await;
+    let number_tat = bucket(&storage, &format!("n:{pnid}")).await;
+    for _ in 0..3 {
+        let paced = limiter.retake_asking(pnid, customer, Some(0)).await;
+        assert_eq!(paced.allowed, Some(true), "a retake still asks");
+    }
+    assert_eq!(
+        bucket(&storage, &format!("c:{pnid}:{customer}")).await,
+        customer_tat,
+        "the customer's bucket is where the first turn left it"
+    );
+    let moved = bucket(&storage, &format!("n:{pnid}")).await - number_tat;
+    assert!(
+        moved >= 3_000,
+        "the number's bucket moved on by three turns of 1 ms, not {moved} µs"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turn_reads_made_together_each_get_their_own_conversation() {
     let Some((storage, a, _b)) = two_replicas().await else {

@@ -360,8 +360,16 @@ async fn conversation(
                 .await
             {
                 Some(true) => true,
-                // Another replica holds it and sees the work itself.
-                Some(false) | None => return,
+                // Another replica holds it and sees the work itself. A commit of this replica
+                // may have claimed it since, its rows coming here as a nudge: a new worker
+                // takes them, or none would until this replica's next commit for it.
+                Some(false) => {
+                    if close(&mut nudges) == Late::Work && !state.draining.is_cancelled() {
+                        dispatch.send(Work::Wake { key, local: true });
+                    }
+                    return;
+                }
+                None => return,
             }
         }
     };
@@ -371,12 +379,7 @@ async fn conversation(
         resume_replies(&state, &key).await;
     }
     let end = work(&state, &claims, &mut conv, &mut nudges).await;
-    // Nudges from now on start a new worker.
-    nudges.close();
-    let mut missed = false;
-    while nudges.try_recv().is_ok() {
-        missed = true;
-    }
+    let mut missed = close(&mut nudges) != Late::Nothing;
     state.metrics.conversation_leases.dec();
     state.metrics.conversation_workers.dec();
     // Stopping: every lease this replica holds is given back at once at the end of the drain.
@@ -393,6 +396,30 @@ async fn conversation(
     if missed && !state.draining.is_cancelled() {
         dispatch.send(Work::Wake { key, local: true });
     }
+}
+
+/// What came too late for a worker that is leaving.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Late {
+    Nothing,
+    /// Only looks: whoever holds the lease looks.
+    Look,
+    /// Rows a commit of this replica brought (it holds the lease), or a requeued reply.
+    Work,
+}
+
+/// Closes a leaving worker's channel, so that nudges from now on start a new worker, and says
+/// what came too late for this one.
+fn close(nudges: &mut mpsc::UnboundedReceiver<Nudge>) -> Late {
+    nudges.close();
+    let mut late = Late::Nothing;
+    while let Ok(n) = nudges.try_recv() {
+        late = late.max(match n {
+            Nudge::Look => Late::Look,
+            Nudge::Rows { .. } | Nudge::Reply(_) => Late::Work,
+        });
+    }
+    late
 }
 
 /// Replies a previous holder left unsettled, which leave before anything newer.
@@ -699,6 +726,29 @@ mod tests {
                 since: Instant::now(),
             },
         }
+    }
+
+    /// A worker that could not take the lease still hands on rows a commit of this replica
+    /// sent it meanwhile; a look alone it may drop, and nothing reaches it once it closed.
+    #[test]
+    fn a_leaving_worker_tells_rows_from_looks() {
+        let (_tx, mut rx) = mpsc::unbounded_channel::<Nudge>();
+        assert_eq!(close(&mut rx), Late::Nothing);
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        tx2.send(Nudge::Look).unwrap();
+        assert_eq!(close(&mut rx2), Late::Look);
+        assert!(
+            tx2.send(Nudge::Look).is_err(),
+            "closed: a new worker starts"
+        );
+        let (tx3, mut rx3) = mpsc::unbounded_channel();
+        tx3.send(Nudge::Look).unwrap();
+        let Work::Claimed { rows, held, .. } = claimed_here(5) else {
+            unreachable!()
+        };
+        tx3.send(Nudge::Rows { rows, held }).unwrap();
+        tx3.send(Nudge::Look).unwrap();
+        assert_eq!(close(&mut rx3), Late::Work);
     }
 
     /// Another replica's commit, heard of by NOTIFY.

@@ -69,6 +69,15 @@ impl Paced {
     }
 }
 
+/// Which turns a send takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Turns {
+    /// The customer's (pacing), then the number's: a send's first.
+    CustomerAndNumber,
+    /// Only the number's: a send whose number turn came late takes a later one.
+    Number,
+}
+
 /// Paces sends per number and per (number, customer); shared by all senders of the process.
 ///
 /// Build a new one when the config changes: the new limiter starts with full buckets, which at
@@ -181,13 +190,16 @@ impl SendLimiter {
         phone_number_id: &str,
         customer: &str,
         ask: Option<i64>,
+        turns: Turns,
     ) -> Result<Paced, crate::store::StoreError> {
         use crate::store::send_slots::Bucket;
         if let Some(until) = self.throttled_until(phone_number_id) {
             tokio::time::sleep_until(until).await;
         }
         let customer_key = format!("c:{phone_number_id}:{customer}");
-        let customer_bucket = (!self.pacing.interval.get().is_zero()).then(|| Bucket {
+        let paces_customer =
+            turns == Turns::CustomerAndNumber && !self.pacing.interval.get().is_zero();
+        let customer_bucket = paces_customer.then(|| Bucket {
             key: &customer_key,
             interval: self.pacing.interval.get(),
             burst: self.pacing.burst,
@@ -252,9 +264,38 @@ impl SendLimiter {
         customer: &str,
         ask: Option<i64>,
     ) -> Paced {
+        self.take(phone_number_id, customer, ask, Turns::CustomerAndNumber)
+            .await
+    }
+
+    /// A later turn of the number for a send whose turn came late ([`Paced::is_late`]), asking
+    /// as [`acquire_asking`](Self::acquire_asking) does. The customer's turn that send took
+    /// stands: coming late only spaced the customer's messages further. Taking it again would
+    /// spend the customer's burst at every late wake, and once it was spent hold each of their
+    /// later replies for the pacing interval (6 s by default) at every retake.
+    pub async fn retake_asking(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+        ask: Option<i64>,
+    ) -> Paced {
+        self.take(phone_number_id, customer, ask, Turns::Number)
+            .await
+    }
+
+    /// Takes `turns` for one message from `phone_number_id` to `customer`: from the cluster's
+    /// buckets when there are several replicas, from this process's otherwise (or when the
+    /// database's cannot be reached).
+    async fn take(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+        ask: Option<i64>,
+        turns: Turns,
+    ) -> Paced {
         if let Some(store) = &self.store {
             match self
-                .acquire_shared(store, phone_number_id, customer, ask)
+                .acquire_shared(store, phone_number_id, customer, ask, turns)
                 .await
             {
                 Ok(paced) => return paced,
@@ -263,7 +304,7 @@ impl SendLimiter {
                 }
             }
         }
-        if let Some(customers) = &self.customers {
+        if let (Some(customers), Turns::CustomerAndNumber) = (&self.customers, turns) {
             let key = (phone_number_id.to_owned(), customer.to_owned());
             while let Err(not_until) = customers.check_key(&key) {
                 tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
