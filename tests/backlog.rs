@@ -196,7 +196,7 @@ async fn a_backlog_of_100k_messages_starts_in_bounded_memory_and_drains_once() {
     );
     let mut last_report = Instant::now();
     let drained = wait_until(drain, || {
-        let sent = emu.sent().len();
+        let sent = emu.sent_count();
         if last_report.elapsed() > Duration::from_secs(10) {
             eprintln!(
                 "{sent} answered after {:?}, peak RSS {} KiB, agent peak {}",
@@ -213,13 +213,13 @@ async fn a_backlog_of_100k_messages_starts_in_bounded_memory_and_drains_once() {
     let elapsed = started.elapsed();
     eprintln!(
         "drained {} of {total} in {elapsed:?}; peak RSS {rss} KiB; agent peak in flight {}",
-        emu.sent().len(),
+        emu.sent_count(),
         agent.peak.load(Ordering::SeqCst)
     );
     assert!(
         drained,
         "only {} of {total} answered in {drain:?}",
-        emu.sent().len()
+        emu.sent_count()
     );
     assert!(
         rss > 0 && rss < RSS_LIMIT_KIB,

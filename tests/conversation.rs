@@ -682,9 +682,12 @@ async fn reply_queued_sending_but_never_sent_goes_once_after_restart(db: Db) {
         emu.wait_sent(|s| s.len() == 1, WAIT).await,
         "the first reply leaves"
     );
+    // The first reply's row is recorded sent after Meta answers, so until then it is `sending`
+    // too: wait for all three rows, two of them still `sending`.
     assert!(
         wait_until(WAIT, || async {
             count(&url, "SELECT COUNT(*) FROM outbox WHERE state = 'sending'").await == 2
+                && count(&url, "SELECT COUNT(*) FROM outbox").await == 3
         })
         .await,
         "the other two are queued with their attempt recorded"

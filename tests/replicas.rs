@@ -254,8 +254,11 @@ async fn three_replicas_answer_every_message_once_in_order_while_the_leader_dies
     })
     .await;
     assert!(halfway, "half the messages acknowledged");
-    replicas[doomed].kill();
+    // The leader's last moment: it runs nothing once SIGKILL is sent. Read after the kill, the
+    // clock could be later than the cycle the next leader starts at once (the test waits for
+    // the process to be reaped, and may be scheduled late on a loaded machine).
     let killed_at = now_ms();
+    replicas[doomed].kill();
     let held = count(
         &storage.url,
         &format!("SELECT COUNT(*) FROM conversation_leases WHERE owner = '{leader}'"),

@@ -297,6 +297,12 @@ impl EmulatorHandle {
         self.state.sent()
     }
 
+    /// How many messages the gateway sent that were accepted: what `sent().len()` says, without
+    /// copying them (a test polling a large backlog would spend its time in that copy).
+    pub fn sent_count(&self) -> usize {
+        self.state.sent_count()
+    }
+
     /// The wamids the gateway marked read, in order.
     pub fn read_receipts(&self) -> Vec<String> {
         self.state.read_receipts()

@@ -184,6 +184,10 @@ impl State {
         self.lock().sent.clone()
     }
 
+    pub fn sent_count(&self) -> usize {
+        self.lock().sent.len()
+    }
+
     pub fn last_seq(&self) -> u64 {
         *self.last_seq.borrow()
     }
