@@ -190,7 +190,7 @@ async fn a_late_turn_is_retaken_from_the_number_alone() {
         return;
     };
     use wa_gateway::config::{CustomerPacing, Duration as ConfigDuration};
-    use wa_gateway::policy::limits::SendLimiter;
+    use wa_gateway::policy::limits::{SendLimiter, Turns};
     let (pnid, customer) = ("106540352242922", "491700000002");
     let pacing = CustomerPacing {
         interval: ConfigDuration::from_secs(6),
@@ -201,7 +201,7 @@ async fn a_late_turn_is_retaken_from_the_number_alone() {
     let customer_tat = bucket(&storage, &format!("c:{pnid}:{customer}")).await;
     let number_tat = bucket(&storage, &format!("n:{pnid}")).await;
     for _ in 0..3 {
-        let paced = limiter.retake_asking(pnid, customer, Some(0)).await;
+        let paced = limiter.take(pnid, customer, Some(0), Turns::Number).await;
         assert_eq!(paced.allowed, Some(true), "a retake still asks");
     }
     assert_eq!(

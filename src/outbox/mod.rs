@@ -5,7 +5,7 @@
 
 use crate::cloudapi::outbound::Envelope;
 use crate::graph::{GraphClient, GraphError};
-use crate::policy::limits::Paced;
+use crate::policy::limits::{Paced, Turns};
 use crate::serve::state::{AppState, NumberRuntime};
 use crate::store::{OutboxKind, OutboxRow, OutboxState, now_ms};
 use media::{MediaError, Uploaded};
@@ -154,7 +154,12 @@ const LATE_RETAKES: u32 = 3;
 async fn last_checks(state: &AppState, row: &OutboxRow) -> ControlFlow<Outcome> {
     let mut retakes = 0;
     let allowed = loop {
-        let paced = pace(state, row, retakes > 0).await?;
+        let turns = if retakes == 0 {
+            Turns::CustomerAndNumber
+        } else {
+            Turns::Number
+        };
+        let paced = pace(state, row, turns).await?;
         // The last moment before it leaves: an opt-out committed while it was queued, waited
         // for its pace or for a retry stops it here (an attempt recorded for it is taken back).
         let allowed = match paced.allowed {
@@ -230,9 +235,8 @@ async fn record_attempt(state: &AppState, row: &OutboxRow, recorded: bool) -> Co
 
 /// Waits for the number's pace. The token is taken right before the call (only the opt-out
 /// check comes between), so what Meta sees is paced, not what the database saw. With several
-/// replicas the statement that takes it also asks whether the customer takes the reply. A
-/// `retake` (the turn taken before came late) takes only a later turn of the number.
-async fn pace(state: &AppState, row: &OutboxRow, retake: bool) -> ControlFlow<Outcome, Paced> {
+/// replicas the statement that takes it also asks whether the customer takes the reply.
+async fn pace(state: &AppState, row: &OutboxRow, turns: Turns) -> ControlFlow<Outcome, Paced> {
     let pnid = row.phone_number_id.as_str();
     let limiter = state.limiter.load_full();
     let waiting = tokio::time::Instant::now();
@@ -240,15 +244,8 @@ async fn pace(state: &AppState, row: &OutboxRow, retake: bool) -> ControlFlow<Ou
         .then_some(row.created_at);
     // Like the waits between retries, a pacing wait ends when the gateway drains: the row
     // stays open for whoever comes next.
-    let turn = async {
-        if retake {
-            limiter.retake_asking(pnid, &row.customer, ask).await
-        } else {
-            limiter.acquire_asking(pnid, &row.customer, ask).await
-        }
-    };
     let paced = tokio::select! {
-        paced = turn => paced,
+        paced = limiter.take(pnid, &row.customer, ask, turns) => paced,
         _ = state.draining.cancelled() => return ControlFlow::Break(Outcome::Interrupted),
     };
     state

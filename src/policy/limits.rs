@@ -69,12 +69,16 @@ impl Paced {
     }
 }
 
-/// Which turns a send takes.
+/// Which turns a send takes ([`SendLimiter::take`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Turns {
+pub enum Turns {
     /// The customer's (pacing), then the number's: a send's first.
     CustomerAndNumber,
-    /// Only the number's: a send whose number turn came late takes a later one.
+    /// Only the number's: a send whose number turn came late ([`Paced::is_late`]) takes a
+    /// later one. The customer's turn it took stands: coming late only spaced the customer's
+    /// messages further. Taking it again would spend the customer's burst at every late wake,
+    /// and once it was spent hold each of their later replies for the pacing interval (6 s by
+    /// default) at every retake.
     Number,
 }
 
@@ -268,25 +272,11 @@ impl SendLimiter {
             .await
     }
 
-    /// A later turn of the number for a send whose turn came late ([`Paced::is_late`]), asking
-    /// as [`acquire_asking`](Self::acquire_asking) does. The customer's turn that send took
-    /// stands: coming late only spaced the customer's messages further. Taking it again would
-    /// spend the customer's burst at every late wake, and once it was spent hold each of their
-    /// later replies for the pacing interval (6 s by default) at every retake.
-    pub async fn retake_asking(
-        &self,
-        phone_number_id: &str,
-        customer: &str,
-        ask: Option<i64>,
-    ) -> Paced {
-        self.take(phone_number_id, customer, ask, Turns::Number)
-            .await
-    }
-
-    /// Takes `turns` for one message from `phone_number_id` to `customer`: from the cluster's
-    /// buckets when there are several replicas, from this process's otherwise (or when the
-    /// database's cannot be reached).
-    async fn take(
+    /// Takes `turns` for one message from `phone_number_id` to `customer`, asking as
+    /// [`acquire_asking`](Self::acquire_asking) does: from the cluster's buckets when there are
+    /// several replicas, from this process's otherwise (or when the database's cannot be
+    /// reached).
+    pub async fn take(
         &self,
         phone_number_id: &str,
         customer: &str,

@@ -124,10 +124,11 @@ impl<'a> Sql<'a> {
 
     /// Appends `VALUES (…), (…)`, one tuple per item, filled in by `row`. PostgreSQL is sent it
     /// as written: a text per number of tuples, each of which PostgreSQL soon runs with its
-    /// generic plan (it knows the rows' number from the text). As arrays (`SELECT * FROM UNNEST(…)`, one text), PostgreSQL planned
-    /// the statement anew at every call, since a custom plan, which knows the arrays' lengths,
-    /// looks cheaper than the generic one, which guesses 100 rows (session 25: planning took
-    /// twice the time, and PostgreSQL 19–39% more CPU a message with three replicas).
+    /// generic plan (it knows the rows' number from the text). As arrays (`SELECT * FROM
+    /// UNNEST(…)`, one text), PostgreSQL planned the statement anew at every call, since a
+    /// custom plan, which knows the arrays' lengths, looks cheaper than the generic one, which
+    /// guesses 100 rows (session 25: planning took twice the time, and PostgreSQL 19–39% more
+    /// CPU a message with three replicas).
     pub fn values<T>(
         &mut self,
         items: impl IntoIterator<Item = T>,
