@@ -1,7 +1,7 @@
 //! The admin API over real sockets: the bearer token, disconnect / connect (at once, across a
 //! restart, back again), number statuses, the config view and the OpenAPI document.
 
-mod common;
+use crate::common;
 
 use common::{
     Db, Options, PNID, PNID2, RecordingAgent, TestGateway, WABA, text_envelope, wait_until,

@@ -4,7 +4,7 @@
 //! and the three-dot menu: Test Connection shows each check, Disconnect and Connect flip the
 //! badge. Skips loudly without Chromium, fails in CI (`CI=true`).
 
-mod common;
+use crate::common;
 
 use common::browser::{Driver, chromium_available, save_screenshot, sign_in};
 use common::{Db, Options, PNID, PNID2, TestGateway};

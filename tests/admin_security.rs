@@ -4,7 +4,7 @@
 //! and nothing changes; every route checks Host; the status page signs in with an HttpOnly,
 //! SameSite=Strict cookie; the media token opens /media and nothing else.
 
-mod common;
+use crate::common;
 
 use common::{Db, PNID, TestGateway, WABA, wait_until};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};

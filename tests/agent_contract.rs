@@ -3,7 +3,7 @@
 //! refused before anything is sent, and the requests an agent receives (and every answer shape)
 //! match the published schemas.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

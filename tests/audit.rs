@@ -4,7 +4,7 @@
 //! `GET /api/audit` (`since`, `limit`); no entry holds a secret value; entries go after
 //! `storage.retention.audit`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

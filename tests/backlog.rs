@@ -7,7 +7,7 @@
 //! `WA_GATEWAY_BACKLOG_BIN` runs another build of the binary (e.g. `target/release/wa-gateway`,
 //! much faster than the debug build); `WA_GATEWAY_BACKLOG_MESSAGES` changes the size.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::HashMap;

@@ -4,7 +4,7 @@
 //! read the opt-out when asked (`store/send_slots.rs`); the reads of turns starting together are
 //! one statement, and each turn gets its own conversation's answer.
 
-mod common;
+use crate::common;
 
 use common::Db;
 use std::time::Duration;

@@ -5,8 +5,7 @@
 //! tests in `charts/wa-gateway/tests/alerts.test.yaml` through `promtool test rules`.
 //! The tools come from `charts/requirements.txt` (see `tests/tools`); in CI they are required.
 
-mod common;
-mod tools;
+use crate::tools;
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,8 +3,6 @@
 //! `schema` prints the JSON Schema, which accepts every shipped config. (The README's quick start, `serve` and the
 //! commands beside it on the repository's gateway.yaml, is `tests/quick_start.rs`.)
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 

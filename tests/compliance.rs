@@ -4,7 +4,7 @@
 //! names (installation, number, recipient), and NUL characters, which PostgreSQL text refuses,
 //! are handled the same on both databases.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::sync::Arc;

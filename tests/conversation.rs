@@ -2,7 +2,7 @@
 //! time, opt-out across a restart, Meta's pacing limits, reply shaping, language hints,
 //! resilient agents, coalescing, and settling a crash by status webhooks.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! answered, or with multi-item replies queued and in flight; after a restart every message and
 //! every item is answered exactly once, in order (SQLite and PostgreSQL).
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::HashMap;

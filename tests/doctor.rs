@@ -4,7 +4,7 @@
 //! the fix and skips the rest; an unsubscribed WABA fails that check; `wa-gateway status`, the
 //! API and the gauge agree.
 
-mod common;
+use crate::common;
 
 use common::{PNID, StandaloneConfig, WABA, free_port};
 use serde_json::{Value, json};

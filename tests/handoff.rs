@@ -5,7 +5,7 @@
 //! and with three replicas on PostgreSQL a pause made through one holds for messages received by
 //! another.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

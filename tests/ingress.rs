@@ -1,7 +1,7 @@
 //! Webhook ingress over the wire: the verification handshake, body limits, envelopes that are
 //! not envelopes, numbers the gateway does not serve, and the admin endpoints.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

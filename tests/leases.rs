@@ -3,7 +3,7 @@
 //! for as long as that lease is held; once it is given back, the leader takes the conversation
 //! over and the message is answered once.
 
-mod common;
+use crate::common;
 
 use common::*;
 use sqlx::Connection;

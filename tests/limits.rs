@@ -3,7 +3,7 @@
 //! after `body_timeout` in total, bodies of up to 3 MiB pass, and webhooks beyond
 //! `max_inflight_bodies` wait, then get 503.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Media over real sockets: the emulator serves blobs as Meta does, `GraphClient` fetches info and
 //! bytes through it, the admin route hands the same bytes to agents, and customers send media.
 
-mod common;
+use crate::common;
 
 use common::{Db, Options, PNID, spawn_gateway, wait_until};
 use serde_json::{Value, json};

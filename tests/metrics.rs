@@ -2,8 +2,8 @@
 //! own lint: naming, units, `_total` counters, help text) and holds the families that the
 //! chart's alerts and dashboard use, with values that follow the traffic sent.
 
-mod common;
-mod tools;
+use crate::common;
+use crate::tools;
 
 use common::{Db, Options, PNID, TestGateway};
 use std::collections::BTreeMap;

@@ -3,7 +3,7 @@
 //! Meta's refusals as sentences, the resend cooldown, the Embedded Signup exchange storing an
 //! encrypted token that a gateway then serves with, and encryption key rotation.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::*;

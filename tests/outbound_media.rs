@@ -4,7 +4,7 @@
 //! refuse fails its row and never reaches Meta; a host's 500 is retried; `policies.media.upload:
 //! false` sends the link; expired uploads are pruned, and an upload Meta forgot is made again.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

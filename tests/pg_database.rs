@@ -2,7 +2,7 @@
 //! it when its user may, also when several replicas start at once, and otherwise says once, with
 //! the statement to run, what to do.
 
-mod common;
+use crate::common;
 
 use common::{Db, pg_admin_url};
 use sqlx::Connection;

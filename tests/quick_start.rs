@@ -3,7 +3,7 @@
 //! through the built-in emulator's control API, `secret list` and `doctor`, each with the exit
 //! code the README gives. Uses the file's own ports (8080, 9090, 8089).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -2,7 +2,7 @@
 //! `public_url`, so Meta's verification GET reaches the gateway's /webhook: plan, apply, plan
 //! again, refusals explained, and number status following token expiry.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Config hot reload over real files and sockets: reloads under load lose nothing, an invalid
 //! edit changes nothing and is reported, and a Kubernetes ConfigMap `..data` swap is picked up.
 
-mod common;
+use crate::common;
 
 use common::{Db, Options, PNID, TestGateway, wait_until};
 use sha2::{Digest, Sha256};

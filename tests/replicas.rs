@@ -4,7 +4,7 @@
 //! under load refusing nothing before /readyz turned 503; every replica serving the same number
 //! status; and the SQLite single-process rule.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::{BTreeMap, HashMap};

@@ -3,7 +3,7 @@
 //! SQLite file gives space back, a sustained load keeps the database flat; and a customer's
 //! erasure leaves no row carrying their id or text, while an opt-out stays in force.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, Instant};

@@ -1,10 +1,9 @@
 //! A test whose real part is missing is never reported as passed: it fails, in CI and under a
 //! plain `cargo test`, and only under `.ci/test` (`WA_GATEWAY_SKIPS`) is it recorded as skipped
-//! for the run's closing summary. Runs this binary's `a_test_missing_its_part` in a child
-//! process under each of the three.
+//! for the run's closing summary. Runs `a_test_missing_its_part` in a child process under each
+//! of the three.
 
-#[path = "common/skip.rs"]
-mod skip;
+use crate::common::skip;
 
 use std::process::Command;
 
@@ -18,7 +17,12 @@ fn a_test_missing_its_part() {
 
 fn child(env: &[(&str, &str)]) -> bool {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_test_missing_its_part", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "skip_policy::a_test_missing_its_part",
+            "--test-threads",
+            "1",
+        ])
         .env_remove("CI")
         .env_remove("WA_GATEWAY_SKIPS")
         .env("WA_GATEWAY_SKIP_POLICY_CHILD", "1")
@@ -42,7 +46,7 @@ fn a_missing_part_fails_unless_the_runner_records_the_skip() {
     let recorded = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         recorded,
-        "skip_policy::a_test_missing_its_part\ta part: not here. install it\n"
+        "integration::skip_policy::a_test_missing_its_part\ta part: not here. install it\n"
     );
     assert!(
         !child(&[("WA_GATEWAY_SKIPS", log_str), ("CI", "true")]),

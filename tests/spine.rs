@@ -1,7 +1,7 @@
 //! The spine over real sockets, on SQLite and PostgreSQL: a customer's message reaches its agent
 //! and the reply reaches the customer, exactly once, in order, whatever Meta and storage do.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! file and hot-reloaded), refused sends turn a number to Error, and `apply: false` only
 //! reports the drift. `/api/numbers` and the `wa_gateway_number_status` gauge always agree.
 
-mod common;
+use crate::common;
 
 use common::{Db, Options, PNID, PNID2, TestGateway, WABA, wait_until};
 use serde_json::{Value, json};

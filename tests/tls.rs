@@ -2,7 +2,7 @@
 //! next handshake on, ALPN offers h2, and a TLS 1.1 ClientHello is refused. The admin listener's
 //! own TLS (`listen.admin_tls`) is reloaded the same way and marks the sign-in cookie Secure.
 
-mod common;
+use crate::common;
 
 use common::{Db, Options, TestGateway, VERIFY_TOKEN};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};

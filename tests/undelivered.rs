@@ -3,7 +3,7 @@
 //! agent turn, and a second replay none; a failed reply retried inside the customer's 24-hour
 //! window is sent once, and refused outside it (or after an opt-out); each change is audited.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

@@ -1,7 +1,6 @@
 //! External tools the chart and metrics tests drive (promtool, the chart venv's Python): found
 //! on PATH or through an environment variable. A missing tool fails the test, or under
-//! `.ci/test` skips it and says so in the run's summary (`tests/common/skip.rs`; a test crate
-//! that uses these tools declares `mod common` too).
+//! `.ci/test` skips it and says so in the run's summary (`tests/common/skip.rs`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
