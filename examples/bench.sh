@@ -4,6 +4,9 @@
 # with `wa-gateway bench`, stops the gateway and prints both reports.
 # INGRESS_ONLY=1 declares both numbers `enabled: false`: every webhook is verified, parsed and
 # committed durably before its 200, but no agent turn or reply follows (the ingress capacity).
+# FLOOR=1 runs examples/http_floor.rs in the gateway's place: the same HTTP work a message (its
+# webhook and two status webhooks verified and parsed, mark-read and the reply sent) with the
+# gateway's own stacks and nothing else, the floor under the gateway's cost per message.
 # Each report ends with the disk's own fsync latency during the load (--disk-probe): every
 # durable ack waits for an fsync, so a slow disk shows there, not only in the ack tail.
 # Usage: examples/bench.sh [extra bench flags, e.g. --json or --messages-per-webhook 2]
@@ -20,6 +23,12 @@ bin="${CARGO_TARGET_DIR:-target}/release/wa-gateway"
 work="$(mktemp -d)"
 cp "$bin" "$work/wa-gateway"
 bin="$work/wa-gateway"
+serve=("$bin" serve --config)
+if [ -n "${FLOOR:-}" ]; then
+    cargo build --release --quiet --example http_floor
+    cp "${CARGO_TARGET_DIR:-target}/release/examples/http_floor" "$work/http_floor"
+    serve=("$work/http_floor")
+fi
 
 config=examples/bench.yaml
 if [ -n "${INGRESS_ONLY:-}" ]; then
@@ -31,7 +40,7 @@ mkdir -p data
 rm -f data/bench.db data/bench.db-wal data/bench.db-shm
 # The build's output is still being written back: let it land before the disk is measured.
 sync
-"$bin" serve --config "$config" >"$work/gateway.log" 2>&1 &
+"${serve[@]}" "$config" >"$work/gateway.log" 2>&1 &
 gateway=$!
 stop_gateway() {
     if kill -0 "$gateway" 2>/dev/null; then
@@ -41,7 +50,7 @@ stop_gateway() {
 }
 # The binary copies go when the script ends, however it ends (about 170 MB each); the logs
 # stay in $work. Stopping twice is harmless.
-trap 'stop_gateway; rm -f "$work"/wa-gateway' EXIT
+trap 'stop_gateway; rm -f "$work"/wa-gateway "$work"/http_floor' EXIT
 
 # Ready when the admin listener says so.
 for _ in $(seq 100); do
@@ -61,5 +70,5 @@ echo "== closed loop: $CONCURRENCY in flight for $DURATION"
 
 stop_gateway
 echo
-echo "gateway log: $work/gateway.log ($(grep -c '"level":"ERROR"' "$work/gateway.log" || true) errors)"
+echo "gateway log: $work/gateway.log ($(grep -c -e '"level":"ERROR"' -e '^http_floor: ' "$work/gateway.log" || true) errors)"
 exit "$status"
