@@ -1,7 +1,8 @@
 //! Conversation leases on PostgreSQL, claimed in the group commit: a conversation another live
 //! replica holds is not worked here (its message is committed and acknowledged, nothing is sent)
 //! for as long as that lease is held; once it is given back, the leader takes the conversation
-//! over and the message is answered once.
+//! over and the message is answered once. A reply an operator requeues on a replica that cannot
+//! claim its conversation is handed to the holder, which sends it at once.
 
 use crate::common;
 
@@ -47,6 +48,20 @@ async fn another_live_replica(c: &mut sqlx::PgConnection) {
     .unwrap();
 }
 
+/// Another replica, alive for the next ten minutes, holds `customer`'s conversation.
+async fn held_elsewhere(c: &mut sqlx::PgConnection, customer: &str) {
+    another_live_replica(c).await;
+    sqlx::query(
+        "INSERT INTO conversation_leases (phone_number_id, customer, owner, expires_at) \
+         VALUES ($1, $2, 'elsewhere', 0)",
+    )
+    .bind(PNID)
+    .bind(customer)
+    .execute(c)
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_another_live_replica_holds_is_answered_only_once_its_lease_is_free() {
     let opts = Options {
@@ -58,17 +73,7 @@ async fn a_conversation_another_live_replica_holds_is_answered_only_once_its_lea
     };
     let customer = "491700000088";
     let mut c = sqlx::PgConnection::connect(&t.storage.url).await.unwrap();
-    // Another replica, alive for the next ten minutes, holds the conversation.
-    another_live_replica(&mut c).await;
-    sqlx::query(
-        "INSERT INTO conversation_leases (phone_number_id, customer, owner, expires_at) \
-         VALUES ($1, $2, 'elsewhere', 0)",
-    )
-    .bind(PNID)
-    .bind(customer)
-    .execute(&mut c)
-    .await
-    .unwrap();
+    held_elsewhere(&mut c, customer).await;
 
     t.emu.customer_says(PNID, customer, "Held", "first").await;
     assert!(
@@ -190,4 +195,143 @@ async fn a_commit_tells_the_holder_of_each_conversation_it_holds_in_payloads_und
     );
     // Nothing was answered here: every conversation is the other replica's.
     assert!(t.emu.sent().is_empty(), "{:?}", t.emu.sent());
+}
+
+const TOKEN: &str = "leases-admin-token";
+
+/// A gateway on PostgreSQL whose replies fail after two attempts, with an admin token.
+async fn spawn_with_retries() -> Option<TestGateway> {
+    let storage = storage(Db::Postgres).await?;
+    let opts = Options {
+        extra: Options::default()
+            .extra
+            .replace("settle_grace: 2s }", "settle_grace: 2s, max_attempts: 2 }"),
+        ..Options::default()
+    };
+    let yaml = config_yaml(&storage.url, &opts, "echo").replace(
+        "  admin: 127.0.0.1:0\n",
+        &format!(
+            "  admin: 127.0.0.1:{}\n  admin_token: {{ value: {TOKEN} }}\n",
+            free_port()
+        ),
+    );
+    Some(start_from_yaml(storage, &yaml).await)
+}
+
+/// The customer writes; both send attempts fail (HTTP 500). Returns the failed reply's id.
+async fn a_failed_reply(t: &TestGateway, customer: &str) -> i64 {
+    use wa_gateway::emulator::{Fault, FaultKind};
+    t.emu
+        .push_fault(Fault::once(FaultKind::Http500).times(2).for_number(PNID));
+    t.emu.customer_says(PNID, customer, "C", "first").await;
+    let failed = format!("FROM outbox WHERE customer = '{customer}' AND state = 'failed'");
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            t.scalar(&format!("SELECT CAST(COUNT(*) AS TEXT) {failed}"))
+                .await
+                == "1"
+        })
+        .await,
+        "the reply fails"
+    );
+    t.scalar(&format!("SELECT CAST(id AS TEXT) {failed}"))
+        .await
+        .parse()
+        .unwrap()
+}
+
+/// An operator retries a failed reply on a replica that cannot claim its conversation (another
+/// live replica holds it): the reply is not sent there, and the holder is told, by its id, on
+/// the requeue channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_requeued_where_another_replica_holds_the_conversation_is_handed_to_it() {
+    let Some(t) = spawn_with_retries().await else {
+        return;
+    };
+    let customer = "491700000066";
+    let id = a_failed_reply(&t, customer).await;
+    let mut c = sqlx::PgConnection::connect(&t.storage.url).await.unwrap();
+    // This replica's worker gives the conversation back after its idle time (10 s); then
+    // another live replica takes it.
+    let leases = format!(
+        "SELECT CAST(COUNT(*) AS TEXT) FROM conversation_leases WHERE customer = '{customer}'"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            t.scalar(&leases).await == "0"
+        })
+        .await,
+        "the idle conversation is given back"
+    );
+    held_elsewhere(&mut c, customer).await;
+    let mut listener = sqlx::postgres::PgListener::connect(&t.storage.url)
+        .await
+        .unwrap();
+    listener
+        .listen(wa_gateway::store::cluster::REQUEUED_CHANNEL)
+        .await
+        .unwrap();
+
+    let (status, body) = admin_post(
+        &t,
+        TOKEN,
+        &format!("/api/replies/{id}/retry"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let told = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("the holder is told within 10 s")
+        .unwrap();
+    assert_eq!(
+        wa_gateway::store::cluster::parse_requeued_payload(told.payload()),
+        Some(((PNID.to_owned(), customer.to_owned()), id))
+    );
+    assert!(
+        t.texts_to(customer).is_empty(),
+        "{:?}",
+        t.texts_to(customer)
+    );
+}
+
+/// The replica holding a conversation, told that another replica requeued one of its replies,
+/// sends it at once: not after its idle time (10 s), when the leader would take the
+/// conversation over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holder_sends_a_reply_another_replica_requeued_at_once() {
+    let Some(t) = spawn_with_retries().await else {
+        return;
+    };
+    let customer = "491700000055";
+    let id = a_failed_reply(&t, customer).await;
+    let mut c = sqlx::PgConnection::connect(&t.storage.url).await.unwrap();
+    // What the other replica's retry commits, then what it says when it cannot claim the
+    // conversation (this replica's worker holds it, idle).
+    sqlx::query(
+        "UPDATE outbox SET state = 'pending', state_rank = 0, attempts = 0, \
+         sending_since = NULL WHERE id = $1 AND state = 'failed'",
+    )
+    .bind(id)
+    .execute(&mut c)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(wa_gateway::store::cluster::REQUEUED_CHANNEL)
+        .bind(format!("{PNID}\t{customer}\t{id}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            !t.texts_to(customer).is_empty()
+        })
+        .await,
+        "the requeued reply was not sent within 5 s"
+    );
+    assert_eq!(t.texts_to(customer), vec!["echo: first".to_owned()]);
+    let state = t
+        .scalar(&format!("SELECT state FROM outbox WHERE id = {id}"))
+        .await;
+    assert_ne!(state, "failed");
 }

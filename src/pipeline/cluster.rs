@@ -11,7 +11,9 @@
 
 use super::{Dispatch, Work, turn};
 use crate::serve::state::AppState;
-use crate::store::cluster::{OVERRIDES_CHANNEL, WORK_CHANNEL, parse_work_payload};
+use crate::store::cluster::{
+    OVERRIDES_CHANNEL, REQUEUED_CHANNEL, WORK_CHANNEL, parse_requeued_payload, parse_work_payload,
+};
 use crate::store::writer::Claimed;
 use crate::store::{InboxRow, OutboxRow};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -131,6 +133,9 @@ enum Nudge {
     /// An operator put this reply back to `pending` (`outbox::requeue`): send it. Boxed: it is
     /// rare, and each worker's channel allocates room for 32 nudges when it is made.
     Reply(Box<OutboxRow>),
+    /// Another replica requeued this reply of the conversation and could not claim it: read
+    /// it, and send it if it is still waiting.
+    Requeued(i64),
 }
 
 async fn dispatcher(
@@ -198,6 +203,13 @@ impl Routes {
             Work::Resume(row) => (true, Nudge::Reply(Box::new(row))),
             // Not made with several replicas; a look finds them in storage.
             Work::Inbound(_) => (true, Nudge::Look),
+            Work::Requeued { id, .. } => {
+                // Only the holder sends it; with no worker here, this replica does not hold it.
+                if let Some(worker) = self.owned.get(&key) {
+                    let _ = worker.send(Nudge::Requeued(id));
+                }
+                return None;
+            }
         };
         let nudge = match self.owned.get(&key) {
             Some(worker) => match worker.send(nudge) {
@@ -255,6 +267,8 @@ struct Conversation {
     acquired: Instant,
     /// Replies an operator requeued, sent before the next turn.
     replies: Vec<OutboxRow>,
+    /// Replies another replica requeued, by id: read, and sent if still waiting.
+    requeued: Vec<i64>,
 }
 
 /// How a worker's hold on its conversation ended.
@@ -274,6 +288,7 @@ impl Conversation {
         match nudge {
             Nudge::Look => self.must_read = true,
             Nudge::Reply(row) => self.replies.push(*row),
+            Nudge::Requeued(id) => self.requeued.push(id),
             Nudge::Rows { rows, held } => {
                 self.acquired = self.acquired.max(held.since);
                 match self.seen_seq {
@@ -337,6 +352,7 @@ async fn conversation(
         handed: HashSet::new(),
         acquired: Instant::now(),
         replies: Vec::new(),
+        requeued: Vec::new(),
     };
     let resume = match first {
         // The commit took the lease with nothing else open: its rows are all there is.
@@ -352,7 +368,7 @@ async fn conversation(
             true
         }
         // A requeued reply is open in storage: claiming the conversation resumes it.
-        Nudge::Look | Nudge::Reply(_) => {
+        first @ (Nudge::Look | Nudge::Reply(_) | Nudge::Requeued(_)) => {
             let (pnid, customer) = (key.0.as_str(), key.1.as_str());
             let lease = claims.lease;
             match state
@@ -364,6 +380,15 @@ async fn conversation(
                 // may have claimed it since, its rows coming here as a nudge: a new worker
                 // takes them, or none would until this replica's next commit for it.
                 Some(false) => {
+                    // A reply requeued here is the holder's to send: tell it.
+                    if let Nudge::Reply(row) = &first {
+                        let id = row.id;
+                        state
+                            .persist("requeue notice", || {
+                                state.store.notify_requeued(pnid, customer, id)
+                            })
+                            .await;
+                    }
                     if close(&mut nudges) == Late::Work && !state.draining.is_cancelled() {
                         dispatch.send(Work::Wake { key, local: true });
                     }
@@ -416,7 +441,7 @@ fn close(nudges: &mut mpsc::UnboundedReceiver<Nudge>) -> Late {
     while let Ok(n) = nudges.try_recv() {
         late = late.max(match n {
             Nudge::Look => Late::Look,
-            Nudge::Rows { .. } | Nudge::Reply(_) => Late::Work,
+            Nudge::Rows { .. } | Nudge::Reply(_) | Nudge::Requeued(_) => Late::Work,
         });
     }
     late
@@ -436,6 +461,24 @@ async fn resume_replies(state: &AppState, (pnid, customer): &Key) {
         }
         Box::pin(turn::resume(state, row)).await;
     }
+}
+
+/// Reads the replies another replica requeued and queues those still waiting to be sent;
+/// `false` when shutting down.
+async fn requeued_replies(state: &AppState, conv: &mut Conversation) -> bool {
+    for id in std::mem::take(&mut conv.requeued) {
+        let Some(row) = state
+            .persist("outbox read", || state.store.outbox_row(id))
+            .await
+        else {
+            return false;
+        };
+        // Already sent, or ended again: nothing to do.
+        if let Some(row) = row.filter(|r| r.state == crate::store::OutboxState::Pending) {
+            conv.replies.push(row);
+        }
+    }
+    true
 }
 
 /// Runs the conversation's turns until it is idle (and given back), lost or the gateway stops.
@@ -461,6 +504,9 @@ async fn work(
         }
         while let Ok(n) = nudges.try_recv() {
             conv.nudged(n);
+        }
+        if !requeued_replies(state, conv).await {
+            return End::Stopped;
         }
         for row in std::mem::take(&mut conv.replies) {
             Box::pin(turn::resume(state, row)).await;
@@ -599,7 +645,8 @@ async fn listen(state: Arc<AppState>, dispatch: Dispatch) {
                 .max_connections(1)
                 .connect_lazy_with(opts.clone());
             let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            l.listen_all([WORK_CHANNEL, OVERRIDES_CHANNEL]).await?;
+            l.listen_all([WORK_CHANNEL, OVERRIDES_CHANNEL, REQUEUED_CHANNEL])
+                .await?;
             Ok::<_, sqlx::Error>(l)
         }
         .await
@@ -626,6 +673,11 @@ async fn listen(state: Arc<AppState>, dispatch: Dispatch) {
                 Ok(Some(n)) if n.channel() == WORK_CHANNEL => {
                     for key in parse_work_payload(n.payload()) {
                         dispatch.send(Work::Wake { key, local: false });
+                    }
+                }
+                Ok(Some(n)) if n.channel() == REQUEUED_CHANNEL => {
+                    if let Some((key, id)) = parse_requeued_payload(n.payload()) {
+                        dispatch.send(Work::Requeued { key, id });
                     }
                 }
                 Ok(Some(_)) => reload_disconnected(&state).await,

@@ -29,6 +29,9 @@ pub enum Work {
     /// committed it or found it orphaned, so it tries to claim the conversation; otherwise
     /// (another replica's commit) only a worker already holding it looks.
     Wake { key: (String, String), local: bool },
+    /// Several replicas: another replica requeued reply `id` of this conversation and could not
+    /// claim it; a worker holding the conversation here sends it (none is started for it).
+    Requeued { key: (String, String), id: i64 },
     /// Several replicas: a commit of this replica brought `rows` to a conversation whose lease
     /// this replica holds (it held it already, or the commit claimed it).
     Claimed {
@@ -43,7 +46,9 @@ impl Work {
         match self {
             Work::Inbound(r) => (r.msg.phone_number_id.clone(), r.msg.customer.clone()),
             Work::Resume(r) => (r.phone_number_id.clone(), r.customer.clone()),
-            Work::Wake { key, .. } | Work::Claimed { key, .. } => key.clone(),
+            Work::Wake { key, .. } | Work::Requeued { key, .. } | Work::Claimed { key, .. } => {
+                key.clone()
+            }
         }
     }
 }
@@ -259,7 +264,7 @@ async fn handle(
         Work::Resume(row) => return turn::resume(state, row).await,
         Work::Inbound(row) => row,
         // Only the cluster dispatcher sees wakes and claims.
-        Work::Wake { .. } | Work::Claimed { .. } => return,
+        Work::Wake { .. } | Work::Requeued { .. } | Work::Claimed { .. } => return,
     };
     let quiet = turn::coalesce_window(state, &first);
     let mut rows = vec![first];

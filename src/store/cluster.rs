@@ -32,6 +32,10 @@ pub(super) fn lease_live(l: &str) -> String {
 pub const WORK_CHANNEL: &str = "wagw_work";
 /// The channel on which a change of the disconnected numbers is announced.
 pub const OVERRIDES_CHANNEL: &str = "wagw_overrides";
+/// The channel on which a replica that requeued a reply (`outbox::requeue`) but could not claim
+/// its conversation tells the conversation's holder to send it; the payload is
+/// `phone_number_id<TAB>customer<TAB>outbox id`.
+pub const REQUEUED_CHANNEL: &str = "wagw_requeued";
 /// Largest NOTIFY payload sent (PostgreSQL refuses 8000 bytes and more).
 pub(super) const NOTIFY_MAX: usize = 7000;
 
@@ -66,7 +70,35 @@ pub fn parse_work_payload(payload: &str) -> Vec<ConversationKey> {
         .collect()
 }
 
+/// A [`REQUEUED_CHANNEL`] payload.
+fn requeued_payload(phone_number_id: &str, customer: &str, id: i64) -> String {
+    format!("{phone_number_id}\t{customer}\t{id}")
+}
+
+/// Reads a [`REQUEUED_CHANNEL`] payload back: the conversation and the reply's id.
+pub fn parse_requeued_payload(payload: &str) -> Option<(ConversationKey, i64)> {
+    let mut fields = payload.split('\t');
+    let (pnid, customer, id) = (fields.next()?, fields.next()?, fields.next()?);
+    Some(((pnid.to_owned(), customer.to_owned()), id.parse().ok()?))
+}
+
 impl Store {
+    /// Tells the holder of the conversation, whichever replica it is, that reply `id` was
+    /// requeued and is its to send ([`REQUEUED_CHANNEL`]).
+    pub async fn notify_requeued(
+        &self,
+        phone_number_id: &str,
+        customer: &str,
+        id: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(REQUEUED_CHANNEL)
+            .bind(requeued_payload(phone_number_id, customer, id))
+            .execute(self.pg()?)
+            .await?;
+        Ok(())
+    }
+
     pub(super) fn pg(&self) -> Result<&PgPool, StoreError> {
         match &self.pool {
             Pool::Postgres(p) => Ok(p),
@@ -420,5 +452,17 @@ mod tests {
             .flat_map(|p| parse_work_payload(p))
             .collect();
         assert_eq!(back, keys);
+    }
+
+    #[test]
+    fn a_requeued_payload_reads_back_and_junk_does_not() {
+        let payload = requeued_payload("106540352242922", "491700000001", 42);
+        let key = ("106540352242922".to_owned(), "491700000001".to_owned());
+        assert_eq!(parse_requeued_payload(&payload), Some((key, 42)));
+        assert_eq!(
+            parse_requeued_payload("106540352242922\t491700000001"),
+            None
+        );
+        assert_eq!(parse_requeued_payload("a\tb\tnot-an-id"), None);
     }
 }
