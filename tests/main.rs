@@ -1,6 +1,6 @@
 //! The integration tests, one module a file, built as one test binary (`integration`). When
 //! each `tests/*.rs` file was a binary of its own, each compiled `tests/common` again and linked
-//! every dependency: a minute of a clean CI build (826 s then, 749 s since). A test's name
+//! every dependency: about a minute of a clean CI build on two cores. A test's name
 //! starts with its file's: `backlog::…`, `replicas::…` (`.config/nextest.toml` selects by them).
 //! `secrets.rs` and `telemetry.rs` stay binaries of their own: each installs the process's log
 //! subscriber, which would capture (or refuse) the others' under a plain `cargo test`, where a
