@@ -199,25 +199,6 @@ async fn a_commit_tells_the_holder_of_each_conversation_it_holds_in_payloads_und
 
 const TOKEN: &str = "leases-admin-token";
 
-/// A gateway on PostgreSQL whose replies fail after two attempts, with an admin token.
-async fn spawn_with_retries() -> Option<TestGateway> {
-    let storage = storage(Db::Postgres).await?;
-    let opts = Options {
-        extra: Options::default()
-            .extra
-            .replace("settle_grace: 2s }", "settle_grace: 2s, max_attempts: 2 }"),
-        ..Options::default()
-    };
-    let yaml = config_yaml(&storage.url, &opts, "echo").replace(
-        "  admin: 127.0.0.1:0\n",
-        &format!(
-            "  admin: 127.0.0.1:{}\n  admin_token: {{ value: {TOKEN} }}\n",
-            free_port()
-        ),
-    );
-    Some(start_from_yaml(storage, &yaml).await)
-}
-
 /// The customer writes; both send attempts fail (HTTP 500). Returns the failed reply's id.
 async fn a_failed_reply(t: &TestGateway, customer: &str) -> i64 {
     use wa_gateway::emulator::{Fault, FaultKind};
@@ -245,7 +226,7 @@ async fn a_failed_reply(t: &TestGateway, customer: &str) -> i64 {
 /// the requeue channel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_requeued_where_another_replica_holds_the_conversation_is_handed_to_it() {
-    let Some(t) = spawn_with_retries().await else {
+    let Some(t) = spawn_retrying(Db::Postgres, Options::default(), "echo", TOKEN).await else {
         return;
     };
     let customer = "491700000066";
@@ -300,7 +281,7 @@ async fn a_reply_requeued_where_another_replica_holds_the_conversation_is_handed
 /// conversation over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_holder_sends_a_reply_another_replica_requeued_at_once() {
-    let Some(t) = spawn_with_retries().await else {
+    let Some(t) = spawn_retrying(Db::Postgres, Options::default(), "echo", TOKEN).await else {
         return;
     };
     let customer = "491700000055";

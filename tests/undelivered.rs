@@ -15,20 +15,11 @@ const TOKEN: &str = "undelivered-admin-token";
 /// A gateway answered by `agent` whose admin listener has a fixed port and a token, so the
 /// CLI finds it; a reply is given up after two failed attempts.
 async fn spawn(db: Db, agent: &RecordingAgent) -> Option<TestGateway> {
-    let storage = storage(db).await?;
     let opts = Options {
         agents: agent.agents_yaml(),
-        extra: Options::default()
-            .extra
-            .replace("settle_grace: 2s }", "settle_grace: 2s, max_attempts: 2 }"),
         ..Options::default()
     };
-    let port = free_port();
-    let yaml = config_yaml(&storage.url, &opts, "rec").replace(
-        "  admin: 127.0.0.1:0\n",
-        &format!("  admin: 127.0.0.1:{port}\n  admin_token: {{ value: {TOKEN} }}\n"),
-    );
-    Some(start_from_yaml(storage, &yaml).await)
+    spawn_retrying(db, opts, "rec", TOKEN).await
 }
 
 async fn post(t: &TestGateway, path: &str, body: Value) -> (u16, Value) {

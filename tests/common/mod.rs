@@ -370,6 +370,30 @@ pub async fn start_from_file(storage: Storage, path: std::path::PathBuf) -> Test
     }
 }
 
+/// A gateway whose first number is answered by `agent`, whose admin listener has a fixed port
+/// and takes `token` (so the CLI finds it), and whose replies are given up after two failed
+/// send attempts.
+pub async fn spawn_retrying(
+    db: Db,
+    opts: Options,
+    agent: &str,
+    token: &str,
+) -> Option<TestGateway> {
+    let storage = storage(db).await?;
+    let opts = Options {
+        extra: opts
+            .extra
+            .replace("settle_grace: 2s }", "settle_grace: 2s, max_attempts: 2 }"),
+        ..opts
+    };
+    let port = free_port();
+    let yaml = config_yaml(&storage.url, &opts, agent).replace(
+        "  admin: 127.0.0.1:0\n",
+        &format!("  admin: 127.0.0.1:{port}\n  admin_token: {{ value: {token} }}\n"),
+    );
+    Some(start_from_yaml(storage, &yaml).await)
+}
+
 /// Writes `yaml` as `gateway.yaml` in the test's directory and starts the gateway from it.
 pub async fn start_from_yaml(storage: Storage, yaml: &str) -> TestGateway {
     let path = storage.dir.path().join("gateway.yaml");
